@@ -1,0 +1,8 @@
+//! The packet core shared by the XDP and TC entry points in `main.rs`.
+//!
+//! Everything is `#[inline(always)]`: the verifier sees one flat function per entry point.
+#![no_std]
+
+pub mod ctx;
+pub mod parse;
+pub mod stats;

@@ -1,0 +1,48 @@
+//! Per-CPU counters. Per-CPU slots need no atomics; userspace sums them.
+
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+use ingress_common::stats::{Counter, PacketCount};
+
+use crate::parse::{Class, Family};
+
+/// Packet counters indexed by [`Counter`], pinned so they survive a controller restart.
+#[map(name = "XI_STATS_V1")]
+static XI_STATS_V1: PerCpuArray<PacketCount> = PerCpuArray::pinned(Counter::COUNT, 0);
+
+/// Adds one packet of `bytes` to `counter`.
+#[inline(always)]
+pub fn count(counter: Counter, bytes: u64) {
+    if let Some(cell) = XI_STATS_V1.get_ptr_mut(counter as u32) {
+        // SAFETY: the slot belongs to this CPU; the program is not preempted while it runs.
+        unsafe {
+            (*cell).packets += 1;
+            (*cell).bytes += bytes;
+        }
+    }
+}
+
+/// Counts a classified packet: `Seen`, its family and its protocol class.
+#[inline(always)]
+pub fn count_class(class: &Class, bytes: u64) {
+    count(Counter::Seen, bytes);
+    let (family, detail) = match class {
+        Class::NonIp => (None, Counter::NonIp),
+        Class::Malformed => (None, Counter::Malformed),
+        Class::Fragment(f) => (Some(*f), Counter::Fragment),
+        Class::OtherL4(f) => (Some(*f), Counter::OtherL4),
+        Class::L4(h) => (
+            Some(h.family),
+            if h.proto == network_types::ip::IpProto::Tcp {
+                Counter::Tcp
+            } else {
+                Counter::Udp
+            },
+        ),
+    };
+    match family {
+        Some(Family::V4) => count(Counter::Ipv4, bytes),
+        Some(Family::V6) => count(Counter::Ipv6, bytes),
+        None => {}
+    }
+    count(detail, bytes);
+}

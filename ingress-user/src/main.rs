@@ -1,0 +1,79 @@
+//! The `xdp-ingress` binary: parses flags, starts the data planes and waits for a signal.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+use xdp_ingress::{
+    EBPF_OBJECT,
+    cli::{Cli, L4Args},
+    l4::Datapath,
+};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    xdp_ingress::logging::init(cli.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let datapath = attach(&cli.run.l4)?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut ticker = tokio::time::interval(if cli.run.l4.stats_interval.is_zero() {
+        std::time::Duration::MAX / 4
+    } else {
+        cli.run.l4.stats_interval
+    });
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            _ = ticker.tick() => log_stats(datapath.as_ref()),
+        }
+    }
+    info!("shutting down");
+    log_stats(datapath.as_ref());
+    Ok(())
+}
+
+/// Loads and attaches the eBPF programs, if any interface was named.
+fn attach(args: &L4Args) -> anyhow::Result<Option<Datapath>> {
+    if args.interfaces.is_empty() {
+        info!("no --interface given; the eBPF data path is not attached");
+        return Ok(None);
+    }
+    let mut dp = Datapath::load(EBPF_OBJECT, &args.bpf_pin_path)
+        .with_context(|| format!("loading eBPF with maps pinned in {}", args.bpf_pin_path.display()))?;
+    for iface in &args.interfaces {
+        dp.attach(iface, args.l4_mode)
+            .with_context(|| format!("attaching to --interface {iface}"))?;
+    }
+    Ok(Some(dp))
+}
+
+fn log_stats(datapath: Option<&Datapath>) {
+    let Some(dp) = datapath else { return };
+    match dp.stats() {
+        Ok(t) => {
+            use ingress_common::stats::Counter as C;
+            info!(
+                seen = t.get(C::Seen).packets,
+                ipv4 = t.get(C::Ipv4).packets,
+                ipv6 = t.get(C::Ipv6).packets,
+                tcp = t.get(C::Tcp).packets,
+                udp = t.get(C::Udp).packets,
+                other_l4 = t.get(C::OtherL4).packets,
+                non_ip = t.get(C::NonIp).packets,
+                malformed = t.get(C::Malformed).packets,
+                fragment = t.get(C::Fragment).packets,
+                "packet counters"
+            );
+        }
+        Err(e) => warn!(error = %e, "reading packet counters"),
+    }
+}
