@@ -2,8 +2,10 @@
 //! router, fed by one control plane. The binary in `main.rs` wires these modules together.
 
 pub mod cli;
+pub mod config;
 pub mod l4;
 pub mod logging;
+pub mod source;
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ingress"));
