@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod l4;
 pub mod logging;
 pub mod source;
