@@ -1,1 +1,24 @@
+//! Test support for xdp-ingress integration suites: network-namespace topologies, packet
+//! builders and (in other modules) the fake Kubernetes API server.
 
+pub mod netns;
+pub mod packet;
+
+/// Path of the `xdp-ingress` binary next to this test executable (`target/<profile>/`).
+///
+/// Cargo only exposes `CARGO_BIN_EXE_*` to the package that owns the binary, so suites in
+/// this crate find it from their own location. `cargo xtask test` builds it first.
+pub fn xdp_ingress_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("xdp-ingress");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p ingress-user` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}

@@ -1,1 +1,54 @@
-fn main(){}
+//! `cargo xtask`: the project's tasks. `setup` installs what the others need, idempotently.
+
+mod build;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// xdp-ingress project tasks.
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the toolchain and packages the build, tests, demo and benchmarks need
+    /// (Debian packages, nightly rust-src, bpf-linker against LLVM 22); skips what is present.
+    Setup,
+    /// Build the eBPF object and copy it to target/bpf/ingress.o (the same build path that
+    /// `cargo build` uses through ingress-user/build.rs).
+    BuildEbpf {
+        /// Release profile for the userspace crate driving the build.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build the whole workspace (userspace binary with the eBPF object embedded).
+    Build {
+        /// Release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run everything: setup, build, unit tests, eBPF packet tests, network-namespace
+    /// end-to-end tests, then fmt and clippy checks. This is what CI runs.
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf { release } => build::ebpf(release).map(|path| {
+            println!("{}", path.display());
+        }),
+        Task::Build { release } => build::workspace(release),
+        Task::Test { args } => test::run(&args),
+    }
+}

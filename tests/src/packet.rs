@@ -1,0 +1,234 @@
+//! Packet builders for BPF_PROG_TEST_RUN tables (katran fixture style).
+//!
+//! Checksums here are computed from scratch, independently of `ingress_common::csum`, so a
+//! table can check the eBPF program's incremental updates against a full recomputation.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// MAC addresses used by fixtures.
+pub const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// MAC of the node under test.
+pub const MAC_NODE: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+/// L4 protocol of a fixture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4 {
+    /// TCP with the given flags byte (e.g. [`SYN`]).
+    Tcp(u8),
+    /// UDP.
+    Udp,
+    /// Any other protocol number, with an 8-byte opaque header.
+    Other(u8),
+}
+
+/// TCP SYN flag.
+pub const SYN: u8 = 0x02;
+/// TCP ACK flag.
+pub const ACK: u8 = 0x10;
+/// TCP FIN flag.
+pub const FIN: u8 = 0x01;
+/// TCP RST flag.
+pub const RST: u8 = 0x04;
+
+/// A packet description; [`Packet::build`] renders it to a frame.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    /// Source address (v4 or v6; both ends must match).
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Protocol.
+    pub l4: L4,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// IPv4 TTL / IPv6 hop limit.
+    pub ttl: u8,
+    /// IPv4 options (a multiple of 4 bytes).
+    pub ip_options: Vec<u8>,
+    /// IPv4 fragment offset in 8-byte units (non-zero makes a non-first fragment).
+    pub frag_offset: u16,
+    /// IPv6 extension headers to insert (each a (next-header-number, body) pair is generated
+    /// as an 8-byte destination-options header when true).
+    pub v6_dest_opts: bool,
+    /// Source MAC.
+    pub src_mac: [u8; 6],
+    /// Destination MAC.
+    pub dst_mac: [u8; 6],
+}
+
+impl Packet {
+    /// A TCP packet with `flags` from `src:sport` to `dst:dport`.
+    pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> Self {
+        Self::new(src, sport, dst, dport, L4::Tcp(flags))
+    }
+
+    /// A UDP datagram.
+    pub fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> Self {
+        Self::new(src, sport, dst, dport, L4::Udp)
+    }
+
+    fn new(src: &str, sport: u16, dst: &str, dport: u16, l4: L4) -> Self {
+        Self {
+            src: src.parse().expect("src address"),
+            dst: dst.parse().expect("dst address"),
+            sport,
+            dport,
+            l4,
+            payload: b"xdp-ingress".to_vec(),
+            ttl: 64,
+            ip_options: Vec::new(),
+            frag_offset: 0,
+            v6_dest_opts: false,
+            src_mac: MAC_CLIENT,
+            dst_mac: MAC_NODE,
+        }
+    }
+
+    /// Renders the Ethernet frame.
+    pub fn build(&self) -> Vec<u8> {
+        let l4 = self.l4_bytes();
+        let mut f = Vec::with_capacity(128);
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                f.extend_from_slice(&0x0800u16.to_be_bytes());
+                f.extend_from_slice(&self.ipv4_header(s, d, l4.len()));
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                f.extend_from_slice(&0x86ddu16.to_be_bytes());
+                f.extend_from_slice(&self.ipv6_header(s, d, l4.len()));
+            }
+            _ => panic!("mixed address families"),
+        }
+        f.extend_from_slice(&l4);
+        f
+    }
+
+    fn proto(&self) -> u8 {
+        match self.l4 {
+            L4::Tcp(_) => 6,
+            L4::Udp => 17,
+            L4::Other(p) => p,
+        }
+    }
+
+    fn ipv4_header(&self, s: Ipv4Addr, d: Ipv4Addr, l4_len: usize) -> Vec<u8> {
+        assert!(self.ip_options.len() % 4 == 0, "IPv4 options must be 4-byte aligned");
+        let hlen = 20 + self.ip_options.len();
+        let total = u16::try_from(hlen + l4_len).expect("packet too long");
+        let mut h = vec![0u8; 20];
+        h[0] = 0x40 | u8::try_from(hlen / 4).expect("header too long");
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        h[6..8].copy_from_slice(&(0x4000 | self.frag_offset).to_be_bytes());
+        if self.frag_offset != 0 {
+            h[6..8].copy_from_slice(&self.frag_offset.to_be_bytes());
+        }
+        h[8] = self.ttl;
+        h[9] = self.proto();
+        h[12..16].copy_from_slice(&s.octets());
+        h[16..20].copy_from_slice(&d.octets());
+        h.extend_from_slice(&self.ip_options);
+        let c = checksum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h
+    }
+
+    fn ipv6_header(&self, s: Ipv6Addr, d: Ipv6Addr, l4_len: usize) -> Vec<u8> {
+        let ext = if self.v6_dest_opts { 8 } else { 0 };
+        let mut h = vec![0u8; 40];
+        h[0] = 0x60;
+        h[4..6].copy_from_slice(&u16::try_from(l4_len + ext).expect("too long").to_be_bytes());
+        h[6] = if self.v6_dest_opts { 60 } else { self.proto() };
+        h[7] = self.ttl;
+        h[8..24].copy_from_slice(&s.octets());
+        h[24..40].copy_from_slice(&d.octets());
+        if self.v6_dest_opts {
+            // next header, hdr ext len 0 (8 bytes), PadN option filling the rest.
+            h.extend_from_slice(&[self.proto(), 0, 1, 4, 0, 0, 0, 0]);
+        }
+        h
+    }
+
+    fn l4_bytes(&self) -> Vec<u8> {
+        let mut b = match self.l4 {
+            L4::Tcp(flags) => {
+                let mut t = vec![0u8; 20];
+                t[0..2].copy_from_slice(&self.sport.to_be_bytes());
+                t[2..4].copy_from_slice(&self.dport.to_be_bytes());
+                t[4..8].copy_from_slice(&1000u32.to_be_bytes());
+                t[12] = 5 << 4;
+                t[13] = flags;
+                t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+                t
+            }
+            L4::Udp => {
+                let mut u = vec![0u8; 8];
+                u[0..2].copy_from_slice(&self.sport.to_be_bytes());
+                u[2..4].copy_from_slice(&self.dport.to_be_bytes());
+                let len = u16::try_from(8 + self.payload.len()).expect("too long");
+                u[4..6].copy_from_slice(&len.to_be_bytes());
+                u
+            }
+            L4::Other(_) => vec![0u8; 8],
+        };
+        b.extend_from_slice(&self.payload);
+        let csum_off = match self.l4 {
+            L4::Tcp(_) => Some(16),
+            L4::Udp => Some(6),
+            L4::Other(_) => None,
+        };
+        if let Some(off) = csum_off {
+            let c = l4_checksum(self.src, self.dst, self.proto(), &b);
+            b[off..off + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        b
+    }
+}
+
+/// RFC 1071 checksum of `data`.
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u64 = 0;
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from_be_bytes([chunk[0], 0])
+        };
+        sum += u64::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// TCP/UDP checksum over the pseudo-header and `segment` (whose checksum field is zero or
+/// the value to verify: a correct segment yields 0).
+pub fn l4_checksum(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40 + segment.len());
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, proto]);
+            pseudo.extend_from_slice(&u16::try_from(segment.len()).expect("len").to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&u32::try_from(segment.len()).expect("len").to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, proto]);
+        }
+        _ => panic!("mixed address families"),
+    }
+    pseudo.extend_from_slice(segment);
+    let c = checksum(&pseudo);
+    // UDP transmits a computed zero as all ones.
+    if proto == 17 && c == 0 { 0xffff } else { c }
+}
