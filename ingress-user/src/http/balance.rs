@@ -1,0 +1,263 @@
+//! Endpoint choice: round-robin (default) or power-of-two-choices on in-flight requests.
+//!
+//! Cursors are keyed by the identity of a backend's endpoint list, so a new Snapshot starts
+//! fresh cursors without any bookkeeping in the (pure) route table.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+};
+
+use super::route::Backend;
+
+/// How an endpoint is chosen among a backend's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Balance {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// Power of two choices: two random endpoints, the one with fewer requests in flight.
+    LeastLoaded,
+}
+
+/// Chooses endpoints and tracks in-flight requests per endpoint.
+#[derive(Debug, Default)]
+pub struct Balancer {
+    mode: Balance,
+    cursors: RwLock<HashMap<usize, Arc<AtomicUsize>>>,
+    loads: RwLock<HashMap<SocketAddr, Arc<AtomicUsize>>>,
+    rng: AtomicU64,
+}
+
+/// A chosen endpoint. While it lives it counts as one request in flight to `addr`.
+#[derive(Debug)]
+pub struct Pick {
+    /// The endpoint address.
+    pub addr: SocketAddr,
+    load: Arc<AtomicUsize>,
+}
+
+impl Drop for Pick {
+    fn drop(&mut self) {
+        self.load.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Balancer {
+    /// A balancer using `mode`.
+    pub fn new(mode: Balance) -> Self {
+        Self {
+            mode,
+            rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+            ..Self::default()
+        }
+    }
+
+    /// Picks an endpoint of `backend`, avoiding `avoid` when there is another choice.
+    /// `None` when the backend has no endpoints (or only `avoid`).
+    pub fn pick(&self, backend: &Backend, avoid: Option<SocketAddr>) -> Option<Pick> {
+        let eps = &backend.endpoints;
+        let candidates = eps.len() - usize::from(avoid.is_some_and(|a| eps.contains(&a)));
+        if candidates == 0 {
+            return None;
+        }
+        let addr = match self.mode {
+            Balance::RoundRobin => {
+                let cursor = self.cursor(backend);
+                loop {
+                    let i = cursor.fetch_add(1, Ordering::Relaxed) % eps.len();
+                    if Some(eps[i]) != avoid {
+                        break eps[i];
+                    }
+                }
+            }
+            Balance::LeastLoaded => {
+                let usable = |a: &SocketAddr| Some(*a) != avoid;
+                let n = eps.iter().filter(|a| usable(a)).count();
+                let r = self.random();
+                let nth = |k: usize| eps.iter().copied().filter(usable).nth(k % n);
+                let a = nth(usize::try_from(r & 0xffff_ffff).unwrap_or(0))?;
+                if n == 1 {
+                    a
+                } else {
+                    // A second, distinct choice.
+                    let step = 1 + usize::try_from(r >> 32).unwrap_or(0) % (n - 1);
+                    let first = eps
+                        .iter()
+                        .copied()
+                        .filter(usable)
+                        .position(|x| x == a)
+                        .unwrap_or(0);
+                    let b = nth(first + step)?;
+                    if self.load(b).load(Ordering::Relaxed) < self.load(a).load(Ordering::Relaxed) {
+                        b
+                    } else {
+                        a
+                    }
+                }
+            }
+        };
+        let load = self.load(addr);
+        load.fetch_add(1, Ordering::Relaxed);
+        Some(Pick { addr, load })
+    }
+
+    /// Forgets cursors and idle endpoints' counters; called when a new Snapshot arrives.
+    pub fn reset(&self) {
+        self.cursors
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.loads
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, load| Arc::strong_count(load) > 1);
+    }
+
+    /// Requests in flight to `addr` (for tests and metrics).
+    pub fn in_flight(&self, addr: SocketAddr) -> usize {
+        self.loads
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&addr)
+            .map_or(0, |l| l.load(Ordering::Relaxed))
+    }
+
+    fn cursor(&self, backend: &Backend) -> Arc<AtomicUsize> {
+        let key = backend.endpoints.as_ptr() as usize;
+        if let Some(c) = self
+            .cursors
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Arc::clone(c);
+        }
+        Arc::clone(
+            self.cursors
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key)
+                .or_default(),
+        )
+    }
+
+    fn load(&self, addr: SocketAddr) -> Arc<AtomicUsize> {
+        if let Some(l) = self
+            .loads
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&addr)
+        {
+            return Arc::clone(l);
+        }
+        Arc::clone(
+            self.loads
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(addr)
+                .or_default(),
+        )
+    }
+
+    /// splitmix64 over an atomic counter: cheap, lock-free, good enough to spread choices.
+    fn random(&self) -> u64 {
+        let mut z = self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServiceRef;
+
+    fn backend(n: u16) -> Backend {
+        Backend {
+            service: ServiceRef {
+                namespace: "default".into(),
+                name: "web".into(),
+                port: 80,
+            },
+            endpoints: (1..=n)
+                .map(|i| SocketAddr::from(([10, 0, 0, 1], 8000 + i)))
+                .collect(),
+            ingress: None,
+        }
+    }
+
+    fn ports(picks: impl Iterator<Item = Option<Pick>>) -> Vec<u16> {
+        picks.map(|p| p.map_or(0, |p| p.addr.port())).collect()
+    }
+
+    #[test]
+    fn round_robin_visits_each_endpoint_in_turn() {
+        let (lb, b) = (Balancer::new(Balance::RoundRobin), backend(3));
+        assert_eq!(
+            ports((0..6).map(|_| lb.pick(&b, None))),
+            [8001, 8002, 8003, 8001, 8002, 8003]
+        );
+    }
+
+    #[test]
+    fn retry_avoids_the_endpoint_that_failed() {
+        for mode in [Balance::RoundRobin, Balance::LeastLoaded] {
+            let (lb, b) = (Balancer::new(mode), backend(2));
+            let failed = SocketAddr::from(([10, 0, 0, 1], 8001));
+            for _ in 0..10 {
+                assert_eq!(
+                    lb.pick(&b, Some(failed)).unwrap().addr.port(),
+                    8002,
+                    "{mode:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_endpoints_or_only_the_failed_one_yields_none() {
+        let lb = Balancer::new(Balance::RoundRobin);
+        assert!(lb.pick(&backend(0), None).is_none());
+        assert!(
+            lb.pick(&backend(1), Some(SocketAddr::from(([10, 0, 0, 1], 8001))))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn least_loaded_prefers_the_endpoint_with_fewer_in_flight() {
+        let (lb, b) = (Balancer::new(Balance::LeastLoaded), backend(2));
+        let busy = SocketAddr::from(([10, 0, 0, 1], 8001));
+        let held: Vec<_> = (0..5)
+            .map(|_| lb.pick(&b, Some(SocketAddr::from(([10, 0, 0, 1], 8002)))))
+            .collect();
+        assert_eq!(lb.in_flight(busy), 5);
+        for _ in 0..20 {
+            assert_eq!(lb.pick(&b, None).unwrap().addr.port(), 8002);
+        }
+        drop(held);
+        assert_eq!(lb.in_flight(busy), 0);
+    }
+
+    #[test]
+    fn in_flight_count_follows_the_pick_guard() {
+        let (lb, b) = (Balancer::new(Balance::RoundRobin), backend(1));
+        let p = lb.pick(&b, None).unwrap();
+        assert_eq!(lb.in_flight(p.addr), 1);
+        lb.reset();
+        assert_eq!(
+            lb.in_flight(p.addr),
+            1,
+            "reset keeps counters of busy endpoints"
+        );
+        let addr = p.addr;
+        drop(p);
+        assert_eq!(lb.in_flight(addr), 0);
+    }
+}

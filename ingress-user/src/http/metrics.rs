@@ -1,0 +1,119 @@
+//! Counters of the L7 router, as prometheus-client types the ops module registers.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+/// Labels of a finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `namespace/name` of the Ingress that routed it; empty for the default backend.
+    pub ingress: String,
+    /// `namespace/name:port` of the Service; empty when answered locally.
+    pub service: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Labels of a locally answered failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The rescue label, e.g. `no_route`, `connect_failed`.
+    pub kind: &'static str,
+}
+
+/// Labels naming a Service.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// `namespace/name:port`.
+    pub service: String,
+}
+
+/// The router's metrics. Cheap to update from the data path (atomics only).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests answered, by Ingress, Service and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Requests answered locally because of a failure, by cause.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Failed connection attempts to upstream endpoints, by Service (retries included).
+    pub upstream_connect_errors: Family<ServiceLabels, Counter>,
+    /// Client connections currently open (HTTP and HTTPS listeners).
+    pub active_connections: Gauge,
+    /// Upgraded connections (WebSockets) currently tunnelled.
+    pub active_tunnels: Gauge,
+    /// TLS handshakes that failed.
+    pub tls_handshake_errors: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric under `registry` (names get the registry's prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "http_requests",
+            "HTTP requests answered",
+            self.requests.clone(),
+        );
+        registry.register(
+            "http_local_errors",
+            "HTTP requests answered locally because of a failure",
+            self.errors.clone(),
+        );
+        registry.register(
+            "http_upstream_connect_errors",
+            "Failed connection attempts to upstream endpoints",
+            self.upstream_connect_errors.clone(),
+        );
+        registry.register(
+            "http_active_connections",
+            "Client connections currently open",
+            self.active_connections.clone(),
+        );
+        registry.register(
+            "http_active_tunnels",
+            "Upgraded (e.g. WebSocket) connections currently tunnelled",
+            self.active_tunnels.clone(),
+        );
+        registry.register(
+            "tls_handshake_errors",
+            "TLS handshakes that failed",
+            self.tls_handshake_errors.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    #[test]
+    fn registered_metrics_appear_in_the_exposition() {
+        let m = Metrics::default();
+        m.requests
+            .get_or_create(&RequestLabels {
+                ingress: "default/web".into(),
+                service: "default/web:80".into(),
+                status: 200,
+            })
+            .inc();
+        m.errors
+            .get_or_create(&ErrorLabels { kind: "no_route" })
+            .inc();
+        let mut registry = Registry::with_prefix("xdp_ingress");
+        m.register(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"xdp_ingress_http_requests_total{ingress="default/web",service="default/web:80",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"xdp_ingress_http_local_errors_total{kind="no_route"} 1"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! The one place where a failure becomes an HTTP status, a short body and a metrics label.
+
+use std::{net::SocketAddr, time::Duration};
+
+use hyper::{Response, StatusCode, header};
+
+use super::body::{Body, BoxError, full};
+use crate::config::ServiceRef;
+
+/// Why a request was answered locally instead of by an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No rule matched and there is no default backend.
+    #[error("no route for this host and path")]
+    NoRoute,
+    /// The matched Service has no ready (or serving) endpoints.
+    #[error("service {0} has no endpoints")]
+    NoEndpoints(ServiceRef),
+    /// Connecting to the endpoint failed (refused, unreachable, connect timeout).
+    #[error("connecting to {addr} failed: {source}")]
+    Connect {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What the connector said.
+        #[source]
+        source: BoxError,
+    },
+    /// The upstream did not send response headers in time.
+    #[error("upstream {addr} sent no response within {timeout:?}")]
+    UpstreamTimeout {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The `--upstream-response-timeout` in force.
+        timeout: Duration,
+    },
+    /// The upstream connection broke or the upstream sent something unusable.
+    #[error("upstream {addr} failed: {source}")]
+    Upstream {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What the client said.
+        #[source]
+        source: BoxError,
+    },
+    /// The request itself is unusable (e.g. an unparsable URI or host).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The client was too slow to send its request.
+    #[error("request timeout")]
+    RequestTimeout,
+    /// The request body is larger than `--max-body-bytes`.
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The request headers are larger than `--max-header-bytes`.
+    #[error("request headers too large")]
+    HeadersTooLarge,
+}
+
+impl Error {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+
+    /// A stable snake_case label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::NoEndpoints(_) => "no_endpoints",
+            Self::Connect { .. } => "connect_failed",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::Upstream { .. } => "upstream_failed",
+            Self::BadRequest(_) => "bad_request",
+            Self::RequestTimeout => "request_timeout",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::HeadersTooLarge => "headers_too_large",
+        }
+    }
+
+    /// The short body the client reads. It never echoes request data or internal addresses.
+    fn body(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "404 not found: no route for this host and path\n",
+            Self::NoEndpoints(_) => "503 service unavailable: the service has no endpoints\n",
+            Self::Connect { .. } => "502 bad gateway: could not connect to the service\n",
+            Self::Upstream { .. } => "502 bad gateway: the service failed to answer\n",
+            Self::UpstreamTimeout { .. } => {
+                "504 gateway timeout: the service did not answer in time\n"
+            }
+            Self::BadRequest(_) => "400 bad request\n",
+            Self::RequestTimeout => "408 request timeout\n",
+            Self::BodyTooLarge { .. } => "413 request body too large\n",
+            Self::HeadersTooLarge => "431 request header fields too large\n",
+        }
+    }
+
+    /// The response for this failure.
+    pub fn to_response(&self) -> Response<Body> {
+        let mut resp = Response::new(full(self.body()));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    fn svc() -> ServiceRef {
+        ServiceRef {
+            namespace: "default".into(),
+            name: "web".into(),
+            port: 80,
+        }
+    }
+
+    fn addr() -> SocketAddr {
+        "10.0.0.1:8080".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_cause_maps_to_its_status_label_and_body() {
+        let refused =
+            || -> BoxError { Box::new(io::Error::from(io::ErrorKind::ConnectionRefused)) };
+        let cases: Vec<(Error, u16, &str)> = vec![
+            (Error::NoRoute, 404, "no_route"),
+            (Error::NoEndpoints(svc()), 503, "no_endpoints"),
+            (
+                Error::Connect {
+                    addr: addr(),
+                    source: refused(),
+                },
+                502,
+                "connect_failed",
+            ),
+            (
+                Error::Upstream {
+                    addr: addr(),
+                    source: refused(),
+                },
+                502,
+                "upstream_failed",
+            ),
+            (
+                Error::UpstreamTimeout {
+                    addr: addr(),
+                    timeout: Duration::from_secs(1),
+                },
+                504,
+                "upstream_timeout",
+            ),
+            (Error::BadRequest("no host"), 400, "bad_request"),
+            (Error::RequestTimeout, 408, "request_timeout"),
+            (Error::BodyTooLarge { limit: 10 }, 413, "body_too_large"),
+            (Error::HeadersTooLarge, 431, "headers_too_large"),
+        ];
+        for (err, status, label) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err}");
+            assert_eq!(err.label(), label, "{err}");
+            let resp = err.to_response();
+            assert_eq!(resp.status().as_u16(), status);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let body = std::str::from_utf8(&body).unwrap();
+            assert!(body.starts_with(&status.to_string()), "{label}: {body:?}");
+            assert!(
+                !body.contains("10.0.0.1"),
+                "{label} leaks the endpoint address: {body:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The per-request path: read the current Snapshot, pick a route (or redirect, or the
+//! default backend), rewrite headers and forward. The Snapshot is behind an `ArcSwap`, so
+//! a new one takes effect for the next request and never touches open connections.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+use http_body_util::BodyExt as _;
+use hyper::{
+    Request, Response, StatusCode, Version,
+    body::{Body as _, Incoming},
+    header::{self, HeaderValue},
+};
+use tracing::debug;
+
+use super::{
+    balance::{Balance, Balancer},
+    body::{Body, BoxError, full, limited},
+    headers::{Forwarded, RequestIds, add_forwarded, strip_hop_by_hop, wants_upgrade},
+    limits::Limits,
+    metrics::{ErrorLabels, Metrics, RequestLabels},
+    proxy::Upstream,
+    rescue::Error,
+    route::Backend,
+    tls::CertResolver,
+};
+use crate::config::Snapshot;
+
+/// What the router knows about the client connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub struct Conn {
+    /// The client (TCP peer).
+    pub remote: SocketAddr,
+    /// The local listener address the client connected to.
+    pub local: SocketAddr,
+    /// Whether the connection is TLS (the HTTPS listener).
+    pub tls: bool,
+}
+
+/// Router settings that are not limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterOptions {
+    /// Redirect plain-HTTP requests for TLS hosts to HTTPS (308).
+    pub ssl_redirect: bool,
+    /// The port HTTPS redirects point to (omitted from `Location` when 443); `None`
+    /// disables redirects (no HTTPS listener).
+    pub https_port: Option<u16>,
+    /// Endpoint choice.
+    pub balance: Balance,
+    /// Limits and timeouts.
+    pub limits: Limits,
+}
+
+/// Routes requests with the current Snapshot and forwards them.
+#[derive(Debug)]
+pub struct Router {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    balancer: Balancer,
+    upstream: Upstream,
+    ids: RequestIds,
+    metrics: Arc<Metrics>,
+    opts: RouterOptions,
+    resolver: Option<Arc<CertResolver>>,
+}
+
+impl Router {
+    /// A router starting from `initial`.
+    pub fn new(opts: RouterOptions, initial: Arc<Snapshot>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            snapshot: Arc::new(ArcSwap::new(initial)),
+            balancer: Balancer::new(opts.balance),
+            upstream: Upstream::new(&opts.limits),
+            ids: RequestIds::default(),
+            metrics,
+            opts,
+            resolver: None,
+        }
+    }
+
+    /// The swap cell the TLS resolver reads certificates from.
+    pub fn snapshot_cell(&self) -> Arc<ArcSwap<Snapshot>> {
+        Arc::clone(&self.snapshot)
+    }
+
+    /// Lets the router prune the resolver's key cache when Snapshots change.
+    pub fn set_resolver(&mut self, resolver: Arc<CertResolver>) {
+        self.resolver = Some(resolver);
+    }
+
+    /// Makes `snapshot` the one the next request sees. Open connections are unaffected.
+    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.snapshot.store(snapshot);
+        self.balancer.reset();
+        if let Some(r) = &self.resolver {
+            r.prune();
+        }
+        debug!("new snapshot published to the HTTP router");
+    }
+
+    /// The Snapshot in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The metrics this router updates.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Answers one request. Never fails: every error becomes a response here.
+    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+        let snapshot = self.snapshot.load_full();
+        let (backend, result) = self.route(&snapshot, req, conn).await;
+        let resp = result.unwrap_or_else(|e| {
+            debug!(error = %e, label = e.label(), "answering locally");
+            self.metrics
+                .errors
+                .get_or_create(&ErrorLabels { kind: e.label() })
+                .inc();
+            e.to_response()
+        });
+        let labels = RequestLabels {
+            ingress: backend
+                .as_ref()
+                .and_then(|b| b.ingress.as_ref())
+                .map(|i| format!("{}/{}", i.namespace.as_deref().unwrap_or(""), i.name))
+                .unwrap_or_default(),
+            service: backend
+                .as_ref()
+                .map(|b| b.service.to_string())
+                .unwrap_or_default(),
+            status: resp.status().as_u16(),
+        };
+        self.metrics.requests.get_or_create(&labels).inc();
+        resp
+    }
+
+    async fn route(
+        &self,
+        snapshot: &Snapshot,
+        mut req: Request<Incoming>,
+        conn: Conn,
+    ) -> (Option<Arc<Backend>>, Result<Response<Body>, Error>) {
+        let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let Ok(host) = host_value.as_ref().map_or(Ok(""), HeaderValue::to_str) else {
+            return (None, Err(Error::BadRequest("host header is not text")));
+        };
+        let host = strip_port(host);
+        let path = req.uri().path();
+
+        let matched = snapshot.http.route(host, path);
+        let tls_host = matched.map_or_else(|| snapshot.http.is_tls_host(host), |m| m.tls);
+        if let Some(port) = self
+            .opts
+            .https_port
+            .filter(|_| !conn.tls && self.opts.ssl_redirect && tls_host)
+        {
+            return (
+                matched.map(|m| Arc::clone(m.backend)),
+                redirect(host, port, &req),
+            );
+        }
+        let Some(backend) = matched
+            .map(|m| Arc::clone(m.backend))
+            .or_else(|| snapshot.http.default_backend().cloned())
+        else {
+            return (None, Ok(builtin_default(path)));
+        };
+
+        // Body limit: refuse a declared oversize body up front; cap a streamed one.
+        let limit = self.opts.limits.max_body_bytes;
+        if let (Some(limit), Some(len)) = (limit, req.body().size_hint().exact())
+            && len > limit
+        {
+            return (Some(backend), Err(Error::BodyTooLarge { limit }));
+        }
+        let client_upgrade = (req.version() <= Version::HTTP_11 && wants_upgrade(req.headers()))
+            .then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        let body: Body = match limit {
+            Some(limit) => limited(body, limit),
+            None => body.map_err(BoxError::from).boxed(),
+        };
+        strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        if let Some(h) = &host_value {
+            parts
+                .headers
+                .entry(header::HOST)
+                .or_insert_with(|| h.clone());
+        }
+        add_forwarded(
+            &mut parts.headers,
+            &Forwarded {
+                client: conn.remote.ip(),
+                proto: if conn.tls { "https" } else { "http" },
+                host: host_value.as_ref(),
+                port: conn.local.port(),
+            },
+        );
+        self.ids.ensure(&mut parts.headers);
+        let req = Request::from_parts(parts, body);
+        let result = self
+            .upstream
+            .forward(&self.balancer, &self.metrics, &backend, req, client_upgrade)
+            .await;
+        (Some(backend), result)
+    }
+}
+
+/// The built-in default backend: `/healthz` is 200, everything else 404.
+fn builtin_default(path: &str) -> Response<Body> {
+    if path == "/healthz" {
+        let mut resp = Response::new(full("ok\n"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    } else {
+        Error::NoRoute.to_response()
+    }
+}
+
+/// `308 Permanent Redirect` to the same host and path on HTTPS.
+fn redirect<B>(host: &str, port: u16, req: &Request<B>) -> Result<Response<Body>, Error> {
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let location = HeaderValue::try_from(location)
+        .map_err(|_| Error::BadRequest("unusable redirect target"))?;
+    let mut resp = Response::new(full("308 permanent redirect\n"));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+/// `host[:port]` → `host`, keeping IPv6 literals (`[::1]:80` → `[::1]`).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_is_stripped_from_hosts_but_not_from_ipv6_literals() {
+        for (given, want) in [
+            ("foo.com", "foo.com"),
+            ("foo.com:8080", "foo.com"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("", ""),
+        ] {
+            assert_eq!(strip_port(given), want, "{given}");
+        }
+    }
+
+    #[test]
+    fn redirect_keeps_host_path_and_query_and_omits_port_443() {
+        let req = Request::get("http://a.test/x/y?q=1").body(()).unwrap();
+        let resp = redirect("a.test", 443, &req).unwrap();
+        assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(resp.headers()[header::LOCATION], "https://a.test/x/y?q=1");
+        let resp = redirect("a.test", 8443, &req).unwrap();
+        assert_eq!(
+            resp.headers()[header::LOCATION],
+            "https://a.test:8443/x/y?q=1"
+        );
+    }
+
+    #[test]
+    fn builtin_default_backend_answers_healthz_and_404() {
+        assert_eq!(builtin_default("/healthz").status(), StatusCode::OK);
+        assert_eq!(builtin_default("/").status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            builtin_default("/healthz/x").status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+}
