@@ -7,6 +7,10 @@ pub mod store;
 pub use problem::{ObjectRef, Problem};
 pub use store::Store;
 
+pub mod backend;
+pub mod class;
+pub mod ingress;
+pub mod l4;
 pub mod tls;
 
 use std::{fmt, net::SocketAddr, str::FromStr};
@@ -165,15 +169,61 @@ pub struct L4Service {
 }
 
 /// Translates a [`Store`] into a [`Snapshot`]. Pure and synchronous; never panics; a bad
-/// object becomes a [`Problem`] and never changes another object's routes.
+/// object becomes a [`Problem`] and never changes another object's routes. The output is
+/// deterministic: the same Store gives the same Snapshot whatever the input order.
 pub fn build(store: &Store, opts: &Options) -> Snapshot {
-    let _ = opts;
     let mut problems = store.problems.clone();
-    problems.sort_by(|a, b| (&a.object, &a.field, a.kind).cmp(&(&b.object, &b.field, b.kind)));
+    let mut resolver = backend::Resolver::new(&store.services, &store.endpoint_slices);
+
+    let classes = class::ClassFilter::new(&store.ingress_classes, opts);
+    let mut served: Vec<_> = store
+        .ingresses
+        .iter()
+        .filter(|i| classes.serves(i))
+        .collect();
+    served.sort_by(|a, b| ingress::age_key(a).cmp(&ingress::age_key(b)));
+
+    let mut tr = ingress::Translator::new(&mut resolver, &store.secrets);
+    for ing in served {
+        tr.add(ing);
+    }
+    let ingress::Translator {
+        mut table,
+        certs,
+        default_backend,
+        problems: ingress_problems,
+        ..
+    } = tr;
+    problems.extend(ingress_problems);
+    let fallback = ingress::default_backend_service(&mut resolver, opts, &mut problems);
+    table.set_default_backend(default_backend.map(|(b, _)| b).or(fallback));
+
+    let mut l4 = Vec::new();
+    for (cm, protocol) in [
+        (&opts.tcp_services, L4Protocol::Tcp),
+        (&opts.udp_services, L4Protocol::Udp),
+    ] {
+        if let Some(cm) = cm {
+            l4.extend(l4::services(
+                cm,
+                &store.config_maps,
+                protocol,
+                opts,
+                &mut resolver,
+                &mut problems,
+            ));
+        }
+    }
+    l4.sort_by_key(|s| (s.protocol, s.port));
+
+    problems.sort_by(|a, b| {
+        (&a.object, &a.field, a.kind, &a.message).cmp(&(&b.object, &b.field, b.kind, &b.message))
+    });
+    problems.dedup();
     Snapshot {
-        http: RouteTable::new(),
-        l4: Vec::new(),
-        tls: tls::CertSet::default(),
+        http: table,
+        l4,
+        tls: certs,
         problems,
     }
 }

@@ -359,3 +359,297 @@ fn wildcard_suffix(host: &str) -> Option<&str> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend whose Service name identifies the rule that matched.
+    fn backend(id: &str) -> Arc<Backend> {
+        Arc::new(Backend {
+            service: ServiceRef {
+                namespace: "ns".into(),
+                name: id.into(),
+                port: 80,
+            },
+            endpoints: Arc::from(Vec::new()),
+            ingress: None,
+        })
+    }
+
+    /// A table from `(host, path, type)` rules; each rule's backend is named `host|type:path`.
+    fn table(rules: &[(&str, &str, PathType)]) -> RouteTable {
+        let mut t = RouteTable::new();
+        for (host, path, ty) in rules {
+            t.insert(
+                HostMatch::parse(host),
+                path,
+                *ty,
+                backend(&format!("{host}|{ty}:{path}")),
+            )
+            .unwrap();
+        }
+        t
+    }
+
+    fn matched(t: &RouteTable, host: &str, path: &str) -> Option<String> {
+        t.route(host, path).map(|m| m.backend.service.name.clone())
+    }
+
+    use PathType::{Exact, ImplementationSpecific as Impl, Prefix};
+
+    /// Every row of the Kubernetes documentation's "Examples" table (Ingress, path types):
+    /// (rules, request path, expected winning rule or None for the default backend).
+    #[test]
+    fn path_type_examples_table_of_the_kubernetes_docs() {
+        #[rustfmt::skip]
+        let rows: &[(&[(&str, PathType)], &[&str], Option<(&str, PathType)>)] = &[
+            // Prefix /, (all paths), Yes
+            (&[("/", Prefix)], &["/", "/foo", "/foo/bar/", "/a.b"], Some(("/", Prefix))),
+            // Exact /foo, /foo, Yes
+            (&[("/foo", Exact)], &["/foo"], Some(("/foo", Exact))),
+            // Exact /foo, /bar, No
+            (&[("/foo", Exact)], &["/bar"], None),
+            // Exact /foo, /foo/, No
+            (&[("/foo", Exact)], &["/foo/"], None),
+            // Exact /foo/, /foo, No
+            (&[("/foo/", Exact)], &["/foo"], None),
+            // Prefix /foo, /foo and /foo/, Yes
+            (&[("/foo", Prefix)], &["/foo", "/foo/"], Some(("/foo", Prefix))),
+            // Prefix /foo/, /foo and /foo/, Yes
+            (&[("/foo/", Prefix)], &["/foo", "/foo/"], Some(("/foo/", Prefix))),
+            // Prefix /aaa/bb, /aaa/bbb, No
+            (&[("/aaa/bb", Prefix)], &["/aaa/bbb"], None),
+            // Prefix /aaa/bbb, /aaa/bbb, Yes
+            (&[("/aaa/bbb", Prefix)], &["/aaa/bbb"], Some(("/aaa/bbb", Prefix))),
+            // Prefix /aaa/bbb/, /aaa/bbb, Yes, ignores trailing slash
+            (&[("/aaa/bbb/", Prefix)], &["/aaa/bbb"], Some(("/aaa/bbb/", Prefix))),
+            // Prefix /aaa/bbb, /aaa/bbb/, Yes, matches trailing slash
+            (&[("/aaa/bbb", Prefix)], &["/aaa/bbb/"], Some(("/aaa/bbb", Prefix))),
+            // Prefix /aaa/bbb, /aaa/bbb/ccc, Yes, matches subpath
+            (&[("/aaa/bbb", Prefix)], &["/aaa/bbb/ccc"], Some(("/aaa/bbb", Prefix))),
+            // Prefix /aaa/bbb, /aaa/bbbxyz, No, does not match string prefix
+            (&[("/aaa/bbb", Prefix)], &["/aaa/bbbxyz"], None),
+            // Prefix /, /aaa; /aaa/ccc, Yes, matches /aaa prefix
+            (&[("/", Prefix), ("/aaa", Prefix)], &["/aaa/ccc"], Some(("/aaa", Prefix))),
+            // Prefix /, /aaa, /aaa/bbb; /aaa/bbb, Yes, matches /aaa/bbb prefix
+            (&[("/", Prefix), ("/aaa", Prefix), ("/aaa/bbb", Prefix)], &["/aaa/bbb"], Some(("/aaa/bbb", Prefix))),
+            // Prefix /, /aaa, /aaa/bbb; /ccc, Yes, matches / prefix
+            (&[("/", Prefix), ("/aaa", Prefix), ("/aaa/bbb", Prefix)], &["/ccc"], Some(("/", Prefix))),
+            // Prefix /aaa; /ccc, No, uses default backend
+            (&[("/aaa", Prefix)], &["/ccc"], None),
+            // Mixed /foo (Prefix), /foo (Exact); /foo, Yes, prefers Exact
+            (&[("/foo", Prefix), ("/foo", Exact)], &["/foo"], Some(("/foo", Exact))),
+        ];
+        for (rules, requests, want) in rows {
+            let rules: Vec<_> = rules.iter().map(|(p, ty)| ("", *p, *ty)).collect();
+            let t = table(&rules);
+            let want = want.map(|(p, ty)| format!("|{ty}:{p}"));
+            for req in *requests {
+                assert_eq!(
+                    matched(&t, "example.com", req),
+                    want,
+                    "rules {rules:?}, request {req}"
+                );
+            }
+        }
+    }
+
+    /// The Kubernetes documentation's hostname wildcard table.
+    #[test]
+    fn hostname_wildcard_table_of_the_kubernetes_docs() {
+        let t = table(&[("*.foo.com", "/", Prefix)]);
+        for (host, want) in [
+            ("bar.foo.com", true),      // matches based on shared suffix
+            ("baz.bar.foo.com", false), // wildcard only covers a single DNS label
+            ("foo.com", false),         // wildcard only covers a single DNS label
+        ] {
+            assert_eq!(t.route(host, "/").is_some(), want, "host {host}");
+        }
+    }
+
+    #[test]
+    fn implementation_specific_matches_as_prefix() {
+        let t = table(&[("", "/app", Impl)]);
+        for (path, want) in [
+            ("/app", true),
+            ("/app/", true),
+            ("/app/x", true),
+            ("/application", false),
+            ("/", false),
+        ] {
+            assert_eq!(t.route("h", path).is_some(), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn prefix_and_implementation_specific_on_the_same_path_conflict() {
+        let mut t = table(&[("", "/app", Prefix)]);
+        let err = t
+            .insert(HostMatch::Any, "/app/", Impl, backend("late"))
+            .unwrap_err();
+        assert!(matches!(err, InsertError::Conflict { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn exact_is_case_sensitive_and_whole_path() {
+        let t = table(&[("", "/Foo", Exact)]);
+        for (path, want) in [
+            ("/Foo", true),
+            ("/foo", false),
+            ("/Foo/", false),
+            ("/Foo/x", false),
+            ("/Fo", false),
+        ] {
+            assert_eq!(t.route("h", path).is_some(), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn longest_path_wins_regardless_of_insertion_order() {
+        let t = table(&[
+            ("", "/a/b/c", Prefix),
+            ("", "/a", Prefix),
+            ("", "/a/b", Exact),
+            ("", "/a/b", Prefix),
+        ]);
+        for (path, want) in [
+            ("/a/b/c/d", "|Prefix:/a/b/c"),
+            ("/a/b/x", "|Prefix:/a/b"),
+            ("/a/b", "|Exact:/a/b"),
+            ("/a/b/", "|Prefix:/a/b"),
+            ("/a/x", "|Prefix:/a"),
+        ] {
+            assert_eq!(matched(&t, "h", path).as_deref(), Some(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn exact_beats_prefix_at_equal_length() {
+        let t = table(&[("", "/foo/", Prefix), ("", "/foo/", Exact)]);
+        assert_eq!(matched(&t, "h", "/foo/").as_deref(), Some("|Exact:/foo/"));
+        assert_eq!(matched(&t, "h", "/foo").as_deref(), Some("|Prefix:/foo/"));
+    }
+
+    #[test]
+    fn exact_host_beats_wildcard_beats_any_host() {
+        let t = table(&[
+            ("a.foo.com", "/", Prefix),
+            ("*.foo.com", "/long/path", Prefix),
+            ("*.foo.com", "/", Prefix),
+            ("", "/", Prefix),
+        ]);
+        for (host, path, want) in [
+            ("a.foo.com", "/long/path", "a.foo.com|Prefix:/"),
+            ("b.foo.com", "/long/path", "*.foo.com|Prefix:/long/path"),
+            ("b.foo.com", "/x", "*.foo.com|Prefix:/"),
+            ("foo.com", "/x", "|Prefix:/"),
+            ("other.org", "/x", "|Prefix:/"),
+        ] {
+            assert_eq!(
+                matched(&t, host, path).as_deref(),
+                Some(want),
+                "{host}{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_host_without_a_matching_path_falls_back_to_the_next_tier() {
+        let t = table(&[
+            ("a.foo.com", "/api", Prefix),
+            ("*.foo.com", "/web", Prefix),
+            ("", "/", Prefix),
+        ]);
+        assert_eq!(
+            matched(&t, "a.foo.com", "/web").as_deref(),
+            Some("*.foo.com|Prefix:/web")
+        );
+        assert_eq!(
+            matched(&t, "a.foo.com", "/other").as_deref(),
+            Some("|Prefix:/")
+        );
+    }
+
+    #[test]
+    fn rule_without_host_matches_any_host() {
+        let t = table(&[("", "/x", Prefix)]);
+        for host in ["a.com", "", "127.0.0.1:8080", "[::1]:80", "UPPER.example"] {
+            assert!(t.route(host, "/x").is_some(), "{host}");
+        }
+    }
+
+    #[test]
+    fn host_match_ignores_case_port_and_trailing_dot() {
+        let t = table(&[("Foo.COM", "/", Prefix), ("*.Bar.com", "/", Prefix)]);
+        for host in [
+            "foo.com",
+            "FOO.com:8080",
+            "foo.com.",
+            "x.BAR.com:443",
+            "X.bar.com",
+        ] {
+            assert!(t.route(host, "/").is_some(), "{host}");
+        }
+        for host in ["foo.org", "bar.com", ".bar.com", "foo.com:x"] {
+            assert!(t.route(host, "/").is_none(), "{host}");
+        }
+    }
+
+    #[test]
+    fn no_match_means_default_backend() {
+        let mut t = table(&[("a.com", "/", Prefix)]);
+        assert!(t.route("b.com", "/").is_none());
+        assert!(t.default_backend().is_none());
+        t.set_default_backend(Some(backend("fallback")));
+        assert_eq!(t.default_backend().unwrap().service.name, "fallback");
+    }
+
+    #[test]
+    fn tls_hosts_exact_and_one_label_wildcard() {
+        let mut t = table(&[("", "/", Prefix)]);
+        t.add_tls_host("secure.com");
+        t.add_tls_host("*.wild.com");
+        for (host, want) in [
+            ("secure.com", true),
+            ("SECURE.com:443", true),
+            ("a.wild.com", true),
+            ("a.b.wild.com", false),
+            ("wild.com", false),
+            ("plain.com", false),
+        ] {
+            assert_eq!(t.is_tls_host(host), want, "{host}");
+            assert_eq!(t.route(host, "/").unwrap().tls, want, "{host}");
+        }
+    }
+
+    #[test]
+    fn relative_path_is_refused() {
+        let mut t = RouteTable::new();
+        let err = t
+            .insert(HostMatch::Any, "foo", Prefix, backend("x"))
+            .unwrap_err();
+        assert_eq!(err, InsertError::NotAbsolute("foo".into()));
+    }
+
+    #[test]
+    fn empty_path_means_root_prefix() {
+        let mut t = RouteTable::new();
+        t.insert(HostMatch::Any, "", Prefix, backend("root"))
+            .unwrap();
+        assert!(t.route("h", "/anything").is_some());
+    }
+
+    #[test]
+    fn empty_segments_are_elements() {
+        let t = table(&[("", "/foo", Prefix), ("", "/foo//bar", Prefix)]);
+        assert_eq!(
+            matched(&t, "h", "/foo//bar/x").as_deref(),
+            Some("|Prefix:/foo//bar")
+        );
+        assert_eq!(
+            matched(&t, "h", "/foo//baz").as_deref(),
+            Some("|Prefix:/foo")
+        );
+    }
+}
