@@ -6,12 +6,40 @@
 #![no_std]
 
 pub mod csum;
+pub mod l4;
 pub mod stats;
 
 /// Map names. They double as pin file names under `--bpf-pin-path`.
 pub mod maps {
     /// Per-CPU packet counters indexed by [`crate::stats::Counter`].
     pub const STATS: &str = "XI_STATS_V1";
+    /// [`crate::l4::ServiceKey`] → [`crate::l4::ServiceValue`].
+    pub const SERVICES: &str = "XI_SERVICES_V1";
+    /// Backend slots ([`crate::l4::Backend`]), indexed by backend id (0 is never used).
+    pub const BACKENDS: &str = "XI_BACKENDS_V1";
+    /// Maglev tables: `service_id * maglev_size + slot` → backend id.
+    pub const MAGLEV: &str = "XI_MAGLEV_V1";
+    /// Conntrack, client → backend direction: [`crate::l4::FlowKey`] → [`crate::l4::CtEntry`].
+    pub const CT_FWD: &str = "XI_CT_FWD_V1";
+    /// Conntrack, backend → client direction.
+    pub const CT_REV: &str = "XI_CT_REV_V1";
+    /// One [`crate::l4::NatConfig`].
+    pub const NAT_CONFIG: &str = "XI_NAT_CONFIG_V1";
+    /// Per-service per-CPU [`crate::l4::ServiceStats`], indexed by service id.
+    pub const SERVICE_STATS: &str = "XI_SVC_STATS_V1";
+}
+
+/// Default map capacities; userspace may override them at load time (which, for pinned
+/// maps, only takes effect when the pins are created).
+pub mod limits {
+    /// L4 services (ConfigMap entries × families).
+    pub const MAX_SERVICES: u32 = 1024;
+    /// Distinct endpoints across all services.
+    pub const MAX_BACKENDS: u32 = 65_536;
+    /// Default Maglev table size (prime; ≥ 100 × endpoints per service keeps the spread even).
+    pub const MAGLEV_SIZE: u32 = 4093;
+    /// Conntrack entries per direction.
+    pub const CT_ENTRIES: u32 = 262_144;
 }
 
 /// Program names, as the `#[xdp]` / `#[classifier]` functions are called in `ingress-ebpf`.

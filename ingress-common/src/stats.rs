@@ -22,11 +22,35 @@ pub enum Counter {
     Malformed = 7,
     /// Non-first IP fragments (no L4 header to inspect).
     Fragment = 8,
+    /// New flows to a service (conntrack entries created).
+    NewFlow = 9,
+    /// Packets of known flows, client → backend direction.
+    CtForward = 10,
+    /// Packets of known flows, backend → client direction (reverse NAT).
+    CtReply = 11,
+    /// NATed packets sent out of another interface (`XDP_REDIRECT` / `bpf_redirect*`).
+    Redirected = 12,
+    /// NATed packets sent back out of the receiving interface (`XDP_TX`).
+    Transmitted = 13,
+    /// NATed packets handed to the kernel stack (no FIB result usable from this hook).
+    PassedNat = 14,
+    /// Packets XDP left untouched for the TC program because the neighbour is unresolved.
+    DeferredToTc = 15,
+    /// Packets to a service without endpoints, left to the stack (which answers RST/ICMP).
+    NoEndpoints = 16,
+    /// New flows dropped because the conntrack table is full.
+    DropCtFull = 17,
+    /// New flows dropped because no free SNAT port was found.
+    DropSnatExhausted = 18,
+    /// Packets dropped because the FIB has no usable route.
+    DropNoRoute = 19,
+    /// Packets dropped because userspace has not written the NAT configuration yet.
+    DropNotReady = 20,
 }
 
 impl Counter {
     /// Number of counters, i.e. the `max_entries` of the stats array.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 21;
 
     /// All counters in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -39,6 +63,18 @@ impl Counter {
         Counter::NonIp,
         Counter::Malformed,
         Counter::Fragment,
+        Counter::NewFlow,
+        Counter::CtForward,
+        Counter::CtReply,
+        Counter::Redirected,
+        Counter::Transmitted,
+        Counter::PassedNat,
+        Counter::DeferredToTc,
+        Counter::NoEndpoints,
+        Counter::DropCtFull,
+        Counter::DropSnatExhausted,
+        Counter::DropNoRoute,
+        Counter::DropNotReady,
     ];
 
     /// A stable snake_case name, used for log fields and metric labels.
@@ -53,6 +89,18 @@ impl Counter {
             Counter::NonIp => "non_ip",
             Counter::Malformed => "malformed",
             Counter::Fragment => "fragment",
+            Counter::NewFlow => "new_flow",
+            Counter::CtForward => "ct_forward",
+            Counter::CtReply => "ct_reply",
+            Counter::Redirected => "redirected",
+            Counter::Transmitted => "transmitted",
+            Counter::PassedNat => "passed_nat",
+            Counter::DeferredToTc => "deferred_to_tc",
+            Counter::NoEndpoints => "no_endpoints",
+            Counter::DropCtFull => "drop_ct_full",
+            Counter::DropSnatExhausted => "drop_snat_exhausted",
+            Counter::DropNoRoute => "drop_no_route",
+            Counter::DropNotReady => "drop_not_ready",
         }
     }
 }

@@ -4,5 +4,7 @@
 #![no_std]
 
 pub mod ctx;
+pub mod maps;
+pub mod nat;
 pub mod parse;
 pub mod stats;

@@ -4,11 +4,18 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{TC_ACT_SHOT, xdp_action},
+    helpers::{bpf_redirect, bpf_redirect_neigh},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use ingress_ebpf::{ctx::PacketCtx, parse, stats};
+use ingress_common::stats::Counter;
+use ingress_ebpf::{
+    ctx::PacketCtx,
+    nat::{self, Hook, Verdict},
+    parse::{self, Class},
+    stats,
+};
 
 /// TCX verdict "continue with the next program / the stack" (`TCX_NEXT`, i.e. `TC_ACT_UNSPEC`).
 const TCX_NEXT: i32 = -1;
@@ -16,31 +23,72 @@ const TCX_NEXT: i32 = -1;
 /// NIC ingress.
 #[xdp]
 pub fn xdp_ingress(ctx: XdpContext) -> u32 {
-    match try_xdp_ingress(&ctx) {
+    match try_xdp_ingress(ctx) {
         Ok(action) | Err(action) => action,
     }
 }
 
 #[inline(always)]
-fn try_xdp_ingress(ctx: &XdpContext) -> Result<u32, u32> {
-    let class = parse::classify(ctx);
-    stats::count_class(&class, ctx.frame_len());
-    Ok(xdp_action::XDP_PASS)
+fn try_xdp_ingress(mut ctx: XdpContext) -> Result<u32, u32> {
+    let class = parse::classify(&ctx);
+    let bytes = ctx.frame_len();
+    stats::count_class(&class, bytes);
+    let Class::L4(h) = class else {
+        return Ok(xdp_action::XDP_PASS);
+    };
+    Ok(match nat::process(&mut ctx, &h, Hook::Xdp, bytes) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Tx => {
+            stats::count(Counter::Transmitted, bytes);
+            xdp_action::XDP_TX
+        }
+        // XDP has no neighbour resolution; `process` never asks for it on this hook.
+        Verdict::Redirect(ifindex) | Verdict::RedirectNeigh(ifindex) => {
+            stats::count(Counter::Redirected, bytes);
+            // SAFETY: plain helper call.
+            unsafe { bpf_redirect(ifindex, 0) as u32 }
+        }
+    })
 }
 
-/// TCX ingress, for interfaces where XDP cannot serve (veth/pod-facing, CHECKSUM_PARTIAL).
+/// TCX ingress, for interfaces where XDP cannot serve (veth/pod-facing, CHECKSUM_PARTIAL),
+/// and next to XDP to resolve neighbours XDP cannot.
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
-    match try_tc_ingress(&ctx) {
+    match try_tc_ingress(ctx) {
         Ok(action) | Err(action) => action,
     }
 }
 
 #[inline(always)]
-fn try_tc_ingress(ctx: &TcContext) -> Result<i32, i32> {
-    let class = parse::classify(ctx);
-    stats::count_class(&class, ctx.frame_len());
-    Ok(TCX_NEXT)
+fn try_tc_ingress(mut ctx: TcContext) -> Result<i32, i32> {
+    let class = parse::classify(&ctx);
+    let bytes = ctx.frame_len();
+    stats::count_class(&class, bytes);
+    let Class::L4(h) = class else {
+        return Ok(TCX_NEXT);
+    };
+    Ok(match nat::process(&mut ctx, &h, Hook::Tc, bytes) {
+        Verdict::Pass => TCX_NEXT,
+        Verdict::Drop => TC_ACT_SHOT as i32,
+        Verdict::Tx => {
+            stats::count(Counter::Transmitted, bytes);
+            let ifindex = ingress_ebpf::ctx::NatCtx::ifindex(&ctx);
+            // SAFETY: plain helper call.
+            unsafe { bpf_redirect(ifindex, 0) as i32 }
+        }
+        Verdict::Redirect(ifindex) => {
+            stats::count(Counter::Redirected, bytes);
+            // SAFETY: plain helper call.
+            unsafe { bpf_redirect(ifindex, 0) as i32 }
+        }
+        Verdict::RedirectNeigh(ifindex) => {
+            stats::count(Counter::Redirected, bytes);
+            // SAFETY: NULL params ask the kernel to look the next hop up itself.
+            unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+        }
+    })
 }
 
 #[cfg(not(test))]

@@ -3,7 +3,10 @@
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use ingress_common::stats::{Counter, PacketCount};
 
-use crate::parse::{Class, Family};
+use crate::{
+    maps::XI_SVC_STATS_V1,
+    parse::{Class, Family},
+};
 
 /// Packet counters indexed by [`Counter`], pinned so they survive a controller restart.
 #[map(name = "XI_STATS_V1")]
@@ -45,4 +48,20 @@ pub fn count_class(class: &Class, bytes: u64) {
         None => {}
     }
     count(detail, bytes);
+}
+
+/// Adds a packet (and optionally a new flow) to a service's counters.
+#[inline(always)]
+pub fn count_service(id: u32, bytes: u64, new_flow: bool) {
+    if let Some(cell) = XI_SVC_STATS_V1.get_ptr_mut(id) {
+        // SAFETY: the slot belongs to this CPU.
+        unsafe {
+            if new_flow {
+                (*cell).new_flows += 1;
+            } else {
+                (*cell).packets += 1;
+                (*cell).bytes += bytes;
+            }
+        }
+    }
 }
