@@ -11,7 +11,13 @@ pub mod backend;
 pub mod class;
 pub mod ingress;
 pub mod l4;
+pub mod legacy;
 pub mod tls;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod tests;
 
 use std::{fmt, net::SocketAddr, str::FromStr};
 

@@ -1,6 +1,8 @@
 //! Sources of Kubernetes objects: a cluster (kube-rs reflectors) or a manifest directory.
 //! Each publishes complete [`Store`]s; the controller rebuilds the Snapshot from the newest.
 
+pub mod files;
+
 use std::sync::Arc;
 
 use crate::config::Store;

@@ -82,7 +82,8 @@ impl ResolveError {
 pub struct Resolver<'s> {
     services: HashMap<(&'s str, &'s str), &'s Service>,
     slices: HashMap<(&'s str, &'s str), Vec<&'s EndpointSlice>>,
-    cache: HashMap<ServiceRef, Arc<[SocketAddr]>>,
+    /// Keyed by the Service port's name too: TCP and UDP ports may share a number.
+    cache: HashMap<(ServiceRef, Option<String>), Arc<[SocketAddr]>>,
 }
 
 impl<'s> Resolver<'s> {
@@ -179,9 +180,11 @@ impl<'s> Resolver<'s> {
             name: service.metadata.name.clone().unwrap_or_default(),
             port: u16::try_from(port.port).unwrap_or(0),
         };
-        if let Some(eps) = self.cache.get(&key) {
-            return (key, eps.clone());
+        let cache_key = (key, port.name.clone());
+        if let Some(eps) = self.cache.get(&cache_key) {
+            return (cache_key.0, eps.clone());
         }
+        let key = &cache_key.0;
         let slices = self
             .slices
             .get(&(key.namespace.as_str(), key.name.as_str()))
@@ -194,7 +197,8 @@ impl<'s> Resolver<'s> {
             });
         }
         let eps: Arc<[SocketAddr]> = eps.into_iter().collect();
-        self.cache.insert(key.clone(), eps.clone());
+        let key = key.clone();
+        self.cache.insert(cache_key, eps.clone());
         (key, eps)
     }
 }
@@ -214,7 +218,7 @@ fn collect(
             continue;
         };
         for ep in &slice.endpoints {
-            let ok = ep.conditions.as_ref().map_or(true, &accept);
+            let ok = ep.conditions.as_ref().is_none_or(&accept);
             if !ok {
                 continue;
             }

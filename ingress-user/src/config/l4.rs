@@ -231,3 +231,283 @@ pub fn services(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::config::{
+        ServiceRef, Store, build,
+        fixtures::{Cond, config_map, service, slice},
+    };
+
+    /// Services: `ns/redis` (6379 named `redis` → 6380, two ready endpoints), `ns/dns` (53
+    /// named `dns` → 5353, UDP), `ns/idle` (9000, no endpoints).
+    fn store(tcp: &[(&str, &str)], udp: &[(&str, &str)]) -> Store {
+        let mut s = Store::default();
+        s.services
+            .push(service("ns", "redis", &[("redis", 6379, "6380")]));
+        s.endpoint_slices.push(slice(
+            "ns",
+            "redis",
+            "redis-1",
+            &[("redis", 6380)],
+            &[("10.0.0.2", Cond::Ready), ("10.0.0.1", Cond::Ready)],
+        ));
+        let mut dns = service("ns", "dns", &[("dns", 53, "5353")]);
+        dns.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
+        s.services.push(dns);
+        s.endpoint_slices.push(slice(
+            "ns",
+            "dns",
+            "dns-1",
+            &[("dns", 5353)],
+            &[("10.0.1.1", Cond::Ready)],
+        ));
+        s.services
+            .push(service("ns", "idle", &[("", 9000, "9000")]));
+        s.config_maps.push(config_map("ingress", "tcp", tcp));
+        s.config_maps.push(config_map("ingress", "udp", udp));
+        s
+    }
+
+    fn opts() -> Options {
+        Options {
+            tcp_services: Some("ingress/tcp".parse().unwrap()),
+            udp_services: Some("ingress/udp".parse().unwrap()),
+            ..Options::default()
+        }
+    }
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    fn redis(port: u16, proxy_in: bool, proxy_out: bool) -> L4Service {
+        L4Service {
+            port,
+            protocol: L4Protocol::Tcp,
+            service: ServiceRef {
+                namespace: "ns".into(),
+                name: "redis".into(),
+                port: 6379,
+            },
+            endpoints: addrs(&["10.0.0.1:6380", "10.0.0.2:6380"]),
+            proxy_protocol_in: proxy_in,
+            proxy_protocol_out: proxy_out,
+        }
+    }
+
+    /// Every valid form of issue 3: a number, a named port, `::PROXY`, `:PROXY:PROXY`, UDP.
+    #[test]
+    fn configmap_valid_forms() {
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, bool, L4Service)] = &[
+            ("Service port number", "ns/redis:6379", false, redis(7000, false, false)),
+            ("named Service port", "ns/redis:redis", false, redis(7000, false, false)),
+            ("3rd field PROXY: accept PROXY from clients", "ns/redis:6379:PROXY", false, redis(7000, true, false)),
+            ("4th field PROXY only (::PROXY): send PROXY to backends", "ns/redis:6379::PROXY", false, redis(7000, false, true)),
+            ("both PROXY fields", "ns/redis:6379:PROXY:PROXY", false, redis(7000, true, true)),
+            ("spaces around the value", " ns/redis:6379 ", false, redis(7000, false, false)),
+            ("UDP entry", "ns/dns:53", true, L4Service {
+                port: 7000,
+                protocol: L4Protocol::Udp,
+                service: ServiceRef { namespace: "ns".into(), name: "dns".into(), port: 53 },
+                endpoints: addrs(&["10.0.1.1:5353"]),
+                proxy_protocol_in: false,
+                proxy_protocol_out: false,
+            }),
+        ];
+        for (rule, value, udp, want) in rows {
+            let entries = [("7000", *value)];
+            let s = if *udp {
+                store(&[], &entries)
+            } else {
+                store(&entries, &[])
+            };
+            let snap = build(&s, &opts());
+            assert!(snap.problems.is_empty(), "{rule}: {:?}", snap.problems);
+            assert_eq!(snap.l4, std::slice::from_ref(want), "{rule}");
+        }
+    }
+
+    /// Every bad form: the exact Problem (kind, field, message) and no L4Service.
+    #[test]
+    fn configmap_bad_forms_give_the_exact_problem() {
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, &str, bool, &str, &str)] = &[
+            ("non-numeric key", "redis", "ns/redis:6379", false, "invalid_port_key",
+             "key \"redis\" is not a port number (expected 1-65535)"),
+            ("negative key", "-1", "ns/redis:6379", false, "invalid_port_key",
+             "key \"-1\" is not a port number (expected 1-65535)"),
+            ("key 0", "0", "ns/redis:6379", false, "port_out_of_range",
+             "port 0 is out of range (expected 1-65535)"),
+            ("key above 65535", "65536", "ns/redis:6379", false, "port_out_of_range",
+             "port 65536 is out of range (expected 1-65535)"),
+            ("reserved HTTP port", "80", "ns/redis:6379", false, "reserved_port",
+             "port 80 is reserved for HTTP (--http-port)"),
+            ("reserved HTTPS port", "443", "ns/redis:6379", false, "reserved_port",
+             "port 443 is reserved for HTTPS (--https-port)"),
+            ("reserved health port", "10254", "ns/redis:6379", true, "reserved_port",
+             "port 10254 is reserved for health checks (--health-port)"),
+            ("missing namespace", "7000", "redis:6379", false, "missing_namespace",
+             "value \"redis:6379\" has no namespace: expected namespace/service:port[:PROXY[:PROXY]]"),
+            ("missing port", "7000", "ns/redis", false, "invalid_value",
+             "value \"ns/redis\" has no port: expected namespace/service:port[:PROXY[:PROXY]]"),
+            ("empty Service name", "7000", "ns/:6379", false, "invalid_value",
+             "value \"ns/:6379\" does not name a Service as namespace/service: expected namespace/service:port[:PROXY[:PROXY]]"),
+            ("Service port 0", "7000", "ns/redis:0", false, "invalid_value",
+             "Service port 0 is out of range (expected 1-65535 or a port name)"),
+            ("too many fields", "7000", "ns/redis:6379:PROXY:PROXY:x", false, "invalid_value",
+             "value \"ns/redis:6379:PROXY:PROXY:x\" has 5 fields: expected namespace/service:port[:PROXY[:PROXY]]"),
+            ("garbage 3rd field", "7000", "ns/redis:6379:proxy", false, "invalid_proxy_field",
+             "3rd field \"proxy\" must be PROXY or empty: expected namespace/service:port[:PROXY[:PROXY]]"),
+            ("garbage 4th field", "7000", "ns/redis:6379:PROXY:yes", false, "invalid_proxy_field",
+             "4th field \"yes\" must be PROXY or empty: expected namespace/service:port[:PROXY[:PROXY]]"),
+            ("PROXY on UDP", "7000", "ns/dns:53:PROXY", true, "proxy_on_udp",
+             "PROXY protocol is TCP only; remove the PROXY fields from this udp-services entry"),
+            ("4th-field PROXY on UDP", "7000", "ns/dns:53::PROXY", true, "proxy_on_udp",
+             "PROXY protocol is TCP only; remove the PROXY fields from this udp-services entry"),
+            ("unknown Service", "7000", "ns/nope:6379", false, "unknown_service",
+             "Service ns/nope not found"),
+            ("unknown Service in another namespace", "7000", "other/redis:6379", false, "unknown_service",
+             "Service other/redis not found"),
+            ("unknown port number", "7000", "ns/redis:6378", false, "unknown_service_port",
+             "Service ns/redis has no port 6378 (ports: 6379/redis)"),
+            ("unknown port name", "7000", "ns/redis:http", false, "unknown_service_port",
+             "Service ns/redis has no port \"http\" (ports: 6379/redis)"),
+        ];
+        for (rule, key, value, udp, kind, message) in rows {
+            let entries = [(*key, *value)];
+            let s = if *udp {
+                store(&[], &entries)
+            } else {
+                store(&entries, &[])
+            };
+            let snap = build(&s, &opts());
+            assert!(snap.l4.is_empty(), "{rule}: {:?}", snap.l4);
+            let cm = if *udp { "udp" } else { "tcp" };
+            let want = Problem {
+                object: ObjectRef {
+                    kind: "ConfigMap".into(),
+                    namespace: Some("ingress".into()),
+                    name: cm.into(),
+                },
+                field: Some(format!("data[{key:?}]")),
+                kind,
+                message: (*message).to_owned(),
+                severity: Severity::Error,
+            };
+            assert_eq!(snap.problems, [want], "{rule}");
+        }
+    }
+
+    #[test]
+    fn service_without_endpoints_is_a_warning_and_still_an_entry() {
+        let snap = build(&store(&[("9000", "ns/idle:9000")], &[]), &opts());
+        assert_eq!(snap.l4.len(), 1);
+        assert!(snap.l4[0].endpoints.is_empty());
+        let p = &snap.problems[..];
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            (p[0].kind, p[0].severity, p[0].field.as_deref()),
+            ("no_endpoints", Severity::Warning, Some("data[\"9000\"]"))
+        );
+        assert_eq!(
+            p[0].message,
+            "Service ns/idle port 9000 has no ready endpoints; TCP port 9000 rejects connections until it has"
+        );
+    }
+
+    #[test]
+    fn reserved_ports_follow_the_flags() {
+        let s = store(&[("80", "ns/redis:6379"), ("8080", "ns/redis:6379")], &[]);
+        let snap = build(
+            &s,
+            &Options {
+                http_port: 8080,
+                ..opts()
+            },
+        );
+        assert_eq!(snap.l4.iter().map(|l| l.port).collect::<Vec<_>>(), [80]);
+        assert_eq!(
+            snap.problems[0].message,
+            "port 8080 is reserved for HTTP (--http-port)"
+        );
+    }
+
+    #[test]
+    fn a_bad_entry_does_not_affect_the_others_and_output_is_sorted() {
+        let s = store(
+            &[
+                ("9100", "ns/redis:6379"),
+                ("bad", "x"),
+                ("7000", "ns/redis:redis:PROXY"),
+                ("8000", "nope"),
+            ],
+            &[("53", "ns/dns:dns")],
+        );
+        let snap = build(&s, &opts());
+        let got: Vec<_> = snap.l4.iter().map(|l| (l.protocol, l.port)).collect();
+        assert_eq!(
+            got,
+            [
+                (L4Protocol::Tcp, 7000),
+                (L4Protocol::Tcp, 9100),
+                (L4Protocol::Udp, 53)
+            ]
+        );
+        assert_eq!(snap.problems.len(), 2);
+    }
+
+    #[test]
+    fn udp_entry_prefers_the_udp_port_of_a_dual_protocol_service() {
+        let mut s = store(&[("5300", "ns/dual:53")], &[("5300", "ns/dual:53")]);
+        let mut dual = service(
+            "ns",
+            "dual",
+            &[("dns-tcp", 53, "5353"), ("dns-udp", 53, "5354")],
+        );
+        dual.spec.as_mut().unwrap().ports.as_mut().unwrap()[1].protocol = Some("UDP".into());
+        s.services.push(dual);
+        s.endpoint_slices.push(slice(
+            "ns",
+            "dual",
+            "dual-1",
+            &[("dns-tcp", 5353), ("dns-udp", 5354)],
+            &[("10.0.2.1", Cond::Ready)],
+        ));
+        let snap = build(&s, &opts());
+        let eps: Vec<_> = snap
+            .l4
+            .iter()
+            .map(|l| (l.protocol, l.endpoints.clone()))
+            .collect();
+        assert_eq!(
+            eps,
+            [
+                (L4Protocol::Tcp, addrs(&["10.0.2.1:5353"])),
+                (L4Protocol::Udp, addrs(&["10.0.2.1:5354"]))
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_configmap_is_a_warning() {
+        let snap = build(
+            &Store::default(),
+            &Options {
+                udp_services: None,
+                ..opts()
+            },
+        );
+        assert!(snap.l4.is_empty());
+        assert_eq!(snap.problems.len(), 1);
+        assert_eq!(snap.problems[0].severity, Severity::Warning);
+        assert_eq!(
+            snap.problems[0].message,
+            "--tcp-services-configmap ingress/tcp: ConfigMap not found; no TCP services until it exists"
+        );
+    }
+}

@@ -401,6 +401,7 @@ mod tests {
     /// Every row of the Kubernetes documentation's "Examples" table (Ingress, path types):
     /// (rules, request path, expected winning rule or None for the default backend).
     #[test]
+    #[expect(clippy::type_complexity, reason = "a test table")]
     fn path_type_examples_table_of_the_kubernetes_docs() {
         #[rustfmt::skip]
         let rows: &[(&[(&str, PathType)], &[&str], Option<(&str, PathType)>)] = &[
