@@ -2,6 +2,7 @@
 //! Each publishes complete [`Store`]s; the controller rebuilds the Snapshot from the newest.
 
 pub mod files;
+pub mod kube;
 
 use std::sync::Arc;
 

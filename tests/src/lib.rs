@@ -1,6 +1,7 @@
 //! Test support for xdp-ingress integration suites: network-namespace topologies, packet
 //! builders and (in other modules) the fake Kubernetes API server.
 
+pub mod fake_api;
 pub mod netns;
 pub mod packet;
 
