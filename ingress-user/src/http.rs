@@ -5,6 +5,7 @@ pub mod body;
 pub mod headers;
 pub mod limits;
 pub mod metrics;
+pub mod preface;
 pub mod proxy;
 pub mod rescue;
 pub mod route;

@@ -102,6 +102,11 @@ impl Router {
         self.snapshot.load_full()
     }
 
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.opts.limits
+    }
+
     /// The metrics this router updates.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::{
     limits::{Limits, MIN_HTTP1_BUF},
     metrics::Metrics,
+    preface::PrefaceDeadline,
     router::{Conn, Router, RouterOptions},
     tls::{self, CertResolver},
 };
@@ -322,6 +323,7 @@ fn spawn_tls(
             }
         };
         metrics.active_connections.inc();
+        let tls = PrefaceDeadline::new(tls, handshake_timeout);
         serve_connection(tls, conn, router, &builder, watcher).await;
         metrics.active_connections.dec();
     });
