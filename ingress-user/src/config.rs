@@ -15,7 +15,7 @@ pub mod legacy;
 pub mod tls;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 

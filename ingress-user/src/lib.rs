@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod http;
 pub mod l4;
 pub mod logging;
