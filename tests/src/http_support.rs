@@ -126,11 +126,7 @@ async fn backend_answer(
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             while let Some(Ok(msg)) = ws.next().await {
                 match msg {
-                    Message::Text(_) | Message::Binary(_) => {
-                        if ws.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
+                    Message::Text(_) | Message::Binary(_) if ws.send(msg).await.is_err() => break,
                     Message::Close(_) => break,
                     _ => {}
                 }

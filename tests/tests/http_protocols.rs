@@ -171,7 +171,9 @@ async fn sni_picks_the_certificate_exact_then_wildcard_and_follows_snapshots() {
             vec![renewed.clone(), bb.clone(), wild.clone()],
         ))
         .await;
-    let stream = tls_connect(&client, router.https, "a.test").await.unwrap();
+    // A fresh client: a resumed TLS session would carry the old session's certificate.
+    let fresh = tls_connector(&ca.cert, &[b"http/1.1"]);
+    let stream = tls_connect(&fresh, router.https, "a.test").await.unwrap();
     assert_eq!(peer_leaf(&stream), leaf_of(&renewed));
     assert_ne!(leaf_of(&renewed), leaf_of(&a));
 }

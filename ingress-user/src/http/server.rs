@@ -280,6 +280,7 @@ fn spawn_plain(
 ) {
     let _ = stream.set_nodelay(true);
     let gauge = router.metrics().active_connections.clone();
+    let stream = PrefaceDeadline::new(stream, router.limits().header_read_timeout);
     let served = serve_connection(
         stream,
         conn,
