@@ -2,14 +2,22 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 
-use crate::{l4::L4Mode, logging::LogFormat};
+use crate::{
+    config::{NamespacedName, Options},
+    l4::L4Mode,
+    logging::LogFormat,
+};
 
 /// xdp-ingress: Kubernetes ingress with an eBPF (XDP/TC) L4 fast path and a hyper L7 router.
 #[derive(Debug, Parser)]
-#[command(name = "xdp-ingress", version, about, long_about = None)]
+#[command(name = "xdp-ingress", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// What to do; without a subcommand, run the controller.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Controller options.
     #[command(flatten)]
     pub run: RunArgs,
@@ -29,6 +37,14 @@ pub struct RunArgs {
     /// L7 router options.
     #[command(flatten)]
     pub http: HttpArgs,
+
+    /// Where Kubernetes objects come from and which are ours.
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// The ports the controller serves on (reserved for it in the tcp/udp-services ConfigMaps).
+    #[command(flatten)]
+    pub ports: PortArgs,
 }
 
 /// How the L7 router listens, balances and limits clients.
@@ -114,6 +130,110 @@ pub struct L4Args {
     pub stats_interval: Duration,
 }
 
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the configuration like `nginx -t`: print the resolved HTTP routes, the L4 table
+    /// and every Problem, then exit 1 if any Problem is an error (warnings do not fail).
+    Check(CheckArgs),
+}
+
+/// Options of `xdp-ingress check`: the same source, class and ConfigMap flags as the controller.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Where Kubernetes objects come from and which are ours.
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// The ports reserved for the controller.
+    #[command(flatten)]
+    pub ports: PortArgs,
+}
+
+/// Where Kubernetes objects come from, and which of them this controller serves.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Read Kubernetes manifests (`*.yaml`, `*.yml`, `*.json`; multi-document and `kind: List`
+    /// allowed; not recursive) from this directory instead of a cluster, and follow changes.
+    /// Besides Ingress, Service, Secret and ConfigMap, give EndpointSlices or v1 Endpoints to
+    /// point Services at real backends. Without this flag, the cluster from the kubeconfig
+    /// (or the in-cluster config) is watched.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+
+    /// ConfigMap of TCP services (ingress-nginx format): key = external port, value =
+    /// `namespace/service:port[:PROXY[:PROXY]]` (port = Service port number or name; 3rd field
+    /// PROXY = clients send PROXY protocol, 4th = send it to backends).
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub tcp_services_configmap: Option<NamespacedName>,
+
+    /// ConfigMap of UDP services, same format as --tcp-services-configmap (no PROXY fields).
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub udp_services_configmap: Option<NamespacedName>,
+
+    /// Service that gets requests no Ingress rule matches, when no Ingress sets a
+    /// `defaultBackend` (its first port is used). Without it, unmatched requests get 404.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub default_backend_service: Option<NamespacedName>,
+
+    /// Serve Ingresses whose `ingressClassName` or `kubernetes.io/ingress.class` annotation
+    /// is this (works without IngressClass objects).
+    #[arg(long, value_name = "NAME", default_value = "xdp")]
+    pub ingress_class: String,
+
+    /// Serve Ingresses whose IngressClass has this `spec.controller`.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "xdp-ingress.dev/controller"
+    )]
+    pub controller_class: String,
+
+    /// Also serve Ingresses that name no class (otherwise only if one of our IngressClasses
+    /// is annotated `ingressclass.kubernetes.io/is-default-class: "true"`).
+    #[arg(long)]
+    pub watch_ingress_without_class: bool,
+
+    /// Only serve Ingresses (and read Services, EndpointSlices, Secrets) of this namespace.
+    /// All namespaces when not given.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub watch_namespace: Option<String>,
+}
+
+/// The controller's own ports.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct PortArgs {
+    /// Port of the plain-HTTP listener.
+    #[arg(long, value_name = "PORT", default_value_t = 80)]
+    pub http_port: u16,
+
+    /// Port of the HTTPS listener.
+    #[arg(long, value_name = "PORT", default_value_t = 443)]
+    pub https_port: u16,
+
+    /// Port of the health and metrics endpoint (`/healthz`, `/readyz`, `/metrics`).
+    #[arg(long, value_name = "PORT", default_value_t = 10254)]
+    pub health_port: u16,
+}
+
+impl SourceArgs {
+    /// The translation options these flags describe.
+    pub fn options(&self, ports: PortArgs) -> Options {
+        Options {
+            ingress_class: self.ingress_class.clone(),
+            controller_class: self.controller_class.clone(),
+            watch_without_class: self.watch_ingress_without_class,
+            watch_namespace: self.watch_namespace.clone(),
+            tcp_services: self.tcp_services_configmap.clone(),
+            udp_services: self.udp_services_configmap.clone(),
+            default_backend_service: self.default_backend_service.clone(),
+            http_port: ports.http_port,
+            https_port: ports.https_port,
+            health_port: ports.health_port,
+        }
+    }
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_secs)
@@ -151,6 +271,105 @@ mod tests {
         ]);
         assert!(!cli.run.http.ssl_redirect);
         assert_eq!(cli.run.http.load_balance, crate::http::Balance::LeastLoaded);
+    }
+
+    #[test]
+    fn source_flags_default_to_the_options_defaults() {
+        let cli = Cli::parse_from(["xdp-ingress"]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.source.options(cli.run.ports), Options::default());
+    }
+
+    #[test]
+    fn source_flags_reach_the_options() {
+        let cli = Cli::parse_from([
+            "xdp-ingress",
+            "--manifests",
+            "/m",
+            "--tcp-services-configmap",
+            "ingress/tcp",
+            "--udp-services-configmap",
+            "ingress/udp",
+            "--default-backend-service",
+            "ns/fallback",
+            "--ingress-class",
+            "c",
+            "--controller-class",
+            "x/y",
+            "--watch-ingress-without-class",
+            "--watch-namespace",
+            "ns",
+            "--http-port",
+            "8080",
+            "--https-port",
+            "8443",
+            "--health-port",
+            "9000",
+        ]);
+        let o = cli.run.source.options(cli.run.ports);
+        assert_eq!(
+            cli.run.source.manifests.as_deref(),
+            Some(std::path::Path::new("/m"))
+        );
+        assert_eq!(o.tcp_services.unwrap().to_string(), "ingress/tcp");
+        assert_eq!(o.udp_services.unwrap().to_string(), "ingress/udp");
+        assert_eq!(
+            o.default_backend_service.unwrap().to_string(),
+            "ns/fallback"
+        );
+        assert_eq!(
+            (o.ingress_class.as_str(), o.controller_class.as_str()),
+            ("c", "x/y")
+        );
+        assert!(o.watch_without_class);
+        assert_eq!(o.watch_namespace.as_deref(), Some("ns"));
+        assert_eq!(
+            (o.http_port, o.https_port, o.health_port),
+            (8080, 8443, 9000)
+        );
+    }
+
+    #[test]
+    fn namespaced_name_flags_are_validated_at_parse_time() {
+        for flag in [
+            "--tcp-services-configmap",
+            "--udp-services-configmap",
+            "--default-backend-service",
+        ] {
+            let err = Cli::try_parse_from(["xdp-ingress", flag, "tcp-services"]).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains("expected namespace/name (e.g. ingress-nginx/tcp-services), got \"tcp-services\""),
+                "{flag}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_takes_the_same_source_flags() {
+        let cli = Cli::parse_from([
+            "xdp-ingress",
+            "check",
+            "--manifests",
+            "/m",
+            "--tcp-services-configmap",
+            "a/b",
+        ]);
+        let Some(Command::Check(args)) = cli.command else {
+            panic!("not check: {:?}", cli.command)
+        };
+        assert_eq!(
+            args.source.manifests.as_deref(),
+            Some(std::path::Path::new("/m"))
+        );
+        assert_eq!(
+            args.source
+                .options(args.ports)
+                .tcp_services
+                .unwrap()
+                .to_string(),
+            "a/b"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! xdp-ingress: a Kubernetes ingress controller with an eBPF L4 fast path and a hyper L7
 //! router, fed by one control plane. The binary in `main.rs` wires these modules together.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod controller;

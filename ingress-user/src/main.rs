@@ -13,11 +13,29 @@ use xdp_ingress::{
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     xdp_ingress::logging::init(cli.log_format);
+    if let Some(xdp_ingress::cli::Command::Check(args)) = &cli.command {
+        return check(args);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("building the tokio runtime")?
         .block_on(run(cli))
+}
+
+/// `xdp-ingress check`: print the resolved configuration; exit 1 on any error Problem.
+fn check(args: &xdp_ingress::cli::CheckArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let snapshot = xdp_ingress::check::snapshot(args)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(xdp_ingress::check::report(&snapshot).as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing the report")?;
+    if xdp_ingress::check::failed(&snapshot) {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -47,8 +65,12 @@ fn attach(args: &L4Args) -> anyhow::Result<Option<Datapath>> {
         info!("no --interface given; the eBPF data path is not attached");
         return Ok(None);
     }
-    let mut dp = Datapath::load(EBPF_OBJECT, &args.bpf_pin_path)
-        .with_context(|| format!("loading eBPF with maps pinned in {}", args.bpf_pin_path.display()))?;
+    let mut dp = Datapath::load(EBPF_OBJECT, &args.bpf_pin_path).with_context(|| {
+        format!(
+            "loading eBPF with maps pinned in {}",
+            args.bpf_pin_path.display()
+        )
+    })?;
     for iface in &args.interfaces {
         dp.attach(iface, args.l4_mode)
             .with_context(|| format!("attaching to --interface {iface}"))?;

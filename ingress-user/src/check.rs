@@ -1,0 +1,224 @@
+//! `xdp-ingress check`: build one Snapshot from the configured source and print what the
+//! data planes would serve, like `nginx -t`. Exit status 1 when any Problem is an error.
+
+use std::fmt::Write as _;
+
+use crate::{
+    cli::CheckArgs,
+    config::{self, Snapshot, problem::Severity},
+    source::files,
+};
+
+/// Why `check` could not produce a Snapshot at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// No `--manifests` and no cluster source compiled in.
+    #[error(
+        "xdp-ingress check needs --manifests DIR (checking a live cluster is not available in this build yet)"
+    )]
+    NoSource,
+    /// The manifest directory could not be read.
+    #[error(transparent)]
+    Load(#[from] files::LoadError),
+}
+
+/// Loads the objects `args` point at and builds the Snapshot.
+pub fn snapshot(args: &CheckArgs) -> Result<Snapshot, CheckError> {
+    let dir = args
+        .source
+        .manifests
+        .as_deref()
+        .ok_or(CheckError::NoSource)?;
+    let store = files::load(dir)?;
+    Ok(config::build(&store, &args.source.options(args.ports)))
+}
+
+/// Whether `check` fails: any Error-severity Problem (warnings do not fail).
+pub fn failed(snapshot: &Snapshot) -> bool {
+    snapshot
+        .problems
+        .iter()
+        .any(|p| p.severity == Severity::Error)
+}
+
+fn endpoints(eps: &[std::net::SocketAddr]) -> String {
+    if eps.is_empty() {
+        return "(none)".to_owned();
+    }
+    eps.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Formats `rows` as left-aligned columns under `header`.
+fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::from("  ");
+        for (cell, w) in cells.zip(&widths) {
+            let _ = write!(s, "{cell:<w$}  ");
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(out, &mut header.iter().copied());
+    for row in rows {
+        line(out, &mut row.iter().map(String::as_str));
+    }
+}
+
+/// The human-readable report: HTTP routes, default backend, TLS hosts, L4 table, Problems.
+pub fn report(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut rules: Vec<_> = snapshot.http.rules().iter().collect();
+    rules.sort_by(|a, b| (&a.host, &a.path, a.path_type).cmp(&(&b.host, &b.path, b.path_type)));
+    let _ = writeln!(out, "HTTP routes ({}):", rules.len());
+    let rows: Vec<Vec<String>> = rules
+        .iter()
+        .map(|r| {
+            vec![
+                r.host.to_string(),
+                r.path.clone(),
+                r.path_type.to_string(),
+                r.backend.service.to_string(),
+                endpoints(&r.backend.endpoints),
+                r.backend.ingress.as_ref().map_or_else(String::new, |i| {
+                    format!("{}/{}", i.namespace.as_deref().unwrap_or(""), i.name)
+                }),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        &["HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "INGRESS"],
+        &rows,
+    );
+    match snapshot.http.default_backend() {
+        Some(b) => {
+            let from = b.ingress.as_ref().map_or_else(
+                || "--default-backend-service".to_owned(),
+                |i| format!("defaultBackend of {i}"),
+            );
+            let _ = writeln!(
+                out,
+                "Default backend: {} endpoints {} ({from})",
+                b.service,
+                endpoints(&b.endpoints)
+            );
+        }
+        None => out.push_str("Default backend: built-in 404\n"),
+    }
+    let certs = snapshot.tls.entries();
+    let _ = writeln!(out, "\nTLS certificates ({}):", certs.len());
+    let rows: Vec<Vec<String>> = certs
+        .iter()
+        .map(|(host, c)| {
+            vec![
+                host.clone(),
+                c.secret.to_string(),
+                c.chain.len().to_string(),
+            ]
+        })
+        .collect();
+    table(&mut out, &["HOST", "SECRET", "CHAIN"], &rows);
+    let _ = writeln!(out, "\nL4 services ({}):", snapshot.l4.len());
+    let rows: Vec<Vec<String>> = snapshot
+        .l4
+        .iter()
+        .map(|s| {
+            let proxy = match (s.proxy_protocol_in, s.proxy_protocol_out) {
+                (false, false) => "-",
+                (true, false) => "in",
+                (false, true) => "out",
+                (true, true) => "in,out",
+            };
+            vec![
+                s.protocol.to_string(),
+                s.port.to_string(),
+                s.service.to_string(),
+                endpoints(&s.endpoints),
+                proxy.to_owned(),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        &["PROTO", "PORT", "SERVICE", "ENDPOINTS", "PROXY"],
+        &rows,
+    );
+    let errors = snapshot
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
+    let warnings = snapshot.problems.len() - errors;
+    let _ = writeln!(out, "\nProblems ({errors} errors, {warnings} warnings):");
+    for p in &snapshot.problems {
+        let sev = match p.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(out, "  {sev}[{}]: {p}", p.kind);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{
+        Options, Store,
+        fixtures::{Cond, IngressBuilder, service, slice},
+    };
+
+    #[test]
+    fn report_lists_routes_default_backend_and_problems() {
+        let mut s = Store::default();
+        s.services
+            .push(service("ns", "web", &[("http", 80, "8080")]));
+        s.endpoint_slices.push(slice(
+            "ns",
+            "web",
+            "w",
+            &[("http", 8080)],
+            &[("10.0.0.1", Cond::Ready)],
+        ));
+        s.ingresses.push(
+            IngressBuilder::new("ns", "i")
+                .host("a.com")
+                .path("/", "Prefix", "web", "80")
+                .build(),
+        );
+        s.ingresses.push(
+            IngressBuilder::new("ns", "j")
+                .host("b.com")
+                .path("/x", "Exact", "gone", "80")
+                .build(),
+        );
+        let snap = config::build(&s, &Options::default());
+        let r = report(&snap);
+        assert!(failed(&snap));
+        let want = "HTTP routes (2):
+  HOST   PATH  TYPE    BACKEND     ENDPOINTS      INGRESS
+  a.com  /     Prefix  ns/web:80   10.0.0.1:8080  ns/i
+  b.com  /x    Exact   ns/gone:80  (none)         ns/j
+Default backend: built-in 404
+
+TLS certificates (0):
+  HOST  SECRET  CHAIN
+
+L4 services (0):
+  PROTO  PORT  SERVICE  ENDPOINTS  PROXY
+
+Problems (1 errors, 0 warnings):
+  error[unknown_service]: Ingress ns/j spec.rules[0].http.paths[0].backend.service.name: Service ns/gone not found; requests get 503
+";
+        assert_eq!(r, want);
+    }
+}
