@@ -125,10 +125,9 @@ async fn backend_answer(
             let mut ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             while let Some(Ok(msg)) = ws.next().await {
-                match msg {
-                    Message::Text(_) | Message::Binary(_) if ws.send(msg).await.is_err() => break,
-                    Message::Close(_) => break,
-                    _ => {}
+                let echo = matches!(msg, Message::Text(_) | Message::Binary(_));
+                if msg.is_close() || (echo && ws.send(msg).await.is_err()) {
+                    break;
                 }
             }
         });
