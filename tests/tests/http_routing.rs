@@ -18,12 +18,20 @@ async fn backends(n: usize) -> (Vec<TestBackend>, String) {
     (list, yaml)
 }
 
+/// (rule, paths as (pathType, path), request path, expected backend).
+type PathRow = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    Option<&'static str>,
+);
+
 /// The "Examples" table of the Ingress documentation (path types). Each path of a row goes
 /// to its own backend (`b0`, `b1`, ...); `None` means "no match: default backend (404)".
 #[tokio::test]
 async fn path_table_of_the_kubernetes_docs() {
     let (_backends, services) = backends(3).await;
-    let rows: &[(&str, &[(&str, &str)], &str, Option<&str>)] = &[
+    let rows: &[PathRow] = &[
         (
             "Prefix / matches all paths",
             &[("Prefix", "/")],
@@ -284,9 +292,7 @@ async fn forwarded_headers_reach_the_backend() {
         ingress_yaml("site", Some("site.test"), &[("/", "Prefix", "b0")])
     );
     let router = RunningRouter::start(snapshot(&yaml, Vec::new()), Limits::default()).await;
-    let request = format!(
-        "GET /h HTTP/1.1\r\nHost: site.test\r\nX-Forwarded-For: 198.51.100.1\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\nProxy-Authorization: x\r\n\r\n"
-    );
+    let request = "GET /h HTTP/1.1\r\nHost: site.test\r\nX-Forwarded-For: 198.51.100.1\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\nProxy-Authorization: x\r\n\r\n";
     let (raw, closed) = ingress_tests::http_support::raw_exchange(
         router.http,
         request.as_bytes(),
