@@ -2,6 +2,7 @@
 
 pub mod bpffs;
 pub mod datapath;
+pub mod proxy;
 pub mod stats;
 
 pub use datapath::{Attachment, Datapath, L4Error};
