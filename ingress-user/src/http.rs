@@ -1,4 +1,18 @@
 //! The L7 router: route matching (pure), and the hyper server/proxy that reads it.
+//!
+//! - [`server`]: listeners (`--http-port`: HTTP/1.1 + h2c prior knowledge; `--https-port`:
+//!   rustls with ALPN h2/http1.1), limits, graceful shutdown. Entry point: [`serve`].
+//! - [`router`]: per request, load the current Snapshot (`ArcSwap`), match, redirect
+//!   plain HTTP for TLS hosts (308, `--no-ssl-redirect` turns it off), or answer with the
+//!   default backend (built in: `/healthz` 200, else 404).
+//! - [`proxy`]: pooled HTTP/1.1 upstream client, one retry on another endpoint when
+//!   connecting fails, upgrades (WebSocket) tunnelled both ways; [`balance`] picks endpoints.
+//! - [`tls`]: certificate by SNI from the Snapshot, else a self-signed default certificate
+//!   (`ingress.local`) generated at start.
+//! - [`rescue`]: the one mapping from failure to status, body and metrics label.
+//!
+//! A new Snapshot applies to the next request; open connections, upgraded tunnels and
+//! streaming responses are never cut by it.
 
 pub mod balance;
 pub mod body;
