@@ -61,6 +61,13 @@ pub async fn handle(
         .unwrap_or("")
         .to_owned();
     let path = parts.uri.path().trim_end_matches('/').to_owned();
+    if !body.is_empty() && (content_type.contains("protobuf") || content_type.contains("cbor")) {
+        // Only JSON (and YAML) bodies are understood; client-go falls back to JSON on 415.
+        let msg = format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
+        );
+        return Ok(error(&ApiError::new(415, "UnsupportedMediaType", msg)));
+    }
     let resp = route(&shared, &parts.method, &path, &query, &content_type, &body).await;
     Ok(resp.unwrap_or_else(|e| error(&e)))
 }
