@@ -15,7 +15,7 @@ pub const PROTO_UDP: u8 = 17;
 
 /// Lookup key of an L4 service: the destination a client uses.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     /// Destination address; all zero means "any local address".
     pub addr: [u8; 16],

@@ -280,7 +280,9 @@ impl NatCtx for TcContext {
 
     #[inline(always)]
     fn ifindex(&self) -> u32 {
+        // On TC ingress the skb's device is the receiving interface (and, unlike
+        // `ingress_ifindex`, BPF_PROG_TEST_RUN can set it).
         // SAFETY: the context pointer is valid for the program's lifetime.
-        unsafe { (*self.skb.skb).ingress_ifindex }
+        unsafe { (*self.skb.skb).ifindex }
     }
 }

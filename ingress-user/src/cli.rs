@@ -1,6 +1,6 @@
 //! Command-line interface. Flag names follow ingress-nginx where the concept is the same.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -108,26 +108,77 @@ impl HttpArgs {
     }
 }
 
-/// Where and how the eBPF programs attach.
+/// Where and how L4 (tcp/udp-services) traffic is forwarded.
 #[derive(Debug, Clone, Args)]
 pub struct L4Args {
-    /// Interface the eBPF programs attach to (repeatable). Usually the node's uplink NIC(s).
+    /// Interface the eBPF programs attach to (repeatable). Name every interface L4 traffic
+    /// crosses: the one clients reach and, if different, the one facing the endpoints (their
+    /// replies are translated back there).
     #[arg(long = "interface", value_name = "IFACE")]
     pub interfaces: Vec<String>,
 
-    /// How L4 services are forwarded: `xdp` (native XDP, generic XDP if the driver lacks it),
-    /// `tc` (TCX ingress), or `auto` (native XDP where the driver supports it, else TC).
+    /// How L4 services are forwarded: `auto` (native XDP where the driver supports it, else
+    /// TC), `xdp` (native XDP, else generic XDP), `tc` (TCX ingress), or `userspace` (a tokio
+    /// proxy; no eBPF). XDP modes attach TC beside XDP to resolve unknown neighbours.
+    /// PROXY-protocol entries are always served by the userspace proxy.
     #[arg(long, value_enum, default_value_t = L4Mode::Auto)]
     pub l4_mode: L4Mode,
 
-    /// Directory on a bpffs where maps are pinned, so a restarted controller reuses them.
-    /// bpffs is mounted at /sys/fs/bpf if it is not already.
+    /// Node address L4 services answer on (repeatable). Default: every address of the
+    /// `--interface`s. The first IPv4 one is also the SNAT source; without it, SNAT uses the
+    /// address the client connected to.
+    #[arg(long = "node-address", value_name = "IP")]
+    pub node_addresses: Vec<IpAddr>,
+
+    /// Source ports for SNAT, `LOW-HIGH` inclusive. Keep it clear of the node's ephemeral
+    /// range (`net.ipv4.ip_local_port_range`) and of ports services listen on.
+    #[arg(long, value_name = "LOW-HIGH", default_value = "20000-32767", value_parser = parse_port_range)]
+    pub snat_port_range: (u16, u16),
+
+    /// Maglev table size per L4 service; must be prime, ideally ≥ 100 × its endpoints.
+    /// Fixed when the pinned maps are first created.
+    #[arg(long, value_name = "PRIME", default_value_t = ingress_common::limits::MAGLEV_SIZE)]
+    pub maglev_table_size: u32,
+
+    /// Conntrack capacity per direction. When full, new L4 flows are dropped and counted
+    /// (`drop_ct_full`); established ones are never evicted.
+    #[arg(long, value_name = "N", default_value_t = ingress_common::limits::CT_ENTRIES)]
+    pub conntrack_entries: u32,
+
+    /// Idle timeout of open TCP flows in conntrack.
+    #[arg(long, value_name = "SECONDS", default_value = "3600", value_parser = parse_secs)]
+    pub tcp_timeout: Duration,
+
+    /// Idle timeout of UDP flows in conntrack (and of userspace UDP sessions).
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_secs)]
+    pub udp_timeout: Duration,
+
+    /// Directory on a bpffs where maps and links are pinned, so a restarted or upgraded
+    /// controller reuses them and established L4 flows survive. bpffs is mounted at
+    /// /sys/fs/bpf if it is not already.
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/xdp-ingress")]
     pub bpf_pin_path: PathBuf,
+
+    /// Detach the eBPF programs on exit instead of leaving them pinned. By default they stay
+    /// attached, so L4 flows keep flowing while the pod is replaced.
+    #[arg(long)]
+    pub l4_detach_on_exit: bool,
 
     /// How often the packet counters are logged (0 disables the log line).
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_secs)]
     pub stats_interval: Duration,
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected LOW-HIGH, got {s:?}"))?;
+    let lo: u16 = lo.trim().parse().map_err(|e| format!("low port {lo:?}: {e}"))?;
+    let hi: u16 = hi.trim().parse().map_err(|e| format!("high port {hi:?}: {e}"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!("need 1 <= LOW <= HIGH, got {lo}-{hi}"));
+    }
+    Ok((lo, hi))
 }
 
 /// Subcommands.
@@ -271,6 +322,14 @@ mod tests {
         ]);
         assert!(!cli.run.http.ssl_redirect);
         assert_eq!(cli.run.http.load_balance, crate::http::Balance::LeastLoaded);
+    }
+
+    #[test]
+    fn snat_port_ranges_parse_or_explain() {
+        assert_eq!(parse_port_range("20000-32767"), Ok((20000, 32767)));
+        for bad in ["20000", "0-10", "10-5", "a-10", "10-70000"] {
+            assert!(parse_port_range(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -1,22 +1,32 @@
-//! The L4 data path: loading the eBPF object, attaching it to interfaces, reading its counters.
+//! The L4 data path: loading the eBPF object, attaching it to interfaces, programming its
+//! maps from the Snapshot, conntrack housekeeping and reading its counters.
 
+pub mod addrs;
+pub mod bpf_batch;
 pub mod bpffs;
+pub mod conntrack;
 pub mod datapath;
+pub mod maglev;
+pub mod plane;
 pub mod proxy;
 pub mod stats;
+pub mod sync;
 
-pub use datapath::{Attachment, Datapath, L4Error};
+pub use datapath::{Attachment, Datapath, DatapathOptions, L4Error};
 
 /// How L4 services are forwarded (`--l4-mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum L4Mode {
-    /// Native XDP where the driver supports it, else TC.
+    /// Native XDP where the driver supports it (with TC beside it to resolve neighbours),
+    /// else TC alone.
     #[default]
     Auto,
-    /// XDP: native mode, or generic (SKB) mode when the driver has no native support.
+    /// XDP (native, else generic), with TC beside it to resolve neighbours.
     Xdp,
-    /// TC, attached with TCX on ingress.
+    /// TC alone, attached with TCX on ingress.
     Tc,
+    /// No eBPF: the userspace proxy forwards every L4 service.
+    Userspace,
 }
 
 impl L4Mode {
@@ -26,6 +36,7 @@ impl L4Mode {
             L4Mode::Auto => "auto",
             L4Mode::Xdp => "xdp",
             L4Mode::Tc => "tc",
+            L4Mode::Userspace => "userspace",
         }
     }
 }

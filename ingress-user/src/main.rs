@@ -65,7 +65,17 @@ fn attach(args: &L4Args) -> anyhow::Result<Option<Datapath>> {
         info!("no --interface given; the eBPF data path is not attached");
         return Ok(None);
     }
-    let mut dp = Datapath::load(EBPF_OBJECT, &args.bpf_pin_path).with_context(|| {
+    let options = xdp_ingress::l4::DatapathOptions {
+        maglev_size: args.maglev_table_size,
+        ct_entries: args.conntrack_entries,
+        snat_v4: args.node_addresses.iter().find_map(|a| match a {
+            std::net::IpAddr::V4(v4) => Some(*v4),
+            std::net::IpAddr::V6(_) => None,
+        }),
+        snat_ports: args.snat_port_range,
+        ..Default::default()
+    };
+    let mut dp = Datapath::load(EBPF_OBJECT, &args.bpf_pin_path, options).with_context(|| {
         format!(
             "loading eBPF with maps pinned in {}",
             args.bpf_pin_path.display()

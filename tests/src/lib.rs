@@ -5,6 +5,7 @@ pub mod fake_api;
 pub mod http_support;
 pub mod netns;
 pub mod packet;
+pub mod topology;
 pub mod servers;
 
 /// Path of the `xdp-ingress` binary next to this test executable (`target/<profile>/`).

@@ -17,7 +17,10 @@ pub fn is_bpffs(path: &Path) -> io::Result<bool> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    #[expect(clippy::unnecessary_cast, reason = "f_type is i64 on x86_64 but not everywhere")]
+    #[expect(
+        clippy::unnecessary_cast,
+        reason = "f_type is i64 on x86_64 but not everywhere"
+    )]
     Ok(st.f_type as i64 == BPF_FS_MAGIC)
 }
 

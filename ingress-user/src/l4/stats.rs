@@ -22,7 +22,9 @@ impl Totals {
 pub fn read(map: &PerCpuArray<&MapData, PacketCount>) -> Result<Totals, L4Error> {
     let mut totals = Totals::default();
     for c in Counter::ALL {
-        let per_cpu = map.get(&(c as u32), 0).map_err(L4Error::map("read counters"))?;
+        let per_cpu = map
+            .get(&(c as u32), 0)
+            .map_err(L4Error::map("read counters"))?;
         let t = &mut totals.0[c as usize];
         for v in per_cpu.iter() {
             t.packets += v.packets;

@@ -1,0 +1,171 @@
+//! The L4 plane at run time: follows the Snapshot, programs the eBPF maps (or the userspace
+//! proxy), expires conntrack entries and logs the counters.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::{
+    Datapath, L4Error,
+    conntrack::{self, GcReport, Timeouts},
+    proxy::{L4Proxy, Selection},
+    stats::Totals,
+    sync::{ApplyReport, Limits, MapSync},
+};
+use crate::config::Snapshot;
+
+/// The eBPF half: the loaded object and its map writer.
+pub struct Kernel {
+    /// The loaded programs and maps.
+    pub datapath: Datapath,
+    sync: MapSync,
+    node_addrs: Vec<IpAddr>,
+    timeouts: Timeouts,
+}
+
+impl Kernel {
+    /// Wraps a loaded datapath, recovering what a previous controller wrote to the maps.
+    pub fn new(
+        mut datapath: Datapath,
+        node_addrs: Vec<IpAddr>,
+        timeouts: Timeouts,
+    ) -> Result<Self, L4Error> {
+        let o = datapath.options().clone();
+        let sync = MapSync::recover(
+            datapath.ebpf_mut(),
+            Limits {
+                maglev_size: o.maglev_size,
+                max_services: o.max_services,
+                max_backends: ingress_common::limits::MAX_BACKENDS,
+            },
+        )?;
+        Ok(Self {
+            datapath,
+            sync,
+            node_addrs,
+            timeouts,
+        })
+    }
+
+    /// Programs the maps for a Snapshot.
+    pub fn apply(&mut self, snapshot: &Snapshot) -> Result<ApplyReport, L4Error> {
+        self.sync
+            .apply(self.datapath.ebpf_mut(), &snapshot.l4, &self.node_addrs)
+    }
+
+    /// One conntrack collection pass.
+    pub fn collect(&mut self) -> Result<GcReport, L4Error> {
+        conntrack::collect(self.datapath.ebpf_mut(), &self.timeouts)
+    }
+
+    /// The global packet counters.
+    pub fn totals(&self) -> Result<Totals, L4Error> {
+        self.datapath.stats()
+    }
+}
+
+/// How often conntrack is collected.
+const GC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Follows `snapshots` until `shutdown` flips to true. `kernel` is `None` in userspace mode;
+/// `proxy` serves what the kernel cannot (all services in userspace mode).
+pub async fn run(
+    mut kernel: Option<Kernel>,
+    proxy: Arc<L4Proxy>,
+    selection: Selection,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    stats_interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<Kernel> {
+    let mut gc = tokio::time::interval(GC_INTERVAL);
+    let mut ticker = tokio::time::interval(if stats_interval.is_zero() {
+        Duration::from_secs(86_400 * 365)
+    } else {
+        stats_interval
+    });
+    ticker.tick().await;
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                r = snapshots.changed() => if r.is_err() { break },
+                _ = gc.tick() => { collect(kernel.as_mut()); continue; }
+                _ = ticker.tick() => { log_totals(kernel.as_ref()); continue; }
+                _ = shutdown.changed() => break,
+            }
+        }
+        first = false;
+        let snapshot = snapshots.borrow_and_update().clone();
+        if let Some(k) = kernel.as_mut() {
+            match k.apply(&snapshot) {
+                Ok(r) => info!(
+                    services = snapshot.l4.len(),
+                    written = r.services_written,
+                    removed = r.services_removed,
+                    slots = r.slots_written,
+                    backends = r.backends_written,
+                    "L4 maps programmed"
+                ),
+                Err(e) => warn!(error = %e, "programming L4 maps; keeping the previous state"),
+            }
+        }
+        let mine: Vec<_> = snapshot
+            .l4
+            .iter()
+            .filter(|s| selection.includes(s))
+            .cloned()
+            .collect();
+        let report = proxy.apply(&mine).await;
+        if !report.opened.is_empty() || !report.closed.is_empty() || !report.failed.is_empty() {
+            info!(opened = ?report.opened, closed = ?report.closed, failed = report.failed.len(), "userspace L4 proxy updated");
+        }
+        for f in &report.failed {
+            warn!(error = %f, "userspace L4 listener");
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    log_totals(kernel.as_ref());
+    kernel
+}
+
+fn collect(kernel: Option<&mut Kernel>) {
+    let Some(k) = kernel else { return };
+    match k.collect() {
+        Ok(r) => debug!(
+            flows = r.flows,
+            expired = r.expired,
+            orphans = r.orphans,
+            fullness = r.fullness(),
+            "conntrack collected"
+        ),
+        Err(e) => warn!(error = %e, "conntrack collection"),
+    }
+}
+
+fn log_totals(kernel: Option<&Kernel>) {
+    let Some(k) = kernel else { return };
+    match k.totals() {
+        Ok(t) => {
+            use ingress_common::stats::Counter as C;
+            info!(
+                seen = t.get(C::Seen).packets,
+                tcp = t.get(C::Tcp).packets,
+                udp = t.get(C::Udp).packets,
+                new_flows = t.get(C::NewFlow).packets,
+                forward = t.get(C::CtForward).packets,
+                reply = t.get(C::CtReply).packets,
+                redirected = t.get(C::Redirected).packets,
+                deferred_to_tc = t.get(C::DeferredToTc).packets,
+                no_endpoints = t.get(C::NoEndpoints).packets,
+                drop_ct_full = t.get(C::DropCtFull).packets,
+                drop_no_route = t.get(C::DropNoRoute).packets,
+                malformed = t.get(C::Malformed).packets,
+                "L4 packet counters"
+            );
+        }
+        Err(e) => warn!(error = %e, "reading packet counters"),
+    }
+}
