@@ -1,30 +1,44 @@
-//! The `xdp-ingress` binary: parses flags, starts the data planes and waits for a signal.
+//! The `xdp-ingress` binary: parses flags, wires source → controller → data planes, and
+//! runs until SIGTERM/Ctrl-C, then drains.
+
+use std::{net::IpAddr, sync::Arc};
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
 use tracing::{info, warn};
 use xdp_ingress::{
     EBPF_OBJECT,
-    cli::{Cli, L4Args},
-    l4::Datapath,
+    cli::{CheckArgs, Cli, Command, L4Args, RunArgs},
+    controller,
+    http::{metrics::Metrics, server},
+    l4::{
+        Datapath, DatapathOptions, L4Mode, addrs,
+        conntrack::Timeouts,
+        plane::{self, Kernel},
+        proxy::{self, L4Proxy, Selection},
+    },
+    source::{self, kube::KubeSourceConfig},
 };
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     xdp_ingress::logging::init(cli.log_format);
-    if let Some(xdp_ingress::cli::Command::Check(args)) = &cli.command {
+    if let Some(Command::Check(args)) = &cli.command {
         return check(args);
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("building the tokio runtime")?
-        .block_on(run(cli))
+        .block_on(run(cli.run))
 }
 
 /// `xdp-ingress check`: print the resolved configuration; exit 1 on any error Problem.
-fn check(args: &xdp_ingress::cli::CheckArgs) -> anyhow::Result<()> {
+fn check(args: &CheckArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
     let snapshot = xdp_ingress::check::snapshot(args)?;
     let mut stdout = std::io::stdout().lock();
@@ -38,42 +52,132 @@ fn check(args: &xdp_ingress::cli::CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let datapath = attach(&cli.run.l4)?;
+async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut ticker = tokio::time::interval(if cli.run.l4.stats_interval.is_zero() {
-        std::time::Duration::MAX / 4
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    // Source → controller.
+    let (store_tx, store_rx) = watch::channel(None);
+    if let Some(dir) = args.source.manifests.clone() {
+        info!(dir = %dir.display(), "source: manifest directory");
+        tokio::spawn(source::files::run(dir, store_tx));
     } else {
-        cli.run.l4.stats_interval
+        let cfg = KubeSourceConfig {
+            watch_namespace: args.source.watch_namespace.clone(),
+            tcp_configmap: args
+                .source
+                .tcp_services_configmap
+                .as_ref()
+                .map(|n| (n.namespace.clone(), n.name.clone())),
+            udp_configmap: args
+                .source
+                .udp_services_configmap
+                .as_ref()
+                .map(|n| (n.namespace.clone(), n.name.clone())),
+        };
+        info!("source: Kubernetes API");
+        tokio::spawn(async move {
+            match source::kube::connect().await {
+                Ok(client) => source::kube::run(client, cfg, store_tx).await,
+                Err(e) => warn!(error = %e, "no Kubernetes configuration; serving nothing"),
+            }
+        });
+    }
+    let handle = controller::spawn(store_rx, args.source.options(args.ports));
+
+    // L4: the kernel path where asked and possible, the userspace proxy for the rest.
+    let kernel = attach(&args.l4)?;
+    let selection = if kernel.is_some() {
+        Selection::ProxyProtocolOnly
+    } else {
+        Selection::All
+    };
+    let l4_proxy = Arc::new(L4Proxy::new(proxy::Options {
+        bind_address: args.http.bind_address,
+        udp_idle_timeout: args.l4.udp_timeout,
+        shutdown_grace_period: args.http.shutdown_grace_period,
+        ..proxy::Options::default()
+    }));
+    let kernel_task = kernel.map(|k| {
+        tokio::spawn(plane::run(
+            k,
+            handle.snapshots.clone(),
+            args.l4.stats_interval,
+            shutdown_rx.clone(),
+        ))
     });
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
-            _ = ticker.tick() => log_stats(datapath.as_ref()),
+    let proxy_task = {
+        let proxy = l4_proxy.clone();
+        let snapshots = handle.snapshots.clone();
+        let stop = stopped(shutdown_rx.clone());
+        tokio::spawn(async move { proxy.run(snapshots, selection, stop).await })
+    };
+
+    // L7.
+    let http_opts =
+        server::Options::from_args(&args.http, args.ports.http_port, args.ports.https_port);
+    let metrics = Arc::new(Metrics::default());
+    let http_task = tokio::spawn(server::serve(
+        http_opts,
+        handle.snapshots.clone(),
+        metrics,
+        stopped(shutdown_rx.clone()),
+    ));
+
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("interrupted"),
+        _ = sigterm.recv() => info!("SIGTERM"),
+        r = http_task => {
+            // The HTTP server only returns early when it cannot bind.
+            r.context("HTTP server task")?.context("HTTP server")?;
         }
     }
-    info!("shutting down");
-    log_stats(datapath.as_ref());
+    info!("shutting down: draining connections");
+    let _ = shutdown_tx.send(true);
+    let _ = proxy_task.await;
+    if let Some(t) = kernel_task {
+        let mut kernel = t.await.context("L4 plane task")?;
+        if args.l4.l4_detach_on_exit {
+            kernel.datapath.detach_all();
+        } else {
+            info!(
+                pin_path = %args.l4.bpf_pin_path.display(),
+                "eBPF programs stay attached (pinned); L4 flows continue without the controller"
+            );
+        }
+    }
+    info!("bye");
     Ok(())
 }
 
-/// Loads and attaches the eBPF programs, if any interface was named.
-fn attach(args: &L4Args) -> anyhow::Result<Option<Datapath>> {
-    if args.interfaces.is_empty() {
-        info!("no --interface given; the eBPF data path is not attached");
+/// Completes when `shutdown` flips to true.
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Loads and attaches the eBPF programs, unless the mode is userspace or no interface was
+/// named (then the userspace proxy serves every L4 service).
+fn attach(args: &L4Args) -> anyhow::Result<Option<Kernel>> {
+    if args.l4_mode == L4Mode::Userspace {
+        info!("--l4-mode userspace: L4 services are served by the userspace proxy");
         return Ok(None);
     }
-    let options = xdp_ingress::l4::DatapathOptions {
+    if args.interfaces.is_empty() {
+        warn!(
+            mode = args.l4_mode.name(),
+            "no --interface given; L4 services are served by the userspace proxy"
+        );
+        return Ok(None);
+    }
+    let options = DatapathOptions {
         maglev_size: args.maglev_table_size,
         ct_entries: args.conntrack_entries,
         snat_v4: args.node_addresses.iter().find_map(|a| match a {
-            std::net::IpAddr::V4(v4) => Some(*v4),
-            std::net::IpAddr::V6(_) => None,
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
         }),
         snat_ports: args.snat_port_range,
-        ..Default::default()
+        ..DatapathOptions::default()
     };
     let mut dp = Datapath::load(EBPF_OBJECT, &args.bpf_pin_path, options).with_context(|| {
         format!(
@@ -81,31 +185,24 @@ fn attach(args: &L4Args) -> anyhow::Result<Option<Datapath>> {
             args.bpf_pin_path.display()
         )
     })?;
+    dp.clean_stale_links(&args.interfaces, args.l4_mode)
+        .context("cleaning stale pinned links")?;
     for iface in &args.interfaces {
         dp.attach(iface, args.l4_mode)
             .with_context(|| format!("attaching to --interface {iface}"))?;
     }
-    Ok(Some(dp))
-}
-
-fn log_stats(datapath: Option<&Datapath>) {
-    let Some(dp) = datapath else { return };
-    match dp.stats() {
-        Ok(t) => {
-            use ingress_common::stats::Counter as C;
-            info!(
-                seen = t.get(C::Seen).packets,
-                ipv4 = t.get(C::Ipv4).packets,
-                ipv6 = t.get(C::Ipv6).packets,
-                tcp = t.get(C::Tcp).packets,
-                udp = t.get(C::Udp).packets,
-                other_l4 = t.get(C::OtherL4).packets,
-                non_ip = t.get(C::NonIp).packets,
-                malformed = t.get(C::Malformed).packets,
-                fragment = t.get(C::Fragment).packets,
-                "packet counters"
-            );
-        }
-        Err(e) => warn!(error = %e, "reading packet counters"),
-    }
+    let node_addrs = if args.node_addresses.is_empty() {
+        addrs::on_interfaces(&args.interfaces).context("reading interface addresses")?
+    } else {
+        args.node_addresses.clone()
+    };
+    info!(?node_addrs, "L4 services answer on these addresses");
+    let timeouts = Timeouts {
+        tcp_established: args.tcp_timeout,
+        udp: args.udp_timeout,
+        ..Timeouts::default()
+    };
+    Ok(Some(
+        Kernel::new(dp, node_addrs, timeouts).context("recovering L4 map state")?,
+    ))
 }

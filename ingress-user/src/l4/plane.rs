@@ -1,5 +1,6 @@
-//! The L4 plane at run time: follows the Snapshot, programs the eBPF maps (or the userspace
-//! proxy), expires conntrack entries and logs the counters.
+//! The kernel half of the L4 plane at run time: follows the Snapshot, programs the eBPF
+//! maps, expires conntrack entries and logs the counters. (The userspace proxy follows the
+//! same Snapshot channel on its own: `L4Proxy::run`.)
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
@@ -9,7 +10,6 @@ use tracing::{debug, info, warn};
 use super::{
     Datapath, L4Error,
     conntrack::{self, GcReport, Timeouts},
-    proxy::{L4Proxy, Selection},
     stats::Totals,
     sync::{ApplyReport, Limits, MapSync},
 };
@@ -68,16 +68,14 @@ impl Kernel {
 /// How often conntrack is collected.
 const GC_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Follows `snapshots` until `shutdown` flips to true. `kernel` is `None` in userspace mode;
-/// `proxy` serves what the kernel cannot (all services in userspace mode).
+/// Follows `snapshots` until `shutdown` flips to true, then hands the kernel back (to detach
+/// it or leave it pinned).
 pub async fn run(
-    mut kernel: Option<Kernel>,
-    proxy: Arc<L4Proxy>,
-    selection: Selection,
+    mut kernel: Kernel,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     stats_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
-) -> Option<Kernel> {
+) -> Kernel {
     let mut gc = tokio::time::interval(GC_INTERVAL);
     let mut ticker = tokio::time::interval(if stats_interval.is_zero() {
         Duration::from_secs(86_400 * 365)
@@ -90,49 +88,33 @@ pub async fn run(
         if !first {
             tokio::select! {
                 r = snapshots.changed() => if r.is_err() { break },
-                _ = gc.tick() => { collect(kernel.as_mut()); continue; }
-                _ = ticker.tick() => { log_totals(kernel.as_ref()); continue; }
+                _ = gc.tick() => { collect(&mut kernel); continue; }
+                _ = ticker.tick() => { log_totals(&kernel); continue; }
                 _ = shutdown.changed() => break,
             }
         }
         first = false;
         let snapshot = snapshots.borrow_and_update().clone();
-        if let Some(k) = kernel.as_mut() {
-            match k.apply(&snapshot) {
-                Ok(r) => info!(
-                    services = snapshot.l4.len(),
-                    written = r.services_written,
-                    removed = r.services_removed,
-                    slots = r.slots_written,
-                    backends = r.backends_written,
-                    "L4 maps programmed"
-                ),
-                Err(e) => warn!(error = %e, "programming L4 maps; keeping the previous state"),
-            }
-        }
-        let mine: Vec<_> = snapshot
-            .l4
-            .iter()
-            .filter(|s| selection.includes(s))
-            .cloned()
-            .collect();
-        let report = proxy.apply(&mine).await;
-        if !report.opened.is_empty() || !report.closed.is_empty() || !report.failed.is_empty() {
-            info!(opened = ?report.opened, closed = ?report.closed, failed = report.failed.len(), "userspace L4 proxy updated");
-        }
-        for f in &report.failed {
-            warn!(error = %f, "userspace L4 listener");
+        match kernel.apply(&snapshot) {
+            Ok(r) => info!(
+                services = snapshot.l4.len(),
+                written = r.services_written,
+                removed = r.services_removed,
+                slots = r.slots_written,
+                backends = r.backends_written,
+                "L4 maps programmed"
+            ),
+            Err(e) => warn!(error = %e, "programming L4 maps; keeping the previous state"),
         }
         if *shutdown.borrow() {
             break;
         }
     }
-    log_totals(kernel.as_ref());
+    log_totals(&kernel);
     kernel
 }
 
-fn collect(kernel: Option<&mut Kernel>) {
-    let Some(k) = kernel else { return };
+fn collect(k: &mut Kernel) {
     match k.collect() {
         Ok(r) => debug!(
             flows = r.flows,
@@ -145,8 +127,7 @@ fn collect(kernel: Option<&mut Kernel>) {
     }
 }
 
-fn log_totals(kernel: Option<&Kernel>) {
-    let Some(k) = kernel else { return };
+fn log_totals(k: &Kernel) {
     match k.totals() {
         Ok(t) => {
             use ingress_common::stats::Counter as C;
