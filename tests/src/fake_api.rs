@@ -7,7 +7,7 @@
 //! # async fn demo() {
 //! let api = ingress_tests::fake_api::FakeApi::start().await;
 //! let client = api.client().await; // a real kube::Client
-//! api.kubectl(&["get", "configmaps", "-A"]); // the installed kubectl, same server
+//! api.kubectl(&["get", "configmaps", "-A"]).await; // the installed kubectl, same server
 //! api.force_gone();    // watches from older resourceVersions now get 410
 //! api.drop_watches();  // every open watch connection ends
 //! # }
@@ -215,12 +215,13 @@ impl FakeApi {
         kube::Client::try_from(cfg).expect("kube client")
     }
 
-    /// Run the installed `kubectl` against this server.
+    /// Run the installed `kubectl` against this server (async, so a current-thread runtime
+    /// keeps serving kubectl's requests meanwhile).
     ///
     /// # Panics
     /// If `kubectl` cannot be started.
-    pub fn kubectl(&self, args: &[&str]) -> Output {
-        kubectl(&self.kubeconfig_path, args)
+    pub async fn kubectl(&self, args: &[&str]) -> Output {
+        kubectl(&self.kubeconfig_path, args).await
     }
 }
 
@@ -239,13 +240,14 @@ impl Drop for FakeApi {
 ///
 /// # Panics
 /// If `kubectl` cannot be started.
-pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
-    std::process::Command::new("kubectl")
+pub async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
         .env_remove("KUBECONFIG")
         .output()
+        .await
         .expect("run kubectl")
 }
 

@@ -63,17 +63,20 @@ async fn kubectl_creates_replaces_gets_and_deletes_configmap_and_ingress() {
     let f = |p: &std::path::Path| p.to_str().unwrap().to_owned();
 
     assert!(
-        ok(&api.kubectl(&["create", "-f", &f(&cm1)])).contains("configmap/tcp-services created")
+        ok(&api.kubectl(&["create", "-f", &f(&cm1)]).await)
+            .contains("configmap/tcp-services created")
     );
-    let got: Value = serde_json::from_str(&ok(&api.kubectl(&[
-        "get",
-        "cm",
-        "-n",
-        "ingress-nginx",
-        "tcp-services",
-        "-o",
-        "json",
-    ])))
+    let got: Value = serde_json::from_str(&ok(&api
+        .kubectl(&[
+            "get",
+            "cm",
+            "-n",
+            "ingress-nginx",
+            "tcp-services",
+            "-o",
+            "json",
+        ])
+        .await))
     .unwrap();
     assert_eq!(got["data"]["9000"], "default/redis:6379");
     let rv1: u64 = got["metadata"]["resourceVersion"]
@@ -83,23 +86,25 @@ async fn kubectl_creates_replaces_gets_and_deletes_configmap_and_ingress() {
         .unwrap();
     assert!(!got["metadata"]["uid"].as_str().unwrap().is_empty());
 
-    let again = api.kubectl(&["create", "-f", &f(&cm1)]);
+    let again = api.kubectl(&["create", "-f", &f(&cm1)]).await;
     assert!(!again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("AlreadyExists"),
         "{again:?}"
     );
 
-    assert!(ok(&api.kubectl(&["replace", "-f", &f(&cm2)])).contains("replaced"));
-    let got: Value = serde_json::from_str(&ok(&api.kubectl(&[
-        "get",
-        "cm",
-        "-n",
-        "ingress-nginx",
-        "tcp-services",
-        "-o",
-        "json",
-    ])))
+    assert!(ok(&api.kubectl(&["replace", "-f", &f(&cm2)]).await).contains("replaced"));
+    let got: Value = serde_json::from_str(&ok(&api
+        .kubectl(&[
+            "get",
+            "cm",
+            "-n",
+            "ingress-nginx",
+            "tcp-services",
+            "-o",
+            "json",
+        ])
+        .await))
     .unwrap();
     assert_eq!(got["data"]["9000"], "default/redis:6380");
     let rv2: u64 = got["metadata"]["resourceVersion"]
@@ -112,26 +117,24 @@ async fn kubectl_creates_replaces_gets_and_deletes_configmap_and_ingress() {
         "replace must bump resourceVersion: {rv1} -> {rv2}"
     );
 
-    ok(&api.kubectl(&["create", "-f", &f(&ing)]));
-    let list: Value =
-        serde_json::from_str(&ok(&api.kubectl(&["get", "ingress", "-A", "-o", "json"]))).unwrap();
+    ok(&api.kubectl(&["create", "-f", &f(&ing)]).await);
+    let list: Value = serde_json::from_str(&ok(&api
+        .kubectl(&["get", "ingress", "-A", "-o", "json"])
+        .await))
+    .unwrap();
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["metadata"]["name"], "dashboard-ingress");
     assert_eq!(items[0]["metadata"]["namespace"], "kube-system");
     assert_eq!(items[0]["spec"]["rules"][0]["host"], "k8sui.test.com");
     assert_eq!(items[0]["metadata"]["generation"], 1);
-    assert!(ok(&api.kubectl(&["get", "ingress", "-A"])).contains("dashboard-ingress"));
+    assert!(ok(&api.kubectl(&["get", "ingress", "-A"]).await).contains("dashboard-ingress"));
 
-    ok(&api.kubectl(&["delete", "-f", &f(&ing)]));
-    ok(&api.kubectl(&["delete", "-f", &f(&cm2)]));
-    let list: Value = serde_json::from_str(&ok(&api.kubectl(&[
-        "get",
-        "cm,ingress",
-        "-A",
-        "-o",
-        "json",
-    ])))
+    ok(&api.kubectl(&["delete", "-f", &f(&ing)]).await);
+    ok(&api.kubectl(&["delete", "-f", &f(&cm2)]).await);
+    let list: Value = serde_json::from_str(&ok(&api
+        .kubectl(&["get", "cm,ingress", "-A", "-o", "json"])
+        .await))
     .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
 }

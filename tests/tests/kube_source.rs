@@ -205,6 +205,15 @@ async fn converge(rx: &mut StoreRx, api: &FakeApi, what: &str) {
     assert_eq!(keys(&store).len(), all.len(), "duplicates in {all:?}");
 }
 
+async fn kubectl_ok(api: &FakeApi, args: &[&str]) {
+    let out = api.kubectl(args).await;
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn seed(api: &FakeApi) {
     for ns in ["default", "other"] {
         for kind in ["Ingress", "Service", "EndpointSlice", "Secret"] {
@@ -442,34 +451,26 @@ async fn kubectl_create_and_replace_of_the_seed_configmap_reach_the_store() {
     let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tcp-services, namespace: ingress-nginx}\ndata:\n  \"9000\": \"default/redis:6379\"\n";
     let file = dir.join("tcp-services.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let run = |args: &[&str]| {
-        let out = api.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let entry = |s: &Store| {
         s.config_maps
             .iter()
             .find(|c| c.metadata.name.as_deref() == Some("tcp-services"))
             .and_then(|c| c.data.as_ref()?.get("9000").cloned())
     };
-    run(&["create", "-f", file.to_str().unwrap()]);
+    kubectl_ok(&api, &["create", "-f", file.to_str().unwrap()]).await;
     wait_for(&mut src.rx, "the created ConfigMap", |s| {
         entry(s).as_deref() == Some("default/redis:6379")
     })
     .await;
 
     std::fs::write(&file, yaml.replace("6379", "6380")).unwrap();
-    run(&["replace", "-f", file.to_str().unwrap()]);
+    kubectl_ok(&api, &["replace", "-f", file.to_str().unwrap()]).await;
     wait_for(&mut src.rx, "the replaced ConfigMap", |s| {
         entry(s).as_deref() == Some("default/redis:6380")
     })
     .await;
 
-    run(&["delete", "-f", file.to_str().unwrap()]);
+    kubectl_ok(&api, &["delete", "-f", file.to_str().unwrap()]).await;
     wait_for(&mut src.rx, "the deleted ConfigMap", |s| entry(s).is_none()).await;
 }
 
