@@ -6,6 +6,7 @@ pub mod http_support;
 pub mod netns;
 pub mod packet;
 pub mod topology;
+pub mod seed;
 pub mod servers;
 
 /// Path of the `xdp-ingress` binary next to this test executable (`target/<profile>/`).
@@ -13,15 +14,20 @@ pub mod servers;
 /// Cargo only exposes `CARGO_BIN_EXE_*` to the package that owns the binary, so suites in
 /// this crate find it from their own location. `cargo xtask test` builds it first.
 pub fn xdp_ingress_bin() -> std::path::PathBuf {
+    target_bin("xdp-ingress", "cargo build -p ingress-user")
+}
+
+/// Path of a binary built into `target/<profile>/` beside the running test executable.
+pub fn target_bin(name: &str, build_hint: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe
         .parent()
         .and_then(std::path::Path::parent)
         .expect("test executable lives in target/<profile>/deps");
-    let bin = profile_dir.join("xdp-ingress");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo build -p ingress-user` (cargo xtask test does)",
+        "{} is missing: build it with `{build_hint}` (cargo xtask test does)",
         bin.display()
     );
     bin

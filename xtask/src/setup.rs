@@ -30,6 +30,7 @@ const PACKAGES: &[&str] = &[
     "socat",
     "tcpdump",
     "curl",
+    "python3",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
