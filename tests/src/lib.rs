@@ -20,11 +20,12 @@ pub fn xdp_ingress_bin() -> std::path::PathBuf {
 /// Path of a binary built into `target/<profile>/` beside the running test executable.
 pub fn target_bin(name: &str, build_hint: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
-    let bin = profile_dir.join(name);
+    let mut dir = exe.parent().expect("executable has a directory");
+    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps has a parent");
+    }
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: build it with `{build_hint}` (cargo xtask test does)",

@@ -35,6 +35,17 @@ enum Task {
     },
     /// Run everything: setup, build, unit tests, eBPF packet tests, network-namespace
     /// end-to-end tests, then fmt and clippy checks. This is what CI runs.
+    /// The main job on an embedded default: the seed scenario (redis on :9000 through the
+    /// kernel, the dashboard Ingress through the router, the default backend) in network
+    /// namespaces with real backends and no cluster. Runs until Ctrl-C.
+    Demo {
+        /// Stop after showing the requests succeed (for scripts and CI).
+        #[arg(long)]
+        once: bool,
+        /// `--l4-mode` for xdp-ingress (auto, xdp, tc, userspace).
+        #[arg(long, default_value = "auto")]
+        l4_mode: String,
+    },
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
@@ -49,6 +60,19 @@ fn main() -> Result<()> {
             println!("{}", path.display());
         }),
         Task::Build { release } => build::workspace(release),
+        Task::Demo { once, l4_mode } => demo(once, &l4_mode),
         Task::Test { args } => test::run(&args),
     }
+}
+
+fn demo(once: bool, l4_mode: &str) -> Result<()> {
+    setup::run()?;
+    build::exec(build::cargo().args(["build", "-p", "ingress-user"]))?;
+    build::exec(build::cargo().args(["build", "-p", "ingress-tests", "--bins"]))?;
+    let mut demo = std::process::Command::new(build::root().join("target/debug/demo"));
+    demo.args(["--l4-mode", l4_mode]);
+    if once {
+        demo.arg("--once");
+    }
+    build::exec(&mut demo)
 }
