@@ -45,6 +45,62 @@ pub struct RunArgs {
     /// The ports the controller serves on (reserved for it in the tcp/udp-services ConfigMaps).
     #[command(flatten)]
     pub ports: PortArgs,
+
+    /// Ingress status, leader election, Events and the instance's identity.
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// Operations in kube mode: Ingress status, leader election and Events. Identity flags
+/// default to the downward-API environment (`POD_NAME`, `POD_NAMESPACE`, `NODE_NAME`,
+/// `HOST_IP`) the DaemonSet sets.
+#[derive(Debug, Clone, Args)]
+pub struct OpsArgs {
+    /// Write `status.loadBalancer.ingress` on served Ingresses (done by the elected leader)
+    /// and clear it on Ingresses no longer served.
+    #[arg(long)]
+    pub update_status: bool,
+
+    /// Address to write into Ingress status (repeatable or comma-separated; IPs or host
+    /// names). Takes precedence over --publish-service. Without either, the node addresses
+    /// of all running instances are written.
+    #[arg(long, value_name = "ADDR", value_delimiter = ',')]
+    pub publish_status_address: Vec<String>,
+
+    /// Service whose `status.loadBalancer.ingress` (else `spec.externalIPs`) goes into
+    /// Ingress status.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub publish_service: Option<NamespacedName>,
+
+    /// Name of the leader-election Lease (coordination.k8s.io/v1) in the pod namespace.
+    #[arg(long, value_name = "NAME", default_value = "xdp-ingress-leader")]
+    pub election_id: String,
+
+    /// Seconds a leader's Lease stays valid without renewal; the leader renews every third
+    /// of it, and a successor takes over within it after the leader dies.
+    #[arg(long, value_name = "SECONDS", default_value = "15", value_parser = parse_secs)]
+    pub election_lease_duration: Duration,
+
+    /// This instance's identity in leader election (default: the host name).
+    #[arg(long, value_name = "NAME", env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Namespace of the election Leases (the controller's own namespace).
+    #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE", default_value = "default")]
+    pub pod_namespace: String,
+
+    /// Node name, reported as the source host of Events.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// This node's address for Ingress status when no --node-address is given
+    /// (the downward API's `status.hostIP`).
+    #[arg(long, value_name = "IP", env = "HOST_IP")]
+    pub host_ip: Option<IpAddr>,
+
+    /// Seconds between two Events about the same Problem (later ones bump the count).
+    #[arg(long, value_name = "SECONDS", default_value = "600", value_parser = parse_secs)]
+    pub event_interval: Duration,
 }
 
 /// How the L7 router listens, balances and limits clients.
