@@ -130,6 +130,39 @@ async fn kubectl_creates_replaces_gets_and_deletes_configmap_and_ingress() {
     assert_eq!(items[0]["metadata"]["generation"], 1);
     assert!(ok(&api.kubectl(&["get", "ingress", "-A"]).await).contains("dashboard-ingress"));
 
+    // apply: a second apply of a changed file patches the existing object.
+    let applied = write(
+        &dir,
+        "applied.yaml",
+        &std::fs::read_to_string(&ing)
+            .unwrap()
+            .replace("dashboard-ingress", "applied"),
+    );
+    assert!(ok(&api.kubectl(&["apply", "-f", &f(&applied)]).await).contains("created"));
+    std::fs::write(
+        &applied,
+        std::fs::read_to_string(&applied)
+            .unwrap()
+            .replace("k8sui.test.com", "other.test.com"),
+    )
+    .unwrap();
+    assert!(ok(&api.kubectl(&["apply", "-f", &f(&applied)]).await).contains("configured"));
+    let got: Value = serde_json::from_str(&ok(&api
+        .kubectl(&[
+            "get",
+            "ingress",
+            "-n",
+            "kube-system",
+            "applied",
+            "-o",
+            "json",
+        ])
+        .await))
+    .unwrap();
+    assert_eq!(got["spec"]["rules"][0]["host"], "other.test.com");
+    assert_eq!(got["metadata"]["generation"], 2);
+    ok(&api.kubectl(&["delete", "-f", &f(&applied)]).await);
+
     ok(&api.kubectl(&["delete", "-f", &f(&ing)]).await);
     ok(&api.kubectl(&["delete", "-f", &f(&cm2)]).await);
     let list: Value = serde_json::from_str(&ok(&api
@@ -576,4 +609,39 @@ async fn set_down_refuses_connections_and_up_serves_again_on_the_same_port() {
         "a",
         "objects survive a restart"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_watcher_syncs_from_initial_events() {
+    let api = FakeApi::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(api.client().await, "default");
+    for i in 0..5 {
+        cms.create(&PostParams::default(), &cm(&format!("cm-{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    let (reader, writer) = reflector::store();
+    let stream = watcher(cms.clone(), watcher::Config::default().streaming_lists())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let task = tokio::spawn(stream.for_each(|_| async {}));
+    tokio::time::timeout(DEADLINE, reader.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        reader.len(),
+        5,
+        "ready only after the initial-events-end bookmark"
+    );
+    cms.create(&PostParams::default(), &cm("late", &[]))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while reader.len() != 6 {
+        assert!(Instant::now() < deadline, "the later create never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
 }

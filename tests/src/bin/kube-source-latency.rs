@@ -1,7 +1,9 @@
 //! Measure (not a test): time from an HTTP create on the fake API server to (1) the kube
 //! source's publish of a Store containing the object and (2) the controller's Snapshot
 //! routing it. Prints p50/p90/p99/max of each.
-//! `cargo run -p ingress-tests --bin kube-source-latency [COUNT]` (default 200).
+//! `cargo run -p ingress-tests --bin kube-source-latency [COUNT [INGRESSES [ENDPOINTS]]]`:
+//! COUNT changes (default 200) on top of INGRESSES seeded Ingresses with 5 paths each and
+//! ENDPOINTS endpoints in EndpointSlices of 100 (default 0 and 0).
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +18,10 @@ use xdp_ingress::{
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let count: usize = std::env::args().nth(1).map_or(Ok(200), |s| s.parse())?;
+    let arg = |i: usize, default: usize| std::env::args().nth(i).map_or(Ok(default), |s| s.parse());
+    let (count, seed_ingresses, seed_endpoints) = (arg(1, 200)?, arg(2, 0)?, arg(3, 0)?);
     let api = FakeApi::start().await;
+    seed(&api, seed_ingresses, seed_endpoints);
     let client = api.client().await;
     let (tx, mut rx) = tokio::sync::watch::channel(None);
     let cfg = KubeSourceConfig {
@@ -27,7 +31,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let source = tokio::spawn(run(client.clone(), cfg, tx));
     let mut snapshots = controller::spawn(rx.clone(), Options::default()).snapshots;
+    let synced = Instant::now();
     rx.wait_for(Option::is_some).await?;
+    let synced = synced.elapsed();
     let ings: Api<Ingress> = Api::namespaced(client, "default");
     let (mut to_store, mut to_snapshot) = (Vec::with_capacity(count), Vec::with_capacity(count));
     for i in 0..count {
@@ -60,6 +66,10 @@ async fn main() -> anyhow::Result<()> {
         DEBOUNCE.as_millis(),
         controller::DEBOUNCE.as_millis()
     );
+    println!(
+        "  seeded {seed_ingresses} Ingresses (5 paths each), {seed_endpoints} endpoints; initial sync {:.0} ms",
+        synced.as_secs_f64() * 1e3
+    );
     println!("  create -> Store published:   {}", summary(&mut to_store));
     println!(
         "  create -> Snapshot routes it: {}",
@@ -87,4 +97,25 @@ fn summary(samples: &mut [Duration]) -> String {
         pct(0.99),
         pct(1.0)
     )
+}
+
+fn seed(api: &FakeApi, ingresses: usize, endpoints: usize) {
+    for i in 0..ingresses {
+        let paths: Vec<_> = (0..5)
+            .map(|p| serde_json::json!({"path": format!("/p{p}"), "pathType": "Prefix",
+                "backend": {"service": {"name": format!("svc-{}", i % 500), "port": {"number": 80}}}}))
+            .collect();
+        api.put(serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": format!("seed-{i:05}"), "namespace": "seed"},
+            "spec": {"ingressClassName": "xdp", "rules": [{"host": format!("s{i}.seed.test"), "http": {"paths": paths}}]}}));
+    }
+    for s in 0..endpoints.div_ceil(100) {
+        let n = (endpoints - s * 100).min(100);
+        let eps: Vec<_> = (0..n)
+            .map(|e| serde_json::json!({"addresses": [format!("10.{}.{}.{}", s / 250, s % 250, e + 1)], "conditions": {"ready": true}}))
+            .collect();
+        api.put(serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("svc-{s}-abc"), "namespace": "seed", "labels": {"kubernetes.io/service-name": format!("svc-{}", s % 500)}},
+            "addressType": "IPv4", "endpoints": eps, "ports": [{"port": 8080, "protocol": "TCP"}]}));
+    }
 }
