@@ -178,9 +178,11 @@ impl Drop for TcpEchoServer {
     }
 }
 
-/// A UDP server on 127.0.0.1 that sends every datagram back to its sender.
+/// A UDP server on 127.0.0.1 that sends every datagram back to its sender. Counts the
+/// datagrams it received.
 pub struct UdpEchoServer {
     addr: SocketAddr,
+    received: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -191,15 +193,27 @@ impl UdpEchoServer {
             .await
             .expect("bind udp echo");
         let addr = socket.local_addr().expect("udp echo addr");
+        let received = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&received);
         let task = tokio::spawn(async move {
             let mut buf = vec![0; 65_535];
             loop {
                 if let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                    count.fetch_add(1, Ordering::SeqCst);
                     let _ = socket.send_to(&buf[..n], from).await;
                 }
             }
         });
-        Self { addr, task }
+        Self {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    /// Datagrams received so far.
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
     }
 
     /// Where it listens.

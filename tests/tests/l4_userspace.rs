@@ -18,8 +18,8 @@ use tokio::{
     net::{TcpStream, UdpSocket},
 };
 use xdp_ingress::{
-    config::{L4Protocol, L4Service, ServiceRef},
-    l4::proxy::{L4Proxy, Options, ProxyProtocolVersion, ServiceStats, StatsEntry},
+    config::{L4Protocol, L4Service, ServiceRef, Snapshot},
+    l4::proxy::{L4Proxy, Options, ProxyProtocolVersion, Selection, ServiceStats, StatsEntry},
 };
 
 /// Guards every wait in this suite against hanging; never a timing assertion.
@@ -285,6 +285,57 @@ async fn udp_echo_keeps_concurrent_clients_apart() {
         "one session per client address"
     );
     assert_eq!(get(&s.stats.udp_sessions_active), 8);
+}
+
+/// A connected UDP client socket.
+async fn udp_client(port: u16) -> UdpSocket {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind client");
+    socket
+        .connect(loopback(port))
+        .await
+        .expect("connect client");
+    socket
+}
+
+async fn udp_round_trip(socket: &UdpSocket, msg: &[u8]) {
+    socket.send(msg).await.expect("send");
+    let mut buf = [0; 2048];
+    let n = tokio::time::timeout(HANG, socket.recv(&mut buf))
+        .await
+        .expect("no UDP reply")
+        .expect("recv");
+    assert_eq!(&buf[..n], msg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_change_keeps_udp_sessions_and_moves_new_clients() {
+    let (a, b) = (UdpEchoServer::start().await, UdpEchoServer::start().await);
+    let proxy = proxy();
+    let port = free_udp_port();
+    apply(&proxy, &[service(L4Protocol::Udp, port, &[a.addr()])]).await;
+    let old = udp_client(port).await;
+    udp_round_trip(&old, b"one").await;
+
+    let report = proxy
+        .apply(&[service(L4Protocol::Udp, port, &[b.addr()])])
+        .await;
+    assert_eq!(report.updated, vec![(L4Protocol::Udp, port)]);
+    udp_round_trip(&old, b"two").await;
+    assert_eq!(
+        (a.received(), b.received()),
+        (2, 0),
+        "the open session kept its endpoint"
+    );
+
+    let new = udp_client(port).await;
+    udp_round_trip(&new, b"three").await;
+    assert_eq!(
+        (a.received(), b.received()),
+        (2, 1),
+        "a new client goes to the new endpoint"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -741,4 +792,65 @@ async fn shutdown_closes_what_is_left_after_the_grace_period() {
         read.is_err() || rest.is_empty(),
         "the connection was closed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_snapshots_and_serves_only_proxy_protocol_entries_beside_ebpf() {
+    let recorder = RecordingServer::start().await;
+    let proxy = std::sync::Arc::new(proxy());
+    let (plain, with_proxy) = (free_tcp_port(), free_tcp_port());
+    let mut pp = tcp(with_proxy, &[recorder.addr()]);
+    pp.proxy_protocol_out = true;
+    let snapshot = |l4: Vec<L4Service>| {
+        std::sync::Arc::new(Snapshot {
+            l4,
+            ..Snapshot::default()
+        })
+    };
+    let (tx, rx) =
+        tokio::sync::watch::channel(snapshot(vec![tcp(plain, &[recorder.addr()]), pp.clone()]));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let proxy = std::sync::Arc::clone(&proxy);
+        async move {
+            proxy
+                .run(rx, Selection::ProxyProtocolOnly, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        }
+    });
+
+    // The PROXY entry is served; the plain one is left to eBPF.
+    let wait_open = |port| {
+        let proxy = std::sync::Arc::clone(&proxy);
+        async move {
+            tokio::time::timeout(HANG, async {
+                while proxy.local_addr(L4Protocol::Tcp, port).await.is_none() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .expect("the listener never opened");
+        }
+    };
+    wait_open(with_proxy).await;
+    let answer = exchange(connect(loopback(with_proxy)).await, b"x").await;
+    assert!(answer.starts_with(b"ok "), "{answer:?}");
+    assert_eq!(proxy.local_addr(L4Protocol::Tcp, plain).await, None);
+    assert_refused(loopback(plain)).await;
+
+    // A new Snapshot moves the PROXY entry to another port.
+    let moved = free_tcp_port();
+    pp.port = moved;
+    tx.send_replace(snapshot(vec![pp]));
+    wait_open(moved).await;
+    assert_refused(loopback(with_proxy)).await;
+
+    stop_tx.send(()).expect("run is listening");
+    tokio::time::timeout(HANG, running)
+        .await
+        .expect("run did not stop")
+        .expect("run task");
+    assert_refused(loopback(moved)).await;
 }

@@ -186,6 +186,15 @@ impl Shared {
     }
 }
 
+impl Drop for L4Proxy {
+    fn drop(&mut self) {
+        for l in self.listeners.get_mut().values() {
+            l.task.abort();
+        }
+        // Open connections see the kill channel close and end.
+    }
+}
+
 /// Counts open TCP connections, so shutdown can wait for them.
 #[derive(Default)]
 struct Tracker {
@@ -227,7 +236,9 @@ struct Listener {
     task: JoinHandle<()>,
 }
 
-/// The userspace L4 proxy. Cheap to share behind an `Arc`; every method takes `&self`.
+/// The userspace L4 proxy. Share it behind an `Arc`; every method takes `&self`. Dropping
+/// it without [`shutdown`](Self::shutdown) is a hard stop: listeners close and open
+/// connections are cut.
 pub struct L4Proxy {
     opts: Arc<Options>,
     listeners: tokio::sync::Mutex<BTreeMap<Key, Listener>>,
