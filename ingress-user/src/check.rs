@@ -1,36 +1,102 @@
 //! `xdp-ingress check`: build one Snapshot from the configured source and print what the
 //! data planes would serve, like `nginx -t`. Exit status 1 when any Problem is an error.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, sync::Arc, time::Duration};
+
+use tokio::sync::watch;
 
 use crate::{
     cli::CheckArgs,
-    config::{self, Snapshot, problem::Severity},
-    source::files,
+    config::{self, Snapshot, Store, problem::Severity},
+    source::{
+        files,
+        kube::{self as kube_source, KubeSourceConfig},
+    },
 };
+
+/// How long `check` waits for the API server to answer, and then for the initial sync.
+pub const CLUSTER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why `check` could not produce a Snapshot at all.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    /// No `--manifests` and no cluster source compiled in.
-    #[error(
-        "xdp-ingress check needs --manifests DIR (checking a live cluster is not available in this build yet)"
-    )]
-    NoSource,
+    /// No `--manifests`, and no kubeconfig or in-cluster configuration either.
+    #[error("no --manifests DIR given and no Kubernetes configuration found: {0}")]
+    NoSource(#[source] kube::Error),
+    /// The API server did not answer.
+    #[error("the Kubernetes API server did not answer within {timeout:?}: {reason}")]
+    Unreachable {
+        /// The limit.
+        timeout: Duration,
+        /// The last error, or `timed out`.
+        reason: String,
+    },
+    /// The reflectors did not finish their initial list in time.
+    #[error("the initial sync with the Kubernetes API server did not finish within {0:?}")]
+    SyncTimeout(Duration),
+    /// The tokio runtime for the cluster source could not start.
+    #[error("starting the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// The manifest directory could not be read.
     #[error(transparent)]
     Load(#[from] files::LoadError),
 }
 
-/// Loads the objects `args` point at and builds the Snapshot.
+/// Loads the objects `args` point at (the `--manifests` directory, else the cluster from the
+/// kubeconfig or in-cluster config) and builds the Snapshot.
 pub fn snapshot(args: &CheckArgs) -> Result<Snapshot, CheckError> {
-    let dir = args
-        .source
-        .manifests
-        .as_deref()
-        .ok_or(CheckError::NoSource)?;
-    let store = files::load(dir)?;
+    let store = match &args.source.manifests {
+        Some(dir) => Arc::new(files::load(dir)?),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(CheckError::Runtime)?
+            .block_on(cluster_store(args))?,
+    };
     Ok(config::build(&store, &args.source.options(args.ports)))
+}
+
+/// One Store from the cluster: the kube source's first publication after its initial sync.
+/// Unlike the controller, `check` does not retry forever: it fails after [`CLUSTER_TIMEOUT`].
+async fn cluster_store(args: &CheckArgs) -> Result<Arc<Store>, CheckError> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(CheckError::NoSource)?;
+    let unreachable = |reason: String| CheckError::Unreachable {
+        timeout: CLUSTER_TIMEOUT,
+        reason,
+    };
+    match tokio::time::timeout(CLUSTER_TIMEOUT, client.apiserver_version()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(_) => return Err(unreachable("timed out".to_owned())),
+    }
+    let cm = |n: &Option<config::NamespacedName>| {
+        n.as_ref().map(|n| (n.namespace.clone(), n.name.clone()))
+    };
+    let cfg = KubeSourceConfig {
+        watch_namespace: args.source.watch_namespace.clone(),
+        tcp_configmap: cm(&args.source.tcp_services_configmap),
+        udp_configmap: cm(&args.source.udp_services_configmap),
+    };
+    let (tx, mut rx) = watch::channel(None);
+    let source = tokio::spawn(kube_source::run(client, cfg, tx));
+    let store = tokio::time::timeout(CLUSTER_TIMEOUT, async {
+        loop {
+            if let Some(store) = rx.borrow_and_update().clone() {
+                return Some(store);
+            }
+            if rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .await;
+    source.abort();
+    match store {
+        Ok(Some(store)) => Ok(store),
+        Ok(None) | Err(_) => Err(CheckError::SyncTimeout(CLUSTER_TIMEOUT)),
+    }
 }
 
 /// Whether `check` fails: any Error-severity Problem (warnings do not fail).

@@ -1,0 +1,192 @@
+//! Scale measurement of the control plane (a benchmark, not a test):
+//! 10,000 Ingresses × 5 paths, 10,000 Services and 50,000 endpoints → `config::build`.
+//! Prints the median of 5 builds, a route lookup cost, and peak RSS (VmHWM).
+//!
+//! `cargo run --release -p ingress-user --example scale [-- INGRESSES PATHS ENDPOINTS]`
+
+use std::{collections::BTreeMap, hint::black_box, time::Instant};
+
+use k8s_openapi::{
+    api::{
+        core::v1::{Service, ServicePort, ServiceSpec},
+        discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice},
+        networking::v1::{
+            HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+            IngressServiceBackend, IngressSpec, ServiceBackendPort,
+        },
+    },
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+};
+use xdp_ingress::config::{Options, Store, build};
+
+fn meta(ns: &str, name: String) -> ObjectMeta {
+    ObjectMeta {
+        namespace: Some(ns.to_owned()),
+        name: Some(name),
+        ..ObjectMeta::default()
+    }
+}
+
+fn store(ingresses: usize, paths: usize, endpoints: usize) -> Store {
+    let mut s = Store::default();
+    let per_service = endpoints.div_ceil(ingresses).max(1);
+    for i in 0..ingresses {
+        let ns = format!("ns{}", i % 100);
+        let svc = format!("svc{i}");
+        s.services.push(Service {
+            metadata: meta(&ns, svc.clone()),
+            spec: Some(ServiceSpec {
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target_port: Some(IntOrString::String("web".into())),
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        });
+        let mut m = meta(&ns, format!("{svc}-abcde"));
+        m.labels = Some(BTreeMap::from([(
+            "kubernetes.io/service-name".into(),
+            svc.clone(),
+        )]));
+        s.endpoint_slices.push(EndpointSlice {
+            metadata: m,
+            address_type: "IPv4".into(),
+            ports: Some(vec![EndpointPort {
+                name: Some("http".into()),
+                port: Some(8080),
+                ..EndpointPort::default()
+            }]),
+            endpoints: (0..per_service)
+                .map(|e| {
+                    let n = i * per_service + e;
+                    Endpoint {
+                        addresses: vec![format!(
+                            "10.{}.{}.{}",
+                            (n >> 16) & 255,
+                            (n >> 8) & 255,
+                            n & 255
+                        )],
+                        conditions: Some(EndpointConditions {
+                            ready: Some(e % 10 != 9),
+                            serving: Some(true),
+                            terminating: Some(false),
+                        }),
+                        ..Endpoint::default()
+                    }
+                })
+                .collect(),
+        });
+        let backend = IngressBackend {
+            resource: None,
+            service: Some(IngressServiceBackend {
+                name: svc,
+                port: Some(ServiceBackendPort {
+                    name: None,
+                    number: Some(80),
+                }),
+            }),
+        };
+        s.ingresses.push(Ingress {
+            metadata: meta(&ns, format!("ing{i}")),
+            spec: Some(IngressSpec {
+                ingress_class_name: Some("xdp".into()),
+                rules: Some(vec![IngressRule {
+                    host: Some(format!("host{i}.example.com")),
+                    http: Some(HTTPIngressRuleValue {
+                        paths: (0..paths)
+                            .map(|p| HTTPIngressPath {
+                                path: Some(format!("/app{p}/v{}", p % 3)),
+                                path_type: if p % 2 == 0 { "Prefix" } else { "Exact" }.into(),
+                                backend: backend.clone(),
+                            })
+                            .collect(),
+                    }),
+                }]),
+                ..IngressSpec::default()
+            }),
+            status: None,
+        });
+    }
+    s
+}
+
+fn vm_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("numbers"))
+        .collect();
+    let (ingresses, paths, endpoints) = match args[..] {
+        [i, p, e] => (i, p, e),
+        _ => (10_000, 5, 50_000),
+    };
+    let before = vm_hwm_kib().unwrap_or(0);
+    let s = store(ingresses, paths, endpoints);
+    let after_store = vm_hwm_kib().unwrap_or(0);
+    let opts = Options::default();
+    let mut times = Vec::new();
+    let mut snap = None;
+    for _ in 0..5 {
+        drop(snap.take());
+        let t = Instant::now();
+        snap = Some(build(&s, &opts));
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let snap = snap.unwrap();
+    assert_eq!(snap.http.len(), ingresses * paths, "every path routed");
+    assert!(
+        snap.problems.is_empty(),
+        "{:?}",
+        &snap.problems[..snap.problems.len().min(3)]
+    );
+
+    let lookups = 1_000_000;
+    let hosts: Vec<String> = (0..1024)
+        .map(|i| format!("HOST{}.example.com:80", (i * 7919) % ingresses))
+        .collect();
+    let t = Instant::now();
+    let mut hits = 0usize;
+    for n in 0..lookups {
+        let host = &hosts[n % hosts.len()];
+        if black_box(snap.http.route(host, "/app2/v2/some/deeper/path")).is_some() {
+            hits += 1;
+        }
+    }
+    let per_lookup = t.elapsed() / lookups as u32;
+    assert_eq!(hits, lookups);
+
+    let peak = vm_hwm_kib().unwrap_or(0);
+    println!(
+        "scale: {ingresses} Ingresses x {paths} paths, {} Services, {} endpoints",
+        s.services.len(),
+        s.endpoint_slices
+            .iter()
+            .map(|e| e.endpoints.len())
+            .sum::<usize>()
+    );
+    println!(
+        "config::build: median {:.1} ms (min {:.1}, max {:.1}) over 5 runs",
+        times[2].as_secs_f64() * 1e3,
+        times[0].as_secs_f64() * 1e3,
+        times[4].as_secs_f64() * 1e3
+    );
+    println!(
+        "route lookup: {} ns per request (exact host, 4-segment path, host with port and capitals)",
+        per_lookup.as_nanos()
+    );
+    println!(
+        "peak RSS (VmHWM): {:.1} MiB total; {:.1} MiB after building the input Store; {:.1} MiB at start",
+        peak as f64 / 1024.0,
+        after_store as f64 / 1024.0,
+        before as f64 / 1024.0
+    );
+}
