@@ -108,8 +108,12 @@ async fn readiness_follows_sync_attach_and_drain_while_in_flight_requests_comple
         .expect("response head")
         .expect("response");
     assert_eq!(resp.status(), 200);
-    let in_flight =
-        tokio::spawn(async move { resp.into_body().collect().await.map(|b| b.to_bytes()) });
+    let in_flight = tokio::spawn(async move {
+        resp.into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+    });
 
     // What main.rs does on SIGTERM: readiness first, then the drain.
     ops.readiness.start_draining();

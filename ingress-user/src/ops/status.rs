@@ -333,7 +333,7 @@ async fn sync_all(client: &Client, cfg: &StatusConfig, store: &Arc<Store>, ours:
         {
             Ok(_) => info!(ingress = %format!("{ns}/{name}"), ?action, "Ingress status written"),
             Err(e) => {
-                warn!(ingress = %format!("{ns}/{name}"), error = %e, "writing Ingress status")
+                warn!(ingress = %format!("{ns}/{name}"), error = %e, "writing Ingress status");
             }
         }
     }
