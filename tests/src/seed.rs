@@ -210,11 +210,10 @@ impl Seed {
     /// The controller's command line for `mode`, without starting it.
     pub fn controller_command(&self, mode: &str) -> Command {
         let mut c = self.topo.node.command(xdp_ingress_bin());
-        if self.kubeconfig.is_none() {
-            c.arg("--manifests").arg(self.dir.join("manifests"));
-        } else {
-            c.env("KUBECONFIG", self.kubeconfig.as_ref().expect("kubeconfig"));
-        }
+        match &self.kubeconfig {
+            None => c.arg("--manifests").arg(self.dir.join("manifests")),
+            Some(kubeconfig) => c.env("KUBECONFIG", kubeconfig),
+        };
         c.args(["--tcp-services-configmap", "xdp-ingress/tcp-services"])
             .args(["--l4-mode", mode]);
         for i in self.topo.node_interfaces() {

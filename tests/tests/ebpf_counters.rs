@@ -9,7 +9,7 @@ use ingress_tests::{
 };
 use xdp_ingress::{
     EBPF_OBJECT,
-    l4::{Datapath, stats::Totals},
+    l4::{Datapath, DatapathOptions, stats::Totals},
 };
 
 const XDP_PASS: u32 = 2;
@@ -123,7 +123,8 @@ fn delta(before: &Totals, after: &Totals) -> Vec<Counter> {
 
 fn run_table(entry: &str, run: impl Fn(&mut Datapath, &[u8]) -> u32, expected_action: u32) {
     let pin = PinDir::new();
-    let mut dp = Datapath::load(EBPF_OBJECT, pin.path()).expect("load eBPF object");
+    let mut dp =
+        Datapath::load(EBPF_OBJECT, pin.path(), DatapathOptions::default()).expect("load eBPF");
     for case in cases() {
         let before = dp.stats().expect("read counters");
         let action = run(&mut dp, &case.frame);

@@ -80,6 +80,6 @@ pub fn ebpf(release: bool) -> Result<PathBuf> {
 /// Builds every default member, all targets.
 pub fn workspace(release: bool) -> Result<()> {
     exec(cargo()
-        .args(["build", "--workspace", "--all-targets"])
+        .args(["build", "--all-targets"])
         .args(profile_args(release)))
 }

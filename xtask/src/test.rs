@@ -14,12 +14,12 @@ pub fn run(extra: &[String]) -> Result<()> {
     // Network-namespace suites start real servers and the real binary; two at a time is what
     // a 2-core machine sustains without starving their timeouts.
     exec(cargo()
-        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(["test", "--no-fail-fast"])
         .args(extra)
         .args(["--", "--test-threads=2"]))?;
     if extra.is_empty() {
         exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
-        exec(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        exec(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     }
     println!("xtask test: all passed");
     Ok(())

@@ -28,7 +28,7 @@ pub fn is_prime(n: u32) -> bool {
     }
     let mut d = 2u32;
     while d.saturating_mul(d) <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;

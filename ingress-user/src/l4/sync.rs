@@ -176,7 +176,7 @@ impl MapSync {
                 continue;
             }
             let mut eps: Vec<Backend> = s.endpoints.iter().copied().map(backend).collect();
-            eps.sort_by(|a, b| maglev_key(a).cmp(&maglev_key(b)));
+            eps.sort_by_key(maglev_key);
             eps.dedup();
             desired.insert((proto(s.protocol), s.port), eps);
         }
