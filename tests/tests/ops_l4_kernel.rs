@@ -1,0 +1,177 @@
+//! `/metrics` for the eBPF L4 path after real traffic: client ⇄ node ⇄ backend in network
+//! namespaces, the programs attached in TC mode, a UDP service programmed from a Snapshot,
+//! real datagrams through it, then the exporter reads the pinned maps (as a restarted
+//! controller would) and the exposition names the service.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    sync::Arc,
+    time::Duration,
+};
+
+use ingress_tests::{
+    netns::{Netns, PinDir},
+    topology::{NODE, Offloads, Topology},
+};
+use tokio::sync::watch;
+use xdp_ingress::{
+    EBPF_OBJECT,
+    config::{L4Protocol, L4Service, ServiceRef, Snapshot},
+    controller::{ControllerHandle, ControllerStats},
+    http::Metrics,
+    l4::{Datapath, DatapathOptions, L4Mode, conntrack::Timeouts, plane::Kernel},
+    ops::{Ops, metrics::Sources},
+};
+
+const PORT: u16 = 5300;
+const CT_ENTRIES: u32 = 4096;
+
+/// The value of the sample whose name and labels are exactly `series`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Echoes UDP datagrams on a thread inside `ns`.
+fn udp_echo(ns: &Netns, addr: SocketAddr) {
+    let sock = ns.run(move || UdpSocket::bind(addr).expect("bind udp echo"));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], peer);
+        }
+    });
+}
+
+#[test]
+fn kernel_l4_metrics_name_the_service_after_real_udp_traffic() {
+    let topo = Topology::new(1, Offloads::Default);
+    let pin = PinDir::new();
+    let pin_path = pin.path().to_owned();
+    let ifaces = topo.node_interfaces();
+    let mut kernel = topo.node.run(move || {
+        let opts = DatapathOptions {
+            maglev_size: 251,
+            max_services: 16,
+            ct_entries: CT_ENTRIES,
+            ..DatapathOptions::default()
+        };
+        let mut dp = Datapath::load(EBPF_OBJECT, &pin_path, opts).expect("load eBPF");
+        dp.clean_stale_links(&ifaces, L4Mode::Tc)
+            .expect("clean links");
+        for i in &ifaces {
+            dp.attach(i, L4Mode::Tc).expect("attach");
+        }
+        Kernel::new(dp, vec![IpAddr::V4(NODE)], Timeouts::default()).expect("kernel plane")
+    });
+    let backend = topo.backend(0, 5353);
+    udp_echo(&topo.backends[0], backend);
+    let snapshot = Snapshot {
+        l4: vec![L4Service {
+            port: PORT,
+            protocol: L4Protocol::Udp,
+            service: ServiceRef {
+                namespace: "default".into(),
+                name: "dns".into(),
+                port: 53,
+            },
+            endpoints: vec![backend],
+            proxy_protocol_in: false,
+            proxy_protocol_out: false,
+        }],
+        ..Snapshot::default()
+    };
+    kernel.apply(&snapshot).expect("program maps");
+
+    // Five datagrams on one socket: one flow.
+    let replies = topo.client.run(|| {
+        let s = UdpSocket::bind("10.77.1.1:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let mut got = 0;
+        for i in 0..5u8 {
+            // The first datagram may be spent resolving neighbours; retry like a UDP client.
+            for _ in 0..3 {
+                s.send_to(&[b'm', b'0' + i], Topology::service(PORT))
+                    .expect("send");
+                let mut buf = [0u8; 64];
+                if s.recv_from(&mut buf).is_ok() {
+                    got += 1;
+                    break;
+                }
+            }
+        }
+        got
+    });
+    assert_eq!(replies, 5, "UDP echoes through the node");
+
+    let text = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let (_snap_tx, snapshots) = watch::channel(Arc::new(snapshot));
+            let (_ready_tx, ready) = watch::channel(true);
+            let handle = ControllerHandle {
+                snapshots,
+                ready,
+                stats: Arc::new(ControllerStats::default()),
+            };
+            let ops = Ops::new(
+                &handle,
+                Sources {
+                    http: Arc::new(Metrics::default()),
+                    l4_proxy: None,
+                    kernel_maps: Some(pin.path().to_owned()),
+                },
+            );
+            ops.metrics.render().await
+        });
+
+    let labels = format!("protocol=\"udp\",port=\"{PORT}\",service=\"default/dns:53\"");
+    let series = |name: &str| format!("xdp_ingress_{name}_total{{{labels}}}");
+    assert_eq!(
+        sample(&text, &series("l4_service_new_flows")),
+        Some(1.0),
+        "{text}"
+    );
+    let packets = sample(&text, &series("l4_service_packets")).expect("packets");
+    assert!(
+        packets >= 10.0,
+        "5 requests + 5 replies at least: {packets}\n{text}"
+    );
+    let bytes = sample(&text, &series("l4_service_bytes")).expect("bytes");
+    // Every frame carries at least Ethernet + IPv4 + UDP headers and 2 payload bytes.
+    assert!(
+        bytes >= packets * 44.0,
+        "bytes {bytes} for {packets} packets"
+    );
+    assert!(
+        sample(&text, "xdp_ingress_l4_packets_total{counter=\"new_flow\"}")
+            .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "xdp_ingress_l4_drops_total{reason=\"no_route\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "xdp_ingress_conntrack_flows"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "xdp_ingress_conntrack_fullness_ratio"),
+        Some(1.0 / f64::from(CT_ENTRIES)),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "xdp_ingress_l4_map_read_errors_total"),
+        Some(0.0),
+        "{text}"
+    );
+    drop(kernel);
+}
