@@ -86,7 +86,12 @@ pub struct OpsArgs {
     pub pod_name: Option<String>,
 
     /// Namespace of the election Leases (the controller's own namespace).
-    #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE", default_value = "default")]
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        env = "POD_NAMESPACE",
+        default_value = "default"
+    )]
     pub pod_namespace: String,
 
     /// Node name, reported as the source host of Events.
@@ -215,6 +220,12 @@ pub struct L4Args {
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/xdp-ingress")]
     pub bpf_pin_path: PathBuf,
 
+    /// Turn on IPv4 forwarding (`net.ipv4.conf.<iface>.forwarding=1`) on the `--interface`s.
+    /// The kernel path needs it to route translated packets; without this flag xdp-ingress
+    /// only warns when it is off (Kubernetes nodes normally have it on).
+    #[arg(long)]
+    pub enable_forwarding: bool,
+
     /// Detach the eBPF programs on exit instead of leaving them pinned. By default they stay
     /// attached, so L4 flows keep flowing while the pod is replaced.
     #[arg(long)]
@@ -229,8 +240,14 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let (lo, hi) = s
         .split_once('-')
         .ok_or_else(|| format!("expected LOW-HIGH, got {s:?}"))?;
-    let lo: u16 = lo.trim().parse().map_err(|e| format!("low port {lo:?}: {e}"))?;
-    let hi: u16 = hi.trim().parse().map_err(|e| format!("high port {hi:?}: {e}"))?;
+    let lo: u16 = lo
+        .trim()
+        .parse()
+        .map_err(|e| format!("low port {lo:?}: {e}"))?;
+    let hi: u16 = hi
+        .trim()
+        .parse()
+        .map_err(|e| format!("high port {hi:?}: {e}"))?;
     if lo == 0 || lo > hi {
         return Err(format!("need 1 <= LOW <= HIGH, got {lo}-{hi}"));
     }

@@ -11,6 +11,7 @@ pub mod plane;
 pub mod proxy;
 pub mod stats;
 pub mod sync;
+pub mod sysctl;
 
 pub use datapath::{Attachment, Datapath, DatapathOptions, L4Error};
 

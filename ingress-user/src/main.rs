@@ -20,6 +20,7 @@ use xdp_ingress::{
         conntrack::Timeouts,
         plane::{self, Kernel},
         proxy::{self, L4Proxy, Selection},
+        sysctl,
     },
     source::{self, kube::KubeSourceConfig},
 };
@@ -185,6 +186,17 @@ fn attach(args: &L4Args) -> anyhow::Result<Option<Kernel>> {
             args.bpf_pin_path.display()
         )
     })?;
+    for iface in &args.interfaces {
+        if args.enable_forwarding {
+            sysctl::enable_forwarding(iface)
+                .with_context(|| format!("enabling IPv4 forwarding on {iface}"))?;
+        } else if !sysctl::forwarding(iface).unwrap_or(true) {
+            warn!(
+                %iface,
+                "IPv4 forwarding is off: the kernel path cannot route L4 packets arriving here                  (counted as drop_no_route); set net.ipv4.conf.{iface}.forwarding=1 or pass --enable-forwarding"
+            );
+        }
+    }
     dp.clean_stale_links(&args.interfaces, args.l4_mode)
         .context("cleaning stale pinned links")?;
     for iface in &args.interfaces {

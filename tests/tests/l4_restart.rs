@@ -49,17 +49,26 @@ fn transfer_survives_sigkill(mode: &'static str, offloads: Offloads) {
         std::thread::spawn(move || {
             use std::os::fd::AsRawFd;
             // SAFETY: setns on a valid namespace fd, for this thread only.
-            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            assert_eq!(
+                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
             let mut s = TcpStream::connect(Topology::service(9000)).expect("connect via node");
-            s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-            s.write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n").expect("GET");
+            s.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            s.write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
+                .expect("GET");
             let mut header = Vec::new();
             let mut byte = [0u8; 1];
             while !header.ends_with(b"\r\n") {
                 s.read_exact(&mut byte).expect("bulk header");
                 header.push(byte[0]);
             }
-            assert_eq!(header, format!("${VALUE_LEN}\r\n").into_bytes(), "bulk length");
+            assert_eq!(
+                header,
+                format!("${VALUE_LEN}\r\n").into_bytes(),
+                "bulk length"
+            );
             let mut got = Vec::with_capacity(VALUE_LEN);
             let mut buf = vec![0u8; 64 << 10];
             let mut paused = false;
@@ -79,7 +88,9 @@ fn transfer_survives_sigkill(mode: &'static str, offloads: Offloads) {
         })
     };
 
-    let at = progress_rx.recv_timeout(Duration::from_secs(60)).expect("transfer started");
+    let at = progress_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("transfer started");
     seed.kill_controller();
     std::thread::sleep(Duration::from_millis(500));
     seed.start_controller(mode);
@@ -91,7 +102,10 @@ fn transfer_survives_sigkill(mode: &'static str, offloads: Offloads) {
     resume_tx.send(()).expect("resume reader");
     let got = reader.join().expect("reader thread");
     assert_eq!(got.len(), VALUE_LEN, "{mode}: all bytes (paused at {at})");
-    assert!(got == value(), "{mode}: byte-exact transfer across SIGKILL + restart");
+    assert!(
+        got == value(),
+        "{mode}: byte-exact transfer across SIGKILL + restart"
+    );
 }
 
 #[test]
@@ -102,4 +116,44 @@ fn xdp_transfer_survives_sigkill_and_restart() {
 #[test]
 fn tc_transfer_survives_sigkill_and_restart() {
     transfer_survives_sigkill("tc", Offloads::Default);
+}
+
+/// Pins left by another `--l4-mode` are removed, not trusted: after running in XDP mode and
+/// being killed, a controller started in TC mode drops the XDP links (and so detaches XDP).
+#[test]
+fn pins_of_another_mode_are_cleaned_up() {
+    let mut seed = Seed::new(Offloads::LikeANic, Source::Files);
+    seed.start_controller("xdp");
+    let shown = seed.topo.node.exec(&["ip", "-d", "link", "show", "nc"]);
+    assert!(shown.contains("prog/xdp"), "XDP attached to nc:\n{shown}");
+    seed.kill_controller();
+    let links = |seed: &Seed| {
+        let mut names: Vec<String> = std::fs::read_dir(seed.pin.path().join("links"))
+            .expect("links dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert!(
+        links(&seed).iter().any(|l| l.starts_with("xdp-driver@")),
+        "XDP links pinned: {:?}",
+        links(&seed)
+    );
+    seed.start_controller("tc");
+    let now = links(&seed);
+    assert!(
+        now.iter().all(|l| l.starts_with("tc-ingress@")),
+        "only TC links remain: {now:?}"
+    );
+    let shown = seed.topo.node.exec(&["ip", "-d", "link", "show", "nc"]);
+    assert!(
+        !shown.contains("prog/xdp"),
+        "XDP is detached from nc:\n{shown}"
+    );
+    assert!(
+        seed.log().contains("removing stale pinned link"),
+        "{}",
+        seed.log()
+    );
 }
