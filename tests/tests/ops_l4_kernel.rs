@@ -83,7 +83,9 @@ fn kernel_l4_metrics_name_the_service_after_real_udp_traffic() {
         }],
         ..Snapshot::default()
     };
+    let started = std::time::Instant::now();
     kernel.apply(&snapshot).expect("program maps");
+    let apply_seconds = started.elapsed().as_secs_f64();
 
     // Five datagrams on one socket: one flow.
     let replies = topo.client.run(|| {
@@ -127,7 +129,12 @@ fn kernel_l4_metrics_name_the_service_after_real_udp_traffic() {
                     kernel_maps: Some(pin.path().to_owned()),
                 },
             );
-            ops.metrics.render().await
+            // What the L4 plane does after each apply.
+            ops.metrics.l4_map_update().observe(apply_seconds);
+            let started = std::time::Instant::now();
+            let text = ops.metrics.render().await;
+            eprintln!("scrape with kernel maps took {:?}", started.elapsed());
+            text
         });
 
     let labels = format!("protocol=\"udp\",port=\"{PORT}\",service=\"default/dns:53\"");
@@ -171,6 +178,11 @@ fn kernel_l4_metrics_name_the_service_after_real_udp_traffic() {
     assert_eq!(
         sample(&text, "xdp_ingress_l4_map_read_errors_total"),
         Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "xdp_ingress_l4_map_update_duration_seconds_count"),
+        Some(1.0),
         "{text}"
     );
     drop(kernel);

@@ -101,6 +101,7 @@ pub struct Exporter {
     kernel_maps: Option<PathBuf>,
     conntrack: Arc<Mutex<Option<(Instant, kernel::Conntrack)>>>,
     kernel_errors: Counter,
+    map_update_seconds: Histogram,
 }
 
 impl fmt::Debug for Exporter {
@@ -135,6 +136,12 @@ impl Exporter {
             "Scrapes that could not read the pinned eBPF maps",
             kernel_errors.clone(),
         );
+        let map_update_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        registry.register(
+            "l4_map_update_duration_seconds",
+            "Time to program the eBPF maps for one Snapshot",
+            map_update_seconds.clone(),
+        );
         tokio::spawn(observe_builds(
             controller.snapshots.clone(),
             controller.stats.clone(),
@@ -149,7 +156,14 @@ impl Exporter {
             kernel_maps: sources.kernel_maps,
             conntrack: Arc::default(),
             kernel_errors,
+            map_update_seconds,
         }
+    }
+
+    /// The histogram of eBPF map programming times: whoever applies a Snapshot to the maps
+    /// (`l4::plane::run`) observes `Kernel::apply`'s duration in seconds here.
+    pub fn l4_map_update(&self) -> Histogram {
+        self.map_update_seconds.clone()
     }
 
     /// The exposition text of one scrape.
