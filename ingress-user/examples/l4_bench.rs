@@ -128,7 +128,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let stats = runtime.block_on(proxy.stats());
+    let stats = proxy.stats_now();
     for e in stats {
         let s = &e.stats;
         println!(
@@ -256,7 +256,7 @@ fn start_haproxy(dir: &Path, routes: [(u16, u16); 2]) -> anyhow::Result<Child> {
     let mut f = std::fs::File::create(&conf)?;
     writeln!(
         f,
-        "global\n    nbthread 2\n    maxconn 20000\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s"
+        "global\n    nbthread 2\n    maxconn 4000\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s"
     )?;
     for (listen, to) in routes {
         writeln!(

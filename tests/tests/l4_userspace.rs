@@ -69,10 +69,9 @@ async fn apply(proxy: &L4Proxy, services: &[L4Service]) {
     );
 }
 
-async fn stats(proxy: &L4Proxy, protocol: L4Protocol, port: u16) -> StatsEntry {
+fn stats(proxy: &L4Proxy, protocol: L4Protocol, port: u16) -> StatsEntry {
     proxy
-        .stats()
-        .await
+        .stats_now()
         .into_iter()
         .find(|e| e.protocol == protocol && e.port == port)
         .unwrap_or_else(|| panic!("no stats for {protocol} {port}"))
@@ -189,7 +188,7 @@ async fn redis_ping_and_info_work_through_the_proxy() {
     let got = redis_cli(loopback(port), &["get", "through"]).await;
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "proxy");
 
-    let s = stats(&proxy, L4Protocol::Tcp, port).await;
+    let s = stats(&proxy, L4Protocol::Tcp, port);
     assert_eq!(
         get(&s.stats.accepted),
         4,
@@ -214,7 +213,7 @@ async fn tcp_echo_is_byte_exact_both_ways_with_half_close() {
 
     // The client half-closed before the tail of the echo came back; it still arrived, and
     // the backend saw the client's FIN (it half-closed in turn, ending our read).
-    let s = stats(&proxy, L4Protocol::Tcp, port).await;
+    let s = stats(&proxy, L4Protocol::Tcp, port);
     assert_eq!(get(&s.stats.bytes_in), data.len() as u64);
     assert_eq!(get(&s.stats.bytes_out), data.len() as u64);
     assert_eq!(echo.accepted(), 1);
@@ -278,7 +277,7 @@ async fn udp_echo_keeps_concurrent_clients_apart() {
         c.await.expect("client task");
     }
 
-    let s = stats(&proxy, L4Protocol::Udp, port).await;
+    let s = stats(&proxy, L4Protocol::Udp, port);
     assert_eq!(
         get(&s.stats.udp_sessions),
         8,
@@ -347,7 +346,7 @@ async fn an_idle_udp_session_closes_and_the_client_gets_a_new_one() {
     });
     let port = free_udp_port();
     apply(&proxy, &[service(L4Protocol::Udp, port, &[echo.addr()])]).await;
-    let s = stats(&proxy, L4Protocol::Udp, port).await;
+    let s = stats(&proxy, L4Protocol::Udp, port);
 
     let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
         .await
@@ -402,7 +401,7 @@ async fn udp_sessions_are_bounded() {
         assert_eq!(&buf[..n], b"hi");
     }
     clients[2].send(b"hi").await.expect("send");
-    let s = stats(&proxy, L4Protocol::Udp, port).await;
+    let s = stats(&proxy, L4Protocol::Udp, port);
     tokio::time::timeout(HANG, async {
         while get(&s.stats.udp_sessions_full) == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -431,7 +430,7 @@ async fn a_down_endpoint_is_retried_on_the_other() {
         6,
         "every connection reached the live endpoint"
     );
-    let s = stats(&proxy, L4Protocol::Tcp, port).await;
+    let s = stats(&proxy, L4Protocol::Tcp, port);
     assert!(
         get(&s.stats.connect_errors) >= 1,
         "round-robin tried the down endpoint"
@@ -446,7 +445,7 @@ async fn a_service_without_endpoints_resets_connections() {
     apply(&proxy, &[tcp(port, &[])]).await;
 
     assert_reset(loopback(port)).await;
-    let s = stats(&proxy, L4Protocol::Tcp, port).await;
+    let s = stats(&proxy, L4Protocol::Tcp, port);
     assert_eq!(get(&s.stats.no_endpoint), 1);
 }
 
@@ -464,7 +463,7 @@ async fn every_endpoint_down_resets_the_connection() {
     .await;
 
     assert_reset(loopback(port)).await;
-    let s = stats(&proxy, L4Protocol::Tcp, port).await;
+    let s = stats(&proxy, L4Protocol::Tcp, port);
     assert_eq!(get(&s.stats.connect_errors), 2, "one try and one retry");
     assert_eq!(get(&s.stats.no_endpoint), 1);
 }
@@ -507,7 +506,7 @@ async fn a_config_change_keeps_open_connections_and_moves_new_ones() {
     assert!(exchange(connect(loopback(changed)).await, &fresh).await == fresh);
     assert_eq!((a.accepted(), b.accepted()), (2, 1));
     assert_refused(loopback(removed)).await;
-    let s = stats(&proxy, L4Protocol::Tcp, removed).await;
+    let s = stats(&proxy, L4Protocol::Tcp, removed);
     assert!(
         !s.listening,
         "a removed port keeps its counters but is not listening"
@@ -646,7 +645,7 @@ async fn a_bad_proxy_protocol_header_closes_the_connection() {
         .expect("silent client left open");
     assert!(read.is_err() || rest.is_empty());
 
-    let s = stats(&proxy, L4Protocol::Tcp, port).await;
+    let s = stats(&proxy, L4Protocol::Tcp, port);
     assert_eq!(get(&s.stats.proxy_protocol_errors), 4);
     assert!(
         recorder.connections().is_empty(),

@@ -230,6 +230,13 @@ impl Drop for Tracked {
     }
 }
 
+/// A listener's counters and what it served last; kept after the listener closes.
+struct Registered {
+    service: ServiceRef,
+    stats: Arc<ServiceStats>,
+    listening: bool,
+}
+
 struct Listener {
     shared: Arc<Shared>,
     local: SocketAddr,
@@ -242,7 +249,7 @@ struct Listener {
 pub struct L4Proxy {
     opts: Arc<Options>,
     listeners: tokio::sync::Mutex<BTreeMap<Key, Listener>>,
-    stats: Mutex<BTreeMap<Key, (ServiceRef, Arc<ServiceStats>)>>,
+    stats: Mutex<BTreeMap<Key, Registered>>,
     bind_errors: AtomicU64,
     conns: Arc<Tracker>,
     kill: watch::Sender<bool>,
@@ -299,6 +306,7 @@ impl L4Proxy {
             if let Some(l) = listeners.remove(&key) {
                 l.task.abort();
                 let _ = l.task.await; // the listening socket is closed once this returns
+                self.set_listening(key, false);
                 info!(protocol = %key.0, port = key.1, service = %l.shared.target.load().service, "L4 listener closed");
                 report.closed.push(key);
             }
@@ -319,6 +327,7 @@ impl L4Proxy {
                 Ok(l) => {
                     info!(protocol = %key.0, addr = %l.local, service = %l.shared.target.load().service, endpoints = l.shared.target.load().endpoints.len(), "L4 listener open");
                     listeners.insert(key, l);
+                    self.set_listening(key, true);
                     report.opened.push(key);
                 }
                 Err(e) => {
@@ -371,17 +380,28 @@ impl L4Proxy {
         })
     }
 
+    fn registry(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Registered>> {
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The counters of `key`, created on first use and kept for good; records its service.
     fn remember(&self, key: Key, service: &ServiceRef) -> Arc<ServiceStats> {
-        let mut stats = self
-            .stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = stats
-            .entry(key)
-            .or_insert_with(|| (service.clone(), Arc::default()));
-        entry.0.clone_from(service);
-        Arc::clone(&entry.1)
+        let mut registry = self.registry();
+        let entry = registry.entry(key).or_insert_with(|| Registered {
+            service: service.clone(),
+            stats: Arc::default(),
+            listening: false,
+        });
+        entry.service.clone_from(service);
+        Arc::clone(&entry.stats)
+    }
+
+    fn set_listening(&self, key: Key, listening: bool) {
+        if let Some(entry) = self.registry().get_mut(&key) {
+            entry.listening = listening;
+        }
     }
 
     /// The bound address of a listener (tells the real port when the service asked for 0).
@@ -393,21 +413,23 @@ impl L4Proxy {
             .map(|l| l.local)
     }
 
-    /// Every listener's counters, open or not, ordered by (protocol, port).
+    /// Every listener's counters, open or not, ordered by (protocol, port). Async for
+    /// callers written against the first version; [`stats_now`](Self::stats_now) is the
+    /// same without `.await`.
     pub async fn stats(&self) -> Vec<StatsEntry> {
-        let listeners = self.listeners.lock().await;
-        let stats = self
-            .stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        stats
+        self.stats_now()
+    }
+
+    /// [`stats`](Self::stats), synchronously (for a metrics collector's `encode`).
+    pub fn stats_now(&self) -> Vec<StatsEntry> {
+        self.registry()
             .iter()
-            .map(|(&(protocol, port), (service, stats))| StatsEntry {
+            .map(|(&(protocol, port), r)| StatsEntry {
                 protocol,
                 port,
-                service: service.clone(),
-                listening: listeners.contains_key(&(protocol, port)),
-                stats: Arc::clone(stats),
+                service: r.service.clone(),
+                listening: r.listening,
+                stats: Arc::clone(&r.stats),
             })
             .collect()
     }
@@ -427,9 +449,10 @@ impl L4Proxy {
     pub async fn shutdown(&self, grace: Duration) {
         self.stopped.store(true, Ordering::Release);
         let listeners = std::mem::take(&mut *self.listeners.lock().await);
-        for l in listeners.into_values() {
+        for (key, l) in listeners {
             l.task.abort();
             let _ = l.task.await;
+            self.set_listening(key, false);
         }
         let open = self.open_connections();
         info!(connections = open, ?grace, "L4 listeners closed; draining");
