@@ -1,13 +1,14 @@
 //! Test support for xdp-ingress integration suites: network-namespace topologies, packet
 //! builders and (in other modules) the fake Kubernetes API server.
 
+pub mod bench;
 pub mod fake_api;
 pub mod http_support;
 pub mod netns;
 pub mod packet;
-pub mod topology;
 pub mod seed;
 pub mod servers;
+pub mod topology;
 
 /// Path of the `xdp-ingress` binary next to this test executable (`target/<profile>/`).
 ///

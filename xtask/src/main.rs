@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's tasks. `setup` installs what the others need, idempotently.
 
+mod bench;
 mod build;
 mod setup;
 mod test;
@@ -17,6 +18,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Benchmarks side by side with the peers on the netns topology (release build, as
+    /// root): l4, http, churn, scale or all. Writes bench/results/ and BENCHMARKS.md.
+    Bench {
+        /// Which group.
+        #[arg(default_value = "all", value_parser = ["l4", "http", "churn", "scale", "all"])]
+        group: String,
+        /// Fewer requests per sample (still 5 samples), for trying the harness.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Install the toolchain and packages the build, tests, demo and benchmarks need
     /// (Debian packages, nightly rust-src, bpf-linker against LLVM 22); skips what is present.
     Setup,
@@ -62,6 +73,7 @@ fn main() -> Result<()> {
         Task::Build { release } => build::workspace(release),
         Task::Demo { once, l4_mode } => demo(once, &l4_mode),
         Task::Test { args } => test::run(&args),
+        Task::Bench { group, quick } => bench::run(&group, quick),
     }
 }
 

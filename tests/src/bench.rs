@@ -1,0 +1,14 @@
+//! `cargo xtask bench`: side-by-side measurements on the network-namespace topology, run by
+//! the `bench-net` binary. Each group writes its raw samples as JSON; xtask turns them into
+//! Markdown tables, SVG charts and BENCHMARKS.md. Nothing here asserts a timing.
+
+pub mod churn;
+pub mod http;
+pub mod l4;
+pub mod peers;
+pub mod results;
+pub mod rig;
+pub mod scale;
+pub mod tools;
+
+pub use results::Results;

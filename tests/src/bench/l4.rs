@@ -1,0 +1,158 @@
+//! L4: redis PING rates (keep-alive and one connection per request) and iperf3 throughput
+//! (1 and 4 streams) through direct routing, xdp-ingress in xdp/tc/userspace mode, nginx
+//! stream and HAProxy tcp mode, on one topology in one run.
+
+use std::net::SocketAddr;
+
+use crate::{
+    bench::{
+        Results, peers,
+        rig::{IPERF_PORT, L4_IPERF, L4_REDIS, REDIS_PORT, Rig},
+        tools,
+    },
+    netns::KillOnDrop,
+    topology::{NODE, backend_addr},
+};
+
+/// Sizes of one L4 run.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    /// Samples per configuration and quantity (≥ 5 for the report).
+    pub samples: usize,
+    /// Keep-alive PING requests per sample.
+    pub keepalive_requests: u32,
+    /// New-connection PING requests per sample.
+    pub newconn_requests: u32,
+    /// iperf3 seconds per sample.
+    pub iperf_secs: u32,
+}
+
+const KA: &str = "redis PING, keep-alive";
+const NEW: &str = "redis PING, new connection per request";
+const IPERF1: &str = "iperf3, 1 stream";
+const IPERF4: &str = "iperf3, 4 streams";
+const DIRECT: &str = "direct routing (limit)";
+const NGINX: &str = "nginx stream";
+
+enum Config {
+    Direct,
+    Controller(&'static str),
+    Nginx,
+    Haproxy,
+}
+
+/// Runs the group on `rig`.
+pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
+    let mut r = Results::new("l4");
+    let ratio = [DIRECT, NGINX];
+    r.table(
+        KA,
+        &format!(
+            "redis-benchmark -t ping_mbulk -P 1 -c 50 -n {} (req/s)",
+            p.keepalive_requests
+        ),
+        &[("req/s", true)],
+        &ratio,
+    );
+    r.table(NEW, &format!("redis-benchmark -t ping_mbulk -P 1 -c 50 -k 0 -n {} (req/s; each request opens and closes a TCP connection)", p.newconn_requests), &[("req/s", true)], &ratio);
+    r.table(
+        IPERF1,
+        &format!(
+            "iperf3 -P 1 -t {} to a server on backend 0 (Gbit/s received)",
+            p.iperf_secs
+        ),
+        &[("Gbit/s", true)],
+        &ratio,
+    );
+    r.table(
+        IPERF4,
+        &format!("iperf3 -P 4 -t {} (Gbit/s received)", p.iperf_secs),
+        &[("Gbit/s", true)],
+        &ratio,
+    );
+
+    let configs = [
+        (DIRECT, Config::Direct),
+        ("xdp-ingress xdp", Config::Controller("xdp")),
+        ("xdp-ingress tc", Config::Controller("tc")),
+        ("xdp-ingress userspace", Config::Controller("userspace")),
+        (NGINX, Config::Nginx),
+        ("HAProxy tcp", Config::Haproxy),
+    ];
+    let upstreams = vec![
+        (L4_REDIS, format!("{}:{REDIS_PORT}", backend_addr(0))),
+        (L4_IPERF, format!("{}:{IPERF_PORT}", backend_addr(0))),
+    ];
+    for (name, config) in configs {
+        println!("l4: {name}");
+        let mut _peer: Option<KillOnDrop> = None;
+        let (redis, iperf) = match config {
+            Config::Direct => (
+                SocketAddr::new(backend_addr(0).into(), REDIS_PORT),
+                SocketAddr::new(backend_addr(0).into(), IPERF_PORT),
+            ),
+            Config::Controller(mode) => {
+                rig.start_controller(mode)?;
+                (
+                    SocketAddr::new(NODE.into(), L4_REDIS),
+                    SocketAddr::new(NODE.into(), L4_IPERF),
+                )
+            }
+            Config::Nginx => {
+                let conf = peers::nginx_stream(&rig.dir.join("nginx-stream"), NODE, &upstreams)?;
+                _peer = Some(peers::start_nginx(&rig.topo.node, &conf)?);
+                (
+                    SocketAddr::new(NODE.into(), L4_REDIS),
+                    SocketAddr::new(NODE.into(), L4_IPERF),
+                )
+            }
+            Config::Haproxy => {
+                let conf = peers::haproxy_tcp(&rig.dir.join("haproxy-tcp"), NODE, &upstreams)?;
+                _peer = Some(peers::start_haproxy(&rig.topo.node, &conf)?);
+                (
+                    SocketAddr::new(NODE.into(), L4_REDIS),
+                    SocketAddr::new(NODE.into(), L4_IPERF),
+                )
+            }
+        };
+        rig.wait(&format!("{name}: redis PING"), || rig.redis_ping(redis))?;
+        rig.wait(&format!("{name}: iperf3 port"), || {
+            rig.tcp_open(&rig.topo.client, iperf)
+        })?;
+        let client = &rig.topo.client;
+        // Warm-up (neighbour entries, conntrack, the proxies' first connections).
+        tools::redis_ping(client, redis, p.keepalive_requests / 10, true)?;
+        let mut ka = Vec::new();
+        let mut new = Vec::new();
+        let mut i1 = Vec::new();
+        let mut i4 = Vec::new();
+        for _ in 0..p.samples {
+            ka.push(tools::redis_ping(
+                client,
+                redis,
+                p.keepalive_requests,
+                true,
+            )?);
+        }
+        for _ in 0..p.samples {
+            new.push(tools::redis_ping(client, redis, p.newconn_requests, false)?);
+        }
+        for _ in 0..p.samples {
+            i1.push(tools::iperf(client, iperf, p.iperf_secs, 1)?);
+        }
+        for _ in 0..p.samples {
+            i4.push(tools::iperf(client, iperf, p.iperf_secs, 4)?);
+        }
+        r.add(KA, name, "req/s", ka);
+        r.add(NEW, name, "req/s", new);
+        r.add(IPERF1, name, "Gbit/s", i1);
+        r.add(IPERF4, name, "Gbit/s", i4);
+        drop(_peer);
+        rig.stop_controller()?;
+    }
+    r.note("One topology for every configuration: client ⇄ node ⇄ backends over veth pairs in network namespaces, with NIC-like offloads (TX checksum offload off on the client and backends, GRO on), which native XDP on veth needs. TX checksum offload off also disables TSO on the senders, for every configuration alike.");
+    r.note("Pinning: load generators on CPU 0; redis-server, iperf3 -s, the proxies and xdp-ingress on CPU 1 (nginx and HAProxy with one worker/thread). Kernel forwarding (direct routing, XDP, TC) runs in softirq on the CPU that sends the packet, so the in-kernel paths also borrow the load generator's CPU: the machine has 2 cores shared by everything.");
+    r.note("Native XDP on veth turns TSO off on the peer and generic redirect drops GSO packets above the MTU, so bulk throughput (iperf3) is pessimistic for XDP on veth; packet and connection rates are the fair comparison. On a real NIC the XDP path does not lose TSO on the egress device.");
+    r.note("redis-benchmark runs `-t ping_mbulk` (the RESP form of `-t ping`, which would also run PING_INLINE and double the time).");
+    Ok(r)
+}

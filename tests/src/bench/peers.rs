@@ -1,0 +1,141 @@
+//! The peers, configured as a user would for the same job: nginx (stream, `proxy_pass`, and
+//! the static backends) and HAProxy (tcp and http mode), each with one worker pinned to the
+//! server CPU, run in the foreground from a config in a scratch directory.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    bench::rig::{SERVER_CPU, pinned},
+    netns::{KillOnDrop, Netns},
+};
+
+fn nginx_common(dir: &Path) -> String {
+    format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 16384; }}\n",
+        d = dir.display()
+    )
+}
+
+fn http_common(dir: &Path) -> String {
+    format!(
+        "access_log off;\nclient_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\nkeepalive_requests 1000000;\n",
+        d = dir.display()
+    )
+}
+
+fn write_conf(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// nginx answering `body` to every request on `addr:port` (the fast HTTP backend).
+pub fn nginx_static(dir: &Path, addr: Ipv4Addr, port: u16, body: &str) -> anyhow::Result<PathBuf> {
+    let text = format!(
+        "{}http {{\n{}server {{ listen {addr}:{port}; location / {{ return 200 \"{body}\\n\"; }} }}\n}}\n",
+        nginx_common(dir),
+        http_common(dir)
+    );
+    write_conf(dir, "nginx.conf", &text)
+}
+
+/// nginx `stream`: each `(listen port, upstream)` proxied as plain TCP.
+pub fn nginx_stream(
+    dir: &Path,
+    listen: Ipv4Addr,
+    map: &[(u16, String)],
+) -> anyhow::Result<PathBuf> {
+    let mut text = format!(
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n{}stream {{\n",
+        nginx_common(dir)
+    );
+    for (port, upstream) in map {
+        text.push_str(&format!(
+            "  server {{ listen {listen}:{port}; proxy_pass {upstream}; }}\n"
+        ));
+    }
+    text.push_str("}\n");
+    write_conf(dir, "nginx.conf", &text)
+}
+
+/// nginx `proxy_pass` with upstream keep-alive, as ingress-nginx configures it.
+pub fn nginx_proxy(
+    dir: &Path,
+    listen: Ipv4Addr,
+    port: u16,
+    upstream: &str,
+) -> anyhow::Result<PathBuf> {
+    let text = format!(
+        "{}http {{\n{}upstream backend {{ server {upstream}; keepalive 320; }}\nserver {{\n listen {listen}:{port};\n location / {{\n  proxy_pass http://backend;\n  proxy_http_version 1.1;\n  proxy_set_header Connection \"\";\n  proxy_set_header Host $host;\n  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n  proxy_set_header X-Real-IP $remote_addr;\n }}\n}}\n}}\n",
+        nginx_common(dir),
+        http_common(dir)
+    );
+    write_conf(dir, "nginx.conf", &text)
+}
+
+/// Starts nginx with `conf` (prefix = its directory) pinned to the server CPU inside `ns`.
+pub fn start_nginx(ns: &Netns, conf: &Path) -> anyhow::Result<KillOnDrop> {
+    let dir = conf.parent().context("config directory")?;
+    let child = pinned(ns, SERVER_CPU, "nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start nginx (apt-get install nginx libnginx-mod-stream)")?;
+    Ok(KillOnDrop(child))
+}
+
+fn haproxy_common(mode: &str) -> String {
+    format!(
+        "global\n  maxconn 100000\n  nbthread 1\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
+    )
+}
+
+/// HAProxy `mode tcp`: each `(listen port, upstream)`.
+pub fn haproxy_tcp(dir: &Path, listen: Ipv4Addr, map: &[(u16, String)]) -> anyhow::Result<PathBuf> {
+    let mut text = haproxy_common("tcp");
+    for (port, upstream) in map {
+        text.push_str(&format!(
+            "frontend f{port}\n  bind {listen}:{port}\n  default_backend b{port}\nbackend b{port}\n  server s {upstream}\n"
+        ));
+    }
+    write_conf(dir, "haproxy.cfg", &text)
+}
+
+/// HAProxy `mode http` with connection reuse to the backend.
+pub fn haproxy_http(
+    dir: &Path,
+    listen: Ipv4Addr,
+    port: u16,
+    upstream: &str,
+) -> anyhow::Result<PathBuf> {
+    let text = format!(
+        "{}  option http-keep-alive\n  http-reuse always\nfrontend f\n  bind {listen}:{port}\n  option forwardfor\n  default_backend b\nbackend b\n  server s {upstream}\n",
+        haproxy_common("http")
+    );
+    write_conf(dir, "haproxy.cfg", &text)
+}
+
+/// Starts HAProxy in the foreground with `conf`, pinned to the server CPU inside `ns`.
+pub fn start_haproxy(ns: &Netns, conf: &Path) -> anyhow::Result<KillOnDrop> {
+    let child = pinned(ns, SERVER_CPU, "haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start haproxy (apt-get install haproxy)")?;
+    Ok(KillOnDrop(child))
+}

@@ -1,0 +1,165 @@
+//! Scale: `config::build` time, peak RSS and route lookup cost at 10,000 Ingresses × 5
+//! paths and 50,000 endpoints (the `scale` example of ingress-user, one process per
+//! sample), and the time to program the BPF maps for 1,000 L4 services × 2 endpoints.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use xdp_ingress::{
+    EBPF_OBJECT,
+    config::{L4Protocol, L4Service, ServiceRef, Snapshot},
+    l4::{Datapath, DatapathOptions, conntrack::Timeouts, plane::Kernel},
+};
+
+use crate::{bench::Results, netns::PinDir};
+
+/// Sizes of one scale run.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    /// Samples (processes of the scale example; apply rounds of the BPF maps).
+    pub samples: usize,
+}
+
+/// Runs the group.
+pub fn run(p: Params) -> anyhow::Result<Results> {
+    let mut r = Results::new("scale");
+    let t = "Control plane at 10,000 Ingresses × 5 paths, 50,000 endpoints";
+    r.table(
+        t,
+        "ingress-user's `scale` example (release), one process per sample: config::build median of 5 builds in the process, peak RSS (VmHWM) of the process, route lookup cost averaged over 1,000,000 lookups",
+        &[("value", false)],
+        &[],
+    );
+    let exe = std::env::current_exe()?;
+    let example = exe.parent().context("exe dir")?.join("examples/scale");
+    if !example.exists() {
+        bail!(
+            "{} is missing: cargo build --release -p ingress-user --example scale",
+            example.display()
+        );
+    }
+    let (mut build, mut rss, mut store_rss, mut lookup) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..p.samples {
+        println!("scale: example run {}", i + 1);
+        let out = Command::new(&example)
+            .output()
+            .context("run the scale example")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "scale example failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let num_after = |prefix: &str, skip: usize| -> anyhow::Result<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|rest| rest.split_whitespace().nth(skip))
+                .and_then(|n| {
+                    n.trim_end_matches(|c: char| !c.is_ascii_digit())
+                        .parse()
+                        .ok()
+                })
+                .with_context(|| format!("no `{prefix}` in the scale example output:\n{text}"))
+        };
+        build.push(num_after("config::build: median", 0)?);
+        lookup.push(num_after("route lookup:", 0)?);
+        let total = num_after("peak RSS (VmHWM):", 0)?;
+        let after_store = num_after("peak RSS (VmHWM):", 3)?;
+        rss.push(total);
+        store_rss.push(total - after_store);
+    }
+    r.add(t, "config::build time (ms)", "value", build);
+    r.add(
+        t,
+        "peak RSS of the process, Store + Snapshot (MiB)",
+        "value",
+        rss,
+    );
+    r.add(
+        t,
+        "RSS added by the Snapshot build over the input Store (MiB)",
+        "value",
+        store_rss,
+    );
+    r.add(
+        t,
+        "route lookup (ns, exact host, 4-segment path)",
+        "value",
+        lookup,
+    );
+
+    let t = "BPF map programming, 1,000 L4 services × 2 endpoints";
+    r.table(
+        t,
+        "Kernel::apply (the controller's map sync: service entries, backends, Maglev tables of the default size, batched) on a freshly loaded datapath, as the controller runs it",
+        &[("ms", false)],
+        &[],
+    );
+    let pin = PinDir::new();
+    let dp = Datapath::load(EBPF_OBJECT, pin.path(), DatapathOptions::default())
+        .context("load the eBPF object")?;
+    let maglev = dp.options().maglev_size;
+    let mut kernel = Kernel::new(
+        dp,
+        vec![IpAddr::V4(Ipv4Addr::new(10, 77, 1, 2))],
+        Timeouts::default(),
+    )?;
+    let services = |shift: u8| -> Vec<L4Service> {
+        (0..1000u16)
+            .map(|i| L4Service {
+                port: 10_000 + i,
+                protocol: L4Protocol::Tcp,
+                service: ServiceRef {
+                    namespace: "bench".into(),
+                    name: format!("svc{i}"),
+                    port: 80,
+                },
+                endpoints: (0..2u8)
+                    .map(|e| {
+                        let [hi, lo] = i.to_be_bytes();
+                        SocketAddr::new(
+                            IpAddr::V4(Ipv4Addr::new(10, 100 + e + shift, hi, lo)),
+                            8080,
+                        )
+                    })
+                    .collect(),
+                proxy_protocol_in: false,
+                proxy_protocol_out: false,
+            })
+            .collect()
+    };
+    let full = Snapshot {
+        l4: services(0),
+        ..Snapshot::default()
+    };
+    let mut one_changed = services(0);
+    one_changed[500].endpoints[1] = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1)), 8080);
+    let one_changed = Snapshot {
+        l4: one_changed,
+        ..Snapshot::default()
+    };
+    let empty = Snapshot::default();
+    let (mut add, mut change, mut remove) = (Vec::new(), Vec::new(), Vec::new());
+    let timed = |k: &mut Kernel, s: &Snapshot| -> anyhow::Result<f64> {
+        let t0 = Instant::now();
+        k.apply(s)?;
+        Ok(t0.elapsed().as_secs_f64() * 1e3)
+    };
+    for _ in 0..p.samples {
+        add.push(timed(&mut kernel, &full)?);
+        change.push(timed(&mut kernel, &one_changed)?);
+        remove.push(timed(&mut kernel, &empty)?);
+    }
+    r.add(t, "program 1,000 services from empty maps", "ms", add);
+    r.add(t, "then change one endpoint of one service", "ms", change);
+    r.add(t, "then remove all 1,000 services", "ms", remove);
+    r.note(format!("Route lookup is a timed loop in the scale example (1,000,000 lookups over 1,024 hosts, black_box), not a criterion bench: criterion's dependency tree was judged too heavy for this 2-core machine. Maglev table size for the BPF figures: {maglev} slots per service."));
+    r.note("The scale Store is built in memory from k8s-openapi objects; a cluster controller also holds the reflector caches, which the \"Store + Snapshot\" RSS figure approximates.");
+    Ok(r)
+}

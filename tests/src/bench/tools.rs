@@ -1,0 +1,209 @@
+//! The load generators, pinned to the load CPU in the client namespace, and their output
+//! parsers: redis-benchmark (`--csv`), iperf3 (`-J`) and wrk (`--latency`).
+
+use std::{net::SocketAddr, process::Output};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    bench::rig::{LOAD_CPU, pinned},
+    netns::Netns,
+};
+
+fn run(mut c: std::process::Command, what: &str) -> anyhow::Result<Output> {
+    let out = c.output().with_context(|| format!("run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// redis-benchmark PING_MBULK requests/s with 50 clients, pipeline 1; `keepalive` false
+/// opens one connection per request (`-k 0`).
+pub fn redis_ping(
+    ns: &Netns,
+    to: SocketAddr,
+    requests: u32,
+    keepalive: bool,
+) -> anyhow::Result<f64> {
+    let mut c = pinned(ns, LOAD_CPU, "timeout");
+    c.args([
+        "120",
+        "redis-benchmark",
+        "-h",
+        &to.ip().to_string(),
+        "-p",
+        &to.port().to_string(),
+    ])
+    .args([
+        "-t",
+        "ping_mbulk",
+        "-P",
+        "1",
+        "-c",
+        "50",
+        "-n",
+        &requests.to_string(),
+    ])
+    .args(["-k", if keepalive { "1" } else { "0" }, "--csv"]);
+    let out = run(c, "redis-benchmark")?;
+    parse_redis_csv(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The rps field of the PING_MBULK row of `redis-benchmark --csv`.
+pub fn parse_redis_csv(text: &str) -> anyhow::Result<f64> {
+    text.lines()
+        .find(|l| l.starts_with("\"PING_MBULK\""))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|f| f.trim_matches('"').parse().ok())
+        .with_context(|| format!("no PING_MBULK rate in redis-benchmark output:\n{text}"))
+}
+
+/// iperf3 receive throughput in Gbit/s over `secs` with `streams` parallel streams.
+pub fn iperf(ns: &Netns, to: SocketAddr, secs: u32, streams: u32) -> anyhow::Result<f64> {
+    let mut c = pinned(ns, LOAD_CPU, "timeout");
+    c.args([
+        &(secs + 30).to_string(),
+        "iperf3",
+        "-c",
+        &to.ip().to_string(),
+        "-p",
+        &to.port().to_string(),
+    ])
+    .args(["-t", &secs.to_string(), "-P", &streams.to_string(), "-J"]);
+    let out = run(c, "iperf3 -c")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .with_context(|| {
+            format!(
+                "no end.sum_received in iperf3 output: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })?;
+    Ok(bps / 1e9)
+}
+
+/// One wrk run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wrk {
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+    /// Requests completed.
+    pub requests: u64,
+    /// Socket errors (connect, read, write, timeout) plus non-2xx/3xx responses.
+    pub errors: u64,
+}
+
+/// wrk with one thread and `conns` connections for `secs`, `Host: host`.
+pub fn wrk(ns: &Netns, url: &str, host: &str, conns: u32, secs: u32) -> anyhow::Result<Wrk> {
+    let mut c = pinned(ns, LOAD_CPU, "timeout");
+    c.args([
+        &(secs + 30).to_string(),
+        "wrk",
+        "-t1",
+        &format!("-c{conns}"),
+        &format!("-d{secs}s"),
+    ])
+    .args(["--latency", "-H", &format!("Host: {host}"), url]);
+    let out = run(c, "wrk")?;
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// A wrk latency like `1.23ms`, `456.00us` or `1.01s`, in ms.
+pub fn parse_duration_ms(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix("m") {
+        (n, 60_000.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|v| v * scale)
+}
+
+/// Parses wrk's `--latency` report.
+pub fn parse_wrk(text: &str) -> anyhow::Result<Wrk> {
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_owned()))
+    };
+    let rps = field("Requests/sec:")
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let mut errors = field("Non-2xx or 3xx responses:")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    if let Some(sock) = field("Socket errors:") {
+        // "connect 0, read 0, write 0, timeout 0"
+        errors += sock
+            .split(',')
+            .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(Wrk {
+        rps,
+        p50_ms: field("50%")
+            .and_then(|s| parse_duration_ms(&s))
+            .unwrap_or(f64::NAN),
+        p99_ms: field("99%")
+            .and_then(|s| parse_duration_ms(&s))
+            .unwrap_or(f64::NAN),
+        requests,
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_report_with_socket_errors_and_non_2xx_is_parsed() {
+        let text = "Running 3s test @ http://10.77.1.2/\n  1 threads and 16 connections\n  Latency Distribution\n     50%  250.00us\n     75%  300.00us\n     90%  1.20ms\n     99%    1.50ms\n  30000 requests in 3.00s, 4.00MB read\n  Socket errors: connect 1, read 2, write 0, timeout 3\n  Non-2xx or 3xx responses: 4\nRequests/sec:  10000.50\n";
+        let w = parse_wrk(text).expect("parse");
+        assert_eq!(w.rps, 10000.5);
+        assert_eq!(w.p50_ms, 0.25);
+        assert_eq!(w.p99_ms, 1.5);
+        assert_eq!(w.requests, 30000);
+        assert_eq!(w.errors, 10);
+    }
+
+    #[test]
+    fn redis_csv_takes_the_ping_mbulk_rate() {
+        let text = "\"test\",\"rps\",\"avg_latency_ms\"\n\"PING_MBULK\",\"98039.22\",\"0.3\"\n";
+        assert_eq!(parse_redis_csv(text).expect("parse"), 98039.22);
+    }
+
+    #[test]
+    fn wrk_durations_in_every_unit_become_ms() {
+        for (s, ms) in [
+            ("10.00us", 0.01),
+            ("2.50ms", 2.5),
+            ("1.00s", 1000.0),
+            ("1.00m", 60000.0),
+        ] {
+            assert_eq!(parse_duration_ms(s), Some(ms), "{s}");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `bench-net GROUP --out FILE [--quick]`: one benchmark group of `cargo xtask bench`
+//! (l4, http, churn, scale), written as JSON samples for xtask to report. Needs root
+//! (network namespaces, eBPF) and the release build of xdp-ingress beside it.
+
+use anyhow::{Context as _, bail};
+use ingress_tests::bench::{churn, http, l4, rig::Rig, scale};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let group = args
+        .first()
+        .context("usage: bench-net l4|http|churn|scale --out FILE [--quick]")?;
+    let out = args
+        .iter()
+        .skip_while(|a| *a != "--out")
+        .nth(1)
+        .context("--out FILE")?;
+    let quick = args.iter().any(|a| a == "--quick");
+    let samples = 5;
+    let results = match group.as_str() {
+        "l4" => {
+            let mut rig = Rig::new()?;
+            l4::run(
+                &mut rig,
+                l4::Params {
+                    samples,
+                    keepalive_requests: if quick { 20_000 } else { 100_000 },
+                    newconn_requests: if quick { 2_000 } else { 10_000 },
+                    iperf_secs: if quick { 1 } else { 3 },
+                },
+            )?
+        }
+        "http" => {
+            let mut rig = Rig::new()?;
+            http::run(
+                &mut rig,
+                http::Params {
+                    samples,
+                    secs: if quick { 1 } else { 3 },
+                },
+            )?
+        }
+        "churn" => {
+            let mut rig = Rig::new()?;
+            churn::run(
+                &mut rig,
+                churn::Params {
+                    changes: if quick { 100 } else { 1000 },
+                },
+            )?
+        }
+        "scale" => scale::run(scale::Params { samples })?,
+        other => bail!("unknown group {other:?} (l4, http, churn, scale)"),
+    };
+    results.write(std::path::Path::new(out))?;
+    println!("bench-net {group}: wrote {out}");
+    Ok(())
+}
