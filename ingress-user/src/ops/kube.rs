@@ -84,8 +84,8 @@ fn hostname() -> String {
 }
 
 /// Runs election, member Lease, status writer and Events until `shutdown` flips to true.
-/// Returns the leadership channel's receiver through `on_leading` for callers that care
-/// (tests, metrics).
+/// The election publishes on `leading` (subscribe before calling to follow leadership).
+/// On shutdown a leader releases its Lease and the member Lease is deleted.
 pub async fn run(
     client: Client,
     cfg: KubeOps,
