@@ -11,9 +11,10 @@
 //! - A document that does not parse, or is not a Kubernetes object, is a Problem naming the
 //!   file and line; every other document still applies.
 //! - Change detection polls the directory every [`POLL_INTERVAL`] (a `readdir` and a `stat`
-//!   per file), comparing name, size, mtime and inode. That is cheap for a manifest directory,
-//!   follows the symlink swaps of mounted ConfigMaps (which inotify on the directory misses),
-//!   and keeps change → Store well under the 100 ms budget with no extra dependency.
+//!   per file, about 1 µs each), comparing name, size, mtime and inode. That is cheap for a
+//!   manifest directory, follows the symlink swaps of mounted ConfigMaps (which inotify on
+//!   the directory misses), and keeps change → Snapshot under the 100 ms budget with no
+//!   extra dependency (see `examples/change_latency.rs`).
 
 use std::{
     collections::HashSet,
@@ -43,7 +44,7 @@ use crate::config::{
 };
 
 /// How often the directory is checked for changes.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
 /// Why the directory could not be read at all (single files never fail the load).
 #[derive(Debug, thiserror::Error)]
