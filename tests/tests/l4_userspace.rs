@@ -52,11 +52,9 @@ fn proxy() -> L4Proxy {
     proxy_with(Options::default())
 }
 
-fn proxy_with(opts: Options) -> L4Proxy {
-    L4Proxy::new(Options {
-        bind_address: Ipv4Addr::LOCALHOST.into(),
-        ..opts
-    })
+fn proxy_with(mut opts: Options) -> L4Proxy {
+    opts.bind_address = Ipv4Addr::LOCALHOST.into();
+    L4Proxy::new(opts)
 }
 
 /// Applies `services` and insists every listener opened.
