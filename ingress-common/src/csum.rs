@@ -25,6 +25,21 @@ pub const fn update32(check: u16, old: u32, new: u32) -> u16 {
     update16(c, old as u16, new as u16)
 }
 
+/// Incremental update for a 128-bit field (an IPv6 address), as eight 16-bit words.
+#[inline(always)]
+pub fn update128(mut check: u16, old: &[u8; 16], new: &[u8; 16]) -> u16 {
+    let mut i = 0;
+    while i < 16 {
+        check = update16(
+            check,
+            u16::from_be_bytes([old[i], old[i + 1]]),
+            u16::from_be_bytes([new[i], new[i + 1]]),
+        );
+        i += 2;
+    }
+    check
+}
+
 /// Full checksum of a byte slice (odd length padded with a zero byte), seeded with `initial`.
 pub fn checksum(bytes: &[u8], initial: u32) -> u16 {
     let mut sum = initial;
@@ -46,8 +61,8 @@ mod tests {
     /// The IPv4 header from RFC 1071 style examples: checksum over a header with the field
     /// zeroed must equal the stored value, and an incremental update must equal a recompute.
     const HDR: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
-        0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00,
+        0x01, 0xc0, 0xa8, 0x00, 0xc7,
     ];
 
     #[test]
@@ -71,6 +86,23 @@ mod tests {
             h[16..20].copy_from_slice(new_dst);
             assert_eq!(update32(base, old, new), checksum(&h, 0), "case {name}");
         }
+    }
+
+    #[test]
+    fn incremental_128_bit_update_equals_recompute() {
+        // A pseudo-header-like buffer: two IPv6 addresses and a port pair.
+        let mut buf = [0u8; 36];
+        buf[..16].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        buf[16..32].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        buf[32..].copy_from_slice(&[0x9c, 0x40, 0x23, 0x28]);
+        let base = checksum(&buf, 0);
+        let new = [
+            0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xab, 0xcd, 0xef,
+        ];
+        let mut old = [0u8; 16];
+        old.copy_from_slice(&buf[16..32]);
+        buf[16..32].copy_from_slice(&new);
+        assert_eq!(update128(base, &old, &new), checksum(&buf, 0));
     }
 
     #[test]

@@ -65,12 +65,28 @@ pub trait NatCtx: PacketCtx {
         ip_csum_off: usize,
         l4: L4Csum,
     ) -> Option<()>;
+    /// Replaces the 16 bytes at `off` (an IPv6 address) and fixes the L4 checksum (IPv6 has
+    /// no header checksum).
+    fn rewrite_addr_v6(
+        &mut self,
+        off: usize,
+        old: &[u8; 16],
+        new: &[u8; 16],
+        l4: L4Csum,
+    ) -> Option<()>;
+    /// Writes one byte (the IPv6 hop limit, which no checksum covers).
+    fn write_u8(&mut self, off: usize, v: u8) -> Option<()>;
     /// Replaces the port at `off` and fixes the L4 checksum.
     fn rewrite_port(&mut self, off: usize, old: [u8; 2], new: [u8; 2], l4: L4Csum) -> Option<()>;
     /// Replaces the 16-bit word at `off` inside the IPv4 header (TTL + protocol) and fixes the
     /// header checksum.
-    fn rewrite_ip_word(&mut self, off: usize, old: [u8; 2], new: [u8; 2], ip_csum_off: usize)
-    -> Option<()>;
+    fn rewrite_ip_word(
+        &mut self,
+        off: usize,
+        old: [u8; 2],
+        new: [u8; 2],
+        ip_csum_off: usize,
+    ) -> Option<()>;
     /// Writes destination and source MAC addresses.
     fn set_macs(&mut self, dst: &[u8; 6], src: &[u8; 6]) -> Option<()>;
     /// `bpf_fib_lookup` on this context.
@@ -120,6 +136,33 @@ impl NatCtx for XdpContext {
             }
             *addr = new;
         }
+        Some(())
+    }
+
+    #[inline(always)]
+    fn rewrite_addr_v6(
+        &mut self,
+        off: usize,
+        old: &[u8; 16],
+        new: &[u8; 16],
+        l4: L4Csum,
+    ) -> Option<()> {
+        let l4c = self.ptr_at_mut::<[u8; 2]>(l4.off)?;
+        let addr = self.ptr_at_mut::<[u8; 16]>(off)?;
+        // SAFETY: bounds-checked above.
+        unsafe {
+            let nc = csum::update128(be16(*l4c), old, new);
+            *l4c = (if l4.udp && nc == 0 { 0xffff } else { nc }).to_be_bytes();
+            *addr = *new;
+        }
+        Some(())
+    }
+
+    #[inline(always)]
+    fn write_u8(&mut self, off: usize, v: u8) -> Option<()> {
+        let p = self.ptr_at_mut::<u8>(off)?;
+        // SAFETY: bounds-checked above.
+        unsafe { *p = v };
         Some(())
     }
 
@@ -208,7 +251,11 @@ impl PacketCtx for TcContext {
 
 #[inline(always)]
 fn l4_flags(l4: L4Csum, size: u64) -> u64 {
-    size | if l4.udp { u64::from(BPF_F_MARK_MANGLED_0) } else { 0 }
+    size | if l4.udp {
+        u64::from(BPF_F_MARK_MANGLED_0)
+    } else {
+        0
+    }
 }
 
 impl NatCtx for TcContext {
@@ -229,6 +276,33 @@ impl NatCtx for TcContext {
             .ok()?;
         self.l3_csum_replace(ip_csum_off, o, n, 4).ok()?;
         self.store(off, &new, 0).ok()
+    }
+
+    #[inline(always)]
+    fn rewrite_addr_v6(
+        &mut self,
+        off: usize,
+        old: &[u8; 16],
+        new: &[u8; 16],
+        l4: L4Csum,
+    ) -> Option<()> {
+        // Four 32-bit pseudo-header updates: the helper folds each into the checksum and,
+        // for CHECKSUM_PARTIAL skbs, into the pseudo-header seed.
+        let flags = l4_flags(l4, 4) | u64::from(BPF_F_PSEUDO_HDR);
+        for i in [0usize, 4, 8, 12] {
+            let o = u32::from_ne_bytes([old[i], old[i + 1], old[i + 2], old[i + 3]]);
+            let n = u32::from_ne_bytes([new[i], new[i + 1], new[i + 2], new[i + 3]]);
+            if o != n {
+                self.l4_csum_replace(l4.off, u64::from(o), u64::from(n), flags)
+                    .ok()?;
+            }
+        }
+        self.store(off, new, 0).ok()
+    }
+
+    #[inline(always)]
+    fn write_u8(&mut self, off: usize, v: u8) -> Option<()> {
+        self.store(off, &v, 0).ok()
     }
 
     #[inline(always)]

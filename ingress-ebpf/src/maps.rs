@@ -21,8 +21,7 @@ pub static XI_BACKENDS_V1: Array<Backend> = Array::pinned(limits::MAX_BACKENDS, 
 
 /// Maglev tables, `maglev_size` slots per service id.
 #[map(name = "XI_MAGLEV_V1")]
-pub static XI_MAGLEV_V1: Array<u32> =
-    Array::pinned(limits::MAX_SERVICES * limits::MAGLEV_SIZE, 0);
+pub static XI_MAGLEV_V1: Array<u32> = Array::pinned(limits::MAX_SERVICES * limits::MAGLEV_SIZE, 0);
 
 /// Conntrack, client → backend. A plain hash (not LRU): when full, new flows are refused and
 /// counted instead of silently evicting live ones; userspace expires idle entries.

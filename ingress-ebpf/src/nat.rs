@@ -3,20 +3,24 @@
 //! primitives and in what they do when the neighbour is unknown.
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST,
-        bpf_fib_lookup as FibParams},
+    bindings::{
+        BPF_ANY, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST,
+        bpf_fib_lookup as FibParams,
+    },
     helpers::bpf_ktime_get_ns,
 };
 use ingress_common::{
-    l4::{CtEntry, FAMILY_V4, FlowKey, PROTO_UDP, ServiceKey, ct, flow_hash},
+    l4::{CtEntry, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_UDP, ServiceKey, ct, flow_hash},
     stats::Counter,
 };
 use network_types::ip::IpProto;
 
 use crate::{
     ctx::{L4Csum, NatCtx},
-    maps::{XI_BACKENDS_V1, XI_CT_FWD_V1, XI_CT_REV_V1, XI_MAGLEV_V1, XI_NAT_CONFIG_V1,
-        XI_SCRATCH, XI_SERVICES_V1},
+    maps::{
+        XI_BACKENDS_V1, XI_CT_FWD_V1, XI_CT_REV_V1, XI_MAGLEV_V1, XI_NAT_CONFIG_V1, XI_SCRATCH,
+        XI_SERVICES_V1,
+    },
     parse::{Family, Headers},
     stats,
 };
@@ -55,6 +59,10 @@ const IP_TTL_OFF: usize = 8;
 const IP_CSUM_OFF: usize = 10;
 const IP_SRC_OFF: usize = 12;
 const IP_DST_OFF: usize = 16;
+const IP6_HOP_OFF: usize = 7;
+const IP6_SRC_OFF: usize = 8;
+const IP6_DST_OFF: usize = 24;
+const AF_INET6: u8 = 10;
 
 #[inline(always)]
 fn v4(a: [u8; 4]) -> [u8; 16] {
@@ -71,30 +79,67 @@ fn first4(a: &[u8; 16]) -> [u8; 4] {
     [a[0], a[1], a[2], a[3]]
 }
 
-/// Runs the NAT core on a parsed TCP/UDP packet.
+/// An address as the four network-order words `bpf_fib_lookup` takes.
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// Runs the NAT core on a parsed TCP/UDP packet (IPv4 or IPv6).
 #[inline(always)]
 pub fn process<C: NatCtx>(ctx: &mut C, h: &Headers, hook: Hook, bytes: u64) -> Verdict {
-    // IPv6 keys and maps are in place; the v6 rewrite is not, so v6 passes untouched.
-    if h.family != Family::V4 {
-        return Verdict::Pass;
-    }
-    let proto = if h.proto == IpProto::Tcp { 6 } else { PROTO_UDP };
-    let Some(hdr) = ctx.ptr_at::<[u8; 20]>(h.l3_off) else {
-        return Verdict::Pass;
+    let proto = if h.proto == IpProto::Tcp {
+        6
+    } else {
+        PROTO_UDP
     };
     let Some(ports) = ctx.ptr_at::<[u8; 4]>(h.l4_off) else {
         return Verdict::Pass;
     };
-    // SAFETY: both pointers were bounds-checked by `ptr_at`.
-    let (ip, p) = unsafe { (*hdr, *ports) };
-    let key = FlowKey {
-        src: v4([ip[IP_SRC_OFF], ip[13], ip[14], ip[15]]),
-        dst: v4([ip[IP_DST_OFF], ip[17], ip[18], ip[19]]),
+    // SAFETY: bounds-checked by `ptr_at`.
+    let p = unsafe { *ports };
+    let mut key = FlowKey {
+        src: [0; 16],
+        dst: [0; 16],
         sport: u16::from_ne_bytes([p[0], p[1]]),
         dport: u16::from_ne_bytes([p[2], p[3]]),
         proto,
         family: FAMILY_V4,
         _pad: [0; 2],
+    };
+    // (TTL or hop limit, the byte after it: the IPv4 protocol, for the header checksum word)
+    let (ttl, ip_proto) = match h.family {
+        Family::V4 => {
+            let Some(hdr) = ctx.ptr_at::<[u8; 20]>(h.l3_off) else {
+                return Verdict::Pass;
+            };
+            // SAFETY: bounds-checked by `ptr_at`.
+            let ip = unsafe { &*hdr };
+            key.src = v4([ip[IP_SRC_OFF], ip[13], ip[14], ip[15]]);
+            key.dst = v4([ip[IP_DST_OFF], ip[17], ip[18], ip[19]]);
+            (ip[IP_TTL_OFF], ip[9])
+        }
+        Family::V6 => {
+            let (Some(src), Some(dst), Some(hop)) = (
+                ctx.ptr_at::<[u8; 16]>(h.l3_off + IP6_SRC_OFF),
+                ctx.ptr_at::<[u8; 16]>(h.l3_off + IP6_DST_OFF),
+                ctx.ptr_at::<u8>(h.l3_off + IP6_HOP_OFF),
+            ) else {
+                return Verdict::Pass;
+            };
+            // SAFETY: bounds-checked by `ptr_at`.
+            unsafe {
+                key.src = *src;
+                key.dst = *dst;
+                key.family = FAMILY_V6;
+                (*hop, 0)
+            }
+        }
     };
     let tcp_flags = if proto == 6 {
         match ctx.ptr_at::<u8>(h.l4_off + TCP_FLAGS_OFF) {
@@ -128,7 +173,7 @@ pub fn process<C: NatCtx>(ctx: &mut C, h: &Headers, hook: Hook, bytes: u64) -> V
     // until the program returns.
     let entry = unsafe { &*entry };
     stats::count_service(entry.service_id, bytes, false);
-    forward(ctx, h, &key, entry, hook, ip[IP_TTL_OFF], ip[9])
+    forward(ctx, h, &key, entry, hook, ttl, ip_proto)
 }
 
 /// Updates a conntrack entry's timestamp and TCP close state for a packet.
@@ -153,12 +198,7 @@ unsafe fn touch(e: *mut CtEntry, now: u64, tcp_flags: u8, fin_bit: u8) {
 /// inserting the reply entry with `BPF_NOEXIST`, then inserts the forward entry. Returns the
 /// forward entry (in this CPU's scratch slot).
 #[inline(always)]
-fn new_flow(
-    key: &FlowKey,
-    now: u64,
-    tcp_flags: u8,
-    bytes: u64,
-) -> Result<*const CtEntry, Verdict> {
+fn new_flow(key: &FlowKey, now: u64, tcp_flags: u8, bytes: u64) -> Result<*const CtEntry, Verdict> {
     let skey = ServiceKey {
         addr: key.dst,
         port: key.dport,
@@ -190,7 +230,7 @@ fn new_flow(
         stats::count(Counter::NoEndpoints, bytes);
         return Err(Verdict::Pass);
     };
-    if backend.family != FAMILY_V4 {
+    if backend.family != key.family {
         stats::count(Counter::NoEndpoints, bytes);
         return Err(Verdict::Pass);
     }
@@ -203,6 +243,12 @@ fn new_flow(
     let dnat_only = svc.flags & ingress_common::l4::SVC_F_DNAT_ONLY != 0;
     let snat_addr = if dnat_only {
         key.src
+    } else if key.family == FAMILY_V6 {
+        if cfg.snat_v6 == [0; 16] {
+            key.dst
+        } else {
+            cfg.snat_v6
+        }
     } else if cfg.snat_v4 == [0; 4] {
         key.dst
     } else {
@@ -265,7 +311,10 @@ fn new_flow(
         peer: s.rev_key,
         _pad_tail: [0; 4],
     };
-    if XI_CT_FWD_V1.insert(key, &s.fwd, u64::from(BPF_ANY)).is_err() {
+    if XI_CT_FWD_V1
+        .insert(key, &s.fwd, u64::from(BPF_ANY))
+        .is_err()
+    {
         let _ = XI_CT_REV_V1.remove(&s.rev_key);
         stats::count(Counter::DropCtFull, bytes);
         return Err(Verdict::Drop);
@@ -290,13 +339,19 @@ fn forward<C: NatCtx>(
 ) -> Verdict {
     // SAFETY: plain-old-data C struct; zero is a valid value for every field.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET;
     fib.l4_protocol = key.proto;
     fib.sport = e.sport;
     fib.dport = e.dport;
     fib.ifindex = ctx.ifindex();
-    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(first4(&e.src));
-    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(first4(&e.dst));
+    if key.family == FAMILY_V6 {
+        fib.family = AF_INET6;
+        fib.__bindgen_anon_3.ipv6_src = words(&e.src);
+        fib.__bindgen_anon_4.ipv6_dst = words(&e.dst);
+    } else {
+        fib.family = AF_INET;
+        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(first4(&e.src));
+        fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(first4(&e.dst));
+    }
     let rc = ctx.fib_lookup(&mut fib);
     let neigh_known = rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS);
     if !neigh_known && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
@@ -340,25 +395,43 @@ fn rewrite<C: NatCtx>(
         off: h.l4_off + if key.proto == PROTO_UDP { 6 } else { 16 },
         udp: key.proto == PROTO_UDP,
     };
-    let ip_csum = h.l3_off + IP_CSUM_OFF;
-    let (old_src, new_src) = (first4(&key.src), first4(&e.src));
-    if old_src != new_src {
-        ctx.rewrite_addr_v4(h.l3_off + IP_SRC_OFF, old_src, new_src, ip_csum, l4)?;
-    }
-    let (old_dst, new_dst) = (first4(&key.dst), first4(&e.dst));
-    if old_dst != new_dst {
-        ctx.rewrite_addr_v4(h.l3_off + IP_DST_OFF, old_dst, new_dst, ip_csum, l4)?;
+    if key.family == FAMILY_V6 {
+        if key.src != e.src {
+            ctx.rewrite_addr_v6(h.l3_off + IP6_SRC_OFF, &key.src, &e.src, l4)?;
+        }
+        if key.dst != e.dst {
+            ctx.rewrite_addr_v6(h.l3_off + IP6_DST_OFF, &key.dst, &e.dst, l4)?;
+        }
+    } else {
+        let ip_csum = h.l3_off + IP_CSUM_OFF;
+        let (old_src, new_src) = (first4(&key.src), first4(&e.src));
+        if old_src != new_src {
+            ctx.rewrite_addr_v4(h.l3_off + IP_SRC_OFF, old_src, new_src, ip_csum, l4)?;
+        }
+        let (old_dst, new_dst) = (first4(&key.dst), first4(&e.dst));
+        if old_dst != new_dst {
+            ctx.rewrite_addr_v4(h.l3_off + IP_DST_OFF, old_dst, new_dst, ip_csum, l4)?;
+        }
     }
     if key.sport != e.sport {
         ctx.rewrite_port(h.l4_off, key.sport.to_ne_bytes(), e.sport.to_ne_bytes(), l4)?;
     }
     if key.dport != e.dport {
-        ctx.rewrite_port(h.l4_off + 2, key.dport.to_ne_bytes(), e.dport.to_ne_bytes(), l4)?;
+        ctx.rewrite_port(
+            h.l4_off + 2,
+            key.dport.to_ne_bytes(),
+            e.dport.to_ne_bytes(),
+            l4,
+        )?;
     }
-    ctx.rewrite_ip_word(
-        h.l3_off + IP_TTL_OFF,
-        [ttl, ip_proto],
-        [ttl - 1, ip_proto],
-        ip_csum,
-    )
+    if key.family == FAMILY_V6 {
+        ctx.write_u8(h.l3_off + IP6_HOP_OFF, ttl - 1)
+    } else {
+        ctx.rewrite_ip_word(
+            h.l3_off + IP_TTL_OFF,
+            [ttl, ip_proto],
+            [ttl - 1, ip_proto],
+            h.l3_off + IP_CSUM_OFF,
+        )
+    }
 }

@@ -44,15 +44,16 @@ pub struct ApplyReport {
     pub slots_written: usize,
     /// Backend slots written.
     pub backends_written: usize,
-    /// Services skipped (PROXY protocol entries, which the userspace proxy serves; IPv6
-    /// endpoints, which the kernel path does not translate yet).
+    /// Services skipped (PROXY protocol entries, which the userspace proxy serves).
     pub skipped: Vec<String>,
 }
 
 /// The diffing map writer. Holds what it last wrote; rebuilt from the maps after a restart.
 pub struct MapSync {
     limits: Limits,
-    service_ids: BTreeMap<(u8, u16), u32>,
+    /// (protocol, external port, family) → service id: one Maglev table per family, so a
+    /// flow only ever meets endpoints of its own family.
+    service_ids: BTreeMap<(u8, u16, u8), u32>,
     services: BTreeMap<ServiceKey, ServiceValue>,
     backend_ids: HashMap<Backend, u32>,
     backend_refs: HashMap<u32, usize>,
@@ -135,14 +136,17 @@ impl MapSync {
                     .map_err(L4Error::map("open services"))?;
             for item in services.iter() {
                 let (k, v) = item.map_err(L4Error::map("read services"))?;
-                sync.service_ids.insert((k.proto, u16::from_be(k.port)), v.id);
+                sync.service_ids
+                    .insert((k.proto, u16::from_be(k.port), k.family), v.id);
                 sync.services.insert(k, v);
             }
         }
         let backends: Array<&MapData, Backend> =
             Array::try_from(&*map(ebpf, maps::BACKENDS)?).map_err(L4Error::map("open backends"))?;
         for id in 1..limits.max_backends.min(backends.len()) {
-            let b = backends.get(&id, 0).map_err(L4Error::map("read backends"))?;
+            let b = backends
+                .get(&id, 0)
+                .map_err(L4Error::map("read backends"))?;
             if b.family != 0 {
                 sync.backend_ids.insert(b, id);
                 sync.backend_refs.insert(id, 0);
@@ -164,21 +168,32 @@ impl MapSync {
         node_addrs: &[IpAddr],
     ) -> Result<ApplyReport, L4Error> {
         let mut report = ApplyReport::default();
-        // (proto, port) → sorted endpoints.
-        let mut desired: BTreeMap<(u8, u16), Vec<Backend>> = BTreeMap::new();
+        // (proto, port, family) → sorted endpoints of that family.
+        let mut desired: BTreeMap<(u8, u16, u8), Vec<Backend>> = BTreeMap::new();
         for s in services {
             if s.proxy_protocol_in || s.proxy_protocol_out {
-                report.skipped.push(format!("{}/{:?} (PROXY protocol)", s.port, s.protocol));
+                report
+                    .skipped
+                    .push(format!("{}/{:?} (PROXY protocol)", s.port, s.protocol));
                 continue;
             }
-            if s.endpoints.iter().any(SocketAddr::is_ipv6) {
-                report.skipped.push(format!("{}/{:?} (IPv6 endpoints)", s.port, s.protocol));
-                continue;
+            for family in [FAMILY_V4, FAMILY_V6] {
+                let mut eps: Vec<Backend> = s
+                    .endpoints
+                    .iter()
+                    .copied()
+                    .map(backend)
+                    .filter(|b| b.family == family)
+                    .collect();
+                // A family without endpoints is left out (nothing answers there), unless
+                // the service has none at all: then both families reject, and count it.
+                if eps.is_empty() && !s.endpoints.is_empty() {
+                    continue;
+                }
+                eps.sort_by_key(maglev_key);
+                eps.dedup();
+                desired.insert((proto(s.protocol), s.port, family), eps);
             }
-            let mut eps: Vec<Backend> = s.endpoints.iter().copied().map(backend).collect();
-            eps.sort_by_key(maglev_key);
-            eps.dedup();
-            desired.insert((proto(s.protocol), s.port), eps);
         }
 
         // Service ids: keep existing ones, allocate the lowest free id for new services.
@@ -243,9 +258,10 @@ impl MapSync {
 
         // Service entries for every node address of the right family.
         let mut want: BTreeMap<ServiceKey, ServiceValue> = BTreeMap::new();
-        for ((p, port), eps) in &desired {
-            let id = self.service_ids[&(*p, *port)];
-            for addr in node_addrs.iter().filter(|a| a.is_ipv4()) {
+        for ((p, port, family), eps) in &desired {
+            let id = self.service_ids[&(*p, *port, *family)];
+            let same_family = |a: &&IpAddr| a.is_ipv4() == (*family == FAMILY_V4);
+            for addr in node_addrs.iter().filter(same_family) {
                 want.insert(
                     service_key(*addr, *port, *p),
                     ServiceValue {
@@ -267,12 +283,21 @@ impl MapSync {
                     report.services_written += 1;
                 }
             }
-            let gone: Vec<ServiceKey> =
-                self.services.keys().filter(|k| !want.contains_key(k)).copied().collect();
+            let gone: Vec<ServiceKey> = self
+                .services
+                .keys()
+                .filter(|k| !want.contains_key(k))
+                .copied()
+                .collect();
             for k in gone {
                 match svc.remove(&k) {
                     Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                    Err(e) => return Err(L4Error::Map { what: "remove service", source: e }),
+                    Err(e) => {
+                        return Err(L4Error::Map {
+                            what: "remove service",
+                            source: e,
+                        });
+                    }
                 }
                 report.services_removed += 1;
             }
@@ -281,7 +306,12 @@ impl MapSync {
 
         // Tables of removed services release their backends too.
         let live: BTreeSet<u32> = self.service_ids.values().copied().collect();
-        let dead: Vec<u32> = self.tables.keys().filter(|id| !live.contains(id)).copied().collect();
+        let dead: Vec<u32> = self
+            .tables
+            .keys()
+            .filter(|id| !live.contains(id))
+            .copied()
+            .collect();
         for id in dead {
             if let Some((eps, _)) = self.tables.remove(&id) {
                 released.extend(eps);
@@ -335,8 +365,11 @@ impl MapSync {
         }
     }
 
-    /// Service id of an external port, for stats.
-    pub fn service_id(&self, protocol: L4Protocol, port: u16) -> Option<u32> {
-        self.service_ids.get(&(proto(protocol), port)).copied()
+    /// Service ids of an external port (one per address family served), for stats.
+    pub fn service_ids(&self, protocol: L4Protocol, port: u16) -> Vec<u32> {
+        [FAMILY_V4, FAMILY_V6]
+            .iter()
+            .filter_map(|f| self.service_ids.get(&(proto(protocol), port, *f)).copied())
+            .collect()
     }
 }
