@@ -1,7 +1,10 @@
 //! The `xdp-ingress` binary: parses flags, wires source → controller → data planes, and
 //! runs until SIGTERM/Ctrl-C, then drains.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -22,6 +25,7 @@ use xdp_ingress::{
         proxy::{self, L4Proxy, Selection},
         sysctl,
     },
+    ops::{self, Ops, health::HealthServer, kube::KubeOps},
     source::{self, kube::KubeSourceConfig},
 };
 
@@ -59,6 +63,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Source → controller.
     let (store_tx, store_rx) = watch::channel(None);
+    let options = args.source.options(args.ports);
+    let handle = controller::spawn(store_rx.clone(), options.clone());
     if let Some(dir) = args.source.manifests.clone() {
         info!(dir = %dir.display(), "source: manifest directory");
         tokio::spawn(source::files::run(dir, store_tx));
@@ -76,15 +82,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|n| (n.namespace.clone(), n.name.clone())),
         };
+        let ops_cfg = KubeOps::from_args(&args.ops, &options, &args.l4.node_addresses);
+        let snapshots = handle.snapshots.clone();
+        let stop = shutdown_rx.clone();
         info!("source: Kubernetes API");
         tokio::spawn(async move {
             match source::kube::connect().await {
-                Ok(client) => source::kube::run(client, cfg, store_tx).await,
+                Ok(client) => {
+                    // Status, leader election and Events run beside the reflectors.
+                    tokio::spawn(ops::kube::run(
+                        client.clone(),
+                        ops_cfg,
+                        store_rx,
+                        snapshots,
+                        stop,
+                        watch::channel(false).0,
+                    ));
+                    source::kube::run(client, cfg, store_tx).await;
+                }
                 Err(e) => warn!(error = %e, "no Kubernetes configuration; serving nothing"),
             }
         });
     }
-    let handle = controller::spawn(store_rx, args.source.options(args.ports));
 
     // L4: the kernel path where asked and possible, the userspace proxy for the rest.
     let kernel = attach(&args.l4)?;
@@ -99,10 +118,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown_grace_period: args.http.shutdown_grace_period,
         ..proxy::Options::default()
     }));
+
+    // Health and metrics.
+    let http_metrics = Arc::new(Metrics::default());
+    let ops = Ops::new(
+        &handle,
+        ops::metrics::Sources {
+            http: http_metrics.clone(),
+            l4_proxy: Some(l4_proxy.clone()),
+            kernel_maps: kernel.is_some().then(|| args.l4.bpf_pin_path.clone()),
+        },
+    );
+    let health_addr = SocketAddr::new(args.http.bind_address, args.ports.health_port);
+    let health = HealthServer::bind(health_addr)
+        .await
+        .with_context(|| format!("binding the health server on {health_addr}"))?;
+    let (health_stop_tx, health_stop_rx) = watch::channel(false);
+    let health_task = tokio::spawn(health.run(ops.clone(), stopped(health_stop_rx)));
+
     let kernel_task = kernel.map(|k| {
         tokio::spawn(plane::run(
             k,
             handle.snapshots.clone(),
+            Some(ops.metrics.l4_map_update()),
             args.l4.stats_interval,
             shutdown_rx.clone(),
         ))
@@ -117,24 +155,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // L7.
     let http_opts =
         server::Options::from_args(&args.http, args.ports.http_port, args.ports.https_port);
-    let metrics = Arc::new(Metrics::default());
-    let http_task = tokio::spawn(server::serve(
-        http_opts,
-        handle.snapshots.clone(),
-        metrics,
-        stopped(shutdown_rx.clone()),
-    ));
+    let http = server::Server::bind(http_opts, handle.snapshots.clone(), http_metrics)
+        .await
+        .context("binding the HTTP listeners")?;
+    info!(
+        http = %http.http_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        https = ?http.https_addr().and_then(Result::ok),
+        "HTTP router listening"
+    );
+    let http_task = tokio::spawn(http.run(stopped(shutdown_rx.clone())));
+    ops.readiness.set_attached();
 
     tokio::select! {
         _ = tokio::signal::ctrl_c() => info!("interrupted"),
         _ = sigterm.recv() => info!("SIGTERM"),
-        r = http_task => {
-            // The HTTP server only returns early when it cannot bind.
-            r.context("HTTP server task")?.context("HTTP server")?;
-        }
     }
-    info!("shutting down: draining connections");
+    info!("shutting down: not ready, draining connections");
+    ops.readiness.start_draining();
     let _ = shutdown_tx.send(true);
+    let _ = http_task.await;
     let _ = proxy_task.await;
     if let Some(t) = kernel_task {
         let mut kernel = t.await.context("L4 plane task")?;
@@ -147,6 +186,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let _ = health_stop_tx.send(true);
+    let _ = health_task.await;
     info!("bye");
     Ok(())
 }
@@ -193,7 +234,9 @@ fn attach(args: &L4Args) -> anyhow::Result<Option<Kernel>> {
         } else if !sysctl::forwarding(iface).unwrap_or(true) {
             warn!(
                 %iface,
-                "IPv4 forwarding is off: the kernel path cannot route L4 packets arriving here                  (counted as drop_no_route); set net.ipv4.conf.{iface}.forwarding=1 or pass --enable-forwarding"
+                "IPv4 forwarding is off: the kernel path cannot route L4 packets arriving here \
+                 (counted as drop_no_route); set net.ipv4.conf.{iface}.forwarding=1 or pass \
+                 --enable-forwarding"
             );
         }
     }

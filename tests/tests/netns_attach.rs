@@ -16,7 +16,10 @@ const DATAGRAMS: u64 = 50;
 fn counters_move_in_mode(mode: &str) {
     let client = Netns::new("cli");
     let node = Netns::new("node");
-    let (cif, nif) = (format!("xc{}", std::process::id() % 100_000), format!("xn{}", std::process::id() % 100_000));
+    let (cif, nif) = (
+        format!("xc{}", std::process::id() % 100_000),
+        format!("xn{}", std::process::id() % 100_000),
+    );
     let cif = format!("{cif}{mode}");
     let nif = format!("{nif}{mode}");
     veth(&client, &cif, "10.201.0.1/24", &node, &nif, "10.201.0.2/24");
@@ -33,15 +36,21 @@ fn counters_move_in_mode(mode: &str) {
         .expect("spawn xdp-ingress");
     let _child = KillOnDrop(child);
 
-    // Wait for the pinned counters to appear (the program is attached right after loading).
+    // Wait for the attachment: its link is pinned once the program is attached.
     let deadline = Instant::now() + Duration::from_secs(30);
+    let attached =
+        || std::fs::read_dir(pin.path().join("links")).is_ok_and(|mut d| d.next().is_some());
     let before = loop {
-        if let Ok(t) = read_pinned(pin.path()) {
-            // Give the attach step a moment after the maps are created.
-            std::thread::sleep(Duration::from_millis(300));
+        if attached()
+            && let Ok(t) = read_pinned(pin.path())
+        {
             break t;
         }
-        assert!(Instant::now() < deadline, "counters never appeared in {}", pin.path().display());
+        assert!(
+            Instant::now() < deadline,
+            "counters never appeared in {}",
+            pin.path().display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
 

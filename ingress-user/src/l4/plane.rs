@@ -2,7 +2,13 @@
 //! maps, expires conntrack entries and logs the counters. (The userspace proxy follows the
 //! same Snapshot channel on its own: `L4Proxy::run`.)
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use prometheus_client::metrics::histogram::Histogram;
 
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -73,6 +79,7 @@ const GC_INTERVAL: Duration = Duration::from_secs(5);
 pub async fn run(
     mut kernel: Kernel,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    map_update: Option<Histogram>,
     stats_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> Kernel {
@@ -84,10 +91,15 @@ pub async fn run(
     });
     ticker.tick().await;
     let mut first = true;
+    let mut watching = true;
     loop {
         if !first {
             tokio::select! {
-                r = snapshots.changed() => if r.is_err() { break },
+                r = snapshots.changed(), if watching => if r.is_err() {
+                    // The controller is gone: keep the maps as they are, keep collecting.
+                    watching = false;
+                    continue;
+                },
                 _ = gc.tick() => { collect(&mut kernel); continue; }
                 _ = ticker.tick() => { log_totals(&kernel); continue; }
                 _ = shutdown.changed() => break,
@@ -95,7 +107,12 @@ pub async fn run(
         }
         first = false;
         let snapshot = snapshots.borrow_and_update().clone();
-        match kernel.apply(&snapshot) {
+        let started = Instant::now();
+        let applied = kernel.apply(&snapshot);
+        if let Some(h) = &map_update {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        match applied {
             Ok(r) => info!(
                 services = snapshot.l4.len(),
                 written = r.services_written,
