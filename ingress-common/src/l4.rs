@@ -156,7 +156,10 @@ pub fn flow_hash(k: &FlowKey) -> u32 {
     let mut h: u32 = 0x9e37_79b9;
     let mut i = 0;
     while i < 16 {
-        h = mix(h, u32::from_ne_bytes([k.src[i], k.src[i + 1], k.src[i + 2], k.src[i + 3]]));
+        h = mix(
+            h,
+            u32::from_ne_bytes([k.src[i], k.src[i + 1], k.src[i + 2], k.src[i + 3]]),
+        );
         i += 4;
     }
     h = mix(h, (u32::from(k.sport) << 16) | u32::from(k.dport));
@@ -171,8 +174,14 @@ pub fn flow_hash(k: &FlowKey) -> u32 {
 
 #[inline(always)]
 fn mix(h: u32, v: u32) -> u32 {
-    let k = v.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    let k = v
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 #[cfg(feature = "user")]
@@ -202,7 +211,10 @@ mod tests {
         assert_eq!(size_of::<ServiceValue>(), 16);
         assert_eq!(size_of::<Backend>(), 16 + 2 + 1 + 1);
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
-        assert_eq!(size_of::<CtEntry>(), 8 + 4 + 1 + 3 + 16 + 16 + 2 + 2 + 40 + 4);
+        assert_eq!(
+            size_of::<CtEntry>(),
+            8 + 4 + 1 + 3 + 16 + 16 + 2 + 2 + 40 + 4
+        );
         assert_eq!(size_of::<NatConfig>(), 4 + 16 + 2 + 2 + 4 + 4);
     }
 
@@ -219,10 +231,34 @@ mod tests {
         };
         let h = flow_hash(&base);
         let variants = [
-            ("src", FlowKey { src: [10, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], ..base }),
-            ("sport", FlowKey { sport: 1235, ..base }),
-            ("dport", FlowKey { dport: 9001, ..base }),
-            ("proto", FlowKey { proto: PROTO_UDP, ..base }),
+            (
+                "src",
+                FlowKey {
+                    src: [10, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    ..base
+                },
+            ),
+            (
+                "sport",
+                FlowKey {
+                    sport: 1235,
+                    ..base
+                },
+            ),
+            (
+                "dport",
+                FlowKey {
+                    dport: 9001,
+                    ..base
+                },
+            ),
+            (
+                "proto",
+                FlowKey {
+                    proto: PROTO_UDP,
+                    ..base
+                },
+            ),
         ];
         for (field, k) in variants {
             assert_ne!(flow_hash(&k), h, "changing {field} must change the hash");

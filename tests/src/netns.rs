@@ -94,7 +94,9 @@ impl Netns {
     /// and so `/sys/fs/bpf`, stays the host's).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.path().display())).arg("--").arg(program);
+        c.arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program);
         c
     }
 
@@ -137,10 +139,24 @@ impl Drop for Netns {
 /// Connects `a` and `b` with a veth pair named `<a_if>`/`<b_if>` and assigns addresses
 /// (CIDR notation). Interfaces vanish with their namespaces.
 pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) {
-    assert!(a_if.len() <= 15 && b_if.len() <= 15, "interface names are limited to 15 bytes");
+    assert!(
+        a_if.len() <= 15 && b_if.len() <= 15,
+        "interface names are limited to 15 bytes"
+    );
     sh(&[
-        "ip", "link", "add", a_if, "netns", a.name(), "type", "veth", "peer", "name", b_if,
-        "netns", b.name(),
+        "ip",
+        "link",
+        "add",
+        a_if,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
     ]);
     for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
         ns.ip(&["addr", "add", addr, "dev", ifname]);

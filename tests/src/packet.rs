@@ -118,7 +118,10 @@ impl Packet {
     }
 
     fn ipv4_header(&self, s: Ipv4Addr, d: Ipv4Addr, l4_len: usize) -> Vec<u8> {
-        assert!(self.ip_options.len().is_multiple_of(4), "IPv4 options must be 4-byte aligned");
+        assert!(
+            self.ip_options.len().is_multiple_of(4),
+            "IPv4 options must be 4-byte aligned"
+        );
         let hlen = 20 + self.ip_options.len();
         let total = u16::try_from(hlen + l4_len).expect("packet too long");
         let mut h = vec![0u8; 20];

@@ -131,8 +131,17 @@ impl Seed {
         let http = KillOnDrop(http);
         let deadline = Instant::now() + Duration::from_secs(20);
         let url = format!("http://{}:{DASHBOARD_PORT}/", backend_addr(1));
-        while !topo.node.command("curl").args(["-sf", "-o", "/dev/null", &url]).status().is_ok_and(|s| s.success()) {
-            assert!(Instant::now() < deadline, "dashboard backend never answered on {url}");
+        while !topo
+            .node
+            .command("curl")
+            .args(["-sf", "-o", "/dev/null", &url])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "dashboard backend never answered on {url}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
 
@@ -141,7 +150,10 @@ impl Seed {
             Source::Kube => {
                 let mut child = topo
                     .node
-                    .command(crate::target_bin("fake-apiserver", "cargo build -p ingress-tests --bins"))
+                    .command(crate::target_bin(
+                        "fake-apiserver",
+                        "cargo build -p ingress-tests --bins",
+                    ))
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
                     .spawn()
@@ -234,8 +246,14 @@ impl Seed {
             .spawn()
             .expect("spawn xdp-ingress");
         self.controller = Some(KillOnDrop(child));
-        self.wait_for(|s| s.redis(9000, &["ping"]).trim() == "PONG", "redis through :9000");
-        self.wait_for(|s| s.curl(Some(DASHBOARD_HOST), "/").0 == 200, "the dashboard route");
+        self.wait_for(
+            |s| s.redis(9000, &["ping"]).trim() == "PONG",
+            "redis through :9000",
+        );
+        self.wait_for(
+            |s| s.curl(Some(DASHBOARD_HOST), "/").0 == 200,
+            "the dashboard route",
+        );
     }
 
     /// Kills the controller with SIGKILL (no cleanup at all).
@@ -260,7 +278,11 @@ impl Seed {
     pub fn wait_for(&self, ok: impl Fn(&Self) -> bool, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ok(self) {
-            assert!(Instant::now() < deadline, "{what} not working after 30 s; controller log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{what} not working after 30 s; controller log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -271,7 +293,14 @@ impl Seed {
             .topo
             .client
             .command("timeout")
-            .args(["10", "redis-cli", "-h", &NODE.to_string(), "-p", &port.to_string()])
+            .args([
+                "10",
+                "redis-cli",
+                "-h",
+                &NODE.to_string(),
+                "-p",
+                &port.to_string(),
+            ])
             .args(args)
             .output()
             .expect("run redis-cli");
@@ -285,7 +314,10 @@ impl Seed {
         if let Some(h) = host {
             c.args(["-H", &format!("Host: {h}")]);
         }
-        let out = c.arg(format!("http://{NODE}{path}")).output().expect("run curl");
+        let out = c
+            .arg(format!("http://{NODE}{path}"))
+            .output()
+            .expect("run curl");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_owned())

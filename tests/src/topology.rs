@@ -57,7 +57,14 @@ impl Topology {
     pub fn new(n: usize, offloads: Offloads) -> Self {
         let client = Netns::new("cli");
         let node = Netns::new("node");
-        veth(&client, "eth0", &format!("{CLIENT}/24"), &node, NODE_CLIENT_IF, &format!("{NODE}/24"));
+        veth(
+            &client,
+            "eth0",
+            &format!("{CLIENT}/24"),
+            &node,
+            NODE_CLIENT_IF,
+            &format!("{NODE}/24"),
+        );
         let mut backends = Vec::with_capacity(n);
         for i in 0..n {
             let b = Netns::new(&format!("b{i}"));

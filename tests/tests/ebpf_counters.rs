@@ -129,7 +129,11 @@ fn run_table(entry: &str, run: impl Fn(&mut Datapath, &[u8]) -> u32, expected_ac
         let before = dp.stats().expect("read counters");
         let action = run(&mut dp, &case.frame);
         let after = dp.stats().expect("read counters");
-        assert_eq!(action, expected_action, "{entry}: {}: action", case.description);
+        assert_eq!(
+            action, expected_action,
+            "{entry}: {}: action",
+            case.description
+        );
         assert_eq!(
             delta(&before, &after),
             case.counters,
@@ -167,7 +171,11 @@ fn xdp_entry_point_classifies_and_counts() {
                     ..Default::default()
                 })
                 .expect("test_run");
-            assert_eq!(&out[..r.data_size_out as usize], frame, "XDP must not rewrite");
+            assert_eq!(
+                &out[..r.data_size_out as usize],
+                frame,
+                "XDP must not rewrite"
+            );
             r.return_value
         },
         XDP_PASS,

@@ -19,11 +19,7 @@ use ingress_tests::{
 use xdp_ingress::{
     EBPF_OBJECT,
     config::{L4Protocol, L4Service, ServiceRef, Snapshot},
-    l4::{
-        Datapath, DatapathOptions, L4Mode,
-        conntrack::Timeouts,
-        plane::Kernel,
-    },
+    l4::{Datapath, DatapathOptions, L4Mode, conntrack::Timeouts, plane::Kernel},
 };
 
 /// A small Maglev table keeps the tests' map footprint low (any prime works).
@@ -96,7 +92,14 @@ fn service(port: u16, protocol: L4Protocol, endpoints: Vec<SocketAddr>) -> L4Ser
 
 fn redis_cli(ns: &Netns, port: u16, args: &[&str]) -> Output {
     ns.command("timeout")
-        .args(["20", "redis-cli", "-h", &NODE.to_string(), "-p", &port.to_string()])
+        .args([
+            "20",
+            "redis-cli",
+            "-h",
+            &NODE.to_string(),
+            "-p",
+            &port.to_string(),
+        ])
         .args(args)
         .output()
         .expect("run redis-cli")
@@ -144,7 +147,8 @@ fn ask(conn: &mut BufReader<TcpStream>) -> String {
 fn connect(port: u16) -> BufReader<TcpStream> {
     let s = TcpStream::connect_timeout(&Topology::service(port), Duration::from_secs(10))
         .expect("connect through the node");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     // Request/response over one connection: without NODELAY, delayed ACKs add 40 ms a turn.
     s.set_nodelay(true).expect("nodelay");
     BufReader::new(s)
@@ -180,9 +184,19 @@ fn redis_end_to_end(mode: L4Mode, offloads: Offloads) {
         "{mode:?}: redis-cli info: {}",
         String::from_utf8_lossy(&info.stdout)
     );
-    assert!(rig.counter(Counter::NewFlow) >= 2, "{mode:?}: flows were NATed");
-    assert!(rig.counter(Counter::CtReply) >= 2, "{mode:?}: replies were reverse-NATed");
-    assert_eq!(rig.counter(Counter::DropNoRoute), 0, "{mode:?}: no route drops");
+    assert!(
+        rig.counter(Counter::NewFlow) >= 2,
+        "{mode:?}: flows were NATed"
+    );
+    assert!(
+        rig.counter(Counter::CtReply) >= 2,
+        "{mode:?}: replies were reverse-NATed"
+    );
+    assert_eq!(
+        rig.counter(Counter::DropNoRoute),
+        0,
+        "{mode:?}: no route drops"
+    );
 }
 
 #[test]
@@ -202,12 +216,14 @@ fn udp_in_mode(mode: L4Mode, offloads: Offloads) {
     rig.apply(vec![service(5300, L4Protocol::Udp, vec![backend])]);
     let replies = rig.topo.client.run(|| {
         let s = UdpSocket::bind("10.77.1.1:0").expect("bind");
-        s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
         let mut got = Vec::new();
         for i in 0..5u8 {
             // The first datagram may be spent resolving neighbours; retry like a UDP client.
             for _ in 0..3 {
-                s.send_to(&[b'm', b'0' + i], Topology::service(5300)).expect("send");
+                s.send_to(&[b'm', b'0' + i], Topology::service(5300))
+                    .expect("send");
                 let mut buf = [0u8; 64];
                 if let Ok((n, from)) = s.recv_from(&mut buf) {
                     got.push((String::from_utf8_lossy(&buf[..n]).into_owned(), from));
@@ -220,7 +236,11 @@ fn udp_in_mode(mode: L4Mode, offloads: Offloads) {
     assert_eq!(replies.len(), 5, "{mode:?}: UDP replies {replies:?}");
     for (i, (text, from)) in replies.iter().enumerate() {
         assert_eq!(text, &format!("b0:m{i}"), "{mode:?}: payload");
-        assert_eq!(*from, Topology::service(5300), "{mode:?}: reply comes from the service address");
+        assert_eq!(
+            *from,
+            Topology::service(5300),
+            "{mode:?}: reply comes from the service address"
+        );
     }
 }
 
@@ -292,14 +312,28 @@ fn removing_an_endpoint_keeps_connections_to_the_others() {
     });
     assert_eq!(conns.len(), 2, "connections reached both backends");
 
-    rig.apply(vec![service(7000, L4Protocol::Tcp, vec![rig.topo.backend(0, 7000)])]);
+    rig.apply(vec![service(
+        7000,
+        L4Protocol::Tcp,
+        vec![rig.topo.backend(0, 7000)],
+    )]);
 
     let mut kept = conns.remove("b0").expect("connection to b0");
     for _ in 0..10 {
-        assert_eq!(ask(&mut kept), "b0", "the surviving backend's connection keeps working");
+        assert_eq!(
+            ask(&mut kept),
+            "b0",
+            "the surviving backend's connection keeps working"
+        );
     }
-    let new: Vec<String> = rig.topo.client.run(|| (0..30).map(|_| ask(&mut connect(7000))).collect());
-    assert!(new.iter().all(|w| w == "b0"), "new connections avoid the removed endpoint: {new:?}");
+    let new: Vec<String> = rig
+        .topo
+        .client
+        .run(|| (0..30).map(|_| ask(&mut connect(7000))).collect());
+    assert!(
+        new.iter().all(|w| w == "b0"),
+        "new connections avoid the removed endpoint: {new:?}"
+    );
 }
 
 #[test]
@@ -311,7 +345,11 @@ fn a_service_without_endpoints_refuses_connections() {
         .client
         .run(|| TcpStream::connect_timeout(&Topology::service(9100), Duration::from_secs(5)))
         .expect_err("nothing may accept");
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "a TCP RST, not a timeout: {err}");
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "a TCP RST, not a timeout: {err}"
+    );
     assert!(rig.counter(Counter::NoEndpoints) >= 1, "counted");
 }
 
@@ -319,7 +357,11 @@ fn a_service_without_endpoints_refuses_connections() {
 fn a_removed_service_stops_accepting_new_flows() {
     let mut rig = Rig::new(L4Mode::Tc, Offloads::Default);
     name_server(&rig.topo.backends[0], rig.topo.backend(0, 7000), "b0");
-    rig.apply(vec![service(7000, L4Protocol::Tcp, vec![rig.topo.backend(0, 7000)])]);
+    rig.apply(vec![service(
+        7000,
+        L4Protocol::Tcp,
+        vec![rig.topo.backend(0, 7000)],
+    )]);
     assert_eq!(rig.topo.client.run(|| ask(&mut connect(7000))), "b0");
     rig.apply(vec![]);
     let err = rig

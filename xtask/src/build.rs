@@ -42,7 +42,12 @@ fn profile_args(release: bool) -> &'static [&'static str] {
 /// `target/bpf/ingress.o`; returns that path.
 pub fn ebpf(release: bool) -> Result<PathBuf> {
     let mut child = cargo()
-        .args(["build", "--package", "ingress-user", "--message-format=json-render-diagnostics"])
+        .args([
+            "build",
+            "--package",
+            "ingress-user",
+            "--message-format=json-render-diagnostics",
+        ])
         .args(profile_args(release))
         .stdout(Stdio::piped())
         .spawn()
@@ -79,7 +84,9 @@ pub fn ebpf(release: bool) -> Result<PathBuf> {
 
 /// Builds every default member, all targets.
 pub fn workspace(release: bool) -> Result<()> {
-    exec(cargo()
-        .args(["build", "--all-targets"])
-        .args(profile_args(release)))
+    exec(
+        cargo()
+            .args(["build", "--all-targets"])
+            .args(profile_args(release)),
+    )
 }

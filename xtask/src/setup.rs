@@ -69,10 +69,12 @@ fn debian_packages() -> Result<()> {
         );
     }
     exec(Command::new("apt-get").args(["update", "-q"])).context("apt-get update")?;
-    exec(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing))
+    exec(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
     .context("apt-get install")?;
     Ok(())
 }
@@ -107,7 +109,13 @@ fn nightly_rust_src() -> Result<()> {
         println!("setup: nightly rust-src: present");
     } else {
         println!("setup: nightly rust-src: installing");
-        exec(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        exec(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
@@ -127,19 +135,21 @@ fn bpf_linker() -> Result<()> {
         bail!("bpf-linker needs LLVM 22 at {LLVM_PREFIX} (the llvm-22-dev package)");
     }
     println!("setup: bpf-linker: building against LLVM 22 (about 2 minutes)");
-    exec(cargo()
-        .env("LLVM_PREFIX", LLVM_PREFIX)
-        .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX)
-        .args([
-            "install",
-            "bpf-linker",
-            "--version",
-            "0.13.0",
-            "--locked",
-            "--no-default-features",
-            "--features",
-            "llvm-22",
-        ]))
+    exec(
+        cargo()
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX)
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                "0.13.0",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ]),
+    )
     .context("cargo install bpf-linker")
 }
 

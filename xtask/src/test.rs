@@ -13,10 +13,12 @@ pub fn run(extra: &[String]) -> Result<()> {
     crate::build::workspace(false)?;
     // Network-namespace suites start real servers and the real binary; two at a time is what
     // a 2-core machine sustains without starving their timeouts.
-    exec(cargo()
-        .args(["test", "--no-fail-fast"])
-        .args(extra)
-        .args(["--", "--test-threads=2"]))?;
+    exec(
+        cargo()
+            .args(["test", "--no-fail-fast"])
+            .args(extra)
+            .args(["--", "--test-threads=2"]),
+    )?;
     if extra.is_empty() {
         exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
         exec(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;

@@ -33,7 +33,9 @@ pub fn on_interfaces(ifaces: &[String]) -> io::Result<Vec<IpAddr>> {
             libc::AF_INET => {
                 // SAFETY: AF_INET addresses are sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))));
             }
             libc::AF_INET6 => {
                 // SAFETY: AF_INET6 addresses are sockaddr_in6.

@@ -61,7 +61,10 @@ impl GcReport {
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
@@ -72,7 +75,8 @@ pub fn expired(proto: u8, state: u8, last_seen_ns: u64, now_ns: u64, t: &Timeout
     let idle = Duration::from_nanos(now_ns.saturating_sub(last_seen_ns));
     let limit = if proto != PROTO_TCP {
         t.udp
-    } else if state & ct::RST != 0 || state & (ct::FIN_FWD | ct::FIN_REV) == ct::FIN_FWD | ct::FIN_REV
+    } else if state & ct::RST != 0
+        || state & (ct::FIN_FWD | ct::FIN_REV) == ct::FIN_FWD | ct::FIN_REV
     {
         t.tcp_closed
     } else {
@@ -85,7 +89,9 @@ pub fn expired(proto: u8, state: u8, last_seen_ns: u64, now_ns: u64, t: &Timeout
 pub fn collect(ebpf: &mut Ebpf, t: &Timeouts) -> Result<GcReport, L4Error> {
     let now = monotonic_ns();
     let (fwd_entries, capacity) = {
-        let map = ebpf.map(maps::CT_FWD).ok_or(L4Error::MissingMap(maps::CT_FWD))?;
+        let map = ebpf
+            .map(maps::CT_FWD)
+            .ok_or(L4Error::MissingMap(maps::CT_FWD))?;
         let fwd: BpfHashMap<&MapData, FlowKey, CtEntry> =
             BpfHashMap::try_from(map).map_err(L4Error::map("open conntrack"))?;
         let entries: Vec<(FlowKey, CtEntry)> = fwd.iter().filter_map(Result::ok).collect();
@@ -103,7 +109,8 @@ pub fn collect(ebpf: &mut Ebpf, t: &Timeouts) -> Result<GcReport, L4Error> {
     let mut dead_rev = Vec::new();
     {
         let rev: BpfHashMap<&MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
-            ebpf.map(maps::CT_REV).ok_or(L4Error::MissingMap(maps::CT_REV))?,
+            ebpf.map(maps::CT_REV)
+                .ok_or(L4Error::MissingMap(maps::CT_REV))?,
         )
         .map_err(L4Error::map("open conntrack"))?;
         for (k, e) in &fwd_entries {
@@ -128,7 +135,8 @@ pub fn collect(ebpf: &mut Ebpf, t: &Timeouts) -> Result<GcReport, L4Error> {
     }
     {
         let mut fwd: BpfHashMap<&mut MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
-            ebpf.map_mut(maps::CT_FWD).ok_or(L4Error::MissingMap(maps::CT_FWD))?,
+            ebpf.map_mut(maps::CT_FWD)
+                .ok_or(L4Error::MissingMap(maps::CT_FWD))?,
         )
         .map_err(L4Error::map("open conntrack"))?;
         for k in &dead_fwd {
@@ -136,7 +144,8 @@ pub fn collect(ebpf: &mut Ebpf, t: &Timeouts) -> Result<GcReport, L4Error> {
         }
     }
     let mut rev: BpfHashMap<&mut MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
-        ebpf.map_mut(maps::CT_REV).ok_or(L4Error::MissingMap(maps::CT_REV))?,
+        ebpf.map_mut(maps::CT_REV)
+            .ok_or(L4Error::MissingMap(maps::CT_REV))?,
     )
     .map_err(L4Error::map("open conntrack"))?;
     for k in &dead_rev {
@@ -159,12 +168,36 @@ mod tests {
         let cases = [
             ("udp idle past timeout", 17, 0, now - 31 * s, true),
             ("udp active", 17, 0, now - 5 * s, false),
-            ("tcp open, long idle but under an hour", 6, 0, now - 600 * s, false),
+            (
+                "tcp open, long idle but under an hour",
+                6,
+                0,
+                now - 600 * s,
+                false,
+            ),
             ("tcp open past an hour", 6, 0, now - 3601 * s, true),
             ("tcp reset, short idle", 6, ct::RST, now - 11 * s, true),
-            ("tcp half closed stays", 6, ct::FIN_FWD, now - 600 * s, false),
-            ("tcp both FINs", 6, ct::FIN_FWD | ct::FIN_REV, now - 11 * s, true),
-            ("tcp both FINs, just now", 6, ct::FIN_FWD | ct::FIN_REV, now - s, false),
+            (
+                "tcp half closed stays",
+                6,
+                ct::FIN_FWD,
+                now - 600 * s,
+                false,
+            ),
+            (
+                "tcp both FINs",
+                6,
+                ct::FIN_FWD | ct::FIN_REV,
+                now - 11 * s,
+                true,
+            ),
+            (
+                "tcp both FINs, just now",
+                6,
+                ct::FIN_FWD | ct::FIN_REV,
+                now - s,
+                false,
+            ),
         ];
         for (name, proto, state, last, want) in cases {
             assert_eq!(expired(proto, state, last, now, &t), want, "{name}");

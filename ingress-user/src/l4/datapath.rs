@@ -221,10 +221,9 @@ impl Datapath {
             (maps::SERVICE_STATS, options.max_services),
         ] {
             let found = match ebpf.map(name) {
-                Some(aya::maps::Map::Array(d) | aya::maps::Map::PerCpuArray(d)) => d
-                    .info()
-                    .map_err(L4Error::map("map info"))?
-                    .max_entries(),
+                Some(aya::maps::Map::Array(d) | aya::maps::Map::PerCpuArray(d)) => {
+                    d.info().map_err(L4Error::map("map info"))?.max_entries()
+                }
                 _ => return Err(L4Error::MissingMap(name)),
             };
             if found < wanted {

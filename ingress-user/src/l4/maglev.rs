@@ -98,12 +98,23 @@ mod tests {
     use super::*;
 
     fn keys(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("10.0.{}.{}:6379", i / 250, i % 250 + 1)).collect()
+        (0..n)
+            .map(|i| format!("10.0.{}.{}:6379", i / 250, i % 250 + 1))
+            .collect()
     }
 
     #[test]
     fn primes_are_recognised() {
-        for (n, prime) in [(0, false), (1, false), (2, true), (65537, true), (65536, false), (4093, true), (251, true), (253, false)] {
+        for (n, prime) in [
+            (0, false),
+            (1, false),
+            (2, true),
+            (65537, true),
+            (65536, false),
+            (4093, true),
+            (251, true),
+            (253, false),
+        ] {
             assert_eq!(is_prime(n), prime, "{n}");
         }
     }
@@ -113,14 +124,23 @@ mod tests {
         assert_eq!(table(&keys(2), 100), Err(MaglevError::NotPrime(100)));
         assert_eq!(
             table(&keys(12), 11),
-            Err(MaglevError::TooManyEndpoints { endpoints: 12, size: 11 })
+            Err(MaglevError::TooManyEndpoints {
+                endpoints: 12,
+                size: 11
+            })
         );
     }
 
     #[test]
     fn every_slot_is_owned_and_shares_are_even() {
         // (endpoints, size, max allowed share / ideal share)
-        let cases = [(1, 251, 1.0), (2, 4093, 1.02), (3, 4093, 1.03), (10, 4093, 1.05), (100, 65537, 1.05)];
+        let cases = [
+            (1, 251, 1.0),
+            (2, 4093, 1.02),
+            (3, 4093, 1.03),
+            (10, 4093, 1.05),
+            (100, 65537, 1.05),
+        ];
         for (n, size, tolerance) in cases {
             let t = table(&keys(n), size).expect("table");
             let mut counts = vec![0usize; n];
@@ -130,7 +150,10 @@ mod tests {
             }
             let ideal = f64::from(size) / n as f64;
             let max = *counts.iter().max().expect("n > 0") as f64;
-            assert!(max / ideal <= tolerance, "n={n} size={size}: max share {max} vs ideal {ideal}");
+            assert!(
+                max / ideal <= tolerance,
+                "n={n} size={size}: max share {max} vs ideal {ideal}"
+            );
         }
     }
 
@@ -152,7 +175,10 @@ mod tests {
         }
         // The removed endpoint's ~10% must move; survivors' slots should nearly all stay.
         let share = f64::from(moved_between_survivors) / f64::from(size);
-        assert!(share < 0.03, "{moved_between_survivors} slots ({share:.3}) moved between survivors");
+        assert!(
+            share < 0.03,
+            "{moved_between_survivors} slots ({share:.3}) moved between survivors"
+        );
     }
 
     #[test]

@@ -42,15 +42,27 @@ fn main() {
     let (health, _) = seed.curl(None, "/healthz");
     println!("\nThe seed scenario:");
     let mut ok = true;
-    ok &= step("redis-cli -p 9000 ping (L4, in the kernel)", ping.trim() == "PONG", ping.trim());
+    ok &= step(
+        "redis-cli -p 9000 ping (L4, in the kernel)",
+        ping.trim() == "PONG",
+        ping.trim(),
+    );
     ok &= step("redis-cli -p 9000 info", !version.is_empty(), &version);
     ok &= step(
         "curl -H 'Host: k8sui.test.com' / (L7 router)",
         dash == 200,
         &format!("{dash} {}", body.trim()),
     );
-    ok &= step("curl -H 'Host: other.test.com' / (default backend)", other == 404, &other.to_string());
-    ok &= step("curl /healthz (default backend)", health == 200, &health.to_string());
+    ok &= step(
+        "curl -H 'Host: other.test.com' / (default backend)",
+        other == 404,
+        &other.to_string(),
+    );
+    ok &= step(
+        "curl /healthz (default backend)",
+        health == 200,
+        &health.to_string(),
+    );
 
     let client = exec(&seed.topo.client);
     println!("\nTry more (as root, in another terminal):");
