@@ -7,9 +7,11 @@
 //! (default: 10 s at 16 and 256 connections). Needs `nginx` and `wrk` on PATH.
 //!
 //! Topology, all on 127.0.0.1: one nginx (2 workers) serves the backend (`return 200`, a
-//! 13-byte body) and, on a second port, the `proxy_pass` peer with upstream keep-alive. The
-//! router runs in this process on a 2-worker tokio runtime, routing an Ingress for
-//! `bench.test` to the same backend. wrk (2 threads) sends `GET /` with `Host: bench.test`.
+//! 13-byte body); a second nginx (2 workers) is the `proxy_pass` peer with upstream
+//! keep-alive. The router runs in this process on a 2-worker tokio runtime, routing an
+//! Ingress for `bench.test` to the same backend. wrk (2 threads) sends `GET /` with
+//! `Host: bench.test`. Besides wrk's numbers, the CPU time each proxy used per request is
+//! reported (from /proc), which stays meaningful on a busy machine.
 
 use std::{
     io::Write as _,
@@ -46,8 +48,12 @@ fn main() -> anyhow::Result<()> {
     let backend_port = free_port()?;
     let nginx_proxy_port = free_port()?;
     let dir = std::env::temp_dir().join(format!("xdp-ingress-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let mut nginx = start_nginx(&dir, backend_port, nginx_proxy_port)?;
+    let backend = start_nginx(&dir.join("backend"), &backend_servers(backend_port))?;
+    let proxy = start_nginx(
+        &dir.join("proxy"),
+        &proxy_servers(backend_port, nginx_proxy_port),
+    )?;
+    let proxy_pid = proxy.id();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -59,27 +65,33 @@ fn main() -> anyhow::Result<()> {
         wait_ready(nginx_proxy_port).await?;
         let mut rows = Vec::new();
         for &c in &conns {
-            for (name, port) in [
-                ("direct backend", backend_port),
-                ("nginx proxy_pass", nginx_proxy_port),
-                ("xdp-ingress", router_port),
+            for (name, port, pid) in [
+                ("direct backend", backend_port, None),
+                ("nginx proxy_pass", nginx_proxy_port, Some(proxy_pid)),
+                ("xdp-ingress", router_port, Some(std::process::id())),
             ] {
+                let before = pid.map(cpu_secs);
                 let r = tokio::task::spawn_blocking(move || wrk(port, c, secs)).await??;
-                rows.push((c, name, r));
+                let cpu = pid.zip(before).map(|(p, b)| cpu_secs(p) - b);
+                rows.push((c, name, r, cpu));
             }
         }
         anyhow::Ok(rows)
     });
-    let _ = nginx.kill();
-    let _ = nginx.wait();
+    stop_nginx(proxy);
+    stop_nginx(backend);
     let rows = result?;
     println!(
-        "\n{:>6}  {:<18} {:>12} {:>10} {:>10}",
-        "conns", "target", "req/s", "p50", "p99"
+        "\n{:>6}  {:<18} {:>10} {:>10} {:>10} {:>14}",
+        "conns", "target", "req/s", "p50", "p99", "proxy CPU/req"
     );
-    for (c, name, r) in rows {
+    for (c, name, r, cpu) in rows {
+        let per_req = cpu.map_or_else(
+            || "-".to_owned(),
+            |s| format!("{:.1} us", s * 1e6 / (r.rps * secs as f64)),
+        );
         println!(
-            "{c:>6}  {name:<18} {:>12.0} {:>10} {:>10}",
+            "{c:>6}  {name:<18} {:>10.0} {:>10} {:>10} {per_req:>14}",
             r.rps, r.p50, r.p99
         );
     }
@@ -90,7 +102,9 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn start_nginx(dir: &std::path::Path, backend: u16, proxy: u16) -> anyhow::Result<Child> {
+/// Starts an nginx in `dir` with `server` blocks (backend or proxy); one master, 2 workers.
+fn start_nginx(dir: &std::path::Path, servers: &str) -> anyhow::Result<Child> {
+    std::fs::create_dir_all(dir)?;
     let conf = dir.join("nginx.conf");
     let mut f = std::fs::File::create(&conf)?;
     write!(
@@ -108,22 +122,7 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     keepalive_requests 1000000;
-    upstream backend {{ server 127.0.0.1:{backend}; keepalive 512; }}
-    server {{
-        listen 127.0.0.1:{backend};
-        location / {{ return 200 "hello, world\n"; }}
-    }}
-    server {{
-        listen 127.0.0.1:{proxy};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Real-IP $remote_addr;
-        }}
-    }}
+{servers}
 }}
 "#,
         dir = dir.display()
@@ -138,6 +137,64 @@ http {{
         .stdout(Stdio::null())
         .spawn()
         .context("starting nginx (is it installed?)")
+}
+
+fn backend_servers(backend: u16) -> String {
+    format!(
+        r#"    server {{
+        listen 127.0.0.1:{backend};
+        location / {{ return 200 "hello, world\n"; }}
+    }}"#
+    )
+}
+
+fn proxy_servers(backend: u16, proxy: u16) -> String {
+    format!(
+        r#"    upstream backend {{ server 127.0.0.1:{backend}; keepalive 512; }}
+    server {{
+        listen 127.0.0.1:{proxy};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP $remote_addr;
+        }}
+    }}"#
+    )
+}
+
+/// Stops nginx gracefully (SIGQUIT), so its workers exit with the master.
+fn stop_nginx(mut child: Child) {
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    if pid > 0 {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGQUIT) };
+    }
+    let _ = child.wait();
+}
+
+/// CPU seconds (user + system) used so far by `pid` and its direct children.
+fn cpu_secs(pid: u32) -> f64 {
+    let ticks = |p: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+                Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0)
+    };
+    let mut total = ticks(&pid.to_string());
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for c in children.split_whitespace() {
+        total += ticks(c);
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    total as f64 / hz as f64
 }
 
 async fn start_router(backend: u16) -> anyhow::Result<u16> {

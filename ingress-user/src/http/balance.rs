@@ -33,17 +33,20 @@ pub struct Balancer {
     rng: AtomicU64,
 }
 
-/// A chosen endpoint. While it lives it counts as one request in flight to `addr`.
+/// A chosen endpoint. With `least-loaded`, while it lives it counts as one request in
+/// flight to `addr`.
 #[derive(Debug)]
 pub struct Pick {
     /// The endpoint address.
     pub addr: SocketAddr,
-    load: Arc<AtomicUsize>,
+    load: Option<Arc<AtomicUsize>>,
 }
 
 impl Drop for Pick {
     fn drop(&mut self) {
-        self.load.fetch_sub(1, Ordering::Relaxed);
+        if let Some(load) = &self.load {
+            load.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -101,8 +104,12 @@ impl Balancer {
                 }
             }
         };
-        let load = self.load(addr);
-        load.fetch_add(1, Ordering::Relaxed);
+        // Round-robin does not need in-flight counts; skip the bookkeeping.
+        let load = (self.mode == Balance::LeastLoaded).then(|| {
+            let load = self.load(addr);
+            load.fetch_add(1, Ordering::Relaxed);
+            load
+        });
         Some(Pick { addr, load })
     }
 
@@ -118,7 +125,7 @@ impl Balancer {
             .retain(|_, load| Arc::strong_count(load) > 1);
     }
 
-    /// Requests in flight to `addr` (for tests and metrics).
+    /// Requests in flight to `addr` (counted with `least-loaded` only).
     pub fn in_flight(&self, addr: SocketAddr) -> usize {
         self.loads
             .read()
@@ -247,7 +254,7 @@ mod tests {
 
     #[test]
     fn in_flight_count_follows_the_pick_guard() {
-        let (lb, b) = (Balancer::new(Balance::RoundRobin), backend(1));
+        let (lb, b) = (Balancer::new(Balance::LeastLoaded), backend(1));
         let p = lb.pick(&b, None).unwrap();
         assert_eq!(lb.in_flight(p.addr), 1);
         lb.reset();
