@@ -489,3 +489,18 @@ async fn a_burst_of_changes_all_arrive() {
     converge(&mut src.rx, &api, "all 100 Services").await;
     assert_eq!(src.rx.borrow().as_ref().unwrap().services.len(), 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_configmap_named_for_tcp_and_udp_appears_once() {
+    let api = FakeApi::start().await;
+    api.put(object("ConfigMap", "ingress-nginx", "tcp-services"));
+    let both = ("ingress-nginx".to_owned(), "tcp-services".to_owned());
+    let cfg = KubeSourceConfig {
+        tcp_configmap: Some(both.clone()),
+        udp_configmap: Some(both),
+        ..cfg()
+    };
+    let mut src = start(api.client().await, cfg);
+    let store = wait_for(&mut src.rx, "the initial sync", |_| true).await;
+    assert_eq!(store.config_maps.len(), 1);
+}

@@ -123,6 +123,8 @@ pub async fn run(client: Client, cfg: KubeSourceConfig, tx: StoreTx) {
         config_maps: [&cfg.tcp_configmap, &cfg.udp_configmap]
             .into_iter()
             .flatten()
+            .collect::<std::collections::BTreeSet<_>>() // the same ConfigMap for both: watch it once
+            .into_iter()
             .map(|(ns, name)| {
                 let by_name = watcher::Config::default().fields(&format!("metadata.name={name}"));
                 spawn.reflect(Api::namespaced(client.clone(), ns), by_name)
@@ -273,7 +275,7 @@ impl Readers {
                 )
                     .hash(&mut h);
                 acc.0 += 1;
-                acc.1 ^= h.finish();
+                acc.1 = acc.1.wrapping_add(h.finish());
             }
         }
         let mut acc = (0, 0);
