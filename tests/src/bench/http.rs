@@ -70,13 +70,19 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
     }
     for c in [16u32, 256] {
         let table = format!("HTTP/1.1, {c} connections");
+        let mut runs: Vec<Vec<tools::Wrk>> = targets.iter().map(|_| Vec::new()).collect();
         for (name, url) in &targets {
-            println!("http: {name} at {c} connections");
-            tools::wrk(&rig.topo.client, url, BENCH_HOST, c, 1)?; // warm-up
-            let mut runs = Vec::new();
-            for _ in 0..p.samples {
-                runs.push(tools::wrk(&rig.topo.client, url, BENCH_HOST, c, p.secs)?);
+            println!("http: warm-up {name} at {c} connections");
+            tools::wrk(&rig.topo.client, url, BENCH_HOST, c, 1)?;
+        }
+        // Rounds over the targets, so drifting background load is shared alike.
+        for round in 0..p.samples {
+            for (i, (name, url)) in targets.iter().enumerate() {
+                println!("http: round {} {name} at {c} connections", round + 1);
+                runs[i].push(tools::wrk(&rig.topo.client, url, BENCH_HOST, c, p.secs)?);
             }
+        }
+        for ((name, _), runs) in targets.iter().zip(runs) {
             r.add(&table, name, "req/s", runs.iter().map(|w| w.rps).collect());
             r.add(
                 &table,

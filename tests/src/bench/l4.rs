@@ -10,7 +10,6 @@ use crate::{
         rig::{IPERF_PORT, L4_IPERF, L4_REDIS, REDIS_PORT, Rig},
         tools,
     },
-    netns::KillOnDrop,
     topology::{NODE, backend_addr},
 };
 
@@ -83,76 +82,70 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         (L4_REDIS, format!("{}:{REDIS_PORT}", backend_addr(0))),
         (L4_IPERF, format!("{}:{IPERF_PORT}", backend_addr(0))),
     ];
-    for (name, config) in configs {
-        println!("l4: {name}");
-        let mut _peer: Option<KillOnDrop> = None;
-        let (redis, iperf) = match config {
-            Config::Direct => (
-                SocketAddr::new(backend_addr(0).into(), REDIS_PORT),
-                SocketAddr::new(backend_addr(0).into(), IPERF_PORT),
-            ),
-            Config::Controller(mode) => {
-                rig.start_controller(mode)?;
-                (
-                    SocketAddr::new(NODE.into(), L4_REDIS),
-                    SocketAddr::new(NODE.into(), L4_IPERF),
-                )
-            }
-            Config::Nginx => {
-                let conf = peers::nginx_stream(&rig.dir.join("nginx-stream"), NODE, &upstreams)?;
-                _peer = Some(peers::start_nginx(&rig.topo.node, &conf)?);
-                (
-                    SocketAddr::new(NODE.into(), L4_REDIS),
-                    SocketAddr::new(NODE.into(), L4_IPERF),
-                )
-            }
-            Config::Haproxy => {
-                let conf = peers::haproxy_tcp(&rig.dir.join("haproxy-tcp"), NODE, &upstreams)?;
-                _peer = Some(peers::start_haproxy(&rig.topo.node, &conf)?);
-                (
-                    SocketAddr::new(NODE.into(), L4_REDIS),
-                    SocketAddr::new(NODE.into(), L4_IPERF),
-                )
-            }
-        };
-        rig.wait(&format!("{name}: redis PING"), || rig.redis_ping(redis))?;
-        rig.wait(&format!("{name}: iperf3 port"), || {
-            rig.tcp_open(&rig.topo.client, iperf)
-        })?;
-        let client = &rig.topo.client;
-        // Warm-up (neighbour entries, conntrack, the proxies' first connections).
-        tools::redis_ping(client, redis, p.keepalive_requests / 10, true)?;
-        let mut ka = Vec::new();
-        let mut new = Vec::new();
-        let mut i1 = Vec::new();
-        let mut i4 = Vec::new();
-        for _ in 0..p.samples {
-            ka.push(tools::redis_ping(
+    // Rounds: each round brings every configuration up in turn and takes one sample of
+    // each quantity, so drifting background load spreads over all configurations alike.
+    let mut samples: Vec<[Vec<f64>; 4]> = configs.iter().map(|_| Default::default()).collect();
+    for round in 0..p.samples {
+        for (ci, (name, config)) in configs.iter().enumerate() {
+            println!("l4: round {} {name}", round + 1);
+            let mut _peer: Option<crate::bench::rig::Daemon> = None;
+            let node = (
+                SocketAddr::new(NODE.into(), L4_REDIS),
+                SocketAddr::new(NODE.into(), L4_IPERF),
+            );
+            let (redis, iperf) = match config {
+                Config::Direct => (
+                    SocketAddr::new(backend_addr(0).into(), REDIS_PORT),
+                    SocketAddr::new(backend_addr(0).into(), IPERF_PORT),
+                ),
+                Config::Controller(mode) => {
+                    rig.start_controller(mode)?;
+                    node
+                }
+                Config::Nginx => {
+                    let conf =
+                        peers::nginx_stream(&rig.dir.join("nginx-stream"), NODE, &upstreams)?;
+                    _peer = Some(peers::start_nginx(&rig.topo.node, &conf)?);
+                    node
+                }
+                Config::Haproxy => {
+                    let conf = peers::haproxy_tcp(&rig.dir.join("haproxy-tcp"), NODE, &upstreams)?;
+                    _peer = Some(peers::start_haproxy(&rig.topo.node, &conf)?);
+                    node
+                }
+            };
+            rig.wait(&format!("{name}: redis PING"), || rig.redis_ping(redis))?;
+            rig.wait(&format!("{name}: iperf3 port"), || {
+                rig.tcp_open(&rig.topo.client, iperf)
+            })?;
+            let client = &rig.topo.client;
+            // Warm-up (neighbour entries, conntrack, the proxies' first connections).
+            tools::redis_ping(client, redis, p.keepalive_requests / 10, true)?;
+            let s = &mut samples[ci];
+            s[0].push(tools::redis_ping(
                 client,
                 redis,
                 p.keepalive_requests,
                 true,
             )?);
+            s[1].push(tools::redis_ping(client, redis, p.newconn_requests, false)?);
+            s[2].push(tools::iperf(client, iperf, p.iperf_secs, 1)?);
+            s[3].push(tools::iperf(client, iperf, p.iperf_secs, 4)?);
+            drop(_peer);
+            rig.stop_controller()?;
         }
-        for _ in 0..p.samples {
-            new.push(tools::redis_ping(client, redis, p.newconn_requests, false)?);
-        }
-        for _ in 0..p.samples {
-            i1.push(tools::iperf(client, iperf, p.iperf_secs, 1)?);
-        }
-        for _ in 0..p.samples {
-            i4.push(tools::iperf(client, iperf, p.iperf_secs, 4)?);
-        }
+    }
+    for ((name, _), [ka, new, i1, i4]) in configs.iter().zip(samples) {
         r.add(KA, name, "req/s", ka);
         r.add(NEW, name, "req/s", new);
         r.add(IPERF1, name, "Gbit/s", i1);
         r.add(IPERF4, name, "Gbit/s", i4);
-        drop(_peer);
-        rig.stop_controller()?;
     }
     r.note("One topology for every configuration: client ⇄ node ⇄ backends over veth pairs in network namespaces, with NIC-like offloads (TX checksum offload off on the client and backends, GRO on), which native XDP on veth needs. TX checksum offload off also disables TSO on the senders, for every configuration alike.");
+    r.note("Samples are taken in rounds: each round starts every configuration in turn (controller, nginx or HAProxy) and takes one sample of each quantity, so background load that drifts during the run is shared by all configurations.");
     r.note("Pinning: load generators on CPU 0; redis-server, iperf3 -s, the proxies and xdp-ingress on CPU 1 (nginx and HAProxy with one worker/thread). Kernel forwarding (direct routing, XDP, TC) runs in softirq on the CPU that sends the packet, so the in-kernel paths also borrow the load generator's CPU: the machine has 2 cores shared by everything.");
     r.note("Native XDP on veth turns TSO off on the peer and generic redirect drops GSO packets above the MTU, so bulk throughput (iperf3) is pessimistic for XDP on veth; packet and connection rates are the fair comparison. On a real NIC the XDP path does not lose TSO on the egress device.");
+    r.note(format!("xdp-ingress runs with --snat-port-range {} (default 20000-32767): a new-connection sample opens thousands of flows whose closed conntrack entries live about 10 s, and no local process on the node connects to the L4 backends, so the wider range is safe here.", crate::bench::rig::SNAT_PORTS));
     r.note("redis-benchmark runs `-t ping_mbulk` (the RESP form of `-t ping`, which would also run PING_INLINE and double the time).");
     Ok(r)
 }

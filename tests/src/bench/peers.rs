@@ -12,13 +12,13 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    bench::rig::{SERVER_CPU, pinned},
-    netns::{KillOnDrop, Netns},
+    bench::rig::{Daemon, SERVER_CPU, pinned},
+    netns::Netns,
 };
 
 fn nginx_common(dir: &Path) -> String {
     format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 16384; }}\n",
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\n",
         d = dir.display()
     )
 }
@@ -82,7 +82,7 @@ pub fn nginx_proxy(
 }
 
 /// Starts nginx with `conf` (prefix = its directory) pinned to the server CPU inside `ns`.
-pub fn start_nginx(ns: &Netns, conf: &Path) -> anyhow::Result<KillOnDrop> {
+pub fn start_nginx(ns: &Netns, conf: &Path) -> anyhow::Result<Daemon> {
     let dir = conf.parent().context("config directory")?;
     let child = pinned(ns, SERVER_CPU, "nginx")
         .arg("-p")
@@ -90,15 +90,30 @@ pub fn start_nginx(ns: &Netns, conf: &Path) -> anyhow::Result<KillOnDrop> {
         .arg("-c")
         .arg(conf)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log_file(conf)?)
         .spawn()
         .context("start nginx (apt-get install nginx libnginx-mod-stream)")?;
-    Ok(KillOnDrop(child))
+    Ok(Daemon(child))
+}
+
+/// `<rig dir>/<config dir name>.log`, where the rig's failure messages look.
+fn log_file(conf: &Path) -> anyhow::Result<fs::File> {
+    let dir = conf.parent().context("config directory")?;
+    let name = dir
+        .file_name()
+        .context("config directory name")?
+        .to_string_lossy()
+        .into_owned();
+    let parent = dir.parent().context("rig directory")?;
+    Ok(fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(parent.join(format!("{name}.log")))?)
 }
 
 fn haproxy_common(mode: &str) -> String {
     format!(
-        "global\n  maxconn 100000\n  nbthread 1\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
+        "global\n  maxconn 8000\n  nbthread 1\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
     )
 }
 
@@ -128,14 +143,14 @@ pub fn haproxy_http(
 }
 
 /// Starts HAProxy in the foreground with `conf`, pinned to the server CPU inside `ns`.
-pub fn start_haproxy(ns: &Netns, conf: &Path) -> anyhow::Result<KillOnDrop> {
+pub fn start_haproxy(ns: &Netns, conf: &Path) -> anyhow::Result<Daemon> {
     let child = pinned(ns, SERVER_CPU, "haproxy")
         .arg("-db")
         .arg("-f")
         .arg(conf)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log_file(conf)?)
         .spawn()
         .context("start haproxy (apt-get install haproxy)")?;
-    Ok(KillOnDrop(child))
+    Ok(Daemon(child))
 }

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    netns::{KillOnDrop, Netns, PinDir},
+    netns::{Netns, PinDir},
     servers::RedisServer,
     topology::{NODE, Offloads, Topology, backend_addr},
     xdp_ingress_bin,
@@ -36,6 +36,9 @@ pub const WEB_PORT: u16 = 8080;
 pub const L4_REDIS: u16 = 9000;
 /// Node port of the iperf3 L4 service.
 pub const L4_IPERF: u16 = 9001;
+/// The controller's SNAT ports: wider than the default so that the new-connection samples
+/// (tens of thousands of flows whose closed conntrack entries live ~10 s) never run out.
+pub const SNAT_PORTS: &str = "10000-60999";
 /// Host of the benchmark Ingress.
 pub const BENCH_HOST: &str = "bench.test";
 
@@ -73,7 +76,7 @@ pub struct Rig {
     pin: PinDir,
     controller: Option<Child>,
     _redis: RedisServer,
-    _servers: Vec<KillOnDrop>,
+    _servers: Vec<Daemon>,
 }
 
 impl Rig {
@@ -110,7 +113,7 @@ impl Rig {
             .stderr(Stdio::null())
             .spawn()
             .context("start iperf3 -s")?;
-        servers.push(KillOnDrop(iperf));
+        servers.push(Daemon(iperf));
         for i in 0..2 {
             let conf = crate::bench::peers::nginx_static(
                 &dir.join(format!("web{i}")),
@@ -179,7 +182,7 @@ impl Rig {
                 "--shutdown-grace-period",
                 "2",
             ])
-            .args(["--stats-interval", "0"]);
+            .args(["--stats-interval", "0", "--snat-port-range", SNAT_PORTS]);
         for i in self.topo.node_interfaces() {
             c.args(["--interface", &i]);
         }
@@ -301,6 +304,23 @@ impl Rig {
     /// Where the controller's maps are pinned.
     pub fn pin_path(&self) -> &Path {
         self.pin.path()
+    }
+}
+
+/// A server process stopped with SIGTERM on drop (nginx's master then stops its workers;
+/// SIGKILL would orphan them with the listening sockets), SIGKILL after 5 s.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
