@@ -1232,7 +1232,9 @@ fn start_with_caps(ns: &Netns, caps: &[String], args: &[String]) -> Start {
 /// GET `path` on `addr` inside `ns`; the status line.
 fn http_status(ns: &Netns, addr: &'static str, path: &'static str) -> String {
     ns.run(move || {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return "connection refused".to_owned();
+        };
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             s,
@@ -1278,6 +1280,16 @@ fn daemonset_capabilities_are_enough_and_each_is_needed() {
                 status.contains(" 200 "),
                 "built-in /healthz on port 80: {status:?}"
             );
+            // The probes' endpoints, on the port the probes use.
+            for path in ["/healthz", "/readyz"] {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut status = http_status(&node, "10.77.0.1:10254", path);
+                while !status.contains(" 200 ") && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                    status = http_status(&node, "10.77.0.1:10254", path);
+                }
+                assert!(status.contains(" 200 "), "{path} on 10254: {status:?}");
+            }
             drop(child);
         }
         Start::Exited(log) => panic!("xdp-ingress with {caps:?} failed:\n{log}"),
