@@ -23,6 +23,11 @@ pub fn results_dir() -> PathBuf {
 /// Runs `group` (or all) and regenerates the report.
 pub fn run(group: &str, quick: bool) -> Result<()> {
     let groups: Vec<&str> = match group {
+        "report" => {
+            report::write_all(&results_dir())?;
+            println!("regenerated BENCHMARKS.md from {}", results_dir().display());
+            return Ok(());
+        }
         "all" => GROUPS.to_vec(),
         g if GROUPS.contains(&g) => vec![g],
         other => bail!("unknown bench group {other:?}: l4, http, churn, scale or all"),

@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
                 &mut rig,
                 l4::Params {
                     samples,
-                    keepalive_requests: if quick { 20_000 } else { 100_000 },
+                    keepalive_requests: if quick { 20_000 } else { 50_000 },
                     newconn_requests: if quick { 2_000 } else { 5_000 },
                     iperf_secs: if quick { 1 } else { 3 },
                 },
