@@ -44,8 +44,6 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// Run everything: setup, build, unit tests, eBPF packet tests, network-namespace
-    /// end-to-end tests, then fmt and clippy checks. This is what CI runs.
     /// The main job on an embedded default: the seed scenario (redis on :9000 through the
     /// kernel, the dashboard Ingress through the router, the default backend) in network
     /// namespaces with real backends and no cluster. Runs until Ctrl-C.
@@ -57,6 +55,8 @@ enum Task {
         #[arg(long, default_value = "auto")]
         l4_mode: String,
     },
+    /// Run everything: setup, build, unit tests, eBPF packet tests, network-namespace
+    /// end-to-end tests, then fmt and clippy checks. This is what CI runs.
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
