@@ -54,7 +54,7 @@ pub struct L4Csum {
 }
 
 /// Packet rewriting and forwarding primitives, implemented per hook.
-pub trait NatCtx: PacketCtx {
+pub trait NatCtx: PacketCtx + EbpfContext {
     /// Replaces the 4 bytes at `off` (an IPv4 address) and fixes the IPv4 header checksum at
     /// `ip_csum_off` and the L4 checksum (which covers the address via the pseudo-header).
     fn rewrite_addr_v4(
@@ -89,8 +89,19 @@ pub trait NatCtx: PacketCtx {
     ) -> Option<()>;
     /// Writes destination and source MAC addresses.
     fn set_macs(&mut self, dst: &[u8; 6], src: &[u8; 6]) -> Option<()>;
-    /// `bpf_fib_lookup` on this context.
-    fn fib_lookup(&mut self, params: &mut FibParams) -> i64;
+    /// `bpf_fib_lookup` on this context (the helper takes either context type).
+    #[inline(always)]
+    fn fib_lookup(&mut self, params: &mut FibParams) -> i64 {
+        // SAFETY: `params` is a valid, fully initialised struct of the size passed.
+        unsafe {
+            bpf_fib_lookup(
+                self.as_ptr(),
+                params,
+                core::mem::size_of::<FibParams>() as i32,
+                0,
+            )
+        }
+    }
     /// The interface the packet arrived on.
     fn ifindex(&self) -> u32;
 }
@@ -213,19 +224,6 @@ impl NatCtx for XdpContext {
     }
 
     #[inline(always)]
-    fn fib_lookup(&mut self, params: &mut FibParams) -> i64 {
-        // SAFETY: `params` is a valid, fully initialised struct of the size passed.
-        unsafe {
-            bpf_fib_lookup(
-                self.as_ptr(),
-                params,
-                core::mem::size_of::<FibParams>() as i32,
-                0,
-            )
-        }
-    }
-
-    #[inline(always)]
     fn ifindex(&self) -> u32 {
         self.ingress_ifindex() as u32
     }
@@ -337,19 +335,6 @@ impl NatCtx for TcContext {
         macs[..6].copy_from_slice(dst);
         macs[6..].copy_from_slice(src);
         self.store(0, &macs, 0).ok()
-    }
-
-    #[inline(always)]
-    fn fib_lookup(&mut self, params: &mut FibParams) -> i64 {
-        // SAFETY: `params` is a valid, fully initialised struct of the size passed.
-        unsafe {
-            bpf_fib_lookup(
-                self.as_ptr(),
-                params,
-                core::mem::size_of::<FibParams>() as i32,
-                0,
-            )
-        }
     }
 
     #[inline(always)]
