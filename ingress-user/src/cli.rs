@@ -152,6 +152,12 @@ pub struct HttpArgs {
     /// Seconds in-flight HTTP requests get to finish on SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_secs)]
     pub shutdown_grace_period: Duration,
+
+    /// Threads serving HTTP(S). Each has its own listening sockets (`SO_REUSEPORT`: the
+    /// kernel spreads new connections) and its own upstream connection pool, and serves a
+    /// request start to finish. 0: one per CPU the process may run on (its affinity mask).
+    #[arg(long, value_name = "N", default_value = "0")]
+    pub http_workers: usize,
 }
 
 impl HttpArgs {

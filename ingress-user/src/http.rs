@@ -1,12 +1,15 @@
 //! The L7 router: route matching (pure), and the hyper server/proxy that reads it.
 //!
-//! - [`server`]: listeners (`--http-port`: HTTP/1.1 + h2c prior knowledge; `--https-port`:
-//!   rustls with ALPN h2/http1.1), limits, graceful shutdown. Entry point: [`serve`].
+//! - [`server`]: thread-per-core workers (`--http-workers`), each with its own listeners
+//!   (`--http-port`: HTTP/1.1 + h2c prior knowledge; `--https-port`: rustls with ALPN
+//!   h2/http1.1), limits, graceful shutdown. Entry point: [`serve`].
 //! - [`router`]: per request, load the current Snapshot (`ArcSwap`), match, redirect
 //!   plain HTTP for TLS hosts (308, `--no-ssl-redirect` turns it off), or answer with the
 //!   default backend (built in: `/healthz` 200, else 404).
-//! - [`proxy`]: pooled HTTP/1.1 upstream client, one retry on another endpoint when
-//!   connecting fails, upgrades (WebSocket) tunnelled both ways; [`balance`] picks endpoints.
+//! - [`proxy`]: forwarding with one retry on another endpoint when connecting fails, and
+//!   upgrades (WebSocket) tunnelled both ways; [`balance`] picks endpoints.
+//! - [`client`]: the HTTP/1.1 upstream client, run inline by the serving task, with a
+//!   connection pool per worker.
 //! - [`tls`]: certificate by SNI from the Snapshot, else a self-signed default certificate
 //!   (`ingress.local`) generated at start.
 //! - [`rescue`]: the one mapping from failure to status, body and metrics label.
@@ -16,6 +19,7 @@
 
 pub mod balance;
 pub mod body;
+pub mod client;
 pub mod headers;
 pub mod limits;
 pub mod metrics;

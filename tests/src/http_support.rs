@@ -362,6 +362,9 @@ impl RunningRouter {
             ssl_redirect: true,
             balance,
             limits,
+            // Two workers, so the suites exercise shared SO_REUSEPORT listeners and
+            // per-worker upstream pools.
+            workers: 2,
         };
         let server = http::Server::bind(opts, rx, Arc::clone(&metrics))
             .await

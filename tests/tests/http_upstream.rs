@@ -672,7 +672,6 @@ async fn garbage_upstream_response_is_502() {
 /// An oversized response head (200 KB header) gets a 502, like nginx's
 /// "upstream sent too big header".
 #[tokio::test]
-#[ignore = "current legacy client: hyper accepts heads up to ~400 KB, so the 200 KB header is passed through with 200; expected after the inline client lands"]
 async fn oversized_upstream_response_head_is_502() {
     let up = RawBackend::serve_once(|_, _| {
         format!(

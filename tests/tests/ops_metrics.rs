@@ -82,6 +82,7 @@ async fn metrics_after_http_and_l4_traffic_carry_the_expected_labels_and_values(
             ssl_redirect: false,
             balance: http::Balance::RoundRobin,
             limits: http::Limits::default(),
+            workers: 1,
         },
         handle.snapshots.clone(),
         http_metrics.clone(),

@@ -83,6 +83,7 @@ async fn readiness_follows_sync_attach_and_drain_while_in_flight_requests_comple
             ssl_redirect: false,
             balance: http::Balance::RoundRobin,
             limits: http::Limits::default(),
+            workers: 1,
         },
         handle.snapshots.clone(),
         metrics,

@@ -1,23 +1,20 @@
-//! Forwarding to upstream endpoints through a pooled HTTP/1.1 client: endpoint choice, one
-//! retry when connecting fails, response timeout, and tunnelling of upgraded connections.
+//! Forwarding to upstream endpoints through the worker's HTTP/1.1 [`Client`]: endpoint
+//! choice, one retry on another endpoint when connecting fails, the response timeout, and
+//! tunnelling of upgraded connections.
 
 use std::{net::SocketAddr, time::Duration};
 
 use http_body_util::BodyExt as _;
-use hyper::{
-    Request, Response, StatusCode, Uri, Version, body::Incoming, http::request::Parts,
-    upgrade::OnUpgrade,
-};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-};
+use hyper::{Request, Response, http::request::Parts, upgrade::OnUpgrade};
+use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::AsyncWriteExt as _;
 use tracing::{debug, warn};
 
 use super::{
-    balance::Balancer,
-    body::{Body, BoxError, ReclaimableBody},
+    balance::{Balancer, Pick},
+    body::{Body, BoxError, empty},
+    client::{self, Client, Conn, Exchange, RequestHead},
     headers::strip_hop_by_hop,
     limits::Limits,
     metrics::{Metrics, ServiceLabels},
@@ -25,37 +22,29 @@ use super::{
     route::Backend,
 };
 
-/// The pooled upstream client. One per router; connections are pooled per endpoint.
+/// One worker's way to upstreams: its connection pool and the response timeout.
 #[derive(Debug)]
 pub struct Upstream {
-    client: Client<HttpConnector, ReclaimableBody<Body>>,
+    client: Client,
     response_timeout: Duration,
 }
 
-/// Why one attempt failed.
-enum Attempt {
-    /// Connecting failed: nothing was sent, the body may be reclaimed.
-    Connect(BoxError),
-    /// Anything else: final.
-    Failed(Error),
-}
-
 impl Upstream {
-    /// A client with the connect, response and idle timeouts of `limits`.
+    /// An upstream side with the connect, response and idle timeouts of `limits`.
     pub fn new(limits: &Limits) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(limits.upstream_connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(limits.idle_timeout)
-            .retry_canceled_requests(true)
-            .set_host(false)
-            .build(connector);
         Self {
-            client,
+            client: Client::new(
+                limits.upstream_connect_timeout,
+                limits.upstream_response_timeout,
+                limits.idle_timeout,
+            ),
             response_timeout: limits.upstream_response_timeout,
         }
+    }
+
+    /// The client (its pool is swept by the worker).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Sends the request to an endpoint of `backend`. If connecting fails before any byte
@@ -73,26 +62,24 @@ impl Upstream {
             .pick(backend, None)
             .ok_or_else(|| Error::NoEndpoints(backend.service.clone()))?;
         let (parts, body) = req.into_parts();
-        let (body, reclaim) = ReclaimableBody::new(body);
-        let (pick, resp) = match self.send(first.addr, &parts, body).await {
-            Ok(resp) => (first, resp),
+        let (pick, exchange) = match self.send(first.addr, &parts, body).await {
+            Ok(x) => (first, x),
             Err(Attempt::Failed(e)) => return Err(e),
-            Err(Attempt::Connect(source)) => {
+            Err(Attempt::Connect(source, body)) => {
                 let failed = first.addr;
                 drop(first);
                 self.connect_failed(metrics, backend, failed, &source);
                 let retry = balancer.pick(backend, Some(failed));
-                let (Some(second), Some(body)) = (retry, reclaim.take()) else {
+                let (Some(second), Some(body)) = (retry, body) else {
                     return Err(Error::Connect {
                         addr: failed,
                         source,
                     });
                 };
-                let (body, _reclaim) = ReclaimableBody::new(body);
                 match self.send(second.addr, &parts, body).await {
-                    Ok(resp) => (second, resp),
+                    Ok(x) => (second, x),
                     Err(Attempt::Failed(e)) => return Err(e),
-                    Err(Attempt::Connect(source)) => {
+                    Err(Attempt::Connect(source, _)) => {
                         self.connect_failed(metrics, backend, second.addr, &source);
                         return Err(Error::Connect {
                             addr: second.addr,
@@ -102,7 +89,12 @@ impl Upstream {
                 }
             }
         };
-        self.respond(pick, resp, client_upgrade, metrics.active_tunnels.clone())
+        respond(
+            pick,
+            exchange,
+            client_upgrade,
+            metrics.active_tunnels.clone(),
+        )
     }
 
     fn connect_failed(&self, metrics: &Metrics, backend: &Backend, addr: SocketAddr, e: &BoxError) {
@@ -115,99 +107,112 @@ impl Upstream {
             .inc();
     }
 
-    async fn send(
-        &self,
-        addr: SocketAddr,
-        parts: &Parts,
-        body: ReclaimableBody<Body>,
-    ) -> Result<Response<Incoming>, Attempt> {
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let uri: Uri = format!("http://{addr}{path}")
-            .parse()
-            .map_err(|_| Attempt::Failed(Error::BadRequest("unusable request target")))?;
-        let mut req = Request::new(body);
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = parts.headers.clone();
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+    async fn send(&self, addr: SocketAddr, parts: &Parts, body: Body) -> Result<Exchange, Attempt> {
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let head = RequestHead {
+            method: &parts.method,
+            target,
+            headers: &parts.headers,
+        };
+        let sent = tokio::time::timeout(self.response_timeout, self.client.send(addr, head, body));
+        match sent.await {
             Err(_elapsed) => Err(Attempt::Failed(Error::UpstreamTimeout {
                 addr,
                 timeout: self.response_timeout,
             })),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => Err(Attempt::Connect(Box::new(e))),
-            Ok(Err(e)) => {
-                if let Some(limit) = body_limit_hit(&e) {
+            Ok(Ok(exchange)) => Ok(exchange),
+            Ok(Err(client::Failure {
+                error: client::Error::Connect(e),
+                body,
+            })) => Err(Attempt::Connect(Box::new(e), body)),
+            Ok(Err(client::Failure { error, .. })) => {
+                if let Some(limit) = body_limit_hit(&error) {
                     return Err(Attempt::Failed(Error::BodyTooLarge { limit }));
                 }
                 Err(Attempt::Failed(Error::Upstream {
                     addr,
-                    source: Box::new(e),
+                    source: Box::new(error),
                 }))
             }
         }
     }
+}
 
-    fn respond(
-        &self,
-        pick: super::balance::Pick,
-        mut resp: Response<Incoming>,
-        client_upgrade: Option<OnUpgrade>,
-        tunnels: Gauge,
-    ) -> Result<Response<Body>, Error> {
-        let addr = pick.addr;
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+/// Why one attempt failed.
+enum Attempt {
+    /// Connecting failed: nothing was sent; the body comes back if it is untouched.
+    Connect(BoxError, Option<Body>),
+    /// Anything else: final.
+    Failed(Error),
+}
+
+/// The client's response: the upstream head without hop-by-hop headers, and its body
+/// streaming; or, for `101`, the head while both sides are joined in a tunnel.
+fn respond(
+    pick: Pick,
+    exchange: Exchange,
+    client_upgrade: Option<OnUpgrade>,
+    tunnels: Gauge,
+) -> Result<Response<Body>, Error> {
+    let addr = pick.addr;
+    match exchange {
+        Exchange::Upgrade(resp, conn) => {
             let Some(client_upgrade) = client_upgrade else {
                 return Err(Error::Upstream {
                     addr,
                     source: "upstream switched protocols without being asked".into(),
                 });
             };
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(
-                addr,
-                client_upgrade,
-                upstream_upgrade,
-                pick,
-                tunnels,
-            ));
-            let (mut parts, _) = resp.into_parts();
+            tokio::spawn(tunnel(client_upgrade, conn, pick, tunnels));
+            let (mut parts, ()) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
-            return Ok(Response::from_parts(parts, super::body::empty()));
+            Ok(Response::from_parts(parts, empty()))
         }
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers, false);
-        // The pick (an in-flight count for least-loaded) lives as long as the body streams.
-        let body = body
-            .map_frame(move |frame| {
-                let _ = &pick;
-                frame
-            })
-            .map_err(BoxError::from)
-            .boxed();
-        Ok(Response::from_parts(parts, body))
+        Exchange::Response(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, false);
+            let body = match body {
+                None => empty(),
+                // The pick (an in-flight count for least-loaded) lives as long as the
+                // body streams.
+                Some(body) => body
+                    .map_frame(move |frame| {
+                        let _ = &pick;
+                        frame
+                    })
+                    .map_err(BoxError::from)
+                    .boxed(),
+            };
+            Ok(Response::from_parts(parts, body))
+        }
     }
 }
 
-/// Copies bytes both ways between an upgraded client and upstream until either side closes.
-async fn tunnel(
-    addr: SocketAddr,
-    client: OnUpgrade,
-    upstream: OnUpgrade,
-    pick: super::balance::Pick,
-    tunnels: Gauge,
-) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+/// Copies bytes both ways between an upgraded client and the upstream connection until
+/// either side closes. Bytes the upstream sent right after its `101` go first.
+async fn tunnel(client: OnUpgrade, upstream: Conn, pick: Pick, tunnels: Gauge) {
+    let addr = upstream.addr;
+    let client = match client.await {
+        Ok(c) => c,
         Err(e) => {
-            debug!(%addr, error = %e, "upgrade did not complete");
+            debug!(%addr, error = %e, "client upgrade did not complete");
             return;
         }
     };
     tunnels.inc();
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    let mut client = TokioIo::new(client);
+    let Conn {
+        stream: mut upstream,
+        buf,
+        ..
+    } = upstream;
+    let copied = async {
+        if !buf.is_empty() {
+            client.write_all(&buf).await?;
+        }
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+    };
+    match copied.await {
         Ok((up, down)) => debug!(%addr, up, down, "tunnel closed"),
         Err(e) => debug!(%addr, error = %e, "tunnel failed"),
     }

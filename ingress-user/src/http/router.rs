@@ -56,7 +56,6 @@ pub struct RouterOptions {
 pub struct Router {
     snapshot: Arc<ArcSwap<Snapshot>>,
     balancer: Balancer,
-    upstream: Upstream,
     ids: RequestIds,
     metrics: Arc<Metrics>,
     opts: RouterOptions,
@@ -69,7 +68,6 @@ impl Router {
         Self {
             snapshot: Arc::new(ArcSwap::new(initial)),
             balancer: Balancer::new(opts.balance),
-            upstream: Upstream::new(&opts.limits),
             ids: RequestIds::default(),
             metrics,
             opts,
@@ -112,10 +110,16 @@ impl Router {
         &self.metrics
     }
 
-    /// Answers one request. Never fails: every error becomes a response here.
-    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+    /// Answers one request, forwarding through `upstream` (the serving worker's pool).
+    /// Never fails: every error becomes a response here.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: Conn,
+        upstream: &Upstream,
+    ) -> Response<Body> {
         let snapshot = self.snapshot.load_full();
-        let (backend, result) = self.route(&snapshot, req, conn).await;
+        let (backend, result) = self.route(&snapshot, req, conn, upstream).await;
         let resp = result.unwrap_or_else(|e| {
             debug!(error = %e, label = e.label(), "answering locally");
             self.metrics
@@ -145,6 +149,7 @@ impl Router {
         snapshot: &Snapshot,
         mut req: Request<Incoming>,
         conn: Conn,
+        upstream: &Upstream,
     ) -> (Option<Arc<Backend>>, Result<Response<Body>, Error>) {
         let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
@@ -209,8 +214,7 @@ impl Router {
         );
         self.ids.ensure(&mut parts.headers);
         let req = Request::from_parts(parts, body);
-        let result = self
-            .upstream
+        let result = upstream
             .forward(&self.balancer, &self.metrics, &backend, req, client_upgrade)
             .await;
         (Some(backend), result)

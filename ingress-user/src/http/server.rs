@@ -1,7 +1,16 @@
 //! Listeners: plain HTTP (HTTP/1.1 and h2c with prior knowledge) and HTTPS (rustls, ALPN
 //! h2/http1.1), served by hyper-util's auto builder, with graceful shutdown.
+//!
+//! Thread per core: each worker is an OS thread with a current-thread tokio runtime, its
+//! own listening sockets (`SO_REUSEPORT`, so the kernel spreads connections) and its own
+//! upstream connection pool. A request is read, routed, forwarded and answered on one
+//! thread, with no work stealing and no cross-thread wake-up on the hot path. Workers share
+//! only the Snapshot (an `ArcSwap`), the balancer and the metrics.
 
-use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible, future::Future, io, net::SocketAddr, num::NonZeroUsize, sync::Arc,
+    time::Duration,
+};
 
 use hyper::{Request, body::Incoming, service::service_fn};
 use hyper_util::{
@@ -13,16 +22,17 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, TcpStream},
-    sync::watch,
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::{oneshot, watch},
 };
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{
     limits::{Limits, MIN_HTTP1_BUF},
     metrics::Metrics,
     preface::PrefaceDeadline,
+    proxy::Upstream,
     router::{Conn, Router, RouterOptions},
     tls::{self, CertResolver},
 };
@@ -41,6 +51,8 @@ pub struct Options {
     pub balance: super::balance::Balance,
     /// Limits and timeouts.
     pub limits: Limits,
+    /// Worker threads; 0 is one per CPU this process may run on.
+    pub workers: usize,
 }
 
 impl Options {
@@ -52,6 +64,15 @@ impl Options {
             ssl_redirect: args.ssl_redirect,
             balance: args.load_balance,
             limits: args.limits(),
+            workers: args.http_workers,
+        }
+    }
+
+    /// The number of workers: `workers`, or one per CPU in this process's affinity mask.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            n => n,
         }
     }
 }
@@ -73,63 +94,77 @@ pub enum Error {
     Tls(#[from] tls::Error),
 }
 
+/// One worker's listening sockets (not yet registered with any runtime).
+struct Sockets {
+    http: std::net::TcpListener,
+    https: Option<std::net::TcpListener>,
+}
+
 /// Bound listeners and the router, ready to [`run`](Server::run).
 pub struct Server {
     router: Arc<Router>,
-    http: TcpListener,
-    https: Option<(TcpListener, TlsAcceptor)>,
+    sockets: Vec<Sockets>,
+    http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    tls: Option<TlsAcceptor>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     builder: auto::Builder<TokioExecutor>,
     limits: Limits,
 }
 
 impl Server {
-    /// Binds the listeners and builds the router from the Snapshot in `snapshots`.
+    /// Binds every worker's listeners and builds the router from the Snapshot in
+    /// `snapshots`.
     pub async fn bind(
         opts: Options,
         mut snapshots: watch::Receiver<Arc<Snapshot>>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
-        let http = bind(opts.http).await?;
+        let workers = opts.worker_count();
+        let http = bind_group(opts.http, workers)?;
         let https = match opts.https {
-            Some(addr) => Some(bind(addr).await?),
+            Some(addr) => Some(bind_group(addr, workers)?),
             None => None,
         };
-        let https_port = match &https {
-            Some(l) => Some(
-                l.local_addr()
-                    .map_err(|source| Error::Bind {
-                        addr: opts.http,
-                        source,
-                    })?
-                    .port(),
-            ),
-            None => None,
+        let http_addr = local(&http[0], opts.http)?;
+        let https_addr = match (&https, opts.https) {
+            (Some(group), Some(addr)) => Some(local(&group[0], addr)?),
+            _ => None,
         };
         let initial = Arc::clone(&snapshots.borrow_and_update());
         let mut router = Router::new(
             RouterOptions {
                 ssl_redirect: opts.ssl_redirect,
-                https_port,
+                https_port: https_addr.map(|a| a.port()),
                 balance: opts.balance,
                 limits: opts.limits.clone(),
             },
             initial,
             metrics,
         );
-        let https = match https {
-            Some(listener) => {
+        let tls = match https_addr {
+            Some(_) => {
                 let resolver = Arc::new(CertResolver::new(router.snapshot_cell())?);
                 router.set_resolver(Arc::clone(&resolver));
                 let config = tls::server_config(resolver)?;
-                Some((listener, TlsAcceptor::from(Arc::new(config))))
+                Some(TlsAcceptor::from(Arc::new(config)))
             }
             None => None,
         };
+        let mut https = https.map(Vec::into_iter);
+        let sockets = http
+            .into_iter()
+            .map(|http| Sockets {
+                http,
+                https: https.as_mut().and_then(Iterator::next),
+            })
+            .collect();
         Ok(Self {
             router: Arc::new(router),
-            http,
-            https,
+            sockets,
+            http_addr,
+            https_addr,
+            tls,
             snapshots,
             builder: builder(&opts.limits),
             limits: opts.limits,
@@ -138,12 +173,12 @@ impl Server {
 
     /// The bound plain-HTTP address (useful with port 0).
     pub fn http_addr(&self) -> io::Result<SocketAddr> {
-        self.http.local_addr()
+        Ok(self.http_addr)
     }
 
     /// The bound HTTPS address, if any.
     pub fn https_addr(&self) -> Option<io::Result<SocketAddr>> {
-        self.https.as_ref().map(|(l, _)| l.local_addr())
+        self.https_addr.map(Ok)
     }
 
     /// The router (to publish Snapshots directly, or read metrics).
@@ -151,19 +186,50 @@ impl Server {
         &self.router
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and gives in-flight requests
-    /// the grace period to finish. Snapshots sent on the watch channel take effect for the
-    /// next request.
+    /// Starts the workers and serves until `shutdown` completes; then every worker stops
+    /// accepting and gives in-flight requests the grace period to finish. Snapshots sent
+    /// on the watch channel take effect for the next request.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Self {
             router,
-            http,
-            https,
+            sockets,
+            tls,
             mut snapshots,
             builder,
             limits,
+            ..
         } = self;
-        let graceful = GracefulShutdown::new();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut finished = Vec::new();
+        for (index, sockets) in sockets.into_iter().enumerate() {
+            let worker = Worker {
+                index,
+                router: Arc::clone(&router),
+                upstream: Arc::new(Upstream::new(&limits)),
+                tls: tls.clone(),
+                builder: builder.clone(),
+                limits: limits.clone(),
+                stop: stop_rx.clone(),
+            };
+            let (done_tx, done_rx) = oneshot::channel::<()>();
+            let spawned = std::thread::Builder::new()
+                .name(format!("xi-http-{index}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(worker.run(sockets)),
+                        Err(e) => error!(worker = index, error = %e, "HTTP worker has no runtime"),
+                    }
+                    drop(done_tx);
+                });
+            match spawned {
+                Ok(_) => finished.push(done_rx),
+                Err(e) => error!(worker = index, error = %e, "starting an HTTP worker failed"),
+            }
+        }
+        info!(workers = finished.len(), "HTTP workers started");
         let mut watching = true;
         tokio::pin!(shutdown);
         loop {
@@ -176,34 +242,12 @@ impl Server {
                         watching = false;
                     }
                 },
-                accepted = http.accept() => match accepted {
-                    Ok((stream, remote)) => {
-                        let conn = Conn { remote, local: local_addr(&stream, &http), tls: false };
-                        spawn_plain(stream, conn, &router, &builder, &graceful);
-                    }
-                    Err(e) => accept_failed(&e).await,
-                },
-                accepted = accept_tls(https.as_ref()) => match accepted {
-                    Ok((stream, remote, acceptor)) => {
-                        let conn = Conn {
-                            remote,
-                            local: stream.local_addr().unwrap_or(remote),
-                            tls: true,
-                        };
-                        spawn_tls(stream, acceptor, conn, &router, &builder, &graceful, limits.header_read_timeout);
-                    }
-                    Err(e) => accept_failed(&e).await,
-                },
             }
         }
-        drop(http);
-        drop(https);
-        info!(connections = graceful.count(), grace = ?limits.shutdown_grace_period, "HTTP listeners closed; draining");
-        tokio::select! {
-            () = graceful.shutdown() => info!("all HTTP connections drained"),
-            () = tokio::time::sleep(limits.shutdown_grace_period) => {
-                warn!("grace period over; remaining HTTP connections are dropped");
-            }
+        info!(grace = ?limits.shutdown_grace_period, "HTTP listeners closing; draining");
+        let _ = stop_tx.send(true);
+        for done in finished {
+            let _ = done.await;
         }
     }
 }
@@ -217,18 +261,184 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let server = Server::bind(opts, snapshots, metrics).await?;
     info!(
-        http = %server.http_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
-        https = ?server.https_addr().and_then(Result::ok),
+        http = %server.http_addr,
+        https = ?server.https_addr,
         "HTTP router listening"
     );
     server.run(shutdown).await;
     Ok(())
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
+/// One listening socket per worker on `addr`. Several share the port with `SO_REUSEPORT`
+/// (a port 0 request is resolved by the first); a single one is bound without it, so a
+/// second process on the same port fails loudly instead of silently sharing it.
+fn bind_group(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, Error> {
+    let mut group = Vec::with_capacity(workers);
+    let mut at = addr;
+    for _ in 0..workers.max(1) {
+        let listener = bind_one(at, workers > 1).map_err(|source| Error::Bind { addr, source })?;
+        at = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, source })?;
+        group.push(listener);
+    }
+    Ok(group)
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
+}
+
+fn local(listener: &std::net::TcpListener, addr: SocketAddr) -> Result<SocketAddr, Error> {
+    listener
+        .local_addr()
         .map_err(|source| Error::Bind { addr, source })
+}
+
+/// What one worker thread owns.
+struct Worker {
+    index: usize,
+    router: Arc<Router>,
+    upstream: Arc<Upstream>,
+    tls: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+}
+
+impl Worker {
+    /// Accepts and serves until told to stop, then drains for the grace period.
+    async fn run(self, sockets: Sockets) {
+        let index = self.index;
+        let http = match TcpListener::from_std(sockets.http) {
+            Ok(l) => l,
+            Err(e) => return error!(worker = index, error = %e, "HTTP listener unusable"),
+        };
+        let https = match (sockets.https.map(TcpListener::from_std), &self.tls) {
+            (Some(Ok(l)), Some(acceptor)) => Some((l, acceptor.clone())),
+            (Some(Err(e)), _) => {
+                return error!(worker = index, error = %e, "HTTPS listener unusable");
+            }
+            _ => None,
+        };
+        let sweeper = tokio::spawn(sweep(Arc::clone(&self.upstream), self.limits.idle_timeout));
+        let graceful = GracefulShutdown::new();
+        let mut stop = self.stop.clone();
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                accepted = http.accept() => match accepted {
+                    Ok((stream, remote)) => {
+                        let conn = Conn { remote, local: local_addr(&stream, &http), tls: false };
+                        self.spawn_plain(stream, conn, &graceful);
+                    }
+                    Err(e) => accept_failed(&e).await,
+                },
+                accepted = accept_tls(https.as_ref()) => match accepted {
+                    Ok((stream, remote, acceptor)) => {
+                        let conn = Conn {
+                            remote,
+                            local: stream.local_addr().unwrap_or(remote),
+                            tls: true,
+                        };
+                        self.spawn_tls(stream, acceptor, conn, &graceful);
+                    }
+                    Err(e) => accept_failed(&e).await,
+                },
+            }
+        }
+        drop(http);
+        drop(https);
+        sweeper.abort();
+        debug!(
+            worker = index,
+            connections = graceful.count(),
+            "worker draining"
+        );
+        tokio::select! {
+            () = graceful.shutdown() => debug!(worker = index, "worker drained"),
+            () = tokio::time::sleep(self.limits.shutdown_grace_period) => {
+                warn!(worker = index, "grace period over; remaining HTTP connections are dropped");
+            }
+        }
+    }
+
+    fn spawn_plain(&self, stream: TcpStream, conn: Conn, graceful: &GracefulShutdown) {
+        let _ = stream.set_nodelay(true);
+        let gauge = self.router.metrics().active_connections.clone();
+        let stream = PrefaceDeadline::new(stream, self.limits.header_read_timeout);
+        let served = serve_connection(
+            stream,
+            conn,
+            Arc::clone(&self.router),
+            Arc::clone(&self.upstream),
+            &self.builder,
+            graceful.watcher(),
+        );
+        tokio::spawn(async move {
+            gauge.inc();
+            served.await;
+            gauge.dec();
+        });
+    }
+
+    fn spawn_tls(
+        &self,
+        stream: TcpStream,
+        acceptor: TlsAcceptor,
+        conn: Conn,
+        graceful: &GracefulShutdown,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let router = Arc::clone(&self.router);
+        let upstream = Arc::clone(&self.upstream);
+        let builder = self.builder.clone();
+        let watcher = graceful.watcher();
+        let handshake_timeout = self.limits.header_read_timeout;
+        tokio::spawn(async move {
+            let metrics = Arc::clone(router.metrics());
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    debug!(remote = %conn.remote, error = %e, "TLS handshake failed");
+                    metrics.tls_handshake_errors.inc();
+                    return;
+                }
+                Err(_) => {
+                    debug!(remote = %conn.remote, "TLS handshake timed out");
+                    metrics.tls_handshake_errors.inc();
+                    return;
+                }
+            };
+            metrics.active_connections.inc();
+            let tls = PrefaceDeadline::new(tls, handshake_timeout);
+            serve_connection(tls, conn, router, upstream, &builder, watcher).await;
+            metrics.active_connections.dec();
+        });
+    }
+}
+
+/// Closes the worker's expired idle upstream connections now and then.
+async fn sweep(upstream: Arc<Upstream>, idle_timeout: Duration) {
+    let period = (idle_timeout / 2).max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let closed = upstream.client().pool().sweep();
+        if closed > 0 {
+            debug!(closed, "idle upstream connections closed");
+        }
+    }
 }
 
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -271,71 +481,13 @@ async fn accept_failed(e: &io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-fn spawn_plain(
-    stream: TcpStream,
-    conn: Conn,
-    router: &Arc<Router>,
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-) {
-    let _ = stream.set_nodelay(true);
-    let gauge = router.metrics().active_connections.clone();
-    let stream = PrefaceDeadline::new(stream, router.limits().header_read_timeout);
-    let served = serve_connection(
-        stream,
-        conn,
-        Arc::clone(router),
-        builder,
-        graceful.watcher(),
-    );
-    tokio::spawn(async move {
-        gauge.inc();
-        served.await;
-        gauge.dec();
-    });
-}
-
-fn spawn_tls(
-    stream: TcpStream,
-    acceptor: TlsAcceptor,
-    conn: Conn,
-    router: &Arc<Router>,
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    handshake_timeout: Duration,
-) {
-    let _ = stream.set_nodelay(true);
-    let router = Arc::clone(router);
-    let builder = builder.clone();
-    let watcher = graceful.watcher();
-    tokio::spawn(async move {
-        let metrics = Arc::clone(router.metrics());
-        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                debug!(remote = %conn.remote, error = %e, "TLS handshake failed");
-                metrics.tls_handshake_errors.inc();
-                return;
-            }
-            Err(_) => {
-                debug!(remote = %conn.remote, "TLS handshake timed out");
-                metrics.tls_handshake_errors.inc();
-                return;
-            }
-        };
-        metrics.active_connections.inc();
-        let tls = PrefaceDeadline::new(tls, handshake_timeout);
-        serve_connection(tls, conn, router, &builder, watcher).await;
-        metrics.active_connections.dec();
-    });
-}
-
 /// Serves one client connection (HTTP/1.1 with upgrades, or HTTP/2) under `watcher`, so
 /// graceful shutdown can ask it to finish.
 fn serve_connection<I>(
     io: I,
     conn: Conn,
     router: Arc<Router>,
+    upstream: Arc<Upstream>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
 ) -> impl Future<Output = ()> + Send + 'static
@@ -344,7 +496,8 @@ where
 {
     let svc = service_fn(move |req: Request<Incoming>| {
         let router = Arc::clone(&router);
-        async move { Ok::<_, Infallible>(router.handle(req, conn).await) }
+        let upstream = Arc::clone(&upstream);
+        async move { Ok::<_, Infallible>(router.handle(req, conn, &upstream).await) }
     });
     let served = watcher.watch(
         builder

@@ -1,0 +1,334 @@
+//! The upstream HTTP/1.1 client. The task serving the client connection writes the request
+//! and reads the response itself — no connection task and no channel between tasks, so a
+//! proxied request costs two socket wake-ups, like nginx's event loop — and the response
+//! body is read from the upstream socket as the server writes it out ([`ResponseBody`]).
+//!
+//! Connections are kept per endpoint in a [`Pool`] owned by one router worker. A reused
+//! connection the upstream has meanwhile closed is detected when it fails before any
+//! response byte; an idempotent request without a body is then sent again on a new
+//! connection (what browsers do), and any other request gets a liveness check before it
+//! is put on a reused connection, since it could not be replayed.
+
+pub mod body;
+pub mod chunked;
+pub mod codec;
+pub mod pool;
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::{Buf as _, BytesMut};
+use futures::FutureExt as _;
+use http_body_util::BodyExt as _;
+use hyper::{HeaderMap, Method, Response, StatusCode, Version, body::Body as _};
+use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+
+pub use self::{
+    body::{BodyError, ResponseBody},
+    codec::{Framing, HeadError, RequestFraming},
+    pool::{Conn, Pool},
+};
+use super::body::{Body, BoxError};
+
+/// Coalescing limit for the request head and small body frames (one write).
+const WRITE_COALESCE: usize = 16 * 1024;
+
+/// The request line and headers to send (already rewritten by the router).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The origin-form target: path and query, byte-exact as the client sent them.
+    pub target: &'a str,
+    /// The headers, `Host` included.
+    pub headers: &'a HeaderMap,
+}
+
+/// What the upstream answered.
+#[derive(Debug)]
+pub enum Exchange {
+    /// A final response; its body streams from the upstream connection.
+    Response(Response<Option<ResponseBody>>),
+    /// `101 Switching Protocols`: the head, and the connection to tunnel (its buffer holds
+    /// bytes the upstream already sent past the head).
+    Upgrade(Response<()>, Conn),
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The TCP connection could not be opened (refused, unreachable, timed out).
+    #[error("connecting failed: {0}")]
+    Connect(#[source] io::Error),
+    /// Writing the request failed.
+    #[error("writing the request failed: {0}")]
+    Write(#[source] io::Error),
+    /// Reading the response head failed.
+    #[error("reading the response failed: {0}")]
+    Read(#[source] io::Error),
+    /// The upstream closed the connection before a complete response head.
+    #[error("upstream closed the connection before a complete response head")]
+    Closed,
+    /// The response head is unusable.
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    /// The client's request body failed (client gone, or over `--max-body-bytes`).
+    #[error("request body: {0}")]
+    Body(#[source] BoxError),
+}
+
+/// A failed send: the error, and the request body if no byte of it was read (so the
+/// request can go to another endpoint).
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: Error,
+    /// The untouched request body, after a failed connect.
+    pub body: Option<Body>,
+}
+
+/// One worker's upstream client.
+#[derive(Debug)]
+pub struct Client {
+    pool: Arc<Pool>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+}
+
+impl Client {
+    /// A client that gives up connecting after `connect_timeout`, cuts a response body
+    /// silent for `read_timeout`, and pools idle connections for `idle_timeout`.
+    pub fn new(connect_timeout: Duration, read_timeout: Duration, idle_timeout: Duration) -> Self {
+        Self {
+            pool: Arc::new(Pool::new(idle_timeout)),
+            connect_timeout,
+            read_timeout,
+        }
+    }
+
+    /// The idle connections.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Sends a request to `addr` and reads the response head.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        req: RequestHead<'_>,
+        body: Body,
+    ) -> Result<Exchange, Failure> {
+        let framing = if body.is_end_stream() {
+            RequestFraming::Empty
+        } else {
+            match body.size_hint().exact() {
+                Some(0) => RequestFraming::Empty,
+                Some(n) => RequestFraming::Length(n),
+                None => RequestFraming::Chunked,
+            }
+        };
+        let mut head = Vec::new();
+        codec::encode_request(req.method, req.target, req.headers, framing, &mut head);
+        let replayable = framing == RequestFraming::Empty && req.method.is_idempotent();
+
+        let reused = match self.pool.checkout(addr) {
+            Some((conn, _idle)) if replayable || is_open(&conn) => Some(conn),
+            _ => None,
+        };
+        let fresh = reused.is_none();
+        let conn = match reused {
+            Some(conn) => conn,
+            None => match self.connect(addr).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    return Err(Failure {
+                        error: Error::Connect(e),
+                        body: Some(body),
+                    });
+                }
+            },
+        };
+        let body = (framing != RequestFraming::Empty).then_some(body);
+        match self.exchange(conn, &head, framing, body, req.method).await {
+            Err(Sent::Nothing(_)) if !fresh && replayable => {
+                let conn = self.connect(addr).await.map_err(|e| Failure {
+                    error: Error::Connect(e),
+                    body: None,
+                })?;
+                self.exchange(conn, &head, framing, None, req.method)
+                    .await
+                    .map_err(Sent::into_failure)
+            }
+            other => other.map_err(Sent::into_failure),
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> io::Result<Conn> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(body::READ_CHUNK),
+            addr,
+        })
+    }
+
+    /// Writes the request on `conn` and reads until a final response head.
+    async fn exchange(
+        &self,
+        mut conn: Conn,
+        head: &[u8],
+        framing: RequestFraming,
+        body: Option<Body>,
+        method: &Method,
+    ) -> Result<Exchange, Sent> {
+        match body {
+            None => conn
+                .stream
+                .write_all(head)
+                .await
+                .map_err(|e| Sent::Nothing(Error::Write(e)))?,
+            Some(body) => write_body(&mut conn.stream, head, body, framing).await?,
+        }
+        let mut received = false;
+        loop {
+            if !conn.buf.is_empty() {
+                received = true;
+                match codec::parse_response(&conn.buf, method) {
+                    Ok(Some((len, head))) => {
+                        conn.buf.advance(len);
+                        if head.status.is_informational()
+                            && head.status != StatusCode::SWITCHING_PROTOCOLS
+                        {
+                            continue;
+                        }
+                        return Ok(self.respond(head, conn));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Sent::Some(e.into())),
+                }
+            }
+            if conn.buf.capacity() - conn.buf.len() < body::READ_CHUNK / 4 {
+                conn.buf.reserve(body::READ_CHUNK);
+            }
+            let read = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf).await;
+            match read {
+                Ok(0) if received => return Err(Sent::Some(Error::Closed)),
+                Ok(0) => return Err(Sent::Nothing(Error::Closed)),
+                Ok(_) => {}
+                Err(e) if received => return Err(Sent::Some(Error::Read(e))),
+                Err(e) => return Err(Sent::Nothing(Error::Read(e))),
+            }
+        }
+    }
+
+    fn respond(&self, head: codec::Head, conn: Conn) -> Exchange {
+        let mut resp = Response::new(());
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = Version::HTTP_11;
+        *resp.headers_mut() = head.headers;
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Exchange::Upgrade(resp, conn);
+        }
+        let body = if head.framing == Framing::Empty {
+            if head.keep_alive && conn.buf.is_empty() {
+                self.pool.checkin(conn);
+            }
+            None
+        } else {
+            Some(ResponseBody::new(
+                conn,
+                head.framing,
+                head.keep_alive,
+                Arc::clone(&self.pool),
+                self.read_timeout,
+            ))
+        };
+        Exchange::Response(resp.map(|()| body))
+    }
+}
+
+/// How far a failed exchange got: whether the upstream may have seen the request.
+enum Sent {
+    /// No response byte came back and the request may not have been processed: a reused
+    /// connection the upstream had closed.
+    Nothing(Error),
+    /// The upstream answered something, or the request body was consumed.
+    Some(Error),
+}
+
+impl Sent {
+    fn into_failure(self) -> Failure {
+        let (Self::Nothing(error) | Self::Some(error)) = self;
+        Failure { error, body: None }
+    }
+}
+
+/// Whether an idle pooled connection is still open: nothing to read yet (a closed one
+/// reads EOF, a confused one has stray bytes). One non-blocking syscall.
+fn is_open(conn: &Conn) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Writes the head and the body, coalescing small frames while more are ready, and
+/// writing whatever is pending before waiting for the client.
+async fn write_body(
+    stream: &mut TcpStream,
+    head: &[u8],
+    mut body: Body,
+    framing: RequestFraming,
+) -> Result<(), Sent> {
+    let chunked = framing == RequestFraming::Chunked;
+    let mut out = Vec::with_capacity(head.len() + 1024);
+    out.extend_from_slice(head);
+    let write = |e| Sent::Some(Error::Write(e));
+    loop {
+        let next = match body.frame().now_or_never() {
+            Some(next) => next,
+            None => {
+                if !out.is_empty() {
+                    stream.write_all(&out).await.map_err(write)?;
+                    out.clear();
+                }
+                body.frame().await
+            }
+        };
+        let frame = match next {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Err(Sent::Some(Error::Body(e))),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            codec::chunk_size_line(data.len(), &mut out);
+        }
+        if out.len() + data.len() <= WRITE_COALESCE {
+            out.extend_from_slice(&data);
+        } else {
+            stream.write_all(&out).await.map_err(write)?;
+            out.clear();
+            stream.write_all(&data).await.map_err(write)?;
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_COALESCE {
+            stream.write_all(&out).await.map_err(write)?;
+            out.clear();
+        }
+    }
+    if chunked {
+        out.extend_from_slice(codec::LAST_CHUNK);
+    }
+    if !out.is_empty() {
+        stream.write_all(&out).await.map_err(write)?;
+    }
+    Ok(())
+}
