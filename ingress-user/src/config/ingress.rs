@@ -377,11 +377,7 @@ impl<'s, 'r> Translator<'s, 'r> {
             .backends
             .entry(key)
             .or_insert_with_key(|(obj, service)| {
-                Arc::new(Backend {
-                    service: service.clone(),
-                    endpoints,
-                    ingress: Some(obj.clone()),
-                })
+                Arc::new(Backend::new(service.clone(), endpoints, Some(obj.clone())))
             });
         Some(backend.clone())
     }
@@ -490,9 +486,5 @@ pub fn default_backend_service(
         return None;
     };
     let (service, endpoints) = resolver.endpoints(service, port);
-    Some(Arc::new(Backend {
-        service,
-        endpoints,
-        ingress: None,
-    }))
+    Some(Arc::new(Backend::new(service, endpoints, None)))
 }

@@ -186,17 +186,17 @@ mod tests {
     use crate::config::ServiceRef;
 
     fn backend(n: u16) -> Backend {
-        Backend {
-            service: ServiceRef {
+        Backend::new(
+            ServiceRef {
                 namespace: "default".into(),
                 name: "web".into(),
                 port: 80,
             },
-            endpoints: (1..=n)
+            (1..=n)
                 .map(|i| SocketAddr::from(([10, 0, 0, 1], 8000 + i)))
                 .collect(),
-            ingress: None,
-        }
+            None,
+        )
     }
 
     fn ports(picks: impl Iterator<Item = Option<Pick>>) -> Vec<u16> {

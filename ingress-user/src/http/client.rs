@@ -16,7 +16,7 @@ pub mod pool;
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use bytes::{Buf as _, BytesMut};
+use bytes::BytesMut;
 use futures::FutureExt as _;
 use http_body_util::BodyExt as _;
 use hyper::{HeaderMap, Method, Response, StatusCode, Version, body::Body as _};
@@ -195,9 +195,8 @@ impl Client {
         loop {
             if !conn.buf.is_empty() {
                 received = true;
-                match codec::parse_response(&conn.buf, method) {
-                    Ok(Some((len, head))) => {
-                        conn.buf.advance(len);
+                match codec::parse_response(&mut conn.buf, method) {
+                    Ok(Some(head)) => {
                         if head.status.is_informational()
                             && head.status != StatusCode::SWITCHING_PROTOCOLS
                         {

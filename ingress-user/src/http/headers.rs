@@ -26,15 +26,15 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Hop-by-hop headers that are always removed (RFC 9110 §7.6.1, plus the legacy ones).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
 
 /// Whether these (HTTP/1) headers ask for a protocol upgrade: `Connection` lists `upgrade`
@@ -56,6 +56,13 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 /// `Trailer`, `Transfer-Encoding`, `Proxy-*`, and `Upgrade`. With `tunnel`, the upgrade
 /// handshake (`Upgrade` and `Connection: upgrade`) is kept so it reaches the other side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
+    // Most messages carry none: one pass of cheap comparisons instead of a lookup each.
+    if !headers
+        .keys()
+        .any(|k| *k == header::UPGRADE || HOP_BY_HOP.contains(k))
+    {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -68,7 +75,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if tunnel {
@@ -96,18 +103,22 @@ pub struct Forwarded<'a> {
 pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
     let client = fwd.client.to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client.clone(),
+        Some(prev) if !prev.trim().is_empty() => {
+            HeaderValue::try_from(format!("{prev}, {client}")).ok()
+        }
+        _ => None,
     };
-    // Several X-Forwarded-For lines are one list; they were just joined above (first line
-    // only, like nginx's $proxy_add_x_forwarded_for).
+    let Ok(client) = HeaderValue::try_from(client) else {
+        return; // an IP address is always a valid header value
+    };
+    // Several X-Forwarded-For lines are one list; the first was extended above (like
+    // nginx's $proxy_add_x_forwarded_for), and the others go.
     headers.remove(&X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::try_from(client) {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
+    headers.insert(
+        X_FORWARDED_FOR.clone(),
+        xff.unwrap_or_else(|| client.clone()),
+    );
+    headers.insert(X_REAL_IP.clone(), client);
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(fwd.proto),
@@ -148,8 +159,13 @@ impl RequestIds {
             return v.clone();
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = HeaderValue::try_from(format!("{:016x}{n:016x}", self.prefix))
-            .unwrap_or(HeaderValue::from_static("0"));
+        let mut hex = [0u8; 32];
+        for (i, digit) in hex.iter_mut().enumerate() {
+            let word = if i < 16 { self.prefix } else { n };
+            let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
+        }
+        let id = HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0"));
         headers.insert(X_REQUEST_ID.clone(), id.clone());
         id
     }

@@ -1,5 +1,7 @@
 //! Counters of the L7 router, as prometheus-client types the ops module registers.
 
+use std::sync::Arc;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -10,9 +12,9 @@ use prometheus_client::{
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `namespace/name` of the Ingress that routed it; empty for the default backend.
-    pub ingress: String,
+    pub ingress: Arc<String>,
     /// `namespace/name:port` of the Service; empty when answered locally.
-    pub service: String,
+    pub service: Arc<String>,
     /// Response status code.
     pub status: u16,
 }
@@ -95,8 +97,8 @@ mod tests {
         let m = Metrics::default();
         m.requests
             .get_or_create(&RequestLabels {
-                ingress: "default/web".into(),
-                service: "default/web:80".into(),
+                ingress: Arc::new("default/web".into()),
+                service: Arc::new("default/web:80".into()),
                 status: 200,
             })
             .inc();

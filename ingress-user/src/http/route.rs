@@ -30,6 +30,29 @@ pub struct Backend {
     pub endpoints: Arc<[SocketAddr]>,
     /// The Ingress that defined this backend; `None` for `--default-backend-service`.
     pub ingress: Option<ObjectRef>,
+    /// `namespace/name` of the Ingress (empty for the default backend) and
+    /// `namespace/name:port` of the Service, formatted once for per-request metric labels.
+    pub names: (Arc<String>, Arc<String>),
+}
+
+impl Backend {
+    /// A backend, with its metric label names.
+    pub fn new(
+        service: ServiceRef,
+        endpoints: Arc<[SocketAddr]>,
+        ingress: Option<ObjectRef>,
+    ) -> Self {
+        let ingress_name = ingress.as_ref().map_or_else(String::new, |i| {
+            format!("{}/{}", i.namespace.as_deref().unwrap_or(""), i.name)
+        });
+        let names = (Arc::new(ingress_name), Arc::new(service.to_string()));
+        Self {
+            service,
+            endpoints,
+            ingress,
+            names,
+        }
+    }
 }
 
 /// The answer of [`RouteTable::route`].
@@ -366,15 +389,15 @@ mod tests {
 
     /// A backend whose Service name identifies the rule that matched.
     fn backend(id: &str) -> Arc<Backend> {
-        Arc::new(Backend {
-            service: ServiceRef {
+        Arc::new(Backend::new(
+            ServiceRef {
                 namespace: "ns".into(),
                 name: id.into(),
                 port: 80,
             },
-            endpoints: Arc::from(Vec::new()),
-            ingress: None,
-        })
+            Arc::from(Vec::new()),
+            None,
+        ))
     }
 
     /// A table from `(host, path, type)` rules; each rule's backend is named `host|type:path`.

@@ -128,16 +128,13 @@ impl Router {
                 .inc();
             e.to_response()
         });
+        let (ingress, service) = backend.as_ref().map_or_else(
+            || (Arc::default(), Arc::default()),
+            |b| (Arc::clone(&b.names.0), Arc::clone(&b.names.1)),
+        );
         let labels = RequestLabels {
-            ingress: backend
-                .as_ref()
-                .and_then(|b| b.ingress.as_ref())
-                .map(|i| format!("{}/{}", i.namespace.as_deref().unwrap_or(""), i.name))
-                .unwrap_or_default(),
-            service: backend
-                .as_ref()
-                .map(|b| b.service.to_string())
-                .unwrap_or_default(),
+            ingress,
+            service,
             status: resp.status().as_u16(),
         };
         self.metrics.requests.get_or_create(&labels).inc();
@@ -214,9 +211,16 @@ impl Router {
         );
         self.ids.ensure(&mut parts.headers);
         let req = Request::from_parts(parts, body);
-        let result = upstream
-            .forward(&self.balancer, &self.metrics, &backend, req, client_upgrade)
-            .await;
+        // Boxed: the forwarding state machine is large, and hyper moves the service future
+        // into place once per request.
+        let result = Box::pin(upstream.forward(
+            &self.balancer,
+            &self.metrics,
+            &backend,
+            req,
+            client_upgrade,
+        ))
+        .await;
         (Some(backend), result)
     }
 }

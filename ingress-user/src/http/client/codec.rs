@@ -1,7 +1,9 @@
 //! The HTTP/1.1 wire format of the upstream client: request heads out, response heads in,
 //! and how a response body is delimited (RFC 9112 §6). Pure: no IO, tested with tables.
 
-use std::io::Write as _;
+use std::{io::Write as _, mem::MaybeUninit};
+
+use bytes::BytesMut;
 
 use hyper::{
     HeaderMap, Method, StatusCode,
@@ -122,13 +124,16 @@ pub fn chunk_size_line(len: usize, out: &mut Vec<u8>) {
 /// The last chunk and an empty trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// Parses a response head from the start of `buf`. `Ok(None)`: incomplete, read more.
-/// `Ok(Some((len, head)))`: the head is `buf[..len]`. `method` is the request's (a HEAD
-/// response has no body whatever it declares).
-pub fn parse_response(buf: &[u8], method: &Method) -> Result<Option<(usize, Head)>, HeadError> {
-    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut lines);
-    let len = match resp.parse(buf) {
+/// Parses a response head from the start of `buf` and, when it is complete, takes it
+/// off the buffer. `Ok(None)`: incomplete, read more. Header values are slices of the
+/// head's bytes, not copies. `method` is the request's (a HEAD response has no body
+/// whatever it declares).
+pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, HeadError> {
+    let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut lines);
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
             return Err(HeadError::TooLarge);
@@ -143,15 +148,22 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<Option<(usize, Head
     let code = resp.code.unwrap_or_default();
     let status =
         StatusCode::from_u16(code).map_err(|_| HeadError::Malformed(httparse::Error::Status))?;
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let http10 = resp.version == Some(0);
+    let base = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(resp.headers.len());
     for line in resp.headers.iter() {
         let name = HeaderName::from_bytes(line.name.as_bytes())
             .map_err(|_| HeadError::BadHeader(line.name.to_owned()))?;
-        let value = HeaderValue::from_bytes(line.value)
-            .map_err(|_| HeadError::BadHeader(line.name.to_owned()))?;
+        let start = line.value.as_ptr() as usize - base;
+        fields.push((name, start..start + line.value.len()));
+    }
+    let raw = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, range) in fields {
+        let value = HeaderValue::from_maybe_shared(raw.slice(range))
+            .map_err(|_| HeadError::BadHeader(name.as_str().to_owned()))?;
         headers.append(name, value);
     }
-    let http10 = resp.version == Some(0);
     let mut keep_alive = if http10 {
         connection_has(&headers, "keep-alive")
     } else {
@@ -185,15 +197,12 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<Option<(usize, Head
         keep_alive = false;
         Framing::UntilClose
     };
-    Ok(Some((
-        len,
-        Head {
-            status,
-            headers,
-            framing,
-            keep_alive,
-        },
-    )))
+    Ok(Some(Head {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    }))
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -242,8 +251,16 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
 mod tests {
     use super::*;
 
-    fn parse(raw: &str, method: &Method) -> Result<Option<(usize, Head)>, HeadError> {
-        parse_response(raw.as_bytes(), method)
+    /// Parses `raw`; a complete head must consume it all.
+    fn parse(raw: &str, method: &Method) -> Result<Option<Head>, HeadError> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        let head = parse_response(&mut buf, method)?;
+        if head.is_some() {
+            assert!(buf.is_empty(), "{raw:?}: {} bytes left", buf.len());
+        } else {
+            assert_eq!(buf.len(), raw.len(), "{raw:?}: consumed while partial");
+        }
+        Ok(head)
     }
 
     #[test]
@@ -343,8 +360,7 @@ mod tests {
                 true,
             ),
         ] {
-            let (len, head) = parse(raw, method).unwrap().expect(raw);
-            assert_eq!(len, raw.len(), "{raw:?}");
+            let head = parse(raw, method).unwrap().expect(raw);
             assert_eq!(
                 (head.framing, head.keep_alive),
                 (framing, keep_alive),
@@ -356,7 +372,7 @@ mod tests {
     #[test]
     fn chunked_with_content_length_drops_the_length_header() {
         let raw = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n";
-        let (_, head) = parse(raw, &Method::GET).unwrap().unwrap();
+        let head = parse(raw, &Method::GET).unwrap().unwrap();
         assert!(!head.headers.contains_key(header::CONTENT_LENGTH));
     }
 
@@ -412,7 +428,7 @@ mod tests {
     fn repeated_headers_keep_their_order() {
         let raw =
             "HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nset-cookie: b=2\r\ncontent-length: 0\r\n\r\n";
-        let (_, head) = parse(raw, &Method::GET).unwrap().unwrap();
+        let head = parse(raw, &Method::GET).unwrap().unwrap();
         let cookies: Vec<_> = head.headers.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
     }
