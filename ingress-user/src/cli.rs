@@ -141,7 +141,9 @@ pub struct HttpArgs {
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_secs)]
     pub upstream_connect_timeout: Duration,
 
-    /// Seconds an upstream may take to send response headers; longer gets 504.
+    /// Seconds an upstream may take to send response headers (longer gets 504), and may stay
+    /// silent while sending a response body (then the response is cut, like nginx's
+    /// proxy_read_timeout).
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_secs)]
     pub upstream_response_timeout: Duration,
 

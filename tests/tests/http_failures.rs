@@ -1,6 +1,6 @@
 //! Failure handling of the L7 router: dead endpoints (502/503 and retry), slow and broken
-//! clients (slowloris, 431, 400, 413), a silent upstream (504), graceful shutdown; and the
-//! router keeps serving after each.
+//! clients (slowloris, 431, 400, 413), a silent upstream (504) or one that stalls mid-body,
+//! graceful shutdown; and the router keeps serving after each.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -127,6 +127,48 @@ async fn silent_upstream_gets_504() {
     .await;
     let answer = get(&http_client(), router.http, "silent.test", "/").await;
     assert_eq!(answer.status, 504, "{}", answer.body);
+    hold.abort();
+    assert_still_serving(&router).await;
+}
+
+/// An upstream that stops sending in the middle of a body is cut after the response
+/// timeout: the client's response ends short instead of hanging, and nothing is pooled.
+#[tokio::test]
+async fn upstream_stalling_mid_body_is_cut_after_the_response_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stalling = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = stalling.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = stalling.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst-ten!")
+                .await;
+            held.push(s); // never sends the other 90 bytes, never closes
+        }
+    });
+    let limits = Limits {
+        upstream_response_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let router = RunningRouter::start(
+        snapshot(&site(&service_yaml("stall", &[addr]), "stall"), Vec::new()),
+        limits,
+    )
+    .await;
+    let request = b"GET / HTTP/1.1\r\nHost: stall.test\r\n\r\n";
+    let (reply, closed) = raw_exchange(router.http, request, Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.ends_with("first-ten!"),
+        "only the bytes sent arrive: {reply:?}"
+    );
+    assert!(
+        closed,
+        "the router closes the client connection when the body is cut"
+    );
     hold.abort();
     assert_still_serving(&router).await;
 }

@@ -18,7 +18,8 @@ pub struct Limits {
     /// How long connecting to an upstream endpoint may take before it counts as failed
     /// (and the request is retried on another endpoint).
     pub upstream_connect_timeout: Duration,
-    /// How long an upstream may take to send response headers; longer gets 504.
+    /// How long an upstream may take to send response headers (longer gets 504), and how
+    /// long it may stay silent while sending the body (then the response is cut).
     pub upstream_response_timeout: Duration,
     /// How long idle pooled upstream connections are kept, and the HTTP/2 keep-alive ping
     /// interval towards clients.
