@@ -29,6 +29,12 @@ use xdp_ingress::{
     source::{self, kube::KubeSourceConfig},
 };
 
+/// mimalloc: the router allocates a few small objects per request (header maps, bodies)
+/// on every worker thread. Against glibc malloc, interleaved A/B runs through the netns rig
+/// gave 12–25% more requests/s per CPU at 16 connections and ~5% at 256.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     xdp_ingress::logging::init(cli.log_format);
