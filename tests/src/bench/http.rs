@@ -106,7 +106,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
     }
     rig.stop_controller()?;
     r.note("Same backend for every row: nginx on backend 1 answering `return 200` (one worker, CPU 1). The proxies run in the node namespace pinned to CPU 1 (nginx: 1 worker, upstream keepalive; HAProxy: nbthread 1, http-reuse always; xdp-ingress: the controller's router, --l4-mode userspace); wrk runs with one thread on CPU 0.");
-    r.note("nginx and HAProxy are configured with no access log; the xdp-ingress router adds X-Forwarded-* and X-Request-ID headers and keeps per-request metrics, nginx adds X-Forwarded-For and X-Real-IP, HAProxy X-Forwarded-For.");
+    r.note("Every proxy sends the backend the same request headers: X-Request-ID, X-Real-IP and X-Forwarded-For/Host/Port/Proto (nginx and HAProxy configured like ingress-nginx's template). nginx and HAProxy have no access log; the xdp-ingress router keeps per-request metrics.");
     Ok(r)
 }
 

@@ -66,7 +66,10 @@ pub fn nginx_stream(
     write_conf(dir, "nginx.conf", &text)
 }
 
-/// nginx `proxy_pass` with upstream keep-alive, as ingress-nginx configures it.
+/// nginx `proxy_pass` with upstream keep-alive, as ingress-nginx configures it: 320 idle
+/// upstream connections, and the request headers its template sets that xdp-ingress also
+/// sets (`X-Request-ID` kept or generated, `X-Real-IP`, `X-Forwarded-For/Host/Port/Proto`),
+/// so both peers send the backend the same request.
 pub fn nginx_proxy(
     dir: &Path,
     listen: Ipv4Addr,
@@ -74,7 +77,26 @@ pub fn nginx_proxy(
     upstream: &str,
 ) -> anyhow::Result<PathBuf> {
     let text = format!(
-        "{}http {{\n{}upstream backend {{ server {upstream}; keepalive 320; }}\nserver {{\n listen {listen}:{port};\n location / {{\n  proxy_pass http://backend;\n  proxy_http_version 1.1;\n  proxy_set_header Connection \"\";\n  proxy_set_header Host $host;\n  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n  proxy_set_header X-Real-IP $remote_addr;\n }}\n}}\n}}\n",
+        r#"{}http {{
+{}map $http_x_request_id $req_id {{ default $http_x_request_id; "" $request_id; }}
+upstream backend {{ server {upstream}; keepalive 320; }}
+server {{
+ listen {listen}:{port};
+ location / {{
+  proxy_pass http://backend;
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host $host;
+  proxy_set_header X-Request-ID $req_id;
+  proxy_set_header X-Real-IP $remote_addr;
+  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Host $host;
+  proxy_set_header X-Forwarded-Port $server_port;
+  proxy_set_header X-Forwarded-Proto $scheme;
+ }}
+}}
+}}
+"#,
         nginx_common(dir),
         http_common(dir)
     );
@@ -128,7 +150,8 @@ pub fn haproxy_tcp(dir: &Path, listen: Ipv4Addr, map: &[(u16, String)]) -> anyho
     write_conf(dir, "haproxy.cfg", &text)
 }
 
-/// HAProxy `mode http` with connection reuse to the backend.
+/// HAProxy `mode http` with connection reuse to the backend, setting the same request
+/// headers as the other proxies.
 pub fn haproxy_http(
     dir: &Path,
     listen: Ipv4Addr,
@@ -136,7 +159,21 @@ pub fn haproxy_http(
     upstream: &str,
 ) -> anyhow::Result<PathBuf> {
     let text = format!(
-        "{}  option http-keep-alive\n  http-reuse always\nfrontend f\n  bind {listen}:{port}\n  option forwardfor\n  default_backend b\nbackend b\n  server s {upstream}\n",
+        r#"{}  option http-keep-alive
+  http-reuse always
+frontend f
+  bind {listen}:{port}
+  option forwardfor
+  unique-id-format %{{+X}}o%ci%cp%fi%fp%Ts%rt%pid
+  unique-id-header X-Request-ID
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header X-Forwarded-Proto http
+  default_backend b
+backend b
+  server s {upstream}
+"#,
         haproxy_common("http")
     );
     write_conf(dir, "haproxy.cfg", &text)
