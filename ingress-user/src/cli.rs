@@ -157,7 +157,8 @@ pub struct HttpArgs {
 
     /// Threads serving HTTP(S). Each has its own listening sockets (`SO_REUSEPORT`: the
     /// kernel spreads new connections) and its own upstream connection pool, and serves a
-    /// request start to finish. 0: one per CPU the process may run on (its affinity mask).
+    /// request start to finish. 0: one per CPU the process may use (its affinity mask, and
+    /// its cgroup CPU quota when it has one).
     #[arg(long, value_name = "N", default_value = "0")]
     pub http_workers: usize,
 }

@@ -68,7 +68,8 @@ impl Options {
         }
     }
 
-    /// The number of workers: `workers`, or one per CPU in this process's affinity mask.
+    /// The number of workers: `workers`, or one per CPU this process may use (affinity mask
+    /// and cgroup CPU quota, as `available_parallelism` reads them).
     pub fn worker_count(&self) -> usize {
         match self.workers {
             0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
