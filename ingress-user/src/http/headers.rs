@@ -43,7 +43,8 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_lists(headers, "upgrade")
 }
 
-fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+/// Whether a `Connection` header lists `token` (case-insensitive).
+pub fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()

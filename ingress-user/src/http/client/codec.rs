@@ -4,11 +4,12 @@
 use std::{io::Write as _, mem::MaybeUninit};
 
 use bytes::BytesMut;
-
 use hyper::{
     HeaderMap, Method, StatusCode,
     header::{self, HeaderName, HeaderValue},
 };
+
+use crate::http::headers::connection_lists;
 
 /// Largest response head accepted from an upstream (nginx gives 502 for "upstream sent
 /// too big header" at a few KiB; this is generous).
@@ -165,9 +166,9 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         headers.append(name, value);
     }
     let mut keep_alive = if http10 {
-        connection_has(&headers, "keep-alive")
+        connection_lists(&headers, "keep-alive")
     } else {
-        !connection_has(&headers, "close")
+        !connection_lists(&headers, "close")
     };
     let framing = if *method == Method::HEAD
         || status.is_informational()
@@ -203,15 +204,6 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         framing,
         keep_alive,
     }))
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
