@@ -130,10 +130,10 @@ impl Client {
         codec::encode_request(req.method, req.target, req.headers, framing, &mut head);
         let replayable = framing == RequestFraming::Empty && req.method.is_idempotent();
 
-        let reused = match self.pool.checkout(addr) {
-            Some((conn, _idle)) if replayable || is_open(&conn) => Some(conn),
-            _ => None,
-        };
+        let reused = self
+            .pool
+            .checkout(addr)
+            .filter(|conn| replayable || is_open(conn));
         let fresh = reused.is_none();
         let conn = match reused {
             Some(conn) => conn,
@@ -150,9 +150,11 @@ impl Client {
         let body = (framing != RequestFraming::Empty).then_some(body);
         match self.exchange(conn, &head, framing, body, req.method).await {
             Err(Sent::Nothing(_)) if !fresh && replayable => {
+                // The body was empty, so an empty one stands in for it if this endpoint
+                // now refuses and the request moves to another.
                 let conn = self.connect(addr).await.map_err(|e| Failure {
                     error: Error::Connect(e),
-                    body: None,
+                    body: Some(super::body::empty()),
                 })?;
                 self.exchange(conn, &head, framing, None, req.method)
                     .await

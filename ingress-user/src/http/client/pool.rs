@@ -48,15 +48,14 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection to `addr`, and how long it was idle.
-    pub fn checkout(&self, addr: SocketAddr) -> Option<(Conn, Duration)> {
+    /// The most recently used idle connection to `addr`.
+    pub fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
-            let age = now.saturating_duration_since(entry.since);
-            if age < self.timeout {
-                return Some((entry.conn, age));
+            if now.saturating_duration_since(entry.since) < self.timeout {
+                return Some(entry.conn);
             }
             // The newest is too old, so all are.
             list.clear();
@@ -139,7 +138,7 @@ mod tests {
         pool.checkin(first);
         pool.checkin(second);
         assert!(pool.checkout(b.local_addr().unwrap()).is_none());
-        let (got, _) = pool.checkout(a.local_addr().unwrap()).unwrap();
+        let got = pool.checkout(a.local_addr().unwrap()).unwrap();
         assert_eq!(got.stream.local_addr().unwrap().port(), second_port);
         assert_eq!(pool.len(), 1);
     }
