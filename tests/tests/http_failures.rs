@@ -27,6 +27,19 @@ fn site(services: &str, svc: &str) -> String {
     )
 }
 
+/// The router with `svc.test` → `addr` and a 500 ms `--upstream-response-timeout`.
+async fn router_with_short_response_timeout(svc: &str, addr: SocketAddr) -> RunningRouter {
+    let limits = Limits {
+        upstream_response_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    RunningRouter::start(
+        snapshot(&site(&service_yaml(svc, &[addr]), svc), Vec::new()),
+        limits,
+    )
+    .await
+}
+
 async fn assert_still_serving(router: &RunningRouter) {
     let health = get(&http_client(), router.http, "any.test", "/healthz").await;
     assert_eq!(health.status, 200, "the router keeps serving");
@@ -113,18 +126,7 @@ async fn silent_upstream_gets_504() {
             held.push(s);
         }
     });
-    let limits = Limits {
-        upstream_response_timeout: Duration::from_millis(500),
-        ..Limits::default()
-    };
-    let router = RunningRouter::start(
-        snapshot(
-            &site(&service_yaml("silent", &[addr]), "silent"),
-            Vec::new(),
-        ),
-        limits,
-    )
-    .await;
+    let router = router_with_short_response_timeout("silent", addr).await;
     let answer = get(&http_client(), router.http, "silent.test", "/").await;
     assert_eq!(answer.status, 504, "{}", answer.body);
     hold.abort();
@@ -132,7 +134,7 @@ async fn silent_upstream_gets_504() {
 }
 
 /// An upstream that stops sending in the middle of a body is cut after the response
-/// timeout: the client's response ends short instead of hanging, and nothing is pooled.
+/// timeout: the client's response ends short instead of hanging.
 #[tokio::test]
 async fn upstream_stalling_mid_body_is_cut_after_the_response_timeout() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -149,15 +151,7 @@ async fn upstream_stalling_mid_body_is_cut_after_the_response_timeout() {
             held.push(s); // never sends the other 90 bytes, never closes
         }
     });
-    let limits = Limits {
-        upstream_response_timeout: Duration::from_millis(500),
-        ..Limits::default()
-    };
-    let router = RunningRouter::start(
-        snapshot(&site(&service_yaml("stall", &[addr]), "stall"), Vec::new()),
-        limits,
-    )
-    .await;
+    let router = router_with_short_response_timeout("stall", addr).await;
     let request = b"GET / HTTP/1.1\r\nHost: stall.test\r\n\r\n";
     let (reply, closed) = raw_exchange(router.http, request, Duration::from_secs(10)).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");

@@ -109,17 +109,16 @@ pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
         }
         _ => None,
     };
-    let Ok(client) = HeaderValue::try_from(client) else {
-        return; // an IP address is always a valid header value
-    };
     // Several X-Forwarded-For lines are one list; the first was extended above (like
     // nginx's $proxy_add_x_forwarded_for), and the others go.
     headers.remove(&X_FORWARDED_FOR);
-    headers.insert(
-        X_FORWARDED_FOR.clone(),
-        xff.unwrap_or_else(|| client.clone()),
-    );
-    headers.insert(X_REAL_IP.clone(), client);
+    if let Ok(client) = HeaderValue::try_from(client) {
+        headers.insert(
+            X_FORWARDED_FOR.clone(),
+            xff.unwrap_or_else(|| client.clone()),
+        );
+        headers.insert(X_REAL_IP.clone(), client);
+    }
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(fwd.proto),

@@ -61,7 +61,8 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    /// The body of a response framed by `framing` (not `Empty`) on `conn`.
+    /// The body of a response framed by `framing` on `conn`. An empty body is the
+    /// client's to pool at once (it never builds one).
     pub(super) fn new(
         conn: Conn,
         framing: Framing,
@@ -75,18 +76,14 @@ impl ResponseBody {
             Framing::Chunked => State::Chunked(chunked::Decoder::default()),
             Framing::UntilClose => State::UntilClose,
         };
-        let mut body = Self {
+        Self {
             conn: Some(conn),
             state,
             keep_alive,
             pool,
             read_timeout,
             idle: None,
-        };
-        if matches!(body.state, State::Done) {
-            body.finish();
         }
-        body
     }
 
     /// The body is complete: the connection is pooled if it may carry another request
