@@ -31,6 +31,11 @@ pub mod router;
 pub mod server;
 pub mod tls;
 
+/// The hash map of the per-request lookups (hosts, paths, endpoints, idle connections).
+/// foldhash costs a fraction of SipHash on short keys and is still seeded per process;
+/// the keys come from configuration, so clients cannot flood a map with collisions.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use balance::Balance;
 pub use limits::Limits;
 pub use metrics::Metrics;

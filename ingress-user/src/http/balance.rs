@@ -4,7 +4,6 @@
 //! fresh cursors without any bookkeeping in the (pure) route table.
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     sync::{
         Arc, PoisonError, RwLock,
@@ -12,7 +11,7 @@ use std::{
     },
 };
 
-use super::route::Backend;
+use super::{FastMap, route::Backend};
 
 /// How an endpoint is chosen among a backend's endpoints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -28,8 +27,8 @@ pub enum Balance {
 #[derive(Debug, Default)]
 pub struct Balancer {
     mode: Balance,
-    cursors: RwLock<HashMap<usize, Arc<AtomicUsize>>>,
-    loads: RwLock<HashMap<SocketAddr, Arc<AtomicUsize>>>,
+    cursors: RwLock<FastMap<usize, Arc<AtomicUsize>>>,
+    loads: RwLock<FastMap<SocketAddr, Arc<AtomicUsize>>>,
     rng: AtomicU64,
 }
 

@@ -19,7 +19,11 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 use bytes::BytesMut;
 use futures::FutureExt as _;
 use http_body_util::BodyExt as _;
-use hyper::{HeaderMap, Method, Response, StatusCode, Version, body::Body as _};
+use hyper::{
+    HeaderMap, Method, Response, StatusCode, Version,
+    body::Body as _,
+    header::{HeaderName, HeaderValue},
+};
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
 pub use self::{
@@ -41,6 +45,8 @@ pub struct RequestHead<'a> {
     pub target: &'a str,
     /// The headers, `Host` included.
     pub headers: &'a HeaderMap,
+    /// Lines the proxy adds after `headers` (`X-Forwarded-*` and the like).
+    pub extra: &'a [(&'static HeaderName, HeaderValue)],
 }
 
 /// What the upstream answered.
@@ -127,7 +133,14 @@ impl Client {
             }
         };
         let mut head = Vec::new();
-        codec::encode_request(req.method, req.target, req.headers, framing, &mut head);
+        codec::encode_request(
+            req.method,
+            req.target,
+            req.headers,
+            req.extra,
+            framing,
+            &mut head,
+        );
         let replayable = framing == RequestFraming::Empty && req.method.is_idempotent();
 
         let reused = self
@@ -137,7 +150,9 @@ impl Client {
         let fresh = reused.is_none();
         let conn = match reused {
             Some(conn) => conn,
-            None => match self.connect(addr).await {
+            // Boxed here and below: connecting, resending and writing a body are the
+            // uncommon paths, and inline they would make every request's future larger.
+            None => match Box::pin(self.connect(addr)).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     return Err(Failure {
@@ -152,11 +167,11 @@ impl Client {
             Err(Sent::Nothing(_)) if !fresh && replayable => {
                 // The body was empty, so an empty one stands in for it if this endpoint
                 // now refuses and the request moves to another.
-                let conn = self.connect(addr).await.map_err(|e| Failure {
+                let conn = Box::pin(self.connect(addr)).await.map_err(|e| Failure {
                     error: Error::Connect(e),
                     body: Some(super::body::empty()),
                 })?;
-                self.exchange(conn, &head, framing, None, req.method)
+                Box::pin(self.exchange(conn, &head, framing, None, req.method))
                     .await
                     .map_err(Sent::into_failure)
             }
@@ -191,7 +206,13 @@ impl Client {
                 .write_all(head)
                 .await
                 .map_err(|e| Sent::Nothing(Error::Write(e)))?,
-            Some(body) => write_body(&mut conn.stream, head, body, framing).await?,
+            Some(body) => Box::pin(write_body(&mut conn.stream, head, body, framing)).await?,
+        }
+        // Reuse the front of the buffer once the previous response's bytes are gone, so
+        // each exchange reads into the same warm cache lines instead of walking through
+        // the buffer (with hundreds of connections, that walk evicts everything else).
+        if conn.buf.is_empty() {
+            let _ = conn.buf.try_reclaim(body::READ_CHUNK);
         }
         let mut received = false;
         loop {

@@ -7,6 +7,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use bytes::Bytes;
 use hyper::{
     HeaderMap,
     header::{self, HeaderName, HeaderValue},
@@ -25,18 +26,6 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Hop-by-hop headers that are always removed (RFC 9110 §7.6.1, plus the legacy ones).
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
 /// Whether these (HTTP/1) headers ask for a protocol upgrade: `Connection` lists `upgrade`
 /// and an `Upgrade` header is present.
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
@@ -45,43 +34,171 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 
 /// Whether a `Connection` header lists `token` (case-insensitive).
 pub fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Header names the rewrite cares about, told apart by one comparison of each name in
+/// the message: most carry none of them, so nothing else is looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Special {
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    ProxyAuthenticate,
+    ProxyAuthorization,
+    Te,
+    Trailer,
+    TransferEncoding,
+    Upgrade,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    XForwardedPort,
+    XRealIp,
+    XRequestId,
+}
+
+impl Special {
+    /// Hop-by-hop headers that are always removed (RFC 9110 §7.6.1, plus the legacy ones);
+    /// `Upgrade` is removed unless the message is a tunnel handshake.
+    const HOP_BY_HOP: [Self; 8] = [
+        Self::Connection,
+        Self::KeepAlive,
+        Self::ProxyConnection,
+        Self::ProxyAuthenticate,
+        Self::ProxyAuthorization,
+        Self::Te,
+        Self::Trailer,
+        Self::TransferEncoding,
+    ];
+    /// Headers the proxy sets itself; a client's lines of these names are replaced.
+    const PROXY_SET: [Self; 5] = [
+        Self::XForwardedFor,
+        Self::XForwardedProto,
+        Self::XForwardedHost,
+        Self::XForwardedPort,
+        Self::XRealIp,
+    ];
+
+    fn of(name: &HeaderName) -> Option<Self> {
+        // A string match compares lengths first, so a name of another length costs one
+        // comparison per arm.
+        Some(match name.as_str() {
+            "connection" => Self::Connection,
+            "keep-alive" => Self::KeepAlive,
+            "proxy-connection" => Self::ProxyConnection,
+            "proxy-authenticate" => Self::ProxyAuthenticate,
+            "proxy-authorization" => Self::ProxyAuthorization,
+            "te" => Self::Te,
+            "trailer" => Self::Trailer,
+            "transfer-encoding" => Self::TransferEncoding,
+            "upgrade" => Self::Upgrade,
+            "x-forwarded-for" => Self::XForwardedFor,
+            "x-forwarded-proto" => Self::XForwardedProto,
+            "x-forwarded-host" => Self::XForwardedHost,
+            "x-forwarded-port" => Self::XForwardedPort,
+            "x-real-ip" => Self::XRealIp,
+            "x-request-id" => Self::XRequestId,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> HeaderName {
+        match self {
+            Self::Connection => header::CONNECTION,
+            Self::KeepAlive => HeaderName::from_static("keep-alive"),
+            Self::ProxyConnection => HeaderName::from_static("proxy-connection"),
+            Self::ProxyAuthenticate => header::PROXY_AUTHENTICATE,
+            Self::ProxyAuthorization => header::PROXY_AUTHORIZATION,
+            Self::Te => header::TE,
+            Self::Trailer => header::TRAILER,
+            Self::TransferEncoding => header::TRANSFER_ENCODING,
+            Self::Upgrade => header::UPGRADE,
+            Self::XForwardedFor => X_FORWARDED_FOR.clone(),
+            Self::XForwardedProto => X_FORWARDED_PROTO.clone(),
+            Self::XForwardedHost => X_FORWARDED_HOST.clone(),
+            Self::XForwardedPort => X_FORWARDED_PORT.clone(),
+            Self::XRealIp => X_REAL_IP.clone(),
+            Self::XRequestId => X_REQUEST_ID.clone(),
+        }
+    }
+
+    const fn bit(self) -> u16 {
+        1 << self as u8
+    }
+
+    /// The bits of `list`.
+    const fn mask(list: &[Self]) -> u16 {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < list.len() {
+            bits |= list[i].bit();
+            i += 1;
+        }
+        bits
+    }
+}
+
+/// The [`Special`] headers present in `headers`, as a bit set, and whether a header is
+/// named `close` (a `Connection` option that would name it).
+fn present(headers: &HeaderMap) -> (u16, bool) {
+    let mut bits = 0u16;
+    let mut close_named = false;
+    for name in headers.keys() {
+        match Special::of(name) {
+            Some(special) => bits |= special.bit(),
+            None => close_named |= name.as_str() == "close",
+        }
+    }
+    (bits, close_named)
 }
 
 /// Removes hop-by-hop headers: `Connection` and every header it lists, `Keep-Alive`, `TE`,
 /// `Trailer`, `Transfer-Encoding`, `Proxy-*`, and `Upgrade`. With `tunnel`, the upgrade
 /// handshake (`Upgrade` and `Connection: upgrade`) is kept so it reaches the other side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
-    // Most messages carry none: one pass of cheap comparisons instead of a lookup each.
-    if !headers
-        .keys()
-        .any(|k| *k == header::UPGRADE || HOP_BY_HOP.contains(k))
-    {
+    let (present, close_named) = present(headers);
+    const STRIPPED: u16 = Special::mask(&Special::HOP_BY_HOP) | Special::Upgrade.bit();
+    if present & STRIPPED == 0 {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        if !(tunnel && name == header::UPGRADE) {
+    if present & Special::Connection.bit() != 0 {
+        // `Connection` names further headers to drop. The usual options need no lookup:
+        // `keep-alive` and `upgrade` are handled below, and a header named `close` was
+        // noted above.
+        let mut listed = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.is_empty()
+                    || (token.eq_ignore_ascii_case(b"close") && !close_named)
+                    || token.eq_ignore_ascii_case(b"keep-alive")
+                    || token.eq_ignore_ascii_case(b"upgrade")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    listed.push(name);
+                }
+            }
+        }
+        for name in listed {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for special in Special::HOP_BY_HOP {
+        if present & special.bit() != 0 {
+            headers.remove(special.name());
+        }
     }
     if tunnel {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present & Special::Upgrade.bit() != 0 {
         headers.remove(header::UPGRADE);
     }
 }
@@ -99,39 +216,75 @@ pub struct Forwarded<'a> {
     pub port: u16,
 }
 
-/// Sets `X-Forwarded-Proto/Host/Port` and `X-Real-IP`, and appends the client to
-/// `X-Forwarded-For` (keeping what earlier proxies wrote).
-pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
-    let client = fwd.client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => {
-            HeaderValue::try_from(format!("{prev}, {client}")).ok()
+/// Header lines the proxy adds to the upstream request, written after the client's own
+/// (see [`encode_request`](super::client::codec::encode_request)) instead of being
+/// inserted into the header map: six inserts of custom names cost more than the whole
+/// rest of the rewrite.
+pub type ProxyHeaders = Vec<(&'static HeaderName, HeaderValue)>;
+
+/// The `X-Forwarded-For/Proto/Host/Port`, `X-Real-IP` and (unless the client sent one)
+/// `X-Request-ID` lines for the upstream request. The client's own lines of the names the
+/// proxy sets are removed from `headers`; its first `X-Forwarded-For` is extended with the
+/// client address (like nginx's `$proxy_add_x_forwarded_for`), and its `X-Request-ID` is
+/// kept.
+pub fn forwarding(headers: &mut HeaderMap, fwd: &Forwarded<'_>, ids: &RequestIds) -> ProxyHeaders {
+    let (present, _) = present(headers);
+    let client = ip_value(fwd.client);
+    let mut xff = None;
+    if present & Special::XForwardedFor.bit() != 0
+        && let Some(prev) = headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes)
+        && !prev.trim_ascii().is_empty()
+    {
+        let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
+        v.extend_from_slice(prev);
+        v.extend_from_slice(b", ");
+        v.extend_from_slice(client.as_bytes());
+        xff = HeaderValue::from_maybe_shared(Bytes::from(v)).ok();
+    }
+    for special in Special::PROXY_SET {
+        if present & special.bit() != 0 {
+            headers.remove(special.name());
         }
-        _ => None,
+    }
+    let mut lines = Vec::with_capacity(6);
+    lines.push((&X_FORWARDED_FOR, xff.unwrap_or_else(|| client.clone())));
+    lines.push((&X_REAL_IP, client));
+    lines.push((&X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto)));
+    if let Some(host) = fwd.host {
+        lines.push((&X_FORWARDED_HOST, host.clone()));
+    }
+    lines.push((&X_FORWARDED_PORT, HeaderValue::from(fwd.port)));
+    let keep_id = present & Special::XRequestId.bit() != 0
+        && headers.get(&X_REQUEST_ID).is_some_and(|v| !v.is_empty());
+    if !keep_id {
+        headers.remove(&X_REQUEST_ID);
+        lines.push((&X_REQUEST_ID, ids.next_id()));
+    }
+    lines
+}
+
+/// The address as a header value. IPv4, the usual case, is written by hand: it runs on
+/// every request, and `Display` costs several times more.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::try_from(ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     };
-    // Several X-Forwarded-For lines are one list; the first was extended above (like
-    // nginx's $proxy_add_x_forwarded_for), and the others go.
-    headers.remove(&X_FORWARDED_FOR);
-    if let Ok(client) = HeaderValue::try_from(client) {
-        headers.insert(
-            X_FORWARDED_FOR.clone(),
-            xff.unwrap_or_else(|| client.clone()),
-        );
-        headers.insert(X_REAL_IP.clone(), client);
-    }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(fwd.proto),
-    );
-    match fwd.host {
-        Some(h) => {
-            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+    let mut out = Vec::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
         }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
+        if octet >= 100 {
+            out.push(b'0' + octet / 100);
         }
+        if octet >= 10 {
+            out.push(b'0' + octet / 10 % 10);
+        }
+        out.push(b'0' + octet % 10);
     }
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(fwd.port));
+    HeaderValue::from_maybe_shared(Bytes::from(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Generates request ids: a random per-process prefix and a counter, 32 hex digits, unique
@@ -153,21 +306,23 @@ impl Default for RequestIds {
 }
 
 impl RequestIds {
-    /// Keeps a client's `X-Request-ID`, or sets a new one. Returns the id in force.
-    pub fn ensure(&self, headers: &mut HeaderMap) -> HeaderValue {
-        if let Some(v) = headers.get(&X_REQUEST_ID).filter(|v| !v.is_empty()) {
-            return v.clone();
-        }
+    /// A new id.
+    pub fn next_id(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut hex = [0u8; 32];
-        for (i, digit) in hex.iter_mut().enumerate() {
-            let word = if i < 16 { self.prefix } else { n };
-            let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
-            *digit = b"0123456789abcdef"[nibble as usize];
-        }
-        let id = HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0"));
-        headers.insert(X_REQUEST_ID.clone(), id.clone());
-        id
+        let (high, low) = hex.split_at_mut(16);
+        hex_digits(self.prefix, high);
+        hex_digits(n, low);
+        HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&hex))
+            .unwrap_or(HeaderValue::from_static("0"))
+    }
+}
+
+/// `word` as 16 lowercase hex digits.
+fn hex_digits(word: u64, out: &mut [u8]) {
+    for (i, digit) in out.iter_mut().enumerate() {
+        let nibble = (word >> (60 - 4 * i)) & 0xf;
+        *digit = b"0123456789abcdef"[nibble as usize];
     }
 }
 
@@ -239,8 +394,19 @@ mod tests {
         ])));
     }
 
+    /// `headers` as the upstream sees them: the client's remaining lines, then the
+    /// proxy's.
+    fn sent(mut headers: HeaderMap, fwd: &Forwarded<'_>, ids: &RequestIds) -> HeaderMap {
+        for (name, value) in forwarding(&mut headers, fwd, ids) {
+            assert!(!headers.contains_key(name), "{name} sent twice");
+            headers.append(name.clone(), value);
+        }
+        headers
+    }
+
     #[test]
     fn forwarded_for_appends_and_the_rest_is_overwritten() {
+        let ids = RequestIds::default();
         let host = HeaderValue::from_static("shop.test");
         let fwd = Forwarded {
             client: "192.0.2.7".parse().unwrap(),
@@ -248,33 +414,124 @@ mod tests {
             host: Some(&host),
             port: 8443,
         };
-        let mut h = map(&[
-            ("x-forwarded-for", "198.51.100.1"),
-            ("x-forwarded-proto", "http"),
-            ("x-real-ip", "203.0.113.9"),
-        ]);
-        add_forwarded(&mut h, &fwd);
+        let h = sent(
+            map(&[
+                ("x-forwarded-for", "198.51.100.1"),
+                ("X-Forwarded-For", "10.0.0.1"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "evil.test"),
+                ("x-forwarded-port", "1"),
+                ("x-real-ip", "203.0.113.9"),
+                ("accept", "*/*"),
+            ]),
+            &fwd,
+            &ids,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "198.51.100.1, 192.0.2.7");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[&X_REAL_IP], "192.0.2.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "shop.test");
         assert_eq!(h[&X_FORWARDED_PORT], "8443");
+        assert_eq!(h[header::ACCEPT], "*/*");
+        assert_eq!(h[&X_REQUEST_ID].len(), 32);
 
-        let mut fresh = HeaderMap::new();
-        add_forwarded(&mut fresh, &Forwarded { host: None, ..fwd });
+        let fresh = sent(HeaderMap::new(), &Forwarded { host: None, ..fwd }, &ids);
         assert_eq!(fresh[&X_FORWARDED_FOR], "192.0.2.7");
         assert!(!fresh.contains_key(&X_FORWARDED_HOST));
+        let blank = sent(map(&[("x-forwarded-for", " ")]), &fwd, &ids);
+        assert_eq!(blank[&X_FORWARDED_FOR], "192.0.2.7");
     }
 
     #[test]
     fn request_id_is_kept_when_present_and_unique_when_generated() {
         let ids = RequestIds::default();
-        let mut given = map(&[("x-request-id", "abc")]);
-        assert_eq!(ids.ensure(&mut given), "abc");
-        let (mut a, mut b) = (HeaderMap::new(), HeaderMap::new());
-        let (ia, ib) = (ids.ensure(&mut a), ids.ensure(&mut b));
-        assert_ne!(ia, ib);
-        assert_eq!(ia.len(), 32);
-        assert_eq!(a[&X_REQUEST_ID], ia);
+        let fwd = Forwarded {
+            client: "::1".parse().unwrap(),
+            proto: "http",
+            host: None,
+            port: 80,
+        };
+        let given = sent(map(&[("x-request-id", "abc")]), &fwd, &ids);
+        assert_eq!(given[&X_REQUEST_ID], "abc");
+        assert_eq!(given[&X_REAL_IP], "::1");
+        let empty = sent(map(&[("x-request-id", "")]), &fwd, &ids);
+        let (a, b) = (
+            sent(HeaderMap::new(), &fwd, &ids),
+            sent(HeaderMap::new(), &fwd, &ids),
+        );
+        for h in [&empty, &a, &b] {
+            let id = h[&X_REQUEST_ID].to_str().unwrap();
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(id.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
+        assert_ne!(a[&X_REQUEST_ID], b[&X_REQUEST_ID]);
+        assert_ne!(empty[&X_REQUEST_ID], a[&X_REQUEST_ID]);
+    }
+
+    #[test]
+    fn special_names_are_recognised_and_others_are_not() {
+        for special in Special::HOP_BY_HOP
+            .into_iter()
+            .chain(Special::PROXY_SET)
+            .chain([Special::Upgrade, Special::XRequestId])
+        {
+            assert_eq!(Special::of(&special.name()), Some(special));
+        }
+        for other in [
+            "host",
+            "accept",
+            "x-forwarded",
+            "x-forwarded-fox",
+            "tee",
+            "close",
+        ] {
+            assert_eq!(
+                Special::of(&HeaderName::from_static(other)),
+                None,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_addresses_are_written_like_display() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "192.0.2.7",
+            "255.255.255.255",
+            "10.0.0.1",
+            "::1",
+            "2001:db8::17",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(ip), ip.to_string().as_str(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn connection_options_are_not_taken_for_header_names() {
+        // `close`, `keep-alive` and `upgrade` are skipped without a lookup, but a header
+        // of a listed name is removed all the same (RFC 9110 §7.6.1), `close` included.
+        let mut h = map(&[
+            ("connection", "close, , X-Hop ,keep-alive"),
+            ("x-hop", "1"),
+            ("close", "named like a connection option"),
+            ("server", "nginx"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["server"]);
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("close", "1"),
+            ("server", "x"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["close", "server"]);
+        let mut untouched = map(&[("server", "nginx"), ("content-length", "3")]);
+        strip_hop_by_hop(&mut untouched, false);
+        assert_eq!(names(&untouched), ["content-length", "server"]);
     }
 }

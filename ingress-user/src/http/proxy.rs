@@ -5,7 +5,12 @@
 use std::{net::SocketAddr, time::Duration};
 
 use http_body_util::BodyExt as _;
-use hyper::{Request, Response, http::request::Parts, upgrade::OnUpgrade};
+use hyper::{
+    Request, Response,
+    header::{HeaderName, HeaderValue},
+    http::request::Parts,
+    upgrade::OnUpgrade,
+};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt as _;
@@ -50,19 +55,21 @@ impl Upstream {
     /// Sends the request to an endpoint of `backend`. If connecting fails before any byte
     /// was sent, the request is retried once on another endpoint. `client_upgrade` is the
     /// client side of an upgrade the request asks for; on `101` both sides are tunnelled.
+    /// `extra` are the header lines the proxy adds.
     pub async fn forward(
         &self,
         balancer: &Balancer,
         metrics: &Metrics,
         backend: &Backend,
         req: Request<Body>,
+        extra: &[(&'static HeaderName, HeaderValue)],
         client_upgrade: Option<OnUpgrade>,
     ) -> Result<Response<Body>, Error> {
         let first = balancer
             .pick(backend, None)
             .ok_or_else(|| Error::NoEndpoints(backend.service.clone()))?;
         let (parts, body) = req.into_parts();
-        let (pick, exchange) = match self.send(first.addr, &parts, body).await {
+        let (pick, exchange) = match self.send(first.addr, &parts, extra, body).await {
             Ok(x) => (first, x),
             Err(Attempt::Failed(e)) => return Err(e),
             Err(Attempt::Connect(source, body)) => {
@@ -76,7 +83,8 @@ impl Upstream {
                         source,
                     });
                 };
-                match self.send(second.addr, &parts, body).await {
+                // Boxed: a retry is rare, and inline it would double the future's size.
+                match Box::pin(self.send(second.addr, &parts, extra, body)).await {
                     Ok(x) => (second, x),
                     Err(Attempt::Failed(e)) => return Err(e),
                     Err(Attempt::Connect(source, _)) => {
@@ -107,12 +115,19 @@ impl Upstream {
             .inc();
     }
 
-    async fn send(&self, addr: SocketAddr, parts: &Parts, body: Body) -> Result<Exchange, Attempt> {
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        parts: &Parts,
+        extra: &[(&'static HeaderName, HeaderValue)],
+        body: Body,
+    ) -> Result<Exchange, Attempt> {
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let head = RequestHead {
             method: &parts.method,
             target,
             headers: &parts.headers,
+            extra,
         };
         let sent = tokio::time::timeout(self.response_timeout, self.client.send(addr, head, body));
         match sent.await {

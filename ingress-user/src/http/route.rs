@@ -17,7 +17,9 @@
 //! Lookup cost is a few hash lookups per `/` in the request path, independent of the number
 //! of Ingresses.
 
-use std::{borrow::Cow, collections::HashMap, fmt, net::SocketAddr, sync::Arc};
+use std::{borrow::Cow, fmt, net::SocketAddr, sync::Arc};
+
+use super::{FastMap, metrics::CachedCounter};
 
 use crate::config::{ObjectRef, ServiceRef};
 
@@ -33,6 +35,8 @@ pub struct Backend {
     /// `namespace/name` of the Ingress (empty for the default backend) and
     /// `namespace/name:port` of the Service, formatted once for per-request metric labels.
     pub names: (Arc<String>, Arc<String>),
+    /// The request counter of this backend's `200` responses.
+    pub ok_requests: CachedCounter,
 }
 
 impl Backend {
@@ -51,6 +55,7 @@ impl Backend {
             endpoints,
             ingress,
             names,
+            ok_requests: CachedCounter::default(),
         }
     }
 }
@@ -144,9 +149,9 @@ pub struct RouteRule {
 #[derive(Clone, Debug, Default)]
 struct HostRoutes {
     /// Exact paths.
-    exact: HashMap<Box<str>, usize>,
+    exact: FastMap<Box<str>, usize>,
     /// Prefix paths, normalized (trailing slashes removed; `/` stays `/`).
-    prefix: HashMap<Box<str>, usize>,
+    prefix: FastMap<Box<str>, usize>,
 }
 
 impl HostRoutes {
@@ -194,8 +199,8 @@ fn prefix_key(path: &str) -> &str {
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
     rules: Vec<RouteRule>,
-    exact_hosts: HashMap<String, HostRoutes>,
-    wildcard_hosts: HashMap<String, HostRoutes>,
+    exact_hosts: FastMap<String, HostRoutes>,
+    wildcard_hosts: FastMap<String, HostRoutes>,
     any_host: HostRoutes,
     default_backend: Option<Arc<Backend>>,
     tls_exact: std::collections::HashSet<String>,

@@ -2,7 +2,13 @@
 //! default backend), rewrite headers and forward. The Snapshot is behind an `ArcSwap`, so
 //! a new one takes effect for the next request and never touches open connections.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use arc_swap::ArcSwap;
 use http_body_util::BodyExt as _;
@@ -10,13 +16,14 @@ use hyper::{
     Request, Response, StatusCode, Version,
     body::{Body as _, Incoming},
     header::{self, HeaderValue},
+    upgrade::OnUpgrade,
 };
 use tracing::debug;
 
 use super::{
     balance::{Balance, Balancer},
     body::{Body, BoxError, full, limited},
-    headers::{Forwarded, RequestIds, add_forwarded, strip_hop_by_hop, wants_upgrade},
+    headers::{Forwarded, ProxyHeaders, RequestIds, forwarding, strip_hop_by_hop, wants_upgrade},
     limits::Limits,
     metrics::{ErrorLabels, Metrics, RequestLabels},
     proxy::Upstream,
@@ -112,14 +119,52 @@ impl Router {
 
     /// Answers one request, forwarding through `upstream` (the serving worker's pool).
     /// Never fails: every error becomes a response here.
-    pub async fn handle(
-        &self,
+    ///
+    /// Routing runs now, before the returned future is first polled; only forwarding is
+    /// left to it. So the future hyper keeps per request is a pointer and a response
+    /// rather than a state machine holding the whole request.
+    pub fn handle(
+        self: &Arc<Self>,
         req: Request<Incoming>,
         conn: Conn,
-        upstream: &Upstream,
+        upstream: &Arc<Upstream>,
+    ) -> Handled {
+        let snapshot = self.snapshot.load();
+        match self.route(&snapshot, req, conn) {
+            Routed::Local(backend, result) => {
+                Handled::Ready(Some(self.finish(backend.as_deref(), result)))
+            }
+            Routed::Forward {
+                backend,
+                req,
+                extra,
+                upgrade,
+            } => {
+                let router = Arc::clone(self);
+                let upstream = Arc::clone(upstream);
+                Handled::Forwarding(Box::pin(async move {
+                    let result = upstream
+                        .forward(
+                            &router.balancer,
+                            &router.metrics,
+                            &backend,
+                            req,
+                            &extra,
+                            upgrade,
+                        )
+                        .await;
+                    router.finish(Some(&backend), result)
+                }))
+            }
+        }
+    }
+
+    /// The response for `result`, counted.
+    fn finish(
+        &self,
+        backend: Option<&Backend>,
+        result: Result<Response<Body>, Error>,
     ) -> Response<Body> {
-        let snapshot = self.snapshot.load_full();
-        let (backend, result) = self.route(&snapshot, req, conn, upstream).await;
         let resp = result.unwrap_or_else(|e| {
             debug!(error = %e, label = e.label(), "answering locally");
             self.metrics
@@ -128,33 +173,30 @@ impl Router {
                 .inc();
             e.to_response()
         });
-        let (ingress, service) = backend.as_ref().map_or_else(
-            || (Arc::default(), Arc::default()),
-            |b| (Arc::clone(&b.names.0), Arc::clone(&b.names.1)),
-        );
-        let labels = RequestLabels {
-            ingress,
-            service,
-            status: resp.status().as_u16(),
+        let status = resp.status().as_u16();
+        let labels = |b: Option<&Backend>| RequestLabels {
+            ingress: b.map(|b| Arc::clone(&b.names.0)).unwrap_or_default(),
+            service: b.map(|b| Arc::clone(&b.names.1)).unwrap_or_default(),
+            status,
         };
-        self.metrics.requests.get_or_create(&labels).inc();
+        match backend {
+            Some(b) if status == 200 => b
+                .ok_requests
+                .get(&self.metrics.requests, || labels(Some(b)))
+                .inc(),
+            b => self.metrics.requests.get_or_create(&labels(b)).inc(),
+        };
         resp
     }
 
-    async fn route(
-        &self,
-        snapshot: &Snapshot,
-        mut req: Request<Incoming>,
-        conn: Conn,
-        upstream: &Upstream,
-    ) -> (Option<Arc<Backend>>, Result<Response<Body>, Error>) {
+    fn route(&self, snapshot: &Snapshot, mut req: Request<Incoming>, conn: Conn) -> Routed {
         let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         let Ok(host) = host_value.as_ref().map_or(Ok(""), HeaderValue::to_str) else {
-            return (None, Err(Error::BadRequest("host header is not text")));
+            return Routed::Local(None, Err(Error::BadRequest("host header is not text")));
         };
         let host = strip_port(host);
         let path = req.uri().path();
@@ -166,7 +208,7 @@ impl Router {
             .https_port
             .filter(|_| !conn.tls && self.opts.ssl_redirect && tls_host)
         {
-            return (
+            return Routed::Local(
                 matched.map(|m| Arc::clone(m.backend)),
                 redirect(host, port, &req),
             );
@@ -175,7 +217,7 @@ impl Router {
             .map(|m| Arc::clone(m.backend))
             .or_else(|| snapshot.http.default_backend().cloned())
         else {
-            return (None, Ok(builtin_default(path)));
+            return Routed::Local(None, Ok(builtin_default(path)));
         };
 
         // Body limit: refuse a declared oversize body up front; cap a streamed one.
@@ -183,9 +225,9 @@ impl Router {
         if let (Some(limit), Some(len)) = (limit, req.body().size_hint().exact())
             && len > limit
         {
-            return (Some(backend), Err(Error::BodyTooLarge { limit }));
+            return Routed::Local(Some(backend), Err(Error::BodyTooLarge { limit }));
         }
-        let client_upgrade = (req.version() <= Version::HTTP_11 && wants_upgrade(req.headers()))
+        let upgrade = (req.version() <= Version::HTTP_11 && wants_upgrade(req.headers()))
             .then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
@@ -193,14 +235,14 @@ impl Router {
             Some(limit) => limited(body, limit),
             None => body.map_err(BoxError::from).boxed(),
         };
-        strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
         if let Some(h) = &host_value {
             parts
                 .headers
                 .entry(header::HOST)
                 .or_insert_with(|| h.clone());
         }
-        add_forwarded(
+        let extra = forwarding(
             &mut parts.headers,
             &Forwarded {
                 client: conn.remote.ip(),
@@ -208,20 +250,46 @@ impl Router {
                 host: host_value.as_ref(),
                 port: conn.local.port(),
             },
+            &self.ids,
         );
-        self.ids.ensure(&mut parts.headers);
-        let req = Request::from_parts(parts, body);
-        // Boxed: the forwarding state machine is large, and hyper moves the service future
-        // into place once per request.
-        let result = Box::pin(upstream.forward(
-            &self.balancer,
-            &self.metrics,
-            &backend,
-            req,
-            client_upgrade,
-        ))
-        .await;
-        (Some(backend), result)
+        Routed::Forward {
+            backend,
+            req: Request::from_parts(parts, body),
+            extra,
+            upgrade,
+        }
+    }
+}
+
+/// Where [`Router::route`] sends a request.
+enum Routed {
+    /// Answered here (redirect, default backend, refusal); the backend it matched, if any.
+    Local(Option<Arc<Backend>>, Result<Response<Body>, Error>),
+    /// To be forwarded, rewritten, with the header lines the proxy adds.
+    Forward {
+        backend: Arc<Backend>,
+        req: Request<Body>,
+        extra: ProxyHeaders,
+        upgrade: Option<OnUpgrade>,
+    },
+}
+
+/// The response to one request: at once, or when forwarding ends.
+pub enum Handled {
+    /// Answered without forwarding (taken on the first poll).
+    Ready(Option<Response<Body>>),
+    /// Forwarding.
+    Forwarding(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+}
+
+impl Future for Handled {
+    type Output = Response<Body>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        match self.get_mut() {
+            Self::Ready(resp) => Poll::Ready(resp.take().expect("Handled polled after completion")),
+            Self::Forwarding(fut) => fut.as_mut().poll(cx),
+        }
     }
 }
 

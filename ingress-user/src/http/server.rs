@@ -496,9 +496,8 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req: Request<Incoming>| {
-        let router = Arc::clone(&router);
-        let upstream = Arc::clone(&upstream);
-        async move { Ok::<_, Infallible>(router.handle(req, conn, &upstream).await) }
+        let handled = router.handle(req, conn, &upstream);
+        async move { Ok::<_, Infallible>(handled.await) }
     });
     let served = watcher.watch(
         builder

@@ -72,17 +72,18 @@ pub struct Head {
     pub keep_alive: bool,
 }
 
-/// Writes the request line and headers. `Content-Length`, `Transfer-Encoding` and
-/// `Expect` from `headers` are replaced by what `framing` says (the client side already
-/// answered any `100-continue`).
+/// Writes the request line, `headers`, then the `extra` lines the proxy adds.
+/// `Content-Length`, `Transfer-Encoding` and `Expect` from `headers` are replaced by what
+/// `framing` says (the client side already answered any `100-continue`).
 pub fn encode_request(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    extra: &[(&HeaderName, HeaderValue)],
     framing: RequestFraming,
     out: &mut Vec<u8>,
 ) {
-    out.reserve(256 + headers.len() * 48);
+    out.reserve(256 + (headers.len() + extra.len()) * 48);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -94,6 +95,12 @@ pub fn encode_request(
         {
             continue;
         }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in extra {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -152,9 +159,15 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
     let http10 = resp.version == Some(0);
     let base = buf.as_ptr() as usize;
     let mut fields = Vec::with_capacity(resp.headers.len());
+    // Which framing headers are present, noted here so the usual response needs no
+    // lookups for the ones it lacks.
+    let (mut has_connection, mut has_length, mut has_coding) = (false, false, false);
     for line in resp.headers.iter() {
         let name = HeaderName::from_bytes(line.name.as_bytes())
             .map_err(|_| HeadError::BadHeader(line.name.to_owned()))?;
+        has_connection |= name == header::CONNECTION;
+        has_length |= name == header::CONTENT_LENGTH;
+        has_coding |= name == header::TRANSFER_ENCODING;
         let start = line.value.as_ptr() as usize - base;
         fields.push((name, start..start + line.value.len()));
     }
@@ -166,9 +179,9 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         headers.append(name, value);
     }
     let mut keep_alive = if http10 {
-        connection_lists(&headers, "keep-alive")
+        has_connection && connection_lists(&headers, "keep-alive")
     } else {
-        !connection_lists(&headers, "close")
+        !(has_connection && connection_lists(&headers, "close"))
     };
     let framing = if *method == Method::HEAD
         || status.is_informational()
@@ -176,7 +189,7 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Empty
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if has_coding {
         // Transfer-Encoding overrides Content-Length, which must then not reach the client;
         // a message with both is suspect, so the connection is not reused (RFC 9112 §6.3).
         if headers.remove(header::CONTENT_LENGTH).is_some() {
@@ -188,7 +201,11 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
             keep_alive = false;
             Framing::UntilClose
         }
-    } else if let Some(n) = content_length(&headers)? {
+    } else if let Some(n) = has_length
+        .then(|| content_length(&headers))
+        .transpose()?
+        .flatten()
+    {
         if n == 0 {
             Framing::Empty
         } else {
@@ -223,13 +240,8 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
     let mut found: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         let bad = || HeadError::BadContentLength(String::from_utf8_lossy(value.as_bytes()).into());
-        let text = value.to_str().map_err(|_| bad())?;
-        for item in text.split(',') {
-            let item = item.trim();
-            if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            let n: u64 = item.parse().map_err(|_| bad())?;
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let n = decimal(item.trim_ascii()).ok_or_else(bad)?;
             if found.is_some_and(|f| f != n) {
                 return Err(bad());
             }
@@ -237,6 +249,17 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
         }
     }
     Ok(found)
+}
+
+/// A non-empty run of ASCII digits as a number, if it fits in a `u64`.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 #[cfg(test)]
@@ -449,7 +472,7 @@ mod tests {
             ),
         ] {
             let mut out = Vec::new();
-            encode_request(&method, "/a%20b?x=1", &headers, framing, &mut out);
+            encode_request(&method, "/a%20b?x=1", &headers, &[], framing, &mut out);
             let want = format!("{method} /a%20b?x=1 HTTP/1.1\r\n{base}{tail}\r\n");
             assert_eq!(
                 String::from_utf8(out).unwrap(),

@@ -3,7 +3,6 @@
 //! Newest first (LIFO), so a burst's extra connections go cold and expire.
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
@@ -11,6 +10,8 @@ use std::{
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
+
+use crate::http::FastMap;
 
 /// Most idle connections kept per endpoint (nginx's `keepalive` is per worker too).
 pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
@@ -35,7 +36,7 @@ struct Idle {
 /// The idle connections of one worker.
 #[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<FastMap<SocketAddr, Vec<Idle>>>,
     timeout: Duration,
 }
 
