@@ -9,8 +9,6 @@ use hyper::{
     header::{self, HeaderName, HeaderValue},
 };
 
-use crate::http::headers::connection_lists;
-
 /// Largest response head accepted from an upstream (nginx gives 502 for "upstream sent
 /// too big header" at a few KiB; this is generous).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -159,15 +157,25 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
     let http10 = resp.version == Some(0);
     let base = buf.as_ptr() as usize;
     let mut fields = Vec::with_capacity(resp.headers.len());
-    // Which framing headers are present, noted here so the usual response needs no
-    // lookups for the ones it lacks.
-    let (mut has_connection, mut has_length, mut has_coding) = (false, false, false);
+    // The framing headers are read here, from the raw lines, so the usual response needs
+    // no lookups in the map afterwards. A bad length only matters if the length is used.
+    let (mut close, mut keep_alive_listed, mut has_coding) = (false, false, false);
+    let mut length: Result<Option<u64>, HeadError> = Ok(None);
     for line in resp.headers.iter() {
         let name = HeaderName::from_bytes(line.name.as_bytes())
             .map_err(|_| HeadError::BadHeader(line.name.to_owned()))?;
-        has_connection |= name == header::CONNECTION;
-        has_length |= name == header::CONTENT_LENGTH;
-        has_coding |= name == header::TRANSFER_ENCODING;
+        if name == header::CONNECTION {
+            for token in line.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_listed |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::CONTENT_LENGTH {
+            if let Ok(found) = &length {
+                length = content_length_line(line.value, *found);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            has_coding = true;
+        }
         let start = line.value.as_ptr() as usize - base;
         fields.push((name, start..start + line.value.len()));
     }
@@ -178,11 +186,7 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
             .map_err(|_| HeadError::BadHeader(name.as_str().to_owned()))?;
         headers.append(name, value);
     }
-    let mut keep_alive = if http10 {
-        has_connection && connection_lists(&headers, "keep-alive")
-    } else {
-        !(has_connection && connection_lists(&headers, "close"))
-    };
+    let mut keep_alive = if http10 { keep_alive_listed } else { !close };
     let framing = if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -201,11 +205,7 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
             keep_alive = false;
             Framing::UntilClose
         }
-    } else if let Some(n) = has_length
-        .then(|| content_length(&headers))
-        .transpose()?
-        .flatten()
-    {
+    } else if let Some(n) = length? {
         if n == 0 {
             Framing::Empty
         } else {
@@ -234,19 +234,17 @@ fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
 }
 
-/// The declared length: every `Content-Length` line (and comma-separated item) must be the
-/// same integer.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
-    let mut found: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let bad = || HeadError::BadContentLength(String::from_utf8_lossy(value.as_bytes()).into());
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let n = decimal(item.trim_ascii()).ok_or_else(bad)?;
-            if found.is_some_and(|f| f != n) {
-                return Err(bad());
-            }
-            found = Some(n);
+/// The declared length after one more `Content-Length` line: every line (and
+/// comma-separated item) must be the same integer.
+fn content_length_line(value: &[u8], found: Option<u64>) -> Result<Option<u64>, HeadError> {
+    let bad = || HeadError::BadContentLength(String::from_utf8_lossy(value).into());
+    let mut found = found;
+    for item in value.split(|&b| b == b',') {
+        let n = decimal(item.trim_ascii()).ok_or_else(bad)?;
+        if found.is_some_and(|f| f != n) {
+            return Err(bad());
         }
+        found = Some(n);
     }
     Ok(found)
 }
