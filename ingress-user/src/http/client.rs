@@ -19,11 +19,7 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 use bytes::BytesMut;
 use futures::FutureExt as _;
 use http_body_util::BodyExt as _;
-use hyper::{
-    HeaderMap, Method, Response, StatusCode, Version,
-    body::Body as _,
-    header::{HeaderName, HeaderValue},
-};
+use hyper::{HeaderMap, Method, Response, StatusCode, Version, body::Body as _};
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
 pub use self::{
@@ -45,8 +41,9 @@ pub struct RequestHead<'a> {
     pub target: &'a str,
     /// The headers, `Host` included.
     pub headers: &'a HeaderMap,
-    /// Lines the proxy adds after `headers` (`X-Forwarded-*` and the like).
-    pub extra: &'a [(&'static HeaderName, HeaderValue)],
+    /// Header lines the proxy adds after `headers` (`X-Forwarded-*` and the like),
+    /// already encoded.
+    pub extra: &'a [u8],
 }
 
 /// What the upstream answered.
@@ -163,20 +160,23 @@ impl Client {
             },
         };
         let body = (framing != RequestFraming::Empty).then_some(body);
-        match self.exchange(conn, &head, framing, body, req.method).await {
-            Err(Sent::Nothing(_)) if !fresh && replayable => {
-                // The body was empty, so an empty one stands in for it if this endpoint
-                // now refuses and the request moves to another.
-                let conn = Box::pin(self.connect(addr)).await.map_err(|e| Failure {
-                    error: Error::Connect(e),
-                    body: Some(super::body::empty()),
-                })?;
-                Box::pin(self.exchange(conn, &head, framing, None, req.method))
-                    .await
-                    .map_err(Sent::into_failure)
+        // In a block, so the first result is not kept in the future during a resend.
+        {
+            match self.exchange(conn, &head, framing, body, req.method).await {
+                Err(Sent::Nothing(_)) if !fresh && replayable => {}
+                other => return other.map_err(Sent::into_failure),
             }
-            other => other.map_err(Sent::into_failure),
         }
+        // The reused connection had been closed: send again on a new one. The body was
+        // empty, so an empty one stands in for it if this endpoint now refuses and the
+        // request moves to another.
+        let conn = Box::pin(self.connect(addr)).await.map_err(|e| Failure {
+            error: Error::Connect(e),
+            body: Some(super::body::empty()),
+        })?;
+        Box::pin(self.exchange(conn, &head, framing, None, req.method))
+            .await
+            .map_err(Sent::into_failure)
     }
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<Conn> {

@@ -16,17 +16,18 @@ use hyper::{
     Request, Response, StatusCode, Version,
     body::{Body as _, Incoming},
     header::{self, HeaderValue},
+    http::request::Parts,
     upgrade::OnUpgrade,
 };
 use tracing::debug;
 
 use super::{
     balance::{Balance, Balancer},
-    body::{Body, BoxError, full, limited},
+    body::{Body, BoxError, empty, full, limited},
     headers::{Forwarded, ProxyHeaders, RequestIds, forwarding, strip_hop_by_hop, wants_upgrade},
     limits::Limits,
     metrics::{ErrorLabels, Metrics, RequestLabels},
-    proxy::Upstream,
+    proxy::{Outgoing, Upstream},
     rescue::Error,
     route::Backend,
     tls::CertResolver,
@@ -136,20 +137,25 @@ impl Router {
             }
             Routed::Forward {
                 backend,
-                req,
+                parts,
+                body,
                 extra,
                 upgrade,
             } => {
                 let router = Arc::clone(self);
                 let upstream = Arc::clone(upstream);
                 Handled::Forwarding(Box::pin(async move {
+                    let head = Outgoing {
+                        parts: &parts,
+                        extra: &extra,
+                    };
                     let result = upstream
                         .forward(
                             &router.balancer,
                             &router.metrics,
                             &backend,
-                            req,
-                            &extra,
+                            head,
+                            body,
                             upgrade,
                         )
                         .await;
@@ -231,7 +237,9 @@ impl Router {
             .then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
+        // Most requests have no body: the empty stand-in is a zero-sized box, no allocation.
         let body: Body = match limit {
+            _ if body.is_end_stream() => empty(),
             Some(limit) => limited(body, limit),
             None => body.map_err(BoxError::from).boxed(),
         };
@@ -254,7 +262,8 @@ impl Router {
         );
         Routed::Forward {
             backend,
-            req: Request::from_parts(parts, body),
+            parts,
+            body,
             extra,
             upgrade,
         }
@@ -268,7 +277,8 @@ enum Routed {
     /// To be forwarded, rewritten, with the header lines the proxy adds.
     Forward {
         backend: Arc<Backend>,
-        req: Request<Body>,
+        parts: Parts,
+        body: Body,
         extra: ProxyHeaders,
         upgrade: Option<OnUpgrade>,
     },

@@ -70,18 +70,19 @@ pub struct Head {
     pub keep_alive: bool,
 }
 
-/// Writes the request line, `headers`, then the `extra` lines the proxy adds.
+/// Writes the request line, `headers`, then the `extra` lines the proxy adds (encoded,
+/// each ending in CRLF).
 /// `Content-Length`, `Transfer-Encoding` and `Expect` from `headers` are replaced by what
 /// `framing` says (the client side already answered any `100-continue`).
 pub fn encode_request(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-    extra: &[(&HeaderName, HeaderValue)],
+    extra: &[u8],
     framing: RequestFraming,
     out: &mut Vec<u8>,
 ) {
-    out.reserve(256 + (headers.len() + extra.len()) * 48);
+    out.reserve(256 + headers.len() * 48 + extra.len());
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -98,12 +99,7 @@ pub fn encode_request(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in extra {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    out.extend_from_slice(extra);
     match framing {
         RequestFraming::Empty if expects_body(method) => {
             out.extend_from_slice(b"content-length: 0\r\n");
@@ -470,7 +466,7 @@ mod tests {
             ),
         ] {
             let mut out = Vec::new();
-            encode_request(&method, "/a%20b?x=1", &headers, &[], framing, &mut out);
+            encode_request(&method, "/a%20b?x=1", &headers, b"", framing, &mut out);
             let want = format!("{method} /a%20b?x=1 HTTP/1.1\r\n{base}{tail}\r\n");
             assert_eq!(
                 String::from_utf8(out).unwrap(),
