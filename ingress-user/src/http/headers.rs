@@ -240,9 +240,9 @@ pub fn forwarding(headers: &mut HeaderMap, fwd: &Forwarded<'_>, ids: &RequestIds
     };
     let mut ip = [0u8; 64];
     let client = write_ip(fwd.client, &mut ip);
-    let prev = headers
-        .get(&X_FORWARDED_FOR)
-        .filter(|_| present & Special::XForwardedFor.bit() != 0)
+    let prev = (present & Special::XForwardedFor.bit() != 0)
+        .then(|| headers.get(&X_FORWARDED_FOR))
+        .flatten()
         .map(HeaderValue::as_bytes)
         .filter(|v| !v.trim_ascii().is_empty());
     match prev {
