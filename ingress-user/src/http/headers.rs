@@ -33,7 +33,7 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Whether a `Connection` header lists `token` (case-insensitive).
-pub fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
     headers.get_all(header::CONNECTION).iter().any(|v| {
         v.as_bytes()
             .split(|&b| b == b',')
@@ -163,6 +163,11 @@ fn present(headers: &HeaderMap) -> (u16, bool) {
 /// handshake (`Upgrade` and `Connection: upgrade`) is kept so it reaches the other side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
     let (present, close_named) = present(headers);
+    strip(headers, present, close_named, tunnel);
+}
+
+/// [`strip_hop_by_hop`] given what [`present`] found.
+fn strip(headers: &mut HeaderMap, present: u16, close_named: bool, tunnel: bool) {
     const STRIPPED: u16 = Special::mask(&Special::HOP_BY_HOP) | Special::Upgrade.bit();
     if present & STRIPPED == 0 {
         return;
@@ -222,13 +227,33 @@ pub struct Forwarded<'a> {
 /// header map instead cost six inserts of custom names and five allocations per request.
 pub type ProxyHeaders = Vec<u8>;
 
-/// The `X-Forwarded-For/Proto/Host/Port`, `X-Real-IP` and (unless the client sent one)
-/// `X-Request-ID` lines for the upstream request. The client's own lines of the names the
-/// proxy sets are removed from `headers`; its first `X-Forwarded-For` is extended with the
-/// client address (like nginx's `$proxy_add_x_forwarded_for`), and its `X-Request-ID` is
-/// kept. Values come from header values or are generated, so none holds a CR or LF.
-pub fn forwarding(headers: &mut HeaderMap, fwd: &Forwarded<'_>, ids: &RequestIds) -> ProxyHeaders {
-    let (present, _) = present(headers);
+/// Rewrites a client's request headers for the upstream, with one scan of their names:
+/// hop-by-hop headers go (as [`strip_hop_by_hop`]; `tunnel` keeps an upgrade handshake),
+/// and the `X-Forwarded-For/Proto/Host/Port`, `X-Real-IP` and (unless the client sent
+/// one) `X-Request-ID` lines are returned. The client's own lines of the names the proxy
+/// sets are removed; its first `X-Forwarded-For` is extended with the client address
+/// (like nginx's `$proxy_add_x_forwarded_for`), and its `X-Request-ID` is kept. Values come
+/// from header values or are generated, so none holds a CR or LF.
+pub fn rewrite_request(
+    headers: &mut HeaderMap,
+    tunnel: bool,
+    fwd: &Forwarded<'_>,
+    ids: &RequestIds,
+) -> ProxyHeaders {
+    let (present, close_named) = present(headers);
+    strip(headers, present, close_named, tunnel);
+    // A forwarding header that `Connection` listed is gone now though its bit is still
+    // set; that only costs the lookup or removal finding nothing.
+    forwarding(headers, present, fwd, ids)
+}
+
+/// The forwarding lines of [`rewrite_request`], given what [`present`] found.
+fn forwarding(
+    headers: &mut HeaderMap,
+    present: u16,
+    fwd: &Forwarded<'_>,
+    ids: &RequestIds,
+) -> ProxyHeaders {
     let mut out = Vec::with_capacity(256);
     let mut line = |name: &HeaderName, value: &[&[u8]]| {
         out.extend_from_slice(name.as_str().as_bytes());
@@ -417,7 +442,7 @@ mod tests {
     /// `headers` as the upstream sees them: the client's remaining lines, then the
     /// proxy's, which must each be `name: value` and CRLF.
     fn sent(mut headers: HeaderMap, fwd: &Forwarded<'_>, ids: &RequestIds) -> HeaderMap {
-        let block = String::from_utf8(forwarding(&mut headers, fwd, ids)).unwrap();
+        let block = String::from_utf8(rewrite_request(&mut headers, false, fwd, ids)).unwrap();
         let lines = block.strip_suffix("\r\n").expect("ends with CRLF");
         for line in lines.split("\r\n") {
             let (name, value) = line.split_once(": ").expect("name: value");
@@ -465,6 +490,29 @@ mod tests {
         assert!(!fresh.contains_key(&X_FORWARDED_HOST));
         let blank = sent(map(&[("x-forwarded-for", " ")]), &fwd, &ids);
         assert_eq!(blank[&X_FORWARDED_FOR], "192.0.2.7");
+    }
+
+    #[test]
+    fn forwarding_headers_listed_in_connection_are_dropped_not_extended() {
+        let ids = RequestIds::default();
+        let fwd = Forwarded {
+            client: "192.0.2.7".parse().unwrap(),
+            proto: "http",
+            host: None,
+            port: 80,
+        };
+        let h = sent(
+            map(&[
+                ("connection", "x-forwarded-for, x-request-id"),
+                ("x-forwarded-for", "198.51.100.1"),
+                ("x-request-id", "abc"),
+            ]),
+            &fwd,
+            &ids,
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "192.0.2.7");
+        assert_ne!(h[&X_REQUEST_ID], "abc");
+        assert!(!h.contains_key(header::CONNECTION));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tracing::debug;
 use super::{
     balance::{Balance, Balancer},
     body::{Body, BoxError, empty, full, limited},
-    headers::{Forwarded, ProxyHeaders, RequestIds, forwarding, strip_hop_by_hop, wants_upgrade},
+    headers::{Forwarded, ProxyHeaders, RequestIds, rewrite_request, wants_upgrade},
     limits::Limits,
     metrics::{ErrorLabels, Metrics, RequestLabels},
     proxy::{Outgoing, Upstream},
@@ -243,15 +243,9 @@ impl Router {
             Some(limit) => limited(body, limit),
             None => body.map_err(BoxError::from).boxed(),
         };
-        strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-        if let Some(h) = &host_value {
-            parts
-                .headers
-                .entry(header::HOST)
-                .or_insert_with(|| h.clone());
-        }
-        let extra = forwarding(
+        let extra = rewrite_request(
             &mut parts.headers,
+            upgrade.is_some(),
             &Forwarded {
                 client: conn.remote.ip(),
                 proto: if conn.tls { "https" } else { "http" },
@@ -260,6 +254,12 @@ impl Router {
             },
             &self.ids,
         );
+        if let Some(h) = &host_value {
+            parts
+                .headers
+                .entry(header::HOST)
+                .or_insert_with(|| h.clone());
+        }
         Routed::Forward {
             backend,
             parts,
