@@ -3,6 +3,8 @@
 //! - [`server`]: thread-per-core workers (`--http-workers`), each with its own listeners
 //!   (`--http-port`: HTTP/1.1 + h2c prior knowledge; `--https-port`: rustls with ALPN
 //!   h2/http1.1), limits, graceful shutdown. Entry point: [`serve`].
+//! - [`h1`]: the HTTP/1.1 fast path on plain connections (bodiless keep-alive requests);
+//!   anything else goes to hyper with the bytes already read ([`rewind`]).
 //! - [`router`]: per request, load the current Snapshot (`ArcSwap`), match, redirect
 //!   plain HTTP for TLS hosts (308, `--no-ssl-redirect` turns it off), or answer with the
 //!   default backend (built in: `/healthz` 200, else 404).
@@ -20,12 +22,15 @@
 pub mod balance;
 pub mod body;
 pub mod client;
+pub mod drain;
+pub mod h1;
 pub mod headers;
 pub mod limits;
 pub mod metrics;
 pub mod preface;
 pub mod proxy;
 pub mod rescue;
+pub mod rewind;
 pub mod route;
 pub mod router;
 pub mod server;

@@ -48,3 +48,41 @@ where
         })
         .boxed()
 }
+
+/// `body`, keeping `guard` alive until the body is dropped. Unlike `map_frame`, it passes
+/// on the body's size hint, so a response of known length goes out with that length.
+#[derive(Debug)]
+pub struct Holding<B, G> {
+    body: B,
+    _guard: G,
+}
+
+impl<B, G> Holding<B, G> {
+    /// Wraps `body`; `guard` drops with it.
+    pub fn new(body: B, guard: G) -> Self {
+        Self {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: HttpBody + Unpin, G: Unpin> HttpBody for Holding<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use super::{
     balance::{Balancer, Pick},
-    body::{Body, BoxError, empty},
+    body::{Body, BoxError, Holding, empty},
     client::{self, Client, Conn, Exchange, RequestHead},
     headers::strip_hop_by_hop,
     limits::Limits,
@@ -203,13 +203,7 @@ fn respond(
                 None => empty(),
                 // The pick (an in-flight count for least-loaded) lives as long as the
                 // body streams.
-                Some(body) => body
-                    .map_frame(move |frame| {
-                        let _ = &pick;
-                        frame
-                    })
-                    .map_err(BoxError::from)
-                    .boxed(),
+                Some(body) => Holding::new(body, pick).map_err(BoxError::from).boxed(),
             };
             Ok(Response::from_parts(parts, body))
         }

@@ -11,10 +11,11 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::{
     Request, Response, StatusCode, Version,
-    body::{Body as _, Incoming},
+    body::Body as HttpBody,
     header::{self, HeaderValue},
     http::request::Parts,
     upgrade::OnUpgrade,
@@ -124,12 +125,19 @@ impl Router {
     /// Routing runs now, before the returned future is first polled; only forwarding is
     /// left to it. So the future hyper keeps per request is a pointer and a response
     /// rather than a state machine holding the whole request.
-    pub fn handle(
+    ///
+    /// Generic over the request body: hyper's connections pass [`Incoming`](hyper::body::Incoming),
+    /// the HTTP/1.1 fast path ([`h1`](super::h1)) an empty body.
+    pub fn handle<B>(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<B>,
         conn: Conn,
         upstream: &Arc<Upstream>,
-    ) -> Handled {
+    ) -> Handled
+    where
+        B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
         let snapshot = self.snapshot.load();
         match self.route(&snapshot, req, conn) {
             Routed::Local(backend, result) => {
@@ -195,7 +203,11 @@ impl Router {
         resp
     }
 
-    fn route(&self, snapshot: &Snapshot, mut req: Request<Incoming>, conn: Conn) -> Routed {
+    fn route<B>(&self, snapshot: &Snapshot, mut req: Request<B>, conn: Conn) -> Routed
+    where
+        B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
         let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
                 .authority()
@@ -241,7 +253,7 @@ impl Router {
         let body: Body = match limit {
             _ if body.is_end_stream() => empty(),
             Some(limit) => limited(body, limit),
-            None => body.map_err(BoxError::from).boxed(),
+            None => body.map_err(Into::into).boxed(),
         };
         let extra = rewrite_request(
             &mut parts.headers,

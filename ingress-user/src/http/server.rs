@@ -1,5 +1,7 @@
 //! Listeners: plain HTTP (HTTP/1.1 and h2c with prior knowledge) and HTTPS (rustls, ALPN
-//! h2/http1.1), served by hyper-util's auto builder, with graceful shutdown.
+//! h2/http1.1), with graceful shutdown. Plain connections start on the HTTP/1.1 fast path
+//! ([`h1`](super::h1)) and move to hyper-util's auto builder when a request needs it; TLS
+//! connections are hyper's from the start.
 //!
 //! Thread per core: each worker is an OS thread with a current-thread tokio runtime, its
 //! own listening sockets (`SO_REUSEPORT`, so the kernel spreads connections) and its own
@@ -15,10 +17,7 @@ use std::{
 use hyper::{Request, body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{
-        conn::auto,
-        graceful::{GracefulShutdown, Watcher},
-    },
+    server::conn::auto,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -29,10 +28,13 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
 use super::{
+    drain::{Drain, Signal},
+    h1,
     limits::{Limits, MIN_HTTP1_BUF},
     metrics::Metrics,
     preface::PrefaceDeadline,
     proxy::Upstream,
+    rewind::Rewind,
     router::{Conn, Router, RouterOptions},
     tls::{self, CertResolver},
 };
@@ -109,7 +111,7 @@ pub struct Server {
     https_addr: Option<SocketAddr>,
     tls: Option<TlsAcceptor>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    builder: auto::Builder<TokioExecutor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
 }
 
@@ -167,7 +169,7 @@ impl Server {
             https_addr,
             tls,
             snapshots,
-            builder: builder(&opts.limits),
+            builder: Arc::new(builder(&opts.limits)),
             limits: opts.limits,
         })
     }
@@ -208,7 +210,7 @@ impl Server {
                 router: Arc::clone(&router),
                 upstream: Arc::new(Upstream::new(&limits)),
                 tls: tls.clone(),
-                builder: builder.clone(),
+                builder: Arc::clone(&builder),
                 limits: limits.clone(),
                 stop: stop_rx.clone(),
             };
@@ -311,7 +313,7 @@ struct Worker {
     router: Arc<Router>,
     upstream: Arc<Upstream>,
     tls: Option<TlsAcceptor>,
-    builder: auto::Builder<TokioExecutor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
     stop: watch::Receiver<bool>,
 }
@@ -332,7 +334,7 @@ impl Worker {
             _ => None,
         };
         let sweeper = tokio::spawn(sweep(Arc::clone(&self.upstream), self.limits.idle_timeout));
-        let graceful = GracefulShutdown::new();
+        let graceful = Drain::default();
         let mut stop = self.stop.clone();
         loop {
             tokio::select! {
@@ -366,44 +368,43 @@ impl Worker {
             "worker draining"
         );
         tokio::select! {
-            () = graceful.shutdown() => debug!(worker = index, "worker drained"),
+            () = graceful.drained() => debug!(worker = index, "worker drained"),
             () = tokio::time::sleep(self.limits.shutdown_grace_period) => {
                 warn!(worker = index, "grace period over; remaining HTTP connections are dropped");
             }
         }
     }
 
-    fn spawn_plain(&self, stream: TcpStream, conn: Conn, graceful: &GracefulShutdown) {
+    fn spawn_plain(&self, stream: TcpStream, conn: Conn, graceful: &Drain) {
         let _ = stream.set_nodelay(true);
         let gauge = self.router.metrics().active_connections.clone();
-        let stream = PrefaceDeadline::new(stream, self.limits.header_read_timeout);
-        let served = serve_connection(
-            stream,
-            conn,
-            Arc::clone(&self.router),
-            Arc::clone(&self.upstream),
-            &self.builder,
-            graceful.watcher(),
-        );
+        let router = Arc::clone(&self.router);
+        let upstream = Arc::clone(&self.upstream);
+        let builder = Arc::clone(&self.builder);
+        let signal = graceful.signal();
+        let settings = h1::Settings {
+            header_read_timeout: self.limits.header_read_timeout,
+            max_head: self.limits.max_header_bytes,
+        };
         tokio::spawn(async move {
             gauge.inc();
-            served.await;
+            if let h1::Ended::Handoff(stream, buf) =
+                h1::serve(stream, conn, &router, &upstream, settings, &signal).await
+            {
+                let io = Rewind::new(buf.freeze(), stream);
+                let io = PrefaceDeadline::new(io, settings.header_read_timeout);
+                serve_connection(io, conn, router, upstream, &builder, signal).await;
+            }
             gauge.dec();
         });
     }
 
-    fn spawn_tls(
-        &self,
-        stream: TcpStream,
-        acceptor: TlsAcceptor,
-        conn: Conn,
-        graceful: &GracefulShutdown,
-    ) {
+    fn spawn_tls(&self, stream: TcpStream, acceptor: TlsAcceptor, conn: Conn, graceful: &Drain) {
         let _ = stream.set_nodelay(true);
         let router = Arc::clone(&self.router);
         let upstream = Arc::clone(&self.upstream);
-        let builder = self.builder.clone();
-        let watcher = graceful.watcher();
+        let builder = Arc::clone(&self.builder);
+        let signal = graceful.signal();
         let handshake_timeout = self.limits.header_read_timeout;
         tokio::spawn(async move {
             let metrics = Arc::clone(router.metrics());
@@ -422,7 +423,7 @@ impl Worker {
             };
             metrics.active_connections.inc();
             let tls = PrefaceDeadline::new(tls, handshake_timeout);
-            serve_connection(tls, conn, router, upstream, &builder, watcher).await;
+            serve_connection(tls, conn, router, upstream, &builder, signal).await;
             metrics.active_connections.dec();
         });
     }
@@ -482,31 +483,32 @@ async fn accept_failed(e: &io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// Serves one client connection (HTTP/1.1 with upgrades, or HTTP/2) under `watcher`, so
-/// graceful shutdown can ask it to finish.
-fn serve_connection<I>(
+/// Serves one client connection with hyper (HTTP/1.1 with upgrades, or HTTP/2); when
+/// `signal` says to drain, hyper finishes in-flight requests and closes.
+async fn serve_connection<I>(
     io: I,
     conn: Conn,
     router: Arc<Router>,
     upstream: Arc<Upstream>,
     builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-) -> impl Future<Output = ()> + Send + 'static
-where
+    signal: Signal,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req: Request<Incoming>| {
         let handled = router.handle(req, conn, &upstream);
         async move { Ok::<_, Infallible>(handled.await) }
     });
-    let served = watcher.watch(
-        builder
-            .serve_connection_with_upgrades(TokioIo::new(io), svc)
-            .into_owned(),
-    );
-    async move {
-        if let Err(e) = served.await {
-            debug!(remote = %conn.remote, error = %e, "HTTP connection ended with an error");
+    let mut served = std::pin::pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
+    let served = tokio::select! {
+        biased;
+        served = served.as_mut() => served,
+        () = signal.draining() => {
+            served.as_mut().graceful_shutdown();
+            served.await
         }
+    };
+    if let Err(e) = served {
+        debug!(remote = %conn.remote, error = %e, "HTTP connection ended with an error");
     }
 }
