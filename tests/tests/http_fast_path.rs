@@ -189,3 +189,36 @@ async fn draining_closes_idle_keep_alive_connections_at_once() {
         .expect("the drain did not wait for the grace period")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_frees_its_upstream_connection() {
+    // An upstream that reads the request and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let yaml = format!(
+        "{}{}",
+        service_yaml("slow", &[silent.local_addr().unwrap()]),
+        ingress_yaml("slow", Some("slow.test"), &[("/", "Prefix", "slow")])
+    );
+    // The response timeout is far away: only the client leaving can end the exchange.
+    let router = RunningRouter::start(snapshot(&yaml, Vec::new()), Limits::default()).await;
+    let mut client = TcpStream::connect(router.http).await.unwrap();
+    client
+        .write_all(b"GET /wait HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (mut upstream, _) = tokio::time::timeout(Duration::from_secs(10), silent.accept())
+        .await
+        .expect("the request is forwarded")
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = upstream.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"GET /wait HTTP/1.1\r\n"));
+    drop(client);
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), upstream.read_to_end(&mut rest))
+        .await
+        .expect("the upstream connection is closed once the client has gone")
+        .unwrap();
+    let health = get(&http_client(), router.http, "any.test", "/healthz").await;
+    assert_eq!(health.status, 200);
+}

@@ -38,7 +38,7 @@ use super::{
     client::codec::{LAST_CHUNK, chunk_size_line},
     drain::Signal,
     proxy::Upstream,
-    router::{Conn, Router},
+    router::{Conn, Handled, Router},
 };
 
 /// Read buffer per connection; a request head that does not fit goes to hyper.
@@ -106,7 +106,11 @@ where
         };
         let method = accepted.req.method().clone();
         let req = accepted.req.map(|()| Empty::<Bytes>::new());
-        let resp = router.handle(req, conn, upstream).await;
+        let handled = router.handle(req, conn, upstream);
+        let Some(resp) = unless_gone(handled, &mut io, &mut buf).await else {
+            debug!(remote = %conn.remote, "client closed the connection before the response");
+            return Ended::Closed;
+        };
         let close = accepted.close || signal.is_draining();
         match write_response(&mut io, resp, &method, close, &mut out).await {
             Ok(true) if !close => {}
@@ -123,6 +127,34 @@ where
             out = Vec::new();
         }
     }
+}
+
+/// The response, or `None` when the client closes the connection first: then forwarding
+/// stops at once (as hyper does without half-close) instead of holding an upstream
+/// connection for a response nobody reads. Bytes the client pipelines meanwhile are kept
+/// in `buf`, up to its size.
+///
+/// Polling the client's read side costs no system call while nothing arrives: tokio keeps
+/// the readiness epoll reported, and reads only when there is some.
+async fn unless_gone<I: AsyncRead + Unpin>(
+    mut handled: Handled,
+    io: &mut I,
+    buf: &mut BytesMut,
+) -> Option<Response<Body>> {
+    poll_fn(|cx| {
+        if let Poll::Ready(resp) = Pin::new(&mut handled).poll(cx) {
+            return Poll::Ready(Some(resp));
+        }
+        while buf.len() < READ_BUF {
+            match pin!(io.read_buf(&mut *buf)).poll(cx) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Waiting for the next request: a read raced against the idle deadline and draining.

@@ -382,21 +382,22 @@ impl Worker {
         let upstream = Arc::clone(&self.upstream);
         let builder = Arc::clone(&self.builder);
         let signal = graceful.signal();
-        let settings = h1::Settings {
-            header_read_timeout: self.limits.header_read_timeout,
-            max_head: self.limits.max_header_bytes,
-        };
+        let settings = self.settings();
         tokio::spawn(async move {
             gauge.inc();
-            if let h1::Ended::Handoff(stream, buf) =
-                h1::serve(stream, conn, &router, &upstream, settings, &signal).await
-            {
-                let io = Rewind::new(buf.freeze(), stream);
-                let io = PrefaceDeadline::new(io, settings.header_read_timeout);
-                serve_connection(io, conn, router, upstream, &builder, signal).await;
-            }
+            serve_client(
+                stream, conn, router, upstream, &builder, settings, signal, true,
+            )
+            .await;
             gauge.dec();
         });
+    }
+
+    fn settings(&self) -> h1::Settings {
+        h1::Settings {
+            header_read_timeout: self.limits.header_read_timeout,
+            max_head: self.limits.max_header_bytes,
+        }
     }
 
     fn spawn_tls(&self, stream: TcpStream, acceptor: TlsAcceptor, conn: Conn, graceful: &Drain) {
@@ -405,7 +406,8 @@ impl Worker {
         let upstream = Arc::clone(&self.upstream);
         let builder = Arc::clone(&self.builder);
         let signal = graceful.signal();
-        let handshake_timeout = self.limits.header_read_timeout;
+        let settings = self.settings();
+        let handshake_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
             let metrics = Arc::clone(router.metrics());
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -422,8 +424,12 @@ impl Worker {
                 }
             };
             metrics.active_connections.inc();
-            let tls = PrefaceDeadline::new(tls, handshake_timeout);
-            serve_connection(tls, conn, router, upstream, &builder, signal).await;
+            // HTTP/2 chosen by ALPN goes straight to hyper; HTTP/1.1 starts on the fast path.
+            let fast = tls.get_ref().1.alpn_protocol() != Some(b"h2");
+            serve_client(
+                tls, conn, router, upstream, &builder, settings, signal, fast,
+            )
+            .await;
             metrics.active_connections.dec();
         });
     }
@@ -481,6 +487,34 @@ async fn accept_tls(
 async fn accept_failed(e: &io::Error) {
     warn!(error = %e, "accepting a connection failed");
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Serves one client connection: on the HTTP/1.1 fast path first when `fast`, and with
+/// hyper from the start otherwise, or from the first request the fast path declines.
+#[allow(clippy::too_many_arguments)] // One connection's whole context, passed once.
+async fn serve_client<I>(
+    io: I,
+    conn: Conn,
+    router: Arc<Router>,
+    upstream: Arc<Upstream>,
+    builder: &auto::Builder<TokioExecutor>,
+    settings: h1::Settings,
+    signal: Signal,
+    fast: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = settings.header_read_timeout;
+    if !fast {
+        let io = PrefaceDeadline::new(io, timeout);
+        return serve_connection(io, conn, router, upstream, builder, signal).await;
+    }
+    if let h1::Ended::Handoff(io, buf) =
+        h1::serve(io, conn, &router, &upstream, settings, &signal).await
+    {
+        let io = PrefaceDeadline::new(Rewind::new(buf.freeze(), io), timeout);
+        serve_connection(io, conn, router, upstream, builder, signal).await;
+    }
 }
 
 /// Serves one client connection with hyper (HTTP/1.1 with upgrades, or HTTP/2); when
