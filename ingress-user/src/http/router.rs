@@ -266,11 +266,12 @@ impl Router {
             },
             &self.ids,
         );
-        if let Some(h) = &host_value {
-            parts
-                .headers
-                .entry(header::HOST)
-                .or_insert_with(|| h.clone());
+        // Only an absolute-form target lacks the header; `entry` would grow the map (sized
+        // for the client's headers) even when the header is there.
+        if let Some(h) = &host_value
+            && !parts.headers.contains_key(header::HOST)
+        {
+            parts.headers.insert(header::HOST, h.clone());
         }
         Routed::Forward {
             backend,

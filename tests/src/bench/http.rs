@@ -1,6 +1,8 @@
 //! HTTP: wrk at 16 and 256 connections through the xdp-ingress router, nginx `proxy_pass`
 //! and HAProxy http mode, to the same static nginx backend, plus direct (the limit).
 
+use anyhow::Context as _;
+
 use crate::{
     bench::{
         Results, peers,
@@ -21,6 +23,8 @@ pub struct Params {
 
 const DIRECT: &str = "direct to backend (limit)";
 const NGINX: &str = "nginx proxy_pass";
+const SHARED: &str = "One CPU shared: xdp-ingress and nginx loaded at once, 256 connections each";
+const SHARED_CONNS: u32 = 256;
 
 /// Runs the group on `rig`.
 pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
@@ -39,12 +43,25 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
             &[DIRECT, NGINX],
         );
     }
+    r.table(
+        SHARED,
+        &format!(
+            "Both proxies on CPU 1 at the same time, each driven by its own wrk -t1 -c{SHARED_CONNS} -d{}s on CPU 0, so both meet the same machine at every moment and drifting VM speed cancels out. CPU is each proxy's user+system time from /proc/PID/stat (nginx: its worker), divided by the requests it served.",
+            p.secs
+        ),
+        &[
+            ("requests per CPU ms", true),
+            ("CPU µs per request", false),
+            ("req/s", true),
+        ],
+        &[NGINX],
+    );
     // The router is the controller's; its L4 mode does not matter here (userspace: no eBPF
     // program on the interfaces the peers also use).
     rig.start_controller("userspace")?;
     let upstream = format!("{}:{WEB_PORT}", backend_addr(1));
     let nginx_conf = peers::nginx_proxy(&rig.dir.join("nginx-http"), NODE, 8081, &upstream)?;
-    let _nginx = peers::start_nginx(&rig.topo.node, &nginx_conf)?;
+    let nginx = peers::start_nginx(&rig.topo.node, &nginx_conf)?;
     let haproxy_conf = peers::haproxy_http(&rig.dir.join("haproxy-http"), NODE, 8082, &upstream)?;
     let _haproxy = peers::start_haproxy(&rig.topo.node, &haproxy_conf)?;
     let targets = [
@@ -104,10 +121,115 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
             );
         }
     }
+    let ours = rig.controller_pid().context("the controller is running")?;
+    let worker = nginx_worker(nginx.0.id())?;
+    let shared = [
+        ("xdp-ingress", targets[1].1.as_str(), ours),
+        (NGINX, targets[2].1.as_str(), worker),
+    ];
+    let mut samples: Vec<Vec<Shared>> = vec![Vec::new(); shared.len()];
+    for round in 0..p.samples {
+        println!("http: round {} of both proxies at once", round + 1);
+        for (i, s) in at_once(rig, &shared, p.secs)?.into_iter().enumerate() {
+            samples[i].push(s);
+        }
+    }
+    for ((name, _, _), runs) in shared.iter().zip(samples) {
+        let per_ms = runs
+            .iter()
+            .map(|s| s.requests / (s.cpu_secs * 1e3))
+            .collect();
+        r.add(SHARED, name, "requests per CPU ms", per_ms);
+        let us = runs.iter().map(|s| s.cpu_secs * 1e6 / s.requests).collect();
+        r.add(SHARED, name, "CPU µs per request", us);
+        r.add(SHARED, name, "req/s", runs.iter().map(|s| s.rps).collect());
+    }
     rig.stop_controller()?;
     r.note("Same backend for every row: nginx on backend 1 answering `return 200` (one worker, CPU 1). The proxies run in the node namespace pinned to CPU 1 (nginx: 1 worker, upstream keepalive; HAProxy: nbthread 1, http-reuse always; xdp-ingress: the controller's router, --l4-mode userspace); wrk runs with one thread on CPU 0.");
     r.note("Every proxy sends the backend the same request headers: X-Request-ID, X-Real-IP and X-Forwarded-For/Host/Port/Proto (nginx and HAProxy configured like ingress-nginx's template). nginx and HAProxy have no access log; the xdp-ingress router keeps per-request metrics.");
     Ok(r)
+}
+
+/// One proxy's share of a run with both loaded at once.
+#[derive(Clone, Copy, Debug)]
+struct Shared {
+    requests: f64,
+    rps: f64,
+    cpu_secs: f64,
+}
+
+/// Drives every `(name, url, pid)` with its own wrk at the same time; each proxy's CPU
+/// time over the run comes from its process's `/proc/PID/stat`.
+fn at_once(rig: &Rig, proxies: &[(&str, &str, u32)], secs: u32) -> anyhow::Result<Vec<Shared>> {
+    let before = proxies
+        .iter()
+        .map(|(_, _, pid)| cpu_secs(*pid))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let runs = std::thread::scope(|scope| {
+        let loads: Vec<_> = proxies
+            .iter()
+            .map(|(_, url, _)| {
+                scope.spawn(|| tools::wrk(&rig.topo.client, url, BENCH_HOST, SHARED_CONNS, secs))
+            })
+            .collect();
+        loads
+            .into_iter()
+            .map(|l| {
+                l.join()
+                    .map_err(|_| anyhow::anyhow!("wrk thread panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    proxies
+        .iter()
+        .zip(before)
+        .zip(runs)
+        .map(|(((name, _, pid), before), w)| {
+            let cpu = cpu_secs(*pid)? - before;
+            anyhow::ensure!(
+                w.requests > 0 && cpu > 0.0,
+                "{name}: no requests or no CPU time in the shared run"
+            );
+            Ok(Shared {
+                requests: w.requests as f64,
+                rps: w.rps,
+                cpu_secs: cpu,
+            })
+        })
+        .collect()
+}
+
+/// User plus system CPU seconds of process `pid` so far (all its threads).
+fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: f64 = f
+        .get(11..13)
+        .context("short /proc stat")?
+        .iter()
+        .map(|v| v.parse::<f64>())
+        .sum::<Result<f64, _>>()?;
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// The worker of the one-worker nginx whose master is `master`.
+fn nginx_worker(master: u32) -> anyhow::Result<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))?;
+    children
+        .split_whitespace()
+        .next()
+        .context("nginx has no worker")?
+        .parse()
+        .context("nginx worker pid")
 }
 
 fn spawn_get(rig: &Rig, addr: std::net::SocketAddr) -> Option<(u16, String)> {

@@ -204,6 +204,11 @@ impl Rig {
         Ok(())
     }
 
+    /// The running controller's process id.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(Child::id)
+    }
+
     /// Stops the controller with SIGTERM and checks that no eBPF program stays attached.
     pub fn stop_controller(&mut self) -> anyhow::Result<()> {
         if let Some(mut c) = self.controller.take() {
