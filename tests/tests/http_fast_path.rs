@@ -69,26 +69,33 @@ async fn served_and_handed_over_requests_share_one_connection_in_order() {
 async fn head_responses_keep_the_length_and_send_no_body() {
     let b = TestBackend::start("web").await;
     let router = router_for(&b, Limits::default()).await;
+    // A HEAD forwarded to the backend, one answered here (404), then a GET that closes.
     let request = b"HEAD /x HTTP/1.1\r\nHost: web.test\r\n\r\n\
-        GET /healthz HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n";
+        HEAD /x HTTP/1.1\r\nHost: nowhere.test\r\n\r\n\
+        GET /healthz HTTP/1.1\r\nHost: any.test\r\nConnection: close\r\n\r\n";
     let (raw, closed) = raw_exchange(router.http, request, Duration::from_secs(10)).await;
     assert!(closed, "{raw}");
     let answers = responses(&raw);
-    assert_eq!(answers.len(), 2, "{raw}");
-    let head = answers[0];
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .expect("HEAD keeps the backend's content-length")
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(length > 0, "{head}");
-    assert!(
-        head.ends_with("\r\n\r\n"),
-        "no body bytes after a HEAD response's head: {head:?}"
-    );
+    assert_eq!(answers.len(), 3, "{raw}");
+    for (head, status) in answers[..2].iter().zip(["200 OK", "404 Not Found"]) {
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{head}"
+        );
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .expect("a HEAD response announces the length a GET would get")
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(length > 0, "{head}");
+        assert!(
+            head.ends_with("\r\n\r\n"),
+            "no body bytes after a HEAD response's head: {head:?}"
+        );
+    }
+    assert!(answers[2].ends_with("ok\n"), "{}", answers[2]);
 }
 
 #[tokio::test]

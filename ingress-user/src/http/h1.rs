@@ -248,7 +248,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
     out.clear();
     encode_response_head(&parts, framing, close, out);
     drop(parts);
-    if framing == Framing::Bodiless {
+    if matches!(framing, Framing::Bodiless | Framing::Announced(_)) {
         io.write_all(out).await?;
         return Ok(true);
     }

@@ -134,6 +134,9 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Accepted, De
 pub enum Framing {
     /// No body bytes at all (HEAD, 1xx, 204, 304): the head is all.
     Bodiless,
+    /// No body bytes, but `Content-Length: n` announces what a GET would get: a HEAD
+    /// answered here, whose head has no length of its own (as hyper does).
+    Announced(u64),
     /// `Content-Length: n`, then n bytes.
     Length(u64),
     /// `Transfer-Encoding: chunked`: the length is not known up front.
@@ -144,12 +147,19 @@ pub enum Framing {
 /// known, else a valid `Content-Length` it carries (as hyper trusts one), else chunked.
 pub fn framing(method: &Method, parts: &Parts, exact: Option<u64>) -> Framing {
     let status = parts.status;
-    if *method == Method::HEAD
-        || status.is_informational()
+    if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         return Framing::Bodiless;
+    }
+    if *method == Method::HEAD {
+        let framed = parts.headers.contains_key(header::CONTENT_LENGTH)
+            || parts.headers.contains_key(header::TRANSFER_ENCODING);
+        return match exact {
+            Some(n) if n > 0 && !framed => Framing::Announced(n),
+            _ => Framing::Bodiless,
+        };
     }
     let declared = || {
         let mut values = parts.headers.get_all(header::CONTENT_LENGTH).iter();
@@ -174,7 +184,7 @@ pub fn encode_response_head(parts: &Parts, framing: Framing, close: bool, out: &
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let keep_framing = framing == Framing::Bodiless
+    let keep_framing = matches!(framing, Framing::Bodiless | Framing::Announced(_))
         && status != StatusCode::NO_CONTENT
         && !status.is_informational();
     let mut has_date = false;
@@ -189,7 +199,7 @@ pub fn encode_response_head(parts: &Parts, framing: Framing, close: bool, out: &
         out.extend_from_slice(b"\r\n");
     }
     match framing {
-        Framing::Length(n) => {
+        Framing::Length(n) | Framing::Announced(n) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa_u64(n, &mut [0; 20]));
             out.extend_from_slice(b"\r\n");
@@ -332,6 +342,9 @@ mod tests {
             (&get, 200, None, Some("x"), Framing::Chunked),
             (&get, 404, Some(10), None, Framing::Length(10)),
             (&head, 200, Some(0), Some("12"), Framing::Bodiless),
+            (&head, 200, Some(0), None, Framing::Bodiless),
+            (&head, 404, Some(47), None, Framing::Announced(47)),
+            (&head, 200, Some(47), Some("12"), Framing::Bodiless),
             (&get, 204, Some(0), None, Framing::Bodiless),
             (&get, 304, None, Some("12"), Framing::Bodiless),
         ] {
@@ -395,6 +408,16 @@ mod tests {
         assert_eq!(
             head(resp, Framing::Bodiless, false),
             "HTTP/1.1 304 Not Modified\r\ncontent-length: 42\r\ndate: x\r\n\r\n"
+        );
+        // A HEAD answered here announces its body's length.
+        let resp = Response::builder()
+            .status(404)
+            .header("date", "x")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            head(resp, Framing::Announced(47), false),
+            "HTTP/1.1 404 Not Found\r\ndate: x\r\ncontent-length: 47\r\n\r\n"
         );
         // A 204 has none.
         let resp = Response::builder()
