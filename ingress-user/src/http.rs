@@ -10,6 +10,8 @@
 //!   default backend (built in: `/healthz` 200, else 404).
 //! - [`proxy`]: forwarding with one retry on another endpoint when connecting fails, and
 //!   upgrades (WebSocket) tunnelled both ways; [`balance`] picks endpoints.
+//! - [`h2c`]: HTTP/2 cleartext upstreams (Service port `appProtocol: kubernetes.io/h2c`,
+//!   `grpc`, ...), for gRPC.
 //! - [`client`]: the HTTP/1.1 upstream client, run inline by the serving task, with a
 //!   connection pool per worker.
 //! - [`tls`]: certificate by SNI from the Snapshot, else a self-signed default certificate
@@ -24,6 +26,7 @@ pub mod body;
 pub mod client;
 pub mod drain;
 pub mod h1;
+pub mod h2c;
 pub mod headers;
 pub mod limits;
 pub mod metrics;

@@ -18,7 +18,7 @@ use super::{
     problem::Severity,
     tls::{self, CertSet, TlsCert},
 };
-use crate::http::route::{Backend, HostMatch, InsertError, PathType, RouteTable};
+use crate::http::route::{Backend, HostMatch, InsertError, PathType, Protocol, RouteTable};
 
 /// The Secret type we read.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
@@ -347,8 +347,12 @@ impl<'s, 'r> Translator<'s, 'r> {
                 return None;
             }
         };
-        let (service, endpoints) = match self.resolver.port(ns, &svc.name, &port, false) {
-            Ok((service, sp)) => self.resolver.endpoints(service, sp),
+        let (service, endpoints, protocol) = match self.resolver.port(ns, &svc.name, &port, false) {
+            Ok((service, sp)) => {
+                let (service, endpoints) = self.resolver.endpoints(service, sp);
+                let protocol = Protocol::from_app_protocol(sp.app_protocol.as_deref());
+                (service, endpoints, protocol)
+            }
             Err(e) => {
                 let f = match e {
                     super::backend::ResolveError::UnknownService { .. } => {
@@ -369,7 +373,7 @@ impl<'s, 'r> Translator<'s, 'r> {
                     name: svc.name.clone(),
                     port: number,
                 };
-                (service, Arc::from(Vec::new()))
+                (service, Arc::from(Vec::new()), Protocol::default())
             }
         };
         let key = (obj.clone(), service);
@@ -377,7 +381,8 @@ impl<'s, 'r> Translator<'s, 'r> {
             .backends
             .entry(key)
             .or_insert_with_key(|(obj, service)| {
-                Arc::new(Backend::new(service.clone(), endpoints, Some(obj.clone())))
+                let backend = Backend::new(service.clone(), endpoints, Some(obj.clone()));
+                Arc::new(backend.with_protocol(protocol))
             });
         Some(backend.clone())
     }
@@ -486,5 +491,8 @@ pub fn default_backend_service(
         return None;
     };
     let (service, endpoints) = resolver.endpoints(service, port);
-    Some(Arc::new(Backend::new(service, endpoints, None)))
+    let protocol = Protocol::from_app_protocol(port.app_protocol.as_deref());
+    Some(Arc::new(
+        Backend::new(service, endpoints, None).with_protocol(protocol),
+    ))
 }

@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use http_body_util::BodyExt as _;
-use hyper::{Response, http::request::Parts, upgrade::OnUpgrade};
+use hyper::{Response, Version, body::Incoming, http::request::Parts, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt as _;
@@ -15,17 +15,20 @@ use super::{
     balance::{Balancer, Pick},
     body::{Body, BoxError, Holding, empty},
     client::{self, Client, Conn, Exchange, RequestHead},
+    h2c::{self, H2c},
     headers::strip_hop_by_hop,
     limits::Limits,
     metrics::{Metrics, ServiceLabels},
     rescue::Error,
-    route::Backend,
+    route::{Backend, Protocol},
 };
 
-/// One worker's way to upstreams: its connection pool and the response timeout.
+/// One worker's way to upstreams: its connection pool, its h2c connections and the
+/// response timeout.
 #[derive(Debug)]
 pub struct Upstream {
     client: Client,
+    h2c: H2c,
     response_timeout: Duration,
 }
 
@@ -38,6 +41,7 @@ impl Upstream {
                 limits.upstream_response_timeout,
                 limits.idle_timeout,
             ),
+            h2c: H2c::new(limits.upstream_connect_timeout, limits.idle_timeout),
             response_timeout: limits.upstream_response_timeout,
         }
     }
@@ -69,7 +73,7 @@ impl Upstream {
         // The first attempt's result is taken apart inside this block, so it is not kept
         // (a quarter of a kilobyte) in the future while a retry is awaited.
         let (failed, source, body) = {
-            match self.send(first.addr, head, body).await {
+            match self.send(backend.protocol, first.addr, head, body).await {
                 Ok(exchange) => {
                     return respond(
                         first,
@@ -92,7 +96,8 @@ impl Upstream {
             });
         };
         // Boxed: a retry is rare, and inline it would double the future's size.
-        let (pick, exchange) = match Box::pin(self.send(second.addr, head, body)).await {
+        let retried = Box::pin(self.send(backend.protocol, second.addr, head, body));
+        let (pick, exchange) = match retried.await {
             Ok(x) => (second, x),
             Err(Attempt::Failed(e)) => return Err(e),
             Err(Attempt::Connect(source, _)) => {
@@ -123,10 +128,15 @@ impl Upstream {
 
     async fn send(
         &self,
+        protocol: Protocol,
         addr: SocketAddr,
         out: Outgoing<'_>,
         body: Body,
-    ) -> Result<Exchange, Attempt> {
+    ) -> Result<Reply, Attempt> {
+        if protocol == Protocol::H2c {
+            // Boxed: rare next to HTTP/1.1, and inline it would grow every request's future.
+            return Box::pin(self.send_h2c(addr, out, body)).await;
+        }
         let head = RequestHead {
             method: &out.parts.method,
             target: out.parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
@@ -139,7 +149,7 @@ impl Upstream {
                 addr,
                 timeout: self.response_timeout,
             })),
-            Ok(Ok(exchange)) => Ok(exchange),
+            Ok(Ok(exchange)) => Ok(Reply::H1(exchange)),
             Ok(Err(client::Failure {
                 error: client::Error::Connect(e),
                 body,
@@ -155,6 +165,44 @@ impl Upstream {
             }
         }
     }
+}
+
+impl Upstream {
+    async fn send_h2c(
+        &self,
+        addr: SocketAddr,
+        out: Outgoing<'_>,
+        body: Body,
+    ) -> Result<Reply, Attempt> {
+        let failed = |source: BoxError| Attempt::Failed(Error::Upstream { addr, source });
+        let sender = match self.h2c.ready(addr).await {
+            Ok(sender) => sender,
+            Err(h2c::Error::Connect(e)) => return Err(Attempt::Connect(Box::new(e), Some(body))),
+            Err(e) => return Err(failed(Box::new(e))),
+        };
+        let mut sender = sender;
+        let req =
+            h2c::request(out.parts, out.extra, addr, body).map_err(|e| failed(Box::new(e)))?;
+        match tokio::time::timeout(self.response_timeout, sender.send_request(req)).await {
+            Err(_elapsed) => Err(Attempt::Failed(Error::UpstreamTimeout {
+                addr,
+                timeout: self.response_timeout,
+            })),
+            Ok(Ok(resp)) => Ok(Reply::H2(resp)),
+            Ok(Err(e)) => match body_limit_hit(&e) {
+                Some(limit) => Err(Attempt::Failed(Error::BodyTooLarge { limit })),
+                None => Err(failed(Box::new(e))),
+            },
+        }
+    }
+}
+
+/// An upstream's answer, by protocol.
+enum Reply {
+    /// From the HTTP/1.1 client: a response, or a `101` and the connection.
+    H1(Exchange),
+    /// From an h2c connection.
+    H2(Response<Incoming>),
 }
 
 /// The head of a request on its way upstream.
@@ -178,11 +226,22 @@ enum Attempt {
 /// streaming; or, for `101`, the head while both sides are joined in a tunnel.
 fn respond(
     pick: Pick,
-    exchange: Exchange,
+    reply: Reply,
     client_upgrade: Option<OnUpgrade>,
     tunnels: Gauge,
 ) -> Result<Response<Body>, Error> {
     let addr = pick.addr;
+    let exchange = match reply {
+        Reply::H1(exchange) => exchange,
+        Reply::H2(resp) => {
+            // No upgrades over h2c: an upgrade request got an ordinary answer, passed on.
+            let (mut parts, body) = resp.into_parts();
+            parts.version = Version::HTTP_11;
+            strip_hop_by_hop(&mut parts.headers, false);
+            let body = Holding::new(body, pick).map_err(BoxError::from).boxed();
+            return Ok(Response::from_parts(parts, body));
+        }
+    };
     match exchange {
         Exchange::Upgrade(resp, conn) => {
             let Some(client_upgrade) = client_upgrade else {

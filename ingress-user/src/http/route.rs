@@ -37,6 +37,35 @@ pub struct Backend {
     pub names: (Arc<String>, Arc<String>),
     /// The request counter of this backend's `200` responses.
     pub ok_requests: CachedCounter,
+    /// How the endpoints are spoken to.
+    pub protocol: Protocol,
+}
+
+/// The protocol of a backend's endpoints, from its Service port's `appProtocol`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 with pooled keep-alive connections (no or any other `appProtocol`).
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge, one multiplexed connection per
+    /// endpoint: `kubernetes.io/h2c`, `h2c`, `http2` or `grpc` (gRPC needs HTTP/2).
+    H2c,
+}
+
+impl Protocol {
+    /// The protocol an `appProtocol` value asks for (case-insensitive).
+    pub fn from_app_protocol(value: Option<&str>) -> Self {
+        match value {
+            Some(v)
+                if ["kubernetes.io/h2c", "h2c", "http2", "grpc"]
+                    .iter()
+                    .any(|p| v.eq_ignore_ascii_case(p)) =>
+            {
+                Self::H2c
+            }
+            _ => Self::Http1,
+        }
+    }
 }
 
 impl Backend {
@@ -56,7 +85,15 @@ impl Backend {
             ingress,
             names,
             ok_requests: CachedCounter::default(),
+            protocol: Protocol::Http1,
         }
+    }
+
+    /// The same backend, spoken to in `protocol`.
+    #[must_use]
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 }
 
@@ -391,6 +428,22 @@ fn wildcard_suffix(host: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_protocol_picks_h2c_for_http2_names_only() {
+        for (value, want) in [
+            (None, Protocol::Http1),
+            (Some("kubernetes.io/h2c"), Protocol::H2c),
+            (Some("H2C"), Protocol::H2c),
+            (Some("grpc"), Protocol::H2c),
+            (Some("http2"), Protocol::H2c),
+            (Some("http"), Protocol::Http1),
+            (Some("kubernetes.io/ws"), Protocol::Http1),
+            (Some(""), Protocol::Http1),
+        ] {
+            assert_eq!(Protocol::from_app_protocol(value), want, "{value:?}");
+        }
+    }
 
     /// A backend whose Service name identifies the rule that matched.
     fn backend(id: &str) -> Arc<Backend> {
