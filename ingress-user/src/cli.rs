@@ -147,7 +147,8 @@ pub struct HttpArgs {
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_secs)]
     pub upstream_response_timeout: Duration,
 
-    /// Seconds idle upstream connections stay pooled (also the HTTP/2 client ping interval).
+    /// Seconds idle upstream connections stay pooled, and HTTP/2 client connections with no
+    /// open stream stay open (then they get GOAWAY); also the HTTP/2 client ping interval.
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_secs)]
     pub idle_timeout: Duration,
 

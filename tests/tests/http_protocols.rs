@@ -212,3 +212,46 @@ async fn plain_http_to_a_tls_host_is_redirected_with_308() {
         "hosts without TLS are served"
     );
 }
+
+#[tokio::test]
+async fn an_idle_http2_client_connection_is_closed_after_the_idle_timeout() {
+    let b = TestBackend::start("web").await;
+    let yaml = format!(
+        "{}{}",
+        service_yaml("web", &[b.addr]),
+        ingress_yaml("web", Some("web.test"), &[("/", "Prefix", "web")])
+    );
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let router = RunningRouter::start(snapshot(&yaml, Vec::new()), limits).await;
+    let tcp = TcpStream::connect(router.http).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake");
+    let conn = tokio::spawn(conn);
+    // A streamed response keeps the connection busy longer than the idle timeout: it is
+    // not cut, because a request is open.
+    let req = Request::get("http://web.test/stream/6/100")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.expect("h2c request");
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("whole body")
+        .to_bytes();
+    assert_eq!(body, ingress_tests::http_support::stream_body(6).as_bytes());
+    // Then nothing: the router says GOAWAY and the client's connection ends, although the
+    // client answers every keep-alive ping.
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the idle connection was closed")
+        .unwrap()
+        .expect("closed gracefully");
+    let health = get(&http_client(), router.http, "any.test", "/healthz").await;
+    assert_eq!(health.status, 200);
+}

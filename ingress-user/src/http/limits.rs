@@ -21,8 +21,9 @@ pub struct Limits {
     /// How long an upstream may take to send response headers (longer gets 504), and how
     /// long it may stay silent while sending the body (then the response is cut).
     pub upstream_response_timeout: Duration,
-    /// How long idle pooled upstream connections are kept, and the HTTP/2 keep-alive ping
-    /// interval towards clients.
+    /// How long idle pooled upstream connections are kept, how long a client connection
+    /// served by hyper (HTTP/2 above all) may have no request open before it is closed
+    /// gracefully, and the HTTP/2 keep-alive ping interval towards clients.
     pub idle_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub shutdown_grace_period: Duration,

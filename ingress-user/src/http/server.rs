@@ -10,10 +10,19 @@
 //! only the Snapshot (an `ArcSwap`), the balancer and the metrics.
 
 use std::{
-    convert::Infallible, future::Future, io, net::SocketAddr, num::NonZeroUsize, sync::Arc,
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    num::NonZeroUsize,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
+use http_body_util::BodyExt as _;
 use hyper::{Request, body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -28,6 +37,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
 use super::{
+    body::Holding,
     drain::{Drain, Signal},
     h1,
     limits::{Limits, MIN_HTTP1_BUF},
@@ -518,7 +528,9 @@ async fn serve_client<I>(
 }
 
 /// Serves one client connection with hyper (HTTP/1.1 with upgrades, or HTTP/2); when
-/// `signal` says to drain, hyper finishes in-flight requests and closes.
+/// `signal` says to drain, or no request has been open for `idle_timeout`, hyper finishes
+/// in-flight requests and closes (GOAWAY for HTTP/2). HTTP/2 pings keep a quiet connection
+/// alive on their own, so without this an idle client would hold it forever.
 async fn serve_connection<I>(
     io: I,
     conn: Conn,
@@ -529,10 +541,17 @@ async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req: Request<Incoming>| {
-        let handled = router.handle(req, conn, &upstream);
-        async move { Ok::<_, Infallible>(handled.await) }
-    });
+    let idle_timeout = router.limits().idle_timeout;
+    let activity = Arc::new(Activity::default());
+    let svc = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |req: Request<Incoming>| {
+            let open = activity.open();
+            let handled = router.handle(req, conn, &upstream);
+            // The request counts as open until its response body is done or dropped.
+            async move { Ok::<_, Infallible>(handled.await.map(|b| Holding::new(b, open).boxed())) }
+        })
+    };
     let mut served = std::pin::pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
     let served = tokio::select! {
         biased;
@@ -541,8 +560,69 @@ async fn serve_connection<I>(
             served.as_mut().graceful_shutdown();
             served.await
         }
+        () = activity.idle_for(idle_timeout) => {
+            debug!(remote = %conn.remote, "client connection idle; closing");
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
     };
     if let Err(e) = served {
         debug!(remote = %conn.remote, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// Open requests on one connection, and since when none has been.
+#[derive(Debug)]
+struct Activity {
+    open: AtomicUsize,
+    quiet_since: Mutex<tokio::time::Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            quiet_since: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
+
+/// One open request of an [`Activity`]; closes it when dropped.
+struct Open(Arc<Activity>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.0.quiet() = tokio::time::Instant::now();
+        }
+    }
+}
+
+impl Activity {
+    fn open(self: &Arc<Self>) -> Open {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Open(Arc::clone(self))
+    }
+
+    fn quiet(&self) -> std::sync::MutexGuard<'_, tokio::time::Instant> {
+        self.quiet_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Completes once no request has been open for `limit`. Checks when the quiet spell
+    /// that started last would end, so requests cost no timer work.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let due = *self.quiet() + limit;
+            tokio::time::sleep_until(due).await;
+            if self.open.load(Ordering::Acquire) == 0 && *self.quiet() + limit <= due {
+                return;
+            }
+            if self.open.load(Ordering::Acquire) > 0 {
+                // Busy: look again a full period from now.
+                *self.quiet() = tokio::time::Instant::now();
+            }
+        }
     }
 }
