@@ -1012,3 +1012,59 @@ async fn host_kept_forwarding_headers_added_hop_by_hop_dropped() {
     }
     assert!(!seen.lists("connection", "x-custom"), "{seen:?}");
 }
+
+/// An upstream that refuses a large body at once (413 and close, without reading it) has
+/// its answer passed on, not turned into a 502 by the failed write.
+#[tokio::test]
+async fn an_upstream_refusing_the_body_early_is_answered_with_its_refusal() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 10\r\nConnection: close\r\n\r\ntoo large\n")
+                .await;
+            // Closing with the body unread: the kernel resets the connection.
+        }
+    });
+    let router = router(up, None).await;
+    let client = tokio::net::TcpStream::connect(router.http).await.unwrap();
+    let (mut read, mut write) = client.into_split();
+    let size = 32 * 1024 * 1024;
+    tokio::spawn(async move {
+        let head =
+            format!("POST /upload HTTP/1.1\r\nHost: up.test\r\nContent-Length: {size}\r\n\r\n");
+        let _ = write.write_all(head.as_bytes()).await;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if write.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    within("the answer", async {
+        while !answer.ends_with(b"too large\n") {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("too large\n"), "{answer}");
+}

@@ -21,6 +21,7 @@ use futures::FutureExt as _;
 use http_body_util::BodyExt as _;
 use hyper::{HeaderMap, Method, Response, StatusCode, Version, body::Body as _};
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+use tracing::debug;
 
 pub use self::{
     body::{BodyError, ResponseBody},
@@ -31,6 +32,9 @@ use super::body::{Body, BoxError};
 
 /// Coalescing limit for the request head and small body frames (one write).
 const WRITE_COALESCE: usize = 16 * 1024;
+/// How long an upstream whose connection failed while the request body was being written
+/// may take to deliver the answer it sent first (see `Client::early_answer`).
+const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// The request line and headers to send (already rewritten by the router).
 #[derive(Clone, Copy, Debug)]
@@ -206,7 +210,12 @@ impl Client {
                 .write_all(head)
                 .await
                 .map_err(|e| Sent::Nothing(Error::Write(e)))?,
-            Some(body) => Box::pin(write_body(&mut conn.stream, head, body, framing)).await?,
+            Some(body) => {
+                let written = Box::pin(write_body(&mut conn.stream, head, body, framing)).await;
+                if let Err(sent) = written {
+                    return Box::pin(self.early_answer(conn, method, sent)).await;
+                }
+            }
         }
         // Reuse the front of the buffer once the previous response's bytes are gone, so
         // each exchange reads into the same warm cache lines instead of walking through
@@ -242,6 +251,44 @@ impl Client {
                 Err(e) if received => return Err(Sent::Some(Error::Read(e))),
                 Err(e) => return Err(Sent::Nothing(Error::Read(e))),
             }
+        }
+    }
+
+    /// Writing the request body failed. An upstream that refuses a body (413, 401, ...)
+    /// often answers at once and closes without reading the rest, so the write fails with
+    /// the answer already on its way: pass that answer on rather than the write error.
+    /// The connection is dead, so reading ends at once (EOF or reset) unless an answer is
+    /// arriving; [`EARLY_ANSWER_WAIT`] bounds it anyway. The connection is never reused.
+    async fn early_answer(
+        &self,
+        mut conn: Conn,
+        method: &Method,
+        sent: Sent,
+    ) -> Result<Exchange, Sent> {
+        if !matches!(sent, Sent::Some(Error::Write(_))) {
+            return Err(sent);
+        }
+        let answer = tokio::time::timeout(EARLY_ANSWER_WAIT, async {
+            loop {
+                match codec::parse_response(&mut conn.buf, method) {
+                    Ok(Some(head)) if !head.status.is_informational() => return Some(head),
+                    Ok(Some(_) | None) => {}
+                    Err(_) => return None,
+                }
+                conn.buf.reserve(body::READ_CHUNK);
+                let read = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf);
+                if !matches!(read.await, Ok(n) if n > 0) {
+                    return None;
+                }
+            }
+        });
+        match answer.await {
+            Ok(Some(mut head)) => {
+                debug!(addr = %conn.addr, status = %head.status, "upstream answered before reading the whole request body");
+                head.keep_alive = false;
+                Ok(self.respond(head, conn))
+            }
+            _ => Err(sent),
         }
     }
 
