@@ -279,8 +279,11 @@ fn forwarding(
     if let Some(host) = fwd.host {
         line(&X_FORWARDED_HOST, &[host.as_bytes()]);
     }
-    let mut port = [0u8; 5];
-    line(&X_FORWARDED_PORT, &[write_decimal(fwd.port, &mut port)]);
+    let mut port = [0u8; 20];
+    line(
+        &X_FORWARDED_PORT,
+        &[write_decimal(u64::from(fwd.port), &mut port)],
+    );
     let keep_id = present & Special::XRequestId.bit() != 0
         && headers.get(&X_REQUEST_ID).is_some_and(|v| !v.is_empty());
     if !keep_id {
@@ -312,16 +315,16 @@ fn write_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
             buf[len] = b'.';
             len += 1;
         }
-        let mut digits = [0u8; 5];
-        let text = write_decimal(u16::from(octet), &mut digits);
+        let mut digits = [0u8; 20];
+        let text = write_decimal(u64::from(octet), &mut digits);
         buf[len..len + text.len()].copy_from_slice(text);
         len += text.len();
     }
     &buf[..len]
 }
 
-/// `n` in decimal, in `buf`.
-fn write_decimal(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {
+/// `n` in decimal, in `buf` (no allocation, unlike `Display`).
+pub(crate) fn write_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut start = buf.len();
     loop {
         start -= 1;
@@ -586,11 +589,8 @@ mod tests {
                 "{ip}"
             );
         }
-        for port in [0u16, 7, 80, 443, 8080, 65535] {
-            assert_eq!(
-                write_decimal(port, &mut [0; 5]),
-                port.to_string().as_bytes()
-            );
+        for n in [0u64, 7, 80, 443, 8080, 65535, 1_234_567_890, u64::MAX] {
+            assert_eq!(write_decimal(n, &mut [0; 20]), n.to_string().as_bytes());
         }
     }
 

@@ -13,6 +13,8 @@ use hyper::{
     http::response::Parts,
 };
 
+use crate::http::headers::write_decimal;
+
 /// As many header lines as hyper's HTTP/1 server accepts by default.
 const MAX_HEADERS: usize = 100;
 
@@ -201,7 +203,7 @@ pub fn encode_response_head(parts: &Parts, framing: Framing, close: bool, out: &
     match framing {
         Framing::Length(n) | Framing::Announced(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa_u64(n, &mut [0; 20]));
+            out.extend_from_slice(write_decimal(n, &mut [0; 20]));
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -216,19 +218,6 @@ pub fn encode_response_head(parts: &Parts, framing: Framing, close: bool, out: &
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal, written into `scratch`.
-fn itoa_u64(mut n: u64, scratch: &mut [u8; 20]) -> &[u8] {
-    let mut i = scratch.len();
-    loop {
-        i -= 1;
-        scratch[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &scratch[i..];
-        }
-    }
 }
 
 /// Calls `f` with the current `Date` value (IMF-fixdate), formatted at most once a second
@@ -430,12 +419,5 @@ mod tests {
             head(resp, Framing::Bodiless, false),
             "HTTP/1.1 204 No Content\r\ndate: x\r\n\r\n"
         );
-    }
-
-    #[test]
-    fn decimal_lengths() {
-        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
-            assert_eq!(itoa_u64(n, &mut [0; 20]), n.to_string().as_bytes());
-        }
     }
 }
