@@ -1,6 +1,7 @@
 //! Sources of Kubernetes objects: a cluster (kube-rs reflectors) or a manifest directory.
 //! Each publishes complete [`Store`]s; the controller rebuilds the Snapshot from the newest.
 
+pub mod dir_watch;
 pub mod files;
 pub mod kube;
 

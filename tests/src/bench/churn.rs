@@ -275,7 +275,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         "not seen in 10 s",
         vec![(all.len() - seen.len()) as f64],
     );
-    r.note("Changes cycle through five kinds: add an Ingress (seen: its host answers 200), add a tcp-services entry (seen: PONG on the new port), add or remove backend 0 in the web EndpointSlice (seen: a response from b0 / eight responses in a row from b1), remove the oldest churn Ingress (seen: 404), remove the oldest extra port (seen: connection refused). Each change rewrites one manifest with write + rename; the controller runs in file mode (--manifests), whose watcher polls the directory.");
+    r.note("Changes cycle through five kinds: add an Ingress (seen: its host answers 200), add a tcp-services entry (seen: PONG on the new port), add or remove backend 0 in the web EndpointSlice (seen: a response from b0 / eight responses in a row from b1), remove the oldest churn Ingress (seen: 404), remove the oldest extra port (seen: connection refused). Each change rewrites one manifest with write + rename; the controller runs in file mode (--manifests), whose watcher is woken by inotify on the directory (with a 1 s poll behind it).");
     r.note("The propagation latency is the whole path a user sees: file watcher, Snapshot build, router swap or BPF map update, plus the probe's own connection.");
     Ok(r)
 }
