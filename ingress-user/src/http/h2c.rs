@@ -19,16 +19,10 @@ use tracing::debug;
 
 use super::{FastMap, body::Body};
 
-/// Why an h2c exchange failed.
+/// A request head that cannot be expressed in HTTP/2.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// No connection could be made (nothing was sent; another endpoint may be tried).
-    #[error("connecting over h2c: {0}")]
-    Connect(#[source] io::Error),
-    /// The request could not be expressed in HTTP/2.
-    #[error("request not expressible in HTTP/2: {0}")]
-    Request(String),
-}
+#[error("request not expressible in HTTP/2: {0}")]
+pub struct RequestError(String);
 
 /// The worker's h2c connections, by endpoint.
 #[derive(Debug)]
@@ -52,16 +46,13 @@ impl H2c {
     /// A connection to `addr` ready for one more request: the shared one, or a new one if
     /// there is none or it has closed. Fails only when connecting fails, before anything
     /// of the request is sent, so the caller may try another endpoint.
-    pub async fn ready(&self, addr: SocketAddr) -> Result<SendRequest<Body>, Error> {
+    pub async fn ready(&self, addr: SocketAddr) -> io::Result<SendRequest<Body>> {
         let mut sender = self.sender(addr).await?;
         if sender.ready().await.is_err() {
             // Closed since it was shared: one new connection.
             self.lock().remove(&addr);
             sender = self.sender(addr).await?;
-            sender
-                .ready()
-                .await
-                .map_err(|e| Error::Connect(io::Error::other(e)))?;
+            sender.ready().await.map_err(io::Error::other)?;
         }
         Ok(sender)
     }
@@ -72,14 +63,13 @@ impl H2c {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn sender(&self, addr: SocketAddr) -> Result<SendRequest<Body>, Error> {
+    async fn sender(&self, addr: SocketAddr) -> io::Result<SendRequest<Body>> {
         if let Some(sender) = self.lock().get(&addr).filter(|s| !s.is_closed()) {
             return Ok(sender.clone());
         }
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| Error::Connect(io::Error::new(io::ErrorKind::TimedOut, "timed out")))?
-            .map_err(Error::Connect)?;
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -87,7 +77,7 @@ impl H2c {
             .keep_alive_while_idle(true)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| Error::Connect(io::Error::other(e)))?;
+            .map_err(io::Error::other)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(%addr, error = %e, "h2c upstream connection ended");
@@ -116,7 +106,7 @@ pub fn request(
     extra: &[u8],
     endpoint: SocketAddr,
     body: Body,
-) -> Result<Request<Body>, Error> {
+) -> Result<Request<Body>, RequestError> {
     let authority = parts
         .headers
         .get(header::HOST)
@@ -124,7 +114,7 @@ pub fn request(
         .map_or_else(|| endpoint.to_string(), str::to_owned);
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let uri = Uri::try_from(format!("http://{authority}{path}"))
-        .map_err(|e| Error::Request(format!("target: {e}")))?;
+        .map_err(|e| RequestError(format!("target: {e}")))?;
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 8);
     for (name, value) in &parts.headers {
         if !CONNECTION_SPECIFIC.contains(name) {
@@ -137,9 +127,9 @@ pub fn request(
             continue;
         };
         let name = HeaderName::from_bytes(&line[..colon])
-            .map_err(|e| Error::Request(format!("added header: {e}")))?;
+            .map_err(|e| RequestError(format!("added header: {e}")))?;
         let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii())
-            .map_err(|e| Error::Request(format!("added header {name}: {e}")))?;
+            .map_err(|e| RequestError(format!("added header {name}: {e}")))?;
         headers.append(name, value);
     }
     let grpc = parts

@@ -165,9 +165,7 @@ impl Upstream {
             }
         }
     }
-}
 
-impl Upstream {
     async fn send_h2c(
         &self,
         addr: SocketAddr,
@@ -175,12 +173,10 @@ impl Upstream {
         body: Body,
     ) -> Result<Reply, Attempt> {
         let failed = |source: BoxError| Attempt::Failed(Error::Upstream { addr, source });
-        let sender = match self.h2c.ready(addr).await {
+        let mut sender = match self.h2c.ready(addr).await {
             Ok(sender) => sender,
-            Err(h2c::Error::Connect(e)) => return Err(Attempt::Connect(Box::new(e), Some(body))),
-            Err(e) => return Err(failed(Box::new(e))),
+            Err(e) => return Err(Attempt::Connect(Box::new(e), Some(body))),
         };
-        let mut sender = sender;
         let req =
             h2c::request(out.parts, out.extra, addr, body).map_err(|e| failed(Box::new(e)))?;
         match tokio::time::timeout(self.response_timeout, sender.send_request(req)).await {
