@@ -137,13 +137,29 @@ pub struct HttpArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<u64>,
 
+    /// Seconds a client may send nothing while sending a request body (between two reads,
+    /// like nginx's client_body_timeout); then the request gets 408.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_secs)]
+    pub client_body_timeout: Duration,
+
+    /// Request bodies up to this many bytes are read whole before an upstream connection is
+    /// taken, so a stalled small upload holds no upstream connection; larger bodies stream.
+    #[arg(long, value_name = "BYTES", default_value = "65536")]
+    pub client_body_buffer_size: usize,
+
+    /// Forward request headers whose names contain `_`. By default they are dropped (and
+    /// counted), as nginx does: backends that treat `_` and `-` alike (CGI, WSGI, PHP) could
+    /// otherwise be fed a spoofed `X_Forwarded_For` beside the one the router sets.
+    #[arg(long)]
+    pub allow_underscores_in_headers: bool,
+
     /// Seconds connecting to an upstream endpoint may take (then the next endpoint is tried).
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_secs)]
     pub upstream_connect_timeout: Duration,
 
-    /// Seconds an upstream may take to send response headers (longer gets 504), and may stay
-    /// silent while sending a response body (then the response is cut, like nginx's
-    /// proxy_read_timeout).
+    /// Seconds an upstream may take to send response headers once the request is fully sent
+    /// (longer gets 504), and may stay silent while sending a response body (then the
+    /// response is cut, like nginx's proxy_read_timeout) or block a request write.
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_secs)]
     pub upstream_response_timeout: Duration,
 
@@ -171,6 +187,8 @@ impl HttpArgs {
             header_read_timeout: self.client_header_timeout,
             max_header_bytes: self.max_header_bytes,
             max_body_bytes: self.max_body_bytes,
+            client_body_timeout: self.client_body_timeout,
+            client_body_buffer_size: self.client_body_buffer_size,
             upstream_connect_timeout: self.upstream_connect_timeout,
             upstream_response_timeout: self.upstream_response_timeout,
             idle_timeout: self.idle_timeout,

@@ -16,6 +16,9 @@
 //!   connection pool per worker.
 //! - [`tls`]: certificate by SNI from the Snapshot, else a self-signed default certificate
 //!   (`ingress.local`) generated at start.
+//! - [`host`]: the one validated host per request (duplicate, missing or ambiguous → 400).
+//! - [`upload`]: request bodies: the client body timeout, and small bodies read whole
+//!   before an upstream connection is taken.
 //! - [`rescue`]: the one mapping from failure to status, body and metrics label.
 //!
 //! A new Snapshot applies to the next request; open connections, upgraded tunnels and
@@ -28,6 +31,7 @@ pub mod drain;
 pub mod h1;
 pub mod h2c;
 pub mod headers;
+pub mod host;
 pub mod limits;
 pub mod metrics;
 pub mod preface;
@@ -38,6 +42,7 @@ pub mod route;
 pub mod router;
 pub mod server;
 pub mod tls;
+pub mod upload;
 
 /// The hash map of the per-request lookups (hosts, paths, endpoints, idle connections).
 /// foldhash costs a fraction of SipHash on short keys and is still seeded per process;

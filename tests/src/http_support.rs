@@ -365,6 +365,7 @@ impl RunningRouter {
             // Two workers, so the suites exercise shared SO_REUSEPORT listeners and
             // per-worker upstream pools.
             workers: 2,
+            allow_underscores_in_headers: false,
         };
         let server = http::Server::bind(opts, rx, Arc::clone(&metrics))
             .await

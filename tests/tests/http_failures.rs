@@ -70,7 +70,8 @@ async fn dead_and_missing_endpoints_get_502_and_503() {
     assert_eq!(
         m.errors
             .get_or_create(&ErrorLabels {
-                kind: "connect_failed"
+                kind: "connect_failed",
+                fault: "upstream",
             })
             .get(),
         1
@@ -78,7 +79,8 @@ async fn dead_and_missing_endpoints_get_502_and_503() {
     assert_eq!(
         m.errors
             .get_or_create(&ErrorLabels {
-                kind: "no_endpoints"
+                kind: "no_endpoints",
+                fault: "upstream",
             })
             .get(),
         1

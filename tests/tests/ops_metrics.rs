@@ -83,6 +83,7 @@ async fn metrics_after_http_and_l4_traffic_carry_the_expected_labels_and_values(
             balance: http::Balance::RoundRobin,
             limits: http::Limits::default(),
             workers: 1,
+            allow_underscores_in_headers: false,
         },
         handle.snapshots.clone(),
         http_metrics.clone(),

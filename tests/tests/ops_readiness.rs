@@ -84,6 +84,7 @@ async fn readiness_follows_sync_attach_and_drain_while_in_flight_requests_comple
             balance: http::Balance::RoundRobin,
             limits: http::Limits::default(),
             workers: 1,
+            allow_underscores_in_headers: false,
         },
         handle.snapshots.clone(),
         metrics,

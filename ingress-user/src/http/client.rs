@@ -3,11 +3,14 @@
 //! proxied request costs two socket wake-ups, like nginx's event loop — and the response
 //! body is read from the upstream socket as the server writes it out ([`ResponseBody`]).
 //!
-//! Connections are kept per endpoint in a [`Pool`] owned by one router worker. A reused
-//! connection the upstream has meanwhile closed is detected when it fails before any
+//! Connections are kept per endpoint in a [`Pool`] owned by one router worker, which hands
+//! out only connections that are provably clean (see [`pool`]). A reused connection the
+//! upstream closes just as the request goes out is detected when it fails before any
 //! response byte; an idempotent request without a body is then sent again on a new
-//! connection (what browsers do), and any other request gets a liveness check before it
-//! is put on a reused connection, since it could not be replayed.
+//! connection (what browsers do).
+//!
+//! The response timeout starts once the request is fully written: a slow upload is the
+//! client body timeout's business, not the upstream's.
 
 pub mod body;
 pub mod chunked;
@@ -26,7 +29,7 @@ use tracing::debug;
 pub use self::{
     body::{BodyError, ResponseBody},
     codec::{Framing, HeadError, RequestFraming},
-    pool::{Conn, Pool},
+    pool::{Conn, Discards, Pool},
 };
 use super::body::{Body, BoxError};
 
@@ -78,6 +81,10 @@ pub enum Error {
     /// The response head is unusable.
     #[error(transparent)]
     Head(#[from] HeadError),
+    /// No response head within the response timeout of the request being sent, or a
+    /// request write blocked that long.
+    #[error("upstream sent no response within {0:?}")]
+    Timeout(Duration),
     /// The client's request body failed (client gone, or over `--max-body-bytes`).
     #[error("request body: {0}")]
     Body(#[source] BoxError),
@@ -102,11 +109,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client that gives up connecting after `connect_timeout`, cuts a response body
-    /// silent for `read_timeout`, and pools idle connections for `idle_timeout`.
-    pub fn new(connect_timeout: Duration, read_timeout: Duration, idle_timeout: Duration) -> Self {
+    /// A client that gives up connecting after `connect_timeout`, waits `read_timeout`
+    /// for a response head once the request is sent (and cuts a response body silent
+    /// that long), and pools idle connections for `idle_timeout`, counting the unclean
+    /// ones it closes in `discards`.
+    pub fn new(
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        idle_timeout: Duration,
+        discards: Discards,
+    ) -> Self {
         Self {
-            pool: Arc::new(Pool::new(idle_timeout)),
+            pool: Arc::new(Pool::new(idle_timeout, discards)),
             connect_timeout,
             read_timeout,
         }
@@ -144,10 +158,7 @@ impl Client {
         );
         let replayable = framing == RequestFraming::Empty && req.method.is_idempotent();
 
-        let reused = self
-            .pool
-            .checkout(addr)
-            .filter(|conn| replayable || is_open(conn));
+        let reused = self.pool.checkout(addr, !replayable);
         let fresh = reused.is_none();
         let conn = match reused {
             Some(conn) => conn,
@@ -211,46 +222,23 @@ impl Client {
                 .await
                 .map_err(|e| Sent::Nothing(Error::Write(e)))?,
             Some(body) => {
-                let written = Box::pin(write_body(&mut conn.stream, head, body, framing)).await;
+                let written = Box::pin(write_body(
+                    &mut conn.stream,
+                    head,
+                    body,
+                    framing,
+                    self.read_timeout,
+                ))
+                .await;
                 if let Err(sent) = written {
                     return Box::pin(self.early_answer(conn, method, sent)).await;
                 }
             }
         }
-        // Reuse the front of the buffer once the previous response's bytes are gone, so
-        // each exchange reads into the same warm cache lines instead of walking through
-        // the buffer (with hundreds of connections, that walk evicts everything else).
-        if conn.buf.is_empty() {
-            let _ = conn.buf.try_reclaim(body::READ_CHUNK);
-        }
-        let mut received = false;
-        loop {
-            if !conn.buf.is_empty() {
-                received = true;
-                match codec::parse_response(&mut conn.buf, method) {
-                    Ok(Some(head)) => {
-                        if head.status.is_informational()
-                            && head.status != StatusCode::SWITCHING_PROTOCOLS
-                        {
-                            continue;
-                        }
-                        return Ok(self.respond(head, conn));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(Sent::Some(e.into())),
-                }
-            }
-            if conn.buf.capacity() - conn.buf.len() < body::READ_CHUNK / 4 {
-                conn.buf.reserve(body::READ_CHUNK);
-            }
-            let read = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf).await;
-            match read {
-                Ok(0) if received => return Err(Sent::Some(Error::Closed)),
-                Ok(0) => return Err(Sent::Nothing(Error::Closed)),
-                Ok(_) => {}
-                Err(e) if received => return Err(Sent::Some(Error::Read(e))),
-                Err(e) => return Err(Sent::Nothing(Error::Read(e))),
-            }
+        match tokio::time::timeout(self.read_timeout, read_head(&mut conn, method)).await {
+            Ok(Ok(head)) => Ok(self.respond(head, conn)),
+            Ok(Err(sent)) => Err(sent),
+            Err(_elapsed) => Err(Sent::Some(Error::Timeout(self.read_timeout))),
         }
     }
 
@@ -301,7 +289,7 @@ impl Client {
             return Exchange::Upgrade(resp, conn);
         }
         let body = if head.framing == Framing::Empty {
-            if head.keep_alive && conn.buf.is_empty() {
+            if head.keep_alive {
                 self.pool.checkin(conn);
             }
             None
@@ -334,25 +322,61 @@ impl Sent {
     }
 }
 
-/// Whether an idle pooled connection is still open: nothing to read yet (a closed one
-/// reads EOF, a confused one has stray bytes). One non-blocking syscall.
-fn is_open(conn: &Conn) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+/// Reads until a final response head (or `101`) on `conn`, skipping interim responses.
+async fn read_head(conn: &mut Conn, method: &Method) -> Result<codec::Head, Sent> {
+    // Reuse the front of the buffer once the previous response's bytes are gone, so
+    // each exchange reads into the same warm cache lines instead of walking through
+    // the buffer (with hundreds of connections, that walk evicts everything else).
+    if conn.buf.is_empty() {
+        let _ = conn.buf.try_reclaim(body::READ_CHUNK);
+    }
+    let mut received = false;
+    loop {
+        if !conn.buf.is_empty() {
+            received = true;
+            match codec::parse_response(&mut conn.buf, method) {
+                Ok(Some(head)) => {
+                    if head.status.is_informational()
+                        && head.status != StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Sent::Some(e.into())),
+            }
+        }
+        if conn.buf.capacity() - conn.buf.len() < body::READ_CHUNK / 4 {
+            conn.buf.reserve(body::READ_CHUNK);
+        }
+        let read = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf).await;
+        match read {
+            Ok(0) if received => return Err(Sent::Some(Error::Closed)),
+            Ok(0) => return Err(Sent::Nothing(Error::Closed)),
+            Ok(_) => {}
+            Err(e) if received => return Err(Sent::Some(Error::Read(e))),
+            Err(e) => return Err(Sent::Nothing(Error::Read(e))),
+        }
+    }
 }
 
 /// Writes the head and the body, coalescing small frames while more are ready, and
-/// writing whatever is pending before waiting for the client.
+/// writing whatever is pending before waiting for the client. A write blocked for
+/// `timeout` (an upstream not reading) fails the request; a client that sends nothing is
+/// the body's own timeout.
 async fn write_body(
     stream: &mut TcpStream,
     head: &[u8],
     mut body: Body,
     framing: RequestFraming,
+    timeout: Duration,
 ) -> Result<(), Sent> {
     let chunked = framing == RequestFraming::Chunked;
     let mut out = Vec::with_capacity(head.len() + 1024);
     out.extend_from_slice(head);
-    let write = |e| Sent::Some(Error::Write(e));
+    let mut stream = Bounded { stream, timeout };
+    let write = Sent::Some;
     loop {
         let next = match body.frame().now_or_never() {
             Some(next) => next,
@@ -400,4 +424,19 @@ async fn write_body(
         stream.write_all(&out).await.map_err(write)?;
     }
     Ok(())
+}
+
+/// The upstream socket with each write bounded in time.
+struct Bounded<'a> {
+    stream: &'a mut TcpStream,
+    timeout: Duration,
+}
+
+impl Bounded<'_> {
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        match tokio::time::timeout(self.timeout, self.stream.write_all(bytes)).await {
+            Ok(written) => written.map_err(Error::Write),
+            Err(_elapsed) => Err(Error::Timeout(self.timeout)),
+        }
+    }
 }

@@ -144,26 +144,55 @@ impl Special {
     }
 }
 
-/// The [`Special`] headers present in `headers`, as a bit set, and whether a header is
-/// named `close` (a `Connection` option that would name it).
-fn present(headers: &HeaderMap) -> (u16, bool) {
-    let mut bits = 0u16;
-    let mut close_named = false;
+/// What one scan of the header names found.
+#[derive(Clone, Copy, Debug, Default)]
+struct Present {
+    /// The [`Special`] headers, as a bit set.
+    bits: u16,
+    /// Whether a header is named `close` (a `Connection` option that would name it).
+    close_named: bool,
+    /// Whether a name holds `_`.
+    underscored: bool,
+}
+
+/// Scans the names of `headers` once.
+fn present(headers: &HeaderMap) -> Present {
+    let mut found = Present::default();
     for name in headers.keys() {
         match Special::of(name) {
-            Some(special) => bits |= special.bit(),
-            None => close_named |= name.as_str() == "close",
+            Some(special) => found.bits |= special.bit(),
+            None => {
+                let name = name.as_str();
+                found.close_named |= name == "close";
+                found.underscored |= name.contains('_');
+            }
         }
     }
-    (bits, close_named)
+    found
+}
+
+/// Removes every header whose name holds `_`; returns how many lines went.
+fn drop_underscored(headers: &mut HeaderMap) -> u64 {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    names
+        .into_iter()
+        .map(|name| match headers.entry(name) {
+            header::Entry::Occupied(e) => e.remove_entry_mult().1.count() as u64,
+            header::Entry::Vacant(_) => 0,
+        })
+        .sum()
 }
 
 /// Removes hop-by-hop headers: `Connection` and every header it lists, `Keep-Alive`, `TE`,
 /// `Trailer`, `Transfer-Encoding`, `Proxy-*`, and `Upgrade`. With `tunnel`, the upgrade
 /// handshake (`Upgrade` and `Connection: upgrade`) is kept so it reaches the other side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
-    let (present, close_named) = present(headers);
-    strip(headers, present, close_named, tunnel);
+    let found = present(headers);
+    strip(headers, found.bits, found.close_named, tunnel);
 }
 
 /// [`strip_hop_by_hop`] given what [`present`] found.
@@ -234,17 +263,26 @@ pub type ProxyHeaders = Vec<u8>;
 /// sets are removed; its first `X-Forwarded-For` is extended with the client address
 /// (like nginx's `$proxy_add_x_forwarded_for`), and its `X-Request-ID` is kept. Values come
 /// from header values or are generated, so none holds a CR or LF.
+///
+/// With `drop_underscores`, header names holding `_` are removed too (nginx's
+/// `underscores_in_headers off`), and the second value says how many lines went.
 pub fn rewrite_request(
     headers: &mut HeaderMap,
     tunnel: bool,
+    drop_underscores: bool,
     fwd: &Forwarded<'_>,
     ids: &RequestIds,
-) -> ProxyHeaders {
-    let (present, close_named) = present(headers);
-    strip(headers, present, close_named, tunnel);
+) -> (ProxyHeaders, u64) {
+    let found = present(headers);
+    strip(headers, found.bits, found.close_named, tunnel);
+    let dropped = if drop_underscores && found.underscored {
+        drop_underscored(headers)
+    } else {
+        0
+    };
     // A forwarding header that `Connection` listed is gone now though its bit is still
     // set; that only costs the lookup or removal finding nothing.
-    forwarding(headers, present, fwd, ids)
+    (forwarding(headers, found.bits, fwd, ids), dropped)
 }
 
 /// The forwarding lines of [`rewrite_request`], given what [`present`] found.
@@ -445,7 +483,9 @@ mod tests {
     /// `headers` as the upstream sees them: the client's remaining lines, then the
     /// proxy's, which must each be `name: value` and CRLF.
     fn sent(mut headers: HeaderMap, fwd: &Forwarded<'_>, ids: &RequestIds) -> HeaderMap {
-        let block = String::from_utf8(rewrite_request(&mut headers, false, fwd, ids)).unwrap();
+        let (block, dropped) = rewrite_request(&mut headers, false, true, fwd, ids);
+        assert_eq!(dropped, 0, "no underscored names in these tables");
+        let block = String::from_utf8(block).unwrap();
         let lines = block.strip_suffix("\r\n").expect("ends with CRLF");
         for line in lines.split("\r\n") {
             let (name, value) = line.split_once(": ").expect("name: value");
@@ -493,6 +533,41 @@ mod tests {
         assert!(!fresh.contains_key(&X_FORWARDED_HOST));
         let blank = sent(map(&[("x-forwarded-for", " ")]), &fwd, &ids);
         assert_eq!(blank[&X_FORWARDED_FOR], "192.0.2.7");
+    }
+
+    #[test]
+    fn names_with_underscores_are_dropped_unless_allowed() {
+        let ids = RequestIds::default();
+        let fwd = Forwarded {
+            client: "192.0.2.7".parse().unwrap(),
+            proto: "http",
+            host: None,
+            port: 80,
+        };
+        let client = || {
+            map(&[
+                ("x_forwarded_for", "6.6.6.6"),
+                ("X_Real_IP", "6.6.6.6"),
+                ("foo_bar", "1"),
+                ("foo_bar", "2"),
+                ("x-ok", "1"),
+            ])
+        };
+        for (drop, want_dropped, want_names) in [
+            (true, 4, &["x-ok"][..]),
+            (
+                false,
+                0,
+                &["foo_bar", "x-ok", "x_forwarded_for", "x_real_ip"][..],
+            ),
+        ] {
+            let mut h = client();
+            let (extra, dropped) = rewrite_request(&mut h, false, drop, &fwd, &ids);
+            assert_eq!(dropped, want_dropped, "drop={drop}");
+            assert_eq!(names(&h), want_names, "drop={drop}");
+            let extra = String::from_utf8(extra).unwrap();
+            assert!(extra.contains("x-forwarded-for: 192.0.2.7\r\n"), "{extra}");
+        }
     }
 
     #[test]

@@ -15,11 +15,18 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body accepted; larger gets 413. `None`: unlimited (streamed).
     pub max_body_bytes: Option<u64>,
+    /// How long a client may send nothing while sending a request body (nginx's
+    /// `client_body_timeout`); then the request gets 408.
+    pub client_body_timeout: Duration,
+    /// Request bodies up to this size are read whole before an upstream connection is
+    /// taken; larger ones stream.
+    pub client_body_buffer_size: usize,
     /// How long connecting to an upstream endpoint may take before it counts as failed
     /// (and the request is retried on another endpoint).
     pub upstream_connect_timeout: Duration,
-    /// How long an upstream may take to send response headers (longer gets 504), and how
-    /// long it may stay silent while sending the body (then the response is cut).
+    /// How long an upstream may take to send response headers once the request is fully
+    /// sent (longer gets 504), how long it may stay silent while sending the body (then
+    /// the response is cut), and how long a write of the request to it may block.
     pub upstream_response_timeout: Duration,
     /// How long idle pooled upstream connections are kept, how long a client connection
     /// served by hyper (HTTP/2 above all) may have no request open before it is closed
@@ -35,6 +42,8 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(20),
             max_header_bytes: 32 * 1024,
             max_body_bytes: None,
+            client_body_timeout: Duration::from_secs(60),
+            client_body_buffer_size: 64 * 1024,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),

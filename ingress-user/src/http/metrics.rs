@@ -52,6 +52,23 @@ impl Eq for CachedCounter {}
 pub struct ErrorLabels {
     /// The rescue label, e.g. `no_route`, `connect_failed`.
     pub kind: &'static str,
+    /// Whose fault: `client` (4xx), `upstream` (5xx) or `none` (no route).
+    pub fault: &'static str,
+}
+
+/// Labels of request header lines the router dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedHeaderLabels {
+    /// Why: `underscore` (a name with `_`, see `--allow-underscores-in-headers`).
+    pub reason: &'static str,
+}
+
+/// Labels of upstream connections closed instead of reused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscardLabels {
+    /// Why: `closed` (the upstream closed it while idle), `unsolicited_bytes` (it sent
+    /// bytes while idle), `surplus_bytes` (bytes past the end of a response).
+    pub reason: &'static str,
 }
 
 /// Labels naming a Service.
@@ -76,6 +93,10 @@ pub struct Metrics {
     pub active_tunnels: Gauge,
     /// TLS handshakes that failed.
     pub tls_handshake_errors: Counter,
+    /// Request header lines dropped, by reason.
+    pub headers_dropped: Family<DroppedHeaderLabels, Counter>,
+    /// Upstream connections closed instead of reused, by reason.
+    pub upstream_discarded: Family<DiscardLabels, Counter>,
 }
 
 impl Metrics {
@@ -107,6 +128,16 @@ impl Metrics {
             self.active_tunnels.clone(),
         );
         registry.register(
+            "http_headers_dropped",
+            "Request header lines the router dropped instead of forwarding",
+            self.headers_dropped.clone(),
+        );
+        registry.register(
+            "http_upstream_connections_discarded",
+            "Upstream connections closed instead of reused, because they were not provably clean",
+            self.upstream_discarded.clone(),
+        );
+        registry.register(
             "tls_handshake_errors",
             "TLS handshakes that failed",
             self.tls_handshake_errors.clone(),
@@ -131,7 +162,10 @@ mod tests {
             })
             .inc();
         m.errors
-            .get_or_create(&ErrorLabels { kind: "no_route" })
+            .get_or_create(&ErrorLabels {
+                kind: "no_route",
+                fault: "none",
+            })
             .inc();
         let mut registry = Registry::with_prefix("xdp_ingress");
         m.register(&mut registry);
@@ -142,7 +176,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"xdp_ingress_http_local_errors_total{kind="no_route"} 1"#),
+            text.contains(r#"xdp_ingress_http_local_errors_total{kind="no_route",fault="none"} 1"#),
             "{text}"
         );
     }

@@ -14,11 +14,11 @@ use tracing::{debug, warn};
 use super::{
     balance::{Balancer, Pick},
     body::{Body, BoxError, Holding, empty},
-    client::{self, Client, Conn, Exchange, RequestHead},
+    client::{self, Client, Conn, Discards, Exchange, RequestHead},
     h2c::{self, H2c},
     headers::strip_hop_by_hop,
     limits::Limits,
-    metrics::{Metrics, ServiceLabels},
+    metrics::{DiscardLabels, Metrics, ServiceLabels},
     rescue::Error,
     route::{Backend, Protocol},
 };
@@ -33,13 +33,25 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// An upstream side with the connect, response and idle timeouts of `limits`.
-    pub fn new(limits: &Limits) -> Self {
+    /// An upstream side with the connect, response and idle timeouts of `limits`, counting
+    /// pooled connections it discards in `metrics`.
+    pub fn new(limits: &Limits, metrics: &Metrics) -> Self {
+        let discarded = |reason| {
+            metrics
+                .upstream_discarded
+                .get_or_create(&DiscardLabels { reason })
+                .clone()
+        };
         Self {
             client: Client::new(
                 limits.upstream_connect_timeout,
                 limits.upstream_response_timeout,
                 limits.idle_timeout,
+                Discards {
+                    closed: discarded("closed"),
+                    unsolicited_bytes: discarded("unsolicited_bytes"),
+                    surplus_bytes: discarded("surplus_bytes"),
+                },
             ),
             h2c: H2c::new(limits.upstream_connect_timeout, limits.idle_timeout),
             response_timeout: limits.upstream_response_timeout,
@@ -143,26 +155,21 @@ impl Upstream {
             headers: &out.parts.headers,
             extra: out.extra,
         };
-        let sent = tokio::time::timeout(self.response_timeout, self.client.send(addr, head, body));
-        match sent.await {
-            Err(_elapsed) => Err(Attempt::Failed(Error::UpstreamTimeout {
-                addr,
-                timeout: self.response_timeout,
-            })),
-            Ok(Ok(exchange)) => Ok(Reply::H1(exchange)),
-            Ok(Err(client::Failure {
+        // The response timeout runs inside the client, from the moment the request is sent.
+        match self.client.send(addr, head, body).await {
+            Ok(exchange) => Ok(Reply::H1(exchange)),
+            Err(client::Failure {
                 error: client::Error::Connect(e),
                 body,
-            })) => Err(Attempt::Connect(Box::new(e), body)),
-            Ok(Err(client::Failure { error, .. })) => {
-                if let Some(limit) = body_limit_hit(&error) {
-                    return Err(Attempt::Failed(Error::BodyTooLarge { limit }));
-                }
-                Err(Attempt::Failed(Error::Upstream {
+            }) => Err(Attempt::Connect(Box::new(e), body)),
+            Err(client::Failure { error, .. }) => Err(Attempt::Failed(match error {
+                client::Error::Body(e) => Error::from_request_body(e),
+                client::Error::Timeout(timeout) => Error::UpstreamTimeout { addr, timeout },
+                error => Error::Upstream {
                     addr,
                     source: Box::new(error),
-                }))
-            }
+                },
+            })),
         }
     }
 
@@ -185,10 +192,11 @@ impl Upstream {
                 timeout: self.response_timeout,
             })),
             Ok(Ok(resp)) => Ok(Reply::H2(resp)),
-            Ok(Err(e)) => match body_limit_hit(&e) {
-                Some(limit) => Err(Attempt::Failed(Error::BodyTooLarge { limit })),
-                None => Err(failed(Box::new(e))),
-            },
+            // A request body that failed is the client's fault, whatever carried it.
+            Ok(Err(e)) if e.is_user() && std::error::Error::source(&e).is_some() => {
+                Err(Attempt::Failed(Error::from_request_body(Box::new(e))))
+            }
+            Ok(Err(e)) => Err(failed(Box::new(e))),
         }
     }
 }
@@ -295,16 +303,4 @@ async fn tunnel(client: OnUpgrade, upstream: Conn, pick: Pick, tunnels: Gauge) {
     }
     tunnels.dec();
     drop(pick);
-}
-
-/// The limit, if the error comes from the request body exceeding `--max-body-bytes`.
-fn body_limit_hit(e: &(dyn std::error::Error + 'static)) -> Option<u64> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(limited) = err.downcast_ref::<super::body::BodyLimitError>() {
-            return Some(limited.limit);
-        }
-        cur = err.source();
-    }
-    None
 }

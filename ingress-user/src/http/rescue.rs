@@ -42,9 +42,19 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    /// The request itself is unusable (e.g. an unparsable URI or host).
+    /// The request itself is unusable (e.g. an unparsable URI).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request has no one valid host (duplicate, missing, invalid, or HTTP/2
+    /// `:authority` and `host` disagreeing).
+    #[error("bad request: {0}")]
+    BadHost(#[from] super::host::HostError),
+    /// The request body broke off or its framing is invalid (e.g. bad chunk sizes).
+    #[error("bad request body: {0}")]
+    BadRequestBody(#[source] BoxError),
+    /// The client sent nothing for `--client-body-timeout` while sending the body.
+    #[error("client sent no body bytes for {0:?}")]
+    ClientBodyTimeout(Duration),
     /// The client was too slow to send its request.
     #[error("request timeout")]
     RequestTimeout,
@@ -67,8 +77,10 @@ impl Error {
             Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::BadRequest(_) | Self::BadHost(_) | Self::BadRequestBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::RequestTimeout | Self::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
@@ -83,10 +95,51 @@ impl Error {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::Upstream { .. } => "upstream_failed",
             Self::BadRequest(_) => "bad_request",
+            Self::BadHost(_) => "bad_host",
+            Self::BadRequestBody(_) => "bad_request_body",
+            Self::ClientBodyTimeout(_) => "client_body_timeout",
             Self::RequestTimeout => "request_timeout",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::HeadersTooLarge => "headers_too_large",
         }
+    }
+
+    /// Whose fault it is: the client's (4xx), the upstream's (5xx), or nobody's (no
+    /// route: an ordinary 404).
+    pub fn fault(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "none",
+            Self::NoEndpoints(_)
+            | Self::Connect { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::Upstream { .. } => "upstream",
+            Self::BadRequest(_)
+            | Self::BadHost(_)
+            | Self::BadRequestBody(_)
+            | Self::ClientBodyTimeout(_)
+            | Self::RequestTimeout
+            | Self::BodyTooLarge { .. }
+            | Self::HeadersTooLarge => "client",
+        }
+    }
+
+    /// The error for a request body that failed while it was read: over
+    /// `--max-body-bytes` (413), silent for `--client-body-timeout` (408), else broken
+    /// framing or a client gone mid-body (400). Each is the client's fault.
+    pub fn from_request_body(e: BoxError) -> Self {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
+        while let Some(err) = cur {
+            if let Some(limited) = err.downcast_ref::<super::body::BodyLimitError>() {
+                return Self::BodyTooLarge {
+                    limit: limited.limit,
+                };
+            }
+            if let Some(timeout) = err.downcast_ref::<super::upload::BodyTimeoutError>() {
+                return Self::ClientBodyTimeout(timeout.timeout);
+            }
+            cur = err.source();
+        }
+        Self::BadRequestBody(e)
     }
 
     /// The short body the client reads. It never echoes request data or internal addresses.
@@ -99,8 +152,9 @@ impl Error {
             Self::UpstreamTimeout { .. } => {
                 "504 gateway timeout: the service did not answer in time\n"
             }
-            Self::BadRequest(_) => "400 bad request\n",
-            Self::RequestTimeout => "408 request timeout\n",
+            Self::BadRequest(_) | Self::BadRequestBody(_) => "400 bad request\n",
+            Self::BadHost(_) => "400 bad request: invalid or ambiguous host\n",
+            Self::RequestTimeout | Self::ClientBodyTimeout(_) => "408 request timeout\n",
             Self::BodyTooLarge { .. } => "413 request body too large\n",
             Self::HeadersTooLarge => "431 request header fields too large\n",
         }
@@ -169,7 +223,22 @@ mod tests {
                 504,
                 "upstream_timeout",
             ),
-            (Error::BadRequest("no host"), 400, "bad_request"),
+            (Error::BadRequest("no uri"), 400, "bad_request"),
+            (
+                Error::BadHost(crate::http::host::HostError::Duplicate),
+                400,
+                "bad_host",
+            ),
+            (
+                Error::BadRequestBody("bad chunk".into()),
+                400,
+                "bad_request_body",
+            ),
+            (
+                Error::ClientBodyTimeout(Duration::from_secs(1)),
+                408,
+                "client_body_timeout",
+            ),
             (Error::RequestTimeout, 408, "request_timeout"),
             (Error::BodyTooLarge { limit: 10 }, 413, "body_too_large"),
             (Error::HeadersTooLarge, 431, "headers_too_large"),

@@ -26,12 +26,14 @@ use super::{
     balance::{Balance, Balancer},
     body::{Body, BoxError, empty, full, limited},
     headers::{Forwarded, ProxyHeaders, RequestIds, rewrite_request, wants_upgrade},
+    host::request_host,
     limits::Limits,
-    metrics::{ErrorLabels, Metrics, RequestLabels},
+    metrics::{DroppedHeaderLabels, ErrorLabels, Metrics, RequestLabels},
     proxy::{Outgoing, Upstream},
     rescue::Error,
     route::Backend,
     tls::CertResolver,
+    upload::{buffer, timed},
 };
 use crate::config::Snapshot;
 
@@ -58,6 +60,9 @@ pub struct RouterOptions {
     pub balance: Balance,
     /// Limits and timeouts.
     pub limits: Limits,
+    /// Forward header names with `_` (dropped by default, as nginx does: backends that
+    /// read `_` and `-` alike (CGI, WSGI, PHP) could be fed spoofed forwarding headers).
+    pub allow_underscores_in_headers: bool,
 }
 
 /// Routes requests with the current Snapshot and forwards them.
@@ -153,6 +158,20 @@ impl Router {
                 let router = Arc::clone(self);
                 let upstream = Arc::clone(upstream);
                 Handled::Forwarding(Box::pin(async move {
+                    // Boxed: most requests have no body, and inline the read would grow
+                    // every request's future.
+                    let body = if body.is_end_stream() {
+                        body
+                    } else {
+                        let size = router.opts.limits.client_body_buffer_size;
+                        match Box::pin(buffer(body, size)).await {
+                            Ok(body) => body,
+                            Err(e) => {
+                                let e = Error::from_request_body(e);
+                                return router.finish(Some(&backend), Err(e));
+                            }
+                        }
+                    };
                     let head = Outgoing {
                         parts: &parts,
                         extra: &extra,
@@ -183,7 +202,10 @@ impl Router {
             debug!(error = %e, label = e.label(), "answering locally");
             self.metrics
                 .errors
-                .get_or_create(&ErrorLabels { kind: e.label() })
+                .get_or_create(&ErrorLabels {
+                    kind: e.label(),
+                    fault: e.fault(),
+                })
                 .inc();
             e.to_response()
         });
@@ -208,14 +230,15 @@ impl Router {
         B: HttpBody<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        let Ok(host) = host_value.as_ref().map_or(Ok(""), HeaderValue::to_str) else {
-            return Routed::Local(None, Err(Error::BadRequest("host header is not text")));
+        let host_value = match request_host(req.version(), req.uri(), req.headers()) {
+            Ok(host) => host,
+            Err(e) => return Routed::Local(None, Err(e.into())),
         };
+        // Validated as `host[:port]` in visible ASCII, so this never fails.
+        let host = host_value
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
         let host = strip_port(host);
         let path = req.uri().path();
 
@@ -252,12 +275,16 @@ impl Router {
         // Most requests have no body: the empty stand-in is a zero-sized box, no allocation.
         let body: Body = match limit {
             _ if body.is_end_stream() => empty(),
-            Some(limit) => limited(body, limit),
-            None => body.map_err(Into::into).boxed(),
+            Some(limit) => timed(limited(body, limit), self.opts.limits.client_body_timeout),
+            None => timed(
+                body.map_err(Into::into).boxed(),
+                self.opts.limits.client_body_timeout,
+            ),
         };
-        let extra = rewrite_request(
+        let (extra, underscored) = rewrite_request(
             &mut parts.headers,
             upgrade.is_some(),
+            !self.opts.allow_underscores_in_headers,
             &Forwarded {
                 client: conn.remote.ip(),
                 proto: if conn.tls { "https" } else { "http" },
@@ -266,10 +293,20 @@ impl Router {
             },
             &self.ids,
         );
-        // Only an absolute-form target lacks the header; `entry` would grow the map (sized
-        // for the client's headers) even when the header is there.
+        if underscored > 0 {
+            debug!(remote = %conn.remote, count = underscored, "dropped request headers with '_' in the name");
+            self.metrics
+                .headers_dropped
+                .get_or_create(&DroppedHeaderLabels {
+                    reason: "underscore",
+                })
+                .inc_by(underscored);
+        }
+        // The upstream gets the one host routing used: HTTP/2 and absolute-form requests
+        // may have no `Host` line, or (absolute-form) one the target overrides. Compared
+        // first, as `insert` would grow a map sized for the client's headers.
         if let Some(h) = &host_value
-            && !parts.headers.contains_key(header::HOST)
+            && parts.headers.get(header::HOST) != Some(h)
         {
             parts.headers.insert(header::HOST, h.clone());
         }

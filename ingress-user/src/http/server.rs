@@ -65,6 +65,8 @@ pub struct Options {
     pub limits: Limits,
     /// Worker threads; 0 is one per CPU this process may run on.
     pub workers: usize,
+    /// Forward header names with `_` (dropped by default).
+    pub allow_underscores_in_headers: bool,
 }
 
 impl Options {
@@ -77,6 +79,7 @@ impl Options {
             balance: args.load_balance,
             limits: args.limits(),
             workers: args.http_workers,
+            allow_underscores_in_headers: args.allow_underscores_in_headers,
         }
     }
 
@@ -151,6 +154,7 @@ impl Server {
                 https_port: https_addr.map(|a| a.port()),
                 balance: opts.balance,
                 limits: opts.limits.clone(),
+                allow_underscores_in_headers: opts.allow_underscores_in_headers,
             },
             initial,
             metrics,
@@ -218,7 +222,7 @@ impl Server {
             let worker = Worker {
                 index,
                 router: Arc::clone(&router),
-                upstream: Arc::new(Upstream::new(&limits)),
+                upstream: Arc::new(Upstream::new(&limits, router.metrics())),
                 tls: tls.clone(),
                 builder: Arc::clone(&builder),
                 limits: limits.clone(),

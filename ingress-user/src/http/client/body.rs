@@ -6,6 +6,7 @@ use std::{
     future::Future as _,
     io,
     pin::Pin,
+    pin::pin,
     sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
@@ -13,7 +14,10 @@ use std::{
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
+use tokio::{
+    io::AsyncReadExt as _,
+    time::{Instant, Sleep},
+};
 
 use super::{
     chunked::{self, ChunkedError, Step},
@@ -86,13 +90,12 @@ impl ResponseBody {
         }
     }
 
-    /// The body is complete: the connection is pooled if it may carry another request
-    /// and holds no stray bytes, else closed.
+    /// The body is complete: the connection goes back to the pool if it may carry another
+    /// request (the pool closes it if bytes past the body were read), else closed.
     fn finish(&mut self) {
         self.state = State::Done;
         if let Some(conn) = self.conn.take()
             && self.keep_alive
-            && conn.buf.is_empty()
         {
             self.pool.checkin(conn);
         }
@@ -107,6 +110,10 @@ impl ResponseBody {
 
     /// Reads more into the buffer. `Ok(0)` is end of stream. While nothing arrives, the
     /// response timeout runs; every read restarts it.
+    ///
+    /// Read through `AsyncRead`, which clears the socket's readiness after a read that
+    /// did not fill the buffer (the socket is drained), so the pool's cleanliness check
+    /// on the idle connection later costs no system call.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, BodyError>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(Ok(0));
@@ -114,23 +121,15 @@ impl ResponseBody {
         if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 4 {
             conn.buf.reserve(READ_CHUNK);
         }
-        loop {
-            match conn.stream.try_read_buf(&mut conn.buf) {
-                Ok(n) => {
-                    if let Some(idle) = self.idle.as_mut() {
-                        idle.as_mut().reset(Instant::now() + self.read_timeout);
-                    }
-                    return Poll::Ready(Ok(n));
+        match pin!(conn.stream.read_buf(&mut conn.buf)).poll(cx) {
+            Poll::Ready(Ok(n)) => {
+                if let Some(idle) = self.idle.as_mut() {
+                    idle.as_mut().reset(Instant::now() + self.read_timeout);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match conn.stream.poll_read_ready(cx) {
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                        Poll::Pending => break,
-                    }
-                }
-                Err(e) => return Poll::Ready(Err(e.into())),
+                return Poll::Ready(Ok(n));
             }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+            Poll::Pending => {}
         }
         let timeout = self.read_timeout;
         let idle = self

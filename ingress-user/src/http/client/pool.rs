@@ -1,15 +1,25 @@
 //! Idle upstream connections, per endpoint. One pool per router worker: a connection is
 //! registered with the reactor of the worker that opened it, so it is only reused there.
 //! Newest first (LIFO), so a burst's extra connections go cold and expire.
+//!
+//! A connection is handed out only when it is provably clean: a connection that became
+//! readable while idle (the upstream closed it, or sent bytes nobody asked for: a late
+//! body after HEAD/204/304, a second response) is closed, never reused, or those bytes
+//! would be read as the next client's response. The check costs no system call while
+//! the reactor reports nothing: a read that drained the socket cleared its readiness.
 
 use std::{
+    io,
     net::SocketAddr,
+    os::fd::AsRawFd as _,
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use bytes::BytesMut;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
+use tracing::debug;
 
 use crate::http::FastMap;
 
@@ -33,43 +43,84 @@ struct Idle {
     since: Instant,
 }
 
+/// Counters of connections closed instead of reused (the metric's `reason` label).
+#[derive(Clone, Debug, Default)]
+pub struct Discards {
+    /// The upstream closed (or reset) the connection while it was idle.
+    pub closed: Counter,
+    /// The upstream sent bytes while the connection was idle.
+    pub unsolicited_bytes: Counter,
+    /// Bytes were already read past the end of a response.
+    pub surplus_bytes: Counter,
+}
+
+/// Why a connection is not clean.
+enum Dirty {
+    Closed,
+    Unsolicited,
+}
+
 /// The idle connections of one worker.
 #[derive(Debug)]
 pub struct Pool {
     idle: Mutex<FastMap<SocketAddr, Vec<Idle>>>,
     timeout: Duration,
+    discards: Discards,
 }
 
 impl Pool {
-    /// A pool dropping connections idle longer than `timeout`.
-    pub fn new(timeout: Duration) -> Self {
+    /// A pool dropping connections idle longer than `timeout`, counting the unclean ones
+    /// it closes in `discards`.
+    pub fn new(timeout: Duration, discards: Discards) -> Self {
         Self {
             idle: Mutex::default(),
             timeout,
+            discards,
         }
     }
 
-    /// The most recently used idle connection to `addr`.
-    pub fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
+    /// The most recently used idle connection to `addr` that is still clean; unclean ones
+    /// met on the way are closed and counted. With `thorough`, each is asked of the kernel
+    /// (one system call), for a request that could not be sent again should the upstream
+    /// have closed it a moment ago; otherwise the reactor's readiness decides.
+    pub fn checkout(&self, addr: SocketAddr, thorough: bool) -> Option<Conn> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
-            if now.saturating_duration_since(entry.since) < self.timeout {
-                return Some(entry.conn);
+            if now.saturating_duration_since(entry.since) >= self.timeout {
+                // The newest is too old, so all are.
+                list.clear();
+                break;
             }
-            // The newest is too old, so all are.
-            list.clear();
+            let dirty = if thorough {
+                peek_dirty(&entry.conn)
+            } else {
+                dirty(&entry.conn)
+            };
+            match dirty {
+                None => return Some(entry.conn),
+                Some(Dirty::Closed) => {
+                    self.discards.closed.inc();
+                }
+                Some(Dirty::Unsolicited) => {
+                    debug!(%addr, "upstream sent bytes on an idle connection; closing it");
+                    self.discards.unsolicited_bytes.inc();
+                }
+            }
         }
         None
     }
 
-    /// Keeps `conn` for reuse, unless the endpoint already has enough idle ones.
+    /// Keeps `conn` for reuse after a response that ended cleanly, unless bytes past the
+    /// response's end were read with it (closed and counted) or the endpoint already has
+    /// enough idle connections.
     pub fn checkin(&self, conn: Conn) {
-        debug_assert!(
-            conn.buf.is_empty(),
-            "a pooled connection has no pending bytes"
-        );
+        if !conn.buf.is_empty() {
+            debug!(addr = %conn.addr, surplus = conn.buf.len(), "upstream sent bytes past the end of a response; closing the connection");
+            self.discards.surplus_bytes.inc();
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.entry(conn.addr).or_default();
         if list.len() < MAX_IDLE_PER_ENDPOINT {
@@ -111,6 +162,39 @@ impl Pool {
     }
 }
 
+/// [`dirty`], asked of the kernel whatever the reactor has seen so far.
+fn peek_dirty(conn: &Conn) -> Option<Dirty> {
+    let mut byte = 0u8;
+    // SAFETY: the descriptor is open for as long as `conn` is borrowed, and the buffer is
+    // one byte we own. MSG_PEEK leaves any byte in the socket; MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            conn.stream.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => Some(Dirty::Closed),
+        1.. => Some(Dirty::Unsolicited),
+        _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => None,
+        _ => Some(Dirty::Closed),
+    }
+}
+
+/// Whether an idle connection became readable: EOF or reset (closed), or bytes nobody
+/// asked for. `try_read` makes no system call while tokio holds no read readiness for the
+/// socket, which is the usual case: the read that ended the last response drained it.
+fn dirty(conn: &Conn) -> Option<Dirty> {
+    let mut probe = [0u8; 1];
+    match conn.stream.try_read(&mut probe) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Ok(0) | Err(_) => Some(Dirty::Closed),
+        Ok(_) => Some(Dirty::Unsolicited),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::net::TcpListener;
@@ -133,13 +217,13 @@ mod tests {
             TcpListener::bind("127.0.0.1:0").await.unwrap(),
             TcpListener::bind("127.0.0.1:0").await.unwrap(),
         );
-        let pool = Pool::new(Duration::from_secs(60));
+        let pool = Pool::new(Duration::from_secs(60), Discards::default());
         let (first, second) = (conn(&a).await, conn(&a).await);
         let second_port = second.stream.local_addr().unwrap().port();
         pool.checkin(first);
         pool.checkin(second);
-        assert!(pool.checkout(b.local_addr().unwrap()).is_none());
-        let got = pool.checkout(a.local_addr().unwrap()).unwrap();
+        assert!(pool.checkout(b.local_addr().unwrap(), false).is_none());
+        let got = pool.checkout(a.local_addr().unwrap(), false).unwrap();
         assert_eq!(got.stream.local_addr().unwrap().port(), second_port);
         assert_eq!(pool.len(), 1);
     }
@@ -147,11 +231,81 @@ mod tests {
     #[tokio::test]
     async fn expired_connections_are_never_handed_out_and_are_swept() {
         let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = Pool::new(Duration::ZERO);
+        let pool = Pool::new(Duration::ZERO, Discards::default());
         pool.checkin(conn(&a).await);
-        assert!(pool.checkout(a.local_addr().unwrap()).is_none());
+        assert!(pool.checkout(a.local_addr().unwrap(), false).is_none());
         pool.checkin(conn(&a).await);
         assert_eq!(pool.sweep(), 1);
         assert!(pool.is_empty());
+    }
+
+    /// Waits until the reactor has seen what the peer did.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn connections_that_became_readable_while_idle_are_closed_and_counted() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let discards = Discards::default();
+        let pool = Pool::new(Duration::from_secs(60), discards.clone());
+        // Oldest first: a clean one, one the upstream closes, one it writes to.
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let c = conn(&listener).await;
+            peers.push(listener.accept().await.unwrap().0);
+            pool.checkin(c);
+        }
+        let clean_port = peers[0].peer_addr().unwrap().port();
+        drop(peers.remove(1));
+        peers[1]
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .unwrap();
+        settle().await;
+        let got = pool
+            .checkout(addr, false)
+            .expect("the clean connection is still handed out");
+        assert_eq!(got.stream.local_addr().unwrap().port(), clean_port);
+        assert_eq!(discards.unsolicited_bytes.get(), 1);
+        assert_eq!(discards.closed.get(), 1);
+        assert!(pool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_thorough_checkout_asks_the_kernel_and_leaves_clean_connections_intact() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let discards = Discards::default();
+        let pool = Pool::new(Duration::from_secs(60), discards.clone());
+        let clean = conn(&listener).await;
+        let _clean_peer = listener.accept().await.unwrap().0;
+        pool.checkin(clean);
+        let dirty = conn(&listener).await;
+        let mut dirty_peer = listener.accept().await.unwrap().0;
+        pool.checkin(dirty);
+        dirty_peer.write_all(b"x").await.unwrap();
+        // No waiting for the reactor: over loopback the byte is queued by the time the
+        // write returns, and the peek asks the kernel.
+        let got = pool.checkout(addr, true).expect("the clean connection");
+        assert_eq!(discards.unsolicited_bytes.get() + discards.closed.get(), 1);
+        assert!(pool.is_empty());
+        pool.checkin(got);
+        assert!(pool.checkout(addr, true).is_some(), "peeking took nothing");
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_bytes_past_the_response_is_not_pooled() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let discards = Discards::default();
+        let pool = Pool::new(Duration::from_secs(60), discards.clone());
+        let mut c = conn(&listener).await;
+        c.buf.extend_from_slice(b"late");
+        pool.checkin(c);
+        assert!(pool.is_empty());
+        assert_eq!(discards.surplus_bytes.get(), 1);
     }
 }
