@@ -21,6 +21,7 @@ use super::{
     metrics::{DiscardLabels, Metrics, ServiceLabels},
     rescue::Error,
     route::{Backend, Protocol},
+    upload,
 };
 
 /// One worker's way to upstreams: its connection pool, its h2c connections and the
@@ -184,19 +185,27 @@ impl Upstream {
             Ok(sender) => sender,
             Err(e) => return Err(Attempt::Connect(Box::new(e), Some(body))),
         };
+        // The body streams beside the exchange: the response timeout starts once it ends
+        // (a long client stream, gRPC's above all, is not the upstream being slow).
+        let (body, sent) = upload::watch_end(body);
         let req =
             h2c::request(out.parts, out.extra, addr, body).map_err(|e| failed(Box::new(e)))?;
-        match tokio::time::timeout(self.response_timeout, sender.send_request(req)).await {
-            Err(_elapsed) => Err(Attempt::Failed(Error::UpstreamTimeout {
-                addr,
-                timeout: self.response_timeout,
-            })),
-            Ok(Ok(resp)) => Ok(Reply::H2(resp)),
+        let timeout = self.response_timeout;
+        let expired = async {
+            let _ = sent.await;
+            tokio::time::sleep(timeout).await;
+        };
+        let answer = tokio::select! {
+            answer = sender.send_request(req) => answer,
+            () = expired => return Err(Attempt::Failed(Error::UpstreamTimeout { addr, timeout })),
+        };
+        match answer {
+            Ok(resp) => Ok(Reply::H2(resp)),
             // A request body that failed is the client's fault, whatever carried it.
-            Ok(Err(e)) if e.is_user() && std::error::Error::source(&e).is_some() => {
+            Err(e) if e.is_user() && std::error::Error::source(&e).is_some() => {
                 Err(Attempt::Failed(Error::from_request_body(Box::new(e))))
             }
-            Ok(Err(e)) => Err(failed(Box::new(e))),
+            Err(e) => Err(failed(Box::new(e))),
         }
     }
 }

@@ -18,7 +18,10 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
+use tokio::{
+    sync::oneshot,
+    time::{Instant, Sleep},
+};
 
 use super::body::{Body, BoxError, full};
 
@@ -114,6 +117,49 @@ pub async fn buffer(body: Body, limit: usize) -> Result<Body, BoxError> {
     Ok(full(read.freeze()))
 }
 
+/// `body`, and a receiver that completes when it has been read to its end (or dropped,
+/// or failed): the moment a request is fully sent.
+pub fn watch_end(body: Body) -> (Body, oneshot::Receiver<()>) {
+    let (tx, rx) = oneshot::channel();
+    let tx = if body.is_end_stream() {
+        let _ = tx.send(());
+        None
+    } else {
+        Some(tx)
+    };
+    (Watched { body, tx }.boxed(), rx)
+}
+
+struct Watched {
+    body: Body,
+    /// Dropped (which completes the receiver) when the body ends.
+    tx: Option<oneshot::Sender<()>>,
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if frame.is_none() || self.body.is_end_stream() {
+            self.tx = None;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Bytes already read from a body, then the rest of it.
 struct Prefixed {
     first: Option<Bytes>,
@@ -190,6 +236,22 @@ mod tests {
                 assert_eq!(exact, Some(bytes.len() as u64), "{chunks:?} {limit}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_watched_body_is_told_once_it_is_read() {
+        let (body, mut ended) = watch_end(chunked(&["ab", "cd"]));
+        assert!(ended.try_recv().is_err(), "not ended before it is read");
+        assert_eq!(collect(body).await.0, b"abcd");
+        assert!(matches!(
+            ended.try_recv(),
+            Ok(()) | Err(oneshot::error::TryRecvError::Closed)
+        ));
+        let (_, ended) = watch_end(full(""));
+        assert!(
+            ended.await.is_ok(),
+            "an empty body has ended from the start"
+        );
     }
 
     #[tokio::test]
