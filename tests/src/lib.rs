@@ -6,6 +6,8 @@ pub mod fake_api;
 pub mod http_support;
 pub mod netns;
 pub mod packet;
+pub mod process;
+pub mod scripted;
 pub mod seed;
 pub mod servers;
 pub mod topology;
