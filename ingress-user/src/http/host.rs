@@ -43,7 +43,7 @@ pub fn request_host(
     if lines.next().is_some() {
         return Err(HostError::Duplicate);
     }
-    let authority = uri.authority().map(|a| a.as_str());
+    let authority = uri.authority().map(hyper::http::uri::Authority::as_str);
     if let Some(authority) = authority {
         if version >= Version::HTTP_2
             && host.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(authority.as_bytes()))
@@ -110,6 +110,13 @@ fn is_reg_name_byte(b: u8) -> bool {
 mod tests {
     use super::*;
 
+    /// A table row: target, `Host` lines, the host expected.
+    type Row = (
+        &'static str,
+        &'static [&'static [u8]],
+        Result<Option<String>, HostError>,
+    );
+
     fn check(version: Version, target: &str, hosts: &[&[u8]]) -> Result<Option<String>, HostError> {
         let uri: Uri = target.parse().unwrap();
         let mut headers = HeaderMap::new();
@@ -124,7 +131,7 @@ mod tests {
         use HostError::*;
         let v11 = Version::HTTP_11;
         let ok = |s: &str| Ok(Some(s.to_owned()));
-        let table: &[(&str, &[&[u8]], Result<Option<String>, HostError>)] = &[
+        let table: &[Row] = &[
             ("/", &[b"a.test"], ok("a.test")),
             ("/", &[b"A.Test:8080"], ok("A.Test:8080")),
             ("/", &[b"10.0.0.1"], ok("10.0.0.1")),
@@ -175,7 +182,7 @@ mod tests {
         use HostError::*;
         let v2 = Version::HTTP_2;
         let ok = |s: &str| Ok(Some(s.to_owned()));
-        let table: &[(&str, &[&[u8]], Result<Option<String>, HostError>)] = &[
+        let table: &[Row] = &[
             ("http://web.test/", &[], ok("web.test")),
             ("http://web.test/", &[b"web.test"], ok("web.test")),
             ("http://web.test/", &[b"WEB.test"], ok("web.test")),
