@@ -81,6 +81,12 @@ pub struct FlowKey {
 }
 
 /// Conntrack state bits.
+///
+/// A TCP flow is *embryonic* from its first packet until the handshake is complete: the
+/// backend answered with a SYN-ACK (the reply entry records its sequence number) and the
+/// client then acknowledged exactly that SYN-ACK. Only then is it established. Entries written
+/// before these bits existed carry neither and count as established, so adding bits never
+/// needs a new map layout.
 pub mod ct {
     /// A FIN was seen from the client side.
     pub const FIN_FWD: u8 = 1;
@@ -90,6 +96,41 @@ pub mod ct {
     pub const RST: u8 = 4;
     /// This entry is the reply direction (backend → node).
     pub const REPLY: u8 = 8;
+    /// TCP handshake not complete yet (set on both entries of a new TCP flow).
+    pub const EMBRYONIC: u8 = 16;
+    /// Reply entry of an embryonic flow: the backend's SYN-ACK was seen, and
+    /// [`super::CtEntry::handshake_ack`] holds the acknowledgment number that completes the
+    /// handshake.
+    pub const SYNACK_SEEN: u8 = 32;
+
+    /// Whether a flow with these merged (forward | reply) bits is closed: a RST, or a FIN
+    /// from both sides.
+    #[inline(always)]
+    pub const fn closed(state: u8) -> bool {
+        state & RST != 0 || state & (FIN_FWD | FIN_REV) == FIN_FWD | FIN_REV
+    }
+}
+
+/// SNAT port choice. The kernel draws a fresh random number per probe
+/// (`bpf_get_prandom_u32`), so the probes of one attempt are independent and a retransmitted
+/// SYN tries other ports than the attempt before it.
+pub mod snat {
+    /// Probes per new flow. With independent uniform probes, a new flow is dropped only if all
+    /// of them hit used ports: at occupancy `p` that happens with probability `p^PROBES`,
+    /// 2e-12 at 90%, 2e-6 at 95%, 6e-3 at 98%. A full range costs this many failed lookups
+    /// per new flow, which bounds the work a flood can cause.
+    pub const PROBES: u32 = 256;
+
+    /// Maps a 32-bit random number onto `lo..=hi` (host byte order), by multiply-shift
+    /// (Lemire): uniform up to `range / 2^32`, and no division in the kernel.
+    #[inline(always)]
+    pub const fn port(lo: u16, hi: u16, random: u32) -> u16 {
+        if hi <= lo {
+            return lo;
+        }
+        let range = (hi - lo) as u64 + 1;
+        lo + ((random as u64 * range) >> 32) as u16
+    }
 }
 
 /// A conntrack entry: how to rewrite packets matching the key.
@@ -114,8 +155,10 @@ pub struct CtEntry {
     pub dport: u16,
     /// Key of the other direction's entry (to expire both together).
     pub peer: FlowKey,
-    /// Explicit tail padding (the struct is 8-byte aligned).
-    pub _pad_tail: [u8; 4],
+    /// Reply entries of embryonic TCP flows: the backend's SYN-ACK sequence number plus one
+    /// (host byte order), i.e. what the client's handshake ACK must acknowledge. Zero
+    /// otherwise. (This was tail padding: entries written before it existed hold zero.)
+    pub handshake_ack: u32,
 }
 
 /// Node-wide NAT settings, written by userspace into a one-entry array.
@@ -136,7 +179,7 @@ pub struct NatConfig {
     pub ready: u32,
 }
 
-/// Per-service per-CPU counters.
+/// Per-service per-CPU counters (map `XI_SVC_STATS_V2`; V1 lacked the drop counters).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceStats {
@@ -146,6 +189,10 @@ pub struct ServiceStats {
     pub bytes: u64,
     /// New flows.
     pub new_flows: u64,
+    /// New flows dropped because no free SNAT port was found (`drop_snat_exhausted`).
+    pub drop_snat_exhausted: u64,
+    /// New flows dropped because the conntrack table is full (`drop_ct_full`).
+    pub drop_ct_full: u64,
 }
 
 /// Hash of a flow for Maglev selection: a murmur3-style mix of the client address, both ports
@@ -216,6 +263,71 @@ mod tests {
             8 + 4 + 1 + 3 + 16 + 16 + 2 + 2 + 40 + 4
         );
         assert_eq!(size_of::<NatConfig>(), 4 + 16 + 2 + 2 + 4 + 4);
+        assert_eq!(size_of::<ServiceStats>(), 5 * 8);
+    }
+
+    #[test]
+    fn conntrack_entry_layout_is_unchanged_by_the_handshake_field() {
+        // `handshake_ack` took the place of 4 bytes of tail padding: same size and offsets,
+        // so the pinned XI_CT_*_V1 maps stay valid across the upgrade.
+        assert_eq!(size_of::<CtEntry>(), 96);
+        assert_eq!(core::mem::offset_of!(CtEntry, peer), 52);
+        assert_eq!(core::mem::offset_of!(CtEntry, handshake_ack), 92);
+    }
+
+    #[test]
+    fn closed_states() {
+        let cases = [
+            ("fresh", 0, false),
+            ("embryonic", ct::EMBRYONIC, false),
+            ("client FIN only", ct::FIN_FWD, false),
+            ("backend FIN only", ct::FIN_REV, false),
+            ("FIN both ways", ct::FIN_FWD | ct::FIN_REV, true),
+            ("RST", ct::RST, true),
+            ("RST while embryonic", ct::RST | ct::EMBRYONIC, true),
+        ];
+        for (name, state, want) in cases {
+            assert_eq!(ct::closed(state), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn snat_port_from_random() {
+        let cases: [(&str, u16, u16, u32, u16); 9] = [
+            ("zero maps to the low end", 20_000, 32_767, 0, 20_000),
+            ("max maps to the high end", 20_000, 32_767, u32::MAX, 32_767),
+            ("middle", 20_000, 32_767, 1 << 31, 20_000 + 12_768 / 2),
+            ("one-port range", 30_000, 30_000, 0xdead_beef, 30_000),
+            ("inverted range stays at low", 30_000, 29_000, 7, 30_000),
+            ("two ports, low half", 100, 101, (1 << 31) - 1, 100),
+            ("two ports, high half", 100, 101, 1 << 31, 101),
+            ("the whole port space, top", 1, 65_535, u32::MAX, 65_535),
+            ("the whole port space, bottom", 1, 65_535, 0, 1),
+        ];
+        for (name, lo, hi, random, want) in cases {
+            assert_eq!(snat::port(lo, hi, random), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn snat_ports_cover_the_range_evenly() {
+        // 100 ports; 100 000 evenly spread 32-bit inputs: every port gets 1000 ± 1.
+        let (lo, hi) = (30_000u16, 30_099u16);
+        let mut hits = [0u32; 100];
+        let n = 100_000u64;
+        for i in 0..n {
+            let random = u32::try_from(i * (u64::from(u32::MAX) + 1) / n).expect("fits");
+            let p = snat::port(lo, hi, random);
+            assert!((lo..=hi).contains(&p), "{p} outside {lo}-{hi}");
+            hits[usize::from(p - lo)] += 1;
+        }
+        for (i, h) in hits.iter().enumerate() {
+            assert!(
+                (999..=1001).contains(h),
+                "port {} drawn {h} times",
+                lo + i as u16
+            );
+        }
     }
 
     #[test]

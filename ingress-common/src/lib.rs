@@ -26,7 +26,10 @@ pub mod maps {
     /// One [`crate::l4::NatConfig`].
     pub const NAT_CONFIG: &str = "XI_NAT_CONFIG_V1";
     /// Per-service per-CPU [`crate::l4::ServiceStats`], indexed by service id.
-    pub const SERVICE_STATS: &str = "XI_SVC_STATS_V1";
+    pub const SERVICE_STATS: &str = "XI_SVC_STATS_V2";
+    /// Maps of earlier layouts that this version replaced. Their pins are removed at load
+    /// (after the new maps exist), so a node does not keep them forever.
+    pub const RETIRED: &[&str] = &["XI_SVC_STATS_V1"];
 }
 
 /// Default map capacities; userspace may override them at load time (which, for pinned

@@ -12,7 +12,7 @@ use aya_ebpf::{
 use ingress_common::stats::Counter;
 use ingress_ebpf::{
     ctx::PacketCtx,
-    nat::{self, Hook, Verdict},
+    nat::{self, Action, Hook},
     parse::{self, Class},
     stats,
 };
@@ -36,18 +36,19 @@ fn try_xdp_ingress(mut ctx: XdpContext) -> Result<u32, u32> {
     let Class::L4(h) = class else {
         return Ok(xdp_action::XDP_PASS);
     };
-    Ok(match nat::process(&mut ctx, &h, Hook::Xdp, bytes) {
-        Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Drop => xdp_action::XDP_DROP,
-        Verdict::Tx => {
+    let verdict = nat::process(&mut ctx, &h, Hook::Xdp, bytes);
+    Ok(match verdict.action {
+        Action::Pass => xdp_action::XDP_PASS,
+        Action::Drop => xdp_action::XDP_DROP,
+        Action::Tx => {
             stats::count(Counter::Transmitted, bytes);
             xdp_action::XDP_TX
         }
         // XDP has no neighbour resolution; `process` never asks for it on this hook.
-        Verdict::Redirect(ifindex) | Verdict::RedirectNeigh(ifindex) => {
+        Action::Redirect | Action::RedirectNeigh => {
             stats::count(Counter::Redirected, bytes);
             // SAFETY: plain helper call.
-            unsafe { bpf_redirect(ifindex, 0) as u32 }
+            unsafe { bpf_redirect(verdict.ifindex, 0) as u32 }
         }
     })
 }
@@ -69,24 +70,25 @@ fn try_tc_ingress(mut ctx: TcContext) -> Result<i32, i32> {
     let Class::L4(h) = class else {
         return Ok(TCX_NEXT);
     };
-    Ok(match nat::process(&mut ctx, &h, Hook::Tc, bytes) {
-        Verdict::Pass => TCX_NEXT,
-        Verdict::Drop => TC_ACT_SHOT as i32,
-        Verdict::Tx => {
+    let verdict = nat::process(&mut ctx, &h, Hook::Tc, bytes);
+    Ok(match verdict.action {
+        Action::Pass => TCX_NEXT,
+        Action::Drop => TC_ACT_SHOT as i32,
+        Action::Tx => {
             stats::count(Counter::Transmitted, bytes);
             let ifindex = ingress_ebpf::ctx::NatCtx::ifindex(&ctx);
             // SAFETY: plain helper call.
             unsafe { bpf_redirect(ifindex, 0) as i32 }
         }
-        Verdict::Redirect(ifindex) => {
+        Action::Redirect => {
             stats::count(Counter::Redirected, bytes);
             // SAFETY: plain helper call.
-            unsafe { bpf_redirect(ifindex, 0) as i32 }
+            unsafe { bpf_redirect(verdict.ifindex, 0) as i32 }
         }
-        Verdict::RedirectNeigh(ifindex) => {
+        Action::RedirectNeigh => {
             stats::count(Counter::Redirected, bytes);
             // SAFETY: NULL params ask the kernel to look the next hop up itself.
-            unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+            unsafe { bpf_redirect_neigh(verdict.ifindex, core::ptr::null_mut(), 0, 0) as i32 }
         }
     })
 }

@@ -52,7 +52,7 @@ pub struct Scratch {
 #[map(name = "XI_SCRATCH")]
 pub static XI_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-service counters.
-#[map(name = "XI_SVC_STATS_V1")]
-pub static XI_SVC_STATS_V1: PerCpuArray<ServiceStats> =
+/// Per-service counters (V2: with per-service drop counters).
+#[map(name = "XI_SVC_STATS_V2")]
+pub static XI_SVC_STATS_V2: PerCpuArray<ServiceStats> =
     PerCpuArray::pinned(limits::MAX_SERVICES, 0);

@@ -4,7 +4,7 @@ use aya_ebpf::{macros::map, maps::PerCpuArray};
 use ingress_common::stats::{Counter, PacketCount};
 
 use crate::{
-    maps::XI_SVC_STATS_V1,
+    maps::XI_SVC_STATS_V2,
     parse::{Class, Family},
 };
 
@@ -53,7 +53,7 @@ pub fn count_class(class: &Class, bytes: u64) {
 /// Adds a packet (and optionally a new flow) to a service's counters.
 #[inline(always)]
 pub fn count_service(id: u32, bytes: u64, new_flow: bool) {
-    if let Some(cell) = XI_SVC_STATS_V1.get_ptr_mut(id) {
+    if let Some(cell) = XI_SVC_STATS_V2.get_ptr_mut(id) {
         // SAFETY: the slot belongs to this CPU.
         unsafe {
             if new_flow {
@@ -61,6 +61,29 @@ pub fn count_service(id: u32, bytes: u64, new_flow: bool) {
             } else {
                 (*cell).packets += 1;
                 (*cell).bytes += bytes;
+            }
+        }
+    }
+}
+
+/// Per-service drop reasons (fields of [`ingress_common::l4::ServiceStats`]).
+#[derive(Clone, Copy)]
+pub enum ServiceDrop {
+    /// No free SNAT port.
+    SnatExhausted,
+    /// The conntrack table is full.
+    CtFull,
+}
+
+/// Counts a dropped new flow against its service.
+#[inline(always)]
+pub fn count_service_drop(id: u32, reason: ServiceDrop) {
+    if let Some(cell) = XI_SVC_STATS_V2.get_ptr_mut(id) {
+        // SAFETY: the slot belongs to this CPU.
+        unsafe {
+            match reason {
+                ServiceDrop::SnatExhausted => (*cell).drop_snat_exhausted += 1,
+                ServiceDrop::CtFull => (*cell).drop_ct_full += 1,
             }
         }
     }

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     config::{NamespacedName, Options},
-    l4::L4Mode,
+    l4::{L4Mode, conntrack::Timeouts},
     logging::LogFormat,
 };
 
@@ -234,9 +234,25 @@ pub struct L4Args {
     #[arg(long, value_name = "N", default_value_t = ingress_common::limits::CT_ENTRIES)]
     pub conntrack_entries: u32,
 
-    /// Idle timeout of open TCP flows in conntrack.
+    /// Idle timeout of established TCP flows in conntrack (the handshake completed).
     #[arg(long, value_name = "SECONDS", default_value = "3600", value_parser = parse_secs)]
     pub tcp_timeout: Duration,
+
+    /// Timeout of embryonic TCP flows in conntrack: opened by a client, handshake not
+    /// complete (no SYN-ACK from the endpoint yet, or no ACK of it from the client). Each one
+    /// holds a SNAT port, so this bounds how long SYNs that are never answered (a flood with
+    /// spoofed sources or bad checksums, a dead endpoint) hold the SNAT range: this plus one
+    /// conntrack pass (at most 5 s). Only the client's packets refresh it. Default 10 s: a
+    /// Linux client retransmits an unanswered SYN after 1, 2, 4 and 8 s, so a slow handshake
+    /// keeps its entry, and a later retransmit simply opens a new one. nf_conntrack (under
+    /// kube-proxy) keeps SYN_SENT flows 120 s and Cilium 60 s: 6 to 12 times longer.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_secs)]
+    pub tcp_syn_timeout: Duration,
+
+    /// How long conntrack keeps a TCP flow after FIN from both sides, so the last ACK and
+    /// late retransmits still find it. A RST releases the flow at the next conntrack pass.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_secs)]
+    pub tcp_close_timeout: Duration,
 
     /// Idle timeout of UDP flows in conntrack (and of userspace UDP sessions).
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_secs)]
@@ -262,6 +278,18 @@ pub struct L4Args {
     /// How often the packet counters are logged (0 disables the log line).
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_secs)]
     pub stats_interval: Duration,
+}
+
+impl L4Args {
+    /// The conntrack timeouts these flags describe.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            tcp_syn: self.tcp_syn_timeout,
+            tcp_established: self.tcp_timeout,
+            tcp_closed: self.tcp_close_timeout,
+            udp: self.udp_timeout,
+        }
+    }
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -423,6 +451,26 @@ mod tests {
         ]);
         assert!(!cli.run.http.ssl_redirect);
         assert_eq!(cli.run.http.load_balance, crate::http::Balance::LeastLoaded);
+    }
+
+    #[test]
+    fn conntrack_timeout_flags_default_to_the_gc_defaults() {
+        let cli = Cli::parse_from(["xdp-ingress"]);
+        let (flags, defaults) = (cli.run.l4.timeouts(), Timeouts::default());
+        assert_eq!(flags.tcp_syn, defaults.tcp_syn);
+        assert_eq!(flags.tcp_established, defaults.tcp_established);
+        assert_eq!(flags.tcp_closed, defaults.tcp_closed);
+        assert_eq!(flags.udp, defaults.udp);
+        let cli = Cli::parse_from([
+            "xdp-ingress",
+            "--tcp-syn-timeout",
+            "2",
+            "--tcp-close-timeout",
+            "3",
+        ]);
+        let t = cli.run.l4.timeouts();
+        assert_eq!(t.tcp_syn, Duration::from_secs(2));
+        assert_eq!(t.tcp_closed, Duration::from_secs(3));
     }
 
     #[test]

@@ -20,7 +20,6 @@ use xdp_ingress::{
     http::{metrics::Metrics, server},
     l4::{
         Datapath, DatapathOptions, L4Mode, addrs,
-        conntrack::Timeouts,
         plane::{self, Kernel},
         proxy::{self, L4Proxy, Selection},
         sysctl,
@@ -258,12 +257,7 @@ fn attach(args: &L4Args) -> anyhow::Result<Option<Kernel>> {
         args.node_addresses.clone()
     };
     info!(?node_addrs, "L4 services answer on these addresses");
-    let timeouts = Timeouts {
-        tcp_established: args.tcp_timeout,
-        udp: args.udp_timeout,
-        ..Timeouts::default()
-    };
     Ok(Some(
-        Kernel::new(dp, node_addrs, timeouts).context("recovering L4 map state")?,
+        Kernel::new(dp, node_addrs, args.timeouts()).context("recovering L4 map state")?,
     ))
 }

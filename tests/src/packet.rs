@@ -43,6 +43,10 @@ pub struct Packet {
     pub dport: u16,
     /// Protocol.
     pub l4: L4,
+    /// TCP sequence number.
+    pub seq: u32,
+    /// TCP acknowledgment number.
+    pub ack: u32,
     /// Payload bytes.
     pub payload: Vec<u8>,
     /// IPv4 TTL / IPv6 hop limit.
@@ -78,6 +82,8 @@ impl Packet {
             sport,
             dport,
             l4,
+            seq: 1000,
+            ack: 0,
             payload: b"xdp-ingress".to_vec(),
             ttl: 64,
             ip_options: Vec::new(),
@@ -86,6 +92,11 @@ impl Packet {
             src_mac: MAC_CLIENT,
             dst_mac: MAC_NODE,
         }
+    }
+
+    /// Renders the IP packet without the Ethernet header (what a raw IP socket sends).
+    pub fn build_ip(&self) -> Vec<u8> {
+        self.build()[14..].to_vec()
     }
 
     /// Renders the Ethernet frame.
@@ -164,7 +175,8 @@ impl Packet {
                 let mut t = vec![0u8; 20];
                 t[0..2].copy_from_slice(&self.sport.to_be_bytes());
                 t[2..4].copy_from_slice(&self.dport.to_be_bytes());
-                t[4..8].copy_from_slice(&1000u32.to_be_bytes());
+                t[4..8].copy_from_slice(&self.seq.to_be_bytes());
+                t[8..12].copy_from_slice(&self.ack.to_be_bytes());
                 t[12] = 5 << 4;
                 t[13] = flags;
                 t[14..16].copy_from_slice(&65535u16.to_be_bytes());
@@ -234,4 +246,45 @@ pub fn l4_checksum(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> u16 {
     let c = checksum(&pseudo);
     // UDP transmits a computed zero as all ones.
     if proto == 17 && c == 0 { 0xffff } else { c }
+}
+
+/// Sends IPv4 packets, headers included (as [`Packet::build_ip`] renders them), through a raw
+/// socket in the calling thread's network namespace. The kernel fills in only the IP header
+/// checksum (and the ID if it is zero): a TCP checksum goes out exactly as built, so a test
+/// can send segments with a bad one.
+pub fn send_raw_ipv4(packets: &[Vec<u8>]) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    // SAFETY: a plain socket(2) call; the descriptor is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    for p in packets {
+        assert!(p.len() >= 20 && p[0] >> 4 == 4, "an IPv4 packet");
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([p[16], p[17], p[18], p[19]]),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: the buffer and the address are valid for the lengths given.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                p.as_ptr().cast(),
+                p.len(),
+                0,
+                (&raw const addr).cast(),
+                u32::try_from(std::mem::size_of::<libc::sockaddr_in>()).expect("small"),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

@@ -238,9 +238,15 @@ impl Seed {
 
     /// Starts (or restarts) the controller and waits until both planes serve the seed.
     pub fn start_controller(&mut self, mode: &str) {
+        self.start_controller_with(mode, &[]);
+    }
+
+    /// Like [`Seed::start_controller`], with extra flags on the controller's command line.
+    pub fn start_controller_with(&mut self, mode: &str, extra_args: &[&str]) {
         let log = fs::File::create(self.log_path()).expect("log file");
         let child = self
             .controller_command(mode)
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -304,6 +310,18 @@ impl Seed {
             .args(args)
             .output()
             .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `/metrics` of the controller, fetched inside the node namespace.
+    pub fn metrics(&self) -> String {
+        let out = self
+            .topo
+            .node
+            .command("curl")
+            .args(["-s", "-m", "10", &format!("http://{NODE}:10254/metrics")])
+            .output()
+            .expect("run curl");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

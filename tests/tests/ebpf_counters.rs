@@ -204,3 +204,52 @@ fn tc_entry_point_classifies_and_counts() {
         TCX_NEXT,
     );
 }
+
+/// The verifier's budget is 1M processed instructions per program. The SNAT probe loop runs
+/// in a `bpf_loop` callback (verified once, however many probes), and the whole program must
+/// stay well below the budget so later features have room. The numbers are printed for the
+/// record (kernel 6.18: XDP ~235k, TC ~60k).
+#[test]
+fn programs_stay_well_inside_the_verifier_budget() {
+    let pin = PinDir::new();
+    let mut dp =
+        Datapath::load(EBPF_OBJECT, pin.path(), DatapathOptions::default()).expect("load eBPF");
+    for name in [ingress_common::programs::XDP, ingress_common::programs::TC] {
+        let prog = dp.ebpf_mut().program(name).expect("program");
+        let info = prog.info().expect("program info");
+        let verified = info.verified_instruction_count().expect("verified_insns");
+        let size = info.size_translated().expect("xlated size");
+        eprintln!("{name}: verifier processed {verified} instructions; {size} bytes translated");
+        assert!(
+            verified < 400_000,
+            "{name}: {verified} verified instructions, over 40% of the 1M budget"
+        );
+    }
+}
+
+/// A map of a replaced layout (`XI_SVC_STATS_V1`, before the per-service drop counters) left
+/// pinned by an earlier version is unpinned at load; the new map is pinned beside it.
+#[test]
+fn retired_maps_are_unpinned_at_load() {
+    let pin = PinDir::new();
+    let retired = pin.path().join(ingress_common::maps::RETIRED[0]);
+    {
+        let mut dp =
+            Datapath::load(EBPF_OBJECT, pin.path(), DatapathOptions::default()).expect("load eBPF");
+        // Stand in for the old map: any map pinned under the retired name.
+        match dp.ebpf_mut().map(ingress_common::maps::STATS) {
+            Some(aya::maps::Map::PerCpuArray(d)) => d.pin(&retired).expect("pin"),
+            _ => panic!("stats map"),
+        }
+    }
+    assert!(retired.exists(), "the stand-in is pinned");
+    let _dp =
+        Datapath::load(EBPF_OBJECT, pin.path(), DatapathOptions::default()).expect("load again");
+    assert!(!retired.exists(), "the retired pin is removed");
+    assert!(
+        pin.path()
+            .join(ingress_common::maps::SERVICE_STATS)
+            .exists(),
+        "the new map is pinned"
+    );
+}

@@ -6,22 +6,26 @@
 //! so `bpf_fib_lookup` gives a deterministic answer and the MACs are known.
 
 use std::{
+    collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     str::FromStr,
 };
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use ingress_common::{
-    l4::{CtEntry, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP},
+    l4::{
+        CtEntry, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, ServiceKey, ServiceStats, ServiceValue,
+        ct,
+    },
     maps,
     stats::Counter,
 };
 use ingress_tests::{
     netns::{Netns, PinDir, sh},
-    packet::{ACK, L4, Packet, SYN},
+    packet::{ACK, L4, Packet, RST, SYN},
 };
 use xdp_ingress::{
     EBPF_OBJECT,
@@ -42,6 +46,8 @@ const BACKEND: &str = "10.60.0.10";
 const CLIENT6: &str = "fd50::1";
 const NODE6: &str = "fd50::2";
 const BACKEND6: &str = "fd60::10";
+const BACKEND2: &str = "10.60.0.11";
+const BACKEND2_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x11];
 const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x01];
 const BACKEND_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x10];
 const IN_MAC: [u8; 6] = [0x02, 0x1d, 0, 0, 0, 0x02];
@@ -64,8 +70,51 @@ struct Fixture {
     out_if: u32,
 }
 
-/// Builds the namespace, then runs `body` with a [`Fixture`] on a thread inside it.
+/// Builds the namespace, then runs `body` with a [`Fixture`] on a thread inside it, serving
+/// the dual-stack TCP service NODE:9000 → BACKEND:6379 / [BACKEND6]:6379.
 fn with_fixture(ct_entries: u32, body: impl FnOnce(&mut Fixture) + Send + 'static) {
+    with_setup(
+        Setup {
+            ct_entries,
+            snat_ports: DatapathOptions::default().snat_ports,
+            services: vec![redis_service()],
+        },
+        body,
+    );
+}
+
+/// What a fixture serves and with which limits.
+struct Setup {
+    ct_entries: u32,
+    snat_ports: (u16, u16),
+    services: Vec<L4Service>,
+}
+
+/// The dual-stack TCP service: one endpoint per family, one Maglev table per family.
+fn redis_service() -> L4Service {
+    L4Service {
+        port: 9000,
+        protocol: L4Protocol::Tcp,
+        service: ServiceRef {
+            namespace: "default".into(),
+            name: "redis".into(),
+            port: 6379,
+        },
+        endpoints: vec![
+            SocketAddr::from_str(&format!("{BACKEND}:6379")).expect("addr"),
+            SocketAddr::from_str(&format!("[{BACKEND6}]:6379")).expect("addr"),
+        ],
+        proxy_protocol_in: false,
+        proxy_protocol_out: false,
+    }
+}
+
+fn with_setup(setup: Setup, body: impl FnOnce(&mut Fixture) + Send + 'static) {
+    let Setup {
+        ct_entries,
+        snat_ports,
+        services,
+    } = setup;
     let ns = Netns::new("pkt");
     for (dev, peer, addr, m) in [
         ("in0", "in0p", "10.50.0.2/24", IN_MAC),
@@ -104,6 +153,17 @@ fn with_fixture(ct_entries: u32, body: impl FnOnce(&mut Fixture) + Send + 'stati
         BACKEND,
         "lladdr",
         &mac(BACKEND_MAC),
+        "dev",
+        "out0",
+        "nud",
+        "permanent",
+    ]);
+    ns.ip(&[
+        "neigh",
+        "replace",
+        BACKEND2,
+        "lladdr",
+        &mac(BACKEND2_MAC),
         "dev",
         "out0",
         "nud",
@@ -152,6 +212,7 @@ fn with_fixture(ct_entries: u32, body: impl FnOnce(&mut Fixture) + Send + 'stati
             maglev_size: 251,
             max_services: 8,
             ct_entries,
+            snat_ports,
             ..DatapathOptions::default()
         };
         let dp = Datapath::load(EBPF_OBJECT, &pin_path, opts).expect("load");
@@ -161,22 +222,7 @@ fn with_fixture(ct_entries: u32, body: impl FnOnce(&mut Fixture) + Send + 'stati
         ];
         let mut kernel = Kernel::new(dp, node_addrs, Timeouts::default()).expect("kernel");
         let snapshot = Snapshot {
-            l4: vec![L4Service {
-                port: 9000,
-                protocol: L4Protocol::Tcp,
-                service: ServiceRef {
-                    namespace: "default".into(),
-                    name: "redis".into(),
-                    port: 6379,
-                },
-                // Dual stack: one endpoint per family, one Maglev table per family.
-                endpoints: vec![
-                    SocketAddr::from_str(&format!("{BACKEND}:6379")).expect("addr"),
-                    SocketAddr::from_str(&format!("[{BACKEND6}]:6379")).expect("addr"),
-                ],
-                proxy_protocol_in: false,
-                proxy_protocol_out: false,
-            }],
+            l4: services,
             ..Snapshot::default()
         };
         kernel.apply(&snapshot).expect("program maps");
@@ -290,6 +336,113 @@ impl Fixture {
             _pad: [0; 2],
         };
         u16::from_be(ct.get(&key, 0).expect("conntrack entry for the flow").sport)
+    }
+}
+
+/// An address as conntrack stores it, with its family.
+fn addr16(a: &str) -> ([u8; 16], u8) {
+    let mut out = [0u8; 16];
+    match IpAddr::from_str(a).expect("ip") {
+        IpAddr::V4(v4) => {
+            out[..4].copy_from_slice(&v4.octets());
+            (out, FAMILY_V4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
+    }
+}
+
+/// The conntrack key of the client flow `client:client_port → node:port`.
+fn flow(client: &str, client_port: u16, node: &str, port: u16, proto: u8) -> FlowKey {
+    let ((src, family), (dst, _)) = (addr16(client), addr16(node));
+    FlowKey {
+        src,
+        dst,
+        sport: client_port.to_be(),
+        dport: port.to_be(),
+        proto,
+        family,
+        _pad: [0; 2],
+    }
+}
+
+impl Fixture {
+    fn ct_map(&mut self, name: &'static str) -> BpfHashMap<&mut MapData, FlowKey, CtEntry> {
+        BpfHashMap::try_from(
+            self.kernel
+                .datapath
+                .ebpf_mut()
+                .map_mut(name)
+                .expect("conntrack map"),
+        )
+        .expect("conntrack map type")
+    }
+
+    /// The entry under `key` in conntrack map `name`.
+    fn ct(&mut self, name: &'static str, key: &FlowKey) -> Option<CtEntry> {
+        self.ct_map(name).get(key, 0).ok()
+    }
+
+    /// Entries in conntrack map `name`.
+    fn ct_len(&mut self, name: &'static str) -> usize {
+        self.ct_map(name).keys().filter(Result::is_ok).count()
+    }
+
+    /// A flow's two entries, forward and reply.
+    fn ct_pair(&mut self, key: &FlowKey) -> (CtEntry, CtEntry) {
+        let fwd = self.ct(maps::CT_FWD, key).expect("forward entry");
+        let rev = self.ct(maps::CT_REV, &fwd.peer).expect("reply entry");
+        (fwd, rev)
+    }
+
+    /// Deletes a flow's two entries (what the GC does when it expires).
+    fn forget(&mut self, key: &FlowKey) {
+        let (fwd, _) = self.ct_pair(key);
+        self.ct_map(maps::CT_FWD)
+            .remove(key)
+            .expect("remove forward");
+        self.ct_map(maps::CT_REV)
+            .remove(&fwd.peer)
+            .expect("remove reply");
+    }
+
+    /// The service id of `node:port` over `proto`.
+    fn service_id(&mut self, node: &str, port: u16, proto: u8) -> u32 {
+        let (addr, family) = addr16(node);
+        let map: BpfHashMap<&MapData, ServiceKey, ServiceValue> = BpfHashMap::try_from(
+            self.kernel
+                .datapath
+                .ebpf_mut()
+                .map(maps::SERVICES)
+                .expect("services"),
+        )
+        .expect("services type");
+        let key = ServiceKey {
+            addr,
+            port: port.to_be(),
+            proto,
+            family,
+        };
+        map.get(&key, 0).expect("service entry").id
+    }
+
+    /// A service's counters, summed over CPUs.
+    fn service_stats(&mut self, id: u32) -> ServiceStats {
+        let map: PerCpuArray<&MapData, ServiceStats> = PerCpuArray::try_from(
+            self.kernel
+                .datapath
+                .ebpf_mut()
+                .map(maps::SERVICE_STATS)
+                .expect("service stats"),
+        )
+        .expect("service stats type");
+        let mut sum = ServiceStats::default();
+        for v in map.get(&id, 0).expect("service stats").iter() {
+            sum.packets += v.packets;
+            sum.new_flows += v.new_flows;
+            sum.drop_snat_exhausted += v.drop_snat_exhausted;
+            sum.drop_ct_full += v.drop_ct_full;
+        }
+        sum
     }
 }
 
@@ -436,6 +589,10 @@ fn untouched(entry: Entry) {
                 Packet::tcp("fd00::1", 40001, "fd00::2", 9000, SYN).build(),
             ),
             ("truncated TCP header", truncated),
+            (
+                "RST of no known flow (never opens one)",
+                from_client(40001, 9000, RST | ACK).build(),
+            ),
         ];
         for (name, frame) in cases {
             let (action, out) = f.run(entry, &frame, f.in_if);
@@ -551,4 +708,359 @@ fn xdp_new_flow_and_reply_v6() {
 #[test]
 fn tc_new_flow_and_reply_v6() {
     new_flow_and_reply_v6(Entry::Tc);
+}
+
+/// TTL 1 (IPv4) and hop limit 1 (IPv6), and 0: the packet goes to the stack untouched, and
+/// no conntrack entry is created. TTL 2 is forwarded (leaving with TTL 1).
+fn ttl_one_passes_without_state(entry: Entry) {
+    with_fixture(1024, move |f| {
+        for (name, client, node) in [("IPv4", CLIENT, NODE), ("IPv6", CLIENT6, NODE6)] {
+            for ttl in [1u8, 0] {
+                let frame = Packet {
+                    src_mac: CLIENT_MAC,
+                    dst_mac: IN_MAC,
+                    ttl,
+                    ..Packet::tcp(client, 40000, node, 9000, SYN)
+                }
+                .build();
+                let (action, out) = f.run(entry, &frame, f.in_if);
+                assert_eq!(action, pass(entry), "{entry:?}: {name} TTL {ttl}: action");
+                assert_eq!(out, frame, "{entry:?}: {name} TTL {ttl}: bytes unchanged");
+            }
+        }
+        assert_eq!(f.ct_len(maps::CT_FWD), 0, "{entry:?}: no forward entry");
+        assert_eq!(f.ct_len(maps::CT_REV), 0, "{entry:?}: no reply entry");
+        assert_eq!(f.counter(Counter::NewFlow), 0, "{entry:?}: no flow");
+        let (action, _) = f.run(
+            entry,
+            &Packet {
+                ttl: 2,
+                ..from_client(40000, 9000, SYN)
+            }
+            .build(),
+            f.in_if,
+        );
+        assert_eq!(action, redirect(entry), "{entry:?}: TTL 2 is forwarded");
+        assert_eq!(f.ct_len(maps::CT_FWD), 1, "{entry:?}: and opens the flow");
+    });
+}
+
+#[test]
+fn xdp_ttl_one_passes_without_state() {
+    ttl_one_passes_without_state(Entry::Xdp);
+}
+
+#[test]
+fn tc_ttl_one_passes_without_state() {
+    ttl_one_passes_without_state(Entry::Tc);
+}
+
+/// The TCP state machine, step by step: a SYN opens an embryonic flow; the backend's SYN-ACK
+/// is recorded (and does not keep the flow alive); a client ACK with the wrong number changes
+/// nothing; the ACK of the SYN-ACK establishes it; a RST marks it; a new SYN on the closed
+/// tuple reopens it as embryonic.
+fn handshake_states(entry: Entry) {
+    with_fixture(1024, move |f| {
+        let key = flow(CLIENT, 40000, NODE, 9000, PROTO_TCP);
+        let (action, _) = f.run(entry, &from_client(40000, 9000, SYN).build(), f.in_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: SYN");
+        let (fwd, rev) = f.ct_pair(&key);
+        assert_eq!(
+            fwd.state,
+            ct::EMBRYONIC,
+            "{entry:?}: SYN: forward embryonic"
+        );
+        assert_eq!(
+            rev.state,
+            ct::REPLY | ct::EMBRYONIC,
+            "{entry:?}: SYN: reply embryonic"
+        );
+        let snat = u16::from_be(fwd.sport);
+
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let synack = Packet {
+            src_mac: BACKEND_MAC,
+            dst_mac: OUT_MAC,
+            seq: 5000,
+            ack: 1001,
+            ..Packet::tcp(BACKEND, 6379, NODE, snat, SYN | ACK)
+        };
+        let (action, _) = f.run(entry, &synack.build(), f.out_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: SYN-ACK");
+        let (fwd2, rev2) = f.ct_pair(&key);
+        assert_eq!(
+            rev2.state,
+            ct::REPLY | ct::EMBRYONIC | ct::SYNACK_SEEN,
+            "{entry:?}: SYN-ACK recorded"
+        );
+        assert_eq!(
+            rev2.handshake_ack, 5001,
+            "{entry:?}: the ACK that completes it"
+        );
+        assert_eq!(fwd2.state, ct::EMBRYONIC, "{entry:?}: still embryonic");
+        assert_eq!(
+            rev2.last_seen_ns, rev.last_seen_ns,
+            "{entry:?}: the backend does not keep an embryonic flow alive"
+        );
+
+        let wrong = Packet {
+            seq: 1001,
+            ack: 4242,
+            ..from_client(40000, 9000, ACK)
+        };
+        let (action, _) = f.run(entry, &wrong.build(), f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: a wrong ACK is forwarded"
+        );
+        assert_eq!(
+            f.ct_pair(&key).0.state,
+            ct::EMBRYONIC,
+            "{entry:?}: but does not establish the flow"
+        );
+
+        let right = Packet {
+            seq: 1001,
+            ack: 5001,
+            ..from_client(40000, 9000, ACK)
+        };
+        let (action, _) = f.run(entry, &right.build(), f.in_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: handshake ACK");
+        let (fwd3, rev3) = f.ct_pair(&key);
+        assert_eq!(fwd3.state, 0, "{entry:?}: established (forward)");
+        assert_eq!(rev3.state, ct::REPLY, "{entry:?}: established (reply)");
+        assert_eq!(rev3.handshake_ack, 0);
+
+        let (action, _) = f.run(entry, &from_client(40000, 9000, RST | ACK).build(), f.in_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: RST is forwarded");
+        assert_eq!(f.ct_pair(&key).0.state, ct::RST, "{entry:?}: RST recorded");
+
+        let (action, _) = f.run(entry, &from_client(40000, 9000, SYN).build(), f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: SYN on the closed tuple"
+        );
+        let (fwd4, rev4) = f.ct_pair(&key);
+        assert_eq!(fwd4.state, ct::EMBRYONIC, "{entry:?}: reopened (forward)");
+        assert_eq!(
+            rev4.state,
+            ct::REPLY | ct::EMBRYONIC,
+            "{entry:?}: reopened (reply)"
+        );
+        assert_eq!(u16::from_be(fwd4.sport), snat, "{entry:?}: same SNAT port");
+        assert_eq!(
+            f.counter(Counter::NewFlow),
+            1,
+            "{entry:?}: one flow throughout"
+        );
+    });
+}
+
+#[test]
+fn xdp_handshake_states() {
+    handshake_states(Entry::Xdp);
+}
+
+#[test]
+fn tc_handshake_states() {
+    handshake_states(Entry::Tc);
+}
+
+/// SNAT ports are random: two clients of a one-endpoint service get different ports, both
+/// in the range, and the same flow opened again (its entry gone, as when a retransmitted SYN
+/// follows a drop) does not get the same port every time.
+fn random_snat_ports(entry: Entry) {
+    with_fixture(1024, move |f| {
+        let mut ports = Vec::new();
+        for client in [CLIENT, "10.50.0.3"] {
+            let frame = Packet {
+                src_mac: CLIENT_MAC,
+                dst_mac: IN_MAC,
+                ..Packet::tcp(client, 40000, NODE, 9000, SYN)
+            };
+            let (action, _) = f.run(entry, &frame.build(), f.in_if);
+            assert_eq!(action, redirect(entry), "{entry:?}: SYN from {client}");
+            ports.push(f.snat_port_of(client, NODE, 40000));
+        }
+        assert_ne!(ports[0], ports[1], "{entry:?}: two flows, two ports");
+        for p in &ports {
+            assert!(
+                (20_000..=32_767).contains(p),
+                "{entry:?}: SNAT port {p} in range"
+            );
+        }
+        let key = flow(CLIENT, 40000, NODE, 9000, PROTO_TCP);
+        let mut seen = BTreeSet::from([ports[0]]);
+        for _ in 0..3 {
+            f.forget(&key);
+            let (action, _) = f.run(entry, &from_client(40000, 9000, SYN).build(), f.in_if);
+            assert_eq!(action, redirect(entry));
+            seen.insert(f.snat_port(40000));
+        }
+        assert!(
+            seen.len() > 1,
+            "{entry:?}: the same flow opened 4 times always got port {seen:?}"
+        );
+    });
+}
+
+#[test]
+fn xdp_random_snat_ports() {
+    random_snat_ports(Entry::Xdp);
+}
+
+#[test]
+fn tc_random_snat_ports() {
+    random_snat_ports(Entry::Tc);
+}
+
+/// The default SNAT range (12,768 ports) with one endpoint, i.e. one reply tuple space: new
+/// flows open until the range is nearly full (none dropped below 90%); the first drop is
+/// counted globally and against the service.
+fn snat_range_fills_before_drops(entry: Entry) {
+    let (lo, hi) = DatapathOptions::default().snat_ports;
+    let range = u32::from(hi - lo) + 1;
+    let setup = Setup {
+        ct_entries: 16_384,
+        snat_ports: (lo, hi),
+        services: vec![redis_service()],
+    };
+    with_setup(setup, move |f| {
+        let mut first_drop = None;
+        for i in 0..=range {
+            let sport = u16::try_from(1024 + i).expect("client port");
+            let (action, _) = f.run(entry, &from_client(sport, 9000, SYN).build(), f.in_if);
+            if action == drop_action(entry) {
+                first_drop = Some(i);
+                break;
+            }
+            assert_eq!(action, redirect(entry), "{entry:?}: flow {i}");
+        }
+        let used = first_drop.expect("a full range drops");
+        eprintln!(
+            "{entry:?}: first SNAT drop with {used} of {range} ports in use ({:.2}%)",
+            f64::from(used) * 100.0 / f64::from(range)
+        );
+        assert!(
+            used * 10 >= range * 9,
+            "{entry:?}: a drop at {used} of {range} ports, below 90%"
+        );
+        assert_eq!(
+            f.counter(Counter::DropSnatExhausted),
+            1,
+            "{entry:?}: counted"
+        );
+        let id = f.service_id(NODE, 9000, PROTO_TCP);
+        let stats = f.service_stats(id);
+        assert_eq!(
+            stats.drop_snat_exhausted, 1,
+            "{entry:?}: counted against the service"
+        );
+        assert_eq!(stats.new_flows, u64::from(used), "{entry:?}: new flows");
+    });
+}
+
+#[test]
+fn xdp_snat_range_fills_before_drops() {
+    snat_range_fills_before_drops(Entry::Xdp);
+}
+
+#[test]
+fn tc_snat_range_fills_before_drops() {
+    snat_range_fills_before_drops(Entry::Tc);
+}
+
+fn udp_service(endpoints: &[&str]) -> L4Service {
+    L4Service {
+        port: 5300,
+        protocol: L4Protocol::Udp,
+        service: ServiceRef {
+            namespace: "default".into(),
+            name: "dns".into(),
+            port: 53,
+        },
+        endpoints: endpoints
+            .iter()
+            .map(|a| SocketAddr::from_str(&format!("{a}:53")).expect("addr"))
+            .collect(),
+        proxy_protocol_in: false,
+        proxy_protocol_out: false,
+    }
+}
+
+/// An endpoint leaving a UDP service takes its flows with it (both entries), so the next
+/// datagram of the same flow reaches a live endpoint; TCP flows are left alone. Removing the
+/// service removes the rest.
+fn udp_flows_leave_a_removed_endpoint(entry: Entry) {
+    let setup = Setup {
+        ct_entries: 1024,
+        snat_ports: DatapathOptions::default().snat_ports,
+        services: vec![redis_service(), udp_service(&[BACKEND, BACKEND2])],
+    };
+    with_setup(setup, move |f| {
+        let dgram = Packet {
+            src_mac: CLIENT_MAC,
+            dst_mac: IN_MAC,
+            ..Packet::udp(CLIENT, 40000, NODE, 5300)
+        }
+        .build();
+        let dst = |out: &[u8]| std::net::Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+        let (action, out) = f.run(entry, &dgram, f.in_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: datagram");
+        let first = dst(&out).to_string();
+        let other = if first == BACKEND { BACKEND2 } else { BACKEND };
+        let (action, _) = f.run(entry, &from_client(40000, 9000, SYN).build(), f.in_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: a TCP flow beside it");
+
+        let report = f
+            .kernel
+            .apply(&Snapshot {
+                l4: vec![redis_service(), udp_service(&[other])],
+                ..Snapshot::default()
+            })
+            .expect("apply");
+        assert_eq!(
+            report.udp_flows_purged, 1,
+            "{entry:?}: the UDP flow is gone"
+        );
+        assert_eq!(f.ct_len(maps::CT_FWD), 1, "{entry:?}: the TCP flow stays");
+        assert_eq!(f.ct_len(maps::CT_REV), 1, "{entry:?}: with its reply entry");
+
+        let (action, out) = f.run(entry, &dgram, f.in_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: next datagram");
+        assert_eq!(
+            dst(&out).to_string(),
+            other,
+            "{entry:?}: the same flow now reaches the endpoint that stayed"
+        );
+
+        let report = f
+            .kernel
+            .apply(&Snapshot {
+                l4: vec![redis_service()],
+                ..Snapshot::default()
+            })
+            .expect("apply");
+        assert_eq!(
+            report.udp_flows_purged, 1,
+            "{entry:?}: removing the service removes its flows"
+        );
+        assert_eq!(
+            f.ct_len(maps::CT_FWD),
+            1,
+            "{entry:?}: only the TCP flow is left"
+        );
+    });
+}
+
+#[test]
+fn xdp_udp_flows_leave_a_removed_endpoint() {
+    udp_flows_leave_a_removed_endpoint(Entry::Xdp);
+}
+
+#[test]
+fn tc_udp_flows_leave_a_removed_endpoint() {
+    udp_flows_leave_a_removed_endpoint(Entry::Tc);
 }

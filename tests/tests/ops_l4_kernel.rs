@@ -9,8 +9,10 @@ use std::{
     time::Duration,
 };
 
+use aya::programs::{TestRun, TestRunOptions, Xdp};
 use ingress_tests::{
     netns::{Netns, PinDir},
+    packet::{Packet, SYN},
     topology::{NODE, Offloads, Topology},
 };
 use tokio::sync::watch;
@@ -32,6 +34,39 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
         rest.split_whitespace().next()?.parse().ok()
     })
+}
+
+/// Renders `/metrics` as the controller would, reading the maps pinned under `pin`.
+fn render(pin: &PinDir, snapshot: Snapshot, apply_seconds: Option<f64>) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let (_snap_tx, snapshots) = watch::channel(Arc::new(snapshot));
+            let (_ready_tx, ready) = watch::channel(true);
+            let handle = ControllerHandle {
+                snapshots,
+                ready,
+                stats: Arc::new(ControllerStats::default()),
+            };
+            let ops = Ops::new(
+                &handle,
+                Sources {
+                    http: Arc::new(Metrics::default()),
+                    l4_proxy: None,
+                    kernel_maps: Some(pin.path().to_owned()),
+                },
+            );
+            // What the L4 plane does after each apply.
+            if let Some(seconds) = apply_seconds {
+                ops.metrics.l4_map_update().observe(seconds);
+            }
+            let started = std::time::Instant::now();
+            let text = ops.metrics.render().await;
+            eprintln!("scrape with kernel maps took {:?}", started.elapsed());
+            text
+        })
 }
 
 /// Echoes UDP datagrams on a thread inside `ns`.
@@ -109,35 +144,9 @@ fn kernel_l4_metrics_name_the_service_after_real_udp_traffic() {
     });
     assert_eq!(replies, 5, "UDP echoes through the node");
 
-    let text = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let (_snap_tx, snapshots) = watch::channel(Arc::new(snapshot));
-            let (_ready_tx, ready) = watch::channel(true);
-            let handle = ControllerHandle {
-                snapshots,
-                ready,
-                stats: Arc::new(ControllerStats::default()),
-            };
-            let ops = Ops::new(
-                &handle,
-                Sources {
-                    http: Arc::new(Metrics::default()),
-                    l4_proxy: None,
-                    kernel_maps: Some(pin.path().to_owned()),
-                },
-            );
-            // What the L4 plane does after each apply.
-            ops.metrics.l4_map_update().observe(apply_seconds);
-            let started = std::time::Instant::now();
-            let text = ops.metrics.render().await;
-            eprintln!("scrape with kernel maps took {:?}", started.elapsed());
-            text
-        });
-
-    let labels = format!("protocol=\"udp\",port=\"{PORT}\",service=\"default/dns:53\"");
+    let text = render(&pin, snapshot, Some(apply_seconds));
+    let labels =
+        format!("protocol=\"udp\",family=\"ipv4\",port=\"{PORT}\",service=\"default/dns:53\"");
     let series = |name: &str| format!("xdp_ingress_{name}_total{{{labels}}}");
     assert_eq!(
         sample(&text, &series("l4_service_new_flows")),
@@ -155,6 +164,13 @@ fn kernel_l4_metrics_name_the_service_after_real_udp_traffic() {
         bytes >= packets * 44.0,
         "bytes {bytes} for {packets} packets"
     );
+    for reason in ["snat_exhausted", "ct_full"] {
+        let drops = format!(
+            "xdp_ingress_l4_service_drops_total{{{}}}",
+            labels.clone() + &format!(",reason=\"{reason}\"")
+        );
+        assert_eq!(sample(&text, &drops), Some(0.0), "{drops}\n{text}");
+    }
     assert!(
         sample(&text, "xdp_ingress_l4_packets_total{counter=\"new_flow\"}")
             .is_some_and(|v| v >= 1.0),
@@ -185,5 +201,78 @@ fn kernel_l4_metrics_name_the_service_after_real_udp_traffic() {
         Some(1.0),
         "{text}"
     );
+    drop(kernel);
+}
+
+/// One TCP port served over IPv4 and IPv6: each family has its own service id and counters,
+/// and the exposition keeps them apart (the family is part of every per-service key). One
+/// SYN goes in over IPv4 and two over IPv6, through BPF_PROG_TEST_RUN in a bare namespace.
+#[test]
+fn per_service_metrics_keep_the_address_families_apart() {
+    let ns = Netns::new("fam");
+    let pin = PinDir::new();
+    let pin_path = pin.path().to_owned();
+    let snapshot = Snapshot {
+        l4: vec![L4Service {
+            port: 9000,
+            protocol: L4Protocol::Tcp,
+            service: ServiceRef {
+                namespace: "default".into(),
+                name: "redis".into(),
+                port: 6379,
+            },
+            endpoints: vec![
+                "10.60.0.10:6379".parse().expect("addr"),
+                "[fd60::10]:6379".parse().expect("addr"),
+            ],
+            proxy_protocol_in: false,
+            proxy_protocol_out: false,
+        }],
+        ..Snapshot::default()
+    };
+    let programmed = snapshot.clone();
+    let kernel = ns.run(move || {
+        let opts = DatapathOptions {
+            maglev_size: 251,
+            max_services: 8,
+            ct_entries: 1024,
+            ..DatapathOptions::default()
+        };
+        let dp = Datapath::load(EBPF_OBJECT, &pin_path, opts).expect("load eBPF");
+        let node = vec![
+            "10.50.0.2".parse::<IpAddr>().expect("ip"),
+            "fd50::2".parse::<IpAddr>().expect("ip"),
+        ];
+        let mut kernel = Kernel::new(dp, node, Timeouts::default()).expect("kernel plane");
+        kernel.apply(&programmed).expect("program maps");
+        let prog: &Xdp = kernel
+            .datapath
+            .ebpf_mut()
+            .program(ingress_common::programs::XDP)
+            .expect("xdp")
+            .try_into()
+            .expect("xdp type");
+        for (client, node, sport) in [
+            ("10.50.0.1", "10.50.0.2", 40000),
+            ("fd50::1", "fd50::2", 40000),
+            ("fd50::1", "fd50::2", 40001),
+        ] {
+            let frame = Packet::tcp(client, sport, node, 9000, SYN).build();
+            prog.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..Default::default()
+            })
+            .expect("test_run");
+        }
+        kernel
+    });
+    let text = render(&pin, snapshot, None);
+    let series = |family: &str| {
+        format!(
+            "xdp_ingress_l4_service_new_flows_total{{protocol=\"tcp\",family=\"{family}\",port=\"9000\",service=\"default/redis:6379\"}}"
+        )
+    };
+    assert_eq!(sample(&text, &series("ipv4")), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &series("ipv6")), Some(2.0), "{text}");
     drop(kernel);
 }

@@ -2,37 +2,57 @@
 //! (the maps are plain hashes, so nothing is ever evicted behind a live flow's back) and
 //! reports how full the table is.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData},
 };
 use ingress_common::{
-    l4::{CtEntry, FlowKey, PROTO_TCP, ct},
+    l4::{Backend, CtEntry, FlowKey, PROTO_TCP, PROTO_UDP, ct},
     maps,
 };
 
 use super::L4Error;
 
-/// Idle timeouts by flow state.
+/// Idle timeouts by flow state (see [`timeout`] for which applies when).
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
-    /// TCP flows that are open.
+    /// Embryonic TCP flows: opened, handshake not complete (`--tcp-syn-timeout`).
+    pub tcp_syn: Duration,
+    /// TCP flows that are open (`--tcp-timeout`).
     pub tcp_established: Duration,
-    /// TCP flows after RST, or FIN from both sides.
+    /// TCP flows after FIN from both sides (`--tcp-close-timeout`).
     pub tcp_closed: Duration,
-    /// UDP flows.
+    /// UDP flows (`--udp-timeout`).
     pub udp: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
+            tcp_syn: Duration::from_secs(10),
             tcp_established: Duration::from_secs(3600),
             tcp_closed: Duration::from_secs(10),
             udp: Duration::from_secs(30),
         }
+    }
+}
+
+/// How often conntrack is collected at most (a pass walks the whole table).
+const GC_INTERVAL_MAX: Duration = Duration::from_secs(5);
+/// How often conntrack is collected at least.
+const GC_INTERVAL_MIN: Duration = Duration::from_secs(1);
+
+impl Timeouts {
+    /// How often to collect: half the shortest TCP state timeout, between 1 s and 5 s, so an
+    /// embryonic or closed flow is gone at most that long after its timeout (5 s with the
+    /// defaults; 1 s with `--tcp-syn-timeout 2`).
+    pub fn gc_interval(&self) -> Duration {
+        (self.tcp_syn.min(self.tcp_closed) / 2).clamp(GC_INTERVAL_MIN, GC_INTERVAL_MAX)
     }
 }
 
@@ -70,19 +90,33 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The idle timeout of a flow whose two entries' `ct::*` bits, merged, are `state`:
+///
+/// | flow | timeout |
+/// |---|---|
+/// | UDP | `udp` |
+/// | TCP with a RST seen (either side, any state) | zero: gone at the next pass |
+/// | TCP with FIN seen from both sides | `tcp_closed` |
+/// | TCP embryonic (handshake not complete) | `tcp_syn` |
+/// | TCP established | `tcp_established` |
+pub fn timeout(proto: u8, state: u8, t: &Timeouts) -> Duration {
+    if proto != PROTO_TCP {
+        t.udp
+    } else if state & ct::RST != 0 {
+        Duration::ZERO
+    } else if ct::closed(state) {
+        t.tcp_closed
+    } else if state & ct::EMBRYONIC != 0 {
+        t.tcp_syn
+    } else {
+        t.tcp_established
+    }
+}
+
 /// Whether a flow with these merged states and last activity has expired at `now`.
 pub fn expired(proto: u8, state: u8, last_seen_ns: u64, now_ns: u64, t: &Timeouts) -> bool {
     let idle = Duration::from_nanos(now_ns.saturating_sub(last_seen_ns));
-    let limit = if proto != PROTO_TCP {
-        t.udp
-    } else if state & ct::RST != 0
-        || state & (ct::FIN_FWD | ct::FIN_REV) == ct::FIN_FWD | ct::FIN_REV
-    {
-        t.tcp_closed
-    } else {
-        t.tcp_established
-    };
-    idle > limit
+    idle > timeout(proto, state, t)
 }
 
 /// Expires idle flows (both directions together) and orphaned reply entries.
@@ -123,11 +157,13 @@ pub fn collect(ebpf: &mut Ebpf, t: &Timeouts) -> Result<GcReport, L4Error> {
             }
         }
         // Reply entries whose forward entry is gone (a race between two CPUs creating the
-        // same flow, or an interrupted cleanup) expire on the closed-flow timeout.
+        // same flow, or an interrupted cleanup) expire on the closed-flow timeout. Not
+        // sooner: a flow being created right now has its reply entry before its forward one.
         let fwd_keys: std::collections::HashSet<FlowKey> =
             fwd_entries.iter().map(|(k, _)| *k).collect();
         for (k, e) in rev.iter().filter_map(Result::ok) {
-            if !fwd_keys.contains(&e.peer) && expired(k.proto, ct::RST, e.last_seen_ns, now, t) {
+            let idle = Duration::from_nanos(now.saturating_sub(e.last_seen_ns));
+            if !fwd_keys.contains(&e.peer) && idle > t.tcp_closed {
                 dead_rev.push(k);
                 report.orphans += 1;
             }
@@ -156,9 +192,116 @@ pub fn collect(ebpf: &mut Ebpf, t: &Timeouts) -> Result<GcReport, L4Error> {
     Ok(report)
 }
 
+/// Deletes the UDP flows (both directions) of the services in `live` whose endpoint is not
+/// among that service's live endpoints: an endpoint left the service, and the next datagram
+/// of such a flow must pick a live one (kube-proxy does the same with conntrack -D). TCP
+/// flows are left alone: an established connection keeps its endpoint. Returns the flows
+/// deleted.
+pub fn purge_udp(ebpf: &mut Ebpf, live: &HashMap<u32, HashSet<Backend>>) -> Result<usize, L4Error> {
+    if live.is_empty() {
+        return Ok(0);
+    }
+    let dead: Vec<(FlowKey, FlowKey)> = {
+        let fwd: BpfHashMap<&MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
+            ebpf.map(maps::CT_FWD)
+                .ok_or(L4Error::MissingMap(maps::CT_FWD))?,
+        )
+        .map_err(L4Error::map("open conntrack"))?;
+        fwd.iter()
+            .filter_map(Result::ok)
+            .filter(|(k, e)| {
+                k.proto == PROTO_UDP
+                    && live.get(&e.service_id).is_some_and(|eps| {
+                        !eps.contains(&Backend {
+                            addr: e.dst,
+                            port: e.dport,
+                            family: k.family,
+                            _pad: 0,
+                        })
+                    })
+            })
+            .map(|(k, e)| (k, e.peer))
+            .collect()
+    };
+    if dead.is_empty() {
+        return Ok(0);
+    }
+    {
+        let mut fwd: BpfHashMap<&mut MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
+            ebpf.map_mut(maps::CT_FWD)
+                .ok_or(L4Error::MissingMap(maps::CT_FWD))?,
+        )
+        .map_err(L4Error::map("open conntrack"))?;
+        for (k, _) in &dead {
+            let _ = fwd.remove(k);
+        }
+    }
+    let mut rev: BpfHashMap<&mut MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
+        ebpf.map_mut(maps::CT_REV)
+            .ok_or(L4Error::MissingMap(maps::CT_REV))?,
+    )
+    .map_err(L4Error::map("open conntrack"))?;
+    for (_, peer) in &dead {
+        let _ = rev.remove(peer);
+    }
+    Ok(dead.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The timeout chosen per protocol and merged state bits, one row per state.
+    #[test]
+    fn timeout_per_state() {
+        use ct::{EMBRYONIC as EMB, FIN_FWD, FIN_REV, REPLY, RST, SYNACK_SEEN};
+        let t = Timeouts {
+            tcp_syn: Duration::from_secs(7),
+            tcp_established: Duration::from_secs(3600),
+            tcp_closed: Duration::from_secs(11),
+            udp: Duration::from_secs(30),
+        };
+        let s = Duration::from_secs;
+        let cases: [(&str, u8, u8, Duration); 14] = [
+            ("udp", PROTO_UDP, 0, s(30)),
+            ("udp ignores TCP bits", PROTO_UDP, RST | EMB, s(30)),
+            ("tcp established", PROTO_TCP, 0, s(3600)),
+            ("tcp established, reply bit", PROTO_TCP, REPLY, s(3600)),
+            ("tcp embryonic: SYN sent", PROTO_TCP, EMB, s(7)),
+            (
+                "tcp embryonic: SYN-ACK seen",
+                PROTO_TCP,
+                EMB | SYNACK_SEEN | REPLY,
+                s(7),
+            ),
+            ("tcp client FIN only", PROTO_TCP, FIN_FWD, s(3600)),
+            ("tcp backend FIN only", PROTO_TCP, FIN_REV, s(3600)),
+            ("tcp FIN both ways", PROTO_TCP, FIN_FWD | FIN_REV, s(11)),
+            ("tcp RST", PROTO_TCP, RST, Duration::ZERO),
+            (
+                "tcp RST while embryonic",
+                PROTO_TCP,
+                RST | EMB,
+                Duration::ZERO,
+            ),
+            (
+                "tcp RST after FINs",
+                PROTO_TCP,
+                RST | FIN_FWD | FIN_REV,
+                Duration::ZERO,
+            ),
+            (
+                "tcp embryonic, FIN both ways",
+                PROTO_TCP,
+                EMB | FIN_FWD | FIN_REV,
+                s(11),
+            ),
+            ("tcp embryonic, one FIN", PROTO_TCP, EMB | FIN_FWD, s(7)),
+        ];
+        for (name, proto, state, want) in cases {
+            assert_eq!(timeout(proto, state, &t), want, "{name}");
+        }
+    }
 
     #[test]
     fn expiry_follows_protocol_and_tcp_state() {
@@ -176,7 +319,8 @@ mod tests {
                 false,
             ),
             ("tcp open past an hour", 6, 0, now - 3601 * s, true),
-            ("tcp reset, short idle", 6, ct::RST, now - 11 * s, true),
+            ("tcp reset, a moment ago", 6, ct::RST, now - 1, true),
+            ("tcp reset, this very instant", 6, ct::RST, now, false),
             (
                 "tcp half closed stays",
                 6,
@@ -198,9 +342,32 @@ mod tests {
                 now - s,
                 false,
             ),
+            ("embryonic past 10 s", 6, ct::EMBRYONIC, now - 11 * s, true),
+            ("embryonic, 9 s", 6, ct::EMBRYONIC, now - 9 * s, false),
         ];
         for (name, proto, state, last, want) in cases {
             assert_eq!(expired(proto, state, last, now, &t), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn gc_runs_at_half_the_shortest_tcp_state_timeout() {
+        let s = Duration::from_secs;
+        let with = |syn, closed| Timeouts {
+            tcp_syn: s(syn),
+            tcp_closed: s(closed),
+            ..Timeouts::default()
+        };
+        let cases = [
+            ("defaults", Timeouts::default(), s(5)),
+            ("syn 2 s", with(2, 10), s(1)),
+            ("syn 4 s", with(4, 10), s(2)),
+            ("close 6 s", with(30, 6), s(3)),
+            ("never below 1 s", with(0, 0), s(1)),
+            ("never above 5 s", with(60, 60), s(5)),
+        ];
+        for (name, t, want) in cases {
+            assert_eq!(t.gc_interval(), want, "{name}");
         }
     }
 }

@@ -235,6 +235,17 @@ impl Datapath {
                 });
             }
         }
+        // Maps an earlier version pinned in a layout this one replaced: nothing reads them
+        // any more (programs still attached keep theirs alive until they are swapped out).
+        for name in maps::RETIRED {
+            let path = pin_dir.join(name);
+            if path.exists() {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => info!(map = name, "removed the pin of a retired map"),
+                    Err(e) => warn!(map = name, error = %e, "removing the pin of a retired map"),
+                }
+            }
+        }
         let xdp: &mut Xdp = program(&mut ebpf, programs::XDP)?;
         xdp.load().map_err(|source| L4Error::Program {
             what: "loading",

@@ -65,14 +65,16 @@ impl Kernel {
         conntrack::collect(self.datapath.ebpf_mut(), &self.timeouts)
     }
 
+    /// How often conntrack is collected, from the timeouts.
+    pub fn gc_interval(&self) -> Duration {
+        self.timeouts.gc_interval()
+    }
+
     /// The global packet counters.
     pub fn totals(&self) -> Result<Totals, L4Error> {
         self.datapath.stats()
     }
 }
-
-/// How often conntrack is collected.
-const GC_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Follows `snapshots` until `shutdown` flips to true, then hands the kernel back (to detach
 /// it or leave it pinned).
@@ -83,7 +85,7 @@ pub async fn run(
     stats_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> Kernel {
-    let mut gc = tokio::time::interval(GC_INTERVAL);
+    let mut gc = tokio::time::interval(kernel.gc_interval());
     let mut ticker = tokio::time::interval(if stats_interval.is_zero() {
         Duration::from_secs(86_400 * 365)
     } else {
@@ -119,6 +121,7 @@ pub async fn run(
                 removed = r.services_removed,
                 slots = r.slots_written,
                 backends = r.backends_written,
+                udp_flows_purged = r.udp_flows_purged,
                 "L4 maps programmed"
             ),
             Err(e) => warn!(error = %e, "programming L4 maps; keeping the previous state"),

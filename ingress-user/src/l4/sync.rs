@@ -4,7 +4,7 @@
 //! entry that makes them reachable, and backends are released only after no slot uses them.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     os::fd::{AsFd as _, AsRawFd as _},
 };
@@ -19,7 +19,7 @@ use ingress_common::{
 };
 use tracing::{debug, warn};
 
-use super::{L4Error, bpf_batch, maglev};
+use super::{L4Error, bpf_batch, conntrack, maglev};
 use crate::config::{L4Protocol, L4Service};
 
 /// Sizes the maps were created with.
@@ -46,6 +46,8 @@ pub struct ApplyReport {
     pub backends_written: usize,
     /// Services skipped (PROXY protocol entries, which the userspace proxy serves).
     pub skipped: Vec<String>,
+    /// UDP flows deleted because their endpoint left the service.
+    pub udp_flows_purged: usize,
 }
 
 /// The diffing map writer. Holds what it last wrote; rebuilt from the maps after a restart.
@@ -60,6 +62,9 @@ pub struct MapSync {
     /// Per service id: the endpoints and the table (of backend ids) last written; `None`
     /// after a restart, meaning "rewrite the whole table".
     tables: HashMap<u32, (Vec<Backend>, Vec<u32>)>,
+    /// Set by [`MapSync::recover`]: the endpoints a previous controller served are unknown,
+    /// so the first apply checks every UDP flow against the current endpoints.
+    recovered: bool,
 }
 
 fn data<'a>(map: &'a Map, name: &'static str) -> Result<&'a MapData, L4Error> {
@@ -129,6 +134,7 @@ impl MapSync {
             backend_ids: HashMap::new(),
             backend_refs: HashMap::new(),
             tables: HashMap::new(),
+            recovered: true,
         };
         {
             let services: BpfHashMap<&MapData, ServiceKey, ServiceValue> =
@@ -196,6 +202,15 @@ impl MapSync {
             }
         }
 
+        // UDP flows to drop: service id → the endpoints that stay. Removed UDP services keep
+        // none; the others are added below where their endpoints shrink.
+        let mut udp_live: HashMap<u32, HashSet<Backend>> = self
+            .service_ids
+            .iter()
+            .filter(|(k, _)| k.0 == PROTO_UDP && !desired.contains_key(k))
+            .map(|(_, id)| (*id, HashSet::new()))
+            .collect();
+
         // Service ids: keep existing ones, allocate the lowest free id for new services.
         let used: BTreeSet<u32> = self
             .service_ids
@@ -216,6 +231,18 @@ impl MapSync {
         let mut released = Vec::new();
         for (key, eps) in &desired {
             let id = self.service_ids[key];
+            if key.0 == PROTO_UDP {
+                let left = match self.tables.get(&id) {
+                    Some((old, _)) => old.iter().any(|b| !eps.contains(b)),
+                    None => self.recovered,
+                };
+                if left {
+                    udp_live.insert(id, eps.iter().copied().collect());
+                } else {
+                    // An id reused by a new service this apply: its flows are its own.
+                    udp_live.remove(&id);
+                }
+            }
             if self.tables.get(&id).is_some_and(|(old, _)| old == eps) {
                 continue;
             }
@@ -335,6 +362,14 @@ impl MapSync {
         if !report.skipped.is_empty() {
             warn!(skipped = ?report.skipped, "L4 services left to the userspace proxy or unsupported");
         }
+        // Last, with the new tables in place: the next datagram of a purged flow must find
+        // only live endpoints. The maps are programmed by now, so a failure here is not a
+        // failed apply; the flows then expire on --udp-timeout as before.
+        match conntrack::purge_udp(ebpf, &udp_live) {
+            Ok(n) => report.udp_flows_purged = n,
+            Err(e) => warn!(error = %e, "deleting UDP flows whose endpoint left their service"),
+        }
+        self.recovered = false;
         Ok(report)
     }
 

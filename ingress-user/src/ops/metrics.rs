@@ -71,6 +71,26 @@ pub(crate) struct L4Labels {
     service: String,
 }
 
+/// Labels naming one L4 service in one address family, for the kernel path's per-service
+/// metrics: each family has its own counters, so both must be in the key.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct L4FamilyLabels {
+    protocol: &'static str,
+    family: &'static str,
+    port: u16,
+    service: String,
+}
+
+/// Labels of a per-service kernel drop counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct L4DropLabels {
+    protocol: &'static str,
+    family: &'static str,
+    port: u16,
+    service: String,
+    reason: &'static str,
+}
+
 /// Labels of a global kernel packet counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CounterLabels {
@@ -270,6 +290,14 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+fn family_label(family: u8) -> &'static str {
+    if family == ingress_common::l4::FAMILY_V6 {
+        "ipv6"
+    } else {
+        "ipv4"
+    }
+}
+
 pub(crate) fn protocol_label(p: L4Protocol) -> &'static str {
     match p {
         L4Protocol::Tcp => "tcp",
@@ -386,9 +414,10 @@ fn kernel_metrics(
     snapshot: &Snapshot,
 ) {
     use ingress_common::stats::Counter as C;
-    let packets = Family::<L4Labels, Counter>::default();
-    let bytes = Family::<L4Labels, Counter>::default();
-    let flows = Family::<L4Labels, Counter>::default();
+    let packets = Family::<L4FamilyLabels, Counter>::default();
+    let bytes = Family::<L4FamilyLabels, Counter>::default();
+    let flows = Family::<L4FamilyLabels, Counter>::default();
+    let service_drops = Family::<L4DropLabels, Counter>::default();
     for s in &stats.services {
         let protocol = match s.proto {
             ingress_common::l4::PROTO_TCP => L4Protocol::Tcp,
@@ -400,14 +429,29 @@ fn kernel_metrics(
             .find(|l| l.protocol == protocol && l.port == s.port)
             .map(|l| l.service.to_string())
             .unwrap_or_default();
-        let l = L4Labels {
+        let l = L4FamilyLabels {
             protocol: protocol_label(protocol),
+            family: family_label(s.family),
             port: s.port,
             service,
         };
         packets.get_or_create(&l).inc_by(s.stats.packets);
         bytes.get_or_create(&l).inc_by(s.stats.bytes);
         flows.get_or_create(&l).inc_by(s.stats.new_flows);
+        for (reason, v) in [
+            ("snat_exhausted", s.stats.drop_snat_exhausted),
+            ("ct_full", s.stats.drop_ct_full),
+        ] {
+            service_drops
+                .get_or_create(&L4DropLabels {
+                    protocol: l.protocol,
+                    family: l.family,
+                    port: l.port,
+                    service: l.service.clone(),
+                    reason,
+                })
+                .inc_by(v);
+        }
     }
     r.register(
         "l4_service_packets",
@@ -423,6 +467,11 @@ fn kernel_metrics(
         "l4_service_new_flows",
         "New flows of L4 services (conntrack entries created)",
         flows,
+    );
+    r.register(
+        "l4_service_drops",
+        "New flows of L4 services dropped in the kernel, by reason (no free SNAT port, conntrack full)",
+        service_drops,
     );
     let counters = Family::<CounterLabels, Counter>::default();
     let drops = Family::<DropLabels, Counter>::default();

@@ -32,11 +32,14 @@ pub enum KernelError {
     Totals(#[from] crate::l4::L4Error),
 }
 
-/// Summed per-CPU counters of one L4 service.
+/// Summed per-CPU counters of one L4 service in one address family (each family has its
+/// own service id, Maglev table and counters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceCounters {
     /// IP protocol (`PROTO_TCP` or `PROTO_UDP`).
     pub proto: u8,
+    /// Address family (`FAMILY_V4` or `FAMILY_V6`).
+    pub family: u8,
     /// External port, host byte order.
     pub port: u16,
     /// The service id (its stats slot).
@@ -50,7 +53,7 @@ pub struct ServiceCounters {
 pub struct KernelStats {
     /// Global counters.
     pub totals: Totals,
-    /// Per-service counters, one per (protocol, port), sorted.
+    /// Per-service counters, one per (protocol, port, family), sorted.
     pub services: Vec<ServiceCounters>,
 }
 
@@ -96,13 +99,14 @@ pub fn read(dir: &Path) -> Result<KernelStats, KernelError> {
     let mut ids = std::collections::BTreeMap::new();
     for item in services.iter() {
         let (k, v) = item.map_err(err("reading", maps::SERVICES))?;
-        ids.insert((k.proto, u16::from_be(k.port)), v.id);
+        // Every node address of a family shares that family's id; the families differ.
+        ids.insert((k.proto, u16::from_be(k.port), k.family), v.id);
     }
     let stats = Map::PerCpuArray(open(dir, maps::SERVICE_STATS)?);
     let stats: PerCpuArray<&MapData, ServiceStats> =
         PerCpuArray::try_from(&stats).map_err(err("opening", maps::SERVICE_STATS))?;
     let mut out = Vec::with_capacity(ids.len());
-    for ((proto, port), id) in ids {
+    for ((proto, port, family), id) in ids {
         let per_cpu = stats
             .get(&id, 0)
             .map_err(err("reading", maps::SERVICE_STATS))?;
@@ -111,9 +115,12 @@ pub fn read(dir: &Path) -> Result<KernelStats, KernelError> {
             sum.packets += v.packets;
             sum.bytes += v.bytes;
             sum.new_flows += v.new_flows;
+            sum.drop_snat_exhausted += v.drop_snat_exhausted;
+            sum.drop_ct_full += v.drop_ct_full;
         }
         out.push(ServiceCounters {
             proto,
+            family,
             port,
             id,
             stats: sum,
