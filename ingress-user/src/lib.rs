@@ -5,6 +5,8 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod controller;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod l4;
 pub mod logging;

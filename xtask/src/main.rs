@@ -2,6 +2,7 @@
 
 mod bench;
 mod build;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -55,6 +56,22 @@ enum Task {
         #[arg(long, default_value = "auto")]
         l4_mode: String,
     },
+    /// Fuzz the hand-written parsers with libFuzzer (installs cargo-fuzz and nightly if
+    /// missing): TARGET, or every target one after the other, for N seconds each. New
+    /// inputs go to fuzz/scratch/ (git-ignored), failures to fuzz/artifacts/; `cargo test`
+    /// replays the committed corpora in fuzz/corpus/.
+    Fuzz {
+        /// One target (h1_request, h1_differential, upstream_response, proxy_protocol,
+        /// manifests); all of them when omitted.
+        target: Option<String>,
+        /// How long to fuzz each target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+        /// Instead of fuzzing, add to fuzz/corpus/<target>/ the inputs of
+        /// fuzz/scratch/<target>/ that reach code it does not (libFuzzer -merge=1), to commit.
+        #[arg(long, conflicts_with = "seconds")]
+        merge: bool,
+    },
     /// Run everything: setup, build, unit tests, eBPF packet tests, network-namespace
     /// end-to-end tests, then fmt and clippy checks. This is what CI runs.
     Test {
@@ -74,6 +91,18 @@ fn main() -> Result<()> {
         Task::Demo { once, l4_mode } => demo(once, &l4_mode),
         Task::Test { args } => test::run(&args),
         Task::Bench { group, quick } => bench::run(&group, quick),
+        Task::Fuzz {
+            target,
+            seconds,
+            merge,
+        } => {
+            let mode = if merge {
+                fuzz::Mode::Merge
+            } else {
+                fuzz::Mode::Run { seconds }
+            };
+            fuzz::run(target.as_deref(), mode)
+        }
     }
 }
 

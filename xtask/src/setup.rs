@@ -87,7 +87,8 @@ fn dpkg_installed(package: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
-fn nightly_rust_src() -> Result<()> {
+/// The nightly toolchain with rust-src (the eBPF build and the fuzz targets need nightly).
+pub fn nightly_rust_src() -> Result<()> {
     let installed = Command::new("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])
         .stderr(Stdio::null())

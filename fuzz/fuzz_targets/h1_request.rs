@@ -1,0 +1,4 @@
+//! `h1_request`: the body and its properties are `xdp_ingress::fuzz::h1_request`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| xdp_ingress::fuzz::h1_request(data));

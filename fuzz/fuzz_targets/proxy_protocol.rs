@@ -1,0 +1,4 @@
+//! `proxy_protocol`: the body and its properties are `xdp_ingress::fuzz::proxy_protocol`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| xdp_ingress::fuzz::proxy_protocol(data));
