@@ -143,6 +143,12 @@ impl Wire {
         }
     }
 
+    /// The stream and the bytes already read from it but not consumed (e.g. to relay an
+    /// upgraded connection).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf)
+    }
+
     /// Connects to `addr`, failing the test if that does not work within [`GUARD`].
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = within("connect", GUARD, TcpStream::connect(addr))
@@ -189,7 +195,8 @@ impl Wire {
         }
     }
 
-    async fn take(&mut self, n: usize) -> io::Result<Vec<u8>> {
+    /// The next `n` bytes, whatever they are (e.g. after a `101`); EOF before them is `Err`.
+    pub async fn take(&mut self, n: usize) -> io::Result<Vec<u8>> {
         while self.buf.len() < n {
             if !self.fill().await? {
                 return Err(eof(&format!("EOF after {} of {n} bytes", self.buf.len())));
@@ -231,7 +238,8 @@ impl Wire {
         Ok(body)
     }
 
-    async fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
+    /// Everything until the peer closes.
+    pub async fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
         while self.fill().await? {}
         Ok(std::mem::take(&mut self.buf))
     }

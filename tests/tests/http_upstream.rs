@@ -25,266 +25,19 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Request, Version, header};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use ingress_tests::http_support::{
-    RunningRouter, TestBackend, get, http_client, ingress_yaml, service_yaml, snapshot,
+use ingress_tests::{
+    http_support::{
+        RunningRouter, TestBackend, get, http_client, ingress_yaml, service_yaml, snapshot,
+    },
+    scripted::{GUARD, Head, RawResponse, Wire, within},
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::Notify,
     task::{JoinHandle, JoinSet},
 };
 use xdp_ingress::http::Limits;
-
-/// How long any single await may take before the test fails (a hang guard, not a timing
-/// assertion).
-const GUARD: Duration = Duration::from_secs(10);
-
-/// Awaits `fut`, failing the test if it does not finish within [`GUARD`].
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(GUARD, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: no progress within {GUARD:?}"),
-    }
-}
-
-/// A parsed HTTP/1 message head: the start line and the header lines in wire order.
-#[derive(Clone, Debug)]
-struct Head {
-    start: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn parse(raw: &[u8]) -> Self {
-        let text = String::from_utf8_lossy(raw);
-        let mut lines = text.split("\r\n");
-        let start = lines.next().unwrap_or_default().to_owned();
-        let headers = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| match l.split_once(':') {
-                Some((n, v)) => (n.trim().to_owned(), v.trim().to_owned()),
-                None => (l.to_owned(), String::new()),
-            })
-            .collect();
-        Self { start, headers }
-    }
-
-    /// Every value of header `name` (case-insensitive), in wire order.
-    fn get_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The first value of header `name`.
-    fn get(&self, name: &str) -> Option<&str> {
-        self.get_all(name).into_iter().next()
-    }
-
-    /// Whether a comma-separated header `name` lists `token`.
-    fn lists(&self, name: &str, token: &str) -> bool {
-        self.get_all(name)
-            .iter()
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
-
-    /// The status code of a response head.
-    fn status(&self) -> u16 {
-        self.start
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("not a status line: {:?}", self.start))
-    }
-
-    /// The method of a request head.
-    fn method(&self) -> &str {
-        self.start.split(' ').next().unwrap_or_default()
-    }
-
-    fn content_length(&self) -> Option<usize> {
-        self.get("content-length").map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("bad content-length {v:?}"))
-        })
-    }
-
-    fn chunked(&self) -> bool {
-        self.lists("transfer-encoding", "chunked")
-    }
-}
-
-fn eof(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, what.to_owned())
-}
-
-fn invalid(what: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what)
-}
-
-/// A buffered raw HTTP/1 connection, used both by backends (reading requests) and by raw
-/// clients (reading responses). Framing errors and early EOF are `Err`.
-struct Wire {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Wire {
-    fn new(stream: TcpStream) -> Self {
-        Self {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    async fn connect(addr: SocketAddr) -> Self {
-        Self::new(
-            within("connect", TcpStream::connect(addr))
-                .await
-                .expect("connect"),
-        )
-    }
-
-    /// Reads more bytes into the buffer; `false` on EOF.
-    async fn fill(&mut self) -> io::Result<bool> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk).await?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n > 0)
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await
-    }
-
-    /// The next message head; `None` if the peer closed before sending any byte of it.
-    async fn read_head(&mut self) -> io::Result<Option<Head>> {
-        loop {
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let raw: Vec<u8> = self.buf.drain(..end + 4).collect();
-                return Ok(Some(Head::parse(&raw[..end])));
-            }
-            if !self.fill().await? {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(eof("EOF inside a message head"))
-                };
-            }
-        }
-    }
-
-    async fn take(&mut self, n: usize) -> io::Result<Vec<u8>> {
-        while self.buf.len() < n {
-            if !self.fill().await? {
-                return Err(eof(&format!("EOF after {} of {n} bytes", self.buf.len())));
-            }
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
-    async fn line(&mut self) -> io::Result<String> {
-        loop {
-            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let raw: Vec<u8> = self.buf.drain(..end + 2).collect();
-                return Ok(String::from_utf8_lossy(&raw[..end]).into_owned());
-            }
-            if !self.fill().await? {
-                return Err(eof("EOF inside a line"));
-            }
-        }
-    }
-
-    /// A chunked body, strictly: sizes in hex (extensions ignored), CRLF after each chunk,
-    /// then the trailer section. Returns the decoded bytes and the trailer lines.
-    async fn chunked(&mut self) -> io::Result<(Vec<u8>, Vec<String>)> {
-        let mut body = Vec::new();
-        loop {
-            let size_line = self.line().await?;
-            let size = size_line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size, 16)
-                .map_err(|_| invalid(format!("bad chunk size line {size_line:?}")))?;
-            if size == 0 {
-                break;
-            }
-            body.extend(self.take(size).await?);
-            if self.take(2).await? != b"\r\n" {
-                return Err(invalid("chunk data not followed by CRLF".into()));
-            }
-        }
-        let mut trailers = Vec::new();
-        loop {
-            let l = self.line().await?;
-            if l.is_empty() {
-                return Ok((body, trailers));
-            }
-            trailers.push(l);
-        }
-    }
-
-    async fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
-        while self.fill().await? {}
-        Ok(std::mem::take(&mut self.buf))
-    }
-
-    /// A request body as framed by `head` (chunked, content-length, or none).
-    async fn request_body(&mut self, head: &Head) -> io::Result<Vec<u8>> {
-        if head.chunked() {
-            Ok(self.chunked().await?.0)
-        } else {
-            self.take(head.content_length().unwrap_or(0)).await
-        }
-    }
-
-    /// A response to a request with `method`: head and body, framed per RFC 9112 §6.3.
-    async fn response_to(&mut self, method: &str) -> io::Result<(Head, Vec<u8>)> {
-        let head = self
-            .read_head()
-            .await?
-            .ok_or_else(|| eof("closed before a response"))?;
-        let status = head.status();
-        let body = if method == "HEAD" || status < 200 || status == 204 || status == 304 {
-            Vec::new()
-        } else if head.chunked() {
-            self.chunked().await?.0
-        } else if let Some(n) = head.content_length() {
-            self.take(n).await?
-        } else {
-            self.read_to_eof().await?
-        };
-        Ok((head, body))
-    }
-
-    /// The final response to a request with `method`, skipping interim 1xx responses.
-    async fn final_response_to(&mut self, method: &str) -> io::Result<(Head, Vec<u8>)> {
-        loop {
-            let (head, body) = self.response_to(method).await?;
-            if head.status() >= 200 {
-                return Ok((head, body));
-            }
-        }
-    }
-
-    /// Sends `request` and reads the final response, failing the test on error or hang.
-    async fn exchange(&mut self, request: &[u8]) -> (Head, Vec<u8>) {
-        let method = String::from_utf8_lossy(request)
-            .split(' ')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        within("write request", self.write(request))
-            .await
-            .expect("write request");
-        within("read response", self.final_response_to(&method))
-            .await
-            .expect("read response")
-    }
-}
 
 /// A request a [`RawBackend::serve`] backend received.
 #[derive(Clone, Debug)]
@@ -409,11 +162,6 @@ fn ok(body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The request path (request target) of a head.
-fn target(head: &Head) -> &str {
-    head.start.split(' ').nth(1).unwrap_or_default()
-}
-
 /// The router with one host-less Ingress sending `/` to service `up` at `up`, plus
 /// `/healthy` to service `ok` at `healthy` when given.
 async fn router(up: SocketAddr, healthy: Option<SocketAddr>) -> RunningRouter {
@@ -446,7 +194,12 @@ async fn chunked_response_with_extension_and_trailers_is_passed_exactly() {
     let router = router(up.addr, None).await;
     let client = http_client();
     for i in 0..2 {
-        let a = within("chunked GET", get(&client, router.http, "up.test", "/c")).await;
+        let a = within(
+            "chunked GET",
+            GUARD,
+            get(&client, router.http, "up.test", "/c"),
+        )
+        .await;
         assert_eq!(
             (a.status.as_u16(), a.body.as_str()),
             (200, CHUNKED_BODY),
@@ -454,7 +207,7 @@ async fn chunked_response_with_extension_and_trailers_is_passed_exactly() {
         );
     }
     let mut wire = Wire::connect(router.http).await;
-    let (head, body) = wire.exchange(&get_raw("/raw")).await;
+    let RawResponse { head, body } = wire.exchange(&get_raw("/raw")).await;
     assert_eq!(head.status(), 200);
     assert_eq!(body, CHUNKED_BODY.as_bytes(), "raw client, {head:?}");
 }
@@ -477,7 +230,7 @@ async fn close_delimited_response_is_read_to_eof_and_not_reused() {
     let router = router(up.addr, None).await;
     let client = http_client();
     for n in 1..=3 {
-        let a = within("GET", get(&client, router.http, "up.test", "/")).await;
+        let a = within("GET", GUARD, get(&client, router.http, "up.test", "/")).await;
         assert_eq!(a.status, 200, "request {n}: {}", a.body);
         assert_eq!(a.body, body(n), "request {n}");
     }
@@ -501,20 +254,20 @@ async fn head_response_has_no_body_and_keeps_framing() {
     .await;
     let router = router(up.addr, None).await;
     let mut wire = Wire::connect(router.http).await;
-    let (head, body) = wire
+    let RawResponse { head, body } = wire
         .exchange(b"HEAD /h HTTP/1.1\r\nHost: up.test\r\n\r\n")
         .await;
     assert_eq!(head.status(), 200);
     assert_eq!(head.get("content-length"), Some("100"), "{head:?}");
     assert!(body.is_empty());
-    let (head, body) = wire.exchange(&get_raw("/g")).await;
+    let RawResponse { head, body } = wire.exchange(&get_raw("/g")).await;
     assert_eq!((head.status(), body.as_slice()), (200, &b"after-head"[..]));
 }
 
 /// 204 and 304 pass through without a body; the client connection stays usable.
 #[tokio::test]
 async fn no_content_and_not_modified_pass_through_without_body() {
-    let up = RawBackend::serve(|head, _| match target(head) {
+    let up = RawBackend::serve(|head, _| match head.target() {
         "/204" => b"HTTP/1.1 204 No Content\r\nX-From: up\r\n\r\n".to_vec(),
         "/304" => {
             b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 42\r\n\r\n".to_vec()
@@ -524,20 +277,20 @@ async fn no_content_and_not_modified_pass_through_without_body() {
     .await;
     let router = router(up.addr, None).await;
     let mut wire = Wire::connect(router.http).await;
-    let (head, body) = wire.exchange(&get_raw("/204")).await;
+    let RawResponse { head, body } = wire.exchange(&get_raw("/204")).await;
     assert_eq!(head.status(), 204);
     assert_eq!(head.get("x-from"), Some("up"));
     assert!(body.is_empty());
-    let (head, body) = wire.exchange(&get_raw("/304")).await;
+    let RawResponse { head, body } = wire.exchange(&get_raw("/304")).await;
     assert_eq!(head.status(), 304);
     assert_eq!(head.get("etag"), Some("\"v1\""));
     assert!(body.is_empty());
-    let (head, body) = wire.exchange(&get_raw("/ok")).await;
+    let RawResponse { head, body } = wire.exchange(&get_raw("/ok")).await;
     assert_eq!((head.status(), body.as_slice()), (200, &b"fine"[..]));
     // And again after a 204, the other way round.
-    let (head, _) = wire.exchange(&get_raw("/204")).await;
+    let RawResponse { head, .. } = wire.exchange(&get_raw("/204")).await;
     assert_eq!(head.status(), 204);
-    let (head, body) = wire.exchange(&get_raw("/ok")).await;
+    let RawResponse { head, body } = wire.exchange(&get_raw("/ok")).await;
     assert_eq!((head.status(), body.as_slice()), (200, &b"fine"[..]));
 }
 
@@ -553,21 +306,26 @@ async fn interim_1xx_then_final_response() {
     })
     .await;
     let router = router(up.addr, None).await;
-    let a = within("GET", get(&http_client(), router.http, "up.test", "/")).await;
+    let a = within(
+        "GET",
+        GUARD,
+        get(&http_client(), router.http, "up.test", "/"),
+    )
+    .await;
     assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "final body"));
     let mut wire = Wire::connect(router.http).await;
-    let (head, body) = wire.exchange(&get_raw("/raw")).await;
+    let RawResponse { head, body } = wire.exchange(&get_raw("/raw")).await;
     assert_eq!((head.status(), body.as_slice()), (200, &b"final body"[..]));
 }
 
 /// Sequential requests reuse pooled upstream connections.
 #[tokio::test]
 async fn keep_alive_upstream_connections_are_reused() {
-    let up = RawBackend::serve(|head, _| ok(&format!("reply to {}", target(head)))).await;
+    let up = RawBackend::serve(|head, _| ok(&format!("reply to {}", head.target()))).await;
     let router = router(up.addr, None).await;
     let mut wire = Wire::connect(router.http).await;
     for i in 0..50 {
-        let (head, body) = wire.exchange(&get_raw(&format!("/r{i}"))).await;
+        let RawResponse { head, body } = wire.exchange(&get_raw(&format!("/r{i}"))).await;
         assert_eq!(head.status(), 200, "request {i}");
         assert_eq!(String::from_utf8_lossy(&body), format!("reply to /r{i}"));
     }
@@ -594,7 +352,7 @@ async fn stale_pooled_connection_is_not_a_502() {
     let router = router(up.addr, None).await;
     let client = http_client();
     for i in 1..=10 {
-        let a = within("GET", get(&client, router.http, "up.test", "/")).await;
+        let a = within("GET", GUARD, get(&client, router.http, "up.test", "/")).await;
         assert_eq!(a.status, 200, "request {i}: {}", a.body);
         assert!(a.body.starts_with("conn "), "request {i}: {}", a.body);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -607,7 +365,7 @@ async fn stale_pooled_connection_is_not_a_502() {
 async fn connection_close_from_upstream_is_not_reused() {
     // The backend keeps the socket open and would answer a second request on it.
     let up = RawBackend::serve(|head, _| {
-        let body = format!("reply to {}", target(head));
+        let body = format!("reply to {}", head.target());
         format!(
             "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -618,7 +376,7 @@ async fn connection_close_from_upstream_is_not_reused() {
     let router = router(up.addr, None).await;
     let mut wire = Wire::connect(router.http).await;
     for i in 1..=3 {
-        let (head, body) = wire.exchange(&get_raw(&format!("/c{i}"))).await;
+        let RawResponse { head, body } = wire.exchange(&get_raw(&format!("/c{i}"))).await;
         assert_eq!(head.status(), 200);
         assert_eq!(String::from_utf8_lossy(&body), format!("reply to /c{i}"));
         assert_eq!(
@@ -627,6 +385,13 @@ async fn connection_close_from_upstream_is_not_reused() {
             "request {i} needs a fresh upstream connection"
         );
     }
+}
+
+/// Whether `e`, from [`Wire::try_response`], says that what was read is no valid response
+/// (`InvalidData` in `ingress_tests::scripted`), rather than that the response or the
+/// connection ended early.
+fn malformed_head(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidData
 }
 
 /// A body cut short by the upstream is not delivered as complete; the router keeps serving.
@@ -641,19 +406,20 @@ async fn truncated_upstream_body_is_not_delivered_as_complete() {
     let healthy = TestBackend::start("healthy").await;
     let router = router(up.addr, Some(healthy.addr)).await;
     let mut wire = Wire::connect(router.http).await;
-    within("write", wire.write(&get_raw("/trunc")))
-        .await
-        .expect("write");
-    let result = within("truncated response", wire.final_response_to("GET")).await;
+    wire.send(&get_raw("/trunc")).await;
+    let result = within("truncated response", GUARD, wire.try_response("GET")).await;
     match result {
+        // A head that is no response head is a router bug, not a refused body.
+        Err(e) if malformed_head(&e) => panic!("the router sent a malformed head: {e}"),
         Err(_) => {}
-        Ok((head, body)) => panic!(
+        Ok(RawResponse { head, body }) => panic!(
             "the client got a complete response for a truncated upstream body: {head:?}, {} bytes",
             body.len()
         ),
     }
     let a = within(
         "follow-up",
+        GUARD,
         get(&http_client(), router.http, "up.test", "/healthy"),
     )
     .await;
@@ -665,7 +431,12 @@ async fn truncated_upstream_body_is_not_delivered_as_complete() {
 async fn garbage_upstream_response_is_502() {
     let up = RawBackend::serve_once(|_, _| b"HELLO\r\n\r\n".to_vec()).await;
     let router = router(up.addr, None).await;
-    let a = within("GET", get(&http_client(), router.http, "up.test", "/")).await;
+    let a = within(
+        "GET",
+        GUARD,
+        get(&http_client(), router.http, "up.test", "/"),
+    )
+    .await;
     assert_eq!(a.status, 502, "{}", a.body);
 }
 
@@ -682,7 +453,12 @@ async fn oversized_upstream_response_head_is_502() {
     })
     .await;
     let router = router(up.addr, None).await;
-    let a = within("GET", get(&http_client(), router.http, "up.test", "/")).await;
+    let a = within(
+        "GET",
+        GUARD,
+        get(&http_client(), router.http, "up.test", "/"),
+    )
+    .await;
     let big = a.headers.get("x-big").map_or(0, header::HeaderValue::len);
     assert_eq!(a.status, 502, "the client got X-Big of {big} bytes");
 }
@@ -697,11 +473,11 @@ async fn content_length_request_body_is_forwarded_exactly() {
         .header(header::HOST, "up.test")
         .body(Full::new(Bytes::from(sent.clone())))
         .expect("request");
-    let resp = within("POST", http_client().request(req))
+    let resp = within("POST", GUARD, http_client().request(req))
         .await
         .expect("POST through the router");
     assert_eq!(resp.status(), 200);
-    let body = within("body", resp.into_body().collect())
+    let body = within("body", GUARD, resp.into_body().collect())
         .await
         .expect("body")
         .to_bytes();
@@ -709,7 +485,13 @@ async fn content_length_request_body_is_forwarded_exactly() {
     let seen = up.seen();
     assert_eq!(seen.len(), 1);
     // nginx forwards a content-length body with Content-Length (upstreams may not take chunked).
-    assert_eq!(seen[0].head.content_length(), Some(sent.len()));
+    assert_eq!(
+        seen[0]
+            .head
+            .content_length()
+            .expect("a valid content-length"),
+        Some(sent.len())
+    );
     assert!(seen[0].body == sent, "the upstream got different bytes");
 }
 
@@ -729,7 +511,7 @@ async fn chunked_request_body_is_forwarded_correctly_framed() {
     }
     req.extend_from_slice(b"0\r\n\r\n");
     let mut wire = Wire::connect(router.http).await;
-    let (head, body) = wire.exchange(&req).await;
+    let RawResponse { head, body } = wire.exchange(&req).await;
     let expected: String = chunks.concat();
     assert_eq!(head.status(), 200);
     assert_eq!(
@@ -748,25 +530,17 @@ async fn expect_100_continue_is_answered_before_the_body() {
         RawBackend::serve(|_, body| ok(&format!("got {}", String::from_utf8_lossy(body)))).await;
     let router = router(up.addr, None).await;
     let mut wire = Wire::connect(router.http).await;
-    within(
-        "write head",
-        wire.write(
-            b"POST /expect HTTP/1.1\r\nHost: up.test\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
-        ),
+    wire.send(
+        b"POST /expect HTTP/1.1\r\nHost: up.test\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
     )
-    .await
-    .expect("write head");
-    let interim = within("100 Continue before the body", wire.read_head())
+    .await;
+    let interim = within("100 Continue before the body", GUARD, wire.read_head())
         .await
         .expect("read")
         .expect("a response");
     assert_eq!(interim.status(), 100, "{interim:?}");
-    within("write body", wire.write(b"hello world"))
-        .await
-        .expect("write body");
-    let (head, body) = within("final response", wire.final_response_to("POST"))
-        .await
-        .expect("final response");
+    wire.send(b"hello world").await;
+    let RawResponse { head, body } = wire.response("POST").await;
     assert_eq!(head.status(), 200);
     assert_eq!(body, b"got hello world");
     assert_eq!(up.seen()[0].body, b"hello world");
@@ -782,7 +556,7 @@ async fn repeated_headers_keep_every_value_in_order() {
     .await;
     let router = router(up.addr, None).await;
     let mut wire = Wire::connect(router.http).await;
-    let (head, _) = wire
+    let RawResponse { head, .. } = wire
         .exchange(
             b"GET / HTTP/1.1\r\nHost: up.test\r\nX-Multi: first\r\nCookie: c=1\r\nX-Multi: second\r\nCookie: d=2\r\n\r\n",
         )
@@ -812,7 +586,7 @@ async fn request_target_is_preserved_byte_exact() {
     let up = RawBackend::serve(|_, _| ok("ok")).await;
     let router = router(up.addr, None).await;
     let mut wire = Wire::connect(router.http).await;
-    let (head, _) = wire.exchange(&get_raw("/a%20b/c?x=1&y=%2F")).await;
+    let RawResponse { head, .. } = wire.exchange(&get_raw("/a%20b/c?x=1&y=%2F")).await;
     assert_eq!(head.status(), 200);
     assert_eq!(up.seen()[0].head.start, "GET /a%20b/c?x=1&y=%2F HTTP/1.1");
 }
@@ -831,13 +605,13 @@ async fn upgrade_delivers_bytes_sent_with_the_101() {
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\nhello-after-101",
         )
         .await?;
-        let mut pending = std::mem::take(&mut wire.buf);
+        let (mut stream, mut pending) = wire.into_parts();
         loop {
             if !pending.is_empty() {
-                wire.write(&pending).await?;
+                stream.write_all(&pending).await?;
             }
             let mut chunk = [0u8; 4096];
-            let n = wire.stream.read(&mut chunk).await?;
+            let n = stream.read(&mut chunk).await?;
             if n == 0 {
                 return Ok(());
             }
@@ -847,27 +621,23 @@ async fn upgrade_delivers_bytes_sent_with_the_101() {
     .await;
     let router = router(up.addr, None).await;
     let mut wire = Wire::connect(router.http).await;
-    within(
-        "write",
-        wire.write(
-            b"GET /up HTTP/1.1\r\nHost: up.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n",
-        ),
-    )
-    .await
-    .expect("write");
-    let head = within("101", wire.read_head())
+    wire.send(b"GET /up HTTP/1.1\r\nHost: up.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n")
+        .await;
+    let head = within("101", GUARD, wire.read_head())
         .await
         .expect("read")
         .expect("a response");
     assert_eq!(head.status(), 101, "{head:?}");
     assert_eq!(head.get("upgrade"), Some("foo"));
-    let early = within("early bytes", wire.take(15))
+    let early = within("early bytes", GUARD, wire.take(15))
         .await
         .expect("early bytes");
     assert_eq!(early, b"hello-after-101");
     for msg in [&b"ping-1"[..], b"a longer second message"] {
-        within("echo write", wire.write(msg)).await.expect("write");
-        let echoed = within("echo", wire.take(msg.len())).await.expect("echo");
+        wire.send(msg).await;
+        let echoed = within("echo", GUARD, wire.take(msg.len()))
+            .await
+            .expect("echo");
         assert_eq!(echoed, msg);
     }
 }
@@ -895,14 +665,18 @@ async fn response_is_streamed_not_buffered() {
         .header(header::HOST, "up.test")
         .body(Full::new(Bytes::new()))
         .expect("request");
-    let resp = within("response head before the rest", http_client().request(req))
-        .await
-        .expect("request through the router");
+    let resp = within(
+        "response head before the rest",
+        GUARD,
+        http_client().request(req),
+    )
+    .await
+    .expect("request through the router");
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let mut got = Vec::new();
     while got.len() < 5 {
-        let frame = within("first chunk before the rest", body.frame())
+        let frame = within("first chunk before the rest", GUARD, body.frame())
             .await
             .expect("a frame")
             .expect("frame ok");
@@ -912,7 +686,7 @@ async fn response_is_streamed_not_buffered() {
     }
     assert_eq!(got, b"first");
     release.notify_one();
-    let rest = within("rest", body.collect())
+    let rest = within("rest", GUARD, body.collect())
         .await
         .expect("rest")
         .to_bytes();
@@ -925,13 +699,8 @@ async fn http10_client_gets_full_body_and_close() {
     let up = RawBackend::serve(|_, _| CHUNKED_REPLY.to_vec()).await;
     let router = router(up.addr, None).await;
     let mut wire = Wire::connect(router.http).await;
-    within(
-        "write",
-        wire.write(b"GET / HTTP/1.0\r\nHost: up.test\r\n\r\n"),
-    )
-    .await
-    .expect("write");
-    let head = within("head", wire.read_head())
+    wire.send(b"GET / HTTP/1.0\r\nHost: up.test\r\n\r\n").await;
+    let head = within("head", GUARD, wire.read_head())
         .await
         .expect("read")
         .expect("a response");
@@ -940,10 +709,14 @@ async fn http10_client_gets_full_body_and_close() {
         !head.chunked(),
         "no chunked encoding towards HTTP/1.0: {head:?}"
     );
-    let rest = within("the router closes the connection", wire.read_to_eof())
-        .await
-        .expect("read to EOF");
-    let body = match head.content_length() {
+    let rest = within(
+        "the router closes the connection",
+        GUARD,
+        wire.read_to_eof(),
+    )
+    .await
+    .expect("read to EOF");
+    let body = match head.content_length().expect("a valid content-length") {
         Some(n) => rest.get(..n).unwrap_or(&rest).to_vec(),
         None => rest,
     };
@@ -962,12 +735,12 @@ async fn h2c_client_gets_chunked_upstream_body() {
         let req = Request::get(format!("http://{}/h2/{i}", router.http))
             .body(Full::new(Bytes::new()))
             .expect("request");
-        let resp = within("h2c request", client.request(req))
+        let resp = within("h2c request", GUARD, client.request(req))
             .await
             .expect("h2c request through the router");
         assert_eq!(resp.version(), Version::HTTP_2);
         assert_eq!(resp.status(), 200);
-        let body = within("body", resp.into_body().collect())
+        let body = within("body", GUARD, resp.into_body().collect())
             .await
             .expect("body")
             .to_bytes();
@@ -986,7 +759,7 @@ async fn host_kept_forwarding_headers_added_hop_by_hop_dropped() {
     .await;
     let router = router(up.addr, None).await;
     let mut wire = Wire::connect(router.http).await;
-    let (head, body) = wire
+    let RawResponse { head, body } = wire
         .exchange(
             b"GET /h HTTP/1.1\r\nHost: Up.Test:8080\r\nConnection: x-custom\r\nX-Custom: 1\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-End-To-End: yes\r\n\r\n",
         )
@@ -1052,7 +825,7 @@ async fn an_upstream_refusing_the_body_early_is_answered_with_its_refusal() {
     });
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
-    within("the answer", async {
+    within("the answer", GUARD, async {
         while !answer.ends_with(b"too large\n") {
             match read.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
