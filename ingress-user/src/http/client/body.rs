@@ -5,8 +5,7 @@
 use std::{
     future::Future as _,
     io,
-    pin::Pin,
-    pin::pin,
+    pin::{Pin, pin},
     sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
