@@ -284,3 +284,18 @@ impl Drop for RecordingServer {
         self.task.abort();
     }
 }
+
+/// Echoes UDP datagrams on `addr` inside `ns`, each prefixed with `name:` so a test sees
+/// which backend answered. Runs on a thread for the life of the test process.
+pub fn udp_echo_in(ns: &crate::netns::Netns, addr: SocketAddr, name: &'static str) {
+    let sock = ns.run(move || StdUdpSocket::bind(addr).expect("bind udp echo"));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let mut reply = name.as_bytes().to_vec();
+            reply.push(b':');
+            reply.extend_from_slice(&buf[..n]);
+            let _ = sock.send_to(&reply, peer);
+        }
+    });
+}

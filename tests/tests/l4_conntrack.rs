@@ -25,6 +25,7 @@ use ingress_tests::{
     netns::Netns,
     packet::{Packet, SYN, send_raw_ipv4},
     seed::{Seed, Source},
+    servers::udp_echo_in,
     topology::{CLIENT, NODE, Offloads, Topology, backend_addr},
 };
 use xdp_ingress::l4::stats::read_pinned;
@@ -262,20 +263,6 @@ data:
     )
 }
 
-/// Echoes UDP datagrams prefixed with `name:`, on a thread inside `ns`.
-fn udp_echo(ns: &Netns, addr: SocketAddr, name: &'static str) {
-    let sock = ns.run(move || UdpSocket::bind(addr).expect("bind udp echo"));
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
-            let mut reply = name.as_bytes().to_vec();
-            reply.push(b':');
-            reply.extend_from_slice(&buf[..n]);
-            let _ = sock.send_to(&reply, peer);
-        }
-    });
-}
-
 /// Sends one datagram and returns which backend answered ("b0" or "b1").
 fn who(sock: &UdpSocket) -> Option<String> {
     sock.send_to(b"who", Topology::service(UDP_PORT)).ok()?;
@@ -289,12 +276,12 @@ fn who(sock: &UdpSocket) -> Option<String> {
 /// EndpointSlice; the next datagrams of the same flow reach the other endpoint.
 fn udp_flow_leaves_a_removed_endpoint(mode: &str, offloads: Offloads) {
     let mut seed = Seed::new(offloads, Source::Files);
-    udp_echo(
+    udp_echo_in(
         &seed.topo.backends[0],
         seed.topo.backend(0, ECHO_PORT),
         "b0",
     );
-    udp_echo(
+    udp_echo_in(
         &seed.topo.backends[1],
         seed.topo.backend(1, ECHO_PORT),
         "b1",

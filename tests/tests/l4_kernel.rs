@@ -13,7 +13,7 @@ use std::{
 use ingress_common::stats::Counter;
 use ingress_tests::{
     netns::{Netns, PinDir},
-    servers::RedisServer,
+    servers::{RedisServer, udp_echo_in},
     topology::{NODE, Offloads, Topology, neighbours},
 };
 use xdp_ingress::{
@@ -123,20 +123,6 @@ fn name_server(ns: &Netns, addr: SocketAddr, name: &'static str) {
     });
 }
 
-/// Echoes UDP datagrams, prefixed with this backend's name, on a thread inside `ns`.
-fn udp_echo(ns: &Netns, addr: SocketAddr, name: &'static str) {
-    let sock = ns.run(move || UdpSocket::bind(addr).expect("bind udp echo"));
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
-            let mut reply = name.as_bytes().to_vec();
-            reply.push(b':');
-            reply.extend_from_slice(&buf[..n]);
-            let _ = sock.send_to(&reply, peer);
-        }
-    });
-}
-
 fn ask(conn: &mut BufReader<TcpStream>) -> String {
     conn.get_mut().write_all(b"who\n").expect("send");
     let mut line = String::new();
@@ -212,7 +198,7 @@ fn redis_through_tc_with_default_offloads() {
 fn udp_in_mode(mode: L4Mode, offloads: Offloads) {
     let mut rig = Rig::new(mode, offloads);
     let backend = rig.topo.backend(0, 5353);
-    udp_echo(&rig.topo.backends[0], backend, "b0");
+    udp_echo_in(&rig.topo.backends[0], backend, "b0");
     rig.apply(vec![service(5300, L4Protocol::Udp, vec![backend])]);
     let replies = rig.topo.client.run(|| {
         let s = UdpSocket::bind("10.77.1.1:0").expect("bind");
