@@ -5,70 +5,27 @@
 //! The programs run inside a namespace with real interfaces, routes and static neighbours,
 //! so `bpf_fib_lookup` gives a deterministic answer and the MACs are known.
 
+#[path = "support/nat_fixture.rs"]
+#[allow(dead_code)] // the fixture serves nat_fuzz.rs too; this file does not use all of it
+mod nat_fixture;
+
 use std::{
     collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     str::FromStr,
 };
 
-use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
-};
 use ingress_common::{
-    l4::{
-        CtEntry, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, ServiceKey, ServiceStats, ServiceValue,
-        ct,
-    },
+    l4::{CtEntry, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, ServiceKey, ct},
     maps,
     stats::Counter,
 };
-use ingress_tests::{
-    netns::{Netns, PinDir, sh},
-    packet::{ACK, L4, Packet, RST, SYN},
-};
+use ingress_tests::packet::{ACK, L4, Packet, RST, SYN};
+use nat_fixture::*;
 use xdp_ingress::{
-    EBPF_OBJECT,
-    config::{L4Protocol, L4Service, ServiceRef, Snapshot},
-    l4::{Datapath, DatapathOptions, conntrack::Timeouts, plane::Kernel},
+    config::{L4Protocol, L4Service, Snapshot},
+    l4::DatapathOptions,
 };
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_REDIRECT: u32 = 4;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
-const TCX_NEXT: u32 = u32::MAX;
-
-const CLIENT: &str = "10.50.0.1";
-const NODE: &str = "10.50.0.2";
-const BACKEND: &str = "10.60.0.10";
-const CLIENT6: &str = "fd50::1";
-const NODE6: &str = "fd50::2";
-const BACKEND6: &str = "fd60::10";
-const BACKEND2: &str = "10.60.0.11";
-const BACKEND2_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x11];
-const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x01];
-const BACKEND_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x10];
-const IN_MAC: [u8; 6] = [0x02, 0x1d, 0, 0, 0, 0x02];
-const OUT_MAC: [u8; 6] = [0x02, 0x1d, 0, 0, 0, 0x03];
-
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// The programs, loaded inside a namespace with a client-facing `in0` and a backend-facing
-/// `out0`, static neighbours and forwarding on, serving one service: NODE:9000 → BACKEND:6379.
-/// It lives on a thread inside that namespace: BPF_PROG_TEST_RUN resolves ifindexes and
-/// routes in the caller's namespace.
-struct Fixture {
-    kernel: Kernel,
-    in_if: u32,
-    out_if: u32,
-}
 
 /// Builds the namespace, then runs `body` with a [`Fixture`] on a thread inside it, serving
 /// the dual-stack TCP service NODE:9000 → BACKEND:6379 / [BACKEND6]:6379.
@@ -83,218 +40,11 @@ fn with_fixture(ct_entries: u32, body: impl FnOnce(&mut Fixture) + Send + 'stati
     );
 }
 
-/// What a fixture serves and with which limits.
-struct Setup {
-    ct_entries: u32,
-    snat_ports: (u16, u16),
-    services: Vec<L4Service>,
-}
-
-/// The dual-stack TCP service: one endpoint per family, one Maglev table per family.
-fn redis_service() -> L4Service {
-    L4Service {
-        port: 9000,
-        protocol: L4Protocol::Tcp,
-        service: ServiceRef {
-            namespace: "default".into(),
-            name: "redis".into(),
-            port: 6379,
-        },
-        endpoints: vec![
-            SocketAddr::from_str(&format!("{BACKEND}:6379")).expect("addr"),
-            SocketAddr::from_str(&format!("[{BACKEND6}]:6379")).expect("addr"),
-        ],
-        proxy_protocol_in: false,
-        proxy_protocol_out: false,
-    }
-}
-
-fn with_setup(setup: Setup, body: impl FnOnce(&mut Fixture) + Send + 'static) {
-    let Setup {
-        ct_entries,
-        snat_ports,
-        services,
-    } = setup;
-    let ns = Netns::new("pkt");
-    for (dev, peer, addr, m) in [
-        ("in0", "in0p", "10.50.0.2/24", IN_MAC),
-        ("out0", "out0p", "10.60.0.1/24", OUT_MAC),
-    ] {
-        ns.ip(&[
-            "link",
-            "add",
-            dev,
-            "address",
-            &mac(m),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            peer,
-        ]);
-        ns.ip(&["addr", "add", addr, "dev", dev]);
-        ns.ip(&["link", "set", dev, "up"]);
-        ns.ip(&["link", "set", peer, "up"]);
-    }
-    ns.ip(&[
-        "neigh",
-        "replace",
-        CLIENT,
-        "lladdr",
-        &mac(CLIENT_MAC),
-        "dev",
-        "in0",
-        "nud",
-        "permanent",
-    ]);
-    ns.ip(&[
-        "neigh",
-        "replace",
-        BACKEND,
-        "lladdr",
-        &mac(BACKEND_MAC),
-        "dev",
-        "out0",
-        "nud",
-        "permanent",
-    ]);
-    ns.ip(&[
-        "neigh",
-        "replace",
-        BACKEND2,
-        "lladdr",
-        &mac(BACKEND2_MAC),
-        "dev",
-        "out0",
-        "nud",
-        "permanent",
-    ]);
-    ns.ip(&["addr", "add", "fd50::2/64", "dev", "in0", "nodad"]);
-    ns.ip(&["addr", "add", "fd60::1/64", "dev", "out0", "nodad"]);
-    ns.ip(&[
-        "-6",
-        "neigh",
-        "replace",
-        CLIENT6,
-        "lladdr",
-        &mac(CLIENT_MAC),
-        "dev",
-        "in0",
-        "nud",
-        "permanent",
-    ]);
-    ns.ip(&[
-        "-6",
-        "neigh",
-        "replace",
-        BACKEND6,
-        "lladdr",
-        &mac(BACKEND_MAC),
-        "dev",
-        "out0",
-        "nud",
-        "permanent",
-    ]);
-    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-    let index = |dev: &str| {
-        sh(&["ip", "-n", ns.name(), "-o", "link", "show", dev])
-            .split(':')
-            .next()
-            .and_then(|i| i.trim().parse::<u32>().ok())
-            .expect("ifindex")
-    };
-    let (in_if, out_if) = (index("in0"), index("out0"));
-    let pin = PinDir::new();
-    let pin_path = pin.path().to_owned();
-    ns.run(move || {
-        let opts = DatapathOptions {
-            maglev_size: 251,
-            max_services: 8,
-            ct_entries,
-            snat_ports,
-            ..DatapathOptions::default()
-        };
-        let dp = Datapath::load(EBPF_OBJECT, &pin_path, opts).expect("load");
-        let node_addrs = vec![
-            IpAddr::from_str(NODE).expect("ip"),
-            IpAddr::from_str(NODE6).expect("ip"),
-        ];
-        let mut kernel = Kernel::new(dp, node_addrs, Timeouts::default()).expect("kernel");
-        let snapshot = Snapshot {
-            l4: services,
-            ..Snapshot::default()
-        };
-        kernel.apply(&snapshot).expect("program maps");
-        body(&mut Fixture {
-            kernel,
-            in_if,
-            out_if,
-        });
-    });
-    drop(pin);
-}
-
-/// Which entry point a table runs through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Entry {
-    Xdp,
-    Tc,
-}
-
 impl Fixture {
     /// Runs `entry` on `frame` as if received on `ifindex`.
     fn run(&mut self, entry: Entry, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
-        let ebpf = self.kernel.datapath.ebpf_mut();
-        let mut out = vec![0u8; frame.len() + 64];
-        let ctx: Vec<u8>;
-        let r = match entry {
-            Entry::Xdp => {
-                let prog: &Xdp = ebpf
-                    .program(ingress_common::programs::XDP)
-                    .expect("xdp")
-                    .try_into()
-                    .expect("xdp type");
-                // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue, egress
-                ctx = [
-                    0u32,
-                    u32::try_from(frame.len()).expect("len"),
-                    0,
-                    ifindex,
-                    0,
-                    0,
-                ]
-                .iter()
-                .flat_map(|v| v.to_ne_bytes())
-                .collect();
-                prog.test_run(TestRunOptions {
-                    data_in: Some(frame),
-                    data_out: Some(&mut out),
-                    ctx_in: Some(&ctx),
-                    ..Default::default()
-                })
-            }
-            Entry::Tc => {
-                let prog: &SchedClassifier = ebpf
-                    .program(ingress_common::programs::TC)
-                    .expect("tc")
-                    .try_into()
-                    .expect("tc type");
-                // struct __sk_buff is 192 bytes; `ifindex` sits at offset 40.
-                let mut c = vec![0u8; 192];
-                c[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-                ctx = c;
-                prog.test_run(TestRunOptions {
-                    data_in: Some(frame),
-                    data_out: Some(&mut out),
-                    ctx_in: Some(&ctx),
-                    ..Default::default()
-                })
-            }
-        }
-        .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        self.try_run(entry, frame, ifindex)
+            .expect("BPF_PROG_TEST_RUN")
     }
 
     fn counter(&self, c: Counter) -> u64 {
@@ -308,34 +58,9 @@ impl Fixture {
 
     /// The SNAT port conntrack chose for the flow `client:client_port → node:9000`.
     fn snat_port_of(&mut self, client: &str, node: &str, client_port: u16) -> u16 {
-        let map = self
-            .kernel
-            .datapath
-            .ebpf_mut()
-            .map(maps::CT_FWD)
-            .expect("ct map");
-        let ct: BpfHashMap<&MapData, FlowKey, CtEntry> = BpfHashMap::try_from(map).expect("ct");
-        let bytes = |a: &str| -> ([u8; 16], u8) {
-            let mut out = [0u8; 16];
-            match IpAddr::from_str(a).expect("ip") {
-                IpAddr::V4(v4) => {
-                    out[..4].copy_from_slice(&v4.octets());
-                    (out, FAMILY_V4)
-                }
-                IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
-            }
-        };
-        let ((src, family), (dst, _)) = (bytes(client), bytes(node));
-        let key = FlowKey {
-            src,
-            dst,
-            sport: client_port.to_be(),
-            dport: 9000u16.to_be(),
-            proto: PROTO_TCP,
-            family,
-            _pad: [0; 2],
-        };
-        u16::from_be(ct.get(&key, 0).expect("conntrack entry for the flow").sport)
+        let key = flow(client, client_port, node, 9000, PROTO_TCP);
+        let fwd = self.ct(maps::CT_FWD, &key);
+        u16::from_be(fwd.expect("conntrack entry for the flow").sport)
     }
 }
 
@@ -366,22 +91,6 @@ fn flow(client: &str, client_port: u16, node: &str, port: u16, proto: u8) -> Flo
 }
 
 impl Fixture {
-    fn ct_map(&mut self, name: &'static str) -> BpfHashMap<&mut MapData, FlowKey, CtEntry> {
-        BpfHashMap::try_from(
-            self.kernel
-                .datapath
-                .ebpf_mut()
-                .map_mut(name)
-                .expect("conntrack map"),
-        )
-        .expect("conntrack map type")
-    }
-
-    /// The entry under `key` in conntrack map `name`.
-    fn ct(&mut self, name: &'static str, key: &FlowKey) -> Option<CtEntry> {
-        self.ct_map(name).get(key, 0).ok()
-    }
-
     /// Entries in conntrack map `name`.
     fn ct_len(&mut self, name: &'static str) -> usize {
         self.ct_map(name).keys().filter(Result::is_ok).count()
@@ -408,14 +117,7 @@ impl Fixture {
     /// The service id of `node:port` over `proto`.
     fn service_id(&mut self, node: &str, port: u16, proto: u8) -> u32 {
         let (addr, family) = addr16(node);
-        let map: BpfHashMap<&MapData, ServiceKey, ServiceValue> = BpfHashMap::try_from(
-            self.kernel
-                .datapath
-                .ebpf_mut()
-                .map(maps::SERVICES)
-                .expect("services"),
-        )
-        .expect("services type");
+        let map = self.services_map();
         let key = ServiceKey {
             addr,
             port: port.to_be(),
@@ -423,47 +125,6 @@ impl Fixture {
             family,
         };
         map.get(&key, 0).expect("service entry").id
-    }
-
-    /// A service's counters, summed over CPUs.
-    fn service_stats(&mut self, id: u32) -> ServiceStats {
-        let map: PerCpuArray<&MapData, ServiceStats> = PerCpuArray::try_from(
-            self.kernel
-                .datapath
-                .ebpf_mut()
-                .map(maps::SERVICE_STATS)
-                .expect("service stats"),
-        )
-        .expect("service stats type");
-        let mut sum = ServiceStats::default();
-        for v in map.get(&id, 0).expect("service stats").iter() {
-            sum.packets += v.packets;
-            sum.new_flows += v.new_flows;
-            sum.drop_snat_exhausted += v.drop_snat_exhausted;
-            sum.drop_ct_full += v.drop_ct_full;
-        }
-        sum
-    }
-}
-
-fn redirect(entry: Entry) -> u32 {
-    match entry {
-        Entry::Xdp => XDP_REDIRECT,
-        Entry::Tc => TC_ACT_REDIRECT,
-    }
-}
-
-fn pass(entry: Entry) -> u32 {
-    match entry {
-        Entry::Xdp => XDP_PASS,
-        Entry::Tc => TCX_NEXT,
-    }
-}
-
-fn drop_action(entry: Entry) -> u32 {
-    match entry {
-        Entry::Xdp => XDP_DROP,
-        Entry::Tc => TC_ACT_SHOT,
     }
 }
 
@@ -973,21 +634,11 @@ fn tc_snat_range_fills_before_drops() {
 }
 
 fn udp_service(endpoints: &[&str]) -> L4Service {
-    L4Service {
-        port: 5300,
-        protocol: L4Protocol::Udp,
-        service: ServiceRef {
-            namespace: "default".into(),
-            name: "dns".into(),
-            port: 53,
-        },
-        endpoints: endpoints
-            .iter()
-            .map(|a| SocketAddr::from_str(&format!("{a}:53")).expect("addr"))
-            .collect(),
-        proxy_protocol_in: false,
-        proxy_protocol_out: false,
-    }
+    let endpoints: Vec<SocketAddr> = endpoints
+        .iter()
+        .map(|a| SocketAddr::from_str(&format!("{a}:53")).expect("addr"))
+        .collect();
+    service("dns", 5300, L4Protocol::Udp, 53, &endpoints)
 }
 
 /// An endpoint leaving a UDP service takes its flows with it (both entries), so the next
