@@ -737,20 +737,8 @@ impl Fuzzer<'_> {
             "family counters disagree with the frame{}",
             ctx()
         );
-        let nat = [
-            Counter::NewFlow,
-            Counter::CtForward,
-            Counter::CtReply,
-            Counter::Redirected,
-            Counter::Transmitted,
-            Counter::PassedNat,
-            Counter::DeferredToTc,
-            Counter::NoEndpoints,
-            Counter::DropCtFull,
-            Counter::DropSnatExhausted,
-            Counter::DropNoRoute,
-            Counter::DropNotReady,
-        ];
+        // The NAT counters are the ones from `NewFlow` on, in index order.
+        let nat = &Counter::ALL[Counter::NewFlow as usize..];
         let nat_sum: u64 = nat.iter().map(|c| d.n(*c)).sum();
         if !matches!(class, Class::L4 { .. }) {
             assert_eq!(
