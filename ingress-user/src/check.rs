@@ -3,13 +3,11 @@
 
 use std::{fmt::Write as _, sync::Arc, time::Duration};
 
-use tokio::sync::watch;
-
 use crate::{
     cli::CheckArgs,
     config::{self, Snapshot, Store, problem::Severity},
     source::{
-        files,
+        self, files,
         kube::{self as kube_source, KubeSourceConfig},
     },
 };
@@ -79,17 +77,16 @@ async fn cluster_store(args: &CheckArgs) -> Result<Arc<Store>, CheckError> {
         tcp_configmap: cm(&args.source.tcp_services_configmap),
         udp_configmap: cm(&args.source.udp_services_configmap),
     };
-    let (tx, mut rx) = watch::channel(None);
+    let (tx, mut rx) = source::channel();
     let source = tokio::spawn(kube_source::run(client, cfg, tx));
     let store = tokio::time::timeout(CLUSTER_TIMEOUT, async {
-        loop {
-            if let Some(store) = rx.borrow_and_update().clone() {
-                return Some(store);
-            }
-            if rx.changed().await.is_err() {
-                return None;
+        let mut follower = source::Follower::default();
+        while follower.next(&mut rx).await {
+            if follower.synced {
+                return Some(Arc::new(follower.objects.to_store()));
             }
         }
+        None
     })
     .await;
     source.abort();
@@ -142,8 +139,7 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
 /// The human-readable report: HTTP routes, default backend, TLS hosts, L4 table, Problems.
 pub fn report(snapshot: &Snapshot) -> String {
     let mut out = String::new();
-    let mut rules: Vec<_> = snapshot.http.rules().iter().collect();
-    rules.sort_by(|a, b| (&a.host, &a.path, a.path_type).cmp(&(&b.host, &b.path, b.path_type)));
+    let rules = snapshot.http.rules();
     let _ = writeln!(out, "HTTP routes ({}):", rules.len());
     let rows: Vec<Vec<String>> = rules
         .iter()
@@ -153,7 +149,7 @@ pub fn report(snapshot: &Snapshot) -> String {
                 r.path.clone(),
                 r.path_type.to_string(),
                 r.backend.service.to_string(),
-                endpoints(&r.backend.endpoints),
+                endpoints(&r.backend.endpoints.load()),
                 r.backend.ingress.as_ref().map_or_else(String::new, |i| {
                     format!("{}/{}", i.namespace.as_deref().unwrap_or(""), i.name)
                 }),
@@ -175,7 +171,7 @@ pub fn report(snapshot: &Snapshot) -> String {
                 out,
                 "Default backend: {} endpoints {} ({from})",
                 b.service,
-                endpoints(&b.endpoints)
+                endpoints(&b.endpoints.load())
             );
         }
         None => out.push_str("Default backend: built-in 404\n"),

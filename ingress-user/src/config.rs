@@ -1,14 +1,24 @@
 //! The control plane's pure half: Kubernetes objects in, one immutable `Snapshot` out.
-//! No IO, no tokio, no kube client here; sources (`crate::source`) fill a [`Store`].
+//! No IO, no tokio, no kube client here.
+//!
+//! - [`build`] translates a whole [`Store`] at once: the reference, used by `check`.
+//! - [`incremental::Engine`] takes the [`Change`]s sources send (`crate::source`) and
+//!   redoes only what each change touches; the controller runs it. A property test keeps
+//!   the two equal.
 
-pub mod problem;
 pub mod store;
 
-pub use problem::{ObjectRef, Problem};
-pub use store::Store;
+pub use store::{Change, Objects, Store};
+
+/// The vocabulary of the Snapshot, re-exported where translation code has always found it.
+pub use crate::snapshot::{
+    L4Protocol, L4Service, ServiceRef, Snapshot,
+    problem::{self, ObjectRef, Problem},
+};
 
 pub mod backend;
 pub mod class;
+pub mod incremental;
 pub mod ingress;
 pub mod l4;
 pub mod legacy;
@@ -19,23 +29,11 @@ pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
-use std::{fmt, net::SocketAddr, str::FromStr};
+use std::{collections::BTreeMap, fmt, str::FromStr};
 
-use crate::http::route::RouteTable;
+use backend::{Cells, Resolver};
 
-/// Everything both data planes obey, built by [`build`] from one [`Store`]. Immutable;
-/// published as `Arc<Snapshot>` so readers never lock.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    /// HTTP routes for the L7 router.
-    pub http: RouteTable,
-    /// tcp/udp-services entries, sorted by (protocol, port).
-    pub l4: Vec<L4Service>,
-    /// TLS certificates by SNI host.
-    pub tls: tls::CertSet,
-    /// Every Problem found (the source's and the translation's), sorted.
-    pub problems: Vec<Problem>,
-}
+use crate::snapshot::routes::{HostMatch, RouteTable};
 
 /// `namespace/name`, as given to flags like `--tcp-services-configmap`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -121,115 +119,73 @@ impl Default for Options {
     }
 }
 
-/// A Service port: what an Ingress backend or a ConfigMap entry points at.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceRef {
-    /// Namespace of the Service.
-    pub namespace: String,
-    /// Name of the Service.
-    pub name: String,
-    /// The Service port (not the target port).
-    pub port: u16,
-}
-
-impl fmt::Display for ServiceRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}:{}", self.namespace, self.name, self.port)
-    }
-}
-
-/// Transport of an L4 service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum L4Protocol {
-    /// From the tcp-services ConfigMap.
-    Tcp,
-    /// From the udp-services ConfigMap.
-    Udp,
-}
-
-impl fmt::Display for L4Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Tcp => "TCP",
-            Self::Udp => "UDP",
-        })
-    }
-}
-
-/// One tcp/udp-services entry, resolved. Empty `endpoints` means the port must reject
-/// connections (TCP RST), not that it is absent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct L4Service {
-    /// External port (the ConfigMap key).
-    pub port: u16,
-    /// TCP or UDP.
-    pub protocol: L4Protocol,
-    /// The Service port behind it.
-    pub service: ServiceRef,
-    /// Resolved target `addr:port`s, sorted.
-    pub endpoints: Vec<SocketAddr>,
-    /// 3rd field `PROXY`: clients send PROXY protocol.
-    pub proxy_protocol_in: bool,
-    /// 4th field `PROXY`: send PROXY protocol to backends.
-    pub proxy_protocol_out: bool,
-}
-
 /// Translates a [`Store`] into a [`Snapshot`]. Pure and synchronous; never panics; a bad
 /// object becomes a [`Problem`] and never changes another object's routes. The output is
 /// deterministic: the same Store gives the same Snapshot whatever the input order.
+///
+/// This is the reference: the controller keeps an [`incremental::Engine`] that applies each
+/// change at a cost proportional to it, and a property test checks that the engine always
+/// agrees with this function.
 pub fn build(store: &Store, opts: &Options) -> Snapshot {
-    let mut problems = store.problems.clone();
-    let mut resolver = backend::Resolver::new(&store.services, &store.endpoint_slices);
+    build_objects(&Objects::from_store(store), opts)
+}
 
-    let classes = class::ClassFilter::new(&store.ingress_classes, opts);
-    let mut served: Vec<_> = store
+/// [`build`] over indexed objects.
+pub fn build_objects(objects: &Objects, opts: &Options) -> Snapshot {
+    let resolver = Resolver::new(objects);
+    let mut cells = Cells::default();
+    let classes = class::ClassFilter::new(objects.ingress_classes.values().map(|c| &**c), opts);
+    let mut served: Vec<ingress::Translated> = objects
         .ingresses
-        .iter()
+        .values()
         .filter(|i| classes.serves(i))
+        .map(|i| ingress::translate(i, resolver, &mut cells))
         .collect();
-    served.sort_by(|a, b| ingress::age_key(a).cmp(&ingress::age_key(b)));
+    served.sort_by(|a, b| a.age.cmp(&b.age));
 
-    let mut tr = ingress::Translator::new(&mut resolver, &store.secrets);
-    for ing in served {
-        tr.add(ing);
-    }
-    let ingress::Translator {
-        mut table,
-        certs,
-        default_backend,
-        problems: ingress_problems,
-        ..
-    } = tr;
-    problems.extend(ingress_problems);
-    let fallback = ingress::default_backend_service(&mut resolver, opts, &mut problems);
-    table.set_default_backend(default_backend.map(|(b, _)| b).or(fallback));
-
-    let mut l4 = Vec::new();
-    for (cm, protocol) in [
-        (&opts.tcp_services, L4Protocol::Tcp),
-        (&opts.udp_services, L4Protocol::Udp),
-    ] {
-        if let Some(cm) = cm {
-            l4.extend(l4::services(
-                cm,
-                &store.config_maps,
-                protocol,
-                opts,
-                &mut resolver,
-                &mut problems,
-            ));
+    let mut problems: Vec<Problem> = objects.problems.values().flatten().cloned().collect();
+    let mut claims: BTreeMap<&HostMatch, Vec<_>> = BTreeMap::new();
+    for t in &served {
+        problems.extend(t.problems.iter().cloned());
+        for (host, paths) in &t.hosts {
+            claims
+                .entry(host)
+                .or_default()
+                .push((&t.object, paths.as_slice()));
         }
     }
-    l4.sort_by_key(|s| (s.protocol, s.port));
+    let mut table = RouteTable::new();
+    for (host, claims) in claims {
+        let (routes, conflicts) = ingress::merge_host(host, claims);
+        table.set_host(host, routes);
+        problems.extend(conflicts);
+    }
+    let tls = ingress::merge_tls(
+        &served,
+        &objects.secrets,
+        &mut ingress::SecretCache::default(),
+    );
+    table.set_tls_hosts(tls.hosts);
+    problems.extend(tls.problems);
+    let (default_backend, default_problems) = ingress::merge_default(&served);
+    problems.extend(default_problems);
+    let fallback = ingress::default_backend_service(resolver, &mut cells, opts, &mut problems);
+    table.set_default_backend(default_backend.or(fallback));
 
+    let l4 = l4::table(objects, opts, resolver, &mut problems);
+    Snapshot {
+        http: table,
+        l4,
+        tls: std::sync::Arc::new(tls.certs),
+        problems: sorted(problems),
+    }
+}
+
+/// Problems in their canonical order, without duplicates.
+pub fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
     problems.sort_by(|a, b| {
         (&a.object, &a.field, a.kind, &a.message).cmp(&(&b.object, &b.field, b.kind, &b.message))
     });
     problems.dedup();
-    Snapshot {
-        http: table,
-        l4,
-        tls: certs,
-        problems,
-    }
+    problems
 }

@@ -1,12 +1,15 @@
-//! The control loop: newest [`Store`] from a source → debounce → [`config::build`] →
-//! `Arc<Snapshot>` on a watch channel that both data planes read.
+//! The control loop: [`Update`]s from a source → [`Engine`] → `Arc<Snapshot>` on a watch
+//! channel that both data planes read.
 //!
-//! Sources replace the whole Store on every change, so a burst of changes collapses into one
-//! build: a change after a quiet period is built at once, and changes within [`DEBOUNCE`] of
-//! the last build wait out the rest of that window and are built together from whatever
-//! Store is newest (at most one build per window, no added latency for a lone change). The build runs on the blocking pool (10,000 Ingresses take a while).
-//! A source that goes back to `None` (e.g. lost its cluster) does not clear anything: the
-//! last Snapshot keeps serving. Each Problem is logged once, when it first appears.
+//! - It runs on its own thread, so translating 10,000 Ingresses at start-up never stalls
+//!   the tokio workers that serve traffic.
+//! - Coalescing: it takes every update already queued before building, so a burst of
+//!   changes becomes one Snapshot, and a change that arrives during a build waits for at
+//!   most that build. There is no timer: a lone change is published at once.
+//! - Nothing is published before the source's first [`Update::Synced`].
+//! - A source that stops sending (e.g. lost its cluster) clears nothing: the last
+//!   Snapshot keeps serving.
+//! - Each Problem is logged once, when it first appears, and once when it is resolved.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -14,19 +17,20 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
+use k8s_openapi::api::networking::v1::Ingress;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::{
-    config::{self, Options, Problem, Snapshot, problem::Severity},
-    source::StoreRx,
+    config::{
+        self, Options, Problem, Snapshot, class::ClassFilter, incremental::Engine,
+        problem::Severity,
+    },
+    source::{Update, UpdateRx},
 };
-
-/// The shortest time between two builds; changes inside it are coalesced.
-pub const DEBOUNCE: Duration = Duration::from_millis(20);
 
 /// Problems of the current Snapshot, counted by (kind, severity): the metrics label set.
 pub type ProblemCounts = BTreeMap<(&'static str, Severity), u64>;
@@ -51,6 +55,9 @@ pub struct ControllerStats {
     pub problems: Mutex<ProblemCounts>,
 }
 
+/// Every Ingress the controller knows, and whether it is served (for the status writer).
+pub type IngressList = Vec<(Arc<Ingress>, bool)>;
+
 /// The receiving side of the controller, handed to the data planes.
 #[derive(Clone, Debug)]
 pub struct ControllerHandle {
@@ -58,69 +65,83 @@ pub struct ControllerHandle {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// Becomes `true` once the first Snapshot from a synced source is published (readiness).
     pub ready: watch::Receiver<bool>,
+    /// Every Ingress and whether it is served; republished when Ingresses or classes change.
+    pub ingresses: watch::Receiver<Arc<IngressList>>,
     /// Counters.
     pub stats: Arc<ControllerStats>,
 }
 
-/// Starts the loop on the current tokio runtime. It ends when `stores`' sender is dropped.
-pub fn spawn(stores: StoreRx, opts: Options) -> ControllerHandle {
+/// Starts the loop on its own thread. It ends when every sender of `updates` is dropped.
+pub fn spawn(updates: UpdateRx, opts: Options) -> ControllerHandle {
     let (snap_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
     let (ready_tx, ready) = watch::channel(false);
+    let (ingresses_tx, ingresses) = watch::channel(Arc::new(IngressList::new()));
     let stats = Arc::new(ControllerStats::default());
-    tokio::spawn(run(stores, opts, snap_tx, ready_tx, stats.clone()));
+    let out = Outputs {
+        snapshots: snap_tx,
+        ready: ready_tx,
+        ingresses: ingresses_tx,
+        stats: stats.clone(),
+    };
+    std::thread::Builder::new()
+        .name("xdp-ingress-controller".into())
+        .spawn(move || run(updates, &opts, &out))
+        .expect("spawning the controller thread");
     ControllerHandle {
         snapshots,
         ready,
+        ingresses,
         stats,
     }
 }
 
-/// The loop itself (see the module docs). Public so tests and `check` can drive it.
-pub async fn run(
-    mut stores: StoreRx,
-    opts: Options,
+/// Where the loop publishes.
+struct Outputs {
     snapshots: watch::Sender<Arc<Snapshot>>,
     ready: watch::Sender<bool>,
+    ingresses: watch::Sender<Arc<IngressList>>,
     stats: Arc<ControllerStats>,
-) {
-    let opts = Arc::new(opts);
+}
+
+/// The loop itself (see the module docs); blocks the calling thread.
+fn run(mut updates: UpdateRx, opts: &Options, out: &Outputs) {
+    let mut engine = Engine::new(opts.clone());
     let mut logged = ProblemLog::default();
-    // Build at once if the source already published before we started.
-    let mut pending = stores.borrow_and_update().is_some();
-    let mut last_build: Option<Instant> = None;
-    loop {
-        if !pending {
-            if stores.changed().await.is_err() {
-                return;
-            }
-            if let Some(at) = last_build {
-                tokio::time::sleep_until((at + DEBOUNCE).into()).await;
-            }
-        }
-        pending = false;
-        let Some(store) = stores.borrow_and_update().clone() else {
-            continue; // source lost sync: keep serving the last Snapshot
-        };
-        let o = opts.clone();
+    let mut synced = false;
+    while let Some(first) = updates.blocking_recv() {
         let started = Instant::now();
-        let Ok(snapshot) = tokio::task::spawn_blocking(move || config::build(&store, &o)).await
-        else {
-            error!("config::build panicked; keeping the last Snapshot");
-            continue;
+        let mut changes = 0usize;
+        let mut take = |u: Update, engine: &mut Engine| match u {
+            Update::Changes(batch) => {
+                for change in batch {
+                    changes += usize::from(engine.apply(change));
+                }
+            }
+            Update::Synced => synced = true,
         };
+        take(first, &mut engine);
+        while let Ok(u) = updates.try_recv() {
+            take(u, &mut engine);
+        }
+        if !synced || !engine.changed() {
+            continue;
+        }
+        let (snapshot, work) = engine.snapshot();
         let took = started.elapsed();
-        last_build = Some(Instant::now());
         logged.log_new(&snapshot.problems);
-        stats.builds.fetch_add(1, Ordering::Relaxed);
-        stats.last_build_micros.store(
+        out.stats.builds.fetch_add(1, Ordering::Relaxed);
+        out.stats.last_build_micros.store(
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        *stats
+        *out.stats
             .problems
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = problem_counts(&snapshot);
         info!(
+            changes,
+            ingresses_translated = work.ingresses,
+            hosts_merged = work.hosts,
             routes = snapshot.http.len(),
             l4_services = snapshot.l4.len(),
             certificates = snapshot.tls.len(),
@@ -128,9 +149,24 @@ pub async fn run(
             build_ms = took.as_secs_f64() * 1e3,
             "snapshot published"
         );
-        snapshots.send_replace(Arc::new(snapshot));
-        ready.send_replace(true);
+        out.snapshots.send_replace(Arc::new(snapshot));
+        out.ready.send_replace(true);
+        if work.ingresses > 0 || out.ingresses.borrow().is_empty() {
+            out.ingresses
+                .send_replace(Arc::new(served_list(&engine, opts)));
+        }
     }
+}
+
+/// Every Ingress with whether it is served.
+fn served_list(engine: &Engine, opts: &Options) -> IngressList {
+    let objects = engine.objects();
+    let classes = ClassFilter::new(objects.ingress_classes.values().map(|c| &**c), opts);
+    objects
+        .ingresses
+        .values()
+        .map(|i| (i.clone(), classes.serves(i)))
+        .collect()
 }
 
 /// Remembers which Problems were logged, so each is logged once while it lasts.
@@ -163,13 +199,18 @@ impl ProblemLog {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::config::{
-        Store,
-        fixtures::{IngressBuilder, service},
+    use crate::{
+        config::{
+            Store,
+            fixtures::{IngressBuilder, service},
+        },
+        source::{self, StoreFeed},
     };
 
-    fn store(paths: &[&str]) -> Arc<Store> {
+    fn store(paths: &[&str]) -> Store {
         let mut s = Store::default();
         s.services
             .push(service("ns", "web", &[("http", 80, "8080")]));
@@ -178,7 +219,7 @@ mod tests {
             b = b.path(p, "Prefix", "web", "80");
         }
         s.ingresses.push(b.build());
-        Arc::new(s)
+        s
     }
 
     async fn next(rx: &mut watch::Receiver<Arc<Snapshot>>) -> Arc<Snapshot> {
@@ -190,60 +231,64 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn publishes_after_sync_and_keeps_the_last_snapshot_when_the_source_loses_it() {
-        let (tx, rx) = watch::channel(None);
+    async fn publishes_after_sync_and_keeps_the_last_snapshot_when_the_source_stops() {
+        let (tx, rx) = source::channel();
         let mut h = spawn(rx, Options::default());
-        assert!(!*h.ready.borrow());
+        tx.send(Update::Changes(store(&["/a"]).into_changes("t")))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!*h.ready.borrow(), "nothing before Synced");
         assert!(h.snapshots.borrow().http.is_empty());
 
-        tx.send_replace(Some(store(&["/a"])));
+        tx.send(Update::Synced).unwrap();
         let s = next(&mut h.snapshots).await;
         assert!(s.http.route("h", "/a").is_some());
-        assert!(*h.ready.borrow());
+        // Readiness and the Ingress list follow the Snapshot (from another thread).
+        let soon = Duration::from_secs(10);
+        tokio::time::timeout(soon, h.ready.wait_for(|r| *r))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(soon, h.ingresses.wait_for(|l| l.len() == 1))
+            .await
+            .unwrap()
+            .unwrap();
 
-        tx.send_replace(None);
-        tx.send_replace(Some(store(&["/a", "/b"])));
-        let s = next(&mut h.snapshots).await;
-        assert!(s.http.route("h", "/b").is_some());
-
-        tx.send_replace(None);
-        tokio::time::sleep(DEBOUNCE * 5).await;
+        drop(tx);
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
-            h.snapshots.borrow().http.route("h", "/b").is_some(),
-            "None keeps the last Snapshot"
+            h.snapshots.borrow().http.route("h", "/a").is_some(),
+            "a source that stops keeps the last Snapshot"
         );
-        assert!(h.stats.builds.load(Ordering::Relaxed) >= 2);
     }
 
     #[tokio::test]
-    async fn a_burst_of_stores_ends_in_the_newest() {
-        let (tx, rx) = watch::channel(None);
+    async fn a_burst_of_updates_ends_in_the_newest() {
+        let (tx, rx) = source::channel();
+        let mut feed = StoreFeed::new(tx);
         let mut h = spawn(rx, Options::default());
         for i in 0..50 {
-            tx.send_replace(Some(store(&[&format!("/p{i}")])));
+            feed.publish(&store(&[&format!("/p{i}")]));
         }
         let mut s = next(&mut h.snapshots).await;
         while s.http.route("h", "/p49").is_none() {
             s = next(&mut h.snapshots).await;
         }
         assert!(s.http.route("h", "/p48").is_none());
-        assert!(
-            h.stats.builds.load(Ordering::Relaxed) < 50,
-            "debounced into fewer builds"
-        );
     }
 
     #[tokio::test]
     async fn problem_counts_follow_the_current_snapshot() {
-        let (tx, rx) = watch::channel(None);
+        let (tx, rx) = source::channel();
+        let mut feed = StoreFeed::new(tx);
         let mut h = spawn(rx, Options::default());
-        let mut s = (*store(&["/a"])).clone();
+        let mut s = store(&["/a"]);
         s.ingresses.push(
             IngressBuilder::new("ns", "bad")
                 .path("/x", "Prefix", "nope", "80")
                 .build(),
         );
-        tx.send_replace(Some(Arc::new(s)));
+        feed.publish(&s);
         next(&mut h.snapshots).await;
         let counts = h.stats.problems.lock().unwrap().clone();
         assert_eq!(
@@ -251,7 +296,7 @@ mod tests {
             ProblemCounts::from([(("unknown_service", Severity::Error), 1)])
         );
 
-        tx.send_replace(Some(store(&["/a"])));
+        feed.publish(&store(&["/a"]));
         next(&mut h.snapshots).await;
         assert!(h.stats.problems.lock().unwrap().is_empty());
     }

@@ -38,16 +38,12 @@ pub mod preface;
 pub mod proxy;
 pub mod rescue;
 pub mod rewind;
-pub mod route;
 pub mod router;
 pub mod server;
 pub mod tls;
 pub mod upload;
 
-/// The hash map of the per-request lookups (hosts, paths, endpoints, idle connections).
-/// foldhash costs a fraction of SipHash on short keys and is still seeded per process;
-/// the keys come from configuration, so clients cannot flood a map with collisions.
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) use crate::snapshot::FastMap;
 
 pub use balance::Balance;
 pub use limits::Limits;

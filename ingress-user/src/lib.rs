@@ -11,6 +11,7 @@ pub mod http;
 pub mod l4;
 pub mod logging;
 pub mod ops;
+pub mod snapshot;
 pub mod source;
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).

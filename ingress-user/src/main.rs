@@ -67,12 +67,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     // Source → controller.
-    let (store_tx, store_rx) = watch::channel(None);
+    let (update_tx, update_rx) = source::channel();
     let options = args.source.options(args.ports);
-    let handle = controller::spawn(store_rx.clone(), options.clone());
+    let handle = controller::spawn(update_rx, options.clone());
     if let Some(dir) = args.source.manifests.clone() {
         info!(dir = %dir.display(), "source: manifest directory");
-        tokio::spawn(source::files::run(dir, store_tx));
+        tokio::spawn(source::files::run(dir, update_tx));
     } else {
         let cfg = KubeSourceConfig {
             watch_namespace: args.source.watch_namespace.clone(),
@@ -87,23 +87,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|n| (n.namespace.clone(), n.name.clone())),
         };
-        let ops_cfg = KubeOps::from_args(&args.ops, &options, &args.l4.node_addresses);
+        let ops_cfg = KubeOps::from_args(&args.ops, &args.l4.node_addresses);
         let snapshots = handle.snapshots.clone();
+        let ingresses = handle.ingresses.clone();
         let stop = shutdown_rx.clone();
         info!("source: Kubernetes API");
         tokio::spawn(async move {
             match source::kube::connect().await {
                 Ok(client) => {
-                    // Status, leader election and Events run beside the reflectors.
+                    // Status, leader election and Events run beside the watchers.
                     tokio::spawn(ops::kube::run(
                         client.clone(),
                         ops_cfg,
-                        store_rx,
+                        ingresses,
                         snapshots,
                         stop,
                         watch::channel(false).0,
                     ));
-                    source::kube::run(client, cfg, store_tx).await;
+                    source::kube::run(client, cfg, update_tx).await;
                 }
                 Err(e) => warn!(error = %e, "no Kubernetes configuration; serving nothing"),
             }

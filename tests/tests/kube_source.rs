@@ -1,6 +1,6 @@
-//! The kube source (kube-rs reflectors) against the fake API server with the real kube-rs
-//! client: what reaches the published Store, and what survives 410s, dropped watches and an
-//! API server that is down.
+//! The kube source (kube-rs watchers) against the fake API server with the real kube-rs
+//! client: what the Changes it sends add up to, and what survives 410s, dropped watches and
+//! an API server that is down.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -12,11 +12,11 @@ use kube::{
     },
 };
 use serde_json::{Value, json};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::task::JoinHandle;
 use xdp_ingress::{
     config::Store,
     source::{
-        StoreRx,
+        self, Follower, UpdateRx,
         kube::{KubeSourceConfig, run, wait_reachable},
     },
 };
@@ -165,7 +165,7 @@ fn without_labels(c: Vec<(String, String, String, Value)>) -> Vec<(String, Strin
 }
 
 struct Source {
-    rx: StoreRx,
+    rx: Followed,
     task: JoinHandle<()>,
 }
 
@@ -176,29 +176,61 @@ impl Drop for Source {
 }
 
 fn start(client: kube::Client, cfg: KubeSourceConfig) -> Source {
-    let (tx, rx) = watch::channel(None);
+    let (tx, rx) = source::channel();
     let task = tokio::spawn(run(client, cfg, tx));
-    Source { rx, task }
+    Source {
+        rx: Followed {
+            rx,
+            f: Follower::default(),
+        },
+        task,
+    }
 }
 
-/// Wait (generous deadline) until the published Store satisfies `pred`; return it.
-async fn wait_for(rx: &mut StoreRx, what: &str, pred: impl Fn(&Store) -> bool) -> Arc<Store> {
-    let got = tokio::time::timeout(DEADLINE, rx.wait_for(|s| s.as_deref().is_some_and(&pred)))
-        .await
-        .map(|r| r.map(|s| s.clone().unwrap()));
+/// The source's updates, added up.
+struct Followed {
+    rx: UpdateRx,
+    f: Follower,
+}
+
+impl Followed {
+    /// What the source sent so far, once it has synced.
+    fn current(&mut self) -> Option<Arc<Store>> {
+        while let Ok(u) = self.rx.try_recv() {
+            self.f.apply(u);
+        }
+        self.f.synced.then(|| Arc::new(self.f.objects.to_store()))
+    }
+}
+
+/// Wait (generous deadline) until what the source sent satisfies `pred`; return it.
+async fn wait_for(rx: &mut Followed, what: &str, pred: impl Fn(&Store) -> bool) -> Arc<Store> {
+    let got = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(s) = rx.current()
+                && pred(&s)
+            {
+                return Some(s);
+            }
+            if !rx.f.next(&mut rx.rx).await {
+                return None;
+            }
+        }
+    })
+    .await;
     match got {
-        Ok(Ok(s)) => s,
-        Ok(Err(_)) => panic!("source ended while waiting for {what}"),
+        Ok(Some(s)) => s,
+        Ok(None) => panic!("source ended while waiting for {what}"),
         Err(_) => panic!(
             "timed out waiting for {what}; last store: {:?}",
-            rx.borrow().as_deref().map(contents)
+            rx.current().as_deref().map(contents)
         ),
     }
 }
 
 /// Wait until the Store holds exactly what the server holds (nothing lost, nothing stale),
 /// and check nothing is duplicated.
-async fn converge(rx: &mut StoreRx, api: &FakeApi, what: &str) {
+async fn converge(rx: &mut Followed, api: &FakeApi, what: &str) {
     let want = expected(api);
     let store = wait_for(rx, what, |s| without_labels(contents(s)) == want).await;
     let all = contents(&store);
@@ -350,7 +382,7 @@ async fn store_converges_after_forced_410_and_after_dropped_watches() {
         "every reflector re-watched into a 410 (served {} of 7)",
         api.store().gone_served() - gone
     );
-    let store = src.rx.borrow().clone().unwrap();
+    let store = src.rx.current().unwrap();
     let slice = store
         .endpoint_slices
         .iter()
@@ -382,7 +414,7 @@ async fn server_down_at_start_is_retried_then_synced() {
     let reached = tokio::spawn(async move { wait_reachable(&client).await });
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
-        src.rx.borrow().is_none(),
+        src.rx.current().is_none(),
         "nothing is published while the server is down"
     );
     assert!(
@@ -404,11 +436,11 @@ async fn server_down_later_keeps_the_last_store() {
     seed(&api);
     let mut src = start(api.client().await, cfg());
     converge(&mut src.rx, &api, "the initial sync").await;
-    let before = contents(&src.rx.borrow_and_update().clone().unwrap());
+    let before = contents(&src.rx.current().unwrap());
 
     api.set_down(true).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // long enough for watch retries to fail
-    let now = src.rx.borrow().clone().expect("still published");
+    let now = src.rx.current().expect("still published");
     assert_eq!(
         contents(&now),
         before,
@@ -496,7 +528,7 @@ async fn a_burst_of_changes_all_arrive() {
         svcs.create(&PostParams::default(), &obj).await.unwrap();
     }
     converge(&mut src.rx, &api, "all 100 Services").await;
-    assert_eq!(src.rx.borrow().as_ref().unwrap().services.len(), 100);
+    assert_eq!(src.rx.current().unwrap().services.len(), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,7 +45,7 @@ async fn a_bad_configmap_entry_produces_an_event_on_the_configmap() {
         "data": {"redis": "default/redis:6379"}
     }));
     let client = api.client().await;
-    let (store_tx, store_rx) = watch::channel(None);
+    let (store_tx, store_rx) = xdp_ingress::source::channel();
     let src = tokio::spawn(source(
         client.clone(),
         KubeSourceConfig {
@@ -55,7 +55,7 @@ async fn a_bad_configmap_entry_produces_an_event_on_the_configmap() {
         store_tx,
     ));
     let handle = controller::spawn(
-        store_rx.clone(),
+        store_rx,
         Options {
             tcp_services: Some(NamespacedName {
                 namespace: "ingress".into(),
@@ -82,7 +82,7 @@ async fn a_bad_configmap_entry_produces_an_event_on_the_configmap() {
                 ..EventsConfig::default()
             },
         },
-        store_rx,
+        handle.ingresses.clone(),
         handle.snapshots.clone(),
         stop_rx,
         leading_tx,

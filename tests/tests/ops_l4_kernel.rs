@@ -48,6 +48,7 @@ fn render(pin: &PinDir, snapshot: Snapshot, apply_seconds: Option<f64>) -> Strin
             let handle = ControllerHandle {
                 snapshots,
                 ready,
+                ingresses: watch::channel(Arc::default()).1,
                 stats: Arc::new(ControllerStats::default()),
             };
             let ops = Ops::new(

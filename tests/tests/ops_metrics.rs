@@ -56,7 +56,8 @@ async fn metrics_after_http_and_l4_traffic_carry_the_expected_labels_and_values(
         service_yaml("echo", &[echo.addr()]),
         tcp_services_yaml(l4_port),
     );
-    let (store_tx, store_rx) = watch::channel(None);
+    let (store_tx, store_rx) = xdp_ingress::source::channel();
+    let mut store_tx = xdp_ingress::source::StoreFeed::new(store_tx);
     let handle = controller::spawn(
         store_rx,
         Options {
@@ -67,7 +68,7 @@ async fn metrics_after_http_and_l4_traffic_carry_the_expected_labels_and_values(
             ..Options::default()
         },
     );
-    store_tx.send_replace(Some(Arc::new(store_from_yaml(&yaml))));
+    store_tx.publish(&store_from_yaml(&yaml));
     let mut ready = handle.ready.clone();
     tokio::time::timeout(HANG, ready.wait_for(|r| *r))
         .await
@@ -199,8 +200,11 @@ async fn metrics_after_http_and_l4_traffic_carry_the_expected_labels_and_values(
     assert!(text.ends_with("# EOF\n"), "one exposition, one EOF");
     assert_eq!(text.matches("# EOF").count(), 1);
 
-    // A rebuild shows up as a histogram sample.
-    store_tx.send_replace(Some(Arc::new(store_from_yaml(&yaml))));
+    // A rebuild (after a real change: an unchanged Store publishes nothing) shows up as a
+    // histogram sample.
+    let mut changed = store_from_yaml(&yaml);
+    changed.ingresses.clear();
+    store_tx.publish(&changed);
     tokio::time::timeout(HANG, async {
         loop {
             let (_, text) = scrape(health_addr, "/metrics").await;

@@ -33,7 +33,8 @@ async fn readiness_follows_sync_attach_and_drain_while_in_flight_requests_comple
         service_yaml("web", &[web.addr]),
         ingress_yaml("web", Some("web.test"), &[("/", "Prefix", "web")]),
     );
-    let (store_tx, store_rx) = watch::channel(None);
+    let (store_tx, store_rx) = xdp_ingress::source::channel();
+    let mut store_tx = xdp_ingress::source::StoreFeed::new(store_tx);
     let handle = controller::spawn(store_rx, Options::default());
     let metrics = Arc::new(Metrics::default());
     let ops = Ops::new(
@@ -64,7 +65,7 @@ async fn readiness_follows_sync_attach_and_drain_while_in_flight_requests_comple
     assert_eq!(status(health_addr, "/healthz").await.0, 200);
 
     // Synced, not attached.
-    store_tx.send_replace(Some(Arc::new(store_from_yaml(&yaml))));
+    store_tx.publish(&store_from_yaml(&yaml));
     let mut ready = handle.ready.clone();
     tokio::time::timeout(HANG, ready.wait_for(|r| *r))
         .await

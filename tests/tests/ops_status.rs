@@ -40,13 +40,13 @@ struct Instance {
 impl Instance {
     async fn start(api: &FakeApi, identity: &'static str, address: &str) -> Self {
         let client = api.client().await;
-        let (store_tx, store_rx) = watch::channel(None);
+        let (store_tx, store_rx) = xdp_ingress::source::channel();
         let src = tokio::spawn(source(
             client.clone(),
             KubeSourceConfig::default(),
             store_tx,
         ));
-        let handle = controller::spawn(store_rx.clone(), Options::default());
+        let handle = controller::spawn(store_rx, Options::default());
         let cfg = KubeOps {
             election: ElectionConfig {
                 namespace: NS.into(),
@@ -57,7 +57,6 @@ impl Instance {
             },
             status: Some(StatusConfig {
                 addresses: AddressSource::Members,
-                options: Options::default(),
                 namespace: NS.into(),
                 election_id: ELECTION.into(),
                 resync: LEASE / 4,
@@ -72,7 +71,7 @@ impl Instance {
             run(
                 client,
                 cfg,
-                store_rx,
+                handle.ingresses.clone(),
                 handle.snapshots.clone(),
                 stop_rx,
                 leading_tx,

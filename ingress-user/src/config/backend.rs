@@ -6,9 +6,8 @@
 //! a hand-written slice without port names falls back to a numeric `targetPort`.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
-    sync::Arc,
 };
 
 use k8s_openapi::{
@@ -19,7 +18,8 @@ use k8s_openapi::{
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
-use super::ServiceRef;
+use super::{ServiceRef, store::Objects};
+use crate::snapshot::Endpoints;
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -78,54 +78,22 @@ impl ResolveError {
     }
 }
 
-/// Indexes of one Store's Services and EndpointSlices, with resolved endpoints memoized.
+/// Service and endpoint lookups over one [`Objects`]. Holds no state of its own, so it
+/// costs nothing to make one per change.
+#[derive(Clone, Copy)]
 pub struct Resolver<'s> {
-    services: HashMap<(&'s str, &'s str), &'s Service>,
-    slices: HashMap<(&'s str, &'s str), Vec<&'s EndpointSlice>>,
-    /// Keyed by the Service port's name too: TCP and UDP ports may share a number.
-    cache: HashMap<(ServiceRef, Option<String>), Arc<[SocketAddr]>>,
+    objects: &'s Objects,
 }
 
 impl<'s> Resolver<'s> {
-    /// Indexes the objects (O(n)).
-    pub fn new(services: &'s [Service], slices: &'s [EndpointSlice]) -> Self {
-        let services = services
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    (
-                        s.metadata.namespace.as_deref()?,
-                        s.metadata.name.as_deref()?,
-                    ),
-                    s,
-                ))
-            })
-            .collect();
-        let mut by_service: HashMap<_, Vec<_>> = HashMap::new();
-        for slice in slices {
-            let (Some(ns), Some(svc)) = (
-                slice.metadata.namespace.as_deref(),
-                slice
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    .map(String::as_str),
-            ) else {
-                continue;
-            };
-            by_service.entry((ns, svc)).or_default().push(slice);
-        }
-        Self {
-            services,
-            slices: by_service,
-            cache: HashMap::new(),
-        }
+    /// Lookups over `objects`.
+    pub fn new(objects: &'s Objects) -> Self {
+        Self { objects }
     }
 
     /// Finds a Service.
     pub fn service(&self, namespace: &str, name: &str) -> Option<&'s Service> {
-        self.services.get(&(namespace, name)).copied()
+        self.objects.service(namespace, name)
     }
 
     /// Resolves a Service port. For UDP entries a UDP port is preferred when a number or
@@ -169,37 +137,103 @@ impl<'s> Resolver<'s> {
         }
     }
 
-    /// The endpoints of a resolved Service port, sorted and deduplicated; memoized.
-    pub fn endpoints(
-        &mut self,
-        service: &Service,
-        port: &ServicePort,
-    ) -> (ServiceRef, Arc<[SocketAddr]>) {
-        let key = ServiceRef {
-            namespace: service.metadata.namespace.clone().unwrap_or_default(),
-            name: service.metadata.name.clone().unwrap_or_default(),
-            port: u16::try_from(port.port).unwrap_or(0),
-        };
-        let cache_key = (key, port.name.clone());
-        if let Some(eps) = self.cache.get(&cache_key) {
-            return (cache_key.0, eps.clone());
-        }
-        let key = &cache_key.0;
-        let slices = self
-            .slices
-            .get(&(key.namespace.as_str(), key.name.as_str()))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let mut eps = collect(slices, port, |c| c.ready.unwrap_or(true));
+    /// The endpoints of a resolved Service port, sorted and deduplicated: ready ones, else
+    /// serving + terminating ones.
+    pub fn addrs(&self, service: &Service, port: &ServicePort) -> Vec<SocketAddr> {
+        let ns = service.metadata.namespace.as_deref().unwrap_or_default();
+        let name = service.metadata.name.as_deref().unwrap_or_default();
+        let slices: Vec<&EndpointSlice> = self.objects.slices_of(ns, name).collect();
+        let mut eps = collect(&slices, port, |c| c.ready.unwrap_or(true));
         if eps.is_empty() {
-            eps = collect(slices, port, |c| {
+            eps = collect(&slices, port, |c| {
                 c.serving.unwrap_or(c.ready.unwrap_or(true)) && c.terminating.unwrap_or(false)
             });
         }
-        let eps: Arc<[SocketAddr]> = eps.into_iter().collect();
-        let key = key.clone();
-        self.cache.insert(cache_key, eps.clone());
-        (key, eps)
+        eps.into_iter().collect()
+    }
+}
+
+/// The [`ServiceRef`] of a Service port.
+pub fn service_ref(service: &Service, port: &ServicePort) -> ServiceRef {
+    ServiceRef {
+        namespace: service.metadata.namespace.clone().unwrap_or_default(),
+        name: service.metadata.name.clone().unwrap_or_default(),
+        port: u16::try_from(port.port).unwrap_or(0),
+    }
+}
+
+/// A Service port's cell key: the port's name too, since TCP and UDP ports may share a
+/// number.
+type CellKey = (String, String, u16, Option<String>);
+
+/// The [`Endpoints`] cell of every Service port some Backend names, so all Backends of one
+/// Service port share one cell and an EndpointSlice change is one store into it.
+#[derive(Debug, Default)]
+pub struct Cells {
+    cells: BTreeMap<CellKey, Endpoints>,
+}
+
+impl Cells {
+    /// The cell of a resolved Service port, made (with its current endpoints) if new.
+    pub fn get(
+        &mut self,
+        resolver: Resolver<'_>,
+        service: &Service,
+        port: &ServicePort,
+    ) -> (ServiceRef, Endpoints) {
+        let sref = service_ref(service, port);
+        let key = (
+            sref.namespace.clone(),
+            sref.name.clone(),
+            sref.port,
+            port.name.clone(),
+        );
+        let cell = self
+            .cells
+            .entry(key)
+            .or_insert_with(|| Endpoints::new(resolver.addrs(service, port)))
+            .clone();
+        (sref, cell)
+    }
+
+    /// Recomputes the cells of one Service (its slices or ports changed). A port the
+    /// Service no longer has gets no endpoints. `true` if any cell changed.
+    pub fn refresh(&self, resolver: Resolver<'_>, namespace: &str, name: &str) -> bool {
+        let from = (namespace.to_owned(), name.to_owned(), 0, None);
+        let service = resolver.service(namespace, name);
+        let mut changed = false;
+        for ((ns, n, number, port_name), cell) in self.cells.range(from..) {
+            if ns != namespace || n != name {
+                break;
+            }
+            let port =
+                service.and_then(|s| {
+                    s.spec.as_ref()?.ports.as_ref()?.iter().find(|p| {
+                        u16::try_from(p.port).ok() == Some(*number) && &p.name == port_name
+                    })
+                });
+            let addrs = match (service, port) {
+                (Some(s), Some(p)) => resolver.addrs(s, p),
+                _ => Vec::new(),
+            };
+            changed |= cell.set(addrs);
+        }
+        changed
+    }
+
+    /// Forgets cells no Backend holds any more.
+    pub fn prune(&mut self) {
+        self.cells.retain(|_, cell| !cell.is_unshared());
+    }
+
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
     }
 }
 

@@ -22,14 +22,14 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-defaul
 
 /// The class decision for one Store.
 pub struct ClassFilter<'a> {
-    ours: HashSet<&'a str>,
+    ours: HashSet<String>,
     default_is_ours: bool,
     opts: &'a Options,
 }
 
 impl<'a> ClassFilter<'a> {
     /// Finds our IngressClasses (by controller) and whether one of them is the default.
-    pub fn new(classes: &'a [IngressClass], opts: &'a Options) -> Self {
+    pub fn new<'c>(classes: impl IntoIterator<Item = &'c IngressClass>, opts: &'a Options) -> Self {
         let mut ours = HashSet::new();
         let mut default_is_ours = false;
         for class in classes {
@@ -40,7 +40,7 @@ impl<'a> ClassFilter<'a> {
             let Some(name) = class.metadata.name.as_deref() else {
                 continue;
             };
-            ours.insert(name);
+            ours.insert(name.to_owned());
             default_is_ours |= class
                 .metadata
                 .annotations

@@ -5,20 +5,30 @@
 //! Service port does not exist still claims its path and answers 503 (like a Service with
 //! no endpoints), so a typo never silently sends traffic to a shorter prefix.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
-use k8s_openapi::api::{
-    core::v1::Secret,
-    networking::v1::{Ingress, IngressBackend},
+use k8s_openapi::{
+    api::{
+        core::v1::Secret,
+        networking::v1::{HTTPIngressPath, Ingress, IngressBackend},
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
 };
 
 use super::{
     ObjectRef, Options, Problem, ServiceRef,
-    backend::{PortSpec, Resolver},
+    backend::{Cells, PortSpec, ResolveError, Resolver},
     problem::Severity,
+    store::Key,
     tls::{self, CertSet, TlsCert},
 };
-use crate::http::route::{Backend, HostMatch, InsertError, PathType, Protocol, RouteTable};
+use crate::snapshot::{
+    Endpoints,
+    routes::{Backend, HostMatch, HostRoutes, InsertError, PathType, Protocol, TlsHosts},
+};
 
 /// The Secret type we read.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
@@ -32,74 +42,163 @@ pub fn object_ref(ing: &Ingress) -> ObjectRef {
     }
 }
 
-/// Sort key: oldest first, objects without a timestamp (file mode) last, then ns/name.
-pub fn age_key(ing: &Ingress) -> impl Ord + '_ {
-    let ts = ing.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    (
-        ts.is_none(),
-        ts,
-        ing.metadata.namespace.as_deref().unwrap_or(""),
-        ing.metadata.name.as_deref().unwrap_or(""),
-    )
+/// When an Ingress was made, for "oldest wins": by `creationTimestamp`, objects without
+/// one (file mode) last, then by namespace/name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Age {
+    untimed: bool,
+    created: Option<Time>,
+    /// Namespace and name.
+    pub key: Key,
 }
 
-/// Accumulates routes, certificates and Problems over the served Ingresses.
-pub struct Translator<'s, 'r> {
-    /// Service/endpoint resolution.
-    pub resolver: &'r mut Resolver<'s>,
-    /// Secrets by (namespace, name).
-    secrets: HashMap<(&'s str, &'s str), &'s Secret>,
-    /// Parsed Secrets; `None` = already reported as broken.
-    parsed: HashMap<(String, String), Option<Arc<TlsCert>>>,
-    /// Backends shared by (Ingress, Service port), so 5 paths to one Service cost one Arc.
-    backends: HashMap<(ObjectRef, ServiceRef), Arc<Backend>>,
-    /// The route table being built.
-    pub table: RouteTable,
-    /// Certificates being collected.
-    pub certs: CertSet,
-    /// The oldest Ingress `defaultBackend`, and who set it.
-    pub default_backend: Option<(Arc<Backend>, ObjectRef)>,
-    /// Problems found.
-    pub problems: Vec<Problem>,
-}
-
-impl<'s, 'r> Translator<'s, 'r> {
-    /// A translator over one Store's Secrets.
-    pub fn new(resolver: &'r mut Resolver<'s>, secrets: &'s [Secret]) -> Self {
-        let secrets = secrets
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    (
-                        s.metadata.namespace.as_deref()?,
-                        s.metadata.name.as_deref()?,
-                    ),
-                    s,
-                ))
-            })
-            .collect();
+impl Age {
+    /// The age of an Ingress.
+    pub fn of(ing: &Ingress) -> Self {
+        let created = ing.metadata.creation_timestamp.clone();
         Self {
-            resolver,
-            secrets,
-            parsed: HashMap::new(),
-            backends: HashMap::new(),
-            table: RouteTable::new(),
-            certs: CertSet::default(),
-            default_backend: None,
-            problems: Vec::new(),
+            untimed: created.is_none(),
+            created,
+            key: (
+                ing.metadata.namespace.clone().unwrap_or_default(),
+                ing.metadata.name.clone().unwrap_or_default(),
+            ),
         }
     }
+}
 
-    fn problem(
-        &mut self,
-        object: &ObjectRef,
-        field: String,
-        kind: &'static str,
-        message: String,
-        severity: Severity,
-    ) {
+/// One path of a translated Ingress.
+#[derive(Clone, Debug)]
+pub struct PathRoute {
+    /// As written (empty became `/`).
+    pub path: String,
+    /// Its type.
+    pub path_type: PathType,
+    /// Where it goes.
+    pub backend: Arc<Backend>,
+    /// `spec.rules[rule].http.paths[index]`, for messages.
+    pub rule: usize,
+    /// See `rule`.
+    pub index: usize,
+}
+
+/// One `spec.tls` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsEntry {
+    /// Its index in `spec.tls`.
+    pub index: usize,
+    /// Its hosts.
+    pub hosts: Vec<String>,
+    /// Its Secret (none: the hosts use the default certificate).
+    pub secret: Option<String>,
+}
+
+/// One served Ingress translated on its own: everything that depends only on it and the
+/// Services it names. The merges ([`merge_host`], [`merge_tls`], [`merge_default`]) combine
+/// the translations of all served Ingresses, oldest first.
+#[derive(Clone, Debug)]
+pub struct Translated {
+    /// The Ingress.
+    pub object: ObjectRef,
+    /// Its age.
+    pub age: Age,
+    /// Its paths grouped by host, each group in rule order.
+    pub hosts: Vec<(HostMatch, Vec<PathRoute>)>,
+    /// Its `spec.defaultBackend`.
+    pub default_backend: Option<Arc<Backend>>,
+    /// Its TLS entries.
+    pub tls: Vec<TlsEntry>,
+    /// Its own Problems (the merges add conflicts).
+    pub problems: Vec<Problem>,
+    /// The Services it names: a change to one of them translates it again.
+    pub services: BTreeSet<Key>,
+}
+
+/// Translates one Ingress (whether it is served is the caller's decision).
+pub fn translate(ing: &Ingress, resolver: Resolver<'_>, cells: &mut Cells) -> Translated {
+    let object = object_ref(ing);
+    let mut tr = Translation {
+        resolver,
+        cells,
+        object: object.clone(),
+        ns: ing
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        backends: HashMap::new(),
+        problems: Vec::new(),
+        services: BTreeSet::new(),
+    };
+    let mut hosts: Vec<(HostMatch, Vec<PathRoute>)> = Vec::new();
+    let mut default_backend = None;
+    let mut tls = Vec::new();
+    if let Some(spec) = &ing.spec {
+        if let Some(db) = &spec.default_backend {
+            default_backend = tr.backend(db, "spec.defaultBackend");
+        }
+        for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+            let Some(host) = tr.host(ri, rule.host.as_deref().unwrap_or("")) else {
+                continue;
+            };
+            let Some(http) = &rule.http else { continue };
+            for (pi, p) in http.paths.iter().enumerate() {
+                let Some(route) = tr.path(ri, pi, p) else {
+                    continue;
+                };
+                match hosts.iter_mut().find(|(h, _)| *h == host) {
+                    Some((_, routes)) => routes.push(route),
+                    None => hosts.push((host.clone(), vec![route])),
+                }
+            }
+        }
+        for (ti, t) in spec.tls.iter().flatten().enumerate() {
+            let secret = t.secret_name.clone().filter(|s| !s.is_empty());
+            if secret.is_none() {
+                let message =
+                    "no secretName: these hosts are served with the default certificate, if any"
+                        .to_owned();
+                tr.problem(
+                    format!("spec.tls[{ti}].secretName"),
+                    "tls_no_secret",
+                    message,
+                    Severity::Warning,
+                );
+            }
+            tls.push(TlsEntry {
+                index: ti,
+                hosts: t.hosts.clone().unwrap_or_default(),
+                secret,
+            });
+        }
+    }
+    Translated {
+        object,
+        age: Age::of(ing),
+        hosts,
+        default_backend,
+        tls,
+        problems: tr.problems,
+        services: tr.services,
+    }
+}
+
+/// The state of one [`translate`] call.
+struct Translation<'a, 's> {
+    resolver: Resolver<'s>,
+    cells: &'a mut Cells,
+    object: ObjectRef,
+    ns: String,
+    /// One Backend per Service port, so 5 paths to one Service cost one Arc.
+    backends: HashMap<ServiceRef, Arc<Backend>>,
+    problems: Vec<Problem>,
+    services: BTreeSet<Key>,
+}
+
+impl Translation<'_, '_> {
+    fn problem(&mut self, field: String, kind: &'static str, message: String, severity: Severity) {
         self.problems.push(Problem {
-            object: object.clone(),
+            object: self.object.clone(),
             field: Some(field),
             kind,
             message,
@@ -107,213 +206,73 @@ impl<'s, 'r> Translator<'s, 'r> {
         });
     }
 
-    /// Adds one served Ingress. Ingresses must come oldest first.
-    pub fn add(&mut self, ing: &Ingress) {
-        let obj = object_ref(ing);
-        let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
-        let Some(spec) = &ing.spec else {
-            return;
-        };
-        if let Some(db) = &spec.default_backend
-            && let Some(backend) = self.backend(&obj, ns, db, "spec.defaultBackend")
+    /// A rule's host; `None` (with a Problem) when it is not a valid host or wildcard.
+    fn host(&mut self, ri: usize, host_raw: &str) -> Option<HostMatch> {
+        let host = HostMatch::parse(host_raw);
+        if host_raw.contains('*')
+            && (!matches!(host, HostMatch::Wildcard(_)) || host_raw.matches('*').count() > 1)
         {
-            match &self.default_backend {
-                None => self.default_backend = Some((backend, obj.clone())),
-                Some((winner, owner)) if winner.service != backend.service => {
-                    let message = format!(
-                        "ignored: {owner} is older and its defaultBackend {} wins",
-                        winner.service
-                    );
-                    self.problem(
-                        &obj,
-                        "spec.defaultBackend".into(),
-                        "default_backend_conflict",
-                        message,
-                        Severity::Warning,
-                    );
-                }
-                Some(_) => {}
-            }
-        }
-        for (ri, rule) in spec.rules.iter().flatten().enumerate() {
-            let host_raw = rule.host.as_deref().unwrap_or("");
-            let host = HostMatch::parse(host_raw);
-            if host_raw.contains('*')
-                && (!matches!(host, HostMatch::Wildcard(_)) || host_raw.matches('*').count() > 1)
-            {
-                let message = format!(
-                    "host {host_raw:?} is invalid: a wildcard must be the whole first label, as in *.example.com"
-                );
-                self.problem(
-                    &obj,
-                    format!("spec.rules[{ri}].host"),
-                    "invalid_host",
-                    message,
-                    Severity::Error,
-                );
-                continue;
-            }
-            let Some(http) = &rule.http else { continue };
-            for (pi, p) in http.paths.iter().enumerate() {
-                let field = format!("spec.rules[{ri}].http.paths[{pi}]");
-                let path_type = match p.path_type.as_str() {
-                    "Exact" => PathType::Exact,
-                    "Prefix" => PathType::Prefix,
-                    "ImplementationSpecific" | "" => PathType::ImplementationSpecific,
-                    other => {
-                        let message = format!(
-                            "pathType {other:?} is not one of Exact, Prefix, ImplementationSpecific"
-                        );
-                        self.problem(
-                            &obj,
-                            format!("{field}.pathType"),
-                            "invalid_path_type",
-                            message,
-                            Severity::Error,
-                        );
-                        continue;
-                    }
-                };
-                let Some(backend) = self.backend(&obj, ns, &p.backend, &format!("{field}.backend"))
-                else {
-                    continue;
-                };
-                let path = p.path.as_deref().unwrap_or("/");
-                match self.table.insert(host.clone(), path, path_type, backend) {
-                    Ok(()) => {}
-                    Err(e @ InsertError::NotAbsolute(_)) => {
-                        self.problem(
-                            &obj,
-                            format!("{field}.path"),
-                            "invalid_path",
-                            e.to_string(),
-                            Severity::Error,
-                        );
-                    }
-                    Err(InsertError::Conflict { existing, .. }) => {
-                        let message = format!(
-                            "host {host} path {path} is already routed to {existing} by an older Ingress (or an earlier rule); this path is ignored"
-                        );
-                        self.problem(
-                            &obj,
-                            format!("{field}.path"),
-                            "route_conflict",
-                            message,
-                            Severity::Error,
-                        );
-                    }
-                }
-            }
-        }
-        for (ti, t) in spec.tls.iter().flatten().enumerate() {
-            self.add_tls(
-                &obj,
-                ns,
-                ti,
-                t.hosts.as_deref().unwrap_or_default(),
-                t.secret_name.as_deref(),
+            let message = format!(
+                "host {host_raw:?} is invalid: a wildcard must be the whole first label, as in *.example.com"
             );
+            self.problem(
+                format!("spec.rules[{ri}].host"),
+                "invalid_host",
+                message,
+                Severity::Error,
+            );
+            return None;
         }
+        Some(host)
     }
 
-    fn add_tls(
-        &mut self,
-        obj: &ObjectRef,
-        ns: &str,
-        ti: usize,
-        hosts: &[String],
-        secret_name: Option<&str>,
-    ) {
-        for host in hosts {
-            self.table.add_tls_host(host);
-        }
-        let field = format!("spec.tls[{ti}].secretName");
-        let Some(secret_name) = secret_name.filter(|s| !s.is_empty()) else {
-            let message =
-                "no secretName: these hosts are served with the default certificate, if any"
-                    .to_owned();
-            self.problem(obj, field, "tls_no_secret", message, Severity::Warning);
-            return;
-        };
-        let Some(cert) = self.cert(obj, ns, secret_name, &field) else {
-            return;
-        };
-        if hosts.is_empty() {
-            if let Err(owner) = self.certs.set_default(cert)
-                && owner.name != secret_name
-            {
+    fn path(&mut self, ri: usize, pi: usize, p: &HTTPIngressPath) -> Option<PathRoute> {
+        let field = || format!("spec.rules[{ri}].http.paths[{pi}]");
+        let path_type = match p.path_type.as_str() {
+            "Exact" => PathType::Exact,
+            "Prefix" => PathType::Prefix,
+            "ImplementationSpecific" | "" => PathType::ImplementationSpecific,
+            other => {
                 let message = format!(
-                    "a tls entry without hosts sets the default certificate, which {owner} already set"
-                );
-                self.problem(obj, field, "tls_conflict", message, Severity::Warning);
-            }
-            return;
-        }
-        for (hi, host) in hosts.iter().enumerate() {
-            if let Err(owner) = self.certs.insert(host, cert.clone())
-                && (owner.namespace.as_deref() != Some(ns) || owner.name != secret_name)
-            {
-                let message = format!(
-                    "host {host} already has the certificate of {owner} (older Ingress); this one is ignored"
+                    "pathType {other:?} is not one of Exact, Prefix, ImplementationSpecific"
                 );
                 self.problem(
-                    obj,
-                    format!("spec.tls[{ti}].hosts[{hi}]"),
-                    "tls_conflict",
-                    message,
-                    Severity::Warning,
-                );
-            }
-        }
-    }
-
-    /// Parses a Secret once; its Problems name the Secret and its key.
-    fn cert(&mut self, obj: &ObjectRef, ns: &str, name: &str, field: &str) -> Option<Arc<TlsCert>> {
-        let key = (ns.to_owned(), name.to_owned());
-        if let Some(c) = self.parsed.get(&key) {
-            return c.clone();
-        }
-        let sref = ObjectRef {
-            kind: "Secret".to_owned(),
-            namespace: Some(ns.to_owned()),
-            name: name.to_owned(),
-        };
-        let result = match self.secrets.get(&(ns, name)) {
-            None => {
-                let message = format!(
-                    "Secret {ns}/{name} not found (only {TLS_SECRET_TYPE} Secrets are read)"
-                );
-                self.problem(
-                    obj,
-                    field.to_owned(),
-                    "unknown_secret",
+                    format!("{}.pathType", field()),
+                    "invalid_path_type",
                     message,
                     Severity::Error,
                 );
-                None
+                return None;
             }
-            Some(secret) => match parse_secret(secret, &sref) {
-                Ok(c) => Some(Arc::new(c)),
-                Err((f, kind, message)) => {
-                    let message = format!("{message} (used by {obj} {field})");
-                    self.problem(&sref, f, kind, message, Severity::Error);
-                    None
-                }
-            },
         };
-        self.parsed.insert(key, result.clone());
-        result
+        let backend = self.backend(&p.backend, &format!("{}.backend", field()))?;
+        let path = match p.path.as_deref() {
+            None | Some("") => "/",
+            Some(path) => path,
+        };
+        if !path.starts_with('/') {
+            let message = InsertError::NotAbsolute(path.to_owned()).to_string();
+            self.problem(
+                format!("{}.path", field()),
+                "invalid_path",
+                message,
+                Severity::Error,
+            );
+            return None;
+        }
+        Some(PathRoute {
+            path: path.to_owned(),
+            path_type,
+            backend,
+            rule: ri,
+            index: pi,
+        })
     }
 
     /// Resolves an Ingress backend; `None` (with a Problem) only when it cannot name a
     /// Service port at all. Unknown Services and ports resolve to an empty backend (503).
-    fn backend(
-        &mut self,
-        obj: &ObjectRef,
-        ns: &str,
-        b: &IngressBackend,
-        field: &str,
-    ) -> Option<Arc<Backend>> {
+    fn backend(&mut self, b: &IngressBackend, field: &str) -> Option<Arc<Backend>> {
+        let ns = self.ns.clone();
         let Some(svc) = &b.service else {
             let message = if b.resource.is_some() {
                 "resource backends are not supported; use a Service backend".to_owned()
@@ -321,7 +280,6 @@ impl<'s, 'r> Translator<'s, 'r> {
                 "backend names no Service".to_owned()
             };
             self.problem(
-                obj,
                 field.to_owned(),
                 "unsupported_backend",
                 message,
@@ -338,7 +296,6 @@ impl<'s, 'r> Translator<'s, 'r> {
                     svc.name
                 );
                 self.problem(
-                    obj,
                     format!("{field}.service.port"),
                     "invalid_backend_port",
                     message,
@@ -347,45 +304,241 @@ impl<'s, 'r> Translator<'s, 'r> {
                 return None;
             }
         };
-        let (service, endpoints, protocol) = match self.resolver.port(ns, &svc.name, &port, false) {
+        self.services.insert((ns.clone(), svc.name.clone()));
+        let (service, endpoints, protocol) = match self.resolver.port(&ns, &svc.name, &port, false)
+        {
             Ok((service, sp)) => {
-                let (service, endpoints) = self.resolver.endpoints(service, sp);
+                let (service, endpoints) = self.cells.get(self.resolver, service, sp);
                 let protocol = Protocol::from_app_protocol(sp.app_protocol.as_deref());
                 (service, endpoints, protocol)
             }
             Err(e) => {
                 let f = match e {
-                    super::backend::ResolveError::UnknownService { .. } => {
-                        format!("{field}.service.name")
-                    }
-                    super::backend::ResolveError::UnknownPort { .. } => {
-                        format!("{field}.service.port")
-                    }
+                    ResolveError::UnknownService { .. } => format!("{field}.service.name"),
+                    ResolveError::UnknownPort { .. } => format!("{field}.service.port"),
                 };
                 let message = format!("{e}; requests get 503");
-                self.problem(obj, f, e.kind(), message, Severity::Error);
+                self.problem(f, e.kind(), message, Severity::Error);
                 let number = match port {
                     PortSpec::Number(n) => u16::try_from(n).unwrap_or(0),
                     PortSpec::Name(_) => 0,
                 };
                 let service = ServiceRef {
-                    namespace: ns.to_owned(),
+                    namespace: ns,
                     name: svc.name.clone(),
                     port: number,
                 };
-                (service, Arc::from(Vec::new()), Protocol::default())
+                (service, Endpoints::default(), Protocol::default())
             }
         };
-        let key = (obj.clone(), service);
-        let backend = self
-            .backends
-            .entry(key)
-            .or_insert_with_key(|(obj, service)| {
-                let backend = Backend::new(service.clone(), endpoints, Some(obj.clone()));
-                Arc::new(backend.with_protocol(protocol))
-            });
+        let object = &self.object;
+        let backend = self.backends.entry(service).or_insert_with_key(|service| {
+            let backend = Backend::new(service.clone(), endpoints, Some(object.clone()));
+            Arc::new(backend.with_protocol(protocol))
+        });
         Some(backend.clone())
     }
+}
+
+/// Merges the paths that served Ingresses (oldest first) give one host: the first Ingress
+/// (and within it the first rule) to claim a path keeps it; later ones get a Problem.
+pub fn merge_host<'a>(
+    host: &HostMatch,
+    claims: impl IntoIterator<Item = (&'a ObjectRef, &'a [PathRoute])>,
+) -> (HostRoutes, Vec<Problem>) {
+    let mut routes = HostRoutes::default();
+    let mut problems = Vec::new();
+    for (object, paths) in claims {
+        for p in paths {
+            let Err(e) = routes.insert(host, &p.path, p.path_type, p.backend.clone()) else {
+                continue;
+            };
+            let InsertError::Conflict { existing, .. } = e else {
+                continue; // paths are checked by `translate`
+            };
+            problems.push(Problem {
+                object: object.clone(),
+                field: Some(format!("spec.rules[{}].http.paths[{}].path", p.rule, p.index)),
+                kind: "route_conflict",
+                message: format!(
+                    "host {host} path {} is already routed to {existing} by an older Ingress (or an earlier rule); this path is ignored",
+                    p.path
+                ),
+                severity: Severity::Error,
+            });
+        }
+    }
+    (routes, problems)
+}
+
+/// Parsed Secrets, kept while the Secret object is the same one.
+#[derive(Debug, Default)]
+pub struct SecretCache {
+    parsed: HashMap<Key, (Arc<Secret>, ParsedSecret)>,
+}
+
+/// A Secret parsed: the certificate, or (field, kind, message) of why not.
+type ParsedSecret = Result<Arc<TlsCert>, (String, &'static str, String)>;
+
+impl SecretCache {
+    fn get(&mut self, key: &Key, secret: &Arc<Secret>) -> ParsedSecret {
+        if let Some((s, parsed)) = self.parsed.get(key)
+            && Arc::ptr_eq(s, secret)
+        {
+            return parsed.clone();
+        }
+        let sref = ObjectRef {
+            kind: "Secret".to_owned(),
+            namespace: Some(key.0.clone()),
+            name: key.1.clone(),
+        };
+        let parsed = parse_secret(secret, &sref).map(Arc::new);
+        self.parsed
+            .insert(key.clone(), (secret.clone(), parsed.clone()));
+        parsed
+    }
+
+    /// Forgets Secrets that are gone.
+    pub fn retain_existing(&mut self, secrets: &BTreeMap<Key, Arc<Secret>>) {
+        self.parsed.retain(|k, _| secrets.contains_key(k));
+    }
+}
+
+/// What the TLS entries of all served Ingresses give: certificates by host, the hosts that
+/// redirect to HTTPS, and Problems.
+pub struct MergedTls {
+    /// Certificates.
+    pub certs: CertSet,
+    /// Hosts listed in a `tls` entry.
+    pub hosts: TlsHosts,
+    /// Problems.
+    pub problems: Vec<Problem>,
+}
+
+/// Merges the TLS entries of served Ingresses, oldest first: the first certificate for a
+/// host (or the default one) wins. A Secret that does not parse is reported once, on the
+/// Secret, naming its oldest user.
+pub fn merge_tls<'a>(
+    ingresses: impl IntoIterator<Item = &'a Translated>,
+    secrets: &BTreeMap<Key, Arc<Secret>>,
+    cache: &mut SecretCache,
+) -> MergedTls {
+    let mut out = MergedTls {
+        certs: CertSet::default(),
+        hosts: TlsHosts::default(),
+        problems: Vec::new(),
+    };
+    let mut reported = BTreeSet::new();
+    for t in ingresses {
+        let ns = t.age.key.0.as_str();
+        for entry in &t.tls {
+            for host in &entry.hosts {
+                out.hosts.add(host);
+            }
+            let Some(name) = &entry.secret else { continue };
+            let field = format!("spec.tls[{}].secretName", entry.index);
+            let key = (ns.to_owned(), name.clone());
+            let Some(secret) = secrets.get(&key) else {
+                out.problems.push(Problem {
+                    object: t.object.clone(),
+                    field: Some(field),
+                    kind: "unknown_secret",
+                    message: format!(
+                        "Secret {ns}/{name} not found (only {TLS_SECRET_TYPE} Secrets are read)"
+                    ),
+                    severity: Severity::Error,
+                });
+                continue;
+            };
+            let cert = match cache.get(&key, secret) {
+                Ok(cert) => cert,
+                Err((f, kind, message)) => {
+                    if reported.insert(key.clone()) {
+                        out.problems.push(Problem {
+                            object: ObjectRef {
+                                kind: "Secret".to_owned(),
+                                namespace: Some(ns.to_owned()),
+                                name: name.clone(),
+                            },
+                            field: Some(f),
+                            kind,
+                            message: format!("{message} (used by {} {field})", t.object),
+                            severity: Severity::Error,
+                        });
+                    }
+                    continue;
+                }
+            };
+            add_cert(&mut out, t, entry, &key, cert);
+        }
+    }
+    out
+}
+
+/// Adds one entry's certificate for its hosts (or as the default), with conflict Problems.
+fn add_cert(out: &mut MergedTls, t: &Translated, entry: &TlsEntry, key: &Key, cert: Arc<TlsCert>) {
+    let same_secret =
+        |owner: &ObjectRef| owner.namespace.as_deref() == Some(&key.0) && owner.name == key.1;
+    if entry.hosts.is_empty() {
+        if let Err(owner) = out.certs.set_default(cert)
+            && owner.name != key.1
+        {
+            out.problems.push(Problem {
+                object: t.object.clone(),
+                field: Some(format!("spec.tls[{}].secretName", entry.index)),
+                kind: "tls_conflict",
+                message: format!(
+                    "a tls entry without hosts sets the default certificate, which {owner} already set"
+                ),
+                severity: Severity::Warning,
+            });
+        }
+        return;
+    }
+    for (hi, host) in entry.hosts.iter().enumerate() {
+        if let Err(owner) = out.certs.insert(host, cert.clone())
+            && !same_secret(&owner)
+        {
+            out.problems.push(Problem {
+                object: t.object.clone(),
+                field: Some(format!("spec.tls[{}].hosts[{hi}]", entry.index)),
+                kind: "tls_conflict",
+                message: format!(
+                    "host {host} already has the certificate of {owner} (older Ingress); this one is ignored"
+                ),
+                severity: Severity::Warning,
+            });
+        }
+    }
+}
+
+/// The `defaultBackend` of the oldest served Ingress that has one; later ones naming another
+/// Service get a Warning.
+pub fn merge_default<'a>(
+    ingresses: impl IntoIterator<Item = &'a Translated>,
+) -> (Option<Arc<Backend>>, Vec<Problem>) {
+    let mut winner: Option<(&Arc<Backend>, &ObjectRef)> = None;
+    let mut problems = Vec::new();
+    for t in ingresses {
+        let Some(backend) = &t.default_backend else {
+            continue;
+        };
+        match winner {
+            None => winner = Some((backend, &t.object)),
+            Some((w, owner)) if w.service != backend.service => problems.push(Problem {
+                object: t.object.clone(),
+                field: Some("spec.defaultBackend".to_owned()),
+                kind: "default_backend_conflict",
+                message: format!(
+                    "ignored: {owner} is older and its defaultBackend {} wins",
+                    w.service
+                ),
+                severity: Severity::Warning,
+            }),
+            Some(_) => {}
+        }
+    }
+    (winner.map(|(b, _)| b.clone()), problems)
 }
 
 /// Checks and parses a `kubernetes.io/tls` Secret. The error is (field, kind, message).
@@ -453,7 +606,8 @@ fn parse_secret(
 
 /// Resolves `--default-backend-service` (its first port).
 pub fn default_backend_service(
-    resolver: &mut Resolver<'_>,
+    resolver: Resolver<'_>,
+    cells: &mut Cells,
     opts: &Options,
     problems: &mut Vec<Problem>,
 ) -> Option<Arc<Backend>> {
@@ -490,7 +644,7 @@ pub fn default_backend_service(
         });
         return None;
     };
-    let (service, endpoints) = resolver.endpoints(service, port);
+    let (service, endpoints) = cells.get(resolver, service, port);
     let protocol = Protocol::from_app_protocol(port.app_protocol.as_deref());
     Some(Arc::new(
         Backend::new(service, endpoints, None).with_protocol(protocol),

@@ -6,12 +6,11 @@
 //! ports are reserved. Every bad entry is skipped with a Problem naming its key; a Service
 //! without endpoints is only a Warning, because its port must still exist (and reject).
 
-use k8s_openapi::api::core::v1::ConfigMap;
-
 use super::{
     L4Protocol, L4Service, NamespacedName, ObjectRef, Options, Problem,
-    backend::{PortSpec, Resolver},
+    backend::{self, PortSpec, Resolver},
     problem::Severity,
+    store::Objects,
 };
 
 /// The value format, quoted in messages.
@@ -143,13 +142,34 @@ pub fn parse_entry<'a>(
     })
 }
 
+/// The L4 table: the entries of the tcp and udp services ConfigMaps, sorted by (protocol,
+/// port), appending Problems.
+pub fn table(
+    objects: &Objects,
+    opts: &Options,
+    resolver: Resolver<'_>,
+    problems: &mut Vec<Problem>,
+) -> Vec<L4Service> {
+    let mut l4 = Vec::new();
+    for (cm, protocol) in [
+        (&opts.tcp_services, L4Protocol::Tcp),
+        (&opts.udp_services, L4Protocol::Udp),
+    ] {
+        if let Some(cm) = cm {
+            l4.extend(services(cm, objects, protocol, opts, resolver, problems));
+        }
+    }
+    l4.sort_by_key(|s| (s.protocol, s.port));
+    l4
+}
+
 /// Builds the L4 services of one ConfigMap, appending Problems.
 pub fn services(
     cm_ref: &NamespacedName,
-    config_maps: &[ConfigMap],
+    objects: &Objects,
     protocol: L4Protocol,
     opts: &Options,
-    resolver: &mut Resolver<'_>,
+    resolver: Resolver<'_>,
     problems: &mut Vec<Problem>,
 ) -> Vec<L4Service> {
     let object = ObjectRef {
@@ -161,10 +181,10 @@ pub fn services(
         L4Protocol::Tcp => "--tcp-services-configmap",
         L4Protocol::Udp => "--udp-services-configmap",
     };
-    let Some(cm) = config_maps.iter().find(|c| {
-        c.metadata.namespace.as_deref() == Some(&cm_ref.namespace)
-            && c.metadata.name.as_deref() == Some(&cm_ref.name)
-    }) else {
+    let Some(cm) = objects
+        .config_maps
+        .get(&(cm_ref.namespace.clone(), cm_ref.name.clone()))
+    else {
         problems.push(Problem {
             object,
             field: None,
@@ -207,7 +227,8 @@ pub fn services(
                 continue;
             }
         };
-        let (service, endpoints) = resolver.endpoints(service, sp);
+        let endpoints = resolver.addrs(service, sp);
+        let service = backend::service_ref(service, sp);
         if endpoints.is_empty() {
             report(
                 "no_endpoints",
@@ -224,7 +245,7 @@ pub fn services(
             port: entry.port,
             protocol,
             service,
-            endpoints: endpoints.to_vec(),
+            endpoints,
             proxy_protocol_in: entry.proxy_in,
             proxy_protocol_out: entry.proxy_out,
         });

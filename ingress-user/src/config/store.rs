@@ -1,4 +1,15 @@
-//! The input of the translation: every object a source has seen, as plain values.
+//! The input of the translation: every object a source has seen.
+//!
+//! - [`Store`] is a plain list of values: what a manifest directory parses into, what tests
+//!   write by hand, and the input of the reference [`build`](super::build).
+//! - [`Objects`] is the same set indexed by kind and `namespace/name`, holding shared `Arc`s.
+//!   Sources describe their changes as [`Change`]s; applying one costs a map update, never
+//!   a copy of the rest.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Secret, Service},
@@ -6,12 +17,9 @@ use k8s_openapi::api::{
     networking::v1::{Ingress, IngressClass},
 };
 
-use super::Problem;
+use super::{Problem, backend::SERVICE_NAME_LABEL};
 
-/// A complete, consistent set of objects from one source (a cluster or a manifest directory).
-///
-/// Sources replace the whole store on every change; `config::build` is cheap enough that
-/// incremental translation is not worth its bugs.
+/// A complete, consistent set of objects from one source, as plain values.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
     /// `networking.k8s.io/v1` Ingresses (legacy `extensions/v1beta1` ones already converted).
@@ -29,4 +37,402 @@ pub struct Store {
     /// Problems the source itself found (a file that does not parse, an object of an
     /// unknown kind); they are carried into the Snapshot's problems.
     pub problems: Vec<Problem>,
+}
+
+impl Store {
+    /// Every object as a [`Change::Apply`], and the problems under `origin`.
+    pub fn into_changes(self, origin: &str) -> Vec<Change> {
+        let mut out = Vec::new();
+        out.extend(self.ingresses.into_iter().map(Object::from));
+        out.extend(self.ingress_classes.into_iter().map(Object::from));
+        out.extend(self.services.into_iter().map(Object::from));
+        out.extend(self.endpoint_slices.into_iter().map(Object::from));
+        out.extend(self.secrets.into_iter().map(Object::from));
+        out.extend(self.config_maps.into_iter().map(Object::from));
+        let mut changes: Vec<Change> = out.into_iter().map(Change::Apply).collect();
+        if !self.problems.is_empty() {
+            changes.push(Change::Problems {
+                origin: origin.to_owned(),
+                problems: self.problems,
+            });
+        }
+        changes
+    }
+}
+
+/// The kinds the translation reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `networking.k8s.io/v1` Ingress.
+    Ingress,
+    /// IngressClass (cluster-scoped: empty namespace).
+    IngressClass,
+    /// Service.
+    Service,
+    /// `discovery.k8s.io/v1` EndpointSlice.
+    EndpointSlice,
+    /// `kubernetes.io/tls` Secret.
+    Secret,
+    /// ConfigMap.
+    ConfigMap,
+}
+
+/// `(namespace, name)`; the namespace is empty for cluster-scoped kinds.
+pub type Key = (String, String);
+
+/// One object of a kind the translation reads, shared.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    /// An Ingress.
+    Ingress(Arc<Ingress>),
+    /// An IngressClass.
+    IngressClass(Arc<IngressClass>),
+    /// A Service.
+    Service(Arc<Service>),
+    /// An EndpointSlice.
+    EndpointSlice(Arc<EndpointSlice>),
+    /// A Secret.
+    Secret(Arc<Secret>),
+    /// A ConfigMap.
+    ConfigMap(Arc<ConfigMap>),
+}
+
+macro_rules! object_from {
+    ($($kind:ident),*) => {$(
+        impl From<$kind> for Object {
+            fn from(o: $kind) -> Self {
+                Self::$kind(Arc::new(o))
+            }
+        }
+    )*};
+}
+object_from!(
+    Ingress,
+    IngressClass,
+    Service,
+    EndpointSlice,
+    Secret,
+    ConfigMap
+);
+
+impl Object {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Ingress(_) => Kind::Ingress,
+            Self::IngressClass(_) => Kind::IngressClass,
+            Self::Service(_) => Kind::Service,
+            Self::EndpointSlice(_) => Kind::EndpointSlice,
+            Self::Secret(_) => Kind::Secret,
+            Self::ConfigMap(_) => Kind::ConfigMap,
+        }
+    }
+
+    /// Its `(namespace, name)`.
+    pub fn key(&self) -> Key {
+        let meta = match self {
+            Self::Ingress(o) => &o.metadata,
+            Self::IngressClass(o) => &o.metadata,
+            Self::Service(o) => &o.metadata,
+            Self::EndpointSlice(o) => &o.metadata,
+            Self::Secret(o) => &o.metadata,
+            Self::ConfigMap(o) => &o.metadata,
+        };
+        (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+/// One change a source saw.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// An object was created or replaced.
+    Apply(Object),
+    /// An object is gone.
+    Delete(Kind, Key),
+    /// The source's own Problems for `origin` (e.g. a file path) are now exactly these.
+    Problems {
+        /// Where they come from; replaces the earlier set of the same origin.
+        origin: String,
+        /// The Problems (empty clears them).
+        problems: Vec<Problem>,
+    },
+}
+
+/// The objects of one source, indexed by kind and `(namespace, name)`.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    /// Ingresses.
+    pub ingresses: BTreeMap<Key, Arc<Ingress>>,
+    /// IngressClasses (namespace empty).
+    pub ingress_classes: BTreeMap<Key, Arc<IngressClass>>,
+    /// Services.
+    pub services: BTreeMap<Key, Arc<Service>>,
+    /// EndpointSlices by their own key.
+    pub endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
+    /// Secrets.
+    pub secrets: BTreeMap<Key, Arc<Secret>>,
+    /// ConfigMaps.
+    pub config_maps: BTreeMap<Key, Arc<ConfigMap>>,
+    /// The source's Problems by origin.
+    pub problems: BTreeMap<String, Vec<Problem>>,
+    /// EndpointSlice keys by the Service (`kubernetes.io/service-name`) they belong to.
+    slices_by_service: HashMap<Key, BTreeSet<Key>>,
+}
+
+/// What [`Objects::apply`] changed, so the caller can find what depends on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing: the object was already exactly so (or a delete of something unknown).
+    Nothing,
+    /// An object of this kind and key; for an EndpointSlice, the Services it belonged to
+    /// before and after.
+    Object(Kind, Key, Vec<Key>),
+    /// The source Problems of an origin.
+    Problems,
+}
+
+impl Objects {
+    /// Indexes a [`Store`].
+    pub fn from_store(store: &Store) -> Self {
+        let mut o = Self::default();
+        for change in store.clone().into_changes("source") {
+            o.apply(change);
+        }
+        o
+    }
+
+    /// Applies one change.
+    pub fn apply(&mut self, change: Change) -> Applied {
+        match change {
+            Change::Problems { origin, problems } => {
+                let old = if problems.is_empty() {
+                    self.problems.remove(&origin)
+                } else {
+                    self.problems.insert(origin, problems.clone())
+                };
+                if old.unwrap_or_default() == problems {
+                    Applied::Nothing
+                } else {
+                    Applied::Problems
+                }
+            }
+            Change::Apply(object) => {
+                let key = object.key();
+                let kind = object.kind();
+                let changed = match object {
+                    Object::Ingress(o) => put(&mut self.ingresses, key.clone(), o),
+                    Object::IngressClass(o) => put(&mut self.ingress_classes, key.clone(), o),
+                    Object::Service(o) => put(&mut self.services, key.clone(), o),
+                    Object::Secret(o) => put(&mut self.secrets, key.clone(), o),
+                    Object::ConfigMap(o) => put(&mut self.config_maps, key.clone(), o),
+                    Object::EndpointSlice(o) => {
+                        let new_owner = slice_service(&o);
+                        let old = self.endpoint_slices.get(&key).cloned();
+                        if !put(&mut self.endpoint_slices, key.clone(), o) {
+                            return Applied::Nothing;
+                        }
+                        let old_owner = old.as_deref().and_then(slice_service);
+                        return Applied::Object(
+                            kind,
+                            key.clone(),
+                            self.reindex_slice(&key, old_owner, new_owner),
+                        );
+                    }
+                };
+                if changed {
+                    Applied::Object(kind, key, Vec::new())
+                } else {
+                    Applied::Nothing
+                }
+            }
+            Change::Delete(kind, key) => {
+                let gone = match kind {
+                    Kind::Ingress => self.ingresses.remove(&key).is_some(),
+                    Kind::IngressClass => self.ingress_classes.remove(&key).is_some(),
+                    Kind::Service => self.services.remove(&key).is_some(),
+                    Kind::Secret => self.secrets.remove(&key).is_some(),
+                    Kind::ConfigMap => self.config_maps.remove(&key).is_some(),
+                    Kind::EndpointSlice => {
+                        let Some(old) = self.endpoint_slices.remove(&key) else {
+                            return Applied::Nothing;
+                        };
+                        let owners = self.reindex_slice(&key, slice_service(&old), None);
+                        return Applied::Object(kind, key, owners);
+                    }
+                };
+                if gone {
+                    Applied::Object(kind, key, Vec::new())
+                } else {
+                    Applied::Nothing
+                }
+            }
+        }
+    }
+
+    /// Moves a slice between Services in the index; returns the Services involved.
+    fn reindex_slice(&mut self, slice: &Key, old: Option<Key>, new: Option<Key>) -> Vec<Key> {
+        if let Some(old) = &old
+            && let Some(set) = self.slices_by_service.get_mut(old)
+        {
+            set.remove(slice);
+            if set.is_empty() {
+                self.slices_by_service.remove(old);
+            }
+        }
+        if let Some(new) = &new {
+            self.slices_by_service
+                .entry(new.clone())
+                .or_default()
+                .insert(slice.clone());
+        }
+        let mut owners: Vec<Key> = old.into_iter().chain(new).collect();
+        owners.dedup();
+        owners
+    }
+
+    /// The EndpointSlices of a Service.
+    pub fn slices_of<'a>(
+        &'a self,
+        namespace: &str,
+        service: &str,
+    ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        self.slices_by_service
+            .get(&(namespace.to_owned(), service.to_owned()))
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.endpoint_slices.get(k).map(|s| &**s))
+    }
+
+    /// A Service by namespace and name.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        self.services
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|s| &**s)
+    }
+
+    /// The objects as a plain [`Store`] (copies; for tests and `check`).
+    pub fn to_store(&self) -> Store {
+        fn values<T: Clone>(m: &BTreeMap<Key, Arc<T>>) -> Vec<T> {
+            m.values().map(|o| (**o).clone()).collect()
+        }
+        Store {
+            ingresses: values(&self.ingresses),
+            ingress_classes: values(&self.ingress_classes),
+            services: values(&self.services),
+            endpoint_slices: values(&self.endpoint_slices),
+            secrets: values(&self.secrets),
+            config_maps: values(&self.config_maps),
+            problems: self.problems.values().flatten().cloned().collect(),
+        }
+    }
+}
+
+/// Inserts unless an equal object is already there; `true` when something changed.
+fn put<T: PartialEq>(map: &mut BTreeMap<Key, Arc<T>>, key: Key, object: Arc<T>) -> bool {
+    match map.get(&key) {
+        Some(old) if Arc::ptr_eq(old, &object) || **old == *object => false,
+        _ => {
+            map.insert(key, object);
+            true
+        }
+    }
+}
+
+/// The Service a slice belongs to.
+fn slice_service(slice: &EndpointSlice) -> Option<Key> {
+    Some((
+        slice.metadata.namespace.clone()?,
+        slice
+            .metadata
+            .labels
+            .as_ref()?
+            .get(SERVICE_NAME_LABEL)?
+            .clone(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::fixtures::{Cond, service, slice};
+
+    #[test]
+    fn slices_follow_their_service_label_through_updates_and_deletes() {
+        let mut o = Objects::default();
+        let s = slice(
+            "ns",
+            "web",
+            "web-1",
+            &[("", 80)],
+            &[("10.0.0.1", Cond::Ready)],
+        );
+        let key = ("ns".to_owned(), s.metadata.name.clone().unwrap());
+        let applied = o.apply(Change::Apply(s.clone().into()));
+        assert_eq!(
+            applied,
+            Applied::Object(
+                Kind::EndpointSlice,
+                key.clone(),
+                vec![("ns".into(), "web".into())]
+            )
+        );
+        assert_eq!(o.slices_of("ns", "web").count(), 1);
+        assert_eq!(
+            o.apply(Change::Apply(s.clone().into())),
+            Applied::Nothing,
+            "an equal object changes nothing"
+        );
+
+        let mut moved = s;
+        moved
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(SERVICE_NAME_LABEL.into(), "api".into());
+        let Applied::Object(_, _, owners) = o.apply(Change::Apply(moved.into())) else {
+            panic!("a relabelled slice is a change");
+        };
+        assert_eq!(
+            owners,
+            vec![("ns".into(), "web".into()), ("ns".into(), "api".into())]
+        );
+        assert_eq!(o.slices_of("ns", "web").count(), 0);
+        assert_eq!(o.slices_of("ns", "api").count(), 1);
+
+        o.apply(Change::Delete(Kind::EndpointSlice, key));
+        assert_eq!(o.slices_of("ns", "api").count(), 0);
+        assert!(o.slices_by_service.is_empty());
+    }
+
+    #[test]
+    fn source_problems_are_replaced_per_origin() {
+        let mut o = Objects::default();
+        o.apply(Change::Apply(
+            service("ns", "web", &[("", 80, "80")]).into(),
+        ));
+        let p = Problem {
+            object: crate::config::ObjectRef {
+                kind: "File".into(),
+                namespace: None,
+                name: "a.yaml".into(),
+            },
+            field: None,
+            kind: "invalid_yaml",
+            message: "bad".into(),
+            severity: crate::config::problem::Severity::Error,
+        };
+        let set = |problems| Change::Problems {
+            origin: "a.yaml".into(),
+            problems,
+        };
+        assert_eq!(o.apply(set(vec![p.clone()])), Applied::Problems);
+        assert_eq!(o.apply(set(vec![p])), Applied::Nothing);
+        assert_eq!(o.apply(set(vec![])), Applied::Problems);
+        assert!(o.problems.is_empty());
+        assert_eq!(o.to_store().services.len(), 1);
+    }
 }

@@ -361,6 +361,7 @@ fn endpoint_conditions_table() {
             .unwrap()
             .backend
             .endpoints
+            .to_vec()
             .iter()
             .map(ToString::to_string)
             .collect();

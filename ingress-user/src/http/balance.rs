@@ -11,7 +11,8 @@ use std::{
     },
 };
 
-use super::{FastMap, route::Backend};
+use super::FastMap;
+use crate::snapshot::routes::Backend;
 
 /// How an endpoint is chosen among a backend's endpoints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -62,7 +63,8 @@ impl Balancer {
     /// Picks an endpoint of `backend`, avoiding `avoid` when there is another choice.
     /// `None` when the backend has no endpoints (or only `avoid`).
     pub fn pick(&self, backend: &Backend, avoid: Option<SocketAddr>) -> Option<Pick> {
-        let eps = &backend.endpoints;
+        let eps = backend.endpoints.load();
+        let eps: &[SocketAddr] = &eps;
         let candidates = eps.len() - usize::from(avoid.is_some_and(|a| eps.contains(&a)));
         if candidates == 0 {
             return None;
@@ -134,7 +136,7 @@ impl Balancer {
     }
 
     fn cursor(&self, backend: &Backend) -> Arc<AtomicUsize> {
-        let key = backend.endpoints.as_ptr() as usize;
+        let key = backend.endpoints.id();
         if let Some(c) = self
             .cursors
             .read()

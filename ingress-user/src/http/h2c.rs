@@ -1,5 +1,5 @@
 //! HTTP/2 over cleartext (h2c, prior knowledge) to upstreams whose Service port asks for it
-//! (`appProtocol: kubernetes.io/h2c`, `grpc`, ...; see [`Protocol`](super::route::Protocol)).
+//! (`appProtocol: kubernetes.io/h2c`, `grpc`, ...; see [`Protocol`](crate::snapshot::routes::Protocol)).
 //! gRPC needs this: HTTP/2 end to end, request and response trailers included.
 //!
 //! One multiplexed connection per endpoint per worker, made by hyper's HTTP/2 client and

@@ -1,6 +1,6 @@
 //! Counters of the L7 router, as prometheus-client types the ops module registers.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -18,34 +18,6 @@ pub struct RequestLabels {
     /// Response status code.
     pub status: u16,
 }
-
-/// A counter of the `requests` family, looked up once and then kept. The lookup hashes
-/// both label strings, which is a noticeable share of a proxied request; a Backend keeps
-/// one of these for its `200` responses, which are most of them.
-#[derive(Clone, Debug, Default)]
-pub struct CachedCounter(OnceLock<Counter>);
-
-impl CachedCounter {
-    /// The counter, looked up in `family` under `labels` the first time.
-    pub fn get<'a>(
-        &'a self,
-        family: &Family<RequestLabels, Counter>,
-        labels: impl FnOnce() -> RequestLabels,
-    ) -> &'a Counter {
-        self.0
-            .get_or_init(|| family.get_or_create(&labels()).clone())
-    }
-}
-
-/// A cache is not part of what it belongs to: two Backends that differ only in whether
-/// their counter was looked up yet are equal.
-impl PartialEq for CachedCounter {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for CachedCounter {}
 
 /// Labels of a locally answered failure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

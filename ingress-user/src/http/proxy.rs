@@ -20,9 +20,9 @@ use super::{
     limits::Limits,
     metrics::{DiscardLabels, Metrics, ServiceLabels},
     rescue::Error,
-    route::{Backend, Protocol},
     upload,
 };
+use crate::snapshot::routes::{Backend, Protocol};
 
 /// One worker's way to upstreams: its connection pool, its h2c connections and the
 /// response timeout.

@@ -31,11 +31,10 @@ use super::{
     metrics::{DroppedHeaderLabels, ErrorLabels, Metrics, RequestLabels},
     proxy::{Outgoing, Upstream},
     rescue::Error,
-    route::Backend,
     tls::CertResolver,
     upload::{buffer, timed},
 };
-use crate::config::Snapshot;
+use crate::snapshot::{Snapshot, routes::Backend};
 
 /// What the router knows about the client connection a request came on.
 #[derive(Clone, Copy, Debug)]

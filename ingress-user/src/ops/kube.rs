@@ -13,11 +13,7 @@ use super::{
     events::{self, EventsConfig},
     status::{self, AddressSource, StatusConfig},
 };
-use crate::{
-    cli::OpsArgs,
-    config::{Options, Snapshot},
-    source::StoreRx,
-};
+use crate::{cli::OpsArgs, config::Snapshot, controller::IngressList};
 
 /// Everything [`run`] needs, usually from [`KubeOps::from_args`].
 #[derive(Clone, Debug)]
@@ -33,9 +29,9 @@ pub struct KubeOps {
 }
 
 impl KubeOps {
-    /// From the flags, the class options and the node addresses (`--node-address`; the
+    /// From the flags and the node addresses (`--node-address`; the
     /// `HOST_IP` fallback applies when empty).
-    pub fn from_args(args: &OpsArgs, options: &Options, node_addresses: &[IpAddr]) -> Self {
+    pub fn from_args(args: &OpsArgs, node_addresses: &[IpAddr]) -> Self {
         let identity = args.pod_name.clone().unwrap_or_else(hostname);
         let election = ElectionConfig::new(
             &args.pod_namespace,
@@ -57,7 +53,6 @@ impl KubeOps {
         };
         let status = args.update_status.then(|| StatusConfig {
             addresses,
-            options: options.clone(),
             namespace: args.pod_namespace.clone(),
             election_id: args.election_id.clone(),
             resync: args.election_lease_duration,
@@ -89,7 +84,7 @@ fn hostname() -> String {
 pub async fn run(
     client: Client,
     cfg: KubeOps,
-    stores: StoreRx,
+    ingresses: watch::Receiver<Arc<IngressList>>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Receiver<bool>,
     leading: watch::Sender<bool>,
@@ -128,7 +123,7 @@ pub async fn run(
         tasks.push(Box::pin(status::run(
             client,
             status_cfg,
-            stores,
+            ingresses,
             leading_rx,
             stopped(shutdown),
         )));

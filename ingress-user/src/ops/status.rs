@@ -33,10 +33,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::{
-    config::{NamespacedName, Options, Store, class::ClassFilter},
-    source::StoreRx,
-};
+use crate::{config::NamespacedName, controller::IngressList};
 
 /// Label carried by member Leases; its value is the election id.
 pub const MEMBER_LABEL: &str = "xdp-ingress.dev/election";
@@ -59,8 +56,6 @@ pub enum AddressSource {
 pub struct StatusConfig {
     /// Where the addresses come from.
     pub addresses: AddressSource,
-    /// The class options, to decide which Ingresses are served.
-    pub options: Options,
     /// The controller's namespace (member Leases live there).
     pub namespace: String,
     /// `--election-id` (member Leases are labelled with it).
@@ -278,7 +273,7 @@ pub fn decide(served: bool, current: &[String], ours: &[String]) -> Option<Actio
 pub async fn run(
     client: Client,
     cfg: StatusConfig,
-    mut stores: StoreRx,
+    mut ingresses: watch::Receiver<Arc<IngressList>>,
     mut leading: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -289,15 +284,16 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => return,
             r = leading.changed() => if r.is_err() { return },
-            r = stores.changed() => if r.is_err() { return },
+            r = ingresses.changed() => if r.is_err() { return },
             _ = tick.tick() => {}
         }
         if !*leading.borrow_and_update() {
             continue;
         }
-        let Some(store) = stores.borrow_and_update().clone() else {
+        let list = ingresses.borrow_and_update().clone();
+        if list.is_empty() {
             continue;
-        };
+        }
         let ours = match resolve(client.clone(), &cfg).await {
             Ok(a) => a,
             Err(e) => {
@@ -305,20 +301,19 @@ pub async fn run(
                 continue;
             }
         };
-        sync_all(&client, &cfg, &store, &ours).await;
+        sync_all(&client, &list, &ours).await;
     }
 }
 
-async fn sync_all(client: &Client, cfg: &StatusConfig, store: &Arc<Store>, ours: &[String]) {
-    let filter = ClassFilter::new(&store.ingress_classes, &cfg.options);
-    for ing in &store.ingresses {
+async fn sync_all(client: &Client, list: &IngressList, ours: &[String]) {
+    for (ing, served) in list {
         let (Some(ns), Some(name)) = (
             ing.metadata.namespace.as_deref(),
             ing.metadata.name.as_deref(),
         ) else {
             continue;
         };
-        let Some(action) = decide(filter.serves(ing), &current(ing), ours) else {
+        let Some(action) = decide(*served, &current(ing), ours) else {
             continue;
         };
         let value = match &action {

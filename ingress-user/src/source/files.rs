@@ -18,11 +18,9 @@
 //!   `examples/change_latency.rs`).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     fs, io,
     path::{Path, PathBuf},
-    sync::Arc,
-    time::SystemTime,
 };
 
 use k8s_openapi::{
@@ -37,7 +35,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use super::{StoreTx, dir_watch::DirWatch};
+use super::{Update, UpdateTx, dir_watch::DirWatch, manifest_dir::ManifestDir};
 use crate::config::{
     ObjectRef, Problem, Store,
     legacy::{self, LEGACY_INGRESS_VERSIONS},
@@ -105,6 +103,8 @@ pub struct Loader {
     /// What was read so far.
     pub store: Store,
     seen: HashSet<(&'static str, String, String)>,
+    /// The line of each object's definition, by (kind as written, namespace, name).
+    pub lines: HashMap<(&'static str, String, String), usize>,
 }
 
 impl Loader {
@@ -116,17 +116,9 @@ impl Loader {
         message: String,
         severity: Severity,
     ) {
-        self.store.problems.push(Problem {
-            object: ObjectRef {
-                kind: "File".to_owned(),
-                namespace: None,
-                name: path.display().to_string(),
-            },
-            field: line.map(|l| format!("line {l}")),
-            kind,
-            message,
-            severity,
-        });
+        self.store
+            .problems
+            .push(file_problem(path, line, kind, message, severity));
     }
 
     /// Adds one file's documents (`path` is only used in Problems and to pick JSON/YAML).
@@ -367,25 +359,53 @@ impl Loader {
                 .get_or_insert_with(|| "default".to_owned())
                 .clone()
         };
-        if !self.seen.insert((kind, ns.clone(), name.clone())) {
-            let who = if ns.is_empty() {
-                name
-            } else {
-                format!("{ns}/{name}")
-            };
-            let message = format!(
-                "{kind} {who} is defined more than once; the first definition (in file name order) is used"
-            );
-            self.problem(
-                path,
-                Some(line),
-                "duplicate_object",
-                message,
-                Severity::Warning,
-            );
-            return false;
+        if self.seen.insert((kind, ns.clone(), name.clone())) {
+            self.lines.insert((kind, ns, name), line);
+            return true;
         }
-        true
+        self.store
+            .problems
+            .push(duplicate(path, Some(line), kind, &ns, &name));
+        false
+    }
+}
+
+/// The Warning on a second definition of an object.
+pub fn duplicate(path: &Path, line: Option<usize>, kind: &str, ns: &str, name: &str) -> Problem {
+    let who = if ns.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{ns}/{name}")
+    };
+    file_problem(
+        path,
+        line,
+        "duplicate_object",
+        format!(
+            "{kind} {who} is defined more than once; the first definition (in file name order) is used"
+        ),
+        Severity::Warning,
+    )
+}
+
+/// A Problem about a file (or a line of it).
+pub fn file_problem(
+    path: &Path,
+    line: Option<usize>,
+    kind: &'static str,
+    message: String,
+    severity: Severity,
+) -> Problem {
+    Problem {
+        object: ObjectRef {
+            kind: "File".to_owned(),
+            namespace: None,
+            name: path.display().to_string(),
+        },
+        field: line.map(|l| format!("line {l}")),
+        kind,
+        message,
+        severity,
     }
 }
 
@@ -424,24 +444,13 @@ fn strip_location(msg: &str) -> &str {
     msg.find(" at line ").map_or(msg, |i| &msg[..i])
 }
 
-/// A cheap fingerprint of the directory: (file, size, mtime, inode) for every manifest.
-type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>, u64)>;
-
-fn fingerprint(dir: &Path) -> Result<Fingerprint, LoadError> {
-    use std::os::unix::fs::MetadataExt as _;
-    Ok(manifest_files(dir)?
-        .into_iter()
-        .filter_map(|p| {
-            let m = fs::metadata(&p).ok()?;
-            Some((p, m.len(), m.modified().ok(), m.ino()))
-        })
-        .collect())
-}
-
-/// Loads `dir`, publishes it, then publishes again on every change until `tx` has no
-/// receivers. An unreadable directory keeps the last published Store (and is logged once).
-pub async fn run(dir: PathBuf, tx: StoreTx) {
-    let mut last: Option<Fingerprint> = None;
+/// Reads `dir`, sends its objects and [`Update::Synced`], then sends the Changes of every
+/// later edit until `tx` is closed. Only files whose size, mtime or inode changed are read
+/// again ([`ManifestDir`]). An unreadable directory keeps the last configuration (and is
+/// logged once); nothing is synced until it has been read once.
+pub async fn run(dir: PathBuf, tx: UpdateTx) {
+    let mut state = Some(ManifestDir::new(dir.clone()));
+    let mut synced = false;
     let mut failing = false;
     let mut watch = DirWatch::new(&dir);
     loop {
@@ -449,12 +458,18 @@ pub async fn run(dir: PathBuf, tx: StoreTx) {
         if tx.is_closed() {
             return;
         }
-        let d = dir.clone();
-        let Ok(scanned) = tokio::task::spawn_blocking(move || fingerprint(&d)).await else {
+        let Some(mut st) = state.take() else { return };
+        let Ok((st, scanned)) = tokio::task::spawn_blocking(move || {
+            let r = st.rescan();
+            (st, r)
+        })
+        .await
+        else {
             return;
         };
-        let fp = match scanned {
-            Ok(fp) => fp,
+        state = Some(st);
+        let r = match scanned {
+            Ok(r) => r,
             Err(e) => {
                 if !failing {
                     warn!(dir = %dir.display(), error = %e.source, "cannot read the manifest directory; keeping the last configuration");
@@ -464,28 +479,23 @@ pub async fn run(dir: PathBuf, tx: StoreTx) {
             }
         };
         failing = false;
-        if last.as_ref() == Some(&fp) {
-            continue;
+        if r.read + r.removed > 0 {
+            info!(
+                dir = %dir.display(),
+                files = r.files,
+                read = r.read,
+                removed = r.removed,
+                changes = r.changes.len(),
+                "manifests changed"
+            );
         }
-        let d = dir.clone();
-        let Ok(loaded) = tokio::task::spawn_blocking(move || load(&d)).await else {
+        if !r.changes.is_empty() && tx.send(Update::Changes(r.changes)).is_err() {
             return;
-        };
-        match loaded {
-            Ok(store) => {
-                info!(
-                    dir = %dir.display(),
-                    files = fp.len(),
-                    ingresses = store.ingresses.len(),
-                    services = store.services.len(),
-                    problems = store.problems.len(),
-                    "manifests loaded"
-                );
-                last = Some(fp);
-                tx.send_replace(Some(Arc::new(store)));
-            }
-            Err(e) => {
-                warn!(dir = %dir.display(), error = %e.source, "cannot read the manifest directory; keeping the last configuration");
+        }
+        if !synced {
+            synced = true;
+            if tx.send(Update::Synced).is_err() {
+                return;
             }
         }
     }
@@ -715,19 +725,19 @@ spec:
         );
     }
 
-    /// Waits for the next published Store that satisfies `pred`.
+    /// Follows the source until what it sent satisfies `pred`.
     async fn next_store(
-        rx: &mut super::super::StoreRx,
+        rx: &mut crate::source::UpdateRx,
+        f: &mut crate::source::Follower,
         pred: impl Fn(&Store) -> bool,
-    ) -> Arc<Store> {
+    ) -> Store {
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                if let Some(s) = rx.borrow_and_update().clone()
-                    && pred(&s)
-                {
+                assert!(f.next(rx).await, "the source ended");
+                let s = f.objects.to_store();
+                if f.synced && pred(&s) {
                     return s;
                 }
-                rx.changed().await.unwrap();
             }
         })
         .await
@@ -743,7 +753,8 @@ spec:
             )
         };
         dir.write("a.yaml", &svc("a", 80));
-        let (tx, mut rx) = tokio::sync::watch::channel(None);
+        let (tx, mut rx) = crate::source::channel();
+        let mut f = crate::source::Follower::default();
         let task = tokio::spawn(run(dir.0.clone(), tx));
         let names = |s: &Store| {
             s.services
@@ -758,22 +769,22 @@ spec:
                 .map(|s| s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port)
         };
 
-        let s = next_store(&mut rx, |_| true).await;
+        let s = next_store(&mut rx, &mut f, |_| true).await;
         assert_eq!(names(&s), ["a"]);
 
         dir.write("b.yaml", &svc("b", 81));
-        let s = next_store(&mut rx, |s| s.services.len() == 2).await;
+        let s = next_store(&mut rx, &mut f, |s| s.services.len() == 2).await;
         assert_eq!(names(&s), ["a", "b"]);
 
         dir.write("b.yaml", &svc("b", 8081));
-        let s = next_store(&mut rx, |s| port(s, "b") == Some(8081)).await;
+        let s = next_store(&mut rx, &mut f, |s| port(s, "b") == Some(8081)).await;
         assert_eq!(names(&s), ["a", "b"]);
 
         dir.write(
             "c.yaml",
             "apiVersion: v1\nkind: Service\nmetadata: {name: c\n",
         );
-        let s = next_store(&mut rx, |s| !s.problems.is_empty()).await;
+        let s = next_store(&mut rx, &mut f, |s| !s.problems.is_empty()).await;
         assert_eq!(
             names(&s),
             ["a", "b"],
@@ -784,7 +795,7 @@ spec:
 
         fs::remove_file(dir.0.join("b.yaml")).unwrap();
         fs::remove_file(dir.0.join("c.yaml")).unwrap();
-        let s = next_store(&mut rx, |s| s.services.len() == 1).await;
+        let s = next_store(&mut rx, &mut f, |s| s.services.len() == 1).await;
         assert_eq!(names(&s), ["a"]);
         assert!(s.problems.is_empty());
 
@@ -813,20 +824,21 @@ spec:
         version("..2026_11_27_1", 80);
         symlink("..2026_11_27_1", dir.0.join("..data")).unwrap();
         symlink("..data/a.yaml", dir.0.join("a.yaml")).unwrap();
-        let (tx, mut rx) = tokio::sync::watch::channel(None);
+        let (tx, mut rx) = crate::source::channel();
+        let mut f = crate::source::Follower::default();
         let task = tokio::spawn(run(dir.0.clone(), tx));
         let port = |s: &Store| {
             s.services
                 .first()
                 .map(|s| s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port)
         };
-        let s = next_store(&mut rx, |_| true).await;
+        let s = next_store(&mut rx, &mut f, |_| true).await;
         assert_eq!(port(&s), Some(80));
 
         version("..2026_11_27_2", 8080);
         symlink("..2026_11_27_2", dir.0.join("..data_tmp")).unwrap();
         fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
-        let s = next_store(&mut rx, |s| port(s) == Some(8080)).await;
+        let s = next_store(&mut rx, &mut f, |s| port(s) == Some(8080)).await;
         assert_eq!(s.services.len(), 1);
 
         drop(rx);

@@ -1,16 +1,11 @@
-//! Source `kube`: kube-rs reflectors on every kind the translation reads, publishing one
-//! complete [`Store`] after the initial sync and then after every (debounced) change.
+//! Source `kube`: a kube-rs watcher on every kind the translation reads, each watch event
+//! sent to the controller as one [`Change`].
 //!
 //! Use: `let client = kube::connect().await?; kube::run(client, cfg, tx).await` (in a task).
-//! `run` never publishes an empty Store because of an error: reflector stores keep their last
-//! contents while the API server is away, and a relist (after `410 Gone`) is swapped in whole.
+//! An error never deletes anything: while the API server is away the controller keeps what
+//! it has, and a relist only deletes what it no longer finds.
 
-use std::{
-    fmt::Debug,
-    hash::{Hash, Hasher},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashSet, fmt::Debug, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::{
@@ -22,22 +17,18 @@ use k8s_openapi::{
     },
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, Store as Reader},
-        watcher,
-    },
+    Api, Client, Resource,
+    runtime::{WatchStreamExt, watcher},
 };
 use serde::de::DeserializeOwned;
-use tokio::{sync::watch, task::JoinSet};
+use tokio::{sync::mpsc, task::JoinSet};
 use tracing::{debug, info, warn};
 
-use super::StoreTx;
-use crate::config::Store;
-
-/// Bursts of changes closer together than this become one publish (one Snapshot rebuild).
-pub const DEBOUNCE: Duration = Duration::from_millis(20);
+use super::{Update, UpdateTx};
+use crate::config::{
+    Change,
+    store::{Key, Kind, Object},
+};
 
 /// What the kube source watches (the values of the `--watch-namespace`,
 /// `--tcp-services-configmap` and `--udp-services-configmap` flags).
@@ -97,76 +88,61 @@ pub async fn wait_reachable(client: &Client) {
     }
 }
 
-/// Run the reflectors and publish on `tx` until every receiver of `tx` is gone.
+/// Runs one watcher per kind and sends their events on `tx` until `tx` is closed.
 ///
-/// Publishes nothing (the channel stays `None`) until every reflector has completed its
-/// initial list; then a complete [`Store`] per burst of changes (see [`DEBOUNCE`]). Watch
-/// errors are logged and retried with kube-rs' default backoff; meanwhile the last
-/// published Store stays.
-pub async fn run(client: Client, cfg: KubeSourceConfig, tx: StoreTx) {
-    let (changed_tx, mut changed) = watch::channel(0u64);
-    let mut tasks = JoinSet::new();
+/// Each watch event becomes one [`Change`]; objects are stripped of what translation never
+/// reads (`managedFields`, the `last-applied-configuration` annotation) and held only by
+/// the controller, so there is no second cache here. After every watcher has listed once,
+/// [`Update::Synced`] follows. A relist (after `410 Gone` or a reconnect) re-applies what
+/// it finds, which changes nothing for unchanged objects, and deletes what it no longer
+/// finds. Watch errors are logged and retried with kube-rs' default backoff; meanwhile the
+/// controller keeps what it has.
+pub async fn run(client: Client, cfg: KubeSourceConfig, tx: UpdateTx) {
     let ns = cfg.watch_namespace.as_deref();
-    let mut spawn = Spawner {
+    let (listed_tx, mut listed) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let mut tasks = JoinSet::new();
+    let mut w = Watchers {
         tasks: &mut tasks,
-        changed: &changed_tx,
+        tx: &tx,
+        listed: &listed_tx,
+        count: 0,
     };
-    let readers = Readers {
-        ingresses: spawn.reflect(scoped(&client, ns), watcher::Config::default()),
-        ingress_classes: spawn.reflect(Api::all(client.clone()), watcher::Config::default()),
-        services: spawn.reflect(scoped(&client, ns), watcher::Config::default()),
-        endpoint_slices: spawn.reflect(scoped(&client, ns), watcher::Config::default()),
-        secrets: spawn.reflect(
-            scoped(&client, ns),
-            watcher::Config::default().fields("type=kubernetes.io/tls"),
-        ),
-        config_maps: [&cfg.tcp_configmap, &cfg.udp_configmap]
-            .into_iter()
-            .flatten()
-            .collect::<std::collections::BTreeSet<_>>() // the same ConfigMap for both: watch it once
-            .into_iter()
-            .map(|(ns, name)| {
-                let by_name = watcher::Config::default().fields(&format!("metadata.name={name}"));
-                spawn.reflect(Api::namespaced(client.clone(), ns), by_name)
-            })
-            .collect(),
-    };
-
-    tokio::select! {
-        ready = readers.wait_until_ready() => if !ready { return },
-        () = tx.closed() => return,
-    }
-    changed.borrow_and_update();
-    let mut last = readers.fingerprint();
-    let store = readers.snapshot();
-    info!(
-        ingresses = store.ingresses.len(),
-        services = store.services.len(),
-        endpoint_slices = store.endpoint_slices.len(),
-        secrets = store.secrets.len(),
-        config_maps = store.config_maps.len(),
-        "initial sync complete"
+    w.watch::<Ingress>(scoped(&client, ns), watcher::Config::default());
+    w.watch::<IngressClass>(Api::all(client.clone()), watcher::Config::default());
+    w.watch::<Service>(scoped(&client, ns), watcher::Config::default());
+    w.watch::<EndpointSlice>(scoped(&client, ns), watcher::Config::default());
+    w.watch::<Secret>(
+        scoped(&client, ns),
+        watcher::Config::default().fields("type=kubernetes.io/tls"),
     );
-    if tx.send(Some(Arc::new(store))).is_err() {
-        return;
+    // The same ConfigMap for both: watch it once.
+    let config_maps: std::collections::BTreeSet<_> = [&cfg.tcp_configmap, &cfg.udp_configmap]
+        .into_iter()
+        .flatten()
+        .collect();
+    for (ns, name) in config_maps {
+        let by_name = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        w.watch::<ConfigMap>(Api::namespaced(client.clone(), ns), by_name);
     }
-    loop {
+    let mut waiting = w.count;
+    drop(listed_tx);
+    while waiting > 0 {
         tokio::select! {
-            res = changed.changed() => if res.is_err() { return },
+            kind = listed.recv() => match kind {
+                Some(kind) => {
+                    debug!(kind, "initial list complete");
+                    waiting -= 1;
+                }
+                None => return,
+            },
             () = tx.closed() => return,
         }
-        tokio::time::sleep(DEBOUNCE).await;
-        changed.borrow_and_update();
-        let fingerprint = readers.fingerprint();
-        if fingerprint == last {
-            continue; // a relist or an event that changed nothing we keep
-        }
-        last = fingerprint;
-        if tx.send(Some(Arc::new(readers.snapshot()))).is_err() {
-            return;
-        }
-        debug!("store published");
     }
+    info!("initial sync complete");
+    if tx.send(Update::Synced).is_err() {
+        return;
+    }
+    tx.closed().await;
 }
 
 /// An `Api` for a namespaced kind, in one namespace or all.
@@ -180,42 +156,141 @@ where
     }
 }
 
-struct Spawner<'a> {
+/// Starts watchers, counting them.
+struct Watchers<'a> {
     tasks: &'a mut JoinSet<()>,
-    changed: &'a watch::Sender<u64>,
+    tx: &'a UpdateTx,
+    listed: &'a mpsc::UnboundedSender<&'static str>,
+    count: usize,
 }
 
-impl Spawner<'_> {
-    /// Start one reflector; every applied change bumps `changed`.
-    fn reflect<K>(&mut self, api: Api<K>, cfg: watcher::Config) -> Reader<K>
-    where
-        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    {
-        let (reader, writer) = reflector::store();
-        let changed = self.changed.clone();
-        let stream = watcher(api, cfg)
-            .default_backoff()
-            .modify(|o| o.managed_fields_mut().clear())
-            .reflect(writer);
+/// A kind the kube source watches.
+trait Watched:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    /// The kind, for Deletes.
+    const KIND: Kind;
+    /// The object as a Change payload.
+    fn object(self) -> Object;
+}
+
+macro_rules! watched {
+    ($($t:ident),*) => {$(
+        impl Watched for $t {
+            const KIND: Kind = Kind::$t;
+            fn object(self) -> Object {
+                Object::$t(Arc::new(self))
+            }
+        }
+    )*};
+}
+watched!(
+    Ingress,
+    IngressClass,
+    Service,
+    EndpointSlice,
+    Secret,
+    ConfigMap
+);
+
+impl Watchers<'_> {
+    /// Starts one watcher; its first complete list is reported on `listed` (once).
+    fn watch<K: Watched>(&mut self, api: Api<K>, cfg: watcher::Config) {
+        self.count += 1;
+        let tx = self.tx.clone();
+        let listed = self.listed.clone();
+        let stream = watcher(api, cfg).default_backoff();
         self.tasks.spawn(async move {
             let kind = K::kind(&());
             let mut stream = std::pin::pin!(stream);
+            let mut known: HashSet<Key> = HashSet::new();
+            let mut relisted: Option<HashSet<Key>> = None;
+            let mut first_list = Some(listed);
             while let Some(ev) = stream.next().await {
-                match ev {
-                    Ok(
-                        watcher::Event::Apply(_)
-                        | watcher::Event::Delete(_)
-                        | watcher::Event::InitDone,
-                    ) => {
-                        changed.send_modify(|n| *n += 1);
+                let change = match ev {
+                    Ok(watcher::Event::Apply(o)) => {
+                        known.insert(key(&o));
+                        Some(Change::Apply(strip(o).object()))
                     }
-                    Ok(_) => {}
-                    Err(e) => log_watch_error(&kind, &e),
+                    Ok(watcher::Event::Delete(o)) => {
+                        let k = key(&o);
+                        known.remove(&k);
+                        Some(Change::Delete(K::KIND, k))
+                    }
+                    Ok(watcher::Event::Init) => {
+                        relisted = Some(HashSet::new());
+                        None
+                    }
+                    Ok(watcher::Event::InitApply(o)) => {
+                        let k = key(&o);
+                        if let Some(seen) = &mut relisted {
+                            seen.insert(k.clone());
+                        }
+                        known.insert(k);
+                        Some(Change::Apply(strip(o).object()))
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        let seen = relisted.take().unwrap_or_default();
+                        let gone: Vec<Change> = known
+                            .iter()
+                            .filter(|k| !seen.contains(*k))
+                            .map(|k| Change::Delete(K::KIND, k.clone()))
+                            .collect();
+                        known = seen;
+                        if !gone.is_empty() && tx.send(Update::Changes(gone)).is_err() {
+                            return;
+                        }
+                        if let Some(listed) = first_list.take() {
+                            let _ = listed.send(kind_name::<K>());
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        log_watch_error(&kind, &e);
+                        None
+                    }
+                };
+                if let Some(change) = change
+                    && tx.send(Update::Changes(vec![change])).is_err()
+                {
+                    return;
                 }
             }
         });
-        reader
     }
+}
+
+/// The kind's name, for logs.
+fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "Ingress" => "Ingress",
+        "IngressClass" => "IngressClass",
+        "Service" => "Service",
+        "EndpointSlice" => "EndpointSlice",
+        "Secret" => "Secret",
+        _ => "ConfigMap",
+    }
+}
+
+/// `(namespace, name)` of an object.
+fn key<K: Resource>(o: &K) -> Key {
+    (
+        o.meta().namespace.clone().unwrap_or_default(),
+        o.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+/// The annotation `kubectl apply` keeps a whole copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what translation never reads and what costs memory: managed fields and the
+/// `kubectl apply` copy of the object.
+fn strip<K: Resource>(mut o: K) -> K {
+    o.meta_mut().managed_fields = None;
+    if let Some(a) = o.meta_mut().annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+    o
 }
 
 fn log_watch_error(kind: &str, e: &watcher::Error) {
@@ -233,83 +308,4 @@ fn log_watch_error(kind: &str, e: &watcher::Error) {
         }
         _ => warn!(kind, error = %e, "API server unreachable; retrying"),
     }
-}
-
-/// The reflector stores behind one published [`Store`].
-struct Readers {
-    ingresses: Reader<Ingress>,
-    ingress_classes: Reader<IngressClass>,
-    services: Reader<Service>,
-    endpoint_slices: Reader<EndpointSlice>,
-    secrets: Reader<Secret>,
-    config_maps: Vec<Reader<ConfigMap>>,
-}
-
-impl Readers {
-    /// Wait for every reflector's first complete list; `false` if one of them died.
-    async fn wait_until_ready(&self) -> bool {
-        let all = [
-            self.ingresses.wait_until_ready().await,
-            self.ingress_classes.wait_until_ready().await,
-            self.services.wait_until_ready().await,
-            self.endpoint_slices.wait_until_ready().await,
-            self.secrets.wait_until_ready().await,
-        ];
-        let mut ok = all.iter().all(Result::is_ok);
-        for cm in &self.config_maps {
-            ok &= cm.wait_until_ready().await.is_ok();
-        }
-        ok
-    }
-
-    /// Identity of the current contents: an order-independent hash of every object's uid and
-    /// resourceVersion, to skip publishing a Store equal to the last one (e.g. after a relist
-    /// that found nothing new). Cheap: no allocation, no sort.
-    fn fingerprint(&self) -> (usize, u64) {
-        fn ids<K: Resource<DynamicType = ()> + Clone>(r: &Reader<K>, acc: &mut (usize, u64)) {
-            for o in r.state() {
-                let mut h = std::hash::DefaultHasher::new();
-                (
-                    o.meta().uid.as_deref(),
-                    o.meta().resource_version.as_deref(),
-                )
-                    .hash(&mut h);
-                acc.0 += 1;
-                acc.1 = acc.1.wrapping_add(h.finish());
-            }
-        }
-        let mut acc = (0, 0);
-        ids(&self.ingresses, &mut acc);
-        ids(&self.ingress_classes, &mut acc);
-        ids(&self.services, &mut acc);
-        ids(&self.endpoint_slices, &mut acc);
-        ids(&self.secrets, &mut acc);
-        for cm in &self.config_maps {
-            ids(cm, &mut acc);
-        }
-        acc
-    }
-
-    /// A complete Store of the current contents, each kind sorted by namespace and name.
-    fn snapshot(&self) -> Store {
-        Store {
-            ingresses: sorted(&self.ingresses),
-            ingress_classes: sorted(&self.ingress_classes),
-            services: sorted(&self.services),
-            endpoint_slices: sorted(&self.endpoint_slices),
-            secrets: sorted(&self.secrets),
-            config_maps: self.config_maps.iter().flat_map(sorted).collect(),
-            problems: Vec::new(),
-        }
-    }
-}
-
-fn sorted<K: Resource<DynamicType = ()> + Clone>(r: &Reader<K>) -> Vec<K> {
-    let mut v = r.state();
-    v.sort_unstable_by(|a, b| {
-        let (a, b) = (a.meta(), b.meta());
-        (a.namespace.as_deref(), a.name.as_deref())
-            .cmp(&(b.namespace.as_deref(), b.name.as_deref()))
-    });
-    v.iter().map(|o| (**o).clone()).collect()
 }

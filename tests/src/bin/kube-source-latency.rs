@@ -1,6 +1,6 @@
 //! Measure (not a test): time from an HTTP create on the fake API server to (1) the kube
-//! source's publish of a Store containing the object and (2) the controller's Snapshot
-//! routing it. Prints p50/p90/p99/max of each.
+//! source sending the Change and (2) the controller's Snapshot routing it. Prints
+//! p50/p90/p99/max of each.
 //! `cargo run -p ingress-tests --bin kube-source-latency [COUNT [INGRESSES [ENDPOINTS]]]`:
 //! COUNT changes (default 200) on top of INGRESSES seeded Ingresses with 5 paths each and
 //! ENDPOINTS endpoints in EndpointSlices of 100 (default 0 and 0). `NO_CONTROLLER=1` measures
@@ -12,9 +12,12 @@ use ingress_tests::fake_api::FakeApi;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, PostParams};
 use xdp_ingress::{
-    config::Options,
+    config::{Change, Options, store::Object},
     controller,
-    source::kube::{DEBOUNCE, KubeSourceConfig, run},
+    source::{
+        self, Update,
+        kube::{KubeSourceConfig, run},
+    },
 };
 
 #[tokio::main]
@@ -24,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let api = FakeApi::start().await;
     seed(&api, seed_ingresses, seed_endpoints);
     let client = api.client().await;
-    let (tx, mut rx) = tokio::sync::watch::channel(None);
+    let (tx, mut rx) = source::channel();
     let cfg = KubeSourceConfig {
         watch_namespace: None,
         tcp_configmap: Some(("ingress-nginx".into(), "tcp-services".into())),
@@ -32,17 +35,33 @@ async fn main() -> anyhow::Result<()> {
     };
     let source = tokio::spawn(run(client.clone(), cfg, tx));
     let with_controller = std::env::var_os("NO_CONTROLLER").is_none();
+    let (ctl_tx, ctl_rx) = source::channel();
     let mut snapshots =
-        with_controller.then(|| controller::spawn(rx.clone(), Options::default()).snapshots);
+        with_controller.then(|| controller::spawn(ctl_rx, Options::default()).snapshots);
+    // A tap between source and controller: reports sync and the names of applied Ingresses.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+    tokio::spawn(async move {
+        while let Some(u) = rx.recv().await {
+            match &u {
+                Update::Synced => {
+                    let _ = seen_tx.send(None);
+                }
+                Update::Changes(changes) => {
+                    for c in changes {
+                        if let Change::Apply(Object::Ingress(i)) = c {
+                            let _ = seen_tx.send(i.metadata.name.clone());
+                        }
+                    }
+                }
+            }
+            if ctl_tx.send(u).is_err() && with_controller {
+                return;
+            }
+        }
+    });
     let synced = Instant::now();
-    rx.wait_for(Option::is_some).await?;
+    while seen.recv().await.expect("source ended").is_some() {}
     let synced = synced.elapsed();
-    let clone_cost = {
-        let store = rx.borrow().clone().expect("synced");
-        let t = Instant::now();
-        drop(std::hint::black_box((*store).clone()));
-        t.elapsed()
-    };
     let ings: Api<Ingress> = Api::namespaced(client, "default");
     let (mut to_store, mut to_snapshot) = (Vec::with_capacity(count), Vec::with_capacity(count));
     for i in 0..count {
@@ -56,14 +75,14 @@ async fn main() -> anyhow::Result<()> {
         }))?;
         let t0 = Instant::now();
         ings.create(&PostParams::default(), &ing).await?;
-        let in_store = rx.wait_for(|s| {
-            s.as_ref().is_some_and(|s| {
-                s.ingresses
-                    .iter()
-                    .any(|x| x.metadata.name.as_deref() == Some(&name))
-            })
-        });
-        tokio::time::timeout(Duration::from_secs(10), in_store).await??;
+        let sent = async {
+            while let Some(n) = seen.recv().await {
+                if n.as_deref() == Some(name.as_str()) {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), sent).await?;
         to_store.push(t0.elapsed());
         if let Some(snapshots) = &mut snapshots {
             let routed = snapshots.wait_for(|s| s.http.route(&host, "/").is_some());
@@ -72,20 +91,12 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     source.abort();
-    println!(
-        "{count} Ingress creates (HTTP, kube-rs client), source debounce {} ms, controller debounce {} ms:",
-        DEBOUNCE.as_millis(),
-        controller::DEBOUNCE.as_millis()
-    );
+    println!("{count} Ingress creates (HTTP, kube-rs client):");
     println!(
         "  seeded {seed_ingresses} Ingresses (5 paths each), {seed_endpoints} endpoints; initial sync {:.0} ms",
         synced.as_secs_f64() * 1e3
     );
-    println!(
-        "  one deep clone + drop of the synced Store: {:.1} ms",
-        clone_cost.as_secs_f64() * 1e3
-    );
-    println!("  create -> Store published:   {}", summary(&mut to_store));
+    println!("  create -> Change sent:        {}", summary(&mut to_store));
     if !to_snapshot.is_empty() {
         println!(
             "  create -> Snapshot routes it: {}",

@@ -17,19 +17,24 @@
 //! Lookup cost is a few hash lookups per `/` in the request path, independent of the number
 //! of Ingresses.
 
-use std::{borrow::Cow, fmt, net::SocketAddr, sync::Arc};
+use std::{
+    borrow::Cow,
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
-use super::{FastMap, metrics::CachedCounter};
+use prometheus_client::metrics::{counter::Counter, family::Family};
 
-use crate::config::{ObjectRef, ServiceRef};
+use super::{FastMap, ObjectRef, ServiceRef, endpoints::Endpoints};
 
 /// Where a matched request goes: a Service port and its resolved endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
     /// The Service (and Service port) named by the Ingress.
     pub service: ServiceRef,
-    /// Resolved endpoint addresses (target IP and port). Empty means "answer 503".
-    pub endpoints: Arc<[SocketAddr]>,
+    /// Resolved endpoint addresses (target IP and port), shared by every Backend of this
+    /// Service port and updated in place. Empty means "answer 503".
+    pub endpoints: Endpoints,
     /// The Ingress that defined this backend; `None` for `--default-backend-service`.
     pub ingress: Option<ObjectRef>,
     /// `namespace/name` of the Ingress (empty for the default backend) and
@@ -40,6 +45,34 @@ pub struct Backend {
     /// How the endpoints are spoken to.
     pub protocol: Protocol,
 }
+
+/// A counter of the `requests` family, looked up once and then kept. The lookup hashes
+/// both label strings, which is a noticeable share of a proxied request; a Backend keeps
+/// one of these for its `200` responses, which are most of them.
+#[derive(Clone, Debug, Default)]
+pub struct CachedCounter(OnceLock<Counter>);
+
+impl CachedCounter {
+    /// The counter, looked up in `family` under `labels` the first time.
+    pub fn get<'a, L: Clone + std::hash::Hash + Eq>(
+        &'a self,
+        family: &Family<L, Counter>,
+        labels: impl FnOnce() -> L,
+    ) -> &'a Counter {
+        self.0
+            .get_or_init(|| family.get_or_create(&labels()).clone())
+    }
+}
+
+/// A cache is not part of what it belongs to: two Backends that differ only in whether
+/// their counter was looked up yet are equal.
+impl PartialEq for CachedCounter {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CachedCounter {}
 
 /// The protocol of a backend's endpoints, from its Service port's `appProtocol`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,11 +103,7 @@ impl Protocol {
 
 impl Backend {
     /// A backend, with its metric label names.
-    pub fn new(
-        service: ServiceRef,
-        endpoints: Arc<[SocketAddr]>,
-        ingress: Option<ObjectRef>,
-    ) -> Self {
+    pub fn new(service: ServiceRef, endpoints: Endpoints, ingress: Option<ObjectRef>) -> Self {
         let ingress_name = ingress.as_ref().map_or_else(String::new, |i| {
             format!("{}/{}", i.namespace.as_deref().unwrap_or(""), i.name)
         });
@@ -169,7 +198,7 @@ impl fmt::Display for HostMatch {
     }
 }
 
-/// One rule as it was added, for display (`xdp-ingress check`) and tests.
+/// One rule, for display (`xdp-ingress check`) and tests.
 #[derive(Clone, Debug)]
 pub struct RouteRule {
     /// Host part.
@@ -182,17 +211,58 @@ pub struct RouteRule {
     pub backend: Arc<Backend>,
 }
 
-/// The paths of one host.
+/// The paths of one host, in the order they were added (the first of two equal paths
+/// wins). Built whole by the control plane and shared between Snapshots, so a change to one
+/// host copies only that host's paths.
 #[derive(Clone, Debug, Default)]
-struct HostRoutes {
-    /// Exact paths.
+pub struct HostRoutes {
+    /// (path as written, type, backend), in insertion order.
+    rules: Vec<(String, PathType, Arc<Backend>)>,
+    /// Exact paths → index into `rules`.
     exact: FastMap<Box<str>, usize>,
-    /// Prefix paths, normalized (trailing slashes removed; `/` stays `/`).
+    /// Prefix paths, normalized (trailing slashes removed; `/` stays `/`) → index.
     prefix: FastMap<Box<str>, usize>,
 }
 
 impl HostRoutes {
-    fn lookup(&self, path: &str) -> Option<usize> {
+    /// Adds a path of `host` (named in errors). The first rule for a given path and
+    /// effective type wins; later ones get [`InsertError::Conflict`].
+    pub fn insert(
+        &mut self,
+        host: &HostMatch,
+        path: &str,
+        path_type: PathType,
+        backend: Arc<Backend>,
+    ) -> Result<(), InsertError> {
+        let path = if path.is_empty() { "/" } else { path };
+        if !path.starts_with('/') {
+            return Err(InsertError::NotAbsolute(path.to_owned()));
+        }
+        let index = self.rules.len();
+        let (map, key) = match path_type {
+            PathType::Exact => (&mut self.exact, path),
+            PathType::Prefix | PathType::ImplementationSpecific => {
+                (&mut self.prefix, prefix_key(path))
+            }
+        };
+        if let Some(&existing) = map.get(key) {
+            return Err(InsertError::Conflict {
+                host: host.clone(),
+                path: path.to_owned(),
+                path_type,
+                existing: describe(&self.rules[existing].2),
+            });
+        }
+        map.insert(key.into(), index);
+        self.rules.push((path.to_owned(), path_type, backend));
+        Ok(())
+    }
+
+    fn lookup(&self, path: &str) -> Option<&Arc<Backend>> {
+        self.index(path).map(|i| &self.rules[i].2)
+    }
+
+    fn index(&self, path: &str) -> Option<usize> {
         if let Some(&i) = self.exact.get(path) {
             return Some(i);
         }
@@ -221,8 +291,14 @@ impl HostRoutes {
         None
     }
 
-    fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefix.is_empty()
+    /// Number of paths.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no paths.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
     }
 }
 
@@ -232,16 +308,47 @@ fn prefix_key(path: &str) -> &str {
     if t.is_empty() { "/" } else { t }
 }
 
-/// The HTTP routing table of one Snapshot. Immutable once built; the router only reads it.
+/// The hosts listed in Ingress `tls` entries: exact ones and one-label wildcard suffixes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsHosts {
+    exact: std::collections::HashSet<String>,
+    wildcard: std::collections::HashSet<String>,
+}
+
+impl TlsHosts {
+    /// Adds `foo.com` or `*.foo.com` (any case).
+    pub fn add(&mut self, host: &str) {
+        match HostMatch::parse(host) {
+            HostMatch::Any => {}
+            HostMatch::Exact(h) => {
+                self.exact.insert(h);
+            }
+            HostMatch::Wildcard(s) => {
+                self.wildcard.insert(s);
+            }
+        }
+    }
+
+    fn contains_normalized(&self, host: &str) -> bool {
+        self.exact.contains(host)
+            || wildcard_suffix(host).is_some_and(|s| self.wildcard.contains(s))
+    }
+}
+
+/// Hosts → paths, with the copy-on-write sharing that lets a Snapshot reuse every host the
+/// change did not touch.
+type Hosts = Arc<FastMap<String, Arc<HostRoutes>>>;
+
+/// The HTTP routing table of one Snapshot. Immutable once published; the router only reads
+/// it. The control plane builds the next one from a clone, which shares every host.
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
-    rules: Vec<RouteRule>,
-    exact_hosts: FastMap<String, HostRoutes>,
-    wildcard_hosts: FastMap<String, HostRoutes>,
-    any_host: HostRoutes,
+    exact_hosts: Hosts,
+    wildcard_hosts: Hosts,
+    any_host: Arc<HostRoutes>,
     default_backend: Option<Arc<Backend>>,
-    tls_exact: std::collections::HashSet<String>,
-    tls_wildcard: std::collections::HashSet<String>,
+    tls: Arc<TlsHosts>,
+    len: usize,
 }
 
 /// Why [`RouteTable::insert`] refused a rule.
@@ -274,44 +381,46 @@ impl RouteTable {
     /// get [`InsertError::Conflict`] (callers add Ingresses oldest first).
     pub fn insert(
         &mut self,
-        host: HostMatch,
+        host: &HostMatch,
         path: &str,
         path_type: PathType,
         backend: Arc<Backend>,
     ) -> Result<(), InsertError> {
-        let path = if path.is_empty() { "/" } else { path };
-        if !path.starts_with('/') {
-            return Err(InsertError::NotAbsolute(path.to_owned()));
-        }
-        let index = self.rules.len();
-        let routes = match &host {
-            HostMatch::Any => &mut self.any_host,
-            HostMatch::Exact(h) => self.exact_hosts.entry(h.clone()).or_default(),
-            HostMatch::Wildcard(s) => self.wildcard_hosts.entry(s.clone()).or_default(),
-        };
-        let (map, key) = match path_type {
-            PathType::Exact => (&mut routes.exact, path),
-            PathType::Prefix | PathType::ImplementationSpecific => {
-                (&mut routes.prefix, prefix_key(path))
-            }
-        };
-        if let Some(&existing) = map.get(key) {
-            let existing = &self.rules[existing].backend;
-            return Err(InsertError::Conflict {
-                host,
-                path: path.to_owned(),
-                path_type,
-                existing: describe(existing),
-            });
-        }
-        map.insert(key.into(), index);
-        self.rules.push(RouteRule {
-            host,
-            path: path.to_owned(),
-            path_type,
-            backend,
-        });
+        let mut routes = self.host(host).map(|r| (**r).clone()).unwrap_or_default();
+        routes.insert(host, path, path_type, backend)?;
+        self.set_host(host, routes);
         Ok(())
+    }
+
+    /// The paths of one host, if it has any.
+    pub fn host(&self, host: &HostMatch) -> Option<&Arc<HostRoutes>> {
+        match host {
+            HostMatch::Any => Some(&self.any_host).filter(|r| !r.is_empty()),
+            HostMatch::Exact(h) => self.exact_hosts.get(h),
+            HostMatch::Wildcard(s) => self.wildcard_hosts.get(s),
+        }
+    }
+
+    /// Replaces every path of one host (none removes the host). Copies the host index only
+    /// if a published Snapshot still shares it.
+    pub fn set_host(&mut self, host: &HostMatch, routes: HostRoutes) {
+        let old = self.host(host).map_or(0, |r| r.len());
+        self.len = self.len - old + routes.len();
+        let routes = Arc::new(routes);
+        let (map, key) = match host {
+            HostMatch::Any => {
+                self.any_host = routes;
+                return;
+            }
+            HostMatch::Exact(h) => (&mut self.exact_hosts, h),
+            HostMatch::Wildcard(s) => (&mut self.wildcard_hosts, s),
+        };
+        let map = Arc::make_mut(map);
+        if routes.is_empty() {
+            map.remove(key);
+        } else {
+            map.insert(key.clone(), routes);
+        }
     }
 
     /// Sets the backend used when no rule matches (Ingress `defaultBackend`, else
@@ -322,15 +431,12 @@ impl RouteTable {
 
     /// Marks a host (`foo.com` or `*.foo.com`) as listed in an Ingress `tls` entry.
     pub fn add_tls_host(&mut self, host: &str) {
-        match HostMatch::parse(host) {
-            HostMatch::Any => {}
-            HostMatch::Exact(h) => {
-                self.tls_exact.insert(h);
-            }
-            HostMatch::Wildcard(s) => {
-                self.tls_wildcard.insert(s);
-            }
-        }
+        Arc::make_mut(&mut self.tls).add(host);
+    }
+
+    /// Replaces the set of hosts listed in Ingress `tls` entries.
+    pub fn set_tls_hosts(&mut self, hosts: TlsHosts) {
+        self.tls = Arc::new(hosts);
     }
 
     /// Finds the backend for a request. `host` may carry a port and any case; `path` is the
@@ -352,8 +458,8 @@ impl RouteTable {
                     .flatten()
             })?;
         Some(RouteMatch {
-            backend: &self.rules[found].backend,
-            tls: self.is_normalized_tls_host(&host),
+            backend: found,
+            tls: self.tls.contains_normalized(&host),
         })
     }
 
@@ -366,27 +472,52 @@ impl RouteTable {
     /// Whether `host` (any case, port allowed) is listed in an Ingress `tls` entry, exactly or
     /// through a one-label wildcard.
     pub fn is_tls_host(&self, host: &str) -> bool {
-        self.is_normalized_tls_host(&normalize_host(host))
+        self.tls.contains_normalized(&normalize_host(host))
     }
 
-    fn is_normalized_tls_host(&self, host: &str) -> bool {
-        self.tls_exact.contains(host)
-            || wildcard_suffix(host).is_some_and(|s| self.tls_wildcard.contains(s))
+    /// The hosts listed in Ingress `tls` entries.
+    pub fn tls_hosts(&self) -> &TlsHosts {
+        &self.tls
     }
 
-    /// Every rule, in insertion order (for `xdp-ingress check`).
-    pub fn rules(&self) -> &[RouteRule] {
-        &self.rules
+    /// Every rule, sorted by host, path and type (for `xdp-ingress check` and tests).
+    pub fn rules(&self) -> Vec<RouteRule> {
+        let any = std::iter::once((HostMatch::Any, &self.any_host));
+        let exact = self
+            .exact_hosts
+            .iter()
+            .map(|(h, r)| (HostMatch::Exact(h.clone()), r));
+        let wild = self
+            .wildcard_hosts
+            .iter()
+            .map(|(s, r)| (HostMatch::Wildcard(s.clone()), r));
+        let mut out: Vec<RouteRule> = any
+            .chain(exact)
+            .chain(wild)
+            .flat_map(|(host, routes)| {
+                routes
+                    .rules
+                    .iter()
+                    .map(move |(path, path_type, backend)| RouteRule {
+                        host: host.clone(),
+                        path: path.clone(),
+                        path_type: *path_type,
+                        backend: backend.clone(),
+                    })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.host, &a.path, a.path_type).cmp(&(&b.host, &b.path, b.path_type)));
+        out
     }
 
     /// Number of rules.
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.len
     }
 
     /// Whether there are no rules.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.len == 0
     }
 }
 
@@ -453,7 +584,7 @@ mod tests {
                 name: id.into(),
                 port: 80,
             },
-            Arc::from(Vec::new()),
+            Endpoints::default(),
             None,
         ))
     }
@@ -463,7 +594,7 @@ mod tests {
         let mut t = RouteTable::new();
         for (host, path, ty) in rules {
             t.insert(
-                HostMatch::parse(host),
+                &HostMatch::parse(host),
                 path,
                 *ty,
                 backend(&format!("{host}|{ty}:{path}")),
@@ -568,7 +699,7 @@ mod tests {
     fn prefix_and_implementation_specific_on_the_same_path_conflict() {
         let mut t = table(&[("", "/app", Prefix)]);
         let err = t
-            .insert(HostMatch::Any, "/app/", Impl, backend("late"))
+            .insert(&HostMatch::Any, "/app/", Impl, backend("late"))
             .unwrap_err();
         assert!(matches!(err, InsertError::Conflict { .. }), "{err:?}");
     }
@@ -709,7 +840,7 @@ mod tests {
     fn relative_path_is_refused() {
         let mut t = RouteTable::new();
         let err = t
-            .insert(HostMatch::Any, "foo", Prefix, backend("x"))
+            .insert(&HostMatch::Any, "foo", Prefix, backend("x"))
             .unwrap_err();
         assert_eq!(err, InsertError::NotAbsolute("foo".into()));
     }
@@ -717,7 +848,7 @@ mod tests {
     #[test]
     fn empty_path_means_root_prefix() {
         let mut t = RouteTable::new();
-        t.insert(HostMatch::Any, "", Prefix, backend("root"))
+        t.insert(&HostMatch::Any, "", Prefix, backend("root"))
             .unwrap();
         assert!(t.route("h", "/anything").is_some());
     }

@@ -1,0 +1,340 @@
+//! The controller's translation: [`Change`]s in, Snapshots out, each change costing what
+//! depends on it rather than what the cluster holds.
+//!
+//! What each kind of change touches:
+//! - **EndpointSlice**: the endpoint cells of its Service (one atomic store each; HTTP
+//!   Backends share them, so no route is rebuilt) and the L4 table.
+//! - **Ingress**: that Ingress is translated again, and only the hosts it claimed before
+//!   or claims now are merged again (oldest first). TLS is merged again only when its
+//!   `tls` entries changed; the default backend always (a handful of Ingresses).
+//! - **Service**: the Ingresses that name it are translated again; its cells, the L4 table
+//!   and `--default-backend-service` are recomputed.
+//! - **Secret**: the TLS merge (parsed certificates are cached per Secret object).
+//! - **ConfigMap**: the L4 table. **IngressClass**: which Ingresses are served, so all.
+//!
+//! [`build_objects`](super::build_objects) stays the reference; the property test at the
+//! bottom applies random change sequences and compares after every step.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
+
+use super::{
+    L4Service, Options, Problem, Snapshot,
+    backend::{Cells, Resolver},
+    class::ClassFilter,
+    ingress::{self, Age, SecretCache, Translated},
+    l4,
+    store::{Applied, Change, Key, Kind, Objects},
+};
+use crate::snapshot::{
+    certs::CertSet,
+    routes::{HostMatch, RouteTable},
+};
+
+/// The incremental translation state (see the module docs).
+#[derive(Default)]
+pub struct Engine {
+    opts: Options,
+    objects: Objects,
+    cells: Cells,
+    secrets: SecretCache,
+    /// Served Ingresses, translated.
+    served: HashMap<Key, Translated>,
+    /// Own Problems of served Ingresses that have any.
+    ingress_problems: BTreeMap<Key, Vec<Problem>>,
+    /// Served Ingresses with `tls` entries, oldest first.
+    with_tls: BTreeSet<Age>,
+    /// Served Ingresses with a `defaultBackend`, oldest first.
+    with_default: BTreeSet<Age>,
+    /// The Ingresses claiming paths of each host, oldest first.
+    claims: HashMap<HostMatch, BTreeSet<Age>>,
+    /// Path conflicts of each host that has any.
+    conflicts: HashMap<HostMatch, Vec<Problem>>,
+    /// The served Ingresses naming each Service.
+    users: HashMap<Key, HashSet<Key>>,
+    table: RouteTable,
+    certs: Arc<CertSet>,
+    tls_problems: Vec<Problem>,
+    default_problems: Vec<Problem>,
+    l4: Vec<L4Service>,
+    l4_problems: Vec<Problem>,
+    dirty: Dirty,
+}
+
+/// What the next [`Engine::snapshot`] must redo.
+#[derive(Default)]
+struct Dirty {
+    ingresses: BTreeSet<Key>,
+    all_ingresses: bool,
+    hosts: HashSet<HostMatch>,
+    tls: bool,
+    default: bool,
+    l4: bool,
+    /// Anything at all since the last Snapshot (including endpoint cells).
+    any: bool,
+}
+
+/// How much work a [`Engine::snapshot`] did, for logs and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Ingresses translated again.
+    pub ingresses: usize,
+    /// Hosts merged again.
+    pub hosts: usize,
+}
+
+impl Engine {
+    /// An empty engine (the Snapshot of no objects).
+    pub fn new(opts: Options) -> Self {
+        Self {
+            opts,
+            dirty: Dirty {
+                default: true,
+                l4: true,
+                any: true,
+                ..Dirty::default()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// The objects applied so far.
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
+    /// Applies one change; `false` if it changed nothing. Endpoint changes reach the HTTP
+    /// Backends of the current Snapshot at once; the rest waits for [`Self::snapshot`].
+    pub fn apply(&mut self, change: Change) -> bool {
+        let applied = self.objects.apply(change);
+        let resolver = Resolver::new(&self.objects);
+        match applied {
+            Applied::Nothing => return false,
+            Applied::Problems => {}
+            Applied::Object(Kind::Ingress, key, _) => {
+                self.dirty.ingresses.insert(key);
+            }
+            Applied::Object(Kind::IngressClass, ..) => self.dirty.all_ingresses = true,
+            Applied::Object(Kind::Service, key, _) => {
+                if let Some(users) = self.users.get(&key) {
+                    self.dirty.ingresses.extend(users.iter().cloned());
+                }
+                self.cells.refresh(resolver, &key.0, &key.1);
+                self.dirty.default = true;
+                self.dirty.l4 = true;
+            }
+            Applied::Object(Kind::EndpointSlice, _, services) => {
+                for (ns, name) in &services {
+                    self.cells.refresh(resolver, ns, name);
+                }
+                self.dirty.l4 = true;
+            }
+            Applied::Object(Kind::Secret, ..) => self.dirty.tls = true,
+            Applied::Object(Kind::ConfigMap, ..) => self.dirty.l4 = true,
+        }
+        self.dirty.any = true;
+        true
+    }
+
+    /// Whether anything changed since the last [`Self::snapshot`].
+    pub fn changed(&self) -> bool {
+        self.dirty.any
+    }
+
+    /// The Snapshot of everything applied, redoing only what the changes touched.
+    pub fn snapshot(&mut self) -> (Snapshot, Work) {
+        let mut work = Work::default();
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut ingresses = dirty.ingresses;
+        if dirty.all_ingresses {
+            ingresses.extend(self.objects.ingresses.keys().cloned());
+            ingresses.extend(self.served.keys().cloned());
+        }
+        let mut hosts = dirty.hosts;
+        let mut redo_tls = dirty.tls;
+        let redo_default = dirty.default || !ingresses.is_empty();
+        {
+            let opts = self.opts.clone();
+            let classes =
+                ClassFilter::new(self.objects.ingress_classes.values().map(|c| &**c), &opts);
+            for key in &ingresses {
+                work.ingresses += 1;
+                redo_tls |= self.retranslate(key, &classes, &mut hosts);
+            }
+        }
+        for host in &hosts {
+            work.hosts += 1;
+            self.merge_host(host);
+        }
+        if redo_tls {
+            self.merge_tls();
+        }
+        if redo_default {
+            self.merge_default();
+        }
+        if dirty.l4 {
+            let resolver = Resolver::new(&self.objects);
+            let mut problems = Vec::new();
+            self.l4 = l4::table(&self.objects, &self.opts, resolver, &mut problems);
+            self.l4_problems = problems;
+        }
+        if !ingresses.is_empty() {
+            self.cells.prune();
+        }
+        let snapshot = Snapshot {
+            http: self.table.clone(),
+            l4: self.l4.clone(),
+            tls: self.certs.clone(),
+            problems: self.problems(),
+        };
+        (snapshot, work)
+    }
+
+    /// Drops an Ingress's old translation and adds its new one (if served). Marks the hosts
+    /// to merge again; `true` if its TLS entries changed.
+    fn retranslate(
+        &mut self,
+        key: &Key,
+        classes: &ClassFilter<'_>,
+        hosts: &mut HashSet<HostMatch>,
+    ) -> bool {
+        let old = self.served.remove(key);
+        if let Some(old) = &old {
+            self.unindex(old, hosts);
+        }
+        let new = self
+            .objects
+            .ingresses
+            .get(key)
+            .filter(|i| classes.serves(i))
+            .map(|i| ingress::translate(i, Resolver::new(&self.objects), &mut self.cells));
+        let tls_changed = match (&old, &new) {
+            (Some(o), Some(n)) => o.tls != n.tls || o.age != n.age,
+            (None, None) => false,
+            (Some(t), None) | (None, Some(t)) => !t.tls.is_empty(),
+        };
+        if let Some(new) = new {
+            self.index(&new, hosts);
+            self.served.insert(key.clone(), new);
+        }
+        tls_changed
+    }
+
+    fn unindex(&mut self, t: &Translated, hosts: &mut HashSet<HostMatch>) {
+        let key = &t.age.key;
+        for (host, _) in &t.hosts {
+            if let Some(claims) = self.claims.get_mut(host) {
+                claims.remove(&t.age);
+            }
+            hosts.insert(host.clone());
+        }
+        self.with_tls.remove(&t.age);
+        self.with_default.remove(&t.age);
+        self.ingress_problems.remove(key);
+        for service in &t.services {
+            if let Some(users) = self.users.get_mut(service) {
+                users.remove(key);
+                if users.is_empty() {
+                    self.users.remove(service);
+                }
+            }
+        }
+    }
+
+    fn index(&mut self, t: &Translated, hosts: &mut HashSet<HostMatch>) {
+        let key = &t.age.key;
+        for (host, _) in &t.hosts {
+            self.claims
+                .entry(host.clone())
+                .or_default()
+                .insert(t.age.clone());
+            hosts.insert(host.clone());
+        }
+        if !t.tls.is_empty() {
+            self.with_tls.insert(t.age.clone());
+        }
+        if t.default_backend.is_some() {
+            self.with_default.insert(t.age.clone());
+        }
+        if !t.problems.is_empty() {
+            self.ingress_problems
+                .insert(key.clone(), t.problems.clone());
+        }
+        for service in &t.services {
+            self.users
+                .entry(service.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+    }
+
+    fn merge_host(&mut self, host: &HostMatch) {
+        let claims = self
+            .claims
+            .get(host)
+            .into_iter()
+            .flatten()
+            .filter_map(|age| {
+                let t = self.served.get(&age.key)?;
+                let paths = t.hosts.iter().find(|(h, _)| h == host)?;
+                Some((&t.object, paths.1.as_slice()))
+            });
+        let (routes, conflicts) = ingress::merge_host(host, claims);
+        if routes.is_empty() {
+            self.claims.remove(host);
+        }
+        self.table.set_host(host, routes);
+        if conflicts.is_empty() {
+            self.conflicts.remove(host);
+        } else {
+            self.conflicts.insert(host.clone(), conflicts);
+        }
+    }
+
+    fn merge_tls(&mut self) {
+        let ingresses = self.with_tls.iter().filter_map(|a| self.served.get(&a.key));
+        let merged = ingress::merge_tls(ingresses, &self.objects.secrets, &mut self.secrets);
+        self.secrets.retain_existing(&self.objects.secrets);
+        self.table.set_tls_hosts(merged.hosts);
+        self.certs = Arc::new(merged.certs);
+        self.tls_problems = merged.problems;
+    }
+
+    fn merge_default(&mut self) {
+        let ingresses = self
+            .with_default
+            .iter()
+            .filter_map(|a| self.served.get(&a.key));
+        let (backend, mut problems) = ingress::merge_default(ingresses);
+        let fallback = ingress::default_backend_service(
+            Resolver::new(&self.objects),
+            &mut self.cells,
+            &self.opts,
+            &mut problems,
+        );
+        self.table.set_default_backend(backend.or(fallback));
+        self.default_problems = problems;
+    }
+
+    /// Every Problem, in the canonical order; proportional to the number of Problems.
+    fn problems(&self) -> Vec<Problem> {
+        let all = self
+            .objects
+            .problems
+            .values()
+            .chain(self.ingress_problems.values())
+            .chain(self.conflicts.values())
+            .flatten()
+            .chain(&self.tls_problems)
+            .chain(&self.default_problems)
+            .chain(&self.l4_problems)
+            .cloned()
+            .collect();
+        super::sorted(all)
+    }
+}
+
+#[cfg(test)]
+mod tests;
