@@ -40,6 +40,42 @@ pub fn update128(mut check: u16, old: &[u8; 16], new: &[u8; 16]) -> u16 {
     check
 }
 
+/// The ones'-complement difference of one 16-bit word changing from `old` to `new`, to be
+/// summed with others and applied once with [`apply`]. (Summing up to 32,768 of them cannot
+/// overflow the accumulator.)
+#[inline(always)]
+pub const fn diff16(old: u16, new: u16) -> u32 {
+    (!old as u32) + (new as u32)
+}
+
+/// [`diff16`] for a 32-bit field (an IPv4 address, as read with `u32::from_be_bytes`).
+#[inline(always)]
+pub const fn diff32(old: u32, new: u32) -> u32 {
+    diff16((old >> 16) as u16, (new >> 16) as u16) + diff16(old as u16, new as u16)
+}
+
+/// [`diff16`] for a 128-bit field (an IPv6 address).
+#[inline(always)]
+pub fn diff128(old: &[u8; 16], new: &[u8; 16]) -> u32 {
+    let mut d = 0u32;
+    let mut i = 0;
+    while i < 16 {
+        d += diff16(
+            u16::from_be_bytes([old[i], old[i + 1]]),
+            u16::from_be_bytes([new[i], new[i + 1]]),
+        );
+        i += 2;
+    }
+    d
+}
+
+/// Applies an accumulated difference (sums of [`diff16`]) to a checksum: RFC 1624 eqn. 3 for
+/// several words at once, `HC' = ~(~HC + Σ(~m + m'))`.
+#[inline(always)]
+pub const fn apply(check: u16, diff: u32) -> u16 {
+    !fold((!check as u32) + fold(diff) as u32)
+}
+
 /// Full checksum of a byte slice (odd length padded with a zero byte), seeded with `initial`.
 pub fn checksum(bytes: &[u8], initial: u32) -> u16 {
     let mut sum = initial;
@@ -103,6 +139,57 @@ mod tests {
         old.copy_from_slice(&buf[16..32]);
         buf[16..32].copy_from_slice(&new);
         assert_eq!(update128(base, &old, &new), checksum(&buf, 0));
+    }
+
+    #[test]
+    fn accumulated_differences_equal_recompute() {
+        // Several words of one header change at once (both addresses and the TTL word).
+        type Case = (&'static str, [u8; 4], [u8; 4], [u8; 2]);
+        let cases: &[Case] = &[
+            ("private", [10, 1, 2, 3], [10, 9, 8, 7], [0x3f, 0x11]),
+            ("all ones", [255; 4], [255; 4], [0xff, 0xff]),
+            ("zero", [0; 4], [0; 4], [0, 0]),
+            (
+                "carry heavy",
+                [0xff, 0, 0xff, 1],
+                [1, 0xff, 0, 0xff],
+                [0x01, 0x11],
+            ),
+        ];
+        for (name, src, dst, ttl) in cases {
+            let mut h = HDR;
+            let base = checksum(&h, 0);
+            let mut d = diff32(
+                u32::from_be_bytes([h[12], h[13], h[14], h[15]]),
+                u32::from_be_bytes(*src),
+            );
+            d += diff32(
+                u32::from_be_bytes([h[16], h[17], h[18], h[19]]),
+                u32::from_be_bytes(*dst),
+            );
+            d += diff16(u16::from_be_bytes([h[8], h[9]]), u16::from_be_bytes(*ttl));
+            h[12..16].copy_from_slice(src);
+            h[16..20].copy_from_slice(dst);
+            h[8..10].copy_from_slice(ttl);
+            assert_eq!(apply(base, d), checksum(&h, 0), "case {name}");
+        }
+    }
+
+    #[test]
+    fn accumulated_128_bit_difference_equals_recompute() {
+        let mut buf = [0u8; 36];
+        buf[..16].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        buf[16..32].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        buf[32..].copy_from_slice(&[0x9c, 0x40, 0x23, 0x28]);
+        let base = checksum(&buf, 0);
+        let new = [0xff; 16];
+        let mut old = [0u8; 16];
+        old.copy_from_slice(&buf[..16]);
+        buf[..16].copy_from_slice(&new);
+        let d = diff128(&old, &new) + diff16(0x9c40, 0x0001);
+        buf[32..34].copy_from_slice(&[0x00, 0x01]);
+        assert_eq!(apply(base, d), checksum(&buf, 0));
+        assert_eq!(apply(base, 0), base, "no change, no difference");
     }
 
     #[test]

@@ -161,6 +161,41 @@ pub struct CtEntry {
     pub handshake_ack: u32,
 }
 
+/// Key of a fragmented datagram as it arrives (before NAT): what its non-first fragments
+/// share with the first (RFC 791 / RFC 8200 reassembly key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// Source address.
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+    /// IPv4 identification (network byte order, in the low 16 bits as read) or IPv6
+    /// fragment identification (network byte order).
+    pub id: u32,
+    /// IPv4 protocol, or the IPv6 fragment header's next header.
+    pub proto: u8,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
+
+/// What the non-first fragments of a NATed datagram need: its new addresses (ports and the
+/// L4 checksum live in the first fragment only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragEntry {
+    /// New source address.
+    pub src: [u8; 16],
+    /// New destination address.
+    pub dst: [u8; 16],
+    /// Service id, for stats.
+    pub service_id: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
 /// Node-wide NAT settings, written by userspace into a one-entry array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -242,6 +277,8 @@ mod pod {
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::NatConfig {}
     unsafe impl aya::Pod for super::ServiceStats {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragEntry {}
 }
 
 #[cfg(test)]
@@ -264,6 +301,8 @@ mod tests {
         );
         assert_eq!(size_of::<NatConfig>(), 4 + 16 + 2 + 2 + 4 + 4);
         assert_eq!(size_of::<ServiceStats>(), 5 * 8);
+        assert_eq!(size_of::<FragKey>(), 16 + 16 + 4 + 1 + 1 + 2);
+        assert_eq!(size_of::<FragEntry>(), 16 + 16 + 4 + 4);
     }
 
     #[test]

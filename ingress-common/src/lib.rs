@@ -12,7 +12,8 @@ pub mod stats;
 /// Map names. They double as pin file names under `--bpf-pin-path`.
 pub mod maps {
     /// Per-CPU packet counters indexed by [`crate::stats::Counter`].
-    pub const STATS: &str = "XI_STATS_V1";
+    /// (V2: [`crate::stats::Counter::CAPACITY`] slots; V1 had exactly the 21 counters then.)
+    pub const STATS: &str = "XI_STATS_V2";
     /// [`crate::l4::ServiceKey`] → [`crate::l4::ServiceValue`].
     pub const SERVICES: &str = "XI_SERVICES_V1";
     /// Backend slots ([`crate::l4::Backend`]), indexed by backend id (0 is never used).
@@ -27,9 +28,12 @@ pub mod maps {
     pub const NAT_CONFIG: &str = "XI_NAT_CONFIG_V1";
     /// Per-service per-CPU [`crate::l4::ServiceStats`], indexed by service id.
     pub const SERVICE_STATS: &str = "XI_SVC_STATS_V2";
+    /// Fragment tracking (an LRU): [`crate::l4::FragKey`] → [`crate::l4::FragEntry`], written
+    /// when a first fragment is NATed, read by the non-first fragments of the datagram.
+    pub const FRAGS: &str = "XI_FRAG_V1";
     /// Maps of earlier layouts that this version replaced. Their pins are removed at load
     /// (after the new maps exist), so a node does not keep them forever.
-    pub const RETIRED: &[&str] = &["XI_SVC_STATS_V1"];
+    pub const RETIRED: &[&str] = &["XI_SVC_STATS_V1", "XI_STATS_V1"];
 }
 
 /// Default map capacities; userspace may override them at load time (which, for pinned
@@ -43,6 +47,8 @@ pub mod limits {
     pub const MAGLEV_SIZE: u32 = 4093;
     /// Conntrack entries per direction.
     pub const CT_ENTRIES: u32 = 262_144;
+    /// Datagrams being fragmented at once (LRU: the oldest are forgotten first).
+    pub const FRAG_ENTRIES: u32 = 8192;
 }
 
 /// Program names, as the `#[xdp]` / `#[classifier]` functions are called in `ingress-ebpf`.

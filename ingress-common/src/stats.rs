@@ -46,11 +46,25 @@ pub enum Counter {
     DropNoRoute = 19,
     /// Packets dropped because userspace has not written the NAT configuration yet.
     DropNotReady = 20,
+    /// ICMP/ICMPv6 errors quoting a NATed flow, translated (outer and quoted headers).
+    IcmpTranslated = 21,
+    /// ICMP/ICMPv6 errors (destination unreachable, packet too big, time exceeded) that quote
+    /// no known flow, or a quote too short to tell: left to the stack untouched.
+    IcmpUntranslated = 22,
+    /// Non-first fragments of a NATed datagram, translated like their first fragment.
+    FragmentTranslated = 23,
+    /// Non-first fragments whose first fragment was not NATed (not seen yet, or not of a
+    /// service): left to the stack untouched, never forwarded.
+    FragmentUntracked = 24,
 }
 
 impl Counter {
     /// Number of counters, i.e. the `max_entries` of the stats array.
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 25;
+
+    /// `max_entries` of the pinned counter array: room for counters added later without a
+    /// new map name (userspace reads only the first [`Counter::COUNT`]).
+    pub const CAPACITY: u32 = 64;
 
     /// All counters in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -75,6 +89,10 @@ impl Counter {
         Counter::DropSnatExhausted,
         Counter::DropNoRoute,
         Counter::DropNotReady,
+        Counter::IcmpTranslated,
+        Counter::IcmpUntranslated,
+        Counter::FragmentTranslated,
+        Counter::FragmentUntracked,
     ];
 
     /// A stable snake_case name, used for log fields and metric labels.
@@ -101,6 +119,10 @@ impl Counter {
             Counter::DropSnatExhausted => "drop_snat_exhausted",
             Counter::DropNoRoute => "drop_no_route",
             Counter::DropNotReady => "drop_not_ready",
+            Counter::IcmpTranslated => "icmp_translated",
+            Counter::IcmpUntranslated => "icmp_untranslated",
+            Counter::FragmentTranslated => "fragment_translated",
+            Counter::FragmentUntracked => "fragment_untracked",
         }
     }
 }
@@ -128,5 +150,11 @@ mod tests {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i, "{} out of place", c.name());
         }
+        const {
+            assert!(
+                Counter::COUNT <= Counter::CAPACITY,
+                "room in the pinned array"
+            );
+        };
     }
 }

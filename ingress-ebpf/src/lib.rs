@@ -1,6 +1,8 @@
 //! The packet core shared by the XDP and TC entry points in `main.rs`.
 //!
-//! Everything is `#[inline(always)]`: the verifier sees one flat function per entry point.
+//! Everything is `#[inline(always)]` except the three packet paths (`nat::process`,
+//! `nat::process_icmp`, `nat::process_fragment`): each is a BPF subprogram with its own
+//! stack frame, so together they fit the 512-byte stack.
 #![no_std]
 
 pub mod ctx;

@@ -12,8 +12,8 @@ use aya_ebpf::{
 use ingress_common::stats::Counter;
 use ingress_ebpf::{
     ctx::PacketCtx,
-    nat::{self, Action, Hook},
-    parse::{self, Class},
+    nat::{self, Action, Hook, Verdict},
+    parse::{self, Kind},
     stats,
 };
 
@@ -33,10 +33,13 @@ fn try_xdp_ingress(mut ctx: XdpContext) -> Result<u32, u32> {
     let class = parse::classify(&ctx);
     let bytes = ctx.frame_len();
     stats::count_class(&class, bytes);
-    let Class::L4(h) = class else {
-        return Ok(xdp_action::XDP_PASS);
+    let verdict = match class.kind {
+        Kind::L4 => nat::process(&mut ctx, &class.h, Hook::Xdp, bytes),
+        Kind::IcmpError => nat::process_icmp(&mut ctx, &class.h, Hook::Xdp, bytes),
+        Kind::Fragment => nat::process_fragment(&mut ctx, &class.h, Hook::Xdp, bytes),
+        Kind::NonIp | Kind::Malformed | Kind::OtherL4 => return Ok(xdp_action::XDP_PASS),
     };
-    let verdict = nat::process(&mut ctx, &h, Hook::Xdp, bytes);
+    let verdict = Verdict::from_bits(verdict);
     Ok(match verdict.action {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
@@ -67,10 +70,13 @@ fn try_tc_ingress(mut ctx: TcContext) -> Result<i32, i32> {
     let class = parse::classify(&ctx);
     let bytes = ctx.frame_len();
     stats::count_class(&class, bytes);
-    let Class::L4(h) = class else {
-        return Ok(TCX_NEXT);
+    let verdict = match class.kind {
+        Kind::L4 => nat::process(&mut ctx, &class.h, Hook::Tc, bytes),
+        Kind::IcmpError => nat::process_icmp(&mut ctx, &class.h, Hook::Tc, bytes),
+        Kind::Fragment => nat::process_fragment(&mut ctx, &class.h, Hook::Tc, bytes),
+        Kind::NonIp | Kind::Malformed | Kind::OtherL4 => return Ok(TCX_NEXT),
     };
-    let verdict = nat::process(&mut ctx, &h, Hook::Tc, bytes);
+    let verdict = Verdict::from_bits(verdict);
     Ok(match verdict.action {
         Action::Pass => TCX_NEXT,
         Action::Drop => TC_ACT_SHOT as i32,

@@ -2,11 +2,15 @@
 //! the same services, backends and, above all, conntrack. Names carry a layout version.
 
 use aya_ebpf::{
+    bindings::bpf_fib_lookup as FibParams,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use ingress_common::{
-    l4::{Backend, CtEntry, FlowKey, NatConfig, ServiceKey, ServiceStats, ServiceValue},
+    l4::{
+        Backend, CtEntry, FlowKey, FragEntry, FragKey, NatConfig, ServiceKey, ServiceStats,
+        ServiceValue,
+    },
     limits,
 };
 
@@ -36,8 +40,9 @@ pub static XI_CT_REV_V1: HashMap<FlowKey, CtEntry> = HashMap::pinned(limits::CT_
 #[map(name = "XI_NAT_CONFIG_V1")]
 pub static XI_NAT_CONFIG_V1: Array<NatConfig> = Array::pinned(1, 0);
 
-/// Scratch space for building conntrack entries: the BPF stack (512 bytes) is too small to
-/// hold them next to the FIB parameters.
+/// Scratch space for what does not fit the BPF stack (512 bytes, shared by a subprogram and
+/// its caller): conntrack entries being built, the FIB parameters, the keys and old
+/// addresses of the ICMP and fragment paths.
 #[repr(C)]
 pub struct Scratch {
     /// The reply-direction key being claimed.
@@ -46,6 +51,18 @@ pub struct Scratch {
     pub rev: CtEntry,
     /// The forward-direction entry.
     pub fwd: CtEntry,
+    /// `bpf_fib_lookup` parameters and answer of the packet being sent.
+    pub fib: FibParams,
+    /// The conntrack key an ICMP error's quote names.
+    pub flow: FlowKey,
+    /// The fragment key of a first or non-first fragment.
+    pub frag: FragKey,
+    /// What a first fragment records for the later ones.
+    pub frag_entry: FragEntry,
+    /// Source address of the packet before the rewrite.
+    pub old_src: [u8; 16],
+    /// Destination address of the packet before the rewrite.
+    pub old_dst: [u8; 16],
 }
 
 /// One [`Scratch`] per CPU; not pinned (its content never outlives a packet).
@@ -56,3 +73,8 @@ pub static XI_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0
 #[map(name = "XI_SVC_STATS_V2")]
 pub static XI_SVC_STATS_V2: PerCpuArray<ServiceStats> =
     PerCpuArray::pinned(limits::MAX_SERVICES, 0);
+
+/// Fragmented datagrams whose first fragment was NATed: the later fragments (which carry no
+/// ports) take the same addresses. An LRU: entries are short-lived and nobody expires them.
+#[map(name = "XI_FRAG_V1")]
+pub static XI_FRAG_V1: LruHashMap<FragKey, FragEntry> = LruHashMap::pinned(limits::FRAG_ENTRIES, 0);

@@ -12,9 +12,10 @@ use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
 };
 use ingress_common::{
+    csum,
     l4::{
-        CtEntry, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP, ServiceKey, ct, flow_hash,
-        snat,
+        CtEntry, FAMILY_V4, FAMILY_V6, FlowKey, FragEntry, FragKey, PROTO_TCP, PROTO_UDP,
+        ServiceKey, ct, flow_hash, snat,
     },
     stats::Counter,
 };
@@ -23,10 +24,10 @@ use network_types::ip::IpProto;
 use crate::{
     ctx::{L4Csum, NatCtx},
     maps::{
-        XI_BACKENDS_V1, XI_CT_FWD_V1, XI_CT_REV_V1, XI_MAGLEV_V1, XI_NAT_CONFIG_V1, XI_SCRATCH,
-        XI_SERVICES_V1,
+        XI_BACKENDS_V1, XI_CT_FWD_V1, XI_CT_REV_V1, XI_FRAG_V1, XI_MAGLEV_V1, XI_NAT_CONFIG_V1,
+        XI_SCRATCH, XI_SERVICES_V1,
     },
-    parse::{Family, Headers},
+    parse::{Family, Fragment, Headers, Icmp},
     stats::{self, ServiceDrop},
 };
 
@@ -41,17 +42,18 @@ pub enum Hook {
 
 /// What to do with the packet.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Action {
     /// Not ours (or left to the stack / TC): let it continue untouched.
-    Pass,
+    Pass = 0,
     /// Drop it.
-    Drop,
+    Drop = 1,
     /// Rewritten; send out of the receiving interface.
-    Tx,
+    Tx = 2,
     /// Rewritten; send out of `ifindex`, L2 already set.
-    Redirect,
+    Redirect = 3,
     /// Rewritten; send out of `ifindex`, letting the kernel resolve the neighbour (TC).
-    RedirectNeigh,
+    RedirectNeigh = 4,
 }
 
 /// An [`Action`] and, for redirects, the interface.
@@ -87,6 +89,28 @@ impl Verdict {
     /// Send it out of `ifindex`, the kernel resolving the neighbour.
     pub const fn redirect_neigh(ifindex: u32) -> Self {
         Self::new(Action::RedirectNeigh, ifindex)
+    }
+
+    /// As one integer, what the packet-path subprograms return: a struct would come back
+    /// through a pointer, and the verifier refuses a subprogram that leaves a stack pointer
+    /// in R0.
+    #[inline(always)]
+    pub const fn to_bits(self) -> u64 {
+        (self.action as u64) | ((self.ifindex as u64) << 32)
+    }
+
+    /// The inverse of [`Verdict::to_bits`].
+    #[inline(always)]
+    pub const fn from_bits(bits: u64) -> Self {
+        let action = match bits as u8 {
+            0 => Action::Pass,
+            1 => Action::Drop,
+            2 => Action::Tx,
+            3 => Action::Redirect,
+            4 => Action::RedirectNeigh,
+            _ => Action::Drop,
+        };
+        Self::new(action, (bits >> 32) as u32)
     }
 }
 
@@ -141,9 +165,31 @@ struct Tcp {
     ack: u32,
 }
 
-/// Runs the NAT core on a parsed TCP/UDP packet (IPv4 or IPv6).
+/// Runs the NAT core on a parsed TCP/UDP packet (IPv4 or IPv6); see [`Verdict::to_bits`].
+///
+/// This and [`process_icmp`] and [`process_fragment`] are BPF subprograms of their own
+/// (`inline(never)`): each packet path gets its own stack frame, where inlined together
+/// they would exceed the 512-byte BPF stack.
+#[inline(never)]
+pub fn process<C: NatCtx>(ctx: &mut C, h: &Headers, hook: Hook, bytes: u64) -> u64 {
+    process_l4(ctx, h, hook, bytes).to_bits()
+}
+
+/// An ICMP or ICMPv6 error (see [`icmp`]); see [`Verdict::to_bits`].
+#[inline(never)]
+pub fn process_icmp<C: NatCtx>(ctx: &mut C, i: &Icmp, hook: Hook, bytes: u64) -> u64 {
+    icmp(ctx, i, hook, bytes).to_bits()
+}
+
+/// A non-first fragment (see [`fragment`]); see [`Verdict::to_bits`].
+#[inline(never)]
+pub fn process_fragment<C: NatCtx>(ctx: &mut C, f: &Fragment, hook: Hook, bytes: u64) -> u64 {
+    fragment(ctx, f, hook, bytes).to_bits()
+}
+
+/// The TCP/UDP path of [`process`].
 #[inline(always)]
-pub fn process<C: NatCtx>(ctx: &mut C, h: &Headers, hook: Hook, bytes: u64) -> Verdict {
+fn process_l4<C: NatCtx>(ctx: &mut C, h: &Headers, hook: Hook, bytes: u64) -> Verdict {
     let proto = if h.proto == IpProto::Tcp {
         PROTO_TCP
     } else {
@@ -245,7 +291,38 @@ pub fn process<C: NatCtx>(ctx: &mut C, h: &Headers, hook: Hook, bytes: u64) -> V
     // until the program returns.
     let entry = unsafe { &*entry };
     stats::count_service(entry.service_id, bytes, false);
+    if h.first_frag != 0 {
+        record_first_fragment(h, &key, entry);
+    }
     forward(ctx, h, &key, entry, hook, ttl, ip_proto)
+}
+
+/// Records the translation of a first fragment for the later fragments of its datagram,
+/// which carry no ports and follow its addresses.
+#[inline(always)]
+fn record_first_fragment(h: &Headers, key: &FlowKey, entry: &CtEntry) {
+    let Some(scratch) = XI_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch slot; `entry` may point at its `fwd` field, which is not
+    // written here.
+    unsafe {
+        (*scratch).frag = FragKey {
+            src: key.src,
+            dst: key.dst,
+            id: h.frag_id,
+            proto: h.frag_proto,
+            family: key.family,
+            _pad: [0; 2],
+        };
+        (*scratch).frag_entry = FragEntry {
+            src: entry.src,
+            dst: entry.dst,
+            service_id: entry.service_id,
+            _pad: 0,
+        };
+        let _ = XI_FRAG_V1.insert(&(*scratch).frag, &(*scratch).frag_entry, u64::from(BPF_ANY));
+    }
 }
 
 /// A client packet of a known flow: refreshes the entry, records FIN/RST, completes the
@@ -556,34 +633,80 @@ fn forward<C: NatCtx>(
     ttl: u8,
     ip_proto: u8,
 ) -> Verdict {
-    // SAFETY: plain-old-data C struct; zero is a valid value for every field.
-    let mut fib: FibParams = unsafe { core::mem::zeroed() };
-    fib.l4_protocol = key.proto;
-    fib.sport = e.sport;
-    fib.dport = e.dport;
-    fib.ifindex = ctx.ifindex();
-    if key.family == FAMILY_V6 {
-        fib.family = AF_INET6;
-        fib.__bindgen_anon_3.ipv6_src = words(&e.src);
-        fib.__bindgen_anon_4.ipv6_dst = words(&e.dst);
-    } else {
-        fib.family = AF_INET;
-        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(first4(&e.src));
-        fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(first4(&e.dst));
-    }
-    let rc = ctx.fib_lookup(&mut fib);
-    let neigh_known = rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS);
-    if !neigh_known && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
-        stats::count(Counter::DropNoRoute, 0);
+    let Some(scratch) = XI_SCRATCH.get_ptr_mut(0) else {
         return Verdict::DROP;
-    }
-    if !neigh_known && hook == Hook::Xdp {
-        stats::count(Counter::DeferredToTc, 0);
-        return Verdict::PASS;
-    }
+    };
+    // SAFETY: this CPU's scratch slot; `e` may point at its `fwd` field, never at `fib`.
+    let fib = unsafe { &mut (*scratch).fib };
+    let target = Target {
+        family: key.family,
+        proto: key.proto,
+        src: &e.src,
+        dst: &e.dst,
+        sport: e.sport,
+        dport: e.dport,
+    };
+    let neigh_known = match lookup(ctx, fib, &target, hook) {
+        Ok(n) => n,
+        Err(v) => return v,
+    };
     if rewrite(ctx, h, key, e, ttl, ip_proto).is_none() {
         return Verdict::DROP;
     }
+    send(ctx, fib, neigh_known)
+}
+
+/// Where a translated packet goes, for the FIB lookup.
+struct Target<'a> {
+    family: u8,
+    proto: u8,
+    src: &'a [u8; 16],
+    dst: &'a [u8; 16],
+    sport: u16,
+    dport: u16,
+}
+
+/// Routes a translated packet into `fib`; `Ok` says whether the neighbour is known. `Err` is
+/// the verdict when it cannot be sent from this hook: no route (drop), or an unresolved
+/// neighbour under XDP (pass, untouched, to the TC program beside it).
+#[inline(always)]
+fn lookup<C: NatCtx>(
+    ctx: &mut C,
+    fib: &mut FibParams,
+    t: &Target<'_>,
+    hook: Hook,
+) -> Result<bool, Verdict> {
+    // SAFETY: plain-old-data C struct; zero is a valid value for every field.
+    *fib = unsafe { core::mem::zeroed() };
+    fib.l4_protocol = t.proto;
+    fib.sport = t.sport;
+    fib.dport = t.dport;
+    fib.ifindex = ctx.ifindex();
+    if t.family == FAMILY_V6 {
+        fib.family = AF_INET6;
+        fib.__bindgen_anon_3.ipv6_src = words(t.src);
+        fib.__bindgen_anon_4.ipv6_dst = words(t.dst);
+    } else {
+        fib.family = AF_INET;
+        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(first4(t.src));
+        fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(first4(t.dst));
+    }
+    let rc = ctx.fib_lookup(fib);
+    let neigh_known = rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS);
+    if !neigh_known && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        stats::count(Counter::DropNoRoute, 0);
+        return Err(Verdict::DROP);
+    }
+    if !neigh_known && hook == Hook::Xdp {
+        stats::count(Counter::DeferredToTc, 0);
+        return Err(Verdict::PASS);
+    }
+    Ok(neigh_known)
+}
+
+/// Sets the MACs of a rewritten packet and picks its verdict.
+#[inline(always)]
+fn send<C: NatCtx>(ctx: &mut C, fib: &FibParams, neigh_known: bool) -> Verdict {
     if !neigh_known {
         return Verdict::redirect_neigh(fib.ifindex);
     }
@@ -649,4 +772,322 @@ fn rewrite<C: NatCtx>(
             h.l3_off + IP_CSUM_OFF,
         )
     }
+}
+
+/// Reads `N` bytes at `off`.
+#[inline(always)]
+fn get<C: NatCtx, const N: usize>(ctx: &C, off: usize) -> Option<[u8; N]> {
+    let p = ctx.ptr_at::<[u8; N]>(off)?;
+    // SAFETY: bounds-checked by `ptr_at`.
+    Some(unsafe { *p })
+}
+
+/// Writes `N` bytes at `off` (direct packet access, in both hooks: the checksums it touches
+/// are fixed by hand, and none of them is left to the NIC: see [`process_icmp`]).
+#[inline(always)]
+fn put<C: NatCtx, const N: usize>(ctx: &C, off: usize, v: [u8; N]) -> Option<()> {
+    let p = ctx.ptr_at_mut::<[u8; N]>(off)?;
+    // SAFETY: bounds-checked by `ptr_at_mut`.
+    unsafe { *p = v };
+    Some(())
+}
+
+#[inline(always)]
+fn word(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+#[inline(always)]
+fn dword(b: [u8; 4]) -> u32 {
+    u32::from_be_bytes(b)
+}
+
+/// The outer IP header of a forwarded packet: new addresses, TTL / hop limit minus one, and
+/// for IPv4 the header checksum (by hand: nothing else in the packet changes with it).
+/// Returns the checksum difference of the address change for a pseudo-header (IPv6).
+#[inline(always)]
+fn rewrite_l3<C: NatCtx>(
+    ctx: &mut C,
+    family: Family,
+    l3_off: usize,
+    (old_src, old_dst): (&[u8; 16], &[u8; 16]),
+    (new_src, new_dst): (&[u8; 16], &[u8; 16]),
+    ttl: u8,
+) -> Option<u32> {
+    match family {
+        Family::V4 => {
+            let proto: [u8; 1] = get(ctx, l3_off + 9)?;
+            let check: [u8; 2] = get(ctx, l3_off + IP_CSUM_OFF)?;
+            let d = csum::diff32(dword(first4(old_src)), dword(first4(new_src)))
+                + csum::diff32(dword(first4(old_dst)), dword(first4(new_dst)))
+                + csum::diff16(word([ttl, proto[0]]), word([ttl - 1, proto[0]]));
+            put(ctx, l3_off + IP_SRC_OFF, first4(new_src))?;
+            put(ctx, l3_off + IP_DST_OFF, first4(new_dst))?;
+            put(ctx, l3_off + IP_TTL_OFF, [ttl - 1])?;
+            put(
+                ctx,
+                l3_off + IP_CSUM_OFF,
+                csum::apply(word(check), d).to_be_bytes(),
+            )?;
+            Some(0)
+        }
+        Family::V6 => {
+            put(ctx, l3_off + IP6_SRC_OFF, *new_src)?;
+            put(ctx, l3_off + IP6_DST_OFF, *new_dst)?;
+            put(ctx, l3_off + IP6_HOP_OFF, [ttl - 1])?;
+            Some(csum::diff128(old_src, new_src) + csum::diff128(old_dst, new_dst))
+        }
+    }
+}
+
+/// Reads the source and destination address of the IP header at `l3_off` into `src` and
+/// `dst`; returns the TTL / hop limit.
+#[inline(always)]
+fn read_addrs<C: NatCtx>(
+    ctx: &C,
+    family: Family,
+    l3_off: usize,
+    src: &mut [u8; 16],
+    dst: &mut [u8; 16],
+) -> Option<u8> {
+    match family {
+        Family::V4 => {
+            let ip: [u8; 20] = get(ctx, l3_off)?;
+            *src = v4([ip[12], ip[13], ip[14], ip[15]]);
+            *dst = v4([ip[16], ip[17], ip[18], ip[19]]);
+            Some(ip[IP_TTL_OFF])
+        }
+        Family::V6 => {
+            *src = get(ctx, l3_off + IP6_SRC_OFF)?;
+            *dst = get(ctx, l3_off + IP6_DST_OFF)?;
+            Some(get::<C, 1>(ctx, l3_off + IP6_HOP_OFF)?[0])
+        }
+    }
+}
+
+/// A non-first fragment: if its first fragment was NATed, it gets the same addresses (its
+/// payload carries no ports, and the L4 checksum lives in the first fragment), else it goes
+/// to the stack untouched and is counted, never forwarded untranslated.
+#[inline(always)]
+fn fragment<C: NatCtx>(ctx: &mut C, f: &Fragment, hook: Hook, bytes: u64) -> Verdict {
+    let Some(scratch) = XI_SCRATCH.get_ptr_mut(0) else {
+        return Verdict::PASS;
+    };
+    // SAFETY: this CPU's scratch slot; nothing else uses it while the program runs.
+    let s = unsafe { &mut *scratch };
+    let Some(ttl) = read_addrs(ctx, f.family, f.l3_off, &mut s.old_src, &mut s.old_dst) else {
+        return Verdict::PASS;
+    };
+    s.frag = FragKey {
+        src: s.old_src,
+        dst: s.old_dst,
+        id: f.frag_id,
+        proto: f.frag_proto,
+        family: if f.family == Family::V6 {
+            FAMILY_V6
+        } else {
+            FAMILY_V4
+        },
+        _pad: [0; 2],
+    };
+    let Some(e) = XI_FRAG_V1.get_ptr(&s.frag) else {
+        stats::count(Counter::FragmentUntracked, bytes);
+        return Verdict::PASS;
+    };
+    if ttl <= 1 {
+        return Verdict::PASS;
+    }
+    // SAFETY: a map value, valid until the program returns (an LRU may reuse it for another
+    // datagram meanwhile: then this fragment gets that one's addresses, as with any race).
+    let e = unsafe { &*e };
+    let target = Target {
+        family: s.frag.family,
+        proto: f.frag_proto,
+        src: &e.src,
+        dst: &e.dst,
+        sport: 0,
+        dport: 0,
+    };
+    let neigh_known = match lookup(ctx, &mut s.fib, &target, hook) {
+        Ok(n) => n,
+        Err(v) => return v,
+    };
+    let old = (&s.old_src, &s.old_dst);
+    if rewrite_l3(ctx, f.family, f.l3_off, old, (&e.src, &e.dst), ttl).is_none() {
+        return Verdict::DROP;
+    }
+    stats::count(Counter::FragmentTranslated, bytes);
+    stats::count_service(e.service_id, bytes, false);
+    send(ctx, &s.fib, neigh_known)
+}
+
+/// An ICMP or ICMPv6 error quoting a packet of a NATed flow, in either direction: an error
+/// from the backend side quotes a packet the node sent to the backend (node:snat →
+/// backend), one from the client side (a router's fragmentation needed / packet too big)
+/// quotes a packet the node sent to the client (node:port → client). The quoted tuple,
+/// reversed, is a conntrack key of that flow (reply or forward direction); its entry says how
+/// a packet with that key is rewritten, so the quoted packet (the reverse) and the error
+/// itself are rewritten to match: the outer addresses go from the entry's source to its
+/// destination, and the quote becomes the packet the other side sent or received.
+///
+/// Every checksum is fixed by hand, incrementally: the outer IPv4 header, the ICMP checksum
+/// (for ICMPv6 with its pseudo-header), the quoted IPv4 header and the quoted TCP/UDP
+/// checksum when the quote holds it (that one may have been a CHECKSUM_PARTIAL seed when
+/// quoted: nobody checks it then, and the ICMP checksum covers whatever it holds). ICMP errors
+/// themselves always carry a full checksum (the kernel computes it in software).
+///
+/// No conntrack state is created or refreshed. An error quoting no known flow is left to the
+/// stack untouched.
+#[inline(always)]
+fn icmp<C: NatCtx>(ctx: &mut C, i: &Icmp, hook: Hook, bytes: u64) -> Verdict {
+    let Some(scratch) = XI_SCRATCH.get_ptr_mut(0) else {
+        return Verdict::PASS;
+    };
+    // SAFETY: this CPU's scratch slot; nothing else uses it while the program runs.
+    let s = unsafe { &mut *scratch };
+    let Some(ttl) = read_addrs(ctx, i.family, i.l3_off, &mut s.old_src, &mut s.old_dst) else {
+        return Verdict::PASS;
+    };
+    if ttl <= 1 {
+        return Verdict::PASS;
+    }
+    let Some(ql4) = quoted_key(ctx, i, &mut s.flow) else {
+        stats::count(Counter::IcmpUntranslated, bytes);
+        return Verdict::PASS;
+    };
+    let e: *const CtEntry = match XI_CT_FWD_V1.get_ptr(&s.flow) {
+        Some(e) => e,
+        None => match XI_CT_REV_V1.get_ptr(&s.flow) {
+            Some(e) => e,
+            None => {
+                stats::count(Counter::IcmpUntranslated, bytes);
+                return Verdict::PASS;
+            }
+        },
+    };
+    // SAFETY: a conntrack map value, valid until the program returns.
+    let e = unsafe { &*e };
+    let target = Target {
+        family: s.flow.family,
+        proto: if i.family == Family::V6 { 58 } else { 1 },
+        src: &e.src,
+        dst: &e.dst,
+        sport: 0,
+        dport: 0,
+    };
+    let neigh_known = match lookup(ctx, &mut s.fib, &target, hook) {
+        Ok(n) => n,
+        Err(v) => return v,
+    };
+    let outer = (&s.old_src, &s.old_dst, ttl);
+    if rewrite_icmp(ctx, i, ql4, &s.flow, e, outer).is_none() {
+        return Verdict::DROP;
+    }
+    stats::count(Counter::IcmpTranslated, bytes);
+    stats::count_service(e.service_id, bytes, false);
+    send(ctx, &s.fib, neigh_known)
+}
+
+/// Parses the packet an ICMP error quotes (TCP or UDP, not a non-first fragment, at least
+/// the 8 bytes of L4 header every error quotes: RFC 792, RFC 4443) into `key`, its tuple
+/// reversed. Returns the offset of the quoted L4 header.
+#[inline(always)]
+fn quoted_key<C: NatCtx>(ctx: &C, i: &Icmp, key: &mut FlowKey) -> Option<usize> {
+    let q = i.l4_off + 8;
+    let ql4 = match i.family {
+        Family::V4 => {
+            let ip: [u8; 20] = get(ctx, q)?;
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let frag_off = word([ip[6], ip[7]]) & 0x1fff;
+            if ip[0] >> 4 != 4 || ihl < 20 || frag_off != 0 {
+                return None;
+            }
+            key.proto = ip[9];
+            key.family = FAMILY_V4;
+            key.src = v4([ip[16], ip[17], ip[18], ip[19]]);
+            key.dst = v4([ip[12], ip[13], ip[14], ip[15]]);
+            q + ihl
+        }
+        Family::V6 => {
+            let ver: [u8; 1] = get(ctx, q)?;
+            if ver[0] >> 4 != 6 {
+                return None;
+            }
+            key.proto = get::<C, 1>(ctx, q + 6)?[0];
+            key.family = FAMILY_V6;
+            key.src = get(ctx, q + IP6_DST_OFF)?;
+            key.dst = get(ctx, q + IP6_SRC_OFF)?;
+            q + 40
+        }
+    };
+    if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
+        return None;
+    }
+    if ql4 + 8 > i.end {
+        return None;
+    }
+    let ports: [u8; 4] = get(ctx, ql4)?;
+    key.sport = u16::from_ne_bytes([ports[2], ports[3]]);
+    key.dport = u16::from_ne_bytes([ports[0], ports[1]]);
+    key._pad = [0; 2];
+    Some(ql4)
+}
+
+/// Rewrites an ICMP error (see [`icmp`]): the quote (L4 header at `ql4`) is the
+/// reverse of a packet with `key`, which `e` rewrites.
+#[inline(always)]
+fn rewrite_icmp<C: NatCtx>(
+    ctx: &mut C,
+    i: &Icmp,
+    ql4: usize,
+    key: &FlowKey,
+    e: &CtEntry,
+    (osrc, odst, ttl): (&[u8; 16], &[u8; 16], u8),
+) -> Option<()> {
+    let q = i.l4_off + 8;
+    // The quote: source `key.dst` → `e.dst`, destination `key.src` → `e.src`, source port
+    // `key.dport` → `e.dport`, destination port `key.sport` → `e.sport`.
+    let addr_d = match i.family {
+        Family::V4 => {
+            csum::diff32(dword(first4(&key.dst)), dword(first4(&e.dst)))
+                + csum::diff32(dword(first4(&key.src)), dword(first4(&e.src)))
+        }
+        Family::V6 => csum::diff128(&key.dst, &e.dst) + csum::diff128(&key.src, &e.src),
+    };
+    let port_d = csum::diff16(u16::from_be(key.dport), u16::from_be(e.dport))
+        + csum::diff16(u16::from_be(key.sport), u16::from_be(e.sport));
+    let mut icmp_d = addr_d + port_d;
+    if i.family == Family::V4 {
+        put(ctx, q + IP_SRC_OFF, first4(&e.dst))?;
+        put(ctx, q + IP_DST_OFF, first4(&e.src))?;
+        let c = word(get(ctx, q + IP_CSUM_OFF)?);
+        let nc = csum::apply(c, addr_d);
+        put(ctx, q + IP_CSUM_OFF, nc.to_be_bytes())?;
+        icmp_d += csum::diff16(c, nc);
+    } else {
+        put(ctx, q + IP6_SRC_OFF, e.dst)?;
+        put(ctx, q + IP6_DST_OFF, e.src)?;
+    }
+    put(ctx, ql4, e.dport.to_ne_bytes())?;
+    put(ctx, ql4 + 2, e.sport.to_ne_bytes())?;
+    // The quoted L4 checksum, when the quote holds it: the pseudo-header and the ports.
+    let udp = key.proto == PROTO_UDP;
+    let l4c_off = ql4 + if udp { 6 } else { 16 };
+    if l4c_off + 2 <= i.end {
+        if let Some(c) = get::<C, 2>(ctx, l4c_off) {
+            let c = word(c);
+            if !(udp && c == 0) {
+                let mut nc = csum::apply(c, addr_d + port_d);
+                if udp && nc == 0 {
+                    nc = 0xffff;
+                }
+                put(ctx, l4c_off, nc.to_be_bytes())?;
+                icmp_d += csum::diff16(c, nc);
+            }
+        }
+    }
+    // The outer header, and (ICMPv6) its pseudo-header share of the ICMP checksum.
+    icmp_d += rewrite_l3(ctx, i.family, i.l3_off, (osrc, odst), (&e.src, &e.dst), ttl)?;
+    let ic = word(get(ctx, i.l4_off + 2)?);
+    put(ctx, i.l4_off + 2, csum::apply(ic, icmp_d).to_be_bytes())
 }

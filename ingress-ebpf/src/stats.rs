@@ -5,17 +5,17 @@ use ingress_common::stats::{Counter, PacketCount};
 
 use crate::{
     maps::XI_SVC_STATS_V2,
-    parse::{Class, Family},
+    parse::{Class, Family, Kind},
 };
 
 /// Packet counters indexed by [`Counter`], pinned so they survive a controller restart.
-#[map(name = "XI_STATS_V1")]
-static XI_STATS_V1: PerCpuArray<PacketCount> = PerCpuArray::pinned(Counter::COUNT, 0);
+#[map(name = "XI_STATS_V2")]
+static XI_STATS_V2: PerCpuArray<PacketCount> = PerCpuArray::pinned(Counter::CAPACITY, 0);
 
 /// Adds one packet of `bytes` to `counter`.
 #[inline(always)]
 pub fn count(counter: Counter, bytes: u64) {
-    if let Some(cell) = XI_STATS_V1.get_ptr_mut(counter as u32) {
+    if let Some(cell) = XI_STATS_V2.get_ptr_mut(counter as u32) {
         // SAFETY: the slot belongs to this CPU; the program is not preempted while it runs.
         unsafe {
             (*cell).packets += 1;
@@ -28,14 +28,17 @@ pub fn count(counter: Counter, bytes: u64) {
 #[inline(always)]
 pub fn count_class(class: &Class, bytes: u64) {
     count(Counter::Seen, bytes);
-    let (family, detail) = match class {
-        Class::NonIp => (None, Counter::NonIp),
-        Class::Malformed => (None, Counter::Malformed),
-        Class::Fragment(f) => (Some(*f), Counter::Fragment),
-        Class::OtherL4(f) => (Some(*f), Counter::OtherL4),
-        Class::L4(h) => (
-            Some(h.family),
-            if h.proto == network_types::ip::IpProto::Tcp {
+    let family = Some(class.h.family);
+    let (family, detail) = match class.kind {
+        Kind::NonIp => (None, Counter::NonIp),
+        Kind::Malformed => (None, Counter::Malformed),
+        Kind::Fragment => (family, Counter::Fragment),
+        // An ICMP error is another protocol to the class counters; what the NAT makes of it
+        // is counted apart (`icmp_translated` / `icmp_untranslated`).
+        Kind::OtherL4 | Kind::IcmpError => (family, Counter::OtherL4),
+        Kind::L4 => (
+            family,
+            if class.h.proto == network_types::ip::IpProto::Tcp {
                 Counter::Tcp
             } else {
                 Counter::Udp

@@ -288,3 +288,203 @@ pub fn send_raw_ipv4(packets: &[Vec<u8>]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// An ICMP (IPv4) or ICMPv6 error quoting a packet; [`IcmpError::build`] renders the frame
+/// with every checksum computed from scratch.
+#[derive(Clone, Debug)]
+pub struct IcmpError {
+    /// Who sends the error (a router or the destination of the quoted packet).
+    pub src: IpAddr,
+    /// Where the error goes: the source of the quoted packet.
+    pub dst: IpAddr,
+    /// ICMP type (3 destination unreachable, 11 time exceeded; ICMPv6: 1, 2 packet too
+    /// big, 3).
+    pub kind: u8,
+    /// ICMP code (3 port unreachable, 4 fragmentation needed; ICMPv6 4 port unreachable).
+    pub code: u8,
+    /// The 4 bytes after the checksum (the next-hop MTU of "fragmentation needed" in the
+    /// low 16 bits, the MTU of "packet too big").
+    pub rest: u32,
+    /// The quoted IP packet (as [`Packet::build_ip`] renders it), already cut to length.
+    pub quote: Vec<u8>,
+    /// TTL / hop limit of the error.
+    pub ttl: u8,
+    /// Source MAC.
+    pub src_mac: [u8; 6],
+    /// Destination MAC.
+    pub dst_mac: [u8; 6],
+}
+
+impl IcmpError {
+    /// An error from `src` to `dst` quoting `quote`.
+    pub fn new(src: &str, dst: &str, kind: u8, code: u8, quote: Vec<u8>) -> Self {
+        Self {
+            src: src.parse().expect("src address"),
+            dst: dst.parse().expect("dst address"),
+            kind,
+            code,
+            rest: 0,
+            quote,
+            ttl: 64,
+            src_mac: MAC_CLIENT,
+            dst_mac: MAC_NODE,
+        }
+    }
+
+    /// Renders the Ethernet frame.
+    pub fn build(&self) -> Vec<u8> {
+        let mut msg = vec![self.kind, self.code, 0, 0];
+        msg.extend_from_slice(&self.rest.to_be_bytes());
+        msg.extend_from_slice(&self.quote);
+        let v6 = self.src.is_ipv6();
+        let c = if v6 {
+            l4_checksum(self.src, self.dst, 58, &msg)
+        } else {
+            checksum(&msg)
+        };
+        msg[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut f = Vec::with_capacity(14 + 40 + msg.len());
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                f.extend_from_slice(&0x0800u16.to_be_bytes());
+                let mut h = vec![0u8; 20];
+                h[0] = 0x45;
+                let total = u16::try_from(20 + msg.len()).expect("short");
+                h[2..4].copy_from_slice(&total.to_be_bytes());
+                h[4..6].copy_from_slice(&0x4321u16.to_be_bytes());
+                h[8] = self.ttl;
+                h[9] = 1;
+                h[12..16].copy_from_slice(&s.octets());
+                h[16..20].copy_from_slice(&d.octets());
+                let c = checksum(&h);
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+                f.extend_from_slice(&h);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                f.extend_from_slice(&0x86ddu16.to_be_bytes());
+                let mut h = vec![0u8; 40];
+                h[0] = 0x60;
+                let plen = u16::try_from(msg.len()).expect("short");
+                h[4..6].copy_from_slice(&plen.to_be_bytes());
+                h[6] = 58;
+                h[7] = self.ttl;
+                h[8..24].copy_from_slice(&s.octets());
+                h[24..40].copy_from_slice(&d.octets());
+                f.extend_from_slice(&h);
+            }
+            _ => panic!("mixed address families"),
+        }
+        f.extend_from_slice(&msg);
+        f
+    }
+}
+
+/// Splits an IPv4 or IPv6 frame (no IPv4 options, no IPv6 extension headers) into two
+/// fragments with identification `id`: the first carries the first `first` bytes of the IP
+/// payload (a multiple of 8), the second the rest. Headers are rebuilt the way a sending
+/// stack does (IPv4: DF cleared, MF on the first, offsets, lengths, header checksum from
+/// scratch; IPv6: a fragment header).
+pub fn fragments(frame: &[u8], id: u32, first: usize) -> [Vec<u8>; 2] {
+    assert!(
+        first.is_multiple_of(8),
+        "fragment payloads are multiples of 8 bytes"
+    );
+    let v6 = frame[12..14] == [0x86, 0xdd];
+    let hlen = if v6 { 40 } else { 20 };
+    let (eth, rest) = frame.split_at(14);
+    let (hdr, payload) = rest.split_at(hlen);
+    assert!(first < payload.len(), "two fragments");
+    let parts = [&payload[..first], &payload[first..]];
+    let mut out = [Vec::new(), Vec::new()];
+    for (i, part) in parts.iter().enumerate() {
+        let offset = if i == 0 { 0 } else { first / 8 };
+        let more = i == 0;
+        let f = &mut out[i];
+        f.extend_from_slice(eth);
+        let mut h = hdr.to_vec();
+        if v6 {
+            let next = h[6];
+            h[6] = 44;
+            let plen = u16::try_from(8 + part.len()).expect("short");
+            h[4..6].copy_from_slice(&plen.to_be_bytes());
+            f.extend_from_slice(&h);
+            let off_flags = (u16::try_from(offset).expect("short") << 3) | u16::from(more);
+            f.extend_from_slice(&[next, 0]);
+            f.extend_from_slice(&off_flags.to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+        } else {
+            let total = u16::try_from(20 + part.len()).expect("short");
+            h[2..4].copy_from_slice(&total.to_be_bytes());
+            h[4..6].copy_from_slice(&u16::try_from(id).expect("16-bit id").to_be_bytes());
+            let flags = u16::try_from(offset).expect("short") | if more { 0x2000 } else { 0 };
+            h[6..8].copy_from_slice(&flags.to_be_bytes());
+            h[10..12].copy_from_slice(&[0, 0]);
+            let c = checksum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&h);
+        }
+        f.extend_from_slice(part);
+    }
+    out
+}
+
+/// Whether every checksum of an IPv4 or IPv6 frame holding TCP, UDP, ICMP or ICMPv6 is
+/// right, computed from scratch, including the IP header and L4 header of a quoted packet
+/// when the quote is whole. `Err` names the first wrong one.
+pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
+    fn ip_packet(p: &[u8], what: &str, quoted: bool) -> Result<(), String> {
+        let v6 = p[0] >> 4 == 6;
+        let (hlen, proto, src, dst, total) = if v6 {
+            let s: [u8; 16] = p[8..24].try_into().expect("16");
+            let d: [u8; 16] = p[24..40].try_into().expect("16");
+            let plen = usize::from(u16::from_be_bytes([p[4], p[5]]));
+            (40, p[6], IpAddr::from(s), IpAddr::from(d), 40 + plen)
+        } else {
+            let hlen = usize::from(p[0] & 0x0f) * 4;
+            if checksum(&p[..hlen]) != 0 {
+                return Err(format!("{what}: IPv4 header checksum"));
+            }
+            let s: [u8; 4] = p[12..16].try_into().expect("4");
+            let d: [u8; 4] = p[16..20].try_into().expect("4");
+            let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+            (hlen, p[9], IpAddr::from(s), IpAddr::from(d), total)
+        };
+        if total > p.len() {
+            // A quote cut short: the L4 checksum cannot be checked.
+            return if quoted {
+                Ok(())
+            } else {
+                Err(format!("{what}: truncated"))
+            };
+        }
+        let l4 = &p[hlen..total];
+        match proto {
+            6 | 17 => {
+                if proto == 17 && l4[6..8] == [0, 0] && !v6 {
+                    return Ok(());
+                }
+                // Summing over a segment with its checksum gives 0 (all ones, complemented).
+                let c = l4_checksum(src, dst, proto, l4);
+                if c != 0 && !(proto == 17 && c == 0xffff) {
+                    return Err(format!("{what}: L4 checksum ({c:#06x})"));
+                }
+                Ok(())
+            }
+            1 | 58 => {
+                let c = if proto == 58 {
+                    l4_checksum(src, dst, 58, l4)
+                } else {
+                    checksum(l4)
+                };
+                if c != 0 {
+                    return Err(format!("{what}: ICMP checksum ({c:#06x})"));
+                }
+                ip_packet(&l4[8..], "quoted packet", true)
+            }
+            _ => Ok(()),
+        }
+    }
+    ip_packet(&frame[14..], "packet", false)
+}

@@ -290,7 +290,8 @@ impl Drop for RecordingServer {
 pub fn udp_echo_in(ns: &crate::netns::Netns, addr: SocketAddr, name: &'static str) {
     let sock = ns.run(move || StdUdpSocket::bind(addr).expect("bind udp echo"));
     std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
+        // Room for the largest datagram, so fragmented ones come back whole.
+        let mut buf = vec![0u8; 65_536];
         while let Ok((n, peer)) = sock.recv_from(&mut buf) {
             let mut reply = name.as_bytes().to_vec();
             reply.push(b':');

@@ -27,11 +27,11 @@ use std::{
 };
 
 use ingress_common::{
-    l4::{FAMILY_V4, FAMILY_V6, FlowKey, ServiceKey, ServiceStats, ServiceValue},
+    l4::{FAMILY_V4, FAMILY_V6, FlowKey, FragKey, ServiceKey, ServiceStats, ServiceValue},
     maps,
     stats::{Counter, PacketCount},
 };
-use ingress_tests::packet::{ACK, FIN, L4, Packet, RST, SYN};
+use ingress_tests::packet::{ACK, FIN, IcmpError, L4, Packet, RST, SYN, fragments};
 use nat_fixture::*;
 use xdp_ingress::{config::L4Protocol, l4::DatapathOptions};
 
@@ -197,18 +197,41 @@ impl Fixture {
 
 /// What the program's parser should make of a frame, computed independently from the
 /// protocol layouts and the rules `ingress-ebpf/src/parse.rs` documents (at most four IPv6
-/// extension headers: hop-by-hop, routing, destination options, fragment).
+/// extension headers: hop-by-hop, routing, destination options, fragment; the IP length
+/// must cover the headers and fit in the frame).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
     NonIp,
     Malformed,
-    Fragment(u8),
+    /// A non-first fragment: its family, the key its first fragment records, the TTL.
+    Fragment {
+        key: FragKey,
+        ttl: u8,
+    },
     OtherL4(u8),
+    /// An ICMP(v6) error of a type the NAT translates: the conntrack key its quote names,
+    /// if the quote is one it can read, and the outer TTL.
+    IcmpError {
+        family: u8,
+        quoted: Option<FlowKey>,
+        ttl: u8,
+    },
     /// TCP/UDP: the conntrack key the program looks up and the TTL / hop limit.
     L4 {
         key: FlowKey,
         ttl: u8,
     },
+}
+
+impl Class {
+    fn family(&self) -> Option<u8> {
+        match *self {
+            Class::NonIp | Class::Malformed => None,
+            Class::Fragment { key, .. } => Some(key.family),
+            Class::OtherL4(f) | Class::IcmpError { family: f, .. } => Some(f),
+            Class::L4 { key, .. } => Some(key.family),
+        }
+    }
 }
 
 fn be16(f: &[u8], off: usize) -> u16 {
@@ -226,6 +249,14 @@ fn classify(f: &[u8]) -> Class {
     }
 }
 
+fn addrs_v4(f: &[u8], l3: usize) -> ([u8; 16], [u8; 16]) {
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src[..4].copy_from_slice(&f[l3 + 12..l3 + 16]);
+    dst[..4].copy_from_slice(&f[l3 + 16..l3 + 20]);
+    (src, dst)
+}
+
 fn classify_v4(f: &[u8]) -> Class {
     if f.len() < 14 + 20 {
         return Class::Malformed;
@@ -234,22 +265,47 @@ fn classify_v4(f: &[u8]) -> Class {
     if f[14] >> 4 != 4 || ihl < 20 {
         return Class::Malformed;
     }
-    if be16(f, 20) & 0x1fff != 0 {
-        return Class::Fragment(FAMILY_V4);
+    let tot = usize::from(be16(f, 16));
+    let end = 14 + tot;
+    if tot < ihl || end > f.len() {
+        return Class::Malformed;
     }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src[..4].copy_from_slice(&f[26..30]);
-    dst[..4].copy_from_slice(&f[30..34]);
-    classify_l4(f, FAMILY_V4, f[23], 14 + ihl, (src, dst), f[22])
+    let (src, dst) = addrs_v4(f, 14);
+    let frags = be16(f, 20);
+    let id = u32::from(u16::from_ne_bytes([f[18], f[19]]));
+    if frags & 0x1fff != 0 {
+        let key = FragKey {
+            src,
+            dst,
+            id,
+            proto: f[23],
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        return Class::Fragment { key, ttl: f[22] };
+    }
+    if f[23] == 1 {
+        if frags & 0x2000 != 0 {
+            return Class::OtherL4(FAMILY_V4);
+        }
+        return classify_icmp(f, FAMILY_V4, 14 + ihl, end, f[22]);
+    }
+    classify_l4(f, FAMILY_V4, f[23], 14 + ihl, end, (src, dst), f[22])
 }
 
 fn classify_v6(f: &[u8]) -> Class {
     if f.len() < 14 + 40 {
         return Class::Malformed;
     }
+    let end = 14 + 40 + usize::from(be16(f, 18));
+    if end > f.len() {
+        return Class::Malformed;
+    }
+    let src: [u8; 16] = f[22..38].try_into().expect("16");
+    let dst: [u8; 16] = f[38..54].try_into().expect("16");
     let mut next = f[20];
     let mut off = 14 + 40;
+    let mut first_frag = false;
     for _ in 0..4 {
         match next {
             0 | 43 | 60 => {
@@ -263,18 +319,93 @@ fn classify_v6(f: &[u8]) -> Class {
                 if f.len() < off + 8 {
                     return Class::Malformed;
                 }
-                if be16(f, off + 2) & 0xfff8 != 0 {
-                    return Class::Fragment(FAMILY_V6);
+                let off_flags = be16(f, off + 2);
+                if off_flags & 0xfff8 != 0 {
+                    if off + 8 > end {
+                        return Class::Malformed;
+                    }
+                    let key = FragKey {
+                        src,
+                        dst,
+                        id: u32::from_ne_bytes(f[off + 4..off + 8].try_into().expect("4")),
+                        proto: f[off],
+                        family: FAMILY_V6,
+                        _pad: [0; 2],
+                    };
+                    return Class::Fragment { key, ttl: f[21] };
                 }
+                first_frag |= off_flags & 1 != 0;
                 next = f[off];
                 off += 8;
             }
             _ => break,
         }
     }
-    let src: [u8; 16] = f[22..38].try_into().expect("16");
-    let dst: [u8; 16] = f[38..54].try_into().expect("16");
-    classify_l4(f, FAMILY_V6, next, off, (src, dst), f[21])
+    if off > end {
+        return Class::Malformed;
+    }
+    if next == 58 {
+        if first_frag {
+            return Class::OtherL4(FAMILY_V6);
+        }
+        return classify_icmp(f, FAMILY_V6, off, end, f[21]);
+    }
+    classify_l4(f, FAMILY_V6, next, off, end, (src, dst), f[21])
+}
+
+/// An ICMP(v6) message at `icmp`: an error of a type the NAT translates, with the conntrack
+/// key its quote names (the quoted tuple reversed), as `nat.rs` reads it.
+fn classify_icmp(f: &[u8], family: u8, icmp: usize, end: usize, ttl: u8) -> Class {
+    if f.len() < icmp + 8 || icmp + 8 > end {
+        return Class::Malformed;
+    }
+    let kind = f[icmp];
+    let error = if family == FAMILY_V6 {
+        matches!(kind, 1..=3)
+    } else {
+        matches!(kind, 3 | 11)
+    };
+    if !error {
+        return Class::OtherL4(family);
+    }
+    let q = icmp + 8;
+    let quoted = (|| {
+        let (proto, src, dst, ql4) = if family == FAMILY_V4 {
+            if f.len() < q + 20 {
+                return None;
+            }
+            let ihl = usize::from(f[q] & 0x0f) * 4;
+            if f[q] >> 4 != 4 || ihl < 20 || be16(f, q + 6) & 0x1fff != 0 {
+                return None;
+            }
+            let (s, d) = addrs_v4(f, q);
+            (f[q + 9], s, d, q + ihl)
+        } else {
+            if f.len() < q + 40 || f[q] >> 4 != 6 {
+                return None;
+            }
+            let s: [u8; 16] = f[q + 8..q + 24].try_into().expect("16");
+            let d: [u8; 16] = f[q + 24..q + 40].try_into().expect("16");
+            (f[q + 6], s, d, q + 40)
+        };
+        if !matches!(proto, 6 | 17) || ql4 + 8 > end || f.len() < ql4 + 4 {
+            return None;
+        }
+        Some(FlowKey {
+            src: dst,
+            dst: src,
+            sport: u16::from_ne_bytes([f[ql4 + 2], f[ql4 + 3]]),
+            dport: u16::from_ne_bytes([f[ql4], f[ql4 + 1]]),
+            proto,
+            family,
+            _pad: [0; 2],
+        })
+    })();
+    Class::IcmpError {
+        family,
+        quoted,
+        ttl,
+    }
 }
 
 fn classify_l4(
@@ -282,12 +413,13 @@ fn classify_l4(
     family: u8,
     proto: u8,
     l4: usize,
+    end: usize,
     (src, dst): ([u8; 16], [u8; 16]),
     ttl: u8,
 ) -> Class {
     let complete = match proto {
-        6 => f.len() >= l4 + 20 && usize::from(f[l4 + 12] >> 4) * 4 >= 20,
-        17 => f.len() >= l4 + 8,
+        6 => f.len() >= l4 + 20 && usize::from(f[l4 + 12] >> 4) * 4 >= 20 && l4 + 20 <= end,
+        17 => f.len() >= l4 + 8 && l4 + 8 <= end,
         _ => return Class::OtherL4(family),
     };
     if !complete {
@@ -457,6 +589,88 @@ impl Gen {
         p.build()
     }
 
+    /// An ICMP error quoting the packet the node sent for the flow whose conntrack key (either
+    /// direction) is `k`, i.e. `k` reversed, from the backend side (the backend or a router
+    /// before it) or the client side (a router), of a random error type, the quote cut at a
+    /// random length now and then.
+    fn icmp_error(&mut self, k: &FlowKey, backend_side: bool) -> Vec<u8> {
+        let r = &mut self.rng;
+        let v6 = k.family == FAMILY_V6;
+        let (sender, node) = (ip_of(&k.src, k.family), ip_of(&k.dst, k.family));
+        let sender = if backend_side && r.chance(1, 2) {
+            sender.to_string()
+        } else if v6 {
+            "fd50::fe".to_owned()
+        } else {
+            "10.50.0.254".to_owned()
+        };
+        let (sport, dport) = (u16::from_be(k.dport), u16::from_be(k.sport));
+        let mut quoted = if k.proto == 17 {
+            Packet::udp(
+                &node.to_string(),
+                sport,
+                &ip_of(&k.src, k.family).to_string(),
+                dport,
+            )
+        } else {
+            Packet::tcp(
+                &node.to_string(),
+                sport,
+                &ip_of(&k.src, k.family).to_string(),
+                dport,
+                r.pick(&TCP_FLAGS),
+            )
+        };
+        quoted.ttl = 63;
+        let n = r.pick(&[0usize, 8, 100]);
+        quoted.payload = r.bytes(n);
+        let mut quote = quoted.build_ip();
+        if r.chance(1, 3) {
+            let keep = 1 + r.below(quote.len());
+            quote.truncate(keep);
+        }
+        let (kind, code) = if v6 {
+            r.pick(&[(1u8, 4u8), (2, 0), (3, 0), (1, 0)])
+        } else {
+            r.pick(&[(3u8, 3u8), (3, 4), (11, 0), (3, 1)])
+        };
+        let mut e = IcmpError::new(&sender, &node.to_string(), kind, code, quote);
+        e.rest = r.pick(&[0u32, 1400, 1280]);
+        e.ttl = r.pick(&[64, 64, 64, 1, 2]);
+        if backend_side {
+            e.src_mac = BACKEND_MAC;
+            e.dst_mac = OUT_MAC;
+        } else {
+            e.src_mac = CLIENT_MAC;
+            e.dst_mac = IN_MAC;
+        }
+        e.build()
+    }
+
+    /// The first or a later fragment of a datagram to a service or not (one of a few
+    /// identifications, so later fragments sometimes follow a first one).
+    fn fragment(&mut self) -> Vec<u8> {
+        let r = &mut self.rng;
+        let v6 = r.chance(2, 5);
+        let (client, node) = if v6 { (CLIENT6, NODE6) } else { (CLIENT, NODE) };
+        let dport = r.pick(&[UDP_PORT, UDP_PORT, TCP_PORT, 5301]);
+        let sport = 40_000 + u16::try_from(r.below(3)).expect("small");
+        let mut p = if r.chance(3, 4) {
+            Packet::udp(client, sport, node, dport)
+        } else {
+            Packet::tcp(client, sport, node, dport, SYN)
+        };
+        p.src_mac = CLIENT_MAC;
+        p.dst_mac = IN_MAC;
+        let n = 96 + r.below(200);
+        p.payload = r.bytes(n);
+        p.ttl = r.pick(&[64, 64, 64, 1]);
+        let id = u32::try_from(1 + r.below(3)).expect("small");
+        let first = 8 * (3 + r.below(8));
+        let [a, b] = fragments(&p.build(), id, first);
+        if r.chance(1, 2) { a } else { b }
+    }
+
     /// A random frame: random bytes behind an IPv4, IPv6 or random EtherType.
     fn random(&mut self) -> Vec<u8> {
         let r = &mut self.rng;
@@ -614,6 +828,7 @@ struct Fuzzer<'a> {
     ct_fwd: usize,
     ct_rev: usize,
     rev_keys: Vec<FlowKey>,
+    fwd_keys: Vec<FlowKey>,
     tally: Tally,
 }
 
@@ -635,6 +850,14 @@ impl Fuzzer<'_> {
                     || self.f.ct(maps::CT_FWD, &key).is_some()
                     || self.f.ct(maps::CT_REV, &key).is_some()
             }
+            Class::IcmpError {
+                quoted: Some(key),
+                ttl,
+                ..
+            } if ttl > 1 => {
+                self.f.ct(maps::CT_FWD, &key).is_some() || self.f.ct(maps::CT_REV, &key).is_some()
+            }
+            Class::Fragment { key, ttl } if ttl > 1 => self.f.frag(&key).is_some(),
             _ => false,
         };
         let Some((action, out)) = self.f.run(entry, frame, ifindex) else {
@@ -701,19 +924,19 @@ impl Fuzzer<'_> {
             "`seen` is not one frame of its length{}",
             ctx()
         );
-        let (family, detail) = match class {
-            Class::NonIp => (None, Counter::NonIp),
-            Class::Malformed => (None, Counter::Malformed),
-            Class::Fragment(fam) => (Some(fam), Counter::Fragment),
-            Class::OtherL4(fam) => (Some(fam), Counter::OtherL4),
-            Class::L4 { key, .. } => (
-                Some(key.family),
+        let family = class.family();
+        let detail = match class {
+            Class::NonIp => Counter::NonIp,
+            Class::Malformed => Counter::Malformed,
+            Class::Fragment { .. } => Counter::Fragment,
+            Class::OtherL4(_) | Class::IcmpError { .. } => Counter::OtherL4,
+            Class::L4 { key, .. } => {
                 if key.proto == 6 {
                     Counter::Tcp
                 } else {
                     Counter::Udp
-                },
-            ),
+                }
+            }
         };
         for c in [
             Counter::NonIp,
@@ -737,18 +960,56 @@ impl Fuzzer<'_> {
             "family counters disagree with the frame{}",
             ctx()
         );
-        // The NAT counters are the ones from `NewFlow` on, in index order.
+        // The NAT counters are the ones from `NewFlow` on, in index order. ICMP errors and
+        // non-first fragments move only their own and the sending ones.
         let nat = &Counter::ALL[Counter::NewFlow as usize..];
         let nat_sum: u64 = nat.iter().map(|c| d.n(*c)).sum();
-        if !matches!(class, Class::L4 { .. }) {
-            assert_eq!(
+        let icmp = d.n(Counter::IcmpTranslated) + d.n(Counter::IcmpUntranslated);
+        let frag = d.n(Counter::FragmentTranslated) + d.n(Counter::FragmentUntracked);
+        let sending = d.n(Counter::Redirected)
+            + d.n(Counter::Transmitted)
+            + d.n(Counter::DeferredToTc)
+            + d.n(Counter::DropNoRoute);
+        match class {
+            Class::L4 { .. } => assert_eq!(icmp + frag, 0, "ICMP/fragment counters{}", ctx()),
+            Class::IcmpError { ttl, .. } => {
+                assert!(
+                    nat_sum == icmp + sending
+                        && icmp + d.n(Counter::DeferredToTc) + d.n(Counter::DropNoRoute)
+                            == u64::from(ttl > 1),
+                    "an ICMP error moved other NAT counters, or was not counted once{}",
+                    ctx()
+                );
+                assert!(
+                    ours || d.n(Counter::IcmpUntranslated) == u64::from(ttl > 1),
+                    "an ICMP error quoting no flow not counted untranslated{}",
+                    ctx()
+                );
+            }
+            Class::Fragment { ttl, .. } => {
+                assert!(
+                    nat_sum == frag + sending && frag <= 1,
+                    "a non-first fragment moved other NAT counters{}",
+                    ctx()
+                );
+                assert!(
+                    ours || ttl <= 1 || d.n(Counter::FragmentUntracked) == 1,
+                    "an untracked non-first fragment not counted{}",
+                    ctx()
+                );
+            }
+            _ => assert_eq!(
                 nat_sum,
                 0,
                 "NAT counters moved for a non-TCP/UDP frame{}",
                 ctx()
-            );
+            ),
         }
-        let tracked = d.n(Counter::NewFlow) + d.n(Counter::CtForward) + d.n(Counter::CtReply);
+        let tracked = d.n(Counter::NewFlow)
+            + d.n(Counter::CtForward)
+            + d.n(Counter::CtReply)
+            + d.n(Counter::IcmpTranslated)
+            + d.n(Counter::FragmentTranslated);
         assert!(tracked <= 1, "more than one flow lookup result{}", ctx());
         let sent = d.n(Counter::Redirected) + d.n(Counter::Transmitted);
         let sent_expected = match entry {
@@ -807,10 +1068,12 @@ impl Fuzzer<'_> {
             self.ct_fwd = 0;
             self.ct_rev = 0;
             self.rev_keys.clear();
+            self.fwd_keys.clear();
         } else {
             self.ct_fwd = fwd.len();
             self.ct_rev = rev.len();
             self.rev_keys = rev;
+            self.fwd_keys = fwd;
         }
     }
 
@@ -866,6 +1129,7 @@ fn fuzz(seed: u64, rounds: u64) {
             ct_fwd: 0,
             ct_rev: 0,
             rev_keys: Vec::new(),
+            fwd_keys: Vec::new(),
             tally: Tally::default(),
         };
         let baseline = fz.counters;
@@ -888,6 +1152,23 @@ fn fuzz(seed: u64, rounds: u64) {
                     let k = fz.rev_keys[frames_gen.rng.below(fz.rev_keys.len())];
                     ("backend reply", frames_gen.reply(&k), out_if)
                 }
+                3 if !fz.rev_keys.is_empty() && frames_gen.rng.chance(1, 2) => {
+                    let k = fz.rev_keys[frames_gen.rng.below(fz.rev_keys.len())];
+                    (
+                        "backend-side ICMP error",
+                        frames_gen.icmp_error(&k, true),
+                        out_if,
+                    )
+                }
+                3 if !fz.fwd_keys.is_empty() => {
+                    let k = fz.fwd_keys[frames_gen.rng.below(fz.fwd_keys.len())];
+                    (
+                        "client-side ICMP error",
+                        frames_gen.icmp_error(&k, false),
+                        in_if,
+                    )
+                }
+                4 => ("fragment", frames_gen.fragment(), in_if),
                 _ => ("table-like", frames_gen.valid(), in_if),
             };
             let mutations = frames_gen.rng.pick(&[0usize, 0, 1, 1, 2, 3]);
@@ -925,7 +1206,11 @@ fn fuzz(seed: u64, rounds: u64) {
         );
         assert_eq!(
             svc.packets,
-            total.n(Counter::NewFlow) + total.n(Counter::CtForward) + total.n(Counter::CtReply),
+            total.n(Counter::NewFlow)
+                + total.n(Counter::CtForward)
+                + total.n(Counter::CtReply)
+                + total.n(Counter::IcmpTranslated)
+                + total.n(Counter::FragmentTranslated),
             "seed {seed:#x}: per-service packets add up to the tracked packets"
         );
         let t = &fz.tally;

@@ -182,6 +182,15 @@ fn kernel_l4_metrics_name_the_service_after_real_udp_traffic() {
         Some(0.0),
         "{text}"
     );
+    for counter in [
+        "icmp_translated",
+        "icmp_untranslated",
+        "fragment_translated",
+        "fragment_untracked",
+    ] {
+        let series = format!("xdp_ingress_l4_packets_total{{counter=\"{counter}\"}}");
+        assert!(sample(&text, &series).is_some(), "{series}\n{text}");
+    }
     assert_eq!(
         sample(&text, "xdp_ingress_conntrack_flows"),
         Some(1.0),

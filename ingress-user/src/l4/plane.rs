@@ -164,6 +164,10 @@ fn log_totals(k: &Kernel) {
                 drop_ct_full = t.get(C::DropCtFull).packets,
                 drop_no_route = t.get(C::DropNoRoute).packets,
                 malformed = t.get(C::Malformed).packets,
+                icmp_translated = t.get(C::IcmpTranslated).packets,
+                icmp_untranslated = t.get(C::IcmpUntranslated).packets,
+                fragment_translated = t.get(C::FragmentTranslated).packets,
+                fragment_untracked = t.get(C::FragmentUntracked).packets,
                 "L4 packet counters"
             );
         }

@@ -15,7 +15,7 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use ingress_common::{
-    l4::{CtEntry, FlowKey, ServiceKey, ServiceStats, ServiceValue},
+    l4::{CtEntry, FlowKey, FragEntry, FragKey, ServiceKey, ServiceStats, ServiceValue},
     maps,
 };
 use ingress_tests::netns::{Netns, PinDir, sh};
@@ -291,6 +291,19 @@ impl Fixture {
     /// The entry under `key` in conntrack map `name`.
     pub fn ct(&mut self, name: &'static str, key: &FlowKey) -> Option<CtEntry> {
         self.ct_map(name).get(key, 0).ok()
+    }
+
+    /// The fragment entry under `key`.
+    pub fn frag(&mut self, key: &FragKey) -> Option<FragEntry> {
+        let map: BpfHashMap<&MapData, FragKey, FragEntry> = BpfHashMap::try_from(
+            self.kernel
+                .datapath
+                .ebpf_mut()
+                .map(maps::FRAGS)
+                .expect("fragment map"),
+        )
+        .expect("fragment map type");
+        map.get(key, 0).ok()
     }
 
     /// The services map (service key → id and endpoints).
