@@ -6,6 +6,7 @@ pub mod churn;
 pub mod http;
 pub mod l4;
 pub mod peers;
+pub mod propagation;
 pub mod results;
 pub mod rig;
 pub mod scale;

@@ -32,6 +32,7 @@ use std::{
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use serde::Deserialize as _;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use self::server::Shared;
@@ -153,6 +154,36 @@ impl FakeApi {
             Err(_) => self.store.create(res, &ns, obj, false),
         };
         (*out.expect("store write")).clone()
+    }
+
+    /// Creates or replaces (as [`put`](Self::put)) every object of the `*.yaml` and `*.json`
+    /// files directly in `dir`, multi-document YAML included, skipping empty documents.
+    /// Returns how many objects were stored.
+    ///
+    /// # Errors
+    /// If the directory or a file cannot be read, or a document does not parse.
+    ///
+    /// # Panics
+    /// As [`put`](Self::put), on a kind that is not served.
+    pub fn load_dir(&self, dir: &Path) -> anyhow::Result<usize> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        files.retain(|p| p.extension().is_some_and(|e| e == "yaml" || e == "json"));
+        files.sort();
+        let mut stored = 0;
+        for path in files {
+            let text = std::fs::read_to_string(&path)?;
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let obj = serde_json::Value::deserialize(doc)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                if !obj.is_null() {
+                    self.put(obj);
+                    stored += 1;
+                }
+            }
+        }
+        Ok(stored)
     }
 
     /// Delete an object directly in the store (no HTTP). Returns whether it existed.

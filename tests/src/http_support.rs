@@ -69,9 +69,15 @@ impl Drop for TestBackend {
 impl TestBackend {
     /// Starts a backend named `name`.
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
+        Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a backend named `name` on `addr` (e.g. another 127.0.0.x address, port 0).
+    ///
+    /// # Panics
+    /// If `addr` cannot be bound.
+    pub async fn start_on(name: &str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let requests = Arc::new(AtomicUsize::new(0));
         let (n, count) = (name.to_owned(), Arc::clone(&requests));

@@ -1,13 +1,13 @@
-//! The real `xdp-ingress` binary on 127.0.0.1, in file mode (`--manifests DIR`) with the
-//! userspace L4 path, so suites need neither root nor a network namespace: its HTTP, HTTPS
-//! and health listeners on free ports, ready once `/readyz` answers 200, killed on drop.
-//! Also a reader for its `/metrics` exposition.
+//! The real `xdp-ingress` binary on 127.0.0.1, in file mode (`--manifests DIR`) or kube mode
+//! (a kubeconfig), with the userspace L4 path, so suites need neither root nor a network
+//! namespace: its HTTP, HTTPS and health listeners on free ports, ready once `/readyz`
+//! answers 200, killed on drop. Also a reader for its `/metrics` exposition.
 
 use std::{
     collections::BTreeMap,
     fmt, fs,
     net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -37,6 +37,15 @@ pub struct IngressProcess {
     child: Option<KillOnDrop>,
 }
 
+/// Where the binary reads its configuration from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// `--manifests DIR`, a directory the caller owns.
+    Manifests(&'a Path),
+    /// The Kubernetes API named by this kubeconfig (`KUBECONFIG`).
+    Kube(&'a Path),
+}
+
 impl IngressProcess {
     /// Writes `manifests` (multi-document YAML) into a fresh directory and starts the binary
     /// on it with `--l4-mode userspace --bind-address 127.0.0.1 --http-workers 1` (one
@@ -56,8 +65,9 @@ impl IngressProcess {
             fs::create_dir_all(dir.join("manifests")).expect("create manifest dir");
             fs::write(dir.join("manifests").join("objects.yaml"), manifests)
                 .expect("write manifests");
-            let mut proc = Self::spawn(dir, args);
-            match proc.wait_ready().await {
+            let manifests = dir.join("manifests");
+            let mut proc = Self::spawn(dir, Source::Manifests(&manifests), args);
+            match proc.wait_ready(READY_WITHIN).await {
                 Ok(()) => return proc,
                 // A port picked as free was taken meanwhile: again, with other ports.
                 Err(log) if attempt < 3 && log.contains("Address already in use") => {}
@@ -68,7 +78,32 @@ impl IngressProcess {
         }
     }
 
-    fn spawn(dir: PathBuf, args: &[&str]) -> Self {
+    /// As [`start`](Self::start), reading from `source` instead of a directory of its own,
+    /// and waiting up to `ready_within` (a large cluster takes a while to sync).
+    /// `Err(log)` if it does not become ready.
+    pub async fn start_with(
+        source: Source<'_>,
+        args: &[&str],
+        ready_within: Duration,
+    ) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "xit-ingress-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let mut proc = Self::spawn(dir, source, args);
+        proc.wait_ready(ready_within).await?;
+        Ok(proc)
+    }
+
+    /// The process id (for `/proc/PID/...`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.0.id())
+    }
+
+    fn spawn(dir: PathBuf, source: Source<'_>, args: &[&str]) -> Self {
         let addr = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let (http, https, health) = (
             addr(free_tcp_port()),
@@ -76,9 +111,16 @@ impl IngressProcess {
             addr(free_tcp_port()),
         );
         let log = fs::File::create(dir.join("xdp-ingress.log")).expect("log file");
-        let child = Command::new(xdp_ingress_bin())
-            .arg("--manifests")
-            .arg(dir.join("manifests"))
+        let mut command = Command::new(xdp_ingress_bin());
+        match source {
+            Source::Manifests(manifests) => {
+                command.arg("--manifests").arg(manifests);
+            }
+            Source::Kube(kubeconfig) => {
+                command.env("KUBECONFIG", kubeconfig);
+            }
+        }
+        let child = command
             .args(["--l4-mode", "userspace", "--bind-address", "127.0.0.1"])
             .args(["--http-workers", "1"])
             .args(["--http-port", &http.port().to_string()])
@@ -103,8 +145,8 @@ impl IngressProcess {
 
     /// Polls `/readyz` until 200; `Err(exit status and log)` if the process exits or the
     /// wait times out.
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_WITHIN;
+    async fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(child) = &mut self.child
                 && let Ok(Some(status)) = child.0.try_wait()

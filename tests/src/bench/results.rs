@@ -20,6 +20,9 @@ pub struct Row {
     pub name: String,
     /// Samples per column name; a single sample is a value computed over the whole run.
     pub cells: BTreeMap<String, Vec<f64>>,
+    /// The goal an issue sets for this row (e.g. `p99 < 20 ms (#16)`), shown beside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// A table of configurations × quantities.
@@ -77,23 +80,34 @@ impl Results {
 
     /// Records samples of `column` for configuration `row` in `table` (declared before).
     pub fn add(&mut self, table: &str, row: &str, column: &str, samples: Vec<f64>) {
+        println!("  {table} | {row} | {column}: {samples:?}");
+        self.row(table, row)
+            .cells
+            .insert(column.to_owned(), samples);
+    }
+
+    /// Sets the target shown beside `row` of `table` (declared before).
+    pub fn target(&mut self, table: &str, row: &str, target: &str) {
+        self.row(table, row).target = Some(target.to_owned());
+    }
+
+    /// The row `row` of `table`, added empty if it is new.
+    fn row(&mut self, table: &str, row: &str) -> &mut Row {
         let t = self
             .tables
             .iter_mut()
             .find(|t| t.name == table)
             .unwrap_or_else(|| panic!("table {table} not declared"));
-        let r = match t.rows.iter().position(|r| r.name == row) {
+        match t.rows.iter().position(|r| r.name == row) {
             Some(i) => &mut t.rows[i],
             None => {
                 t.rows.push(Row {
                     name: row.to_owned(),
-                    cells: BTreeMap::new(),
+                    ..Row::default()
                 });
                 t.rows.last_mut().expect("just pushed")
             }
-        };
-        println!("  {table} | {row} | {column}: {samples:?}");
-        r.cells.insert(column.to_owned(), samples);
+        }
     }
 
     /// Adds a caveat.

@@ -1,6 +1,8 @@
 //! Scale: `config::build` time, peak RSS and route lookup cost at 10,000 Ingresses × 5
 //! paths and 50,000 endpoints (the `scale` example of ingress-user, one process per
-//! sample), and the time to program the BPF maps for 1,000 L4 services × 2 endpoints.
+//! sample), change → routed latency, RSS and churn cost of the real binary at that size
+//! (see [`propagation`]), and the time to program the BPF maps for 1,000 L4 services × 2
+//! endpoints.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -15,13 +17,18 @@ use xdp_ingress::{
     l4::{Datapath, DatapathOptions, conntrack::Timeouts, plane::Kernel},
 };
 
-use crate::{bench::Results, netns::PinDir};
+use crate::{
+    bench::{Results, propagation},
+    netns::PinDir,
+};
 
 /// Sizes of one scale run.
 #[derive(Clone, Copy, Debug)]
 pub struct Params {
     /// Samples (processes of the scale example; apply rounds of the BPF maps).
     pub samples: usize,
+    /// The real binary's propagation measurements.
+    pub propagation: propagation::Params,
 }
 
 /// Runs the group.
@@ -93,6 +100,8 @@ pub fn run(p: Params) -> anyhow::Result<Results> {
         "value",
         lookup,
     );
+
+    propagation::run(&mut r, p.propagation)?;
 
     let t = "BPF map programming, 1,000 L4 services × 2 endpoints";
     r.table(

@@ -3,7 +3,7 @@
 //! (network namespaces, eBPF) and the release build of xdp-ingress beside it.
 
 use anyhow::{Context as _, bail};
-use ingress_tests::bench::{churn, http, l4, rig::Rig, scale};
+use ingress_tests::bench::{churn, http, l4, propagation, rig::Rig, scale};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,7 +49,13 @@ fn main() -> anyhow::Result<()> {
                 },
             )?
         }
-        "scale" => scale::run(scale::Params { samples })?,
+        "scale" => scale::run(scale::Params {
+            samples,
+            propagation: propagation::Params {
+                samples: if quick { 10 } else { 30 },
+                churn_secs: if quick { 10 } else { 60 },
+            },
+        })?,
         other => bail!("unknown group {other:?} (l4, http, churn, scale)"),
     };
     results.write(std::path::Path::new(out))?;

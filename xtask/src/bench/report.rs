@@ -111,6 +111,7 @@ fn group_markdown(g: &Value, dir: &Path, link_prefix: &str) -> Result<String> {
             .filter_map(|r| r.as_str())
             .collect();
         let rows = t["rows"].as_array().cloned().unwrap_or_default();
+        let with_targets = rows.iter().any(|r| r["target"].is_string());
         writeln!(md, "### {name}\n\n{}\n", t["about"].as_str().unwrap_or(""))?;
         let mut header = vec!["configuration".to_owned()];
         header.extend(cols.iter().map(|c| (*c).to_owned()));
@@ -119,6 +120,9 @@ fn group_markdown(g: &Value, dir: &Path, link_prefix: &str) -> Result<String> {
                 .iter()
                 .map(|r| format!("{} ÷ {r}", cols.first().unwrap_or(&""))),
         );
+        if with_targets {
+            header.push("target".to_owned());
+        }
         writeln!(md, "| {} |", header.join(" | "))?;
         writeln!(
             md,
@@ -139,6 +143,9 @@ fn group_markdown(g: &Value, dir: &Path, link_prefix: &str) -> Result<String> {
                     .first()
                     .and_then(|c| Some(median(g, name, rname, c)? / median(g, name, base, c)?));
                 line.push(ratio.map_or("–".into(), |x| format!("{x:.2}×")));
+            }
+            if with_targets {
+                line.push(r["target"].as_str().unwrap_or("").to_owned());
             }
             writeln!(md, "| {} |", line.join(" | "))?;
         }
@@ -335,6 +342,63 @@ fn targets(find: &dyn Fn(&str) -> Option<Value>) -> Vec<Target> {
                 format!("{} MB ({} MiB)", num(x * 1.048_576), num(x))
             }),
             met: rss.map(|x| x * 1.048_576 < 150.0),
+        });
+    }
+    out.extend(propagation_targets(scale.as_ref()));
+    out
+}
+
+/// Issue 16's targets for the real binary at scale, per source mode.
+fn propagation_targets(scale: Option<&Value>) -> Vec<Target> {
+    const T: &str =
+        "Change → routed, the real binary at 10,000 Ingresses × 5 paths, 50,000 endpoints";
+    let mut out = Vec::new();
+    for mode in ["files", "kube"] {
+        let get = |row: &str| scale.and_then(|g| median(g, T, row, mode));
+        let below = |what: &str, row: &str, limit: f64, unit: &str| {
+            let v = get(row);
+            Target {
+                issue: "#16",
+                what: format!("{mode} mode: {what} < {limit} {unit}"),
+                value: v,
+                shown: v.map_or("not measured".into(), |x| format!("{} {unit}", num(x))),
+                met: v.map(|x| x < limit),
+            }
+        };
+        out.push(below(
+            "added Ingress → routed, p99",
+            "added Ingress → routed, p99 (ms)",
+            20.0,
+            "ms",
+        ));
+        out.push(below(
+            "endpoint change → routed, p99",
+            "endpoint change → routed, p99 (ms)",
+            20.0,
+            "ms",
+        ));
+        out.push(below(
+            "controller peak RSS",
+            "controller peak RSS at the end (VmHWM, MiB)",
+            200.0,
+            "MiB",
+        ));
+        out.push(below(
+            "churn of 100 EndpointSlice changes/s: change → routed, p99",
+            "churn: change → routed, p99 (ms)",
+            50.0,
+            "ms",
+        ));
+        let made = get("churn: EndpointSlice changes made");
+        let seen = get("churn: changes seen");
+        out.push(Target {
+            issue: "#16",
+            what: format!("{mode} mode: churn: every change seen"),
+            value: seen,
+            shown: made.zip(seen).map_or("not measured".into(), |(m, s)| {
+                format!("{} of {}", num(s), num(m))
+            }),
+            met: made.zip(seen).map(|(m, s)| s >= m),
         });
     }
     out
