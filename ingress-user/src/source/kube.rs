@@ -172,6 +172,9 @@ trait Watched:
     const KIND: Kind;
     /// The object as a Change payload.
     fn object(self) -> Object;
+    /// Drops the fields translation never reads (objects are kept for the controller's
+    /// lifetime).
+    fn slim(&mut self);
 }
 
 macro_rules! watched {
@@ -180,6 +183,9 @@ macro_rules! watched {
             const KIND: Kind = Kind::$t;
             fn object(self) -> Object {
                 Object::$t(Arc::new(self))
+            }
+            fn slim(&mut self) {
+                Slim::slim(self);
             }
         }
     )*};
@@ -192,6 +198,38 @@ watched!(
     Secret,
     ConfigMap
 );
+
+/// Per kind, the parts of an object translation never reads.
+trait Slim {
+    fn slim(&mut self) {}
+}
+
+/// An Ingress keeps its status: the status writer compares it with our addresses.
+impl Slim for Ingress {}
+
+impl Slim for Service {
+    fn slim(&mut self) {
+        self.status = None;
+    }
+}
+
+/// Every endpoint of a real cluster carries a `targetRef` (five strings) and usually a
+/// node name, zone and hints; at 50,000 endpoints that is tens of MiB nobody reads.
+impl Slim for EndpointSlice {
+    fn slim(&mut self) {
+        for ep in &mut self.endpoints {
+            ep.target_ref = None;
+            ep.node_name = None;
+            ep.zone = None;
+            ep.hints = None;
+            ep.deprecated_topology = None;
+        }
+    }
+}
+
+impl Slim for IngressClass {}
+impl Slim for Secret {}
+impl Slim for ConfigMap {}
 
 impl Watchers<'_> {
     /// Starts one watcher; its first complete list is reported on `listed` (once).
@@ -283,9 +321,10 @@ fn key<K: Resource>(o: &K) -> Key {
 /// The annotation `kubectl apply` keeps a whole copy of the object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Drops what translation never reads and what costs memory: managed fields and the
-/// `kubectl apply` copy of the object.
-fn strip<K: Resource>(mut o: K) -> K {
+/// Drops what translation never reads and what costs memory: managed fields, the
+/// `kubectl apply` copy of the object, and per kind what [`Slim`] drops.
+fn strip<K: Watched>(mut o: K) -> K {
+    o.slim();
     o.meta_mut().managed_fields = None;
     if let Some(a) = o.meta_mut().annotations.as_mut() {
         a.remove(LAST_APPLIED);
@@ -307,5 +346,42 @@ fn log_watch_error(kind: &str, e: &watcher::Error) {
             warn!(kind, code = s.code, error = %e, "watch failed; retrying");
         }
         _ => warn!(kind, error = %e, "API server unreachable; retrying"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::discovery::v1::Endpoint;
+
+    use super::*;
+
+    #[test]
+    fn strip_keeps_what_translation_reads_and_drops_the_rest() {
+        let mut slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "ns",
+                "labels": {"kubernetes.io/service-name": "web"},
+                "annotations": {LAST_APPLIED: "{...}", "keep": "me"},
+                "managedFields": [{"manager": "kube-controller-manager"}]},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true},
+                "nodeName": "n1", "zone": "z1",
+                "targetRef": {"kind": "Pod", "name": "web-abc", "namespace": "ns", "uid": "u"}}],
+            "ports": [{"name": "http", "port": 8080}]
+        }))
+        .unwrap();
+        slice = strip(slice);
+        assert_eq!(slice.metadata.managed_fields, None);
+        let annotations = slice.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["keep"]);
+        assert_eq!(
+            slice.endpoints,
+            [Endpoint {
+                addresses: vec!["10.0.0.1".into()],
+                conditions: slice.endpoints[0].conditions.clone(),
+                ..Endpoint::default()
+            }]
+        );
+        assert!(slice.endpoints[0].conditions.is_some());
+        assert_eq!(slice.ports.as_ref().map(Vec::len), Some(1));
     }
 }

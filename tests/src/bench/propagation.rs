@@ -125,7 +125,12 @@ pub fn run(r: &mut Results, p: Params) -> anyhow::Result<()> {
         v
     });
     let mut measured = Vec::new();
+    // `BENCH_PROPAGATION_MODE=files|kube` measures one mode (e.g. while profiling).
+    let only = std::env::var("BENCH_PROPAGATION_MODE").ok();
     for mode in [Mode::Files, Mode::Kube] {
+        if only.as_deref().is_some_and(|m| m != mode.column()) {
+            continue;
+        }
         println!("propagation: {} mode", mode.column());
         measured.push(measure(&rt, mode, &backends, p)?);
     }
@@ -206,7 +211,10 @@ fn measure(
         .with_context(|| format!("probe {k} never answered from {name}"))?;
     }
     let rss_synced = vm_hwm_mib(pid)?;
-    println!("  synced in {sync_secs:.1} s, VmHWM {rss_synced:.0} MiB");
+    println!(
+        "  synced in {sync_secs:.1} s, VmHWM {rss_synced:.0} MiB, VmRSS {:.0} MiB",
+        proc_status_mib(pid, "VmRSS:")?
+    );
 
     let mut added = Vec::new();
     for j in 0..p.samples {
@@ -443,12 +451,17 @@ impl Drop for ApiServer {
 
 /// Peak resident set (VmHWM) of process `pid`, in MiB.
 fn vm_hwm_mib(pid: u32) -> anyhow::Result<f64> {
+    proc_status_mib(pid, "VmHWM:")
+}
+
+/// A memory field of `/proc/PID/status`, in MiB.
+fn proc_status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
-        .context("VmHWM")?
+        .with_context(|| field.to_owned())?
         .parse()?;
     Ok(kib / 1024.0)
 }
@@ -481,7 +494,7 @@ fn report(r: &mut Results, measured: &[Measured], p: Params) {
     r.table(
         TABLE,
         &format!(
-            "The release binary on loopback (`--l4-mode userspace`): files = `--manifests` over 200 files, kube = kube-rs reflectors against the fake API server in its own process. Latency from the write (rename into place, or the API request) to the first response that shows the change, polled every ms on a keep-alive connection; {} samples of each single change, churn of {CHURN_RATE} EndpointSlice changes/s for {} s",
+            "The release binary on loopback (`--l4-mode userspace`): files = `--manifests` over 200 files, kube = kube-rs watchers against the fake API server in its own process. Latency from the write (rename into place, or the API request) to the first response that shows the change, polled every ms on a keep-alive connection; {} samples of each single change, churn of {CHURN_RATE} EndpointSlice changes/s for {} s",
             p.samples, p.churn_secs
         ),
         &columns,

@@ -317,12 +317,12 @@ fn targets(find: &dyn Fn(&str) -> Option<Value>) -> Vec<Target> {
     let st = "Control plane at 10,000 Ingresses × 5 paths, 50,000 endpoints";
     let build = scale
         .as_ref()
-        .and_then(|g| median(g, st, "config::build time (ms)", "value"));
+        .and_then(|g| median(g, st, "full build, config::build (ms)", "value"));
     let rss = scale.as_ref().and_then(|g| {
         median(
             g,
             st,
-            "peak RSS of the process, Store + Snapshot (MiB)",
+            "peak RSS of the process, objects + engine + Snapshot (MiB)",
             "value",
         )
     });
@@ -336,7 +336,7 @@ fn targets(find: &dyn Fn(&str) -> Option<Value>) -> Vec<Target> {
         });
         out.push(Target {
             issue,
-            what: "peak RSS at that scale < 150 MB".into(),
+            what: "peak RSS at that scale < 150 MB (in process: objects, engine, Snapshot)".into(),
             value: rss,
             shown: rss.map_or("not measured".into(), |x| {
                 format!("{} MB ({} MiB)", num(x * 1.048_576), num(x))
