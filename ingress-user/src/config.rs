@@ -22,6 +22,7 @@ pub mod incremental;
 pub mod ingress;
 pub mod l4;
 pub mod legacy;
+pub mod slice;
 pub mod tls;
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::{
-        self, Options, Problem, Snapshot, class::ClassFilter, incremental::Engine,
+        self, Change, Options, Problem, Snapshot, class::ClassFilter, incremental::Engine,
         problem::Severity,
     },
     source::{Update, UpdateRx},
@@ -114,6 +114,10 @@ fn run(mut updates: UpdateRx, opts: &Options, out: &Outputs) {
         let mut take = |u: Update, engine: &mut Engine| match u {
             Update::Changes(batch) => {
                 for change in batch {
+                    let change = match change {
+                        Change::Apply(o) => Change::Apply(o.reallocated()),
+                        other => other,
+                    };
                     changes += usize::from(engine.apply(change));
                 }
             }

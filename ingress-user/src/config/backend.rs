@@ -11,14 +11,11 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::{
-        core::v1::{Service, ServicePort},
-        discovery::v1::EndpointSlice,
-    },
+    api::core::v1::{Service, ServicePort},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
-use super::{ServiceRef, store::Objects};
+use super::{ServiceRef, slice::Slice, store::Objects};
 use crate::snapshot::Endpoints;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -142,7 +139,7 @@ impl<'s> Resolver<'s> {
     pub fn addrs(&self, service: &Service, port: &ServicePort) -> Vec<SocketAddr> {
         let ns = service.metadata.namespace.as_deref().unwrap_or_default();
         let name = service.metadata.name.as_deref().unwrap_or_default();
-        let slices: Vec<&EndpointSlice> = self.objects.slices_of(ns, name).collect();
+        let slices: Vec<&Slice> = self.objects.slices_of(ns, name).collect();
         let mut eps = collect(&slices, port, |c| c.ready.unwrap_or(true));
         if eps.is_empty() {
             eps = collect(&slices, port, |c| {
@@ -239,7 +236,7 @@ impl Cells {
 
 /// Endpoints of `slices` whose conditions pass `accept`, on the slice port matching `port`.
 fn collect(
-    slices: &[&EndpointSlice],
+    slices: &[&Slice],
     port: &ServicePort,
     accept: impl Fn(&k8s_openapi::api::discovery::v1::EndpointConditions) -> bool,
 ) -> BTreeSet<SocketAddr> {
@@ -267,7 +264,7 @@ fn collect(
 
 /// The target port of `port` in `slice`: the slice port with the same name; else, for a
 /// hand-written slice without names, a numeric `targetPort` (or the port itself).
-fn slice_port(slice: &EndpointSlice, port: &ServicePort) -> Option<u16> {
+fn slice_port(slice: &Slice, port: &ServicePort) -> Option<u16> {
     let name = port.name.as_deref().unwrap_or("");
     let ports = slice.ports.as_deref().unwrap_or_default();
     if let Some(p) = ports

@@ -48,12 +48,13 @@ pub struct Engine {
     with_tls: BTreeSet<Age>,
     /// Served Ingresses with a `defaultBackend`, oldest first.
     with_default: BTreeSet<Age>,
-    /// The Ingresses claiming paths of each host, oldest first.
-    claims: HashMap<HostMatch, BTreeSet<Age>>,
+    /// The Ingresses claiming paths of each host, oldest first (sorted Vecs: most hosts
+    /// have one claimant, and a B-tree node would cost a KiB each).
+    claims: HashMap<HostMatch, Vec<Age>>,
     /// Path conflicts of each host that has any.
     conflicts: HashMap<HostMatch, Vec<Problem>>,
     /// The served Ingresses naming each Service.
-    users: HashMap<Key, HashSet<Key>>,
+    users: HashMap<Key, Vec<Key>>,
     table: RouteTable,
     certs: Arc<CertSet>,
     tls_problems: Vec<Problem>,
@@ -225,8 +226,10 @@ impl Engine {
     fn unindex(&mut self, t: &Translated, hosts: &mut HashSet<HostMatch>) {
         let key = &t.age.key;
         for (host, _) in &t.hosts {
-            if let Some(claims) = self.claims.get_mut(host) {
-                claims.remove(&t.age);
+            if let Some(claims) = self.claims.get_mut(host)
+                && let Ok(i) = claims.binary_search(&t.age)
+            {
+                claims.remove(i);
             }
             hosts.insert(host.clone());
         }
@@ -235,7 +238,7 @@ impl Engine {
         self.ingress_problems.remove(key);
         for service in &t.services {
             if let Some(users) = self.users.get_mut(service) {
-                users.remove(key);
+                users.retain(|u| u != key);
                 if users.is_empty() {
                     self.users.remove(service);
                 }
@@ -246,10 +249,10 @@ impl Engine {
     fn index(&mut self, t: &Translated, hosts: &mut HashSet<HostMatch>) {
         let key = &t.age.key;
         for (host, _) in &t.hosts {
-            self.claims
-                .entry(host.clone())
-                .or_default()
-                .insert(t.age.clone());
+            let claims = self.claims.entry(host.clone()).or_default();
+            if let Err(i) = claims.binary_search(&t.age) {
+                claims.insert(i, t.age.clone());
+            }
             hosts.insert(host.clone());
         }
         if !t.tls.is_empty() {
@@ -263,10 +266,10 @@ impl Engine {
                 .insert(key.clone(), t.problems.clone());
         }
         for service in &t.services {
-            self.users
-                .entry(service.clone())
-                .or_default()
-                .insert(key.clone());
+            let users = self.users.entry(service.clone()).or_default();
+            if !users.contains(key) {
+                users.push(key.clone());
+            }
         }
     }
 

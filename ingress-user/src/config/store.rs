@@ -17,7 +17,7 @@ use k8s_openapi::api::{
     networking::v1::{Ingress, IngressClass},
 };
 
-use super::{Problem, backend::SERVICE_NAME_LABEL};
+use super::{Problem, backend::SERVICE_NAME_LABEL, slice::Slice};
 
 /// A complete, consistent set of objects from one source, as plain values.
 #[derive(Clone, Debug, Default)]
@@ -89,8 +89,8 @@ pub enum Object {
     IngressClass(Arc<IngressClass>),
     /// A Service.
     Service(Arc<Service>),
-    /// An EndpointSlice.
-    EndpointSlice(Arc<EndpointSlice>),
+    /// An EndpointSlice, kept as the parts translation reads.
+    EndpointSlice(Arc<Slice>),
     /// A Secret.
     Secret(Arc<Secret>),
     /// A ConfigMap.
@@ -106,14 +106,13 @@ macro_rules! object_from {
         }
     )*};
 }
-object_from!(
-    Ingress,
-    IngressClass,
-    Service,
-    EndpointSlice,
-    Secret,
-    ConfigMap
-);
+object_from!(Ingress, IngressClass, Service, Secret, ConfigMap);
+
+impl From<EndpointSlice> for Object {
+    fn from(o: EndpointSlice) -> Self {
+        Self::EndpointSlice(Arc::new(Slice::from(o)))
+    }
+}
 
 impl Object {
     /// Its kind.
@@ -125,6 +124,28 @@ impl Object {
             Self::EndpointSlice(_) => Kind::EndpointSlice,
             Self::Secret(_) => Kind::Secret,
             Self::ConfigMap(_) => Kind::ConfigMap,
+        }
+    }
+
+    /// The same object copied into fresh allocations made by the calling thread.
+    ///
+    /// Why: sources deserialize on the tokio workers, where each kept object sits among the
+    /// freed JSON buffers and temporaries of its page, so the allocator cannot give those
+    /// pages back. The controller copies what it keeps, so the kept objects are packed in
+    /// its own heap and the workers' pages empty out whole.
+    #[must_use]
+    pub fn reallocated(self) -> Self {
+        // A deep copy (`clone`), not a move: the fields' own allocations must be new too.
+        fn copy<T: Clone>(o: &Arc<T>) -> Arc<T> {
+            Arc::new(T::clone(o))
+        }
+        match self {
+            Self::Ingress(o) => Self::Ingress(copy(&o)),
+            Self::IngressClass(o) => Self::IngressClass(copy(&o)),
+            Self::Service(o) => Self::Service(copy(&o)),
+            Self::EndpointSlice(o) => Self::EndpointSlice(copy(&o)),
+            Self::Secret(o) => Self::Secret(copy(&o)),
+            Self::ConfigMap(o) => Self::ConfigMap(copy(&o)),
         }
     }
 
@@ -171,7 +192,7 @@ pub struct Objects {
     /// Services.
     pub services: BTreeMap<Key, Arc<Service>>,
     /// EndpointSlices by their own key.
-    pub endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
+    pub endpoint_slices: BTreeMap<Key, Arc<Slice>>,
     /// Secrets.
     pub secrets: BTreeMap<Key, Arc<Secret>>,
     /// ConfigMaps.
@@ -298,7 +319,7 @@ impl Objects {
         &'a self,
         namespace: &str,
         service: &str,
-    ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+    ) -> impl Iterator<Item = &'a Slice> + 'a {
         self.slices_by_service
             .get(&(namespace.to_owned(), service.to_owned()))
             .into_iter()
@@ -322,7 +343,11 @@ impl Objects {
             ingresses: values(&self.ingresses),
             ingress_classes: values(&self.ingress_classes),
             services: values(&self.services),
-            endpoint_slices: values(&self.endpoint_slices),
+            endpoint_slices: self
+                .endpoint_slices
+                .values()
+                .map(|s| EndpointSlice::from(&**s))
+                .collect(),
             secrets: values(&self.secrets),
             config_maps: values(&self.config_maps),
             problems: self.problems.values().flatten().cloned().collect(),
@@ -342,7 +367,7 @@ fn put<T: PartialEq>(map: &mut BTreeMap<Key, Arc<T>>, key: Key, object: Arc<T>) 
 }
 
 /// The Service a slice belongs to.
-fn slice_service(slice: &EndpointSlice) -> Option<Key> {
+fn slice_service(slice: &Slice) -> Option<Key> {
     Some((
         slice.metadata.namespace.clone()?,
         slice

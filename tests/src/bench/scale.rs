@@ -180,6 +180,6 @@ pub fn run(p: Params) -> anyhow::Result<Results> {
     r.add(t, "then change one endpoint of one service", "ms", change);
     r.add(t, "then remove all 1,000 services", "ms", remove);
     r.note(format!("Route lookup is a timed loop in the scale example (1,000,000 lookups over 1,024 hosts, black_box), not a criterion bench: criterion's dependency tree was judged too heavy for this 2-core machine. Maglev table size for the BPF figures: {maglev} slots per service."));
-    r.note("The scale Store is built in memory from k8s-openapi objects; a cluster controller also holds the reflector caches, which the \"Store + Snapshot\" RSS figure approximates.");
+    r.note("The scale example builds its objects in memory from k8s-openapi types and hands them to the engine, as a source does; its peak RSS is measured before the reference builds (which copy the objects once more). The real binary's RSS (the propagation table) adds the runtime, the router and the allocator's retention: in kube mode, objects are deserialized on the tokio workers among the JSON pages they came from.");
     Ok(r)
 }
