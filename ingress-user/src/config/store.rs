@@ -127,16 +127,22 @@ impl Object {
         }
     }
 
-    /// The same object copied into fresh allocations made by the calling thread.
+    /// The same object copied into fresh allocations made by the calling thread, unless
+    /// someone else also holds it (then a copy would only add memory).
     ///
-    /// Why: sources deserialize on the tokio workers, where each kept object sits among the
-    /// freed JSON buffers and temporaries of its page, so the allocator cannot give those
-    /// pages back. The controller copies what it keeps, so the kept objects are packed in
-    /// its own heap and the workers' pages empty out whole.
+    /// Why: the kube source deserializes on the tokio workers, where each kept object sits
+    /// among the freed JSON buffers and temporaries of its page, so the allocator cannot
+    /// give those pages back. The controller copies what it keeps, so the kept objects are
+    /// packed in its own heap and the workers' pages empty out whole (kube mode at 10,000
+    /// Ingresses: 212 → 173 MiB). The manifest source keeps its objects (to resolve
+    /// duplicates across files), so its objects are not copied.
     #[must_use]
     pub fn reallocated(self) -> Self {
         // A deep copy (`clone`), not a move: the fields' own allocations must be new too.
         fn copy<T: Clone>(o: &Arc<T>) -> Arc<T> {
+            if Arc::strong_count(o) > 1 {
+                return o.clone();
+            }
             Arc::new(T::clone(o))
         }
         match self {
@@ -431,6 +437,37 @@ mod tests {
         o.apply(Change::Delete(Kind::EndpointSlice, key));
         assert_eq!(o.slices_of("ns", "api").count(), 0);
         assert!(o.slices_by_service.is_empty());
+    }
+
+    #[test]
+    fn only_an_object_nobody_else_holds_is_copied() {
+        let unique: Object = service("ns", "web", &[("", 80, "80")]).into();
+        let Object::Service(before) = &unique else {
+            unreachable!()
+        };
+        let before_ptr = Arc::as_ptr(before);
+        let copied = unique.clone().reallocated();
+        assert_eq!(copied, unique, "a copy is equal");
+        let Object::Service(after) = &copied else {
+            unreachable!()
+        };
+        assert_eq!(
+            Arc::as_ptr(after),
+            before_ptr,
+            "held twice here: not copied"
+        );
+        drop(copied);
+
+        let Object::Service(only) = unique else {
+            unreachable!()
+        };
+        let value = (*only).clone();
+        let moved = Object::Service(only).reallocated();
+        let Object::Service(after) = &moved else {
+            unreachable!()
+        };
+        assert_ne!(Arc::as_ptr(after), before_ptr, "the only holder: copied");
+        assert_eq!(**after, value);
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub fn run(p: Params) -> anyhow::Result<Results> {
         );
     }
     let (mut build, mut lookup, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut heap_objects, mut heap_total) = (Vec::new(), Vec::new());
     let (mut ing50, mut ing99, mut eps50, mut eps99) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..p.samples {
@@ -82,6 +83,8 @@ pub fn run(p: Params) -> anyhow::Result<Results> {
         build.push(num_after("config::build: median", 0)?);
         lookup.push(num_after("route lookup:", 0)?);
         rss.push(num_after("peak RSS (VmHWM):", 0)?);
+        heap_objects.push(num_after("engine live heap:", 0)?);
+        heap_total.push(num_after("engine live heap:", 4)?);
         let ingress = "engine: an Ingress change (new host) -> Snapshot: p50";
         let slice = "engine: an EndpointSlice change -> Snapshot: p50";
         ing50.push(num_after(ingress, 0)?);
@@ -102,6 +105,11 @@ pub fn run(p: Params) -> anyhow::Result<Results> {
             eps99,
         ),
         (RSS_ROW, rss),
+        ("engine live heap: the objects (MiB)", heap_objects),
+        (
+            "engine live heap: objects + translation + Snapshot (MiB)",
+            heap_total,
+        ),
     ] {
         r.add(t, row, "value", v);
     }
