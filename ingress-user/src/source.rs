@@ -8,6 +8,8 @@ pub mod dir_watch;
 pub mod files;
 pub mod kube;
 pub mod manifest_dir;
+#[cfg(test)]
+mod test_dir;
 
 use tokio::sync::mpsc;
 

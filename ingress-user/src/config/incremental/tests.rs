@@ -273,6 +273,18 @@ fn random_change_sequences_always_equal_a_full_build() {
     assert_eq!(compared, seeds * 150);
 }
 
+/// The one EndpointSlice of `ns/web`, with one ready endpoint.
+fn web_slice(ip: &str) -> Change {
+    let s = slice(
+        "ns",
+        "web",
+        "web-1",
+        &[("http", 8080)],
+        &[(ip, Cond::Ready)],
+    );
+    Change::Apply(s.into())
+}
+
 /// The engine really does proportional work: one changed Ingress re-translates one Ingress
 /// and merges only its hosts; an endpoint change re-translates nothing and is visible
 /// through the Snapshot already published.
@@ -282,16 +294,7 @@ fn a_change_costs_what_depends_on_it() {
     engine.apply(Change::Apply(
         service("ns", "web", &[("http", 80, "8080")]).into(),
     ));
-    engine.apply(Change::Apply(
-        slice(
-            "ns",
-            "web",
-            "web-1",
-            &[("http", 8080)],
-            &[("10.0.0.1", Cond::Ready)],
-        )
-        .into(),
-    ));
+    engine.apply(web_slice("10.0.0.1"));
     for i in 0..50 {
         let ing = IngressBuilder::new("ns", &format!("i{i}"))
             .class(Some("xdp"))
@@ -335,16 +338,7 @@ fn a_change_costs_what_depends_on_it() {
     assert_eq!(h7.len(), 1, "/api is gone from h7.com");
     assert_eq!(after.http.len(), 100);
 
-    engine.apply(Change::Apply(
-        slice(
-            "ns",
-            "web",
-            "web-1",
-            &[("http", 8080)],
-            &[("10.0.0.2", Cond::Ready)],
-        )
-        .into(),
-    ));
+    engine.apply(web_slice("10.0.0.2"));
     let eps = |s: &Snapshot| {
         s.http
             .route("h3.com", "/")
