@@ -29,7 +29,7 @@ pub enum CheckError {
         /// The last error, or `timed out`.
         reason: String,
     },
-    /// The reflectors did not finish their initial list in time.
+    /// The watchers did not finish their initial list in time.
     #[error("the initial sync with the Kubernetes API server did not finish within {0:?}")]
     SyncTimeout(Duration),
     /// The tokio runtime for the cluster source could not start.
