@@ -34,6 +34,9 @@ pub mod maps {
     /// Socket-level reverse translation for node-local UDP clients (an LRU):
     /// [`crate::l4::SockRevKey`] → [`crate::l4::SockRevValue`].
     pub const SOCK_REV: &str = "XI_SOCK_REV_V1";
+    /// One `u64`: the network namespace cookie (`SO_NETNS_COOKIE`) whose sockets the cgroup
+    /// hooks translate; 0 means every namespace.
+    pub const SOCK_NETNS: &str = "XI_SOCK_NETNS_V1";
     /// Maps of earlier layouts that this version replaced. Their pins are removed at load
     /// (after the new maps exist), so a node does not keep them forever.
     pub const RETIRED: &[&str] = &["XI_SVC_STATS_V1", "XI_STATS_V1"];

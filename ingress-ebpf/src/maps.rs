@@ -85,3 +85,9 @@ pub static XI_FRAG_V1: LruHashMap<FragKey, FragEntry> = LruHashMap::pinned(limit
 #[map(name = "XI_SOCK_REV_V1")]
 pub static XI_SOCK_REV_V1: LruHashMap<SockRevKey, SockRevValue> =
     LruHashMap::pinned(limits::SOCK_REV_ENTRIES, 0);
+
+/// The network namespace (cookie) whose sockets the cgroup hooks translate: the node's, where
+/// the controller runs; 0 means every namespace. Pods in their own namespaces reach node
+/// ports over the packet path, as clients off the node do.
+#[map(name = "XI_SOCK_NETNS_V1")]
+pub static XI_SOCK_NETNS_V1: Array<u64> = Array::pinned(1, 0);

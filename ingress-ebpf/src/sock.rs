@@ -9,6 +9,10 @@
 //! per-packet work. The endpoint is picked from the same service, Maglev and backend maps the
 //! packet path uses, hashed on the socket cookie (one socket, one endpoint per service).
 //!
+//! Only sockets of the node's network namespace are translated (`XI_SOCK_NETNS_V1`): the
+//! hooks see every namespace of the cgroup's processes, and pods in namespaces of their own
+//! reach node ports over the packet path, like any client off the node.
+//!
 //! UDP replies then come from the endpoint; the `recvmsg`/`getpeername` hooks report them
 //! as coming from the service address, from a reverse map keyed by socket cookie and
 //! endpoint (`XI_SOCK_REV_V1`). TCP needs none of that: the handshake is with the endpoint.
@@ -16,7 +20,9 @@
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use aya_ebpf::{
-    EbpfContext as _, bindings::bpf_sock_addr, helpers::bpf_get_socket_cookie,
+    EbpfContext as _,
+    bindings::bpf_sock_addr,
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     programs::SockAddrContext,
 };
 use ingress_common::{
@@ -27,7 +33,10 @@ use ingress_common::{
 };
 
 use crate::{
-    maps::{XI_BACKENDS_V1, XI_MAGLEV_V1, XI_NAT_CONFIG_V1, XI_SERVICES_V1, XI_SOCK_REV_V1},
+    maps::{
+        XI_BACKENDS_V1, XI_MAGLEV_V1, XI_NAT_CONFIG_V1, XI_SERVICES_V1, XI_SOCK_NETNS_V1,
+        XI_SOCK_REV_V1,
+    },
     stats,
 };
 
@@ -130,6 +139,16 @@ pub fn translate(ctx: &SockAddrContext, v6: bool) -> i32 {
         17 => PROTO_UDP,
         _ => return ALLOW,
     };
+    // Only the node's own namespace (where the controller runs, and hostNetwork pods): a
+    // process in another namespace with the node's addresses (a test topology, another
+    // node simulated on the same host) is none of this controller's business.
+    if let Some(&want) = XI_SOCK_NETNS_V1.get(0)
+        && want != 0
+        // SAFETY: the helper takes the program's context.
+        && unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } != want
+    {
+        return ALLOW;
+    }
     let dest = read_dest(sa, v6);
     let skey = ServiceKey {
         addr: dest.addr,

@@ -14,7 +14,9 @@
 //! ```
 
 use std::{
+    fs::File,
     net::{IpAddr, Ipv6Addr, SocketAddr},
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
@@ -22,7 +24,8 @@ use std::{
 
 use ingress_common::stats::Counter;
 use ingress_tests::{
-    netns::PinDir,
+    netns::{Netns, PinDir},
+    seed::{Seed, Source},
     servers::{RedisServer, udp_echo_in},
     topology::{NODE, Offloads, Topology, backend_addr},
 };
@@ -73,6 +76,42 @@ impl Drop for TestCgroup {
             eprintln!("removing {}: {e}", self.0.display());
         }
     }
+}
+
+/// Runs `args` in `ns`, inside `cgroup` when given (the shell moves itself there first).
+fn run_in(ns: &Netns, cgroup: Option<&Path>, args: &[&str]) -> Output {
+    let mut c = Command::new("timeout");
+    c.arg("20");
+    if let Some(cg) = cgroup {
+        c.args(["sh", "-c", "echo $$ > \"$0\"/cgroup.procs && exec \"$@\""])
+            .arg(cg);
+    }
+    c.arg("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .arg("--")
+        .args(args);
+    c.output().expect("run client")
+}
+
+/// `redis-cli PING` to the node's TCP service, stdout and stderr.
+fn ping(ns: &Netns, cgroup: Option<&Path>, node: IpAddr) -> String {
+    let out = run_in(
+        ns,
+        cgroup,
+        &[
+            "redis-cli",
+            "-h",
+            &node.to_string(),
+            "-p",
+            &TCP_SVC.to_string(),
+            "PING",
+        ],
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
 }
 
 struct Rig {
@@ -178,36 +217,16 @@ impl Rig {
 
     /// Runs `args` in the node namespace; inside the test cgroup when `in_cgroup`.
     fn run_on_node(&self, in_cgroup: bool, args: &[&str]) -> Output {
-        let mut c = Command::new("timeout");
-        c.arg("20");
-        if in_cgroup {
-            c.args(["sh", "-c", "echo $$ > \"$0\"/cgroup.procs && exec \"$@\""])
-                .arg(self.cgroup.path());
-        }
-        c.arg("nsenter")
-            .arg(format!("--net={}", self.topo.node.path().display()))
-            .arg("--")
-            .args(args);
-        c.output().expect("run client")
+        self.run_in(&self.topo.node, in_cgroup, args)
+    }
+
+    /// Runs `args` in `ns`; inside the test cgroup when `in_cgroup`.
+    fn run_in(&self, ns: &Netns, in_cgroup: bool, args: &[&str]) -> Output {
+        run_in(ns, in_cgroup.then(|| self.cgroup.path()), args)
     }
 
     fn redis_ping(&self, in_cgroup: bool, node: IpAddr) -> String {
-        let out = self.run_on_node(
-            in_cgroup,
-            &[
-                "redis-cli",
-                "-h",
-                &node.to_string(),
-                "-p",
-                &TCP_SVC.to_string(),
-                "PING",
-            ],
-        );
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
+        ping(&self.topo.node, in_cgroup.then(|| self.cgroup.path()), node)
     }
 
     /// A UDP (or TCP, `mode` "tcp") exchange by a small Python client; prints
@@ -269,9 +288,34 @@ fn tcp_node_local_clients_reach_the_service_over_v4_and_v6() {
         "error ConnectionRefusedError",
         "IPv4-mapped TCP outside the cgroup"
     );
+    let translated = rig.counter(Counter::SockTranslated);
     assert!(
-        rig.counter(Counter::SockTranslated) >= before + 3,
+        translated >= before + 3,
         "each connect counted in sock_translated"
+    );
+    // A process of the cgroup in another namespace (the client's, off the node) is left to
+    // the packet path, which serves it through the TC program on the node.
+    let out = rig.run_in(
+        &rig.topo.client,
+        true,
+        &[
+            "redis-cli",
+            "-h",
+            &NODE.to_string(),
+            "-p",
+            &TCP_SVC.to_string(),
+            "PING",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG");
+    assert_eq!(
+        rig.counter(Counter::SockTranslated),
+        translated,
+        "sockets of other namespaces are not translated"
+    );
+    assert!(
+        rig.counter(Counter::NewFlow) >= 1,
+        "the packet path served it"
     );
 }
 
@@ -312,10 +356,17 @@ fn detaching_node_local_access_restores_plain_behaviour() {
     );
     // Attaching again (as a restarted controller does) serves them again.
     let cg = rig.cgroup.path().to_owned();
-    rig.kernel
-        .datapath
-        .attach_node_local(&cg)
-        .expect("attach again");
+    let node = File::open(rig.topo.node.path()).expect("open netns handle");
+    let datapath = &mut rig.kernel.datapath;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // The hooks serve the namespace of the thread attaching them: the node's.
+            // SAFETY: setns on a valid namespace fd, affecting only this thread.
+            let rc = unsafe { libc::setns(node.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            datapath.attach_node_local(&cg).expect("attach again");
+        });
+    });
     assert_eq!(rig.redis_ping(true, IpAddr::V4(NODE)), "PONG");
 }
 
@@ -325,7 +376,8 @@ fn a_restarted_controller_swaps_its_programs_into_the_pinned_links() {
     let pin = rig._pin.path().to_owned();
     let cg = rig.cgroup.path().to_owned();
     // A second datapath on the same pins, as a new controller process would load.
-    let reused = std::thread::spawn(move || {
+    // In the node namespace, as the controller runs there.
+    let reused = rig.topo.node.run(move || {
         let opts = DatapathOptions {
             maglev_size: 251,
             max_services: 16,
@@ -336,13 +388,58 @@ fn a_restarted_controller_swaps_its_programs_into_the_pinned_links() {
         let nl = dp.attach_node_local(&cg).expect("attach again");
         // Dropping `dp` must not detach anything: the links are pinned.
         nl.reused
-    })
-    .join()
-    .expect("second controller");
+    });
     assert!(reused, "the pinned cgroup links were reused");
     assert_eq!(rig.redis_ping(true, IpAddr::V4(NODE)), "PONG");
     let links = std::fs::read_dir(rig._pin.path().join("sock-links"))
         .expect("sock-links dir")
         .count();
     assert_eq!(links, 8, "one pinned link per hook, no duplicates");
+}
+
+/// The real binary, in file mode: the hooks attach at start (here to the test cgroup),
+/// `--node-local-access=false` detaches them, and a cgroup that cannot be used costs a
+/// warning, nothing else.
+#[test]
+fn the_controller_attaches_node_local_access_and_the_flag_turns_it_off() {
+    let mut seed = Seed::new(Offloads::Default, Source::Files);
+    let cgroup = TestCgroup::new();
+    let cg = cgroup.path().to_str().expect("utf-8 path").to_owned();
+    let node = IpAddr::V4(NODE);
+
+    seed.start_controller_with("tc", &["--node-local-cgroup", &cg]);
+    assert_eq!(
+        ping(&seed.topo.node, Some(cgroup.path()), node),
+        "PONG",
+        "a node process reaches redis through :{TCP_SVC}\n{}",
+        seed.log()
+    );
+    assert!(
+        ping(&seed.topo.node, None, node).contains("refused"),
+        "outside the cgroup: untouched"
+    );
+    assert!(
+        seed.log().contains("node-local access attached"),
+        "{}",
+        seed.log()
+    );
+    seed.kill_controller();
+
+    seed.start_controller_with(
+        "tc",
+        &["--node-local-cgroup", &cg, "--node-local-access=false"],
+    );
+    assert!(
+        ping(&seed.topo.node, Some(cgroup.path()), node).contains("refused"),
+        "--node-local-access=false detaches the pinned hooks\n{}",
+        seed.log()
+    );
+    seed.kill_controller();
+
+    seed.start_controller_with("tc", &["--node-local-cgroup", "/nonexistent-cgroup"]);
+    assert!(
+        seed.log().contains("node-local access unavailable"),
+        "a clear warning, and the controller serves everything else (it got here)\n{}",
+        seed.log()
+    );
 }

@@ -9,8 +9,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink};
-use ingress_common::programs;
+use aya::{
+    maps::{Array, MapData},
+    programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink},
+};
+use ingress_common::{maps, programs};
 use tracing::{info, warn};
 
 use super::{Datapath, L4Error, link_err, pin, program};
@@ -69,6 +72,7 @@ impl Datapath {
             path: dir.clone(),
             source,
         })?;
+        self.write_sock_netns()?;
         let suffix = format!("@cg{ino}");
         self.remove_sock_links(|name| !name.ends_with(&suffix));
         let mut attached = Vec::new();
@@ -96,6 +100,27 @@ impl Datapath {
             programs: n,
             reused,
         })
+    }
+
+    /// Limits the hooks to the calling thread's network namespace (the node's, for the
+    /// controller). Where the kernel cannot tell the namespace (`SO_NETNS_COOKIE`, 5.14),
+    /// every namespace is served.
+    fn write_sock_netns(&mut self) -> Result<(), L4Error> {
+        let cookie = match netns_cookie() {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot read this network namespace's cookie; node-local access serves every namespace");
+                0
+            }
+        };
+        let mut arr: Array<&mut MapData, u64> = Array::try_from(
+            self.ebpf
+                .map_mut(maps::SOCK_NETNS)
+                .ok_or(L4Error::MissingMap(maps::SOCK_NETNS))?,
+        )
+        .map_err(L4Error::map("open node-local namespace"))?;
+        arr.set(0, cookie, 0)
+            .map_err(L4Error::map("write node-local namespace"))
     }
 
     /// Attaches one program, or swaps it into the link pinned at `path`; `Ok(true)` when an
@@ -163,6 +188,35 @@ impl Datapath {
         }
         n
     }
+}
+
+/// The cookie of the calling thread's network namespace.
+fn netns_cookie() -> io::Result<u64> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    // SAFETY: plain socket(2); the result is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut cookie = 0u64;
+    let mut len =
+        libc::socklen_t::try_from(std::mem::size_of::<u64>()).map_err(io::Error::other)?;
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
 }
 
 #[cfg(test)]
