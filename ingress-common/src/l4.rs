@@ -230,6 +230,55 @@ pub struct ServiceStats {
     pub drop_ct_full: u64,
 }
 
+/// Key of the socket-level reverse translation (map `XI_SOCK_REV_V1`): a UDP socket on the
+/// node (by socket cookie) that the cgroup connect/sendmsg hooks pointed at an endpoint.
+/// Its replies come from the endpoint, and the recvmsg/getpeername hooks report them as
+/// coming from the service address instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockRevKey {
+    /// `bpf_get_socket_cookie` of the socket.
+    pub cookie: u64,
+    /// Endpoint address (IPv4 in the first four bytes).
+    pub addr: [u8; 16],
+    /// Endpoint port, network byte order.
+    pub port: u16,
+    /// `FAMILY_V4` or `FAMILY_V6` (of the endpoint address, also for IPv4-mapped sockets).
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 5],
+}
+
+/// The service address a [`SockRevKey`] stands for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRevValue {
+    /// Service (node) address.
+    pub addr: [u8; 16],
+    /// Service port, network byte order.
+    pub port: u16,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: u8,
+}
+
+/// Hash of a socket for Maglev selection by the cgroup hooks: the socket cookie (unique per
+/// socket on the node) and the service port, mixed like [`flow_hash`]. A socket keeps its
+/// endpoint for every connect/sendmsg to the same service.
+#[inline(always)]
+pub fn sock_hash(cookie: u64, port: u16, proto: u8) -> u32 {
+    let mut h: u32 = 0x9e37_79b9;
+    h = mix(h, cookie as u32);
+    h = mix(h, (cookie >> 32) as u32);
+    h = mix(h, (u32::from(port) << 8) | u32::from(proto));
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
 /// Hash of a flow for Maglev selection: a murmur3-style mix of the client address, both ports
 /// and the protocol (the destination is fixed by the service). Pure, so host
 /// tests and userspace can predict the kernel's choice.
@@ -279,6 +328,8 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceStats {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragEntry {}
+    unsafe impl aya::Pod for super::SockRevKey {}
+    unsafe impl aya::Pod for super::SockRevValue {}
 }
 
 #[cfg(test)]
@@ -303,6 +354,8 @@ mod tests {
         assert_eq!(size_of::<ServiceStats>(), 5 * 8);
         assert_eq!(size_of::<FragKey>(), 16 + 16 + 4 + 1 + 1 + 2);
         assert_eq!(size_of::<FragEntry>(), 16 + 16 + 4 + 4);
+        assert_eq!(size_of::<SockRevKey>(), 8 + 16 + 2 + 1 + 5);
+        assert_eq!(size_of::<SockRevValue>(), 16 + 2 + 1 + 1);
     }
 
     #[test]

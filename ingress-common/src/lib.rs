@@ -31,6 +31,12 @@ pub mod maps {
     /// Fragment tracking (an LRU): [`crate::l4::FragKey`] → [`crate::l4::FragEntry`], written
     /// when a first fragment is NATed, read by the non-first fragments of the datagram.
     pub const FRAGS: &str = "XI_FRAG_V1";
+    /// Socket-level reverse translation for node-local UDP clients (an LRU):
+    /// [`crate::l4::SockRevKey`] → [`crate::l4::SockRevValue`].
+    pub const SOCK_REV: &str = "XI_SOCK_REV_V1";
+    /// One `u64`: the network namespace cookie (`SO_NETNS_COOKIE`) whose sockets the cgroup
+    /// hooks translate; 0 means every namespace.
+    pub const SOCK_NETNS: &str = "XI_SOCK_NETNS_V1";
     /// Maps of earlier layouts that this version replaced. Their pins are removed at load
     /// (after the new maps exist), so a node does not keep them forever.
     pub const RETIRED: &[&str] = &["XI_SVC_STATS_V1", "XI_STATS_V1"];
@@ -49,6 +55,9 @@ pub mod limits {
     pub const CT_ENTRIES: u32 = 262_144;
     /// Datagrams being fragmented at once (LRU: the oldest are forgotten first).
     pub const FRAG_ENTRIES: u32 = 8192;
+    /// UDP sockets on the node translated by the cgroup hooks, remembered for their replies
+    /// (LRU: the least recently used are forgotten first).
+    pub const SOCK_REV_ENTRIES: u32 = 65_536;
 }
 
 /// Program names, as the `#[xdp]` / `#[classifier]` functions are called in `ingress-ebpf`.
@@ -57,4 +66,16 @@ pub mod programs {
     pub const XDP: &str = "xdp_ingress";
     /// The TC (TCX ingress) entry point.
     pub const TC: &str = "tc_ingress";
+    /// The cgroup `sock_addr` programs of node-local access, with their attach types, in
+    /// the order they are attached.
+    pub const SOCK: [&str; 8] = [
+        "sock_connect4",
+        "sock_connect6",
+        "sock_sendmsg4",
+        "sock_sendmsg6",
+        "sock_recvmsg4",
+        "sock_recvmsg6",
+        "sock_getpeername4",
+        "sock_getpeername6",
+    ];
 }

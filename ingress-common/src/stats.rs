@@ -56,11 +56,18 @@ pub enum Counter {
     /// Non-first fragments whose first fragment was not NATed (not seen yet, or not of a
     /// service): left to the stack untouched, never forwarded.
     FragmentUntracked = 24,
+    /// Sockets on the node whose connect (TCP, UDP) or sendmsg (unconnected UDP) to a node
+    /// address and service port was rewritten to an endpoint by the cgroup hooks
+    /// (node-local access). Bytes stay zero: no packet is involved.
+    SockTranslated = 25,
+    /// UDP replies whose source the cgroup recvmsg/getpeername hooks turned back from the
+    /// endpoint into the service address.
+    SockReverse = 26,
 }
 
 impl Counter {
     /// Number of counters, i.e. the `max_entries` of the stats array.
-    pub const COUNT: u32 = 25;
+    pub const COUNT: u32 = 27;
 
     /// `max_entries` of the pinned counter array: room for counters added later without a
     /// new map name (userspace reads only the first [`Counter::COUNT`]).
@@ -93,6 +100,8 @@ impl Counter {
         Counter::IcmpUntranslated,
         Counter::FragmentTranslated,
         Counter::FragmentUntracked,
+        Counter::SockTranslated,
+        Counter::SockReverse,
     ];
 
     /// A stable snake_case name, used for log fields and metric labels.
@@ -123,6 +132,8 @@ impl Counter {
             Counter::IcmpUntranslated => "icmp_untranslated",
             Counter::FragmentTranslated => "fragment_translated",
             Counter::FragmentUntracked => "fragment_untracked",
+            Counter::SockTranslated => "sock_translated",
+            Counter::SockReverse => "sock_reverse",
         }
     }
 }

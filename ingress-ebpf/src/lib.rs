@@ -9,4 +9,5 @@ pub mod ctx;
 pub mod maps;
 pub mod nat;
 pub mod parse;
+pub mod sock;
 pub mod stats;

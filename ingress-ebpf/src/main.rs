@@ -6,15 +6,15 @@
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, xdp_action},
     helpers::{bpf_redirect, bpf_redirect_neigh},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 use ingress_common::stats::Counter;
 use ingress_ebpf::{
     ctx::PacketCtx,
     nat::{self, Action, Hook, Verdict},
     parse::{self, Kind},
-    stats,
+    sock, stats,
 };
 
 /// TCX verdict "continue with the next program / the stack" (`TCX_NEXT`, i.e. `TC_ACT_UNSPEC`).
@@ -97,6 +97,57 @@ fn try_tc_ingress(mut ctx: TcContext) -> Result<i32, i32> {
             unsafe { bpf_redirect_neigh(verdict.ifindex, core::ptr::null_mut(), 0, 0) as i32 }
         }
     })
+}
+
+// Node-local access (see `sock.rs`): the cgroup `sock_addr` hooks. Each returns
+// `sock::ALLOW`: they rewrite addresses, never refuse a call.
+
+/// `connect()` on IPv4 sockets (TCP and UDP).
+#[cgroup_sock_addr(connect4)]
+pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx, false)
+}
+
+/// `connect()` on IPv6 sockets, including IPv4-mapped destinations.
+#[cgroup_sock_addr(connect6)]
+pub fn sock_connect6(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx, true)
+}
+
+/// `sendto()`/`sendmsg()` with an address on IPv4 UDP sockets.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx, false)
+}
+
+/// `sendto()`/`sendmsg()` with an address on IPv6 UDP sockets.
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sock_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx, true)
+}
+
+/// `recvfrom()`/`recvmsg()` on IPv4 UDP sockets: the sender address.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::reverse(&ctx, false)
+}
+
+/// `recvfrom()`/`recvmsg()` on IPv6 UDP sockets: the sender address.
+#[cgroup_sock_addr(recvmsg6)]
+pub fn sock_recvmsg6(ctx: SockAddrContext) -> i32 {
+    sock::reverse(&ctx, true)
+}
+
+/// `getpeername()` on IPv4 sockets (connected UDP reads the service address).
+#[cgroup_sock_addr(getpeername4)]
+pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock::reverse(&ctx, false)
+}
+
+/// `getpeername()` on IPv6 sockets.
+#[cgroup_sock_addr(getpeername6)]
+pub fn sock_getpeername6(ctx: SockAddrContext) -> i32 {
+    sock::reverse(&ctx, true)
 }
 
 #[cfg(not(test))]

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use ingress_common::{
     l4::{
         Backend, CtEntry, FlowKey, FragEntry, FragKey, NatConfig, ServiceKey, ServiceStats,
-        ServiceValue,
+        ServiceValue, SockRevKey, SockRevValue,
     },
     limits,
 };
@@ -78,3 +78,16 @@ pub static XI_SVC_STATS_V2: PerCpuArray<ServiceStats> =
 /// ports) take the same addresses. An LRU: entries are short-lived and nobody expires them.
 #[map(name = "XI_FRAG_V1")]
 pub static XI_FRAG_V1: LruHashMap<FragKey, FragEntry> = LruHashMap::pinned(limits::FRAG_ENTRIES, 0);
+
+/// Node-local UDP sockets the cgroup hooks pointed at an endpoint: (socket cookie, endpoint)
+/// → service address, so replies read as coming from the service. An LRU: nothing tells the
+/// map when a socket closes.
+#[map(name = "XI_SOCK_REV_V1")]
+pub static XI_SOCK_REV_V1: LruHashMap<SockRevKey, SockRevValue> =
+    LruHashMap::pinned(limits::SOCK_REV_ENTRIES, 0);
+
+/// The network namespace (cookie) whose sockets the cgroup hooks translate: the node's, where
+/// the controller runs; 0 means every namespace. Pods in their own namespaces reach node
+/// ports over the packet path, as clients off the node do.
+#[map(name = "XI_SOCK_NETNS_V1")]
+pub static XI_SOCK_NETNS_V1: Array<u64> = Array::pinned(1, 0);

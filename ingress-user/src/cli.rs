@@ -275,6 +275,28 @@ pub struct L4Args {
     #[arg(long)]
     pub l4_detach_on_exit: bool,
 
+    /// Node-local access: processes on the node (and hostNetwork pods) that connect or send
+    /// to a node address and an L4 service port reach the service, as with kube-proxy.
+    /// cgroup `connect`/`sendmsg`/`recvmsg`/`getpeername` eBPF hooks point their sockets at
+    /// an endpoint (socket-level load balancing, as Cilium does); no packet is NATed. Only
+    /// with the kernel path (not `--l4-mode userspace`). If the hooks cannot attach, a
+    /// warning is logged and everything else works. `--node-local-access=false` detaches them.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub node_local_access: bool,
+
+    /// The cgroup v2 directory whose processes (and descendants) get node-local access.
+    /// Default: the root of the cgroup v2 mount (every process on the node). In a pod with
+    /// its own cgroup namespace, mount the host's /sys/fs/cgroup and name it here.
+    #[arg(long, value_name = "DIR")]
+    pub node_local_cgroup: Option<PathBuf>,
+
     /// How often the packet counters are logged (0 disables the log line).
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_secs)]
     pub stats_interval: Duration,

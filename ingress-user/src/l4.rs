@@ -3,6 +3,7 @@
 
 pub mod addrs;
 pub mod bpf_batch;
+pub mod bpf_link;
 pub mod bpffs;
 pub mod conntrack;
 pub mod datapath;
@@ -13,7 +14,7 @@ pub mod stats;
 pub mod sync;
 pub mod sysctl;
 
-pub use datapath::{Attachment, Datapath, DatapathOptions, L4Error};
+pub use datapath::{Attachment, Datapath, DatapathOptions, L4Error, NodeLocal};
 
 /// How L4 services are forwarded (`--l4-mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -252,6 +252,7 @@ fn attach(args: &L4Args) -> anyhow::Result<Option<Kernel>> {
         dp.attach(iface, args.l4_mode)
             .with_context(|| format!("attaching to --interface {iface}"))?;
     }
+    node_local_access(&mut dp, args);
     let node_addrs = if args.node_addresses.is_empty() {
         addrs::on_interfaces(&args.interfaces).context("reading interface addresses")?
     } else {
@@ -261,4 +262,36 @@ fn attach(args: &L4Args) -> anyhow::Result<Option<Kernel>> {
     Ok(Some(
         Kernel::new(dp, node_addrs, args.timeouts()).context("recovering L4 map state")?,
     ))
+}
+
+/// Attaches (or, with `--node-local-access=false`, detaches) the node-local access hooks. A
+/// failure only costs node-local clients their access, so it is a warning.
+fn node_local_access(dp: &mut Datapath, args: &L4Args) {
+    if !args.node_local_access {
+        dp.detach_node_local();
+        info!("--node-local-access=false: node-local clients do not reach L4 services");
+        return;
+    }
+    let cgroup = match &args.node_local_cgroup {
+        Some(c) => c.clone(),
+        None => match xdp_ingress::l4::datapath::cgroup2_root() {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                warn!("no cgroup v2 mount found: node-local clients do not reach L4 services");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "reading mounts: node-local clients do not reach L4 services");
+                return;
+            }
+        },
+    };
+    if let Err(e) = dp.attach_node_local(&cgroup) {
+        warn!(
+            cgroup = %cgroup.display(),
+            error = %e,
+            "node-local access unavailable: processes on the node connecting to a node \
+             address and L4 service port are not served (everything else works)"
+        );
+    }
 }

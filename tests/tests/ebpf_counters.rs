@@ -230,6 +230,32 @@ fn programs_stay_well_inside_the_verifier_budget() {
     }
 }
 
+/// The node-local access hooks (cgroup `sock_addr`) load on this kernel, each well inside the
+/// verifier budget, without attaching anything.
+#[test]
+fn node_local_programs_load_inside_the_verifier_budget() {
+    let pin = PinDir::new();
+    let mut dp =
+        Datapath::load(EBPF_OBJECT, pin.path(), DatapathOptions::default()).expect("load eBPF");
+    for name in ingress_common::programs::SOCK {
+        let prog: &mut aya::programs::CgroupSockAddr = dp
+            .ebpf_mut()
+            .program_mut(name)
+            .expect("program")
+            .try_into()
+            .expect("a cgroup sock_addr program");
+        prog.load()
+            .unwrap_or_else(|e| panic!("{name} does not load: {e:?}"));
+        let info = prog.info().expect("program info");
+        let verified = info.verified_instruction_count().expect("verified_insns");
+        eprintln!("{name}: verifier processed {verified} instructions");
+        assert!(
+            verified < 100_000,
+            "{name}: {verified} verified instructions"
+        );
+    }
+}
+
 /// A map of a replaced layout (`XI_SVC_STATS_V1`, before the per-service drop counters) left
 /// pinned by an earlier version is unpinned at load; the new map is pinned beside it.
 #[test]

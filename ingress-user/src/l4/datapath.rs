@@ -25,6 +25,10 @@ use tracing::{debug, info, warn};
 
 use super::{L4Mode, bpffs, maglev, stats};
 
+mod node_local;
+
+pub use node_local::{NodeLocal, cgroup2_root};
+
 /// Errors of the L4 data path, each naming what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum L4Error {
