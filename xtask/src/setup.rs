@@ -26,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "nginx",
     "libnginx-mod-stream",
     "haproxy",
+    "nftables",
     "wrk",
     "socat",
     "tcpdump",

@@ -1,6 +1,7 @@
 //! L4: redis PING rates (keep-alive and one connection per request) and iperf3 throughput
-//! (1 and 4 streams) through direct routing, xdp-ingress in xdp/tc/userspace mode, nginx
-//! stream and HAProxy tcp mode, on one topology in one run.
+//! (1 and 4 streams) through direct routing, xdp-ingress in xdp/tc/userspace mode, kernel
+//! NAT (nftables DNAT + masquerade, as kube-proxy does), nginx stream and HAProxy tcp mode,
+//! on one topology in one run. IPVS is measured when the kernel has it (`/proc/net/ip_vs`).
 
 use std::net::SocketAddr;
 
@@ -32,10 +33,12 @@ const IPERF1: &str = "iperf3, 1 stream";
 const IPERF4: &str = "iperf3, 4 streams";
 const DIRECT: &str = "direct routing (limit)";
 const NGINX: &str = "nginx stream";
+const NFT: &str = "nftables DNAT + masquerade (kube-proxy)";
 
 enum Config {
     Direct,
     Controller(&'static str),
+    Nftables,
     Nginx,
     Haproxy,
 }
@@ -75,6 +78,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         ("xdp-ingress xdp", Config::Controller("xdp")),
         ("xdp-ingress tc", Config::Controller("tc")),
         ("xdp-ingress userspace", Config::Controller("userspace")),
+        (NFT, Config::Nftables),
         (NGINX, Config::Nginx),
         ("HAProxy tcp", Config::Haproxy),
     ];
@@ -89,6 +93,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         for (ci, (name, config)) in configs.iter().enumerate() {
             println!("l4: round {} {name}", round + 1);
             let mut _peer: Option<crate::bench::rig::Daemon> = None;
+            let mut _nat: Option<peers::NftNat> = None;
             let node = (
                 SocketAddr::new(NODE.into(), L4_REDIS),
                 SocketAddr::new(NODE.into(), L4_IPERF),
@@ -100,6 +105,15 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
                 ),
                 Config::Controller(mode) => {
                     rig.start_controller(mode)?;
+                    node
+                }
+                Config::Nftables => {
+                    _nat = Some(peers::start_nft_nat(
+                        &rig.topo.node,
+                        &rig.dir.join("nftables"),
+                        NODE,
+                        &upstreams,
+                    )?);
                     node
                 }
                 Config::Nginx => {
@@ -132,6 +146,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
             s[2].push(tools::iperf(client, iperf, p.iperf_secs, 1)?);
             s[3].push(tools::iperf(client, iperf, p.iperf_secs, 4)?);
             drop(_peer);
+            drop(_nat);
             rig.stop_controller()?;
         }
     }
@@ -146,6 +161,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
     r.note("Pinning: load generators on CPU 0; redis-server, iperf3 -s, the proxies and xdp-ingress on CPU 1 (nginx and HAProxy with one worker/thread). Kernel forwarding (direct routing, XDP, TC) runs in softirq on the CPU that sends the packet, so the in-kernel paths also borrow the load generator's CPU: the machine has 2 cores shared by everything.");
     r.note("Native XDP on veth turns TSO off on the peer and generic redirect drops GSO packets above the MTU, so bulk throughput (iperf3) is pessimistic for XDP on veth; packet and connection rates are the fair comparison. On a real NIC the XDP path does not lose TSO on the egress device.");
     r.note(format!("xdp-ingress runs with --snat-port-range {} (default 20000-32767): a new-connection sample opens thousands of flows whose closed conntrack entries live about 10 s, and no local process on the node connects to the L4 backends, so the wider range is safe here.", crate::bench::rig::SNAT_PORTS));
+    r.note(format!("Kernel NAT is configured as kube-proxy's nftables mode does it: DNAT to the backend in a prerouting nat chain and masquerade of DNATed flows in postrouting, with kernel conntrack; it runs in softirq like XDP and TC. IPVS: {}.", if std::path::Path::new("/proc/net/ip_vs").exists() { "available but not configured by this bench yet" } else { "not in this kernel (no /proc/net/ip_vs), so not measured" }));
     r.note("redis-benchmark runs `-t ping_mbulk` (the RESP form of `-t ping`, which would also run PING_INLINE and double the time).");
     Ok(r)
 }

@@ -1,6 +1,7 @@
 //! The peers, configured as a user would for the same job: nginx (stream, `proxy_pass`, and
 //! the static backends) and HAProxy (tcp and http mode), each with one worker pinned to the
-//! server CPU, run in the foreground from a config in a scratch directory.
+//! server CPU, run in the foreground from a config in a scratch directory; and kernel NAT
+//! (nftables DNAT + masquerade, kube-proxy's mechanism) for the L4 path.
 
 use std::{
     fs,
@@ -190,4 +191,51 @@ pub fn start_haproxy(ns: &Netns, conf: &Path) -> anyhow::Result<Daemon> {
         .spawn()
         .context("start haproxy (apt-get install haproxy)")?;
     Ok(Daemon(child))
+}
+
+/// The nftables table the kernel-NAT peer adds.
+const NFT_TABLE: &str = "xdp_bench_nat";
+
+/// kube-proxy's mechanism as a peer: nftables DNAT in prerouting and masquerade of the
+/// DNATed flows in postrouting, in the node namespace (kernel conntrack does the rest).
+/// The table is deleted on drop.
+pub struct NftNat {
+    /// The namespace handle, for `nsenter`.
+    netns: PathBuf,
+}
+
+/// Adds the DNAT + masquerade table for `map` (listen port → `ip:port`) on `listen` in `ns`.
+pub fn start_nft_nat(
+    ns: &Netns,
+    dir: &Path,
+    listen: Ipv4Addr,
+    map: &[(u16, String)],
+) -> anyhow::Result<NftNat> {
+    let dnat: String = map
+        .iter()
+        .map(|(port, to)| format!("    ip daddr {listen} tcp dport {port} dnat to {to}\n"))
+        .collect();
+    let text = format!(
+        "table ip {NFT_TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{dnat}  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ct status dnat masquerade\n  }}\n}}\n"
+    );
+    let conf = write_conf(dir, "nat.nft", &text)?;
+    let peer = NftNat { netns: ns.path() };
+    let status = ns
+        .command("nft")
+        .arg("-f")
+        .arg(&conf)
+        .status()
+        .context("run nft (apt-get install nftables)")?;
+    anyhow::ensure!(status.success(), "nft -f {} failed", conf.display());
+    Ok(peer)
+}
+
+impl Drop for NftNat {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", self.netns.display()))
+            .args(["--", "nft", "delete", "table", "ip", NFT_TABLE])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
