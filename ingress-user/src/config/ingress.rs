@@ -19,7 +19,7 @@ use k8s_openapi::{
 };
 
 use super::{
-    ObjectRef, Options, Problem, ServiceRef,
+    ObjectRef, Options, Problem, ServiceRef, annotations,
     backend::{Cells, PortSpec, ResolveError, Resolver},
     problem::Severity,
     store::Key,
@@ -27,6 +27,7 @@ use super::{
 };
 use crate::snapshot::{
     Endpoints,
+    policy::RoutePolicy,
     routes::{Backend, HostMatch, HostRoutes, InsertError, PathType, Protocol, TlsHosts},
 };
 
@@ -115,9 +116,16 @@ pub struct Translated {
     pub services: Vec<Key>,
 }
 
-/// Translates one Ingress (whether it is served is the caller's decision).
-pub fn translate(ing: &Ingress, resolver: Resolver<'_>, cells: &mut Cells) -> Translated {
+/// Translates one Ingress (whether it is served is the caller's decision). Its annotations
+/// under `prefix` (`--annotations-prefix`) become the policy of all its backends.
+pub fn translate(
+    ing: &Ingress,
+    resolver: Resolver<'_>,
+    cells: &mut Cells,
+    prefix: &str,
+) -> Translated {
     let object = object_ref(ing);
+    let parsed = annotations::parse(ing.metadata.annotations.as_ref(), prefix);
     let mut tr = Translation {
         resolver,
         cells,
@@ -130,7 +138,11 @@ pub fn translate(ing: &Ingress, resolver: Resolver<'_>, cells: &mut Cells) -> Tr
         backends: HashMap::new(),
         problems: Vec::new(),
         services: Vec::new(),
+        policy: parsed.policy,
     };
+    for f in parsed.findings {
+        tr.problem(f.field, f.kind, f.message, f.severity);
+    }
     let mut hosts: Vec<(HostMatch, Vec<PathRoute>)> = Vec::new();
     let mut default_backend = None;
     let mut tls = Vec::new();
@@ -199,6 +211,8 @@ struct Translation<'a, 's> {
     backends: HashMap<ServiceRef, Arc<Backend>>,
     problems: Vec<Problem>,
     services: Vec<Key>,
+    /// What its annotations ask of every one of its backends.
+    policy: Option<Arc<RoutePolicy>>,
 }
 
 impl Translation<'_, '_> {
@@ -337,10 +351,10 @@ impl Translation<'_, '_> {
                 (service, Endpoints::default(), Protocol::default())
             }
         };
-        let object = &self.object;
+        let (object, policy) = (&self.object, &self.policy);
         let backend = self.backends.entry(service).or_insert_with_key(|service| {
             let backend = Backend::new(service.clone(), endpoints, Some(object.clone()));
-            Arc::new(backend.with_protocol(protocol))
+            Arc::new(backend.with_protocol(protocol).with_policy(policy.clone()))
         });
         Some(backend.clone())
     }

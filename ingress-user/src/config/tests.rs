@@ -648,3 +648,89 @@ fn namespaced_name_parsing() {
         );
     }
 }
+
+#[test]
+fn bad_annotations_are_problems_and_the_ingress_is_still_served() {
+    let a = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    let mut s = store();
+    s.ingresses.push(
+        Ing::new("ns", "annotated")
+            .host("a.com")
+            .path("/", "Prefix", "svc-a", "80")
+            .path("/b", "Prefix", "svc-b", "80")
+            .annotation(&a("ssl-redirect"), "maybe")
+            .annotation(&a("force-ssl-redirect"), "true")
+            .annotation(&a("configuration-snippet"), "return 200;")
+            .annotation(&a("denylist-source-range"), "10.0.0.0/8")
+            .build(),
+    );
+    s.ingresses.push(
+        Ing::new("ns", "plain")
+            .host("b.com")
+            .path("/", "Prefix", "svc-c", "80")
+            .build(),
+    );
+    let snap = build(&s, &opts());
+    assert_eq!(routed(&snap, "a.com", "/b").as_deref(), Some("svc-b"));
+    for path in ["/", "/b"] {
+        let policy = snap.http.route("a.com", path).unwrap().backend.policy();
+        assert!(policy.force_ssl_redirect, "{path}");
+        assert_eq!(
+            policy.ssl_redirect, None,
+            "{path}: the bad value is not applied"
+        );
+        assert_eq!(policy.deny, vec!["10.0.0.0/8".parse().unwrap()], "{path}");
+    }
+    let plain = snap.http.route("b.com", "/").unwrap().backend;
+    assert!(
+        plain.policy.is_none(),
+        "another Ingress's annotations stay its own"
+    );
+    let field = |n: &str| format!("metadata.annotations[{:?}]", a(n));
+    let problems: Vec<_> = snap
+        .problems
+        .iter()
+        .map(|p| (p.kind, p.object.name.as_str(), p.field.clone(), p.severity))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (
+                "annotation_refused",
+                "annotated",
+                Some(field("configuration-snippet")),
+                Severity::Warning
+            ),
+            (
+                "invalid_annotation",
+                "annotated",
+                Some(field("ssl-redirect")),
+                Severity::Error
+            ),
+        ]
+    );
+}
+
+#[test]
+fn annotations_prefix_is_configurable() {
+    let mut s = store();
+    s.ingresses.push(
+        Ing::new("ns", "i")
+            .host("a.com")
+            .path("/", "Prefix", "svc-a", "80")
+            .annotation("example.com/force-ssl-redirect", "true")
+            .annotation("nginx.ingress.kubernetes.io/ssl-redirect", "bogus")
+            .build(),
+    );
+    let o = Options {
+        annotations_prefix: "example.com".to_owned(),
+        ..opts()
+    };
+    let snap = build(&s, &o);
+    assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+    let policy = snap.http.route("a.com", "/").unwrap().backend.policy();
+    assert!(policy.force_ssl_redirect);
+    let verdicts = annotation_verdicts(&Objects::from_store(&s), &o);
+    assert_eq!(verdicts.len(), 1);
+    assert_eq!(verdicts[0].1[0].name, "force-ssl-redirect");
+}

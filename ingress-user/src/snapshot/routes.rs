@@ -25,7 +25,7 @@ use std::{
 
 use prometheus_client::metrics::{counter::Counter, family::Family};
 
-use super::{FastMap, ObjectRef, ServiceRef, endpoints::Endpoints};
+use super::{FastMap, ObjectRef, ServiceRef, endpoints::Endpoints, policy::RoutePolicy};
 
 /// Where a matched request goes: a Service port and its resolved endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +44,18 @@ pub struct Backend {
     pub ok_requests: CachedCounter,
     /// How the endpoints are spoken to.
     pub protocol: Protocol,
+    /// What the defining Ingress's annotations ask of requests routed here (`None`: nothing).
+    pub policy: Option<Arc<RoutePolicy>>,
 }
+
+/// The policy of backends whose Ingress has no annotations we apply.
+static NO_POLICY: RoutePolicy = RoutePolicy {
+    ssl_redirect: None,
+    force_ssl_redirect: false,
+    allow: None,
+    deny: Vec::new(),
+    denied: false,
+};
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes
 /// both label strings, which is a noticeable share of a proxied request; a Backend keeps
@@ -115,7 +126,21 @@ impl Backend {
             names,
             ok_requests: CachedCounter::default(),
             protocol: Protocol::Http1,
+            policy: None,
         }
+    }
+
+    /// The same backend, with the annotation policy of its Ingress (a default one is
+    /// dropped, so most backends carry none).
+    #[must_use]
+    pub fn with_policy(mut self, policy: Option<Arc<RoutePolicy>>) -> Self {
+        self.policy = policy.filter(|p| !p.is_default());
+        self
+    }
+
+    /// What the defining Ingress's annotations ask of requests routed here.
+    pub fn policy(&self) -> &RoutePolicy {
+        self.policy.as_deref().unwrap_or(&NO_POLICY)
     }
 
     /// The same backend, spoken to in `protocol`.

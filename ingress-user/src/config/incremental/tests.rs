@@ -30,11 +30,12 @@ struct Canonical {
 fn canonical(s: &Snapshot) -> Canonical {
     let backend = |b: &crate::snapshot::routes::Backend| {
         format!(
-            "{} {:?} {:?} {:?}",
+            "{} {:?} {:?} {:?} {:?}",
             b.service,
             b.endpoints.to_vec(),
             b.protocol,
-            b.ingress
+            b.ingress,
+            b.policy
         )
     };
     Canonical {
@@ -94,6 +95,27 @@ const PATHS: [&str; 5] = ["/", "/a", "/a/b", "/a/", "rel"];
 const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
+/// ingress-nginx annotations: applied, invalid, ignored and refused ones.
+const ANNOTATIONS: [(&str, &str); 9] = [
+    ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
+    ("nginx.ingress.kubernetes.io/ssl-redirect", "maybe"),
+    ("nginx.ingress.kubernetes.io/force-ssl-redirect", "true"),
+    (
+        "nginx.ingress.kubernetes.io/whitelist-source-range",
+        "10.0.0.0/8, ::1",
+    ),
+    ("nginx.ingress.kubernetes.io/allowlist-source-range", "bad"),
+    (
+        "nginx.ingress.kubernetes.io/denylist-source-range",
+        "10.0.0.1, x",
+    ),
+    (
+        "nginx.ingress.kubernetes.io/configuration-snippet",
+        "return 200;",
+    ),
+    ("nginx.ingress.kubernetes.io/affinity", "cookie"),
+    ("other.prefix/ssl-redirect", "false"),
+];
 
 fn random_ingress(rng: &mut Rng, ns: &str, name: &str) -> Object {
     let mut b = IngressBuilder::new(ns, name);
@@ -118,6 +140,10 @@ fn random_ingress(rng: &mut Rng, ns: &str, name: &str) -> Object {
                 rng.pick(&PORTS),
             );
         }
+    }
+    for _ in 0..rng.below(3) {
+        let (key, value) = rng.pick(&ANNOTATIONS);
+        b = b.annotation(key, value);
     }
     if rng.chance(25) {
         b = b.default_backend(rng.pick(&SERVICES), rng.pick(&PORTS));
