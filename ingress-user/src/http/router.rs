@@ -34,7 +34,7 @@ use super::{
     tls::CertResolver,
     upload::{buffer, timed},
 };
-use crate::snapshot::{Snapshot, routes::Backend};
+use crate::snapshot::{Snapshot, policy::Access, routes::Backend};
 
 /// What the router knows about the client connection a request came on.
 #[derive(Clone, Copy, Debug)]
@@ -243,15 +243,29 @@ impl Router {
 
         let matched = snapshot.http.route(host, path);
         let tls_host = matched.map_or_else(|| snapshot.http.is_tls_host(host), |m| m.tls);
-        if let Some(port) = self
-            .opts
-            .https_port
-            .filter(|_| !conn.tls && self.opts.ssl_redirect && tls_host)
-        {
+        // The annotations of the Ingress whose path matched (none for the default backend).
+        let policy = matched.map(|m| m.backend.policy());
+        let redirects = policy.map_or(tls_host && self.opts.ssl_redirect, |p| {
+            p.redirects(tls_host, self.opts.ssl_redirect)
+        });
+        if let Some(port) = self.opts.https_port.filter(|_| !conn.tls && redirects) {
             return Routed::Local(
                 matched.map(|m| Arc::clone(m.backend)),
                 redirect(host, port, &req),
             );
+        }
+        // Source ranges are checked after the redirect, as nginx's access phase comes
+        // after the rewrite phase where ingress-nginx redirects.
+        match policy.map_or(Access::Allowed, |p| p.access(conn.remote.ip())) {
+            Access::Allowed => {}
+            refused => {
+                let e = if refused == Access::Forbidden {
+                    Error::Forbidden
+                } else {
+                    Error::LocationDenied
+                };
+                return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Err(e));
+            }
         }
         let Some(backend) = matched
             .map(|m| Arc::clone(m.backend))
