@@ -23,6 +23,18 @@ const PREFIX: &str = "nginx.ingress.kubernetes.io";
 /// `annotations` (names without the prefix) and, if `tls`, a `tls` entry for the host with
 /// the Secret `tls-HOST`.
 fn ingress(name: &str, host: &str, annotations: &[(&str, &str)], tls: bool) -> String {
+    ingress_at(name, host, "/", annotations, tls)
+}
+
+/// As [`ingress`], for `path` (pathType ImplementationSpecific, as ingress-nginx's e2e
+/// fixtures).
+fn ingress_at(
+    name: &str,
+    host: &str,
+    path: &str,
+    annotations: &[(&str, &str)],
+    tls: bool,
+) -> String {
     let mut y = format!(
         "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n"
     );
@@ -39,14 +51,32 @@ fn ingress(name: &str, host: &str, annotations: &[(&str, &str)], tls: bool) -> S
         ));
     }
     y.push_str(&format!(
-        "  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: echo\n            port:\n              number: 80\n"
+        "  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n      - path: {path:?}\n        pathType: ImplementationSpecific\n        backend:\n          service:\n            name: echo\n            port:\n              number: 80\n"
     ));
     y
+}
+
+/// What one request got.
+struct Reply {
+    status: StatusCode,
+    /// `Location`, or empty.
+    location: String,
+    /// The path and query the backend received (`x-request-uri`), or empty.
+    uri: String,
+    /// The body: the backend's name, then the request headers it saw.
+    body: String,
 }
 
 /// `GET http://ADDR PATH` with `Host: HOST`, from the local address `from` (another
 /// 127.0.0.x, port chosen by the kernel), on a fresh connection: (status, Location).
 async fn get_from(from: [u8; 4], addr: SocketAddr, host: &str, path: &str) -> (StatusCode, String) {
+    let r = request(from, addr, host, path).await;
+    (r.status, r.location)
+}
+
+/// `GET http://ADDR PATH` with `Host: HOST` from the local address `from`, on a fresh
+/// connection.
+async fn request(from: [u8; 4], addr: SocketAddr, host: &str, path: &str) -> Reply {
     let socket = TcpSocket::new_v4().expect("socket");
     socket
         .bind(SocketAddr::from((from, 0)))
@@ -65,14 +95,21 @@ async fn get_from(from: [u8; 4], addr: SocketAddr, host: &str, path: &str) -> (S
         .expect("answer within 10 s")
         .expect("response");
     let status = resp.status();
-    let location = resp
-        .headers()
-        .get(header::LOCATION)
-        .map(|v| v.to_str().unwrap_or("").to_owned())
-        .unwrap_or_default();
-    let _ = resp.into_body().collect().await;
+    let text = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    let (location, uri) = (text("location"), text("x-request-uri"));
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
     conn.abort();
-    (status, location)
+    Reply {
+        status,
+        location,
+        uri,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// The echo backend and the objects every test uses, plus TLS Secrets for `tls_hosts`.
@@ -410,4 +447,236 @@ async fn check_prints_the_migration_report() {
         "{out}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// (host, Ingresses on it as (name, path, annotations)).
+type RewriteScenario = (
+    &'static str,
+    &'static [(
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+    )],
+);
+
+/// rewrite-target and use-regex, transcribed from rewrite.go (and, for the capture-group
+/// example, the annotation reference): paths become case-insensitive regexes anchored at
+/// the start for the whole host as soon as one of its Ingresses has use-regex or a
+/// rewrite, tried longest first; the rewritten path replaces the whole path, with `$N`
+/// from the path's captures, and the query is kept.
+#[tokio::test]
+async fn rewrite_target_and_use_regex() {
+    const RW: &[(&str, &str)] = &[("use-regex", "true"), ("rewrite-target", "/new/backend")];
+    let scenarios: &[RewriteScenario] = &[
+        (
+            "a.rewrite.bar.com",
+            &[("a", "/something", &[("rewrite-target", "/")])],
+        ),
+        (
+            "b.rewrite.bar.com",
+            &[
+                ("b-lego", "/.well-known/acme/challenge", &[]),
+                ("b-index", "/", &[("rewrite-target", "/new/backend")]),
+            ],
+        ),
+        (
+            "c.rewrite.bar.com",
+            &[("c-foo", "/foo", &[]), ("c-regex", "/foo.+", RW)],
+        ),
+        (
+            "d.rewrite.bar.com",
+            &[
+                ("d-foo", "/foo/bar/bar", &[]),
+                ("d-regex", "/foo/bar/[a-z]{3}", RW),
+            ],
+        ),
+        (
+            "e.rewrite.bar.com",
+            &[(
+                "e",
+                "/foo/bar/(.+)",
+                &[("use-regex", "true"), ("rewrite-target", "/new/backend/$1")],
+            )],
+        ),
+        (
+            "f.rewrite.bar.com",
+            &[(
+                "f",
+                "/something(/|$)(.*)",
+                &[("use-regex", "true"), ("rewrite-target", "/$2")],
+            )],
+        ),
+        (
+            "g.rewrite.bar.com",
+            &[
+                ("g-plain", "/plain", &[]),
+                ("g-regex", "/r/[0-9]+", &[("use-regex", "true")]),
+            ],
+        ),
+    ];
+    // (rule, host, request path, path the backend gets; "" = not routed, 404)
+    let rows: &[(&str, &str, &str, &str)] = &[
+        (
+            "rewrite-target / replaces the path (rewrite.go)",
+            "a.rewrite.bar.com",
+            "/something",
+            "/",
+        ),
+        (
+            "paths match case-insensitively (rewrite.go, mixed case)",
+            "a.rewrite.bar.com",
+            "/SomeThing",
+            "/",
+        ),
+        (
+            "the whole path is replaced, not the matched part",
+            "a.rewrite.bar.com",
+            "/something/else",
+            "/",
+        ),
+        (
+            "a regex path is a string prefix",
+            "a.rewrite.bar.com",
+            "/somethingelse",
+            "/",
+        ),
+        (
+            "the longer path wins on a regex host (rewrite.go: longest path match)",
+            "b.rewrite.bar.com",
+            "/.well-known/acme/challenge",
+            "/.well-known/acme/challenge",
+        ),
+        (
+            "the rewritten / catches the rest",
+            "b.rewrite.bar.com",
+            "/other",
+            "/new/backend",
+        ),
+        (
+            "'/foo' matches '~* ^/foo' (rewrite.go)",
+            "c.rewrite.bar.com",
+            "/foo",
+            "/foo",
+        ),
+        (
+            "'/foo/bar' matches '~* ^/foo.+' (rewrite.go)",
+            "c.rewrite.bar.com",
+            "/foo/bar",
+            "/new/backend",
+        ),
+        (
+            "the longer regex beats the exact-looking path (rewrite.go: documented warning)",
+            "d.rewrite.bar.com",
+            "/foo/bar/bar",
+            "/new/backend",
+        ),
+        (
+            "custom rewrite parameters (rewrite.go)",
+            "e.rewrite.bar.com",
+            "/foo/bar/bar",
+            "/new/backend/bar",
+        ),
+        (
+            "capture groups: /something",
+            "f.rewrite.bar.com",
+            "/something",
+            "/",
+        ),
+        (
+            "capture groups: /something/",
+            "f.rewrite.bar.com",
+            "/something/",
+            "/",
+        ),
+        (
+            "capture groups: /something/new",
+            "f.rewrite.bar.com",
+            "/something/new",
+            "/new",
+        ),
+        (
+            "capture groups keep the query",
+            "f.rewrite.bar.com",
+            "/something/new?x=1&y=2",
+            "/new?x=1&y=2",
+        ),
+        (
+            "use-regex alone matches without rewriting",
+            "g.rewrite.bar.com",
+            "/r/42/x",
+            "/r/42/x",
+        ),
+        (
+            "use-regex alone: no match is 404",
+            "g.rewrite.bar.com",
+            "/r/x",
+            "",
+        ),
+        (
+            "use-regex makes other Ingresses' paths of the host regexes too",
+            "g.rewrite.bar.com",
+            "/PLAINer",
+            "/PLAINer",
+        ),
+    ];
+    let (_echo, mut yaml) = echo_and_secrets(&[]).await;
+    for (host, ingresses) in scenarios {
+        for (name, path, annotations) in *ingresses {
+            yaml.push_str(&ingress_at(name, host, path, annotations, false));
+        }
+    }
+    let proc = IngressProcess::start(&yaml, &[]).await;
+    for (rule, host, path, want) in rows {
+        let r = request([127, 0, 0, 1], proc.http, host, path).await;
+        if want.is_empty() {
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{rule}");
+        } else {
+            assert_eq!(r.status, StatusCode::OK, "{rule}\n{}", proc.log());
+            assert_eq!(r.uri, *want, "{rule}");
+        }
+    }
+}
+
+/// app-root (approot.go): `/` is redirected with 302 to `http://HOST/foo`; other paths are
+/// served. x-forwarded-prefix (xforwardedprefix.go): the backend gets the value as
+/// `X-Forwarded-Prefix`; an empty value sends no header.
+#[tokio::test]
+async fn app_root_and_x_forwarded_prefix() {
+    let (_echo, mut yaml) = echo_and_secrets(&[]).await;
+    yaml.push_str(&ingress(
+        "approot",
+        "approot.bar.com",
+        &[("app-root", "/foo")],
+        false,
+    ));
+    yaml.push_str(&ingress(
+        "prefix",
+        "forwarded.bar.com",
+        &[("x-forwarded-prefix", "/test/value")],
+        false,
+    ));
+    yaml.push_str(&ingress(
+        "empty",
+        "forwarded-empty.bar.com",
+        &[("x-forwarded-prefix", "")],
+        false,
+    ));
+    let proc = IngressProcess::start(&yaml, &[]).await;
+
+    let r = request([127, 0, 0, 1], proc.http, "approot.bar.com", "/").await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(r.location, "http://approot.bar.com/foo");
+    let r = request([127, 0, 0, 1], proc.http, "approot.bar.com", "/foo").await;
+    assert_eq!((r.status, r.uri.as_str()), (StatusCode::OK, "/foo"));
+
+    let r = request([127, 0, 0, 1], proc.http, "forwarded.bar.com", "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("\nx-forwarded-prefix: /test/value\n"),
+        "{}",
+        r.body
+    );
+    let r = request([127, 0, 0, 1], proc.http, "forwarded-empty.bar.com", "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.body.contains("x-forwarded-prefix"), "{}", r.body);
 }

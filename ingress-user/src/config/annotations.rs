@@ -106,7 +106,7 @@ const TABLE: &[(&str, Support)] = &[
     ("affinity", Support::Ignored("")),
     ("affinity-mode", Support::Ignored("")),
     ("allowlist-source-range", Support::Applied(allowlist)),
-    ("app-root", Support::Ignored("")),
+    ("app-root", Support::Applied(app_root)),
     ("auth-realm", Support::Ignored("")),
     ("auth-secret", Support::Ignored("")),
     ("auth-secret-type", Support::Ignored("")),
@@ -195,7 +195,7 @@ const TABLE: &[(&str, Support)] = &[
     ("proxy-ssl-secret", Support::Ignored("")),
     ("proxy-ssl-server-name", Support::Ignored("")),
     ("proxy-ssl-verify", Support::Ignored("")),
-    ("rewrite-target", Support::Ignored("")),
+    ("rewrite-target", Support::Applied(rewrite_target)),
     (
         "server-alias",
         Support::Ignored("one more rule per host in spec.rules"),
@@ -214,9 +214,9 @@ const TABLE: &[(&str, Support)] = &[
     ("temporal-redirect", Support::Ignored("")),
     ("upstream-hash-by", Support::Ignored("")),
     ("upstream-vhost", Support::Ignored("")),
-    ("use-regex", Support::Ignored("")),
+    ("use-regex", Support::Applied(use_regex)),
     ("whitelist-source-range", Support::Applied(allowlist)),
-    ("x-forwarded-prefix", Support::Ignored("")),
+    ("x-forwarded-prefix", Support::Applied(x_forwarded_prefix)),
 ];
 
 /// Parses the annotations under `prefix` (`<prefix>/<name>`; others are not ours).
@@ -300,6 +300,57 @@ fn ssl_redirect(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
 
 fn force_ssl_redirect(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
     p.force_ssl_redirect = boolean(value)?;
+    Ok(())
+}
+
+fn use_regex(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.use_regex = boolean(value)?;
+    Ok(())
+}
+
+/// A path as a URI path: starts with `/`, visible ASCII only (no spaces, no controls).
+fn uri_path(value: &str) -> Result<(), String> {
+    if !value.starts_with('/') {
+        return Err(format!("{value:?} is not a path starting with /; ignored"));
+    }
+    if let Some(c) = value.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "{value:?} contains {c:?}: only visible ASCII is allowed in a path; ignored"
+        ));
+    }
+    Ok(())
+}
+
+/// `rewrite-target`: a path (the query after `?` is allowed) where `$` only introduces a
+/// capture group `$1`..`$9`: nginx variables are never expanded here.
+fn rewrite_target(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    uri_path(value)?;
+    let bytes = value.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'$' && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            return Err(format!(
+                "{value:?}: only $1..$9 (capture groups of the path) may follow $; nginx variables are not supported; ignored"
+            ));
+        }
+    }
+    p.rewrite_target = Some(value.to_owned());
+    Ok(())
+}
+
+fn app_root(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    uri_path(value)?;
+    p.app_root = Some(value.to_owned());
+    Ok(())
+}
+
+/// `x-forwarded-prefix`: a header value (visible ASCII and spaces); empty sends none.
+fn x_forwarded_prefix(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
+        return Err(format!(
+            "{value:?} contains {c:?}: not usable as a header value; ignored"
+        ));
+    }
+    p.x_forwarded_prefix = (!value.is_empty()).then(|| value.to_owned());
     Ok(())
 }
 
@@ -419,6 +470,27 @@ mod tests {
             ("stream-snippet", "x", Status::Refused, "never applied"),
             ("modsecurity-snippet", "x", Status::Refused, "never applied"),
             ("anything-snippet", "x", Status::Refused, "never applied"),
+            ("use-regex", "true", Status::Applied, ""),
+            ("use-regex", "yes", Status::Invalid, "not a boolean"),
+            ("rewrite-target", "/new/backend/$1", Status::Applied, ""),
+            ("rewrite-target", "/$2?x=$1", Status::Applied, ""),
+            ("rewrite-target", "new", Status::Invalid, "starting with /"),
+            (
+                "rewrite-target",
+                "/$host",
+                Status::Invalid,
+                "nginx variables",
+            ),
+            ("rewrite-target", "/a b", Status::Invalid, "visible ASCII"),
+            ("app-root", "/app1", Status::Applied, ""),
+            ("app-root", "app1", Status::Invalid, "starting with /"),
+            ("x-forwarded-prefix", "/test/value", Status::Applied, ""),
+            (
+                "x-forwarded-prefix",
+                "/a\nb",
+                Status::Invalid,
+                "header value",
+            ),
             ("backend-protocol", "GRPC", Status::Ignored, "appProtocol"),
             ("proxy-body-size", "8m", Status::Ignored, "--max-body-bytes"),
             ("affinity", "cookie", Status::Ignored, "not supported"),

@@ -362,15 +362,24 @@ impl Translation<'_, '_> {
 
 /// Merges the paths that served Ingresses (oldest first) give one host: the first Ingress
 /// (and within it the first rule) to claim a path keeps it; later ones get a Problem.
+///
+/// If any claimed path's Ingress has `use-regex` or rewrites it (`rewrite-target`), every
+/// path of the host, whichever Ingress claims it, becomes a regex, as in ingress-nginx; a
+/// path that is not a valid regex then gets a Problem and matches nothing.
 pub fn merge_host<'a>(
     host: &HostMatch,
     claims: impl IntoIterator<Item = (&'a ObjectRef, &'a [PathRoute])>,
 ) -> (HostRoutes, Vec<Problem>) {
     let mut routes = HostRoutes::default();
     let mut problems = Vec::new();
+    // Who owns each inserted rule, by insertion index; whether the host is regex.
+    let mut owners: Vec<(&ObjectRef, &PathRoute)> = Vec::new();
+    let mut regex = false;
     for (object, paths) in claims {
         for p in paths {
+            regex |= p.backend.policy().wants_regex(&p.path);
             let Err(e) = routes.insert(host, &p.path, p.path_type, p.backend.clone()) else {
+                owners.push((object, p));
                 continue;
             };
             let InsertError::Conflict { existing, .. } = e else {
@@ -383,6 +392,22 @@ pub fn merge_host<'a>(
                 message: format!(
                     "host {host} path {} is already routed to {existing} by an older Ingress (or an earlier rule); this path is ignored",
                     p.path
+                ),
+                severity: Severity::Error,
+            });
+        }
+    }
+    if regex {
+        for (i, why) in routes.enforce_regex() {
+            let (object, p) = owners[i];
+            problems.push(Problem {
+                object: object.clone(),
+                field: Some(format!("spec.rules[{}].http.paths[{}].path", p.rule, p.index)),
+                kind: "invalid_path_regex",
+                message: format!(
+                    "host {host} matches its paths as regexes (use-regex or rewrite-target on one of its Ingresses), and {:?} is not a valid one: {}; this path is ignored",
+                    p.path,
+                    why.lines().last().unwrap_or(&why)
                 ),
                 severity: Severity::Error,
             });

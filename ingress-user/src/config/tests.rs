@@ -734,3 +734,64 @@ fn annotations_prefix_is_configurable() {
     assert_eq!(verdicts.len(), 1);
     assert_eq!(verdicts[0].1[0].name, "force-ssl-redirect");
 }
+
+#[test]
+fn use_regex_on_one_ingress_makes_the_whole_host_regex() {
+    let mut s = store();
+    s.ingresses.push(
+        Ing::new("ns", "old")
+            .created(1)
+            .host("a.com")
+            .path("/plain", "Exact", "svc-a", "80")
+            .path("/bad(", "Prefix", "svc-a", "80")
+            .build(),
+    );
+    s.ingresses.push(
+        Ing::new("ns", "regex")
+            .created(2)
+            .host("a.com")
+            .path("/r/[0-9]+", "ImplementationSpecific", "svc-b", "80")
+            .annotation("nginx.ingress.kubernetes.io/use-regex", "true")
+            .build(),
+    );
+    s.ingresses.push(
+        Ing::new("ns", "other")
+            .host("b.com")
+            .path("/bad(", "Prefix", "svc-c", "80")
+            .build(),
+    );
+    let snap = build(&s, &opts());
+    // (host, path, backend): Exact becomes a case-insensitive string-prefix regex too.
+    for (host, path, want) in [
+        ("a.com", "/r/12", Some("svc-b")),
+        ("a.com", "/R/12/x", Some("svc-b")),
+        ("a.com", "/r/x", None),
+        ("a.com", "/PLAIN/more", Some("svc-a")),
+        ("a.com", "/plainer", Some("svc-a")),
+        ("a.com", "/bad(", None),
+        ("b.com", "/bad(/x", Some("svc-c")),
+    ] {
+        assert_eq!(routed(&snap, host, path).as_deref(), want, "{host}{path}");
+    }
+    assert_eq!(
+        kinds(&snap),
+        [(
+            "invalid_path_regex",
+            "old",
+            Some("spec.rules[0].http.paths[1].path")
+        )]
+    );
+    let rules = snap.http.rules();
+    assert!(
+        rules
+            .iter()
+            .filter(|r| r.host.to_string() == "a.com")
+            .all(|r| r.regex)
+    );
+    assert!(
+        rules
+            .iter()
+            .filter(|r| r.host.to_string() == "b.com")
+            .all(|r| !r.regex)
+    );
+}

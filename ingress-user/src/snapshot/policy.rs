@@ -96,6 +96,17 @@ pub struct RoutePolicy {
     /// An access annotation was present but had no usable value: rather than serve without
     /// the restriction, every request gets 503 (ingress-nginx's "location denied").
     pub denied: bool,
+    /// `use-regex`: this Ingress's paths are regular expressions. Makes every path of its
+    /// hosts a case-insensitive regex anchored at the start (decided per host by the merge).
+    pub use_regex: bool,
+    /// `rewrite-target`: the path sent upstream, with `$1`..`$9` replaced by the captures
+    /// of the matched path's regex (also makes the host's paths regexes, unless it equals
+    /// the path).
+    pub rewrite_target: Option<String>,
+    /// `app-root`: a request for `/` is redirected (302) here.
+    pub app_root: Option<String>,
+    /// `x-forwarded-prefix`: sent upstream as `X-Forwarded-Prefix`.
+    pub x_forwarded_prefix: Option<String>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.
@@ -113,6 +124,18 @@ impl RoutePolicy {
     /// Whether this policy asks for nothing (the shared default).
     pub fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Whether `path` (a rule's path as written) needs ingress-nginx's rewrite: a target
+    /// is set and differs from it.
+    pub fn rewrites(&self, path: &str) -> bool {
+        self.rewrite_target.as_deref().is_some_and(|t| t != path)
+    }
+
+    /// Whether this policy makes its host's paths regexes (`use-regex`, or a rewrite of
+    /// `path`).
+    pub fn wants_regex(&self, path: &str) -> bool {
+        self.use_regex || self.rewrites(path)
     }
 
     /// Whether a client at `ip` may use the route.

@@ -44,7 +44,7 @@ fn canonical(s: &Snapshot) -> Canonical {
             .rules()
             .iter()
             .map(|r| {
-                let mut line = format!("{} {} {} -> ", r.host, r.path, r.path_type);
+                let mut line = format!("{} {} {} {} -> ", r.host, r.path, r.path_type, r.regex);
                 let _ = write!(line, "{}", backend(&r.backend));
                 line
             })
@@ -91,12 +91,16 @@ impl Rng {
 const NAMESPACES: [&str; 2] = ["a", "b"];
 const SERVICES: [&str; 4] = ["web", "api", "db", "gone"];
 const HOSTS: [&str; 6] = ["x.com", "*.x.com", "", "y.com", "a.x.com", "*bad.com"];
-const PATHS: [&str; 5] = ["/", "/a", "/a/b", "/a/", "rel"];
+const PATHS: [&str; 6] = ["/", "/a", "/a/b", "/a/", "rel", "/(a"];
 const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones.
-const ANNOTATIONS: [(&str, &str); 9] = [
+const ANNOTATIONS: [(&str, &str); 13] = [
+    ("nginx.ingress.kubernetes.io/use-regex", "true"),
+    ("nginx.ingress.kubernetes.io/rewrite-target", "/$1"),
+    ("nginx.ingress.kubernetes.io/rewrite-target", "/a"),
+    ("nginx.ingress.kubernetes.io/app-root", "/app"),
     ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
     ("nginx.ingress.kubernetes.io/ssl-redirect", "maybe"),
     ("nginx.ingress.kubernetes.io/force-ssl-redirect", "true"),
