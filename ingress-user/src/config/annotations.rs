@@ -173,10 +173,7 @@ const TABLE: &[(&str, Support)] = &[
     ("mirror-target", Support::Ignored("")),
     ("permanent-redirect", Support::Ignored("")),
     ("permanent-redirect-code", Support::Ignored("")),
-    (
-        "proxy-body-size",
-        Support::Ignored("the global --max-body-bytes"),
-    ),
+    ("proxy-body-size", Support::Applied(proxy_body_size)),
     ("proxy-buffer-size", Support::Ignored("")),
     ("proxy-buffering", Support::Ignored("")),
     (
@@ -354,6 +351,24 @@ fn x_forwarded_prefix(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
     Ok(())
 }
 
+/// `proxy-body-size`: nginx's size syntax, bytes with an optional `k`, `m` or `g` (any
+/// case); `0` lifts the limit.
+fn proxy_body_size(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    let bad = || format!("{value:?} is not a size like 8m, 512k or 1048576; ignored");
+    let (digits, unit) = match value.as_bytes().last() {
+        Some(b'k' | b'K') => (&value[..value.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&value[..value.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&value[..value.len() - 1], 1 << 30),
+        _ => (value, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    p.proxy_body_size = Some(n.checked_mul(unit).ok_or_else(bad)?);
+    Ok(())
+}
+
 /// A comma-separated CIDR list, as ingress-nginx reads it: entries trimmed, empty ones
 /// skipped, bad ones dropped with an error, the good ones still applied by `set`. No good
 /// entry at all fails closed (see [`RoutePolicy::denied`]) rather than lift the restriction.
@@ -492,7 +507,16 @@ mod tests {
                 "header value",
             ),
             ("backend-protocol", "GRPC", Status::Ignored, "appProtocol"),
-            ("proxy-body-size", "8m", Status::Ignored, "--max-body-bytes"),
+            ("proxy-body-size", "8m", Status::Applied, ""),
+            ("proxy-body-size", "0", Status::Applied, ""),
+            ("proxy-body-size", "1.5m", Status::Invalid, "not a size"),
+            ("proxy-body-size", "m", Status::Invalid, "not a size"),
+            (
+                "proxy-body-size",
+                "99999999999999999999",
+                Status::Invalid,
+                "not a size",
+            ),
             ("affinity", "cookie", Status::Ignored, "not supported"),
             ("ssl-redirekt", "true", Status::Ignored, "typo"),
         ] {
@@ -536,6 +560,20 @@ mod tests {
                 }),
             ),
             (vec![("force-ssl-redirect", "false")], None),
+            (
+                vec![("proxy-body-size", "8M")],
+                Some(RoutePolicy {
+                    proxy_body_size: Some(8 << 20),
+                    ..RoutePolicy::default()
+                }),
+            ),
+            (
+                vec![("proxy-body-size", "100")],
+                Some(RoutePolicy {
+                    proxy_body_size: Some(100),
+                    ..RoutePolicy::default()
+                }),
+            ),
             (
                 vec![("ssl-redirect", "maybe"), ("server-snippet", "x")],
                 None,

@@ -288,8 +288,10 @@ impl Router {
             return Routed::Local(None, Ok(builtin_default(path)));
         };
 
-        // Body limit: refuse a declared oversize body up front; cap a streamed one.
-        let limit = self.opts.limits.max_body_bytes;
+        // Body limit (the route's proxy-body-size, else --max-body-bytes): refuse a
+        // declared oversize body up front; cap a streamed one.
+        let global = self.opts.limits.max_body_bytes;
+        let limit = policy.map_or(global, |p| p.body_limit(global));
         if let (Some(limit), Some(len)) = (limit, req.body().size_hint().exact())
             && len > limit
         {

@@ -107,6 +107,8 @@ pub struct RoutePolicy {
     pub app_root: Option<String>,
     /// `x-forwarded-prefix`: sent upstream as `X-Forwarded-Prefix`.
     pub x_forwarded_prefix: Option<String>,
+    /// `proxy-body-size` in bytes, instead of `--max-body-bytes`; `Some(0)`: unlimited.
+    pub proxy_body_size: Option<u64>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.
@@ -136,6 +138,16 @@ impl RoutePolicy {
     /// `path`).
     pub fn wants_regex(&self, path: &str) -> bool {
         self.use_regex || self.rewrites(path)
+    }
+
+    /// The request body limit: `proxy-body-size` if set (0 is unlimited), else `global`
+    /// (`--max-body-bytes`).
+    pub fn body_limit(&self, global: Option<u64>) -> Option<u64> {
+        match self.proxy_body_size {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => global,
+        }
     }
 
     /// Whether a client at `ip` may use the route.

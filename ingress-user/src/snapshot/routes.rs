@@ -60,6 +60,7 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     rewrite_target: None,
     app_root: None,
     x_forwarded_prefix: None,
+    proxy_body_size: None,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes
