@@ -745,3 +745,71 @@ async fn proxy_body_size() {
         assert_eq!(post(proc.http, host, len).await, want, "{host} {len} bytes");
     }
 }
+
+/// A backend on 127.0.0.1 that reads a request head, waits `delay`, then answers 200
+/// (one request per connection).
+async fn slow_backend(delay: Duration) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nslow\n",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// proxy-read-timeout. proxy.go only checks the generated `proxy_read_timeout`; from the
+/// annotation reference (unitless seconds): an upstream slower than the route's read
+/// timeout gets 504, while a route without it keeps `--upstream-response-timeout`.
+#[tokio::test]
+async fn proxy_read_timeout() {
+    let (slow, task) = slow_backend(Duration::from_millis(2500)).await;
+    let mut yaml = service_yaml("slow", &[slow]);
+    let route = |name: &str, host: &str, annotations: &[(&str, &str)]| {
+        ingress(name, host, annotations, false).replace("name: echo", "name: slow")
+    };
+    yaml.push_str(&route(
+        "short",
+        "short.bar.com",
+        &[("proxy-read-timeout", "1")],
+    ));
+    yaml.push_str(&route("long", "long.bar.com", &[]));
+    yaml.push_str(&route(
+        "bad",
+        "bad.bar.com",
+        &[("proxy-read-timeout", "1s")],
+    ));
+    let proc = IngressProcess::start(&yaml, &["--upstream-response-timeout", "10"]).await;
+    let (short, long, bad) = tokio::join!(
+        request([127, 0, 0, 1], proc.http, "short.bar.com", "/"),
+        request([127, 0, 0, 1], proc.http, "long.bar.com", "/"),
+        request([127, 0, 0, 1], proc.http, "bad.bar.com", "/"),
+    );
+    assert_eq!(short.status, StatusCode::GATEWAY_TIMEOUT, "{}", short.body);
+    assert_eq!(long.status, StatusCode::OK, "{}", long.body);
+    assert_eq!(
+        bad.status,
+        StatusCode::OK,
+        "an invalid value keeps the flag's timeout"
+    );
+    task.abort();
+}

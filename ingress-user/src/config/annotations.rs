@@ -178,16 +178,10 @@ const TABLE: &[(&str, Support)] = &[
     ("proxy-buffering", Support::Ignored("")),
     (
         "proxy-connect-timeout",
-        Support::Ignored("the global --upstream-connect-timeout"),
+        Support::Applied(proxy_connect_timeout),
     ),
-    (
-        "proxy-read-timeout",
-        Support::Ignored("the global --upstream-response-timeout"),
-    ),
-    (
-        "proxy-send-timeout",
-        Support::Ignored("the global --client-body-timeout"),
-    ),
+    ("proxy-read-timeout", Support::Applied(proxy_read_timeout)),
+    ("proxy-send-timeout", Support::Applied(proxy_send_timeout)),
     ("proxy-ssl-name", Support::Ignored("")),
     ("proxy-ssl-secret", Support::Ignored("")),
     ("proxy-ssl-server-name", Support::Ignored("")),
@@ -369,6 +363,33 @@ fn proxy_body_size(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
     Ok(())
 }
 
+/// A `proxy-*-timeout`: whole seconds, unitless as ingress-nginx documents them.
+fn seconds(value: &str) -> Result<std::time::Duration, String> {
+    match value.parse::<u32>() {
+        Ok(n) if n > 0 && value.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(std::time::Duration::from_secs(u64::from(n)))
+        }
+        _ => Err(format!(
+            "{value:?} is not a whole number of seconds above 0 (unitless, e.g. \"120\"); the flag's timeout applies"
+        )),
+    }
+}
+
+fn proxy_connect_timeout(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.proxy_connect_timeout = Some(seconds(value)?);
+    Ok(())
+}
+
+fn proxy_read_timeout(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.proxy_read_timeout = Some(seconds(value)?);
+    Ok(())
+}
+
+fn proxy_send_timeout(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.proxy_send_timeout = Some(seconds(value)?);
+    Ok(())
+}
+
 /// A comma-separated CIDR list, as ingress-nginx reads it: entries trimmed, empty ones
 /// skipped, bad ones dropped with an error, the good ones still applied by `set`. No good
 /// entry at all fails closed (see [`RoutePolicy::denied`]) rather than lift the restriction.
@@ -507,6 +528,22 @@ mod tests {
                 "header value",
             ),
             ("backend-protocol", "GRPC", Status::Ignored, "appProtocol"),
+            ("proxy-connect-timeout", "10", Status::Applied, ""),
+            ("proxy-read-timeout", "120", Status::Applied, ""),
+            ("proxy-send-timeout", "1", Status::Applied, ""),
+            (
+                "proxy-read-timeout",
+                "10s",
+                Status::Invalid,
+                "whole number of seconds",
+            ),
+            ("proxy-send-timeout", "0", Status::Invalid, "above 0"),
+            (
+                "proxy-connect-timeout",
+                "+5",
+                Status::Invalid,
+                "whole number",
+            ),
             ("proxy-body-size", "8m", Status::Applied, ""),
             ("proxy-body-size", "0", Status::Applied, ""),
             ("proxy-body-size", "1.5m", Status::Invalid, "not a size"),

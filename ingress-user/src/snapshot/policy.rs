@@ -1,7 +1,7 @@
 //! What an Ingress's annotations ask of the requests its paths match: a typed value read by
 //! the router, never text passed anywhere. Parsed by `config::annotations`. Pure.
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
 
 /// An IPv4 or IPv6 network, host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`); a bare
 /// address is a `/32` or `/128`.
@@ -109,6 +109,14 @@ pub struct RoutePolicy {
     pub x_forwarded_prefix: Option<String>,
     /// `proxy-body-size` in bytes, instead of `--max-body-bytes`; `Some(0)`: unlimited.
     pub proxy_body_size: Option<u64>,
+    /// `proxy-connect-timeout`, instead of `--upstream-connect-timeout`.
+    pub proxy_connect_timeout: Option<Duration>,
+    /// `proxy-read-timeout`: waiting for the response head and within its body, instead
+    /// of `--upstream-response-timeout`.
+    pub proxy_read_timeout: Option<Duration>,
+    /// `proxy-send-timeout`: each blocked write of the request body, instead of
+    /// `--upstream-response-timeout`.
+    pub proxy_send_timeout: Option<Duration>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.
@@ -148,6 +156,13 @@ impl RoutePolicy {
             Some(n) => Some(n),
             None => global,
         }
+    }
+
+    /// Whether any `proxy-*-timeout` is set.
+    pub fn has_timeouts(&self) -> bool {
+        self.proxy_connect_timeout.is_some()
+            || self.proxy_read_timeout.is_some()
+            || self.proxy_send_timeout.is_some()
     }
 
     /// Whether a client at `ip` may use the route.

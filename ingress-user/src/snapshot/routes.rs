@@ -61,6 +61,9 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     app_root: None,
     x_forwarded_prefix: None,
     proxy_body_size: None,
+    proxy_connect_timeout: None,
+    proxy_read_timeout: None,
+    proxy_send_timeout: None,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes

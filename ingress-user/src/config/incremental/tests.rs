@@ -96,7 +96,8 @@ const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones.
-const ANNOTATIONS: [(&str, &str); 14] = [
+const ANNOTATIONS: [(&str, &str); 15] = [
+    ("nginx.ingress.kubernetes.io/proxy-read-timeout", "5"),
     ("nginx.ingress.kubernetes.io/proxy-body-size", "1k"),
     ("nginx.ingress.kubernetes.io/use-regex", "true"),
     ("nginx.ingress.kubernetes.io/rewrite-target", "/$1"),
