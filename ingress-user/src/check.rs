@@ -166,7 +166,11 @@ pub fn report(snapshot: &Snapshot) -> String {
             vec![
                 r.host.to_string(),
                 r.path.clone(),
-                r.path_type.to_string(),
+                if r.regex {
+                    format!("{} (regex)", r.path_type)
+                } else {
+                    r.path_type.to_string()
+                },
                 r.backend.service.to_string(),
                 endpoints(&r.backend.endpoints.load()),
                 r.backend.ingress.as_ref().map_or_else(String::new, |i| {

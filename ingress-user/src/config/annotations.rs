@@ -263,7 +263,8 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
                 },
                 Err(_) => (
                     Status::Ignored,
-                    "not an ingress-nginx annotation xdp-ingress knows (a typo?)".to_owned(),
+                    "not supported: not an annotation xdp-ingress knows (unsupported, or a typo)"
+                        .to_owned(),
                 ),
             }
         };
