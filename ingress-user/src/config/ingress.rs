@@ -148,7 +148,15 @@ pub fn translate(
     let mut tls = Vec::new();
     if let Some(spec) = &ing.spec {
         if let Some(db) = &spec.default_backend {
-            default_backend = tr.backend(db, "spec.defaultBackend");
+            // Without the annotations' policy: it may serve requests of any host, which
+            // the Ingress's annotations (written for its own paths) are not about.
+            default_backend = tr.backend(db, "spec.defaultBackend").map(|b| {
+                if b.policy.is_some() {
+                    Arc::new((*b).clone().with_policy(None))
+                } else {
+                    b
+                }
+            });
         }
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
             let Some(host) = tr.host(ri, rule.host.as_deref().unwrap_or("")) else {

@@ -662,6 +662,7 @@ fn bad_annotations_are_problems_and_the_ingress_is_still_served() {
             .annotation(&a("force-ssl-redirect"), "true")
             .annotation(&a("configuration-snippet"), "return 200;")
             .annotation(&a("denylist-source-range"), "10.0.0.0/8")
+            .default_backend("svc-d", "80")
             .build(),
     );
     s.ingresses.push(
@@ -682,6 +683,11 @@ fn bad_annotations_are_problems_and_the_ingress_is_still_served() {
         assert_eq!(policy.deny, vec!["10.0.0.0/8".parse().unwrap()], "{path}");
     }
     let plain = snap.http.route("b.com", "/").unwrap().backend;
+    let fallback = snap.http.default_backend().unwrap();
+    assert!(
+        fallback.policy.is_none(),
+        "a defaultBackend serves other hosts too"
+    );
     assert!(
         plain.policy.is_none(),
         "another Ingress's annotations stay its own"
