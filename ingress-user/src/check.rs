@@ -5,7 +5,11 @@ use std::{fmt::Write as _, sync::Arc, time::Duration};
 
 use crate::{
     cli::CheckArgs,
-    config::{self, Snapshot, Store, problem::Severity},
+    config::{
+        self, ObjectRef, Snapshot, Store,
+        annotations::{Status, Verdict},
+        problem::Severity,
+    },
     source::{
         self, files,
         kube::{self as kube_source, KubeSourceConfig},
@@ -40,9 +44,19 @@ pub enum CheckError {
     Load(#[from] files::LoadError),
 }
 
+/// What `check` found: the Snapshot, and the annotation migration report.
+#[derive(Debug)]
+pub struct Checked {
+    /// What the data planes would serve.
+    pub snapshot: Snapshot,
+    /// Per served Ingress with annotations under `--annotations-prefix`, what became of
+    /// each.
+    pub annotations: Vec<(ObjectRef, Vec<Verdict>)>,
+}
+
 /// Loads the objects `args` point at (the `--manifests` directory, else the cluster from the
-/// kubeconfig or in-cluster config) and builds the Snapshot.
-pub fn snapshot(args: &CheckArgs) -> Result<Snapshot, CheckError> {
+/// kubeconfig or in-cluster config), builds the Snapshot and the annotation report.
+pub fn snapshot(args: &CheckArgs) -> Result<Checked, CheckError> {
     let store = match &args.source.manifests {
         Some(dir) => Arc::new(files::load(dir)?),
         None => tokio::runtime::Builder::new_current_thread()
@@ -51,7 +65,12 @@ pub fn snapshot(args: &CheckArgs) -> Result<Snapshot, CheckError> {
             .map_err(CheckError::Runtime)?
             .block_on(cluster_store(args))?,
     };
-    Ok(config::build(&store, &args.source.options(args.ports)))
+    let opts = args.source.options(args.ports);
+    let objects = config::Objects::from_store(&store);
+    Ok(Checked {
+        snapshot: config::build_objects(&objects, &opts),
+        annotations: config::annotation_verdicts(&objects, &opts),
+    })
 }
 
 /// One Store from the cluster: the kube source's first publication after its initial sync.
@@ -147,7 +166,11 @@ pub fn report(snapshot: &Snapshot) -> String {
             vec![
                 r.host.to_string(),
                 r.path.clone(),
-                r.path_type.to_string(),
+                if r.regex {
+                    format!("{} (regex)", r.path_type)
+                } else {
+                    r.path_type.to_string()
+                },
                 r.backend.service.to_string(),
                 endpoints(&r.backend.endpoints.load()),
                 r.backend.ingress.as_ref().map_or_else(String::new, |i| {
@@ -228,6 +251,51 @@ pub fn report(snapshot: &Snapshot) -> String {
         };
         let _ = writeln!(out, "  {sev}[{}]: {p}", p.kind);
     }
+    out
+}
+
+/// The migration report: per Ingress, each annotation under the prefix and what became
+/// of it (applied, invalid, ignored with the nearest equivalent, refused).
+pub fn annotation_report(annotations: &[(ObjectRef, Vec<Verdict>)]) -> String {
+    let mut out = String::new();
+    let count = |s: Status| {
+        annotations
+            .iter()
+            .flat_map(|(_, v)| v)
+            .filter(|v| v.status == s)
+            .count()
+    };
+    let _ = writeln!(
+        out,
+        "\nAnnotations ({} applied, {} invalid, {} ignored, {} refused):",
+        count(Status::Applied),
+        count(Status::Invalid),
+        count(Status::Ignored),
+        count(Status::Refused),
+    );
+    let rows: Vec<Vec<String>> = annotations
+        .iter()
+        .flat_map(|(object, verdicts)| {
+            let ingress = format!(
+                "{}/{}",
+                object.namespace.as_deref().unwrap_or(""),
+                object.name
+            );
+            verdicts.iter().map(move |v| {
+                vec![
+                    ingress.clone(),
+                    v.name.clone(),
+                    v.status.to_string(),
+                    v.note.clone(),
+                ]
+            })
+        })
+        .collect();
+    table(
+        &mut out,
+        &["INGRESS", "ANNOTATION", "STATUS", "NOTE"],
+        &rows,
+    );
     out
 }
 

@@ -400,6 +400,11 @@ pub struct SourceArgs {
     /// All namespaces when not given.
     #[arg(long, value_name = "NAMESPACE")]
     pub watch_namespace: Option<String>,
+
+    /// Read ingress-nginx annotations under this prefix (`<prefix>/ssl-redirect`, ...), so
+    /// Ingresses written for ingress-nginx with a custom prefix migrate too.
+    #[arg(long, value_name = "PREFIX", default_value = crate::config::annotations::DEFAULT_PREFIX)]
+    pub annotations_prefix: String,
 }
 
 /// The controller's own ports.
@@ -432,6 +437,7 @@ impl SourceArgs {
             http_port: ports.http_port,
             https_port: ports.https_port,
             health_port: ports.health_port,
+            annotations_prefix: self.annotations_prefix.clone(),
         }
     }
 }

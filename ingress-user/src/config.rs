@@ -16,6 +16,7 @@ pub use crate::snapshot::{
     problem::{self, ObjectRef, Problem},
 };
 
+pub mod annotations;
 pub mod backend;
 pub mod class;
 pub mod incremental;
@@ -101,6 +102,8 @@ pub struct Options {
     pub https_port: u16,
     /// `--health-port`: reserved, refused as an L4 port.
     pub health_port: u16,
+    /// `--annotations-prefix`: the ingress-nginx annotations read are `<prefix>/<name>`.
+    pub annotations_prefix: String,
 }
 
 impl Default for Options {
@@ -116,6 +119,7 @@ impl Default for Options {
             http_port: 80,
             https_port: 443,
             health_port: 10254,
+            annotations_prefix: annotations::DEFAULT_PREFIX.to_owned(),
         }
     }
 }
@@ -140,7 +144,7 @@ pub fn build_objects(objects: &Objects, opts: &Options) -> Snapshot {
         .ingresses
         .values()
         .filter(|i| classes.serves(i))
-        .map(|i| ingress::translate(i, resolver, &mut cells))
+        .map(|i| ingress::translate(i, resolver, &mut cells, &opts.annotations_prefix))
         .collect();
     served.sort_by(|a, b| a.age.cmp(&b.age));
 
@@ -180,6 +184,25 @@ pub fn build_objects(objects: &Objects, opts: &Options) -> Snapshot {
         tls: std::sync::Arc::new(tls.certs),
         problems: sorted(problems),
     }
+}
+
+/// The migration report: per served Ingress (by namespace/name) that has annotations under
+/// `--annotations-prefix`, what became of each. Printed by `xdp-ingress check`.
+pub fn annotation_verdicts(
+    objects: &Objects,
+    opts: &Options,
+) -> Vec<(ObjectRef, Vec<annotations::Verdict>)> {
+    let classes = class::ClassFilter::new(objects.ingress_classes.values().map(|c| &**c), opts);
+    objects
+        .ingresses
+        .values()
+        .filter(|i| classes.serves(i))
+        .filter_map(|i| {
+            let parsed =
+                annotations::parse(i.metadata.annotations.as_ref(), &opts.annotations_prefix);
+            (!parsed.verdicts.is_empty()).then(|| (ingress::object_ref(i), parsed.verdicts))
+        })
+        .collect()
 }
 
 /// Problems in their canonical order, without duplicates.

@@ -50,13 +50,15 @@ fn main() -> anyhow::Result<()> {
 /// `xdp-ingress check`: print the resolved configuration; exit 1 on any error Problem.
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let snapshot = xdp_ingress::check::snapshot(args)?;
+    let checked = xdp_ingress::check::snapshot(args)?;
+    let mut report = xdp_ingress::check::report(&checked.snapshot);
+    report.push_str(&xdp_ingress::check::annotation_report(&checked.annotations));
     let mut stdout = std::io::stdout().lock();
     stdout
-        .write_all(xdp_ingress::check::report(&snapshot).as_bytes())
+        .write_all(report.as_bytes())
         .and_then(|()| stdout.flush())
         .context("writing the report")?;
-    if xdp_ingress::check::failed(&snapshot) {
+    if xdp_ingress::check::failed(&checked.snapshot) {
         std::process::exit(1);
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod endpoints;
+pub mod policy;
 pub mod problem;
 pub mod routes;
 

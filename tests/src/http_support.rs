@@ -46,8 +46,9 @@ use xdp_ingress::{
 
 /// A real HTTP/1.1 backend on 127.0.0.1 that answers with its own name.
 ///
-/// - any path: `200`, header `x-backend: NAME`, body `NAME\n` then every request header
-///   as `name: value` lines (so tests can check what the proxy forwarded);
+/// - any path: `200`, headers `x-backend: NAME` and `x-request-uri: PATH?QUERY` (as
+///   received), body `NAME\n` then every request header as `name: value` lines (so tests
+///   can check what the proxy forwarded);
 /// - `/stream/N/MS`: `N` chunks `chunk-i\n`, `MS` milliseconds apart;
 /// - a WebSocket upgrade: echoes every message back unchanged.
 pub struct TestBackend {
@@ -171,8 +172,10 @@ async fn backend_answer(
     for (k, v) in req.headers() {
         body.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("<binary>")));
     }
+    let uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let resp = Response::builder()
         .header("x-backend", name.as_str())
+        .header("x-request-uri", uri)
         .body(Full::new(Bytes::from(body)).boxed())
         .expect("response");
     Ok(resp)

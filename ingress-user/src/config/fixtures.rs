@@ -76,6 +76,16 @@ impl IngressBuilder {
         self
     }
 
+    /// An annotation.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
     /// The legacy class annotation.
     pub fn class_annotation(mut self, class: &str) -> Self {
         self.0

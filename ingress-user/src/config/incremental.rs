@@ -210,7 +210,14 @@ impl Engine {
             .ingresses
             .get(key)
             .filter(|i| classes.serves(i))
-            .map(|i| ingress::translate(i, Resolver::new(&self.objects), &mut self.cells));
+            .map(|i| {
+                ingress::translate(
+                    i,
+                    Resolver::new(&self.objects),
+                    &mut self.cells,
+                    &self.opts.annotations_prefix,
+                )
+            });
         let tls_changed = match (&old, &new) {
             (Some(o), Some(n)) => o.tls != n.tls || o.age != n.age,
             (None, None) => false,

@@ -19,7 +19,7 @@ use k8s_openapi::{
 };
 
 use super::{
-    ObjectRef, Options, Problem, ServiceRef,
+    ObjectRef, Options, Problem, ServiceRef, annotations,
     backend::{Cells, PortSpec, ResolveError, Resolver},
     problem::Severity,
     store::Key,
@@ -27,6 +27,7 @@ use super::{
 };
 use crate::snapshot::{
     Endpoints,
+    policy::RoutePolicy,
     routes::{Backend, HostMatch, HostRoutes, InsertError, PathType, Protocol, TlsHosts},
 };
 
@@ -115,9 +116,16 @@ pub struct Translated {
     pub services: Vec<Key>,
 }
 
-/// Translates one Ingress (whether it is served is the caller's decision).
-pub fn translate(ing: &Ingress, resolver: Resolver<'_>, cells: &mut Cells) -> Translated {
+/// Translates one Ingress (whether it is served is the caller's decision). Its annotations
+/// under `prefix` (`--annotations-prefix`) become the policy of all its backends.
+pub fn translate(
+    ing: &Ingress,
+    resolver: Resolver<'_>,
+    cells: &mut Cells,
+    prefix: &str,
+) -> Translated {
     let object = object_ref(ing);
+    let parsed = annotations::parse(ing.metadata.annotations.as_ref(), prefix);
     let mut tr = Translation {
         resolver,
         cells,
@@ -130,13 +138,25 @@ pub fn translate(ing: &Ingress, resolver: Resolver<'_>, cells: &mut Cells) -> Tr
         backends: HashMap::new(),
         problems: Vec::new(),
         services: Vec::new(),
+        policy: parsed.policy,
     };
+    for f in parsed.findings {
+        tr.problem(f.field, f.kind, f.message, f.severity);
+    }
     let mut hosts: Vec<(HostMatch, Vec<PathRoute>)> = Vec::new();
     let mut default_backend = None;
     let mut tls = Vec::new();
     if let Some(spec) = &ing.spec {
         if let Some(db) = &spec.default_backend {
-            default_backend = tr.backend(db, "spec.defaultBackend");
+            // Without the annotations' policy: it may serve requests of any host, which
+            // the Ingress's annotations (written for its own paths) are not about.
+            default_backend = tr.backend(db, "spec.defaultBackend").map(|b| {
+                if b.policy.is_some() {
+                    Arc::new((*b).clone().with_policy(None))
+                } else {
+                    b
+                }
+            });
         }
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
             let Some(host) = tr.host(ri, rule.host.as_deref().unwrap_or("")) else {
@@ -199,6 +219,8 @@ struct Translation<'a, 's> {
     backends: HashMap<ServiceRef, Arc<Backend>>,
     problems: Vec<Problem>,
     services: Vec<Key>,
+    /// What its annotations ask of every one of its backends.
+    policy: Option<Arc<RoutePolicy>>,
 }
 
 impl Translation<'_, '_> {
@@ -337,10 +359,10 @@ impl Translation<'_, '_> {
                 (service, Endpoints::default(), Protocol::default())
             }
         };
-        let object = &self.object;
+        let (object, policy) = (&self.object, &self.policy);
         let backend = self.backends.entry(service).or_insert_with_key(|service| {
             let backend = Backend::new(service.clone(), endpoints, Some(object.clone()));
-            Arc::new(backend.with_protocol(protocol))
+            Arc::new(backend.with_protocol(protocol).with_policy(policy.clone()))
         });
         Some(backend.clone())
     }
@@ -348,15 +370,24 @@ impl Translation<'_, '_> {
 
 /// Merges the paths that served Ingresses (oldest first) give one host: the first Ingress
 /// (and within it the first rule) to claim a path keeps it; later ones get a Problem.
+///
+/// If any claimed path's Ingress has `use-regex` or rewrites it (`rewrite-target`), every
+/// path of the host, whichever Ingress claims it, becomes a regex, as in ingress-nginx; a
+/// path that is not a valid regex then gets a Problem and matches nothing.
 pub fn merge_host<'a>(
     host: &HostMatch,
     claims: impl IntoIterator<Item = (&'a ObjectRef, &'a [PathRoute])>,
 ) -> (HostRoutes, Vec<Problem>) {
     let mut routes = HostRoutes::default();
     let mut problems = Vec::new();
+    // Who owns each inserted rule, by insertion index; whether the host is regex.
+    let mut owners: Vec<(&ObjectRef, &PathRoute)> = Vec::new();
+    let mut regex = false;
     for (object, paths) in claims {
         for p in paths {
+            regex |= p.backend.policy().wants_regex(&p.path);
             let Err(e) = routes.insert(host, &p.path, p.path_type, p.backend.clone()) else {
+                owners.push((object, p));
                 continue;
             };
             let InsertError::Conflict { existing, .. } = e else {
@@ -369,6 +400,22 @@ pub fn merge_host<'a>(
                 message: format!(
                     "host {host} path {} is already routed to {existing} by an older Ingress (or an earlier rule); this path is ignored",
                     p.path
+                ),
+                severity: Severity::Error,
+            });
+        }
+    }
+    if regex {
+        for (i, why) in routes.enforce_regex() {
+            let (object, p) = owners[i];
+            problems.push(Problem {
+                object: object.clone(),
+                field: Some(format!("spec.rules[{}].http.paths[{}].path", p.rule, p.index)),
+                kind: "invalid_path_regex",
+                message: format!(
+                    "host {host} matches its paths as regexes (use-regex or rewrite-target on one of its Ingresses), and {:?} is not a valid one: {}; this path is ignored",
+                    p.path,
+                    why.lines().last().unwrap_or(&why)
                 ),
                 severity: Severity::Error,
             });

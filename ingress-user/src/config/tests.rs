@@ -648,3 +648,156 @@ fn namespaced_name_parsing() {
         );
     }
 }
+
+#[test]
+fn bad_annotations_are_problems_and_the_ingress_is_still_served() {
+    let a = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    let mut s = store();
+    s.ingresses.push(
+        Ing::new("ns", "annotated")
+            .host("a.com")
+            .path("/", "Prefix", "svc-a", "80")
+            .path("/b", "Prefix", "svc-b", "80")
+            .annotation(&a("ssl-redirect"), "maybe")
+            .annotation(&a("force-ssl-redirect"), "true")
+            .annotation(&a("configuration-snippet"), "return 200;")
+            .annotation(&a("denylist-source-range"), "10.0.0.0/8")
+            .default_backend("svc-d", "80")
+            .build(),
+    );
+    s.ingresses.push(
+        Ing::new("ns", "plain")
+            .host("b.com")
+            .path("/", "Prefix", "svc-c", "80")
+            .build(),
+    );
+    let snap = build(&s, &opts());
+    assert_eq!(routed(&snap, "a.com", "/b").as_deref(), Some("svc-b"));
+    for path in ["/", "/b"] {
+        let policy = snap.http.route("a.com", path).unwrap().backend.policy();
+        assert!(policy.force_ssl_redirect, "{path}");
+        assert_eq!(
+            policy.ssl_redirect, None,
+            "{path}: the bad value is not applied"
+        );
+        assert_eq!(policy.deny, vec!["10.0.0.0/8".parse().unwrap()], "{path}");
+    }
+    let plain = snap.http.route("b.com", "/").unwrap().backend;
+    let fallback = snap.http.default_backend().unwrap();
+    assert!(
+        fallback.policy.is_none(),
+        "a defaultBackend serves other hosts too"
+    );
+    assert!(
+        plain.policy.is_none(),
+        "another Ingress's annotations stay its own"
+    );
+    let field = |n: &str| format!("metadata.annotations[{:?}]", a(n));
+    let problems: Vec<_> = snap
+        .problems
+        .iter()
+        .map(|p| (p.kind, p.object.name.as_str(), p.field.clone(), p.severity))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (
+                "annotation_refused",
+                "annotated",
+                Some(field("configuration-snippet")),
+                Severity::Warning
+            ),
+            (
+                "invalid_annotation",
+                "annotated",
+                Some(field("ssl-redirect")),
+                Severity::Error
+            ),
+        ]
+    );
+}
+
+#[test]
+fn annotations_prefix_is_configurable() {
+    let mut s = store();
+    s.ingresses.push(
+        Ing::new("ns", "i")
+            .host("a.com")
+            .path("/", "Prefix", "svc-a", "80")
+            .annotation("example.com/force-ssl-redirect", "true")
+            .annotation("nginx.ingress.kubernetes.io/ssl-redirect", "bogus")
+            .build(),
+    );
+    let o = Options {
+        annotations_prefix: "example.com".to_owned(),
+        ..opts()
+    };
+    let snap = build(&s, &o);
+    assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+    let policy = snap.http.route("a.com", "/").unwrap().backend.policy();
+    assert!(policy.force_ssl_redirect);
+    let verdicts = annotation_verdicts(&Objects::from_store(&s), &o);
+    assert_eq!(verdicts.len(), 1);
+    assert_eq!(verdicts[0].1[0].name, "force-ssl-redirect");
+}
+
+#[test]
+fn use_regex_on_one_ingress_makes_the_whole_host_regex() {
+    let mut s = store();
+    s.ingresses.push(
+        Ing::new("ns", "old")
+            .created(1)
+            .host("a.com")
+            .path("/plain", "Exact", "svc-a", "80")
+            .path("/bad(", "Prefix", "svc-a", "80")
+            .build(),
+    );
+    s.ingresses.push(
+        Ing::new("ns", "regex")
+            .created(2)
+            .host("a.com")
+            .path("/r/[0-9]+", "ImplementationSpecific", "svc-b", "80")
+            .annotation("nginx.ingress.kubernetes.io/use-regex", "true")
+            .build(),
+    );
+    s.ingresses.push(
+        Ing::new("ns", "other")
+            .host("b.com")
+            .path("/bad(", "Prefix", "svc-c", "80")
+            .build(),
+    );
+    let snap = build(&s, &opts());
+    // (host, path, backend): Exact becomes a case-insensitive string-prefix regex too.
+    for (host, path, want) in [
+        ("a.com", "/r/12", Some("svc-b")),
+        ("a.com", "/R/12/x", Some("svc-b")),
+        ("a.com", "/r/x", None),
+        ("a.com", "/PLAIN/more", Some("svc-a")),
+        ("a.com", "/plainer", Some("svc-a")),
+        ("a.com", "/bad(", None),
+        ("b.com", "/bad(/x", Some("svc-c")),
+    ] {
+        assert_eq!(routed(&snap, host, path).as_deref(), want, "{host}{path}");
+    }
+    assert_eq!(
+        kinds(&snap),
+        [(
+            "invalid_path_regex",
+            "old",
+            Some("spec.rules[0].http.paths[1].path")
+        )]
+    );
+    let rules = snap.http.rules();
+    assert!(
+        rules
+            .iter()
+            .filter(|r| r.host.to_string() == "a.com")
+            .all(|r| r.regex)
+    );
+    assert!(
+        rules
+            .iter()
+            .filter(|r| r.host.to_string() == "b.com")
+            .all(|r| !r.regex)
+    );
+}

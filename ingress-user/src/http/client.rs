@@ -51,6 +51,21 @@ pub struct RequestHead<'a> {
     /// Header lines the proxy adds after `headers` (`X-Forwarded-*` and the like),
     /// already encoded.
     pub extra: &'a [u8],
+    /// This request's timeouts (a route's `proxy-*-timeout` annotations); `None`: the
+    /// client's.
+    pub timeouts: Option<Timeouts>,
+}
+
+/// How long one exchange may wait on the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening the TCP connection.
+    pub connect: Duration,
+    /// The response head once the request is sent, and each silence within the
+    /// response body.
+    pub read: Duration,
+    /// Each blocked write of the request body.
+    pub send: Duration,
 }
 
 /// What the upstream answered.
@@ -104,8 +119,7 @@ pub struct Failure {
 #[derive(Debug)]
 pub struct Client {
     pool: Arc<Pool>,
-    connect_timeout: Duration,
-    read_timeout: Duration,
+    defaults: Timeouts,
 }
 
 impl Client {
@@ -121,8 +135,11 @@ impl Client {
     ) -> Self {
         Self {
             pool: Arc::new(Pool::new(idle_timeout, discards)),
-            connect_timeout,
-            read_timeout,
+            defaults: Timeouts {
+                connect: connect_timeout,
+                read: read_timeout,
+                send: read_timeout,
+            },
         }
     }
 
@@ -157,6 +174,7 @@ impl Client {
             &mut head,
         );
         let replayable = framing == RequestFraming::Empty && req.method.is_idempotent();
+        let t = req.timeouts.unwrap_or(self.defaults);
 
         let reused = self.pool.checkout(addr, !replayable);
         let fresh = reused.is_none();
@@ -164,7 +182,7 @@ impl Client {
             Some(conn) => conn,
             // Boxed here and below: connecting, resending and writing a body are the
             // uncommon paths, and inline they would make every request's future larger.
-            None => match Box::pin(self.connect(addr)).await {
+            None => match Box::pin(self.connect(addr, t.connect)).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     return Err(Failure {
@@ -177,7 +195,10 @@ impl Client {
         let body = (framing != RequestFraming::Empty).then_some(body);
         // In a block, so the first result is not kept in the future during a resend.
         {
-            match self.exchange(conn, &head, framing, body, req.method).await {
+            match self
+                .exchange(conn, &head, framing, body, req.method, t)
+                .await
+            {
                 Err(Sent::Nothing(_)) if !fresh && replayable => {}
                 other => return other.map_err(Sent::into_failure),
             }
@@ -185,17 +206,19 @@ impl Client {
         // The reused connection had been closed: send again on a new one. The body was
         // empty, so an empty one stands in for it if this endpoint now refuses and the
         // request moves to another.
-        let conn = Box::pin(self.connect(addr)).await.map_err(|e| Failure {
-            error: Error::Connect(e),
-            body: Some(super::body::empty()),
-        })?;
-        Box::pin(self.exchange(conn, &head, framing, None, req.method))
+        let conn = Box::pin(self.connect(addr, t.connect))
+            .await
+            .map_err(|e| Failure {
+                error: Error::Connect(e),
+                body: Some(super::body::empty()),
+            })?;
+        Box::pin(self.exchange(conn, &head, framing, None, req.method, t))
             .await
             .map_err(Sent::into_failure)
     }
 
-    async fn connect(&self, addr: SocketAddr) -> io::Result<Conn> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+    async fn connect(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
@@ -214,6 +237,7 @@ impl Client {
         framing: RequestFraming,
         body: Option<Body>,
         method: &Method,
+        t: Timeouts,
     ) -> Result<Exchange, Sent> {
         match body {
             None => conn
@@ -222,23 +246,17 @@ impl Client {
                 .await
                 .map_err(|e| Sent::Nothing(Error::Write(e)))?,
             Some(body) => {
-                let written = Box::pin(write_body(
-                    &mut conn.stream,
-                    head,
-                    body,
-                    framing,
-                    self.read_timeout,
-                ))
-                .await;
+                let written =
+                    Box::pin(write_body(&mut conn.stream, head, body, framing, t.send)).await;
                 if let Err(sent) = written {
-                    return Box::pin(self.early_answer(conn, method, sent)).await;
+                    return Box::pin(self.early_answer(conn, method, sent, t.read)).await;
                 }
             }
         }
-        match tokio::time::timeout(self.read_timeout, read_head(&mut conn, method)).await {
-            Ok(Ok(head)) => Ok(self.respond(head, conn)),
+        match tokio::time::timeout(t.read, read_head(&mut conn, method)).await {
+            Ok(Ok(head)) => Ok(self.respond(head, conn, t.read)),
             Ok(Err(sent)) => Err(sent),
-            Err(_elapsed) => Err(Sent::Some(Error::Timeout(self.read_timeout))),
+            Err(_elapsed) => Err(Sent::Some(Error::Timeout(t.read))),
         }
     }
 
@@ -252,6 +270,7 @@ impl Client {
         mut conn: Conn,
         method: &Method,
         sent: Sent,
+        read_timeout: Duration,
     ) -> Result<Exchange, Sent> {
         if !matches!(sent, Sent::Some(Error::Write(_))) {
             return Err(sent);
@@ -274,13 +293,13 @@ impl Client {
             Ok(Some(mut head)) => {
                 debug!(addr = %conn.addr, status = %head.status, "upstream answered before reading the whole request body");
                 head.keep_alive = false;
-                Ok(self.respond(head, conn))
+                Ok(self.respond(head, conn, read_timeout))
             }
             _ => Err(sent),
         }
     }
 
-    fn respond(&self, head: codec::Head, conn: Conn) -> Exchange {
+    fn respond(&self, head: codec::Head, conn: Conn, read_timeout: Duration) -> Exchange {
         let mut resp = Response::new(());
         *resp.status_mut() = head.status;
         *resp.version_mut() = Version::HTTP_11;
@@ -299,7 +318,7 @@ impl Client {
                 head.framing,
                 head.keep_alive,
                 Arc::clone(&self.pool),
-                self.read_timeout,
+                read_timeout,
             ))
         };
         Exchange::Response(resp.map(|()| body))

@@ -30,7 +30,7 @@ use crate::snapshot::routes::{Backend, Protocol};
 pub struct Upstream {
     client: Client,
     h2c: H2c,
-    response_timeout: Duration,
+    defaults: client::Timeouts,
 }
 
 impl Upstream {
@@ -55,8 +55,23 @@ impl Upstream {
                 },
             ),
             h2c: H2c::new(limits.upstream_connect_timeout, limits.idle_timeout),
-            response_timeout: limits.upstream_response_timeout,
+            defaults: client::Timeouts {
+                connect: limits.upstream_connect_timeout,
+                read: limits.upstream_response_timeout,
+                send: limits.upstream_response_timeout,
+            },
         }
+    }
+
+    /// The timeouts of a request to `backend`: its Ingress's `proxy-*-timeout`
+    /// annotations over the flags. `None` when it has none (the client's defaults).
+    fn timeouts(&self, backend: &Backend) -> Option<client::Timeouts> {
+        let p = backend.policy();
+        p.has_timeouts().then(|| client::Timeouts {
+            connect: p.proxy_connect_timeout.unwrap_or(self.defaults.connect),
+            read: p.proxy_read_timeout.unwrap_or(self.defaults.read),
+            send: p.proxy_send_timeout.unwrap_or(self.defaults.send),
+        })
     }
 
     /// The client (its pool is swept by the worker).
@@ -86,7 +101,7 @@ impl Upstream {
         // The first attempt's result is taken apart inside this block, so it is not kept
         // (a quarter of a kilobyte) in the future while a retry is awaited.
         let (failed, source, body) = {
-            match self.send(backend.protocol, first.addr, head, body).await {
+            match self.send(backend, first.addr, head, body).await {
                 Ok(exchange) => {
                     return respond(
                         first,
@@ -109,7 +124,7 @@ impl Upstream {
             });
         };
         // Boxed: a retry is rare, and inline it would double the future's size.
-        let retried = Box::pin(self.send(backend.protocol, second.addr, head, body));
+        let retried = Box::pin(self.send(backend, second.addr, head, body));
         let (pick, exchange) = match retried.await {
             Ok(x) => (second, x),
             Err(Attempt::Failed(e)) => return Err(e),
@@ -141,20 +156,23 @@ impl Upstream {
 
     async fn send(
         &self,
-        protocol: Protocol,
+        backend: &Backend,
         addr: SocketAddr,
         out: Outgoing<'_>,
         body: Body,
     ) -> Result<Reply, Attempt> {
-        if protocol == Protocol::H2c {
+        let timeouts = self.timeouts(backend);
+        if backend.protocol == Protocol::H2c {
             // Boxed: rare next to HTTP/1.1, and inline it would grow every request's future.
-            return Box::pin(self.send_h2c(addr, out, body)).await;
+            let read = timeouts.map_or(self.defaults.read, |t| t.read);
+            return Box::pin(self.send_h2c(addr, out, body, read)).await;
         }
         let head = RequestHead {
             method: &out.parts.method,
             target: out.parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
             headers: &out.parts.headers,
             extra: out.extra,
+            timeouts,
         };
         // The response timeout runs inside the client, from the moment the request is sent.
         match self.client.send(addr, head, body).await {
@@ -179,6 +197,7 @@ impl Upstream {
         addr: SocketAddr,
         out: Outgoing<'_>,
         body: Body,
+        timeout: Duration,
     ) -> Result<Reply, Attempt> {
         let failed = |source: BoxError| Attempt::Failed(Error::Upstream { addr, source });
         let mut sender = match self.h2c.ready(addr).await {
@@ -190,7 +209,6 @@ impl Upstream {
         let (body, sent) = upload::watch_end(body);
         let req =
             h2c::request(out.parts, out.extra, addr, body).map_err(|e| failed(Box::new(e)))?;
-        let timeout = self.response_timeout;
         let expired = async {
             let _ = sent.await;
             tokio::time::sleep(timeout).await;

@@ -67,6 +67,13 @@ pub enum Error {
     /// The request headers are larger than `--max-header-bytes`.
     #[error("request headers too large")]
     HeadersTooLarge,
+    /// The client address is refused by the route's source ranges (`denylist-source-range`,
+    /// `allowlist-source-range`).
+    #[error("client address refused by the route's source ranges")]
+    Forbidden,
+    /// The route's access annotations are unusable, so it serves nobody (fails closed).
+    #[error("the route's access annotations are invalid")]
+    LocationDenied,
 }
 
 impl Error {
@@ -83,6 +90,8 @@ impl Error {
             Self::RequestTimeout | Self::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::LocationDenied => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -101,14 +110,18 @@ impl Error {
             Self::RequestTimeout => "request_timeout",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::HeadersTooLarge => "headers_too_large",
+            Self::Forbidden => "forbidden",
+            Self::LocationDenied => "location_denied",
         }
     }
 
-    /// Whose fault it is: the client's (4xx), the upstream's (5xx), or nobody's (no
-    /// route: an ordinary 404).
+    /// Whose fault it is: the client's (4xx), the upstream's (5xx), the configuration's
+    /// (an Ingress whose annotations make it serve nobody), or nobody's (no route: an
+    /// ordinary 404).
     pub fn fault(&self) -> &'static str {
         match self {
             Self::NoRoute => "none",
+            Self::LocationDenied => "config",
             Self::NoEndpoints(_)
             | Self::Connect { .. }
             | Self::UpstreamTimeout { .. }
@@ -119,7 +132,8 @@ impl Error {
             | Self::ClientBodyTimeout(_)
             | Self::RequestTimeout
             | Self::BodyTooLarge { .. }
-            | Self::HeadersTooLarge => "client",
+            | Self::HeadersTooLarge
+            | Self::Forbidden => "client",
         }
     }
 
@@ -157,6 +171,10 @@ impl Error {
             Self::RequestTimeout | Self::ClientBodyTimeout(_) => "408 request timeout\n",
             Self::BodyTooLarge { .. } => "413 request body too large\n",
             Self::HeadersTooLarge => "431 request header fields too large\n",
+            Self::Forbidden => "403 forbidden\n",
+            Self::LocationDenied => {
+                "503 service unavailable: this route's access annotations are invalid\n"
+            }
         }
     }
 
@@ -198,6 +216,8 @@ mod tests {
             || -> BoxError { Box::new(io::Error::from(io::ErrorKind::ConnectionRefused)) };
         let cases: Vec<(Error, u16, &str)> = vec![
             (Error::NoRoute, 404, "no_route"),
+            (Error::Forbidden, 403, "forbidden"),
+            (Error::LocationDenied, 503, "location_denied"),
             (Error::NoEndpoints(svc()), 503, "no_endpoints"),
             (
                 Error::Connect {

@@ -20,6 +20,7 @@ use hyper::{
     http::request::Parts,
     upgrade::OnUpgrade,
 };
+use regex::Regex;
 use tracing::debug;
 
 use super::{
@@ -34,7 +35,7 @@ use super::{
     tls::CertResolver,
     upload::{buffer, timed},
 };
-use crate::snapshot::{Snapshot, routes::Backend};
+use crate::snapshot::{Snapshot, policy::Access, routes::Backend};
 
 /// What the router knows about the client connection a request came on.
 #[derive(Clone, Copy, Debug)]
@@ -243,15 +244,42 @@ impl Router {
 
         let matched = snapshot.http.route(host, path);
         let tls_host = matched.map_or_else(|| snapshot.http.is_tls_host(host), |m| m.tls);
-        if let Some(port) = self
-            .opts
-            .https_port
-            .filter(|_| !conn.tls && self.opts.ssl_redirect && tls_host)
+        // The annotations of the Ingress whose path matched (none for the default backend).
+        let policy = matched.map(|m| m.backend.policy());
+        // app-root first: ingress-nginx answers it in the server block, before the
+        // location's redirect and access checks.
+        if let Some(root) = policy.and_then(|p| p.app_root.as_deref())
+            && path == "/"
         {
+            let scheme = if conn.tls { "https" } else { "http" };
+            let authority = host_value
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(host);
+            let location = format!("{scheme}://{authority}{root}");
+            return Routed::Local(matched.map(|m| Arc::clone(m.backend)), found(&location));
+        }
+        let redirects = policy.map_or(tls_host && self.opts.ssl_redirect, |p| {
+            p.redirects(tls_host, self.opts.ssl_redirect)
+        });
+        if let Some(port) = self.opts.https_port.filter(|_| !conn.tls && redirects) {
             return Routed::Local(
                 matched.map(|m| Arc::clone(m.backend)),
                 redirect(host, port, &req),
             );
+        }
+        // Source ranges are checked after the redirect, as nginx's access phase comes
+        // after the rewrite phase where ingress-nginx redirects.
+        match policy.map_or(Access::Allowed, |p| p.access(conn.remote.ip())) {
+            Access::Allowed => {}
+            refused => {
+                let e = if refused == Access::Forbidden {
+                    Error::Forbidden
+                } else {
+                    Error::LocationDenied
+                };
+                return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Err(e));
+            }
         }
         let Some(backend) = matched
             .map(|m| Arc::clone(m.backend))
@@ -260,8 +288,10 @@ impl Router {
             return Routed::Local(None, Ok(builtin_default(path)));
         };
 
-        // Body limit: refuse a declared oversize body up front; cap a streamed one.
-        let limit = self.opts.limits.max_body_bytes;
+        // Body limit (the route's proxy-body-size, else --max-body-bytes): refuse a
+        // declared oversize body up front; cap a streamed one.
+        let global = self.opts.limits.max_body_bytes;
+        let limit = policy.map_or(global, |p| p.body_limit(global));
         if let (Some(limit), Some(len)) = (limit, req.body().size_hint().exact())
             && len > limit
         {
@@ -300,6 +330,20 @@ impl Router {
                     reason: "underscore",
                 })
                 .inc_by(underscored);
+        }
+        if let Some(m) = matched {
+            let p = m.backend.policy();
+            if let Some(prefix) = &p.x_forwarded_prefix
+                && let Ok(v) = HeaderValue::try_from(prefix.as_str())
+            {
+                parts.headers.insert(X_FORWARDED_PREFIX.clone(), v);
+            }
+            if let (Some(target), Some(re)) = (&p.rewrite_target, m.regex)
+                && p.rewrites(m.path)
+                && let Some(uri) = rewrite(re, target, &parts.uri)
+            {
+                parts.uri = uri;
+            }
         }
         // The upstream gets the one host routing used: HTTP/2 and absolute-form requests
         // may have no `Host` line, or (absolute-form) one the target overrides. Compared
@@ -382,6 +426,52 @@ fn redirect<B>(host: &str, port: u16, req: &Request<B>) -> Result<Response<Body>
     Ok(resp)
 }
 
+/// The `X-Forwarded-Prefix` header (`x-forwarded-prefix` annotation).
+static X_FORWARDED_PREFIX: header::HeaderName =
+    header::HeaderName::from_static("x-forwarded-prefix");
+
+/// `302 Found` to `location` (`app-root`).
+fn found(location: &str) -> Result<Response<Body>, Error> {
+    let location = HeaderValue::try_from(location)
+        .map_err(|_| Error::BadRequest("unusable redirect target"))?;
+    let mut resp = Response::new(full("302 found\n"));
+    *resp.status_mut() = StatusCode::FOUND;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+/// nginx's `rewrite "(?i)PATH" TARGET break;` as ingress-nginx writes it: the request path
+/// becomes `target` with `$1`..`$9` replaced by the captures of the rule's regex (a
+/// missing group is empty); the query is kept, after the target's own if it has one, and
+/// dropped if the target ends with `?`. `None` if the regex does not match (it matched
+/// when routing) or the result is not a usable URI.
+fn rewrite(re: &Regex, target: &str, uri: &hyper::Uri) -> Option<hyper::Uri> {
+    let caps = re.captures(uri.path())?;
+    let mut out = String::with_capacity(target.len() + uri.path().len());
+    let mut chars = target.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        match (c, chars.peek()) {
+            ('$', Some(&(_, d))) if d.is_ascii_digit() => {
+                chars.next();
+                let n = d as usize - '0' as usize;
+                out.push_str(caps.get(n).map_or("", |m| m.as_str()));
+            }
+            _ => out.push(c),
+        }
+    }
+    match (out.strip_suffix('?'), uri.query()) {
+        (Some(bare), _) => out = bare.to_owned(),
+        (None, Some(q)) => {
+            out.push(if out.contains('?') { '&' } else { '?' });
+            out.push_str(q);
+        }
+        (None, None) => {}
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(out.parse().ok()?);
+    hyper::Uri::from_parts(parts).ok()
+}
+
 /// `host[:port]` → `host`, keeping IPv6 literals (`[::1]:80` → `[::1]`).
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
@@ -395,6 +485,8 @@ fn strip_port(host: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use regex::RegexBuilder;
+
     use super::*;
 
     #[test]
@@ -421,6 +513,43 @@ mod tests {
             resp.headers()[header::LOCATION],
             "https://a.test:8443/x/y?q=1"
         );
+    }
+
+    #[test]
+    fn rewrite_substitutes_captures_and_keeps_the_query_as_nginx() {
+        // (path regex, target, request, rewritten): ingress-nginx's documented examples
+        // (rewrite.go, the annotation reference) and nginx's query rules.
+        for (path, target, request, want) in [
+            ("/something(/|$)(.*)", "/$2", "/something", "/"),
+            ("/something(/|$)(.*)", "/$2", "/something/", "/"),
+            ("/something(/|$)(.*)", "/$2", "/something/new", "/new"),
+            (
+                "/something(/|$)(.*)",
+                "/$2",
+                "/SomeThing/new?a=1",
+                "/new?a=1",
+            ),
+            (
+                "/foo/bar/(.+)",
+                "/new/backend/$1",
+                "/foo/bar/bar",
+                "/new/backend/bar",
+            ),
+            ("/something", "/", "/something/else", "/"),
+            ("/foo.+", "/new/backend", "/foo/bar", "/new/backend"),
+            ("/a/(.*)", "/b?x=$1", "/a/c?y=2", "/b?x=c&y=2"),
+            ("/a/(.*)", "/b/$1?", "/a/c?y=2", "/b/c"),
+            ("/a/(.*)", "/b/$3", "/a/c", "/b/"),
+            ("/a(.*)", "/b$1$$", "/a/c", "/b/c$$"),
+        ] {
+            let re = RegexBuilder::new(&format!("^{path}"))
+                .case_insensitive(true)
+                .build()
+                .unwrap();
+            let uri: hyper::Uri = request.parse().unwrap();
+            let got = rewrite(&re, target, &uri).map(|u| u.to_string());
+            assert_eq!(got.as_deref(), Some(want), "{path} {target} {request}");
+        }
     }
 
     #[test]

@@ -24,8 +24,9 @@ use std::{
 };
 
 use prometheus_client::metrics::{counter::Counter, family::Family};
+use regex::{Regex, RegexBuilder};
 
-use super::{FastMap, ObjectRef, ServiceRef, endpoints::Endpoints};
+use super::{FastMap, ObjectRef, ServiceRef, endpoints::Endpoints, policy::RoutePolicy};
 
 /// Where a matched request goes: a Service port and its resolved endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +45,26 @@ pub struct Backend {
     pub ok_requests: CachedCounter,
     /// How the endpoints are spoken to.
     pub protocol: Protocol,
+    /// What the defining Ingress's annotations ask of requests routed here (`None`: nothing).
+    pub policy: Option<Arc<RoutePolicy>>,
 }
+
+/// The policy of backends whose Ingress has no annotations we apply.
+static NO_POLICY: RoutePolicy = RoutePolicy {
+    ssl_redirect: None,
+    force_ssl_redirect: false,
+    allow: None,
+    deny: Vec::new(),
+    denied: false,
+    use_regex: false,
+    rewrite_target: None,
+    app_root: None,
+    x_forwarded_prefix: None,
+    proxy_body_size: None,
+    proxy_connect_timeout: None,
+    proxy_read_timeout: None,
+    proxy_send_timeout: None,
+};
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes
 /// both label strings, which is a noticeable share of a proxied request; a Backend keeps
@@ -115,7 +135,21 @@ impl Backend {
             names,
             ok_requests: CachedCounter::default(),
             protocol: Protocol::Http1,
+            policy: None,
         }
+    }
+
+    /// The same backend, with the annotation policy of its Ingress (a default one is
+    /// dropped, so most backends carry none).
+    #[must_use]
+    pub fn with_policy(mut self, policy: Option<Arc<RoutePolicy>>) -> Self {
+        self.policy = policy.filter(|p| !p.is_default());
+        self
+    }
+
+    /// What the defining Ingress's annotations ask of requests routed here.
+    pub fn policy(&self) -> &RoutePolicy {
+        self.policy.as_deref().unwrap_or(&NO_POLICY)
     }
 
     /// The same backend, spoken to in `protocol`.
@@ -133,6 +167,11 @@ pub struct RouteMatch<'a> {
     pub backend: &'a Arc<Backend>,
     /// Whether the request's host is listed in an Ingress `tls` entry (e.g. for redirects).
     pub tls: bool,
+    /// The matched rule's path as written.
+    pub path: &'a str,
+    /// The matched rule's regex, when its host's paths are regexes (`use-regex`,
+    /// `rewrite-target`): its captures feed the rewrite.
+    pub regex: Option<&'a Regex>,
 }
 
 /// An Ingress path type. `ImplementationSpecific` is kept for display but matches as `Prefix`.
@@ -209,7 +248,12 @@ pub struct RouteRule {
     pub path_type: PathType,
     /// Backend.
     pub backend: Arc<Backend>,
+    /// Whether the path is matched as a regex (its host has `use-regex` or a rewrite).
+    pub regex: bool,
 }
+
+/// The most memory one path regex may compile to (paths are user input).
+const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
 /// The paths of one host, in the order they were added (the first of two equal paths
 /// wins). Built whole by the control plane and shared between Snapshots, so a change to one
@@ -222,6 +266,11 @@ pub struct HostRoutes {
     exact: FastMap<Box<str>, usize>,
     /// Prefix paths, normalized (trailing slashes removed; `/` stays `/`) → index.
     prefix: FastMap<Box<str>, usize>,
+    /// When the host's paths are regexes (ingress-nginx's `location ~* "^PATH"` for every
+    /// path of a host where one Ingress has `use-regex` or a rewrite): every rule's regex,
+    /// tried in order (longest path first, then reverse lexical, as ingress-nginx sorts its
+    /// locations), the first match wins; `exact` and `prefix` are then unused.
+    regexes: Option<Vec<(Regex, usize)>>,
 }
 
 impl HostRoutes {
@@ -258,8 +307,48 @@ impl HostRoutes {
         Ok(())
     }
 
-    fn lookup(&self, path: &str) -> Option<&Arc<Backend>> {
-        self.index(path).map(|i| &self.rules[i].2)
+    /// Makes every path a case-insensitive regex anchored at the start, as ingress-nginx
+    /// does for a host where one Ingress has `use-regex` or a rewrite (so `Exact` and
+    /// `Prefix` are string-prefix regexes too). Returns the rules (by insertion index)
+    /// whose path is not a valid regex, with why; they match nothing.
+    pub fn enforce_regex(&mut self) -> Vec<(usize, String)> {
+        let mut order: Vec<usize> = (0..self.rules.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (pa, pb) = (&self.rules[a].0, &self.rules[b].0);
+            pb.len().cmp(&pa.len()).then_with(|| pb.cmp(pa))
+        });
+        let mut failed = Vec::new();
+        let mut regexes = Vec::with_capacity(order.len());
+        for i in order {
+            let path = &self.rules[i].0;
+            match RegexBuilder::new(&format!("^{path}"))
+                .case_insensitive(true)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+            {
+                Ok(re) => regexes.push((re, i)),
+                Err(e) => failed.push((i, e.to_string())),
+            }
+        }
+        failed.sort_unstable_by_key(|f| f.0);
+        self.regexes = Some(regexes);
+        failed
+    }
+
+    /// Whether the paths are regexes.
+    pub fn is_regex(&self) -> bool {
+        self.regexes.is_some()
+    }
+
+    /// The matching rule: its index and, in regex mode, its regex.
+    fn find(&self, path: &str) -> Option<(usize, Option<&Regex>)> {
+        match &self.regexes {
+            Some(regexes) => regexes
+                .iter()
+                .find(|(re, _)| re.is_match(path))
+                .map(|(re, i)| (*i, Some(re))),
+            None => self.index(path).map(|i| (i, None)),
+        }
     }
 
     fn index(&self, path: &str) -> Option<usize> {
@@ -443,23 +532,26 @@ impl RouteTable {
     /// request path without the query. `None` means: use [`Self::default_backend`].
     pub fn route(&self, host: &str, path: &str) -> Option<RouteMatch<'_>> {
         let host = normalize_host(host);
-        let found = self
+        let (routes, (i, regex)) = self
             .exact_hosts
             .get(host.as_ref())
-            .and_then(|r| r.lookup(path))
+            .and_then(|r| Some((r, r.find(path)?)))
             .or_else(|| {
                 wildcard_suffix(&host)
                     .and_then(|s| self.wildcard_hosts.get(s))
-                    .and_then(|r| r.lookup(path))
+                    .and_then(|r| Some((r, r.find(path)?)))
             })
             .or_else(|| {
                 (!self.any_host.is_empty())
-                    .then(|| self.any_host.lookup(path))
+                    .then(|| Some((&self.any_host, self.any_host.find(path)?)))
                     .flatten()
             })?;
+        let (rule_path, _, backend) = &routes.rules[i];
         Some(RouteMatch {
-            backend: found,
+            backend,
             tls: self.tls.contains_normalized(&host),
+            path: rule_path,
+            regex,
         })
     }
 
@@ -495,6 +587,7 @@ impl RouteTable {
             .chain(exact)
             .chain(wild)
             .flat_map(|(host, routes)| {
+                let regex = routes.is_regex();
                 routes
                     .rules
                     .iter()
@@ -503,6 +596,7 @@ impl RouteTable {
                         path: path.clone(),
                         path_type: *path_type,
                         backend: backend.clone(),
+                        regex,
                     })
             })
             .collect();

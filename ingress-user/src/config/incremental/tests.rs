@@ -30,11 +30,12 @@ struct Canonical {
 fn canonical(s: &Snapshot) -> Canonical {
     let backend = |b: &crate::snapshot::routes::Backend| {
         format!(
-            "{} {:?} {:?} {:?}",
+            "{} {:?} {:?} {:?} {:?}",
             b.service,
             b.endpoints.to_vec(),
             b.protocol,
-            b.ingress
+            b.ingress,
+            b.policy
         )
     };
     Canonical {
@@ -43,7 +44,7 @@ fn canonical(s: &Snapshot) -> Canonical {
             .rules()
             .iter()
             .map(|r| {
-                let mut line = format!("{} {} {} -> ", r.host, r.path, r.path_type);
+                let mut line = format!("{} {} {} {} -> ", r.host, r.path, r.path_type, r.regex);
                 let _ = write!(line, "{}", backend(&r.backend));
                 line
             })
@@ -90,10 +91,37 @@ impl Rng {
 const NAMESPACES: [&str; 2] = ["a", "b"];
 const SERVICES: [&str; 4] = ["web", "api", "db", "gone"];
 const HOSTS: [&str; 6] = ["x.com", "*.x.com", "", "y.com", "a.x.com", "*bad.com"];
-const PATHS: [&str; 5] = ["/", "/a", "/a/b", "/a/", "rel"];
+const PATHS: [&str; 6] = ["/", "/a", "/a/b", "/a/", "rel", "/(a"];
 const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
+/// ingress-nginx annotations: applied, invalid, ignored and refused ones.
+const ANNOTATIONS: [(&str, &str); 15] = [
+    ("nginx.ingress.kubernetes.io/proxy-read-timeout", "5"),
+    ("nginx.ingress.kubernetes.io/proxy-body-size", "1k"),
+    ("nginx.ingress.kubernetes.io/use-regex", "true"),
+    ("nginx.ingress.kubernetes.io/rewrite-target", "/$1"),
+    ("nginx.ingress.kubernetes.io/rewrite-target", "/a"),
+    ("nginx.ingress.kubernetes.io/app-root", "/app"),
+    ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
+    ("nginx.ingress.kubernetes.io/ssl-redirect", "maybe"),
+    ("nginx.ingress.kubernetes.io/force-ssl-redirect", "true"),
+    (
+        "nginx.ingress.kubernetes.io/whitelist-source-range",
+        "10.0.0.0/8, ::1",
+    ),
+    ("nginx.ingress.kubernetes.io/allowlist-source-range", "bad"),
+    (
+        "nginx.ingress.kubernetes.io/denylist-source-range",
+        "10.0.0.1, x",
+    ),
+    (
+        "nginx.ingress.kubernetes.io/configuration-snippet",
+        "return 200;",
+    ),
+    ("nginx.ingress.kubernetes.io/affinity", "cookie"),
+    ("other.prefix/ssl-redirect", "false"),
+];
 
 fn random_ingress(rng: &mut Rng, ns: &str, name: &str) -> Object {
     let mut b = IngressBuilder::new(ns, name);
@@ -118,6 +146,10 @@ fn random_ingress(rng: &mut Rng, ns: &str, name: &str) -> Object {
                 rng.pick(&PORTS),
             );
         }
+    }
+    for _ in 0..rng.below(3) {
+        let (key, value) = rng.pick(&ANNOTATIONS);
+        b = b.annotation(key, value);
     }
     if rng.chance(25) {
         b = b.default_backend(rng.pick(&SERVICES), rng.pick(&PORTS));

@@ -1,0 +1,293 @@
+//! What an Ingress's annotations ask of the requests its paths match: a typed value read by
+//! the router, never text passed anywhere. Parsed by `config::annotations`. Pure.
+
+use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+
+/// An IPv4 or IPv6 network, host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`); a bare
+/// address is a `/32` or `/128`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+/// Why a CIDR did not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IP address or network (expected e.g. 10.0.0.0/8 or 2001:db8::/32)")]
+pub struct CidrError(pub String);
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        let err = || CidrError(s.to_owned());
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => {
+                let addr: IpAddr = a.parse().map_err(|_| err())?;
+                // Digits only: `u8::from_str` would take `+8`.
+                if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(err());
+                }
+                (addr, l.parse::<u8>().map_err(|_| err())?)
+            }
+            None => {
+                let addr: IpAddr = s.parse().map_err(|_| err())?;
+                (addr, if addr.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            return Err(err());
+        }
+        let addr = match addr {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & mask(len, 32) as u32).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & mask(len, 128)).into()),
+        };
+        Ok(Self { addr, len })
+    }
+}
+
+/// The top `len` of `width` bits set.
+fn mask(len: u8, width: u32) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        (u128::MAX << (width - u32::from(len))) & (u128::MAX >> (128 - width))
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network. IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`)
+    /// count as their IPv4 address, as a dual-stack listener reports IPv4 clients so.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                u32::from(ip) & mask(self.len, 32) as u32 == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                u128::from(ip) & mask(self.len, 128) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// The per-Ingress policy of its routes. The default asks for nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutePolicy {
+    /// `ssl-redirect`: redirect plain HTTP to HTTPS when the host is listed in a `tls`
+    /// entry; `None` follows the global `--no-ssl-redirect`.
+    pub ssl_redirect: Option<bool>,
+    /// `force-ssl-redirect`: redirect plain HTTP to HTTPS even when the host has no `tls`
+    /// entry.
+    pub force_ssl_redirect: bool,
+    /// `allowlist-source-range` (alias `whitelist-source-range`): when set, only these
+    /// client networks are served; others get 403.
+    pub allow: Option<Vec<Cidr>>,
+    /// `denylist-source-range`: these client networks get 403 (checked before `allow`,
+    /// as nginx's `deny` lines come first).
+    pub deny: Vec<Cidr>,
+    /// An access annotation was present but had no usable value: rather than serve without
+    /// the restriction, every request gets 503 (ingress-nginx's "location denied").
+    pub denied: bool,
+    /// `use-regex`: this Ingress's paths are regular expressions. Makes every path of its
+    /// hosts a case-insensitive regex anchored at the start (decided per host by the merge).
+    pub use_regex: bool,
+    /// `rewrite-target`: the path sent upstream, with `$1`..`$9` replaced by the captures
+    /// of the matched path's regex (also makes the host's paths regexes, unless it equals
+    /// the path).
+    pub rewrite_target: Option<String>,
+    /// `app-root`: a request for `/` is redirected (302) here.
+    pub app_root: Option<String>,
+    /// `x-forwarded-prefix`: sent upstream as `X-Forwarded-Prefix`.
+    pub x_forwarded_prefix: Option<String>,
+    /// `proxy-body-size` in bytes, instead of `--max-body-bytes`; `Some(0)`: unlimited.
+    pub proxy_body_size: Option<u64>,
+    /// `proxy-connect-timeout`, instead of `--upstream-connect-timeout`.
+    pub proxy_connect_timeout: Option<Duration>,
+    /// `proxy-read-timeout`: waiting for the response head and within its body, instead
+    /// of `--upstream-response-timeout`.
+    pub proxy_read_timeout: Option<Duration>,
+    /// `proxy-send-timeout`: each blocked write of the request body, instead of
+    /// `--upstream-response-timeout`.
+    pub proxy_send_timeout: Option<Duration>,
+}
+
+/// What [`RoutePolicy::access`] decides for a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Served.
+    Allowed,
+    /// 403: in the denylist, or not in the allowlist.
+    Forbidden,
+    /// 503: the access annotations are unusable (fail closed).
+    Denied,
+}
+
+impl RoutePolicy {
+    /// Whether this policy asks for nothing (the shared default).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether `path` (a rule's path as written) needs ingress-nginx's rewrite: a target
+    /// is set and differs from it.
+    pub fn rewrites(&self, path: &str) -> bool {
+        self.rewrite_target.as_deref().is_some_and(|t| t != path)
+    }
+
+    /// Whether this policy makes its host's paths regexes (`use-regex`, or a rewrite of
+    /// `path`).
+    pub fn wants_regex(&self, path: &str) -> bool {
+        self.use_regex || self.rewrites(path)
+    }
+
+    /// The request body limit: `proxy-body-size` if set (0 is unlimited), else `global`
+    /// (`--max-body-bytes`).
+    pub fn body_limit(&self, global: Option<u64>) -> Option<u64> {
+        match self.proxy_body_size {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => global,
+        }
+    }
+
+    /// Whether any `proxy-*-timeout` is set.
+    pub fn has_timeouts(&self) -> bool {
+        self.proxy_connect_timeout.is_some()
+            || self.proxy_read_timeout.is_some()
+            || self.proxy_send_timeout.is_some()
+    }
+
+    /// Whether a client at `ip` may use the route.
+    pub fn access(&self, ip: IpAddr) -> Access {
+        if self.denied {
+            return Access::Denied;
+        }
+        if self.deny.iter().any(|c| c.contains(ip)) {
+            return Access::Forbidden;
+        }
+        match &self.allow {
+            Some(allow) if !allow.iter().any(|c| c.contains(ip)) => Access::Forbidden,
+            _ => Access::Allowed,
+        }
+    }
+
+    /// Whether a plain-HTTP request should be redirected to HTTPS: `tls_host` is whether
+    /// the host is listed in a `tls` entry, `global` is `--no-ssl-redirect`'s opposite.
+    pub fn redirects(&self, tls_host: bool, global: bool) -> bool {
+        self.force_ssl_redirect || (tls_host && self.ssl_redirect.unwrap_or(global))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidrs_parse_mask_and_match_v4_and_v6() {
+        for (cidr, shown, inside, outside) in [
+            ("18.0.0.0/8", "18.0.0.0/8", "18.255.0.1", "19.0.0.1"),
+            ("10.1.2.3/8", "10.0.0.0/8", "10.9.9.9", "11.0.0.0"),
+            ("127.0.0.2", "127.0.0.2/32", "127.0.0.2", "127.0.0.3"),
+            ("0.0.0.0/0", "0.0.0.0/0", "1.2.3.4", "::1"),
+            (
+                "2001:db8::/32",
+                "2001:db8::/32",
+                "2001:db8:1::1",
+                "2001:db9::1",
+            ),
+            ("::1", "::1/128", "::1", "::2"),
+            (
+                "10.0.0.0/8",
+                "10.0.0.0/8",
+                "::ffff:10.0.0.1",
+                "::ffff:11.0.0.1",
+            ),
+        ] {
+            let c: Cidr = cidr.parse().unwrap();
+            assert_eq!(c.to_string(), shown, "{cidr}");
+            assert!(c.contains(ip(inside)), "{cidr} contains {inside}");
+            assert!(!c.contains(ip(outside)), "{cidr} excludes {outside}");
+        }
+    }
+
+    #[test]
+    fn bad_cidrs_are_refused() {
+        for bad in [
+            "",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/+8",
+            "10.0.0/8",
+            "host",
+            "1.2.3.4/8/8",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn access_checks_deny_before_allow_and_fails_closed() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        let p = RoutePolicy {
+            allow: Some(vec![c("17.0.0.0/8"), c("18.0.0.0/8")]),
+            deny: vec![c("18.1.0.0/16")],
+            ..RoutePolicy::default()
+        };
+        for (client, want) in [
+            ("17.0.0.1", Access::Allowed),
+            ("18.2.0.1", Access::Allowed),
+            ("18.1.0.1", Access::Forbidden),
+            ("19.0.0.1", Access::Forbidden),
+            ("::1", Access::Forbidden),
+        ] {
+            assert_eq!(p.access(ip(client)), want, "{client}");
+        }
+        assert_eq!(
+            RoutePolicy::default().access(ip("1.2.3.4")),
+            Access::Allowed
+        );
+        let denied = RoutePolicy {
+            denied: true,
+            ..RoutePolicy::default()
+        };
+        assert_eq!(denied.access(ip("1.2.3.4")), Access::Denied);
+    }
+
+    #[test]
+    fn redirects_follow_force_then_annotation_then_global() {
+        for (ssl, force, tls_host, global, want) in [
+            (None, false, true, true, true),
+            (None, false, true, false, false),
+            (None, false, false, true, false),
+            (Some(false), false, true, true, false),
+            (Some(true), false, true, false, true),
+            (Some(true), false, false, true, false),
+            (None, true, false, false, true),
+            (Some(false), true, false, true, true),
+        ] {
+            let p = RoutePolicy {
+                ssl_redirect: ssl,
+                force_ssl_redirect: force,
+                ..RoutePolicy::default()
+            };
+            assert_eq!(
+                p.redirects(tls_host, global),
+                want,
+                "{ssl:?} {force} {tls_host} {global}"
+            );
+        }
+    }
+}

@@ -1,0 +1,815 @@
+//! ingress-nginx annotations end to end: the real binary in file mode, echo backends, and
+//! tables transcribed from ingress-nginx's e2e tests (`test/e2e/annotations/*.go`). Where
+//! an e2e test only checks the generated nginx.conf, the behaviour is derived from the
+//! annotation reference (`docs/user-guide/nginx-configuration/annotations.md`) and the row
+//! says so.
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::{Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use ingress_tests::{
+    http_support::{TestBackend, TestCa, service_yaml},
+    process::IngressProcess,
+    xdp_ingress_bin,
+};
+use tokio::net::TcpSocket;
+
+const PREFIX: &str = "nginx.ingress.kubernetes.io";
+
+/// An Ingress `default/NAME` for `host` → Service `echo` (path `/`, Prefix), with
+/// `annotations` (names without the prefix) and, if `tls`, a `tls` entry for the host with
+/// the Secret `tls-HOST`.
+fn ingress(name: &str, host: &str, annotations: &[(&str, &str)], tls: bool) -> String {
+    ingress_at(name, host, "/", annotations, tls)
+}
+
+/// As [`ingress`], for `path` (pathType ImplementationSpecific, as ingress-nginx's e2e
+/// fixtures).
+fn ingress_at(
+    name: &str,
+    host: &str,
+    path: &str,
+    annotations: &[(&str, &str)],
+    tls: bool,
+) -> String {
+    let mut y = format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n"
+    );
+    if !annotations.is_empty() {
+        y.push_str("  annotations:\n");
+        for (k, v) in annotations {
+            y.push_str(&format!("    {PREFIX}/{k}: {v:?}\n"));
+        }
+    }
+    y.push_str("spec:\n  ingressClassName: xdp\n");
+    if tls {
+        y.push_str(&format!(
+            "  tls:\n  - hosts: [\"{host}\"]\n    secretName: tls-{host}\n"
+        ));
+    }
+    y.push_str(&format!(
+        "  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n      - path: {path:?}\n        pathType: ImplementationSpecific\n        backend:\n          service:\n            name: echo\n            port:\n              number: 80\n"
+    ));
+    y
+}
+
+/// What one request got.
+struct Reply {
+    status: StatusCode,
+    /// `Location`, or empty.
+    location: String,
+    /// The path and query the backend received (`x-request-uri`), or empty.
+    uri: String,
+    /// The body: the backend's name, then the request headers it saw.
+    body: String,
+}
+
+/// `GET http://ADDR PATH` with `Host: HOST`, from the local address `from` (another
+/// 127.0.0.x, port chosen by the kernel), on a fresh connection: (status, Location).
+async fn get_from(from: [u8; 4], addr: SocketAddr, host: &str, path: &str) -> (StatusCode, String) {
+    let r = request(from, addr, host, path).await;
+    (r.status, r.location)
+}
+
+/// `GET http://ADDR PATH` with `Host: HOST` from the local address `from`, on a fresh
+/// connection.
+async fn request(from: [u8; 4], addr: SocketAddr, host: &str, path: &str) -> Reply {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("bind the client to a 127.0.0.x address");
+    let stream = socket.connect(addr).await.expect("connect to xdp-ingress");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(header::HOST, host)
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("answer within 10 s")
+        .expect("response");
+    let status = resp.status();
+    let text = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    let (location, uri) = (text("location"), text("x-request-uri"));
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    conn.abort();
+    Reply {
+        status,
+        location,
+        uri,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// The echo backend and the objects every test uses, plus TLS Secrets for `tls_hosts`.
+async fn echo_and_secrets(tls_hosts: &[&str]) -> (TestBackend, String) {
+    let echo = TestBackend::start("echo").await;
+    let mut yaml = service_yaml("echo", &[echo.addr]);
+    let ca = TestCa::new();
+    for host in tls_hosts {
+        let secret = ca.secret(&format!("tls-{host}"), &[host]);
+        yaml.push_str("---\n");
+        yaml.push_str(&serde_yaml::to_string(&secret).expect("Secret as YAML"));
+    }
+    (echo, yaml)
+}
+
+/// (rule, annotations, host has a tls entry, expected status, expected Location).
+type RedirectRow = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    bool,
+    StatusCode,
+    bool,
+);
+
+/// ssl-redirect and force-ssl-redirect. forcesslredirect.go: `force-ssl-redirect: "true"`
+/// on an Ingress without TLS answers 308 with `Location: https://HOST/`. ssl-redirect has
+/// no e2e test of its own; from the annotation reference: TLS hosts redirect (308) by
+/// default, `ssl-redirect: "false"` turns that off per Ingress, and a host without TLS is
+/// not redirected.
+#[tokio::test]
+async fn ssl_redirect_and_force_ssl_redirect() {
+    let rows: &[RedirectRow] = &[
+        (
+            "force-ssl-redirect redirects a host without TLS (forcesslredirect.go)",
+            &[("force-ssl-redirect", "true")],
+            false,
+            StatusCode::PERMANENT_REDIRECT,
+            true,
+        ),
+        (
+            "a TLS host redirects by default",
+            &[],
+            true,
+            StatusCode::PERMANENT_REDIRECT,
+            true,
+        ),
+        (
+            "ssl-redirect false serves a TLS host over HTTP",
+            &[("ssl-redirect", "false")],
+            true,
+            StatusCode::OK,
+            false,
+        ),
+        (
+            "force-ssl-redirect beats ssl-redirect false",
+            &[("ssl-redirect", "false"), ("force-ssl-redirect", "true")],
+            true,
+            StatusCode::PERMANENT_REDIRECT,
+            true,
+        ),
+        (
+            "a host without TLS is not redirected",
+            &[],
+            false,
+            StatusCode::OK,
+            false,
+        ),
+        (
+            "ssl-redirect true alone needs TLS",
+            &[("ssl-redirect", "true")],
+            false,
+            StatusCode::OK,
+            false,
+        ),
+        (
+            "an invalid ssl-redirect keeps the default",
+            &[("ssl-redirect", "maybe")],
+            true,
+            StatusCode::PERMANENT_REDIRECT,
+            true,
+        ),
+        (
+            "force-ssl-redirect false is the default",
+            &[("force-ssl-redirect", "false")],
+            false,
+            StatusCode::OK,
+            false,
+        ),
+    ];
+    let hosts: Vec<String> = (0..rows.len())
+        .map(|i| format!("r{i}.sslredirect.bar.com"))
+        .collect();
+    let tls_hosts: Vec<&str> = rows
+        .iter()
+        .zip(&hosts)
+        .filter(|(r, _)| r.2)
+        .map(|(_, h)| h.as_str())
+        .collect();
+    let (_echo, mut yaml) = echo_and_secrets(&tls_hosts).await;
+    for (i, (row, host)) in rows.iter().zip(&hosts).enumerate() {
+        yaml.push_str(&ingress(&format!("i{i}"), host, row.1, row.2));
+    }
+    let proc = IngressProcess::start(&yaml, &[]).await;
+    for ((rule, _, _, status, redirects), host) in rows.iter().zip(&hosts) {
+        let (got, location) = get_from([127, 0, 0, 1], proc.http, host, "/x?y=1").await;
+        assert_eq!(got, *status, "{rule}\n{}", proc.log());
+        let want = if *redirects {
+            format!("https://{host}:{}/x?y=1", proc.https.port())
+        } else {
+            String::new()
+        };
+        assert_eq!(location, want, "{rule}");
+    }
+}
+
+/// The global `--no-ssl-redirect` is the default the annotation overrides.
+#[tokio::test]
+async fn ssl_redirect_annotation_overrides_no_ssl_redirect() {
+    let (_echo, mut yaml) = echo_and_secrets(&["on.bar.com", "off.bar.com"]).await;
+    yaml.push_str(&ingress(
+        "on",
+        "on.bar.com",
+        &[("ssl-redirect", "true")],
+        true,
+    ));
+    yaml.push_str(&ingress("off", "off.bar.com", &[], true));
+    let proc = IngressProcess::start(&yaml, &["--no-ssl-redirect"]).await;
+    let (status, _) = get_from([127, 0, 0, 1], proc.http, "on.bar.com", "/").await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    let (status, _) = get_from([127, 0, 0, 1], proc.http, "off.bar.com", "/").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// (rule, annotations, client 127.0.0.x, expected status).
+type RangeRow = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    u8,
+    StatusCode,
+);
+
+/// Source ranges. ipwhitelist.go / ipallowlist.go / ipdenylist.go only check that
+/// `allow CIDR; deny all;` and `deny CIDR;` lines are generated (entries separated by
+/// ", "); the behaviour is nginx's access module: deny lines first, then allow, then
+/// `deny all` when an allowlist is set, a refused client gets 403. An annotation without
+/// one usable entry makes ingress-nginx deny the location (503), never open it.
+#[tokio::test]
+async fn source_ranges_allow_and_deny_clients() {
+    let rows: &[RangeRow] = &[
+        (
+            "whitelist-source-range admits a listed client",
+            &[("whitelist-source-range", "18.0.0.0/8, 127.0.0.2/32")],
+            2,
+            StatusCode::OK,
+        ),
+        (
+            "whitelist-source-range refuses others",
+            &[("whitelist-source-range", "18.0.0.0/8, 127.0.0.2/32")],
+            3,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "allowlist-source-range admits a listed network",
+            &[("allowlist-source-range", "127.0.0.0/30")],
+            3,
+            StatusCode::OK,
+        ),
+        (
+            "allowlist-source-range refuses outside the network",
+            &[("allowlist-source-range", "127.0.0.0/30")],
+            4,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "allowlist-source-range wins over whitelist-source-range",
+            &[
+                ("whitelist-source-range", "127.0.0.2"),
+                ("allowlist-source-range", "127.0.0.3"),
+            ],
+            2,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "an IPv6-only allowlist refuses IPv4 clients",
+            &[("allowlist-source-range", "::1/128")],
+            2,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "denylist-source-range refuses a listed client",
+            &[("denylist-source-range", "18.0.0.0/8, 127.0.0.3")],
+            3,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "denylist-source-range admits others",
+            &[("denylist-source-range", "18.0.0.0/8, 127.0.0.3")],
+            2,
+            StatusCode::OK,
+        ),
+        (
+            "deny is checked before allow (ipdenylist.go with a whitelist)",
+            &[
+                ("denylist-source-range", "127.0.0.3"),
+                ("whitelist-source-range", "127.0.0.0/24"),
+            ],
+            3,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "allow still applies beside deny",
+            &[
+                ("denylist-source-range", "127.0.0.3"),
+                ("whitelist-source-range", "127.0.0.0/24"),
+            ],
+            2,
+            StatusCode::OK,
+        ),
+        (
+            "bad entries are dropped, good ones kept",
+            &[("allowlist-source-range", "nope, 127.0.0.2")],
+            2,
+            StatusCode::OK,
+        ),
+        (
+            "no usable entry denies everyone (503)",
+            &[("allowlist-source-range", "nope")],
+            2,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "no usable denylist entry denies everyone (503)",
+            &[("denylist-source-range", "10.0.0.0/99")],
+            2,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        ("no annotation admits everyone", &[], 4, StatusCode::OK),
+    ];
+    let (echo, mut yaml) = echo_and_secrets(&[]).await;
+    for (i, row) in rows.iter().enumerate() {
+        yaml.push_str(&ingress(
+            &format!("i{i}"),
+            &format!("r{i}.ip.foo.com"),
+            row.1,
+            false,
+        ));
+    }
+    let proc = IngressProcess::start(&yaml, &[]).await;
+    let mut forwarded = 0;
+    for (i, (rule, _, client, status)) in rows.iter().enumerate() {
+        let host = format!("r{i}.ip.foo.com");
+        let (got, _) = get_from([127, 0, 0, *client], proc.http, &host, "/").await;
+        assert_eq!(
+            got,
+            *status,
+            "{rule} (from 127.0.0.{client})\n{}",
+            proc.log()
+        );
+        forwarded += usize::from(*status == StatusCode::OK);
+    }
+    assert_eq!(
+        echo.request_count(),
+        forwarded,
+        "refused requests never reach the backend"
+    );
+}
+
+/// `xdp-ingress check` lists every annotation under the prefix per Ingress, and the
+/// Problems name the Ingress and the annotation; `--annotations-prefix` changes the prefix.
+#[tokio::test]
+async fn check_prints_the_migration_report() {
+    let (_echo, mut yaml) = echo_and_secrets(&[]).await;
+    yaml.push_str(&ingress(
+        "legacy",
+        "a.com",
+        &[
+            ("ssl-redirect", "false"),
+            ("configuration-snippet", "more_set_headers \"x: y\";"),
+            ("backend-protocol", "GRPC"),
+            ("whitelist-source-range", "10.0.0.0/8, bogus"),
+            ("ssl-redirekt", "true"),
+        ],
+        false,
+    ));
+    let dir = std::env::temp_dir().join(format!("xit-annotations-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("objects.yaml"), &yaml).unwrap();
+    let run = |extra: &'static [&'static str]| {
+        let dir = dir.clone();
+        async move {
+            let out = tokio::process::Command::new(xdp_ingress_bin())
+                .arg("check")
+                .arg("--manifests")
+                .arg(&dir)
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .output()
+                .await
+                .expect("xdp-ingress runs");
+            (out.status.code(), String::from_utf8(out.stdout).unwrap())
+        }
+    };
+    let (code, out) = run(&[]).await;
+    assert_eq!(code, Some(1), "an invalid annotation is an error:\n{out}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.contains("default/legacy") && l.contains(&format!(" {name} ")))
+            .unwrap_or_else(|| panic!("no report line for {name}:\n{out}"))
+            .to_owned()
+    };
+    assert!(line("ssl-redirect").contains("applied"), "{out}");
+    assert!(line("configuration-snippet").contains("refused"), "{out}");
+    assert!(
+        line("configuration-snippet").contains("CVE-2025-1974"),
+        "{out}"
+    );
+    assert!(line("backend-protocol").contains("ignored"), "{out}");
+    assert!(line("backend-protocol").contains("appProtocol"), "{out}");
+    assert!(line("whitelist-source-range").contains("invalid"), "{out}");
+    assert!(line("ssl-redirekt").contains("typo"), "{out}");
+    assert!(
+        out.contains("Annotations (1 applied, 1 invalid, 2 ignored, 1 refused):"),
+        "{out}"
+    );
+    let field = format!(
+        "Ingress default/legacy metadata.annotations[\"{PREFIX}/configuration-snippet\"]: ignored:"
+    );
+    assert!(out.contains(&field), "{out}");
+
+    let (code, out) = run(&["--annotations-prefix", "example.com"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("Annotations (0 applied, 0 invalid, 0 ignored, 0 refused):"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// (host, Ingresses on it as (name, path, annotations)).
+type RewriteScenario = (
+    &'static str,
+    &'static [(
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+    )],
+);
+
+/// rewrite-target and use-regex, transcribed from rewrite.go (and, for the capture-group
+/// example, the annotation reference): paths become case-insensitive regexes anchored at
+/// the start for the whole host as soon as one of its Ingresses has use-regex or a
+/// rewrite, tried longest first; the rewritten path replaces the whole path, with `$N`
+/// from the path's captures, and the query is kept.
+#[tokio::test]
+async fn rewrite_target_and_use_regex() {
+    const RW: &[(&str, &str)] = &[("use-regex", "true"), ("rewrite-target", "/new/backend")];
+    let scenarios: &[RewriteScenario] = &[
+        (
+            "a.rewrite.bar.com",
+            &[("a", "/something", &[("rewrite-target", "/")])],
+        ),
+        (
+            "b.rewrite.bar.com",
+            &[
+                ("b-lego", "/.well-known/acme/challenge", &[]),
+                ("b-index", "/", &[("rewrite-target", "/new/backend")]),
+            ],
+        ),
+        (
+            "c.rewrite.bar.com",
+            &[("c-foo", "/foo", &[]), ("c-regex", "/foo.+", RW)],
+        ),
+        (
+            "d.rewrite.bar.com",
+            &[
+                ("d-foo", "/foo/bar/bar", &[]),
+                ("d-regex", "/foo/bar/[a-z]{3}", RW),
+            ],
+        ),
+        (
+            "e.rewrite.bar.com",
+            &[(
+                "e",
+                "/foo/bar/(.+)",
+                &[("use-regex", "true"), ("rewrite-target", "/new/backend/$1")],
+            )],
+        ),
+        (
+            "f.rewrite.bar.com",
+            &[(
+                "f",
+                "/something(/|$)(.*)",
+                &[("use-regex", "true"), ("rewrite-target", "/$2")],
+            )],
+        ),
+        (
+            "g.rewrite.bar.com",
+            &[
+                ("g-plain", "/plain", &[]),
+                ("g-regex", "/r/[0-9]+", &[("use-regex", "true")]),
+            ],
+        ),
+    ];
+    // (rule, host, request path, path the backend gets; "" = not routed, 404)
+    let rows: &[(&str, &str, &str, &str)] = &[
+        (
+            "rewrite-target / replaces the path (rewrite.go)",
+            "a.rewrite.bar.com",
+            "/something",
+            "/",
+        ),
+        (
+            "paths match case-insensitively (rewrite.go, mixed case)",
+            "a.rewrite.bar.com",
+            "/SomeThing",
+            "/",
+        ),
+        (
+            "the whole path is replaced, not the matched part",
+            "a.rewrite.bar.com",
+            "/something/else",
+            "/",
+        ),
+        (
+            "a regex path is a string prefix",
+            "a.rewrite.bar.com",
+            "/somethingelse",
+            "/",
+        ),
+        (
+            "the longer path wins on a regex host (rewrite.go: longest path match)",
+            "b.rewrite.bar.com",
+            "/.well-known/acme/challenge",
+            "/.well-known/acme/challenge",
+        ),
+        (
+            "the rewritten / catches the rest",
+            "b.rewrite.bar.com",
+            "/other",
+            "/new/backend",
+        ),
+        (
+            "'/foo' matches '~* ^/foo' (rewrite.go)",
+            "c.rewrite.bar.com",
+            "/foo",
+            "/foo",
+        ),
+        (
+            "'/foo/bar' matches '~* ^/foo.+' (rewrite.go)",
+            "c.rewrite.bar.com",
+            "/foo/bar",
+            "/new/backend",
+        ),
+        (
+            "the longer regex beats the exact-looking path (rewrite.go: documented warning)",
+            "d.rewrite.bar.com",
+            "/foo/bar/bar",
+            "/new/backend",
+        ),
+        (
+            "custom rewrite parameters (rewrite.go)",
+            "e.rewrite.bar.com",
+            "/foo/bar/bar",
+            "/new/backend/bar",
+        ),
+        (
+            "capture groups: /something",
+            "f.rewrite.bar.com",
+            "/something",
+            "/",
+        ),
+        (
+            "capture groups: /something/",
+            "f.rewrite.bar.com",
+            "/something/",
+            "/",
+        ),
+        (
+            "capture groups: /something/new",
+            "f.rewrite.bar.com",
+            "/something/new",
+            "/new",
+        ),
+        (
+            "capture groups keep the query",
+            "f.rewrite.bar.com",
+            "/something/new?x=1&y=2",
+            "/new?x=1&y=2",
+        ),
+        (
+            "use-regex alone matches without rewriting",
+            "g.rewrite.bar.com",
+            "/r/42/x",
+            "/r/42/x",
+        ),
+        (
+            "use-regex alone: no match is 404",
+            "g.rewrite.bar.com",
+            "/r/x",
+            "",
+        ),
+        (
+            "use-regex makes other Ingresses' paths of the host regexes too",
+            "g.rewrite.bar.com",
+            "/PLAINer",
+            "/PLAINer",
+        ),
+    ];
+    let (_echo, mut yaml) = echo_and_secrets(&[]).await;
+    for (host, ingresses) in scenarios {
+        for (name, path, annotations) in *ingresses {
+            yaml.push_str(&ingress_at(name, host, path, annotations, false));
+        }
+    }
+    let proc = IngressProcess::start(&yaml, &[]).await;
+    for (rule, host, path, want) in rows {
+        let r = request([127, 0, 0, 1], proc.http, host, path).await;
+        if want.is_empty() {
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{rule}");
+        } else {
+            assert_eq!(r.status, StatusCode::OK, "{rule}\n{}", proc.log());
+            assert_eq!(r.uri, *want, "{rule}");
+        }
+    }
+}
+
+/// app-root (approot.go): `/` is redirected with 302 to `http://HOST/foo`; other paths are
+/// served. x-forwarded-prefix (xforwardedprefix.go): the backend gets the value as
+/// `X-Forwarded-Prefix`; an empty value sends no header.
+#[tokio::test]
+async fn app_root_and_x_forwarded_prefix() {
+    let (_echo, mut yaml) = echo_and_secrets(&[]).await;
+    yaml.push_str(&ingress(
+        "approot",
+        "approot.bar.com",
+        &[("app-root", "/foo")],
+        false,
+    ));
+    yaml.push_str(&ingress(
+        "prefix",
+        "forwarded.bar.com",
+        &[("x-forwarded-prefix", "/test/value")],
+        false,
+    ));
+    yaml.push_str(&ingress(
+        "empty",
+        "forwarded-empty.bar.com",
+        &[("x-forwarded-prefix", "")],
+        false,
+    ));
+    let proc = IngressProcess::start(&yaml, &[]).await;
+
+    let r = request([127, 0, 0, 1], proc.http, "approot.bar.com", "/").await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(r.location, "http://approot.bar.com/foo");
+    let r = request([127, 0, 0, 1], proc.http, "approot.bar.com", "/foo").await;
+    assert_eq!((r.status, r.uri.as_str()), (StatusCode::OK, "/foo"));
+
+    let r = request([127, 0, 0, 1], proc.http, "forwarded.bar.com", "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("\nx-forwarded-prefix: /test/value\n"),
+        "{}",
+        r.body
+    );
+    let r = request([127, 0, 0, 1], proc.http, "forwarded-empty.bar.com", "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.body.contains("x-forwarded-prefix"), "{}", r.body);
+}
+
+/// `POST` of `len` bytes (with Content-Length) to `http://ADDR/` with `Host: HOST`.
+async fn post(addr: SocketAddr, host: &str, len: usize) -> StatusCode {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let req = Request::post("/")
+        .header(header::HOST, host)
+        .body(http_body_util::Full::new(Bytes::from(vec![b'x'; len])))
+        .expect("request");
+    let status = match send.send_request(req).await {
+        Ok(resp) => resp.status(),
+        Err(e) => panic!("POST {len} bytes to {host}: {e}"),
+    };
+    conn.abort();
+    status
+}
+
+/// proxy-body-size. proxy.go only checks the generated `client_max_body_size`; from the
+/// annotation reference: a body larger than the size gets 413, nginx's size syntax
+/// (`8m`, `1k`), and `0` lifts the limit, here also the global `--max-body-bytes`.
+#[tokio::test]
+async fn proxy_body_size() {
+    let (_echo, mut yaml) = echo_and_secrets(&[]).await;
+    yaml.push_str(&ingress(
+        "small",
+        "small.bar.com",
+        &[("proxy-body-size", "1k")],
+        false,
+    ));
+    yaml.push_str(&ingress(
+        "large",
+        "large.bar.com",
+        &[("proxy-body-size", "8m")],
+        false,
+    ));
+    yaml.push_str(&ingress(
+        "unlimited",
+        "unlimited.bar.com",
+        &[("proxy-body-size", "0")],
+        false,
+    ));
+    yaml.push_str(&ingress(
+        "bad",
+        "bad.bar.com",
+        &[("proxy-body-size", "1.5m")],
+        false,
+    ));
+    yaml.push_str(&ingress("global", "global.bar.com", &[], false));
+    let proc = IngressProcess::start(&yaml, &["--max-body-bytes", "2048"]).await;
+    // (host, body bytes, status)
+    for (host, len, want) in [
+        ("small.bar.com", 1024, StatusCode::OK),
+        ("small.bar.com", 1025, StatusCode::PAYLOAD_TOO_LARGE),
+        ("large.bar.com", 100_000, StatusCode::OK),
+        ("unlimited.bar.com", 100_000, StatusCode::OK),
+        ("bad.bar.com", 2048, StatusCode::OK),
+        ("bad.bar.com", 2049, StatusCode::PAYLOAD_TOO_LARGE),
+        ("global.bar.com", 2049, StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        assert_eq!(post(proc.http, host, len).await, want, "{host} {len} bytes");
+    }
+}
+
+/// A backend on 127.0.0.1 that reads a request head, waits `delay`, then answers 200
+/// (one request per connection).
+async fn slow_backend(delay: Duration) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nslow\n",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// proxy-read-timeout. proxy.go only checks the generated `proxy_read_timeout`; from the
+/// annotation reference (unitless seconds): an upstream slower than the route's read
+/// timeout gets 504, while a route without it keeps `--upstream-response-timeout`.
+#[tokio::test]
+async fn proxy_read_timeout() {
+    let (slow, task) = slow_backend(Duration::from_millis(2500)).await;
+    let mut yaml = service_yaml("slow", &[slow]);
+    let route = |name: &str, host: &str, annotations: &[(&str, &str)]| {
+        ingress(name, host, annotations, false).replace("name: echo", "name: slow")
+    };
+    yaml.push_str(&route(
+        "short",
+        "short.bar.com",
+        &[("proxy-read-timeout", "1")],
+    ));
+    yaml.push_str(&route("long", "long.bar.com", &[]));
+    yaml.push_str(&route(
+        "bad",
+        "bad.bar.com",
+        &[("proxy-read-timeout", "1s")],
+    ));
+    let proc = IngressProcess::start(&yaml, &["--upstream-response-timeout", "10"]).await;
+    let (short, long, bad) = tokio::join!(
+        request([127, 0, 0, 1], proc.http, "short.bar.com", "/"),
+        request([127, 0, 0, 1], proc.http, "long.bar.com", "/"),
+        request([127, 0, 0, 1], proc.http, "bad.bar.com", "/"),
+    );
+    assert_eq!(short.status, StatusCode::GATEWAY_TIMEOUT, "{}", short.body);
+    assert_eq!(long.status, StatusCode::OK, "{}", long.body);
+    assert_eq!(
+        bad.status,
+        StatusCode::OK,
+        "an invalid value keeps the flag's timeout"
+    );
+    task.abort();
+}
