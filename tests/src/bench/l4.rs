@@ -46,7 +46,7 @@ enum Config {
 /// Runs the group on `rig`.
 pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
     let mut r = Results::new("l4");
-    let ratio = [DIRECT, NGINX];
+    let ratio = [DIRECT, NFT, NGINX];
     r.table(
         KA,
         &format!(
