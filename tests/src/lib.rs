@@ -2,6 +2,7 @@
 //! builders and (in other modules) the fake Kubernetes API server.
 
 pub mod bench;
+pub mod datapath;
 pub mod fake_api;
 pub mod http_support;
 pub mod netns;

@@ -32,9 +32,8 @@ use ingress_tests::{
     topology::Offloads,
 };
 use xdp_ingress::{
-    EBPF_OBJECT,
     config::{L4Protocol, L4Service, ServiceRef, Snapshot},
-    l4::{Datapath, DatapathOptions, L4Mode, conntrack::Timeouts, plane::Kernel},
+    l4::{L4Mode, conntrack::Timeouts, plane::Kernel},
 };
 
 const CLIENT4: &str = "10.77.1.1";
@@ -153,17 +152,7 @@ impl Rig {
         let pin_path = pin.path().to_owned();
         let ifaces = vec!["nc".to_owned(), "nb0".to_owned()];
         let kernel = node.run(move || {
-            let opts = DatapathOptions {
-                maglev_size: 251,
-                max_services: 16,
-                ct_entries: 4096,
-                ..DatapathOptions::default()
-            };
-            let mut dp = Datapath::load(EBPF_OBJECT, &pin_path, opts).expect("load eBPF");
-            dp.clean_stale_links(&ifaces, mode).expect("clean links");
-            for i in &ifaces {
-                dp.attach(i, mode).expect("attach");
-            }
+            let dp = ingress_tests::datapath::attached(&pin_path, &ifaces, mode, 251);
             let addrs = vec![Fam::V4.node(), Fam::V6.node()];
             Kernel::new(dp, addrs, Timeouts::default()).expect("kernel plane")
         });

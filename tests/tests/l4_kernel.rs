@@ -17,9 +17,8 @@ use ingress_tests::{
     topology::{NODE, Offloads, Topology, neighbours},
 };
 use xdp_ingress::{
-    EBPF_OBJECT,
     config::{L4Protocol, L4Service, ServiceRef, Snapshot},
-    l4::{Datapath, DatapathOptions, L4Mode, conntrack::Timeouts, plane::Kernel},
+    l4::{L4Mode, conntrack::Timeouts, plane::Kernel},
 };
 
 /// A small Maglev table keeps the tests' map footprint low (any prime works).
@@ -42,17 +41,7 @@ impl Rig {
         let pin_path = pin.path().to_owned();
         let ifaces = topo.node_interfaces();
         let kernel = topo.node.run(move || {
-            let opts = DatapathOptions {
-                maglev_size: MAGLEV,
-                max_services: 16,
-                ct_entries: 4096,
-                ..DatapathOptions::default()
-            };
-            let mut dp = Datapath::load(EBPF_OBJECT, &pin_path, opts).expect("load eBPF");
-            dp.clean_stale_links(&ifaces, mode).expect("clean links");
-            for i in &ifaces {
-                dp.attach(i, mode).expect("attach");
-            }
+            let dp = ingress_tests::datapath::attached(&pin_path, &ifaces, mode, MAGLEV);
             Kernel::new(dp, vec![IpAddr::V4(NODE)], Timeouts::default()).expect("kernel plane")
         });
         Self {

@@ -160,17 +160,7 @@ impl Rig {
         let (pin_path, cg_path) = (pin.path().to_owned(), cgroup.path().to_owned());
         let ifaces = topo.node_interfaces();
         let mut kernel = topo.node.run(move || {
-            let opts = DatapathOptions {
-                maglev_size: 251,
-                max_services: 16,
-                ct_entries: 4096,
-                ..DatapathOptions::default()
-            };
-            let mut dp = Datapath::load(EBPF_OBJECT, &pin_path, opts).expect("load eBPF");
-            dp.clean_stale_links(&ifaces, L4Mode::Tc).expect("clean");
-            for i in &ifaces {
-                dp.attach(i, L4Mode::Tc).expect("attach tc");
-            }
+            let mut dp = ingress_tests::datapath::attached(&pin_path, &ifaces, L4Mode::Tc, 251);
             let nl = dp
                 .attach_node_local(&cg_path)
                 .expect("attach node-local hooks");
