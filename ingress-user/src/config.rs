@@ -182,6 +182,7 @@ pub fn build_objects(objects: &Objects, opts: &Options) -> Snapshot {
         http: table,
         l4,
         tls: std::sync::Arc::new(tls.certs),
+        gateway: Default::default(),
         problems: sorted(problems),
     }
 }

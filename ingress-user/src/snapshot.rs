@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod endpoints;
+pub mod gateway;
 pub mod policy;
 pub mod problem;
 pub mod routes;
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub l4: Vec<L4Service>,
     /// TLS certificates by SNI host.
     pub tls: Arc<certs::CertSet>,
+    /// Gateway API listeners and their HTTPRoutes (empty without Gateways).
+    pub gateway: Arc<gateway::GatewayPlane>,
     /// Every Problem found (the source's and the translation's), sorted.
     pub problems: Vec<Problem>,
 }

@@ -188,6 +188,7 @@ impl Engine {
             http: self.table.clone(),
             l4: self.l4.clone(),
             tls: self.certs.clone(),
+            gateway: Default::default(),
             problems: self.problems(),
         };
         (snapshot, work)
