@@ -186,6 +186,7 @@ pub fn build_objects(objects: &Objects, opts: &Options) -> Snapshot {
         &mut ingress::SecretCache::default(),
     );
     problems.extend(gw.problems);
+    problems.extend(gateway::shadowed(&table, &gw.plane, opts));
     Snapshot {
         http: table,
         l4,

@@ -24,7 +24,12 @@ use super::{
     ingress::SecretCache,
     store::{Key, Objects},
 };
-use crate::snapshot::{ObjectRef, gateway::GatewayPlane};
+use crate::snapshot::{
+    ObjectRef,
+    gateway::{GatewayHosts, GatewayPlane, ListenAddr},
+    problem::Severity,
+    routes::{HostMatch, RouteTable},
+};
 use status::Statuses;
 
 /// What [`translate`] gives.
@@ -56,6 +61,66 @@ pub fn translate(
     out.plane = plane::assemble(&gateways, &routes);
     out.statuses.gateways = gateways.iter().map(listeners::Resolved::state).collect();
     out
+}
+
+/// Ingress hosts that a Gateway serves on the Ingress listener's own sockets
+/// (`--bind-address` with `--http-port` or `--https-port`): there the Gateway's routes
+/// win, host by host, and each shadowed Ingress gets a Warning. Why the Gateway: it is the
+/// API being migrated to, and an HTTPRoute must be explicitly allowed by a listener of a
+/// Gateway of our class, so the takeover is always deliberate; deleting the HTTPRoute
+/// gives the host back to the Ingress.
+pub fn shadowed(table: &RouteTable, plane: &GatewayPlane, opts: &Options) -> Vec<Problem> {
+    let shared: Vec<(u16, &GatewayHosts)> = [opts.http_port, opts.https_port]
+        .into_iter()
+        .filter_map(|port| {
+            let at = ListenAddr { ip: None, port };
+            plane.ports.get(&at).map(|p| (port, &p.hosts))
+        })
+        .collect();
+    if shared.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (host, routes) in table.hosts() {
+        for (port, hosts) in &shared {
+            if !covers(hosts, &host) {
+                continue;
+            }
+            for ingress in routes.ingresses() {
+                out.push(Problem {
+                    object: ingress.clone(),
+                    field: Some("spec.rules".to_owned()),
+                    kind: "shadowed_by_gateway",
+                    message: format!(
+                        "host {host} on port {port} is served by a Gateway API route there; this Ingress's rules for it are not used"
+                    ),
+                    severity: Severity::Warning,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether a Gateway serves requests for an Ingress host.
+fn covers(hosts: &GatewayHosts, host: &HostMatch) -> bool {
+    if hosts.any.is_some() {
+        return true;
+    }
+    match host {
+        HostMatch::Any => false,
+        HostMatch::Exact(h) => {
+            hosts.exact.contains_key(h)
+                || hosts
+                    .wildcard
+                    .keys()
+                    .any(|s| hostname::matches(&format!("*{s}"), h))
+        }
+        HostMatch::Wildcard(s) => {
+            let suffix = format!(".{s}");
+            hosts.wildcard.keys().any(|w| suffix.ends_with(w.as_str()))
+        }
+    }
 }
 
 /// The generation of an object (0 when unset, as in file mode).

@@ -65,6 +65,8 @@ pub struct Engine {
     l4_problems: Vec<Problem>,
     gateway: Arc<GatewayPlane>,
     gateway_problems: Vec<Problem>,
+    /// Ingress hosts a Gateway serves instead.
+    shadowed: Vec<Problem>,
     statuses: Arc<Statuses>,
     dirty: Dirty,
 }
@@ -220,6 +222,9 @@ impl Engine {
             self.gateway = Arc::new(t.plane);
             self.gateway_problems = t.problems;
             self.statuses = Arc::new(t.statuses);
+        }
+        if dirty.gateway || !hosts.is_empty() {
+            self.shadowed = gateway::shadowed(&self.table, &self.gateway, &self.opts);
         }
         if !ingresses.is_empty() || dirty.gateway {
             self.cells.prune();
@@ -382,6 +387,7 @@ impl Engine {
             .chain(&self.default_problems)
             .chain(&self.l4_problems)
             .chain(&self.gateway_problems)
+            .chain(&self.shadowed)
             .cloned()
             .collect();
         super::sorted(all)

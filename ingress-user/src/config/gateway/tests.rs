@@ -641,3 +641,109 @@ fn gateway_status_addresses_and_conditions() {
     );
     assert!(bad.plane.ports.is_empty());
 }
+
+/// A readable digest of a plane: per address and host, the rules' route and rule index.
+fn digest(plane: &crate::snapshot::gateway::GatewayPlane) -> Vec<String> {
+    let mut out = Vec::new();
+    for (at, p) in &plane.ports {
+        let h = &p.hosts;
+        let rules = |rules: &crate::snapshot::gateway::HostRules| {
+            rules
+                .iter()
+                .map(|r| format!("{}#{}", r.route.name, r.rule))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        for (host, r) in &h.exact {
+            out.push(format!("{at} {host} {}", rules(r)));
+        }
+        for (suffix, r) in &h.wildcard {
+            out.push(format!("{at} *{suffix} {}", rules(r)));
+        }
+        if let Some(r) = &h.any {
+            out.push(format!("{at} * {}", rules(r)));
+        }
+        if h.exact.is_empty() && h.wildcard.is_empty() && h.any.is_none() {
+            out.push(format!("{at} (no routes) tls={}", p.tls));
+        }
+    }
+    out
+}
+
+/// An Ingress and an HTTPRoute for the same host on the Ingress listener's port: the
+/// Gateway serves it and the Ingress gets a Warning; other hosts stay the Ingress's.
+#[test]
+fn a_gateway_on_the_ingress_port_shadows_ingress_hosts_it_serves() {
+    let yaml = format!(
+        "{BASE}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: node, namespace: infra}}
+spec:
+  gatewayClassName: xdp
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+{}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: old, namespace: infra}}
+spec:
+  ingressClassName: xdp
+  rules:
+  - host: app.example.com
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 8080}}}}}}}}]}}
+  - host: other.example.com
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 8080}}}}}}}}]}}
+",
+        route(
+            "infra",
+            "new",
+            "  parentRefs: [{name: node}]\n  hostnames: [app.example.com]\n  rules: [{backendRefs: [{name: web, port: 8080}]}]\n"
+        )
+    );
+    let mut loader = Loader::default();
+    loader.add_file(Path::new("t.yaml"), &yaml);
+    let store = loader.store;
+    let snapshot = crate::config::build(&store, &Options::default());
+    let shadowed: Vec<String> = snapshot
+        .problems
+        .iter()
+        .filter(|p| p.kind == "shadowed_by_gateway")
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        shadowed,
+        vec![
+            "Ingress infra/old spec.rules: host app.example.com on port 80 is served by a Gateway API route there; this Ingress's rules for it are not used"
+        ]
+    );
+    assert_eq!(
+        digest(&snapshot.gateway),
+        vec!["*:80 app.example.com new#0"]
+    );
+
+    // The incremental engine, fed object by object, agrees with the reference build.
+    let mut engine = crate::config::incremental::Engine::new(Options::default());
+    for change in store.into_changes("t") {
+        engine.apply(change);
+    }
+    let (incremental, _) = engine.snapshot();
+    assert_eq!(digest(&incremental.gateway), digest(&snapshot.gateway));
+    assert_eq!(incremental.problems, snapshot.problems);
+    assert_eq!(engine.statuses().routes.len(), 1);
+
+    // Deleting the HTTPRoute gives the host back to the Ingress.
+    engine.apply(crate::config::Change::Delete(
+        crate::config::store::Kind::HTTPRoute,
+        ("infra".into(), "new".into()),
+    ));
+    let (after, _) = engine.snapshot();
+    assert!(
+        after
+            .problems
+            .iter()
+            .all(|p| p.kind != "shadowed_by_gateway")
+    );
+    assert_eq!(digest(&after.gateway), vec!["*:80 (no routes) tls=false"]);
+}
