@@ -45,7 +45,7 @@ use super::{
     preface::PrefaceDeadline,
     proxy::Upstream,
     rewind::Rewind,
-    router::{Conn, Router, RouterOptions},
+    router::{Conn, Router, RouterOptions, Socket},
     tls::{self, CertResolver},
 };
 use crate::{cli::HttpArgs, config::Snapshot};
@@ -355,7 +355,7 @@ impl Worker {
                 _ = stop.wait_for(|s| *s) => break,
                 accepted = http.accept() => match accepted {
                     Ok((stream, remote)) => {
-                        let conn = Conn { remote, local: local_addr(&stream, &http), tls: false };
+                        let conn = Conn { remote, local: local_addr(&stream, &http), tls: false, socket: Socket::Ingress };
                         self.spawn_plain(stream, conn, &graceful);
                     }
                     Err(e) => accept_failed(&e).await,
@@ -366,6 +366,7 @@ impl Worker {
                             remote,
                             local: stream.local_addr().unwrap_or(remote),
                             tls: true,
+                            socket: Socket::Ingress,
                         };
                         self.spawn_tls(stream, acceptor, conn, &graceful);
                     }
