@@ -281,7 +281,10 @@ mod tests {
     #[test]
     fn turns_count_per_key_and_restart_with_a_snapshot() {
         let lb = Balancer::new(Balance::RoundRobin);
-        assert_eq!([lb.turn(1), lb.turn(1), lb.turn(2), lb.turn(1)], [0, 1, 0, 2]);
+        assert_eq!(
+            [lb.turn(1), lb.turn(1), lb.turn(2), lb.turn(1)],
+            [0, 1, 0, 2]
+        );
         lb.reset();
         assert_eq!(lb.turn(1), 0);
     }

@@ -294,7 +294,11 @@ impl Router {
                     for m in &mirrors {
                         self.mirror(upstream, m, &parts, &extra, bytes.clone());
                     }
-                    Ok(if bytes.is_empty() { empty() } else { full(bytes) })
+                    Ok(if bytes.is_empty() {
+                        empty()
+                    } else {
+                        full(bytes)
+                    })
                 }
                 Ok(Buffered::Streaming(body)) => {
                     for m in &mirrors {
@@ -312,14 +316,7 @@ impl Router {
                     extra: &extra,
                 };
                 let result = upstream
-                    .forward(
-                        &self.balancer,
-                        &self.metrics,
-                        &backend,
-                        head,
-                        body,
-                        upgrade,
-                    )
+                    .forward(&self.balancer, &self.metrics, &backend, head, body, upgrade)
                     .await;
                 self.finish(Some(&backend), result)
             }
@@ -507,7 +504,9 @@ mod tests {
             .ports
             .insert(at(Some("127.0.0.2"), 80), port_routes("two.test"));
         plane.ports.insert(at(None, 80), port_routes("bind.test"));
-        plane.ports.insert(at(None, 8080), port_routes("other.test"));
+        plane
+            .ports
+            .insert(at(None, 8080), port_routes("other.test"));
         let gw2 = Socket::Gateway(at(Some("127.0.0.2"), 80));
         // (local address, socket, host, whose routes)
         for (local, socket, host, want) in [
@@ -519,9 +518,19 @@ mod tests {
             ("127.0.0.1:80", Socket::Ingress, "two.test", "ingress"),
             ("127.0.0.2:80", Socket::Ingress, "two.test", "two.test"),
             ("127.0.0.2:80", Socket::Ingress, "bind.test", "bind.test"),
-            ("[::ffff:127.0.0.2]:80", Socket::Ingress, "two.test", "two.test"),
+            (
+                "[::ffff:127.0.0.2]:80",
+                Socket::Ingress,
+                "two.test",
+                "two.test",
+            ),
             ("127.0.0.1:80", Socket::Ingress, "other.test", "ingress"),
-            ("127.0.0.1:8080", Socket::Ingress, "other.test", "other.test"),
+            (
+                "127.0.0.1:8080",
+                Socket::Ingress,
+                "other.test",
+                "other.test",
+            ),
         ] {
             assert_eq!(
                 which(&plane, conn(local, socket), host),

@@ -218,7 +218,10 @@ mod tests {
     fn full_path_replacement_and_other_match_kinds() {
         let full = PathRewrite::Full("/one".into());
         assert_eq!(full.apply("/full/one/two", &prefix("/full/one")), "/one");
-        assert_eq!(PathRewrite::Full(String::new()).apply("/a", &prefix("/")), "/");
+        assert_eq!(
+            PathRewrite::Full(String::new()).apply("/a", &prefix("/")),
+            "/"
+        );
         let p = PathRewrite::Prefix("/x".into());
         assert_eq!(p.apply("/a", &PathMatch::Exact("/a".into())), "/x");
         let re = PathMatch::Regex(full_regex("/a.*").unwrap());
@@ -244,8 +247,20 @@ mod tests {
             ("http", 80, None, Some(80), "http://example.org/p"),
             ("http", 80, None, Some(8080), "http://example.org:8080/p"),
             ("http", 80, Some("https"), None, "https://example.org/p"),
-            ("http", 80, Some("https"), Some(443), "https://example.org/p"),
-            ("http", 80, Some("https"), Some(8443), "https://example.org:8443/p"),
+            (
+                "http",
+                80,
+                Some("https"),
+                Some(443),
+                "https://example.org/p",
+            ),
+            (
+                "http",
+                80,
+                Some("https"),
+                Some(8443),
+                "https://example.org:8443/p",
+            ),
             ("http", 8080, None, None, "http://example.org:8080/p"),
             ("http", 8080, None, Some(80), "http://example.org/p"),
             ("http", 8080, Some("https"), None, "https://example.org/p"),
@@ -254,7 +269,13 @@ mod tests {
             ("https", 443, None, Some(8443), "https://example.org:8443/p"),
             ("https", 443, Some("http"), None, "http://example.org/p"),
             ("https", 443, Some("http"), Some(80), "http://example.org/p"),
-            ("https", 443, Some("http"), Some(8080), "http://example.org:8080/p"),
+            (
+                "https",
+                443,
+                Some("http"),
+                Some(8080),
+                "http://example.org:8080/p",
+            ),
             ("https", 8443, None, None, "https://example.org:8443/p"),
         ];
         for &(listener, port, scheme, filter_port, want) in rows {

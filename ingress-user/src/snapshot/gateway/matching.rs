@@ -56,10 +56,7 @@ impl GatewayHosts {
                 .filter_map(|(i, _)| self.wildcard.get(&host[i..]))
                 .collect()
         };
-        exact
-            .into_iter()
-            .chain(wildcards)
-            .chain(self.any.as_ref())
+        exact.into_iter().chain(wildcards).chain(self.any.as_ref())
     }
 
     /// The rule that answers a request: the first matching rule of the most specific
@@ -169,7 +166,10 @@ fn header_matches(headers: &HeaderMap, m: &super::HeaderMatch) -> bool {
         return std::str::from_utf8(first.as_bytes()).is_ok_and(|v| m.value.matches(v));
     };
     let mut joined = Vec::with_capacity(first.len() + rest.len() + 1);
-    for v in std::iter::once(first).chain(std::iter::once(rest)).chain(values) {
+    for v in std::iter::once(first)
+        .chain(std::iter::once(rest))
+        .chain(values)
+    {
         if !joined.is_empty() {
             joined.push(b',');
         }
@@ -446,14 +446,44 @@ mod tests {
         };
         // (method, query, headers, matches)
         let rows: &[(Method, Option<&str>, &[(&str, &str)], bool)] = &[
-            (Method::POST, Some("animal=whale"), &[("version", "two")], true),
-            (Method::POST, Some("animal=whale"), &[("VERSION", "two")], true),
-            (Method::GET, Some("animal=whale"), &[("version", "two")], false),
-            (Method::POST, Some("animal=whale"), &[("version", "Two")], false),
+            (
+                Method::POST,
+                Some("animal=whale"),
+                &[("version", "two")],
+                true,
+            ),
+            (
+                Method::POST,
+                Some("animal=whale"),
+                &[("VERSION", "two")],
+                true,
+            ),
+            (
+                Method::GET,
+                Some("animal=whale"),
+                &[("version", "two")],
+                false,
+            ),
+            (
+                Method::POST,
+                Some("animal=whale"),
+                &[("version", "Two")],
+                false,
+            ),
             (Method::POST, Some("animal=whale"), &[], false),
             (Method::POST, None, &[("version", "two")], false),
-            (Method::POST, Some("ANIMAL=whale"), &[("version", "two")], false),
-            (Method::POST, Some("animal=Whale"), &[("version", "two")], false),
+            (
+                Method::POST,
+                Some("ANIMAL=whale"),
+                &[("version", "two")],
+                false,
+            ),
+            (
+                Method::POST,
+                Some("animal=Whale"),
+                &[("version", "two")],
+                false,
+            ),
             (
                 Method::POST,
                 Some("x=1&animal=whale&animal=dolphin"),
@@ -472,7 +502,12 @@ mod tests {
                 &[("version", "two")],
                 false,
             ),
-            (Method::POST, Some("an%69mal=wh%61le"), &[("version", "two")], true),
+            (
+                Method::POST,
+                Some("an%69mal=wh%61le"),
+                &[("version", "two")],
+                true,
+            ),
         ];
         for (method, query, hdrs, want) in rows {
             let got = m.matches(method, "/x", *query, &headers(hdrs));
@@ -499,11 +534,7 @@ mod tests {
             (header("x", re("v[0-9]+")), &[("y", "v12")], false),
         ];
         for (m, hdrs, want) in rows {
-            assert_eq!(
-                header_matches(&headers(hdrs), &m),
-                want,
-                "{m:?} {hdrs:?}"
-            );
+            assert_eq!(header_matches(&headers(hdrs), &m), want, "{m:?} {hdrs:?}");
         }
     }
 
@@ -596,9 +627,6 @@ mod tests {
                 pair[1].matches
             );
         }
-        assert_eq!(
-            precedence_order(&ordered[3], &ordered[3]),
-            Ordering::Equal
-        );
+        assert_eq!(precedence_order(&ordered[3], &ordered[3]), Ordering::Equal);
     }
 }
