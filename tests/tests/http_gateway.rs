@@ -862,3 +862,26 @@ async fn https_listener_terminates_tls_with_its_certificates() {
         assert_eq!(peer_leaf(&stream), tls_cert(&fallback).chain[0]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through_a_gateway_rule() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let echo = TestBackend::start("echo").await;
+    let (_router, addr) = gateway(vec![
+        rule("r")
+            .filter(Filter::ResponseHeaders(edits(&[("x-gw", "yes")], &[], &[])))
+            .to(1, &backend("r", "echo", &[echo.addr])),
+    ])
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("ws://f.test/ws", tcp)
+        .await
+        .expect("upgrade through the Gateway");
+    assert_eq!(resp.headers()["x-backend"], "echo");
+    assert_eq!(resp.headers()["x-gw"], "yes");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    ws.close(None).await.unwrap();
+}

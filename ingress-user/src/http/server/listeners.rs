@@ -14,7 +14,7 @@ use std::{
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_rustls::TlsAcceptor;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::bind_one;
 use crate::{
@@ -124,10 +124,10 @@ impl Listeners {
         for addr in gone {
             self.close(addr);
         }
-        self.failed.clear();
+        let before = std::mem::take(&mut self.failed);
         for (addr, tls) in wanted {
             if !self.open.contains_key(&addr) {
-                self.open_one(addr, tls);
+                self.open_one(addr, tls, before.contains(&addr));
             }
         }
     }
@@ -144,11 +144,17 @@ impl Listeners {
         }
     }
 
-    fn open_one(&mut self, addr: ListenAddr, tls: bool) {
+    /// Binds `addr` for every worker; `again` when it failed last time too (logged at
+    /// debug level then: the retries of an address that cannot be bound are not news).
+    fn open_one(&mut self, addr: ListenAddr, tls: bool, again: bool) {
         let at = self.shared.socket_addr(addr);
         let metrics = Arc::clone(self.router.metrics());
         let fail = |failed: &mut BTreeSet<ListenAddr>, error: &dyn std::fmt::Display| {
-            warn!(%addr, socket = %at, %error, "opening a Gateway listening address failed; retrying later");
+            if again {
+                debug!(%addr, socket = %at, %error, "opening a Gateway listening address failed again");
+            } else {
+                warn!(%addr, socket = %at, %error, "opening a Gateway listening address failed; retrying with the next snapshot and every few seconds");
+            }
             metrics
                 .listener_bind_errors
                 .get_or_create(&ListenerLabels {

@@ -242,7 +242,14 @@ mod tests {
     fn redirect_port_follows_the_scheme_and_listener_rules() {
         // HTTPRouteRedirectPortAndScheme: (listener scheme, listener port, filter scheme,
         // filter port, Location).
-        let rows: &[(&str, u16, Option<&str>, Option<u16>, &str)] = &[
+        type Row = (
+            &'static str,
+            u16,
+            Option<&'static str>,
+            Option<u16>,
+            &'static str,
+        );
+        let rows: &[Row] = &[
             ("http", 80, None, None, "http://example.org/p"),
             ("http", 80, None, Some(80), "http://example.org/p"),
             ("http", 80, None, Some(8080), "http://example.org:8080/p"),

@@ -37,26 +37,20 @@ impl GatewayHosts {
     /// ignored): the exact name, else the longest wildcard suffix (one or more labels in
     /// front of it), else the rules for every host.
     pub fn lookup(&self, host: &str) -> Option<&HostRules> {
-        self.candidates(host).next()
+        self.first(host, Some)
     }
 
     /// Every entry that applies to `host`, most specific first: exact, wildcards from the
     /// longest suffix to the shortest, then "every host". The spec orders rules by
     /// hostname specificity before anything else, so a request that matches no rule of a
     /// more specific entry is tried against the next one.
-    pub fn candidates<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a HostRules> + 'a {
-        let host = normalize_host(host);
-        let exact = self.exact.get(host.as_ref());
-        // Every `.suffix` of the host that leaves at least one non-empty label in front.
-        let wildcards: Vec<&'a HostRules> = if self.wildcard.is_empty() {
-            Vec::new()
-        } else {
-            host.match_indices('.')
-                .filter(|&(i, _)| i > 0)
-                .filter_map(|(i, _)| self.wildcard.get(&host[i..]))
-                .collect()
-        };
-        exact.into_iter().chain(wildcards).chain(self.any.as_ref())
+    pub fn candidates(&self, host: &str) -> Vec<&HostRules> {
+        let mut out = Vec::new();
+        self.first(host, |rules| {
+            out.push(rules);
+            None::<()>
+        });
+        out
     }
 
     /// The rule that answers a request: the first matching rule of the most specific
@@ -69,12 +63,34 @@ impl GatewayHosts {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Option<&'a GatewayRule> {
-        self.candidates(host).find_map(|rules| {
+        self.first(host, |rules| {
             rules
                 .iter()
                 .find(|r| r.matches.matches(method, path, query, headers))
                 .map(AsRef::as_ref)
         })
+    }
+
+    /// The first `Some` that `f` gives for the entries of [`candidates`](Self::candidates)
+    /// in order; without allocating (this runs per request).
+    fn first<'a, R>(
+        &'a self,
+        host: &str,
+        mut f: impl FnMut(&'a HostRules) -> Option<R>,
+    ) -> Option<R> {
+        let host = normalize_host(host);
+        if let Some(found) = self.exact.get(host.as_ref()).and_then(&mut f) {
+            return Some(found);
+        }
+        if !self.wildcard.is_empty() {
+            // Every `.suffix` of the host with at least one non-empty label in front.
+            for (i, _) in host.match_indices('.').filter(|&(i, _)| i > 0) {
+                if let Some(found) = self.wildcard.get(&host[i..]).and_then(&mut f) {
+                    return Some(found);
+                }
+            }
+        }
+        self.any.as_ref().and_then(f)
     }
 
     /// Whether no hostname has rules.
@@ -319,6 +335,7 @@ mod tests {
 
     fn names<'a>(h: &'a GatewayHosts, host: &str) -> Vec<&'a str> {
         h.candidates(host)
+            .into_iter()
             .map(|r| r[0].route.name.as_str())
             .collect()
     }
@@ -445,7 +462,8 @@ mod tests {
             }],
         };
         // (method, query, headers, matches)
-        let rows: &[(Method, Option<&str>, &[(&str, &str)], bool)] = &[
+        type Headers = &'static [(&'static str, &'static str)];
+        let rows: &[(Method, Option<&str>, Headers, bool)] = &[
             (
                 Method::POST,
                 Some("animal=whale"),
@@ -518,7 +536,8 @@ mod tests {
     #[test]
     fn repeated_headers_are_joined_with_commas_and_regex_values_match_whole() {
         let re = |p: &str| ValueMatch::Regex(full_regex(p).unwrap());
-        let rows: Vec<(HeaderMatch, &[(&str, &str)], bool)> = vec![
+        type Headers = &'static [(&'static str, &'static str)];
+        let rows: Vec<(HeaderMatch, Headers, bool)> = vec![
             (
                 header("x", ValueMatch::Exact("a,b".into())),
                 &[("x", "a"), ("x", "b")],
