@@ -885,3 +885,36 @@ async fn websocket_upgrades_pass_through_a_gateway_rule() {
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_gateway_on_the_ingress_https_port_shares_its_socket_and_certificates() {
+    let echo = TestBackend::start("echo").await;
+    let ca = TestCa::new();
+    let secret = ca.secret("gw", &["gwtls.test"]);
+    let router = RunningRouter::start(Snapshot::default(), Limits::default()).await;
+    let mut certs = CertSet::default();
+    certs.insert("gwtls.test", tls_cert(&secret)).unwrap();
+    router
+        .publish(with_gateway(
+            Snapshot::default(),
+            vec![(
+                at("127.0.0.1", router.https.port()),
+                https_port(
+                    hosts(vec![(
+                        "gwtls.test",
+                        vec![rule("r").to(1, &backend("r", "echo", &[echo.addr]))],
+                    )]),
+                    certs,
+                ),
+            )],
+        ))
+        .await;
+    let connector = tls_connector(&ca.cert, &[b"http/1.1"]);
+    let stream = tls_connect(&connector, router.https, "gwtls.test")
+        .await
+        .expect("the Gateway's certificate on the shared socket");
+    assert_eq!(peer_leaf(&stream), tls_cert(&secret).chain[0]);
+    let (_, got) = tls_get(stream, "gwtls.test", "/").await;
+    assert_eq!(got.backend(), "echo");
+    assert_eq!(router.metrics.gateway_listeners.get(), 0);
+}
