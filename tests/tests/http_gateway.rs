@@ -918,3 +918,93 @@ async fn an_https_gateway_on_the_ingress_https_port_shares_its_socket_and_certif
     assert_eq!(got.backend(), "echo");
     assert_eq!(router.metrics.gateway_listeners.get(), 0);
 }
+
+/// The contract between the translation and the data plane: Gateway and HTTPRoute objects
+/// through `config::build` (as file mode reads them) into the real router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translated_gateway_objects_route_end_to_end() {
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let port = free_port(&["127.0.0.8"]);
+    let yaml = format!(
+        "{svc_a}{svc_b}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: xdp}}
+spec: {{controllerName: xdp-ingress.dev/controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: xdp
+  addresses: [{{type: IPAddress, value: 127.0.0.8}}]
+  listeners:
+  - {{name: http, port: {port}, protocol: HTTP, hostname: '*.example.com'}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [a.example.com, '*.example.com']
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /split}}}}]
+    backendRefs: [{{name: a, port: 80, weight: 1}}, {{name: b, port: 80, weight: 1}}]
+  - matches: [{{path: {{type: PathPrefix, value: /old}}}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new}}}}
+    backendRefs: [{{name: a, port: 80}}]
+  - matches: [{{path: {{type: Exact, value: /go}}}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {{scheme: https, statusCode: 301}}
+  - matches: [{{path: {{type: PathPrefix, value: /missing}}}}]
+    backendRefs: [{{name: nope, port: 80}}]
+",
+        svc_a = service_yaml("a", &[a.addr]),
+        svc_b = service_yaml("b", &[b.addr]),
+    );
+    let mut loader = xdp_ingress::source::files::Loader::default();
+    loader.add_file(std::path::Path::new("gateway.yaml"), &yaml);
+    assert!(
+        loader.store.problems.is_empty(),
+        "{:?}",
+        loader.store.problems
+    );
+    let snap = xdp_ingress::config::build(&loader.store, &xdp_ingress::config::Options::default());
+    let router = RunningRouter::start(snap, Limits::default()).await;
+    let addr = sock("127.0.0.8", port);
+    wait_listening(addr, true).await;
+    let client = http_client();
+
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..10 {
+        let got = get(&client, addr, "a.example.com", "/split").await;
+        *seen.entry(got.backend().to_owned()).or_default() += 1;
+    }
+    assert_eq!(seen, [("a".to_owned(), 5), ("b".to_owned(), 5)].into());
+    let got = get(&client, addr, "x.y.example.com", "/old/page?q=1").await;
+    assert_eq!(got.headers["x-request-uri"], "/new/page?q=1");
+    let got = get(&client, addr, "a.example.com", "/go").await;
+    assert_eq!(got.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(got.headers[header::LOCATION], "https://a.example.com/go");
+    assert_eq!(
+        get(&client, addr, "a.example.com", "/missing").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        get(&client, addr, "a.example.com", "/none").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&client, addr, "example.com", "/split").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        requests(&router.metrics, "default/web", "default/a:80", 200),
+        6,
+        "requests are labelled with the route and the Service"
+    );
+}

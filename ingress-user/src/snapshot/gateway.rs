@@ -110,7 +110,8 @@ pub struct RequestMatch {
     pub path: PathMatch,
     /// The method condition, if any.
     pub method: Option<Method>,
-    /// Header conditions (names compared case-insensitively).
+    /// Header conditions (names compared case-insensitively; the spec keeps only the
+    /// first of several conditions on one name, which is the translation's to drop).
     pub headers: Vec<HeaderMatch>,
     /// Query parameter conditions (names compared exactly).
     pub query: Vec<QueryMatch>,
@@ -228,7 +229,8 @@ pub struct Redirect {
     /// The port in `Location`; when unset, the spec derives it from the scheme (omitted
     /// for the scheme's well-known port).
     pub port: Option<u16>,
-    /// 301 or 302 (the default).
+    /// 301 or 302 (the default), or the extended 303, 307, 308; the router answers 302
+    /// for anything that is not a redirect status.
     pub status: u16,
 }
 
@@ -250,7 +252,9 @@ pub enum PathRewrite {
     Prefix(String),
 }
 
-/// A RequestMirror filter.
+/// A RequestMirror filter. The router sends a copy of the request as forwarded (after
+/// the rule's other filters) to one endpoint of `backend`, fire and forget; see
+/// `http::router::gateway` for what happens to request bodies.
 #[derive(Clone, Debug)]
 pub struct Mirror {
     /// Where copies go.
