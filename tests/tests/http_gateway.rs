@@ -169,19 +169,19 @@ async fn two_gateways_listen_on_one_port_at_different_addresses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_listening_address_keeps_connections_and_other_addresses() {
     let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
-    let port = free_port(&["127.0.0.2", "127.0.0.3"]);
+    let port = free_port(&["127.0.0.12", "127.0.0.13"]);
     let (ba, bb) = (backend("ra", "a", &[a.addr]), backend("rb", "b", &[b.addr]));
     let two = (
-        at("127.0.0.2", port),
+        at("127.0.0.12", port),
         http_port(hosts(vec![("*", vec![rule("ra").to(1, &ba)])])),
     );
     let three = (
-        at("127.0.0.3", port),
+        at("127.0.0.13", port),
         http_port(hosts(vec![("*", vec![rule("rb").to(1, &bb)])])),
     );
     let both = || with_gateway(Snapshot::default(), vec![two.clone(), three.clone()]);
     let router = RunningRouter::start(both(), Limits::default()).await;
-    let (addr2, addr3) = (sock("127.0.0.2", port), sock("127.0.0.3", port));
+    let (addr2, addr3) = (sock("127.0.0.12", port), sock("127.0.0.13", port));
     wait_listening(addr2, true).await;
     wait_listening(addr3, true).await;
 
@@ -387,19 +387,20 @@ async fn a_gateway_on_the_ingress_address_answers_its_hosts_and_ingress_the_rest
     );
 }
 
-/// One Gateway on its own address with the given rules for `f.test`; returns the router
-/// and the address.
-async fn gateway(rules: Vec<ingress_tests::gateway_support::Rule>) -> (RunningRouter, SocketAddr) {
-    let port = free_port(&["127.0.0.6"]);
+/// One Gateway on loopback address `ip` (each test its own, so parallel tests never
+/// share a port group) with the given rules for `f.test`; returns the router and the
+/// address.
+async fn gateway(
+    ip: &str,
+    rules: Vec<ingress_tests::gateway_support::Rule>,
+) -> (RunningRouter, SocketAddr) {
+    let port = free_port(&[ip]);
     let snap = with_gateway(
         Snapshot::default(),
-        vec![(
-            at("127.0.0.6", port),
-            http_port(hosts(vec![("f.test", rules)])),
-        )],
+        vec![(at(ip, port), http_port(hosts(vec![("f.test", rules)])))],
     );
     let router = RunningRouter::start(snap, Limits::default()).await;
-    let addr = sock("127.0.0.6", port);
+    let addr = sock(ip, port);
     wait_listening(addr, true).await;
     (router, addr)
 }
@@ -412,28 +413,31 @@ async fn matches_follow_the_spec_precedence() {
         list.push(TestBackend::start(n).await);
     }
     let b = |i: usize| backend("r", names[i], &[list[i].addr]);
-    let (_router, addr) = gateway(vec![
-        rule("r").index(0).prefix("/").to(1, &b(0)),
-        rule("r").index(1).prefix("/api").to(1, &b(1)),
-        rule("r").index(2).exact("/api/exact").to(1, &b(2)),
-        rule("r")
-            .index(3)
-            .prefix("/api")
-            .header("version", "two")
-            .to(1, &b(3)),
-        rule("r")
-            .index(4)
-            .prefix("/api")
-            .method(Method::POST)
-            .to(1, &b(4)),
-        rule("r").index(5).regex("/re/[0-9]+").to(1, &b(2)),
-        rule("q")
-            .created(1)
-            .prefix("/q")
-            .query("animal", "whale")
-            .to(1, &b(3)),
-        rule("q").created(1).index(1).prefix("/q").to(1, &b(1)),
-    ])
+    let (_router, addr) = gateway(
+        "127.0.0.21",
+        vec![
+            rule("r").index(0).prefix("/").to(1, &b(0)),
+            rule("r").index(1).prefix("/api").to(1, &b(1)),
+            rule("r").index(2).exact("/api/exact").to(1, &b(2)),
+            rule("r")
+                .index(3)
+                .prefix("/api")
+                .header("version", "two")
+                .to(1, &b(3)),
+            rule("r")
+                .index(4)
+                .prefix("/api")
+                .method(Method::POST)
+                .to(1, &b(4)),
+            rule("r").index(5).regex("/re/[0-9]+").to(1, &b(2)),
+            rule("q")
+                .created(1)
+                .prefix("/q")
+                .query("animal", "whale")
+                .to(1, &b(3)),
+            rule("q").created(1).index(1).prefix("/q").to(1, &b(1)),
+        ],
+    )
     .await;
     let client = http_client();
     let go =
@@ -474,32 +478,35 @@ async fn matches_follow_the_spec_precedence() {
 async fn header_modifiers_edit_the_request_and_the_response() {
     let echo = TestBackend::start("echo").await;
     let be = backend("r", "echo", &[echo.addr]);
-    let (_router, addr) = gateway(vec![
-        rule("r")
-            .prefix("/rule")
-            .filter(Filter::RequestHeaders(edits(
-                &[("x-header-set", "set-overwrites-values")],
-                &[
-                    ("x-header-add", "header-val-1"),
-                    ("x-header-add-append", "header-val-2"),
+    let (_router, addr) = gateway(
+        "127.0.0.22",
+        vec![
+            rule("r")
+                .prefix("/rule")
+                .filter(Filter::RequestHeaders(edits(
+                    &[("x-header-set", "set-overwrites-values")],
+                    &[
+                        ("x-header-add", "header-val-1"),
+                        ("x-header-add-append", "header-val-2"),
+                    ],
+                    &["x-header-remove"],
+                )))
+                .filter(Filter::ResponseHeaders(edits(
+                    &[("x-resp-set", "set")],
+                    &[("x-resp-add", "added")],
+                    &["x-backend"],
+                )))
+                .to(1, &be),
+            rule("r").index(1).prefix("/backend").to_with(
+                1,
+                &be,
+                vec![
+                    Filter::RequestHeaders(edits(&[("x-from-backend-ref", "yes")], &[], &[])),
+                    Filter::ResponseHeaders(edits(&[("x-resp-backend-ref", "yes")], &[], &[])),
                 ],
-                &["x-header-remove"],
-            )))
-            .filter(Filter::ResponseHeaders(edits(
-                &[("x-resp-set", "set")],
-                &[("x-resp-add", "added")],
-                &["x-backend"],
-            )))
-            .to(1, &be),
-        rule("r").index(1).prefix("/backend").to_with(
-            1,
-            &be,
-            vec![
-                Filter::RequestHeaders(edits(&[("x-from-backend-ref", "yes")], &[], &[])),
-                Filter::ResponseHeaders(edits(&[("x-resp-backend-ref", "yes")], &[], &[])),
-            ],
-        ),
-    ])
+            ),
+        ],
+    )
     .await;
     let client = http_client();
     let req = request(Method::GET, addr, "f.test", "/rule")
@@ -542,35 +549,38 @@ async fn url_rewrite_replaces_host_and_path_as_the_conformance_test_expects() {
             path,
         })
     };
-    let (_router, addr) = gateway(vec![
-        rule("r")
-            .prefix("/prefix/one")
-            .filter(rewrite(None, Some(PathRewrite::Prefix("/one".into()))))
-            .to(1, &be),
-        rule("r")
-            .index(1)
-            .prefix("/strip-prefix")
-            .filter(rewrite(None, Some(PathRewrite::Prefix("/".into()))))
-            .to(1, &be),
-        rule("r")
-            .index(2)
-            .prefix("/full/one")
-            .filter(rewrite(None, Some(PathRewrite::Full("/one".into()))))
-            .to(1, &be),
-        rule("r")
-            .index(3)
-            .prefix("/host")
-            .filter(rewrite(Some("elsewhere.example"), None))
-            .to(1, &be),
-        rule("r").index(4).prefix("/both").to_with(
-            1,
-            &be,
-            vec![rewrite(
-                Some("backend.example"),
-                Some(PathRewrite::Prefix("/b".into())),
-            )],
-        ),
-    ])
+    let (_router, addr) = gateway(
+        "127.0.0.23",
+        vec![
+            rule("r")
+                .prefix("/prefix/one")
+                .filter(rewrite(None, Some(PathRewrite::Prefix("/one".into()))))
+                .to(1, &be),
+            rule("r")
+                .index(1)
+                .prefix("/strip-prefix")
+                .filter(rewrite(None, Some(PathRewrite::Prefix("/".into()))))
+                .to(1, &be),
+            rule("r")
+                .index(2)
+                .prefix("/full/one")
+                .filter(rewrite(None, Some(PathRewrite::Full("/one".into()))))
+                .to(1, &be),
+            rule("r")
+                .index(3)
+                .prefix("/host")
+                .filter(rewrite(Some("elsewhere.example"), None))
+                .to(1, &be),
+            rule("r").index(4).prefix("/both").to_with(
+                1,
+                &be,
+                vec![rewrite(
+                    Some("backend.example"),
+                    Some(PathRewrite::Prefix("/b".into())),
+                )],
+            ),
+        ],
+    )
     .await;
     let client = http_client();
     // (request, path and query upstream, Host upstream)
@@ -606,46 +616,49 @@ async fn request_redirect_builds_location_per_the_spec() {
             status,
         })
     };
-    let (_router, addr) = gateway(vec![
-        rule("r")
-            .exact("/scheme-https")
-            .filter(redirect(Some("https"), None, None, None, 302)),
-        rule("r").index(1).exact("/port-8443").filter(redirect(
-            Some("https"),
-            None,
-            None,
-            Some(8443),
-            301,
-        )),
-        rule("r")
-            .index(2)
-            .exact("/plain")
-            .filter(redirect(None, None, None, None, 302)),
-        rule("r").index(3).exact("/port-80").filter(redirect(
-            None,
-            Some("example.org"),
-            None,
-            Some(80),
-            302,
-        )),
-        rule("r")
-            .index(4)
-            .prefix("/original-prefix")
-            .filter(redirect(
+    let (_router, addr) = gateway(
+        "127.0.0.24",
+        vec![
+            rule("r")
+                .exact("/scheme-https")
+                .filter(redirect(Some("https"), None, None, None, 302)),
+            rule("r").index(1).exact("/port-8443").filter(redirect(
+                Some("https"),
                 None,
                 None,
-                Some(PathRewrite::Prefix("/replacement-prefix".into())),
-                None,
-                308,
+                Some(8443),
+                301,
             )),
-        rule("r").index(5).prefix("/full").filter(redirect(
-            None,
-            Some("example.org"),
-            Some(PathRewrite::Full("/full-path-replacement".into())),
-            None,
-            303,
-        )),
-    ])
+            rule("r")
+                .index(2)
+                .exact("/plain")
+                .filter(redirect(None, None, None, None, 302)),
+            rule("r").index(3).exact("/port-80").filter(redirect(
+                None,
+                Some("example.org"),
+                None,
+                Some(80),
+                302,
+            )),
+            rule("r")
+                .index(4)
+                .prefix("/original-prefix")
+                .filter(redirect(
+                    None,
+                    None,
+                    Some(PathRewrite::Prefix("/replacement-prefix".into())),
+                    None,
+                    308,
+                )),
+            rule("r").index(5).prefix("/full").filter(redirect(
+                None,
+                Some("example.org"),
+                Some(PathRewrite::Full("/full-path-replacement".into())),
+                None,
+                303,
+            )),
+        ],
+    )
     .await;
     let port = addr.port();
     let client = http_client();
@@ -685,25 +698,28 @@ async fn weights_split_requests_exactly_and_invalid_or_empty_backends_answer_500
     let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
     let (ba, bb) = (backend("r", "a", &[a.addr]), backend("r", "b", &[b.addr]));
     let dead = backend("r", "dead", &[]);
-    let (_router, addr) = gateway(vec![
-        rule("r")
-            .prefix("/split")
-            .to(1, &ba)
-            .to(3, &bb)
-            .to(0, &dead),
-        rule("r")
-            .index(1)
-            .prefix("/half-invalid")
-            .to(1, &ba)
-            .to_invalid(1, InvalidBackend::NotFound),
-        rule("r").index(2).prefix("/zero").to(0, &ba).to(0, &bb),
-        rule("r").index(3).prefix("/none"),
-        rule("r")
-            .index(4)
-            .prefix("/refused")
-            .to_invalid(1, InvalidBackend::RefNotPermitted),
-        rule("r").index(5).prefix("/no-endpoints").to(1, &dead),
-    ])
+    let (_router, addr) = gateway(
+        "127.0.0.25",
+        vec![
+            rule("r")
+                .prefix("/split")
+                .to(1, &ba)
+                .to(3, &bb)
+                .to(0, &dead),
+            rule("r")
+                .index(1)
+                .prefix("/half-invalid")
+                .to(1, &ba)
+                .to_invalid(1, InvalidBackend::NotFound),
+            rule("r").index(2).prefix("/zero").to(0, &ba).to(0, &bb),
+            rule("r").index(3).prefix("/none"),
+            rule("r")
+                .index(4)
+                .prefix("/refused")
+                .to_invalid(1, InvalidBackend::RefNotPermitted),
+            rule("r").index(5).prefix("/no-endpoints").to(1, &dead),
+        ],
+    )
     .await;
     let client = http_client();
     // The counter is shared by the workers and deterministic: 1 000 requests are exactly
@@ -764,22 +780,25 @@ async fn request_mirror_copies_without_touching_the_main_response() {
             percent: 100.0,
         })
     };
-    let (router, addr) = gateway(vec![
-        rule("r")
-            .prefix("/up")
-            .filter(mirror(&backend("r", "copy", &[copy.addr])))
-            .to(1, &bm),
-        rule("r")
-            .index(1)
-            .prefix("/down")
-            .filter(mirror(&backend("r", "down", &[down])))
-            .to(1, &bm),
-        rule("r").index(2).prefix("/backend-ref").to_with(
-            1,
-            &bm,
-            vec![mirror(&backend("r", "copy", &[copy.addr]))],
-        ),
-    ])
+    let (router, addr) = gateway(
+        "127.0.0.26",
+        vec![
+            rule("r")
+                .prefix("/up")
+                .filter(mirror(&backend("r", "copy", &[copy.addr])))
+                .to(1, &bm),
+            rule("r")
+                .index(1)
+                .prefix("/down")
+                .filter(mirror(&backend("r", "down", &[down])))
+                .to(1, &bm),
+            rule("r").index(2).prefix("/backend-ref").to_with(
+                1,
+                &bm,
+                vec![mirror(&backend("r", "copy", &[copy.addr]))],
+            ),
+        ],
+    )
     .await;
     let client = http_client();
     for _ in 0..5 {
@@ -869,11 +888,14 @@ async fn websocket_upgrades_pass_through_a_gateway_rule() {
     use tokio_tungstenite::tungstenite::Message;
 
     let echo = TestBackend::start("echo").await;
-    let (_router, addr) = gateway(vec![
-        rule("r")
-            .filter(Filter::ResponseHeaders(edits(&[("x-gw", "yes")], &[], &[])))
-            .to(1, &backend("r", "echo", &[echo.addr])),
-    ])
+    let (_router, addr) = gateway(
+        "127.0.0.27",
+        vec![
+            rule("r")
+                .filter(Filter::ResponseHeaders(edits(&[("x-gw", "yes")], &[], &[])))
+                .to(1, &backend("r", "echo", &[echo.addr])),
+        ],
+    )
     .await;
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut ws, resp) = tokio_tungstenite::client_async("ws://f.test/ws", tcp)
