@@ -30,7 +30,7 @@ use tracing::{debug, warn};
 
 use crate::{
     config::{ObjectRef, Snapshot, tls::TlsCert},
-    snapshot::{certs::CertSet, gateway::ListenAddr},
+    snapshot::gateway::ListenAddr,
 };
 
 /// The name in the default certificate.
@@ -167,25 +167,30 @@ impl CertResolver {
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let snapshot = self.snapshot.load();
-        let gateway = |port| {
-            snapshot
-                .gateway
-                .ports
-                .iter()
-                .filter(move |(a, r)| r.tls && self.gateway.map_or(a.port == port, |g| **a == g))
-                .map(|(_, r)| &*r.certs)
-        };
-        let pick = |set: &'_ CertSet, sni: Option<&str>, gateway: bool| match sni {
-            Some(sni) if gateway => set.get_gateway(sni).cloned(),
-            Some(sni) => set.get(sni).cloned(),
-            None => None,
-        };
         let sni = hello.server_name();
-        let found = match (self.gateway, self.shared_port) {
-            (Some(addr), _) => gateway(addr.port)
-                .find_map(|set| pick(set, sni, true).or_else(|| set.default_cert().cloned())),
-            (None, shared) => pick(&snapshot.tls, sni, false)
-                .or_else(|| shared.and_then(|p| gateway(p).find_map(|set| pick(set, sni, true))))
+        let found = match self.gateway {
+            // A Gateway address's own socket: its listeners' certificates, then theirs
+            // for clients without SNI or with a name no listener has.
+            Some(addr) => snapshot.gateway.ports.get(&addr).and_then(|r| {
+                sni.and_then(|s| r.certs.get_gateway(s))
+                    .or_else(|| r.certs.default_cert())
+                    .cloned()
+            }),
+            // An Ingress socket: the Ingress certificates, then those of Gateway HTTPS
+            // listeners sharing its port, then the Ingress default.
+            None => sni
+                .and_then(|s| snapshot.tls.get(s))
+                .cloned()
+                .or_else(|| {
+                    let (port, sni) = (self.shared_port?, sni?);
+                    snapshot
+                        .gateway
+                        .ports
+                        .iter()
+                        .filter(|(a, r)| r.tls && a.port == port)
+                        .find_map(|(_, r)| r.certs.get_gateway(sni))
+                        .cloned()
+                })
                 .or_else(|| snapshot.tls.default_cert().cloned()),
         };
         Some(
