@@ -81,6 +81,9 @@ pub struct RouterOptions {
     /// Forward header names with `_` (dropped by default, as nginx does: backends that
     /// read `_` and `-` alike (CGI, WSGI, PHP) could be fed spoofed forwarding headers).
     pub allow_underscores_in_headers: bool,
+    /// `--bind-address`: where Gateway listeners without addresses listen (an
+    /// unspecified address covers every local address).
+    pub bind_ip: std::net::IpAddr,
 }
 
 /// Routes requests with the current Snapshot and forwards them.
@@ -275,7 +278,7 @@ impl Router {
             .unwrap_or("");
         let host = strip_port(host);
         if !snapshot.gateway.ports.is_empty() || conn.socket != Socket::Ingress {
-            match gateway::select(&snapshot.gateway, conn, host) {
+            match gateway::select(&snapshot.gateway, conn, self.opts.bind_ip, host) {
                 gateway::Select::Routes(routes) => {
                     return self.route_gateway(routes, req, conn, host_value.as_ref(), host);
                 }

@@ -166,6 +166,7 @@ impl Server {
                 balance: opts.balance,
                 limits: opts.limits.clone(),
                 allow_underscores_in_headers: opts.allow_underscores_in_headers,
+                bind_ip: opts.http.ip(),
             },
             initial,
             metrics,

@@ -18,9 +18,12 @@
 //!   bytes); a longer body streams to the main backend only and the copy is skipped
 //!   (`outcome="skipped_body"`). At most [`MAX_MIRRORS`] copies per process are in flight.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use bytes::Bytes;
@@ -68,29 +71,41 @@ pub(super) enum Select<'a> {
     Ingress,
 }
 
-/// Which routes answer a request for `host` on `conn`. On an Ingress listener, a Gateway
-/// address shares the socket when it has the listener's port and either the address the
-/// client connected to or no address (`--bind-address`).
-pub(super) fn select<'a>(plane: &'a GatewayPlane, conn: Conn, host: &str) -> Select<'a> {
+/// Which routes answer a request for `host` on `conn`: those of the address the socket
+/// was opened for, else of the address the client connected to, else of the Gateways
+/// without addresses when `bind_ip` (`--bind-address`) covers it. The last two matter
+/// where sockets overlap: an Ingress listener shares its socket with Gateway addresses on
+/// its port, and a socket for one address sits beside a socket on every address (the
+/// kernel hands the connection to the more specific one). A Gateway-only socket whose
+/// candidates do not list the host answers 404; an Ingress one leaves it to Ingress.
+pub(super) fn select<'a>(
+    plane: &'a GatewayPlane,
+    conn: Conn,
+    bind_ip: IpAddr,
+    host: &str,
+) -> Select<'a> {
     let lists_host = |r: &&'a Arc<PortRoutes>| r.hosts.lookup(host).is_some();
-    match conn.socket {
-        Socket::Gateway(addr) => plane
-            .ports
-            .get(&addr)
-            .filter(lists_host)
-            .map_or(Select::NotFound, |r| Select::Routes(r)),
-        Socket::Ingress => {
-            let port = conn.local.port();
-            let here = ListenAddr {
-                ip: Some(conn.local.ip().to_canonical()),
-                port,
-            };
-            let bind = ListenAddr { ip: None, port };
-            [here, bind]
-                .iter()
-                .find_map(|a| plane.ports.get(a).filter(lists_host))
-                .map_or(Select::Ingress, |r| Select::Routes(r))
-        }
+    let port = conn.local.port();
+    let local = conn.local.ip().to_canonical();
+    let opened = match conn.socket {
+        Socket::Gateway(addr) => Some(addr),
+        Socket::Ingress => None,
+    };
+    let here = ListenAddr {
+        ip: Some(local),
+        port,
+    };
+    let bind =
+        (bind_ip.is_unspecified() || bind_ip == local).then_some(ListenAddr { ip: None, port });
+    let found = opened
+        .into_iter()
+        .chain([here])
+        .chain(bind)
+        .find_map(|a| plane.ports.get(&a).filter(lists_host));
+    match (found, conn.socket) {
+        (Some(r), _) => Select::Routes(r),
+        (None, Socket::Gateway(_)) => Select::NotFound,
+        (None, Socket::Ingress) => Select::Ingress,
     }
 }
 
@@ -486,7 +501,11 @@ mod tests {
     }
 
     fn which(plane: &GatewayPlane, conn: Conn, host: &str) -> String {
-        match select(plane, conn, host) {
+        which_bound(plane, conn, "127.0.0.1", host)
+    }
+
+    fn which_bound(plane: &GatewayPlane, conn: Conn, bind: &str, host: &str) -> String {
+        match select(plane, conn, bind.parse().unwrap(), host) {
             Select::Routes(r) => r.hosts.exact.keys().next().cloned().unwrap_or_default(),
             Select::NotFound => "404".into(),
             Select::Ingress => "ingress".into(),
@@ -517,7 +536,6 @@ mod tests {
             ("127.0.0.1:80", Socket::Ingress, "bind.test", "bind.test"),
             ("127.0.0.1:80", Socket::Ingress, "two.test", "ingress"),
             ("127.0.0.2:80", Socket::Ingress, "two.test", "two.test"),
-            ("127.0.0.2:80", Socket::Ingress, "bind.test", "bind.test"),
             (
                 "[::ffff:127.0.0.2]:80",
                 Socket::Ingress,
@@ -540,6 +558,52 @@ mod tests {
         }
         let gone = Socket::Gateway(at(Some("127.0.0.3"), 80));
         assert_eq!(which(&plane, conn("127.0.0.3:80", gone), "two.test"), "404");
+    }
+
+    #[test]
+    fn a_specific_address_socket_falls_back_to_gateways_without_addresses_it_covers() {
+        let at = |ip: Option<&str>, port| ListenAddr {
+            ip: ip.map(|i| i.parse().unwrap()),
+            port,
+        };
+        let mut plane = GatewayPlane::default();
+        plane
+            .ports
+            .insert(at(Some("10.0.0.5"), 8080), port_routes("five.test"));
+        plane.ports.insert(at(None, 8080), port_routes("all.test"));
+        let five = Socket::Gateway(at(Some("10.0.0.5"), 8080));
+        let all = Socket::Gateway(at(None, 8080));
+        // (bind address, local address, socket, host, whose routes)
+        for (bind, local, socket, host, want) in [
+            ("0.0.0.0", "10.0.0.5:8080", five, "five.test", "five.test"),
+            ("0.0.0.0", "10.0.0.5:8080", five, "all.test", "all.test"),
+            ("0.0.0.0", "10.0.0.6:8080", all, "all.test", "all.test"),
+            ("0.0.0.0", "10.0.0.6:8080", all, "five.test", "404"),
+            (
+                "0.0.0.0",
+                "10.0.0.5:8080",
+                Socket::Ingress,
+                "all.test",
+                "all.test",
+            ),
+            (
+                "0.0.0.0",
+                "10.0.0.5:8080",
+                Socket::Ingress,
+                "other.test",
+                "ingress",
+            ),
+            ("10.0.0.9", "10.0.0.5:8080", five, "all.test", "404"),
+            // One socket for both when `--bind-address` is the Gateway's address.
+            ("10.0.0.5", "10.0.0.5:8080", five, "all.test", "all.test"),
+            ("10.0.0.5", "10.0.0.5:8080", all, "five.test", "five.test"),
+        ] {
+            assert_eq!(
+                which_bound(&plane, conn(local, socket), bind, host),
+                want,
+                "bind {bind}, {local} {socket:?} {host}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The Gateway listening sockets, following the Snapshots: [`Listeners::sync`] opens a
 //! socket per worker for each new listening address and tells the workers to stop
 //! accepting on removed ones (their connections finish on their own). An address the
-//! Ingress listeners already serve is not bound again ([`Shared`]). A bind that fails is
+//! Ingress listeners already serve is not bound again ([`Shared`]), nor is a Gateway
+//! address whose socket address another one already has. A bind that fails is
 //! logged and counted, and retried with the next Snapshot or every [`RETRY`]; it never
 //! stops the server.
 
@@ -109,12 +110,17 @@ impl Listeners {
     /// Makes the open sockets those of `plane`: closes removed addresses (and those whose
     /// protocol changed), opens new ones, retries failed ones.
     pub fn sync(&mut self, plane: &GatewayPlane) {
-        let wanted: BTreeMap<ListenAddr, bool> = plane
-            .ports
-            .iter()
-            .filter(|(a, _)| !self.shared.is_shared(**a))
-            .map(|(a, r)| (*a, r.tls))
-            .collect();
+        // One socket group per socket address: a Gateway without addresses and one with
+        // `--bind-address` as its address share it (the router tries both).
+        let mut by_socket: BTreeMap<SocketAddr, (ListenAddr, bool)> = BTreeMap::new();
+        for (addr, routes) in &plane.ports {
+            if !self.shared.is_shared(*addr) {
+                by_socket
+                    .entry(self.shared.socket_addr(*addr))
+                    .or_insert((*addr, routes.tls));
+            }
+        }
+        let wanted: BTreeMap<ListenAddr, bool> = by_socket.into_values().collect();
         let gone: Vec<ListenAddr> = self
             .open
             .iter()
