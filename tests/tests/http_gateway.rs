@@ -20,7 +20,7 @@ use ingress_tests::{
     },
     http_support::{
         Answer, RunningRouter, TestBackend, TestCa, get, http_client, ingress_yaml, peer_leaf,
-        service_yaml, snapshot, tls_connect, tls_connector, tls_get,
+        raw_exchange, service_yaml, snapshot, tls_connect, tls_connector, tls_get,
     },
 };
 use xdp_ingress::{
@@ -1028,5 +1028,76 @@ spec:
         requests(&router.metrics, "default/web", "default/a:80", 200),
         6,
         "requests are labelled with the route and the Service"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_large_to_copy_goes_to_the_backend_and_skips_the_mirror() {
+    let (main, copy) = (
+        TestBackend::start("main").await,
+        TestBackend::start("copy").await,
+    );
+    let (router, addr) = gateway(
+        "127.0.0.28",
+        vec![
+            rule("r")
+                .filter(Filter::Mirror(Mirror {
+                    backend: backend("r", "copy", &[copy.addr]),
+                    percent: 100.0,
+                }))
+                .to(1, &backend("r", "main", &[main.addr])),
+        ],
+    )
+    .await;
+    let client = http_client();
+    // Over --client-body-buffer-size (64 KiB by default): it streams, uncopied.
+    let big = Bytes::from(vec![b'x'; 200 * 1024]);
+    let req = request(Method::POST, addr, "f.test", "/upload")
+        .body(Full::new(big))
+        .unwrap();
+    let got = send(&client, req).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.backend(), "main");
+    assert_eq!(
+        mirrored(&router.metrics, "default/copy:80", "skipped_body"),
+        1
+    );
+    // A request without a body is still copied.
+    assert_eq!(get(&client, addr, "f.test", "/").await.backend(), "main");
+    assert!(eventually(|| copy.request_count() == 1).await);
+    assert_eq!(main.request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_for_an_http10_request_without_host_names_the_address() {
+    let port = free_port(&["127.0.0.29"]);
+    let redirect = Filter::Redirect(Redirect {
+        scheme: Some("https".into()),
+        hostname: None,
+        path: None,
+        port: None,
+        status: 301,
+    });
+    let snap = with_gateway(
+        Snapshot::default(),
+        vec![(
+            at("127.0.0.29", port),
+            http_port(hosts(vec![("*", vec![rule("r").filter(redirect)])])),
+        )],
+    );
+    let _router = RunningRouter::start(snap, Limits::default()).await;
+    let addr = sock("127.0.0.29", port);
+    wait_listening(addr, true).await;
+    let (answer, _) =
+        raw_exchange(addr, b"GET /x?y=1 HTTP/1.0\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with("HTTP/1.0 301") || answer.starts_with("HTTP/1.1 301"),
+        "{answer}"
+    );
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("location: https://127.0.0.29/x?y=1\r\n"),
+        "{answer}"
     );
 }

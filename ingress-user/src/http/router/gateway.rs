@@ -197,6 +197,17 @@ impl Router {
         let action = &rule.action;
         let mut plan = Plan::default();
         plan.read(&action.filters);
+        // An HTTP/1.0 request may have no host: the address it came to stands in.
+        let local_host;
+        let host = if host.is_empty() {
+            local_host = match conn.local.ip().to_canonical() {
+                IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            };
+            local_host.as_str()
+        } else {
+            host
+        };
         let redirect_from = RedirectFrom {
             scheme: if conn.tls { "https" } else { "http" },
             host,
