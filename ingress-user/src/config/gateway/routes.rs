@@ -26,6 +26,7 @@ use crate::{
         gateway::{
             Filter, HeaderEdits, HeaderMatch, InvalidBackend, Mirror, PathMatch, PathRewrite,
             QueryMatch, Redirect, RequestMatch, Rewrite, RuleAction, ValueMatch, WeightedBackend,
+            matching::full_regex,
         },
         problem::Severity,
         routes::{Backend, Protocol},
@@ -155,9 +156,11 @@ pub fn attach(
     attached
 }
 
-fn age(r: &HTTPRoute) -> (bool, Option<Time>, Key) {
+/// The spec's order between routes: oldest first, then `{namespace}/{name}` as a string.
+fn age(r: &HTTPRoute) -> (bool, Option<Time>, String) {
     let created = r.metadata.creation_timestamp.clone();
-    (created.is_none(), created, key(&r.metadata))
+    let (ns, name) = key(&r.metadata);
+    (created.is_none(), created, format!("{ns}/{name}"))
 }
 
 /// Attaches a route to the listeners of Gateway `gi` its parentRef selects.
@@ -492,17 +495,14 @@ impl Compiler<'_, '_> {
 
     /// A regular expression anchored at both ends (the spec matches whole values).
     fn regex(&mut self, field: &str, re: &str) -> Result<Regex, Broken> {
-        regex::RegexBuilder::new(&format!("^(?:{re})$"))
-            .size_limit(1 << 20)
-            .build()
-            .map_err(|e| {
-                self.problem(
-                    field.to_owned(),
-                    "invalid_regex",
-                    format!("invalid regular expression {re:?}: {e}"),
-                );
-                Broken
-            })
+        full_regex(re).map_err(|e| {
+            self.problem(
+                field.to_owned(),
+                "invalid_regex",
+                format!("invalid regular expression {re:?}: {e}"),
+            );
+            Broken
+        })
     }
 
     fn filters(
