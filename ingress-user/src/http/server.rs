@@ -37,6 +37,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
 use super::{
+    access_log::{self, AccessLog},
     body::Holding,
     drain::{Drain, Signal},
     h1,
@@ -67,6 +68,8 @@ pub struct Options {
     pub workers: usize,
     /// Forward header names with `_` (dropped by default).
     pub allow_underscores_in_headers: bool,
+    /// The access log (off by default; the binary's `--access-log` defaults to stdout).
+    pub access_log: access_log::Options,
 }
 
 impl Options {
@@ -80,6 +83,10 @@ impl Options {
             limits: args.limits(),
             workers: args.http_workers,
             allow_underscores_in_headers: args.allow_underscores_in_headers,
+            access_log: access_log::Options {
+                target: args.access_log.clone(),
+                format: args.access_log_format,
+            },
         }
     }
 
@@ -108,6 +115,9 @@ pub enum Error {
     /// TLS setup failed.
     #[error(transparent)]
     Tls(#[from] tls::Error),
+    /// The access log could not be opened.
+    #[error(transparent)]
+    AccessLog(#[from] access_log::Error),
 }
 
 /// One worker's listening sockets (not yet registered with any runtime).
@@ -126,6 +136,7 @@ pub struct Server {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
+    log_writer: Option<access_log::Writer>,
 }
 
 impl Server {
@@ -157,8 +168,16 @@ impl Server {
                 allow_underscores_in_headers: opts.allow_underscores_in_headers,
             },
             initial,
-            metrics,
+            Arc::clone(&metrics),
         );
+        let log_writer =
+            match AccessLog::start(&opts.access_log, metrics.access_log_dropped.clone())? {
+                Some((log, writer)) => {
+                    router.set_access_log(log);
+                    Some(writer)
+                }
+                None => None,
+            };
         let tls = match https_addr {
             Some(_) => {
                 let resolver = Arc::new(CertResolver::new(router.snapshot_cell())?);
@@ -185,6 +204,7 @@ impl Server {
             snapshots,
             builder: Arc::new(builder(&opts.limits)),
             limits: opts.limits,
+            log_writer,
         })
     }
 
@@ -214,6 +234,7 @@ impl Server {
             mut snapshots,
             builder,
             limits,
+            log_writer,
             ..
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -265,6 +286,11 @@ impl Server {
         let _ = stop_tx.send(true);
         for done in finished {
             let _ = done.await;
+        }
+        // The workers are gone with their routers; the last lines get written.
+        drop(router);
+        if let Some(writer) = log_writer {
+            writer.finish(Duration::from_secs(2)).await;
         }
     }
 }
