@@ -224,7 +224,8 @@ impl Router {
                         })
                         .observe(started.elapsed().as_secs_f64());
                     if let Some(p) = pending.as_mut() {
-                        p.upstream_time = Some(forwarded.elapsed());
+                        // No endpoint tried (none to try): no upstream time either.
+                        p.upstream_time = tried.map(|_| forwarded.elapsed());
                         p.upstream_addr = tried;
                         p.upstream_status = result.as_ref().ok().map(|r| r.status().as_u16());
                     }
