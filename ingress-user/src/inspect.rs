@@ -290,7 +290,7 @@ pub fn flows(dir: &Path) -> Result<Vec<Flow>, Error> {
             service_id: e.service_id,
         });
     }
-    out.sort_by(|a, b| (a.service, a.client).cmp(&(b.service, b.client)));
+    out.sort_by_key(|f| (f.service, f.client));
     Ok(out)
 }
 
