@@ -349,7 +349,7 @@ pub enum Command {
     /// Check the configuration like `nginx -t`: print the resolved HTTP routes, the L4 table
     /// and every Problem, then exit 1 if any Problem is an error (warnings do not fail).
     Check(CheckArgs),
-    /// Show what the kernel path holds, from the maps pinned under --bpf-pin-path (works
+    /// Show what the kernel path holds, read from the pinned maps (--bpf-pin-path; works
     /// whether or not the controller runs): `services` (addresses, endpoints and their
     /// Maglev share, counters), `flows` (conntrack), `counters` (global, drops by reason,
     /// per service). Aligned text, or `--json`.
