@@ -24,6 +24,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -38,6 +39,7 @@ use hyper::{
 use tracing::debug;
 
 use super::{Conn, Routed, Router, Socket};
+use crate::http::access_log::Pending;
 use crate::{
     http::{
         body::{Body, BoxError, empty, full},
@@ -291,6 +293,8 @@ impl Router {
         upstream: &Arc<Upstream>,
         fwd: Forward,
         after: After,
+        mut pending: Option<Box<Pending>>,
+        started: Instant,
     ) -> Response<Body> {
         let Forward {
             backend,
@@ -341,12 +345,28 @@ impl Router {
                     parts: &parts,
                     extra: &extra,
                 };
+                let forwarded = Instant::now();
+                let mut tried = None;
                 let result = upstream
-                    .forward(&self.balancer, &self.metrics, &backend, head, body, upgrade)
+                    .forward(
+                        &self.balancer,
+                        &self.metrics,
+                        &backend,
+                        head,
+                        body,
+                        upgrade,
+                        &mut tried,
+                    )
                     .await;
-                self.finish(Some(&backend), result)
+                self.observe(&backend, started);
+                if let Some(p) = pending.as_mut() {
+                    p.upstream_time = tried.map(|_| forwarded.elapsed());
+                    p.upstream_addr = tried;
+                    p.upstream_status = result.as_ref().ok().map(|r| r.status().as_u16());
+                }
+                self.finish(Some(&backend), result, pending)
             }
-            Err(e) => self.finish(Some(&backend), Err(Error::from_request_body(e))),
+            Err(e) => self.finish(Some(&backend), Err(Error::from_request_body(e)), pending),
         };
         after.edit_response(&mut resp);
         resp
@@ -395,7 +415,15 @@ impl Router {
                     extra: &extra,
                 };
                 let resp = upstream
-                    .forward(&router.balancer, &router.metrics, &backend, out, body, None)
+                    .forward(
+                        &router.balancer,
+                        &router.metrics,
+                        &backend,
+                        out,
+                        body,
+                        None,
+                        &mut None,
+                    )
                     .await?;
                 // Read and drop the answer, so the connection can go back to the pool.
                 let mut body = resp.into_body();
