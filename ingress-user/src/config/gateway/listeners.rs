@@ -90,6 +90,12 @@ impl ResolvedListener<'_> {
             && (self.resolved.is_ok() || self.resolved_kinds_only())
     }
 
+    /// Whether routes may attach: accepted and not in conflict, even if its references did
+    /// not resolve (then it is not served, but the routes still count as attached).
+    pub fn takes_routes(&self) -> bool {
+        self.accepted.is_ok() && self.conflicted.is_none()
+    }
+
     /// Unresolved only because some `allowedRoutes.kinds` are unknown: the known kinds
     /// still attach.
     fn resolved_kinds_only(&self) -> bool {

@@ -43,6 +43,9 @@ pub fn assemble(gateways: &[Resolved<'_>], routes: &[Attached]) -> GatewayPlane 
         for (gi, li, hosts) in &route.attachments {
             let g = &gateways[*gi];
             let l = &g.listeners[*li];
+            if !l.usable() {
+                continue; // attached (and counted), but the listener is not served
+            }
             for at in g.listen_addrs(l) {
                 let Some(port) = ports.get_mut(&at) else {
                     continue;

@@ -33,6 +33,9 @@ use crate::{
     },
 };
 
+/// The label the API server puts on every Namespace, with its name as the value.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 /// A route attached to at least one listener, compiled. Routes come oldest first (then by
 /// namespace/name), the spec's tie-break between routes.
 pub struct Attached {
@@ -201,16 +204,23 @@ fn attach_parent(
             format!("Gateway {}/{} has {what}", g.key.0, g.key.1),
         ));
     }
-    let ns_labels = objects
+    // The API server labels every Namespace with its name; file mode has no API server
+    // (and may have no Namespace object), so the label is added here.
+    let mut ns_labels = objects
         .namespaces
         .get(&(String::new(), rkey.0.clone()))
         .and_then(|n| n.metadata.labels.clone())
         .unwrap_or_default();
+    ns_labels
+        .entry(NAMESPACE_NAME_LABEL.to_owned())
+        .or_insert_with(|| rkey.0.clone());
     let allowed: Vec<usize> = candidates
         .into_iter()
         .filter(|&i| {
             let l = &g.listeners[i];
-            if refused || !l.usable() || !l.takes_http_routes() {
+            // A listener whose certificate did not resolve still takes routes (they count
+            // in attachedRoutes, as GatewayWithAttachedRoutes expects); it is not served.
+            if refused || !l.takes_routes() || !l.takes_http_routes() {
                 return false;
             }
             let from = l
