@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod datapath;
 pub mod fake_api;
+pub mod gateway;
 pub mod http_support;
 pub mod netns;
 pub mod packet;
