@@ -52,6 +52,17 @@ pub struct Checked {
     /// Per served Ingress with annotations under `--annotations-prefix`, what became of
     /// each.
     pub annotations: Vec<(ObjectRef, Vec<Verdict>)>,
+    /// The Gateway API conditions the status writer would write.
+    pub gateway: config::gateway::status::Statuses,
+}
+
+/// The Gateway API section of the report (empty without Gateway API objects of ours).
+pub fn gateway_report(statuses: &config::gateway::status::Statuses) -> String {
+    let body = statuses.report();
+    if body.is_empty() {
+        return body;
+    }
+    format!("\nGateway API status:\n{body}")
 }
 
 /// Loads the objects `args` point at (the `--manifests` directory, else the cluster from the
@@ -70,6 +81,7 @@ pub fn snapshot(args: &CheckArgs) -> Result<Checked, CheckError> {
     Ok(Checked {
         snapshot: config::build_objects(&objects, &opts),
         annotations: config::annotation_verdicts(&objects, &opts),
+        gateway: config::gateway_statuses(&objects, &opts),
     })
 }
 

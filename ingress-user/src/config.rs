@@ -19,6 +19,7 @@ pub use crate::snapshot::{
 pub mod annotations;
 pub mod backend;
 pub mod class;
+pub mod gateway;
 pub mod incremental;
 pub mod ingress;
 pub mod l4;
@@ -178,13 +179,34 @@ pub fn build_objects(objects: &Objects, opts: &Options) -> Snapshot {
     table.set_default_backend(default_backend.or(fallback));
 
     let l4 = l4::table(objects, opts, resolver, &mut problems);
+    let gw = gateway::translate(
+        objects,
+        opts,
+        &mut cells,
+        &mut ingress::SecretCache::default(),
+    );
+    problems.extend(gw.problems);
+    problems.extend(gateway::shadowed(&table, &gw.plane, opts));
     Snapshot {
         http: table,
         l4,
         tls: std::sync::Arc::new(tls.certs),
-        gateway: Default::default(),
+        gateway: std::sync::Arc::new(gw.plane),
         problems: sorted(problems),
     }
+}
+
+/// The Gateway API status of `objects`: what the status writer writes in kube mode and
+/// `xdp-ingress check` prints.
+pub fn gateway_statuses(objects: &Objects, opts: &Options) -> gateway::status::Statuses {
+    let mut cells = Cells::default();
+    gateway::translate(
+        objects,
+        opts,
+        &mut cells,
+        &mut ingress::SecretCache::default(),
+    )
+    .statuses
 }
 
 /// The migration report: per served Ingress (by namespace/name) that has annotations under

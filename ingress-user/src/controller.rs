@@ -29,6 +29,7 @@ use crate::{
         self, Change, Options, Problem, Snapshot, class::ClassFilter, incremental::Engine,
         problem::Severity,
     },
+    ops::gateway_status::GatewayReport,
     source::{Update, UpdateRx},
 };
 
@@ -67,6 +68,8 @@ pub struct ControllerHandle {
     pub ready: watch::Receiver<bool>,
     /// Every Ingress and whether it is served; republished when Ingresses or classes change.
     pub ingresses: watch::Receiver<Arc<IngressList>>,
+    /// Gateway API status and the objects it is about; republished when it changes.
+    pub gateways: watch::Receiver<Arc<GatewayReport>>,
     /// Counters.
     pub stats: Arc<ControllerStats>,
 }
@@ -76,11 +79,13 @@ pub fn spawn(updates: UpdateRx, opts: Options) -> ControllerHandle {
     let (snap_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
     let (ready_tx, ready) = watch::channel(false);
     let (ingresses_tx, ingresses) = watch::channel(Arc::new(IngressList::new()));
+    let (gateways_tx, gateways) = watch::channel(Arc::new(GatewayReport::default()));
     let stats = Arc::new(ControllerStats::default());
     let out = Outputs {
         snapshots: snap_tx,
         ready: ready_tx,
         ingresses: ingresses_tx,
+        gateways: gateways_tx,
         stats: stats.clone(),
     };
     std::thread::Builder::new()
@@ -91,6 +96,7 @@ pub fn spawn(updates: UpdateRx, opts: Options) -> ControllerHandle {
         snapshots,
         ready,
         ingresses,
+        gateways,
         stats,
     }
 }
@@ -100,6 +106,7 @@ struct Outputs {
     snapshots: watch::Sender<Arc<Snapshot>>,
     ready: watch::Sender<bool>,
     ingresses: watch::Sender<Arc<IngressList>>,
+    gateways: watch::Sender<Arc<GatewayReport>>,
     stats: Arc<ControllerStats>,
 }
 
@@ -155,10 +162,45 @@ fn run(mut updates: UpdateRx, opts: &Options, out: &Outputs) {
         );
         out.snapshots.send_replace(Arc::new(snapshot));
         out.ready.send_replace(true);
+        if !Arc::ptr_eq(&out.gateways.borrow().statuses, engine.statuses()) {
+            out.gateways.send_replace(Arc::new(gateway_report(&engine)));
+        }
         if work.ingresses > 0 || out.ingresses.borrow().is_empty() {
             out.ingresses
                 .send_replace(Arc::new(served_list(&engine, opts)));
         }
+    }
+}
+
+/// The Gateway API statuses with the objects they are about.
+fn gateway_report(engine: &Engine) -> GatewayReport {
+    let objects = engine.objects();
+    let statuses = engine.statuses().clone();
+    let classes = statuses
+        .classes
+        .iter()
+        .filter_map(|c| {
+            objects
+                .gateway_classes
+                .get(&(String::new(), c.name.clone()))
+                .cloned()
+        })
+        .collect();
+    let gateways = statuses
+        .gateways
+        .iter()
+        .filter_map(|g| objects.gateways.get(&g.key).cloned())
+        .collect();
+    let routes = statuses
+        .routes
+        .iter()
+        .filter_map(|r| objects.http_routes.get(&r.key).cloned())
+        .collect();
+    GatewayReport {
+        statuses,
+        classes,
+        gateways,
+        routes,
     }
 }
 

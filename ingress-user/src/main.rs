@@ -53,6 +53,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let checked = xdp_ingress::check::snapshot(args)?;
     let mut report = xdp_ingress::check::report(&checked.snapshot);
     report.push_str(&xdp_ingress::check::annotation_report(&checked.annotations));
+    report.push_str(&xdp_ingress::check::gateway_report(&checked.gateway));
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(report.as_bytes())
@@ -89,9 +90,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|n| (n.namespace.clone(), n.name.clone())),
         };
-        let ops_cfg = KubeOps::from_args(&args.ops, &args.l4.node_addresses);
+        let ops_cfg = KubeOps::from_args(
+            &args.ops,
+            &args.l4.node_addresses,
+            &args.source.controller_class,
+        );
         let snapshots = handle.snapshots.clone();
         let ingresses = handle.ingresses.clone();
+        let gateways = handle.gateways.clone();
         let stop = shutdown_rx.clone();
         info!("source: Kubernetes API");
         tokio::spawn(async move {
@@ -102,6 +108,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                         client.clone(),
                         ops_cfg,
                         ingresses,
+                        gateways,
                         snapshots,
                         stop,
                         watch::channel(false).0,

@@ -4,6 +4,7 @@
 //! - [`metrics`]: the Prometheus exposition (router, controller, L4 kernel maps, L4 proxy);
 //! - [`election`]: leader election on a `coordination.k8s.io/v1` Lease;
 //! - [`status`]: the leader writes `status.loadBalancer.ingress` on served Ingresses;
+//! - [`gateway_status`]: the leader writes Gateway API conditions on our objects;
 //! - [`events`]: Kubernetes Events for Problems, rate-limited and aggregated.
 //!
 //! [`Ops`] is the handle `main.rs` holds: it knows readiness and the metrics sources.
@@ -11,6 +12,7 @@
 
 pub mod election;
 pub mod events;
+pub mod gateway_status;
 pub mod health;
 pub mod kube;
 pub mod metrics;

@@ -79,6 +79,19 @@ const NEEDED: &[Need] = &[
     ("coordination.k8s.io", "leases", "update", Scope::Own, "leader election, member Lease"),
     ("coordination.k8s.io", "leases", "list", Scope::Own, "member Leases (status addresses)"),
     ("coordination.k8s.io", "leases", "delete", Scope::Own, "member Lease on shutdown"),
+    ("gateway.networking.k8s.io", "gatewayclasses", "list", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "gatewayclasses", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "gateways", "list", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "gateways", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "httproutes", "list", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "httproutes", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "referencegrants", "list", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "referencegrants", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("", "namespaces", "list", Scope::Cluster, "allowedRoutes namespace selectors"),
+    ("", "namespaces", "watch", Scope::Cluster, "allowedRoutes namespace selectors"),
+    ("gateway.networking.k8s.io", "gatewayclasses/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
+    ("gateway.networking.k8s.io", "gateways/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
+    ("gateway.networking.k8s.io", "httproutes/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
     ("", "events", "create", Scope::Cluster, "Events for Problems"),
     ("", "events", "get", Scope::Cluster, "Events: aggregate a predecessor's Event"),
     ("", "events", "patch", Scope::Cluster, "Events: bump the count"),
@@ -694,6 +707,24 @@ fn calls_in(src: &str) -> FileCalls {
         {
             local.insert(alias, res);
             calls.kinds.insert(res);
+        }
+    }
+    // Our own Gateway API types (`crate::config::gateway`), imported by name.
+    if src.contains("config::gateway") {
+        for (name, plural) in [
+            ("GatewayClass", "gatewayclasses"),
+            ("Gateway", "gateways"),
+            ("HTTPRoute", "httproutes"),
+            ("ReferenceGrant", "referencegrants"),
+        ] {
+            let imported = [format!("{name},"), format!("{name}}}"), format!("<{name}>")]
+                .iter()
+                .any(|p| src.contains(p.as_str()));
+            if imported {
+                let res = ("gateway.networking.k8s.io", plural);
+                local.insert(name.to_owned(), res);
+                calls.kinds.insert(res);
+            }
         }
     }
     for pat in [

@@ -24,12 +24,14 @@ use super::{
     L4Service, Options, Problem, Snapshot,
     backend::{Cells, Resolver},
     class::ClassFilter,
+    gateway::{self, status::Statuses},
     ingress::{self, Age, SecretCache, Translated},
     l4,
     store::{Applied, Change, Key, Kind, Objects},
 };
 use crate::snapshot::{
     certs::CertSet,
+    gateway::GatewayPlane,
     routes::{HostMatch, RouteTable},
 };
 
@@ -61,6 +63,11 @@ pub struct Engine {
     default_problems: Vec<Problem>,
     l4: Vec<L4Service>,
     l4_problems: Vec<Problem>,
+    gateway: Arc<GatewayPlane>,
+    gateway_problems: Vec<Problem>,
+    /// Ingress hosts a Gateway serves instead.
+    shadowed: Vec<Problem>,
+    statuses: Arc<Statuses>,
     dirty: Dirty,
 }
 
@@ -73,6 +80,8 @@ struct Dirty {
     tls: bool,
     default: bool,
     l4: bool,
+    /// The Gateway API translation.
+    gateway: bool,
     /// Anything at all since the last Snapshot (including endpoint cells).
     any: bool,
 }
@@ -118,7 +127,16 @@ impl Engine {
                 self.dirty.ingresses.insert(key);
             }
             Applied::Object(Kind::IngressClass, ..) => self.dirty.all_ingresses = true,
+            Applied::Object(
+                Kind::Namespace
+                | Kind::GatewayClass
+                | Kind::Gateway
+                | Kind::HTTPRoute
+                | Kind::ReferenceGrant,
+                ..,
+            ) => self.dirty.gateway = true,
             Applied::Object(Kind::Service, key, _) => {
+                self.dirty.gateway |= self.has_gateway_api();
                 if let Some(users) = self.users.get(&key) {
                     self.dirty.ingresses.extend(users.iter().cloned());
                 }
@@ -132,11 +150,24 @@ impl Engine {
                 }
                 self.dirty.l4 = true;
             }
-            Applied::Object(Kind::Secret, ..) => self.dirty.tls = true,
+            Applied::Object(Kind::Secret, ..) => {
+                self.dirty.tls = true;
+                self.dirty.gateway |= self.has_gateway_api();
+            }
             Applied::Object(Kind::ConfigMap, ..) => self.dirty.l4 = true,
         }
         self.dirty.any = true;
         true
+    }
+
+    /// Whether any Gateway API object is known (then Services and Secrets matter to it).
+    fn has_gateway_api(&self) -> bool {
+        !self.objects.gateway_classes.is_empty()
+    }
+
+    /// The Gateway API status of the last [`Self::snapshot`].
+    pub fn statuses(&self) -> &Arc<Statuses> {
+        &self.statuses
     }
 
     /// Whether anything changed since the last [`Self::snapshot`].
@@ -181,14 +212,28 @@ impl Engine {
             self.l4 = l4::table(&self.objects, &self.opts, resolver, &mut problems);
             self.l4_problems = problems;
         }
-        if !ingresses.is_empty() {
+        if dirty.gateway {
+            let t = gateway::translate(
+                &self.objects,
+                &self.opts,
+                &mut self.cells,
+                &mut self.secrets,
+            );
+            self.gateway = Arc::new(t.plane);
+            self.gateway_problems = t.problems;
+            self.statuses = Arc::new(t.statuses);
+        }
+        if dirty.gateway || !hosts.is_empty() {
+            self.shadowed = gateway::shadowed(&self.table, &self.gateway, &self.opts);
+        }
+        if !ingresses.is_empty() || dirty.gateway {
             self.cells.prune();
         }
         let snapshot = Snapshot {
             http: self.table.clone(),
             l4: self.l4.clone(),
             tls: self.certs.clone(),
-            gateway: Default::default(),
+            gateway: self.gateway.clone(),
             problems: self.problems(),
         };
         (snapshot, work)
@@ -341,6 +386,8 @@ impl Engine {
             .chain(&self.tls_problems)
             .chain(&self.default_problems)
             .chain(&self.l4_problems)
+            .chain(&self.gateway_problems)
+            .chain(&self.shadowed)
             .cloned()
             .collect();
         super::sorted(all)

@@ -434,7 +434,8 @@ pub struct SecretCache {
 type ParsedSecret = Result<Arc<TlsCert>, (String, &'static str, String)>;
 
 impl SecretCache {
-    fn get(&mut self, key: &Key, secret: &Arc<Secret>) -> ParsedSecret {
+    /// The parsed Secret, parsed again only when the Secret object changed.
+    pub fn get(&mut self, key: &Key, secret: &Arc<Secret>) -> ParsedSecret {
         if let Some((s, parsed)) = self.parsed.get(key)
             && Arc::ptr_eq(s, secret)
         {

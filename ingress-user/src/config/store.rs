@@ -12,12 +12,17 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    core::v1::{ConfigMap, Secret, Service},
+    core::v1::{ConfigMap, Namespace, Secret, Service},
     discovery::v1::EndpointSlice,
     networking::v1::{Ingress, IngressClass},
 };
 
-use super::{Problem, backend::SERVICE_NAME_LABEL, slice::Slice};
+use super::{
+    Problem,
+    backend::SERVICE_NAME_LABEL,
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
+    slice::Slice,
+};
 
 /// A complete, consistent set of objects from one source, as plain values.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +39,16 @@ pub struct Store {
     pub secrets: Vec<Secret>,
     /// ConfigMaps (the tcp/udp services ones; others are ignored).
     pub config_maps: Vec<ConfigMap>,
+    /// Namespaces (their labels select Gateway API routes).
+    pub namespaces: Vec<Namespace>,
+    /// Gateway API GatewayClasses.
+    pub gateway_classes: Vec<GatewayClass>,
+    /// Gateway API Gateways.
+    pub gateways: Vec<Gateway>,
+    /// Gateway API HTTPRoutes.
+    pub http_routes: Vec<HTTPRoute>,
+    /// Gateway API ReferenceGrants.
+    pub reference_grants: Vec<ReferenceGrant>,
     /// Problems the source itself found (a file that does not parse, an object of an
     /// unknown kind); they are carried into the Snapshot's problems.
     pub problems: Vec<Problem>,
@@ -49,6 +64,11 @@ impl Store {
         out.extend(self.endpoint_slices.into_iter().map(Object::from));
         out.extend(self.secrets.into_iter().map(Object::from));
         out.extend(self.config_maps.into_iter().map(Object::from));
+        out.extend(self.namespaces.into_iter().map(Object::from));
+        out.extend(self.gateway_classes.into_iter().map(Object::from));
+        out.extend(self.gateways.into_iter().map(Object::from));
+        out.extend(self.http_routes.into_iter().map(Object::from));
+        out.extend(self.reference_grants.into_iter().map(Object::from));
         let mut changes: Vec<Change> = out.into_iter().map(Change::Apply).collect();
         if !self.problems.is_empty() {
             changes.push(Change::Problems {
@@ -75,6 +95,30 @@ pub enum Kind {
     Secret,
     /// ConfigMap.
     ConfigMap,
+    /// Namespace (cluster-scoped).
+    Namespace,
+    /// Gateway API GatewayClass (cluster-scoped).
+    GatewayClass,
+    /// Gateway API Gateway.
+    Gateway,
+    /// Gateway API HTTPRoute.
+    HTTPRoute,
+    /// Gateway API ReferenceGrant.
+    ReferenceGrant,
+}
+
+impl Kind {
+    /// Whether objects of this kind feed the Gateway API translation only.
+    pub fn is_gateway_api(self) -> bool {
+        matches!(
+            self,
+            Self::Namespace
+                | Self::GatewayClass
+                | Self::Gateway
+                | Self::HTTPRoute
+                | Self::ReferenceGrant
+        )
+    }
 }
 
 /// `(namespace, name)`; the namespace is empty for cluster-scoped kinds.
@@ -95,6 +139,16 @@ pub enum Object {
     Secret(Arc<Secret>),
     /// A ConfigMap.
     ConfigMap(Arc<ConfigMap>),
+    /// A Namespace.
+    Namespace(Arc<Namespace>),
+    /// A GatewayClass.
+    GatewayClass(Arc<GatewayClass>),
+    /// A Gateway.
+    Gateway(Arc<Gateway>),
+    /// An HTTPRoute.
+    HTTPRoute(Arc<HTTPRoute>),
+    /// A ReferenceGrant.
+    ReferenceGrant(Arc<ReferenceGrant>),
 }
 
 macro_rules! object_from {
@@ -106,7 +160,18 @@ macro_rules! object_from {
         }
     )*};
 }
-object_from!(Ingress, IngressClass, Service, Secret, ConfigMap);
+object_from!(
+    Ingress,
+    IngressClass,
+    Service,
+    Secret,
+    ConfigMap,
+    Namespace,
+    GatewayClass,
+    Gateway,
+    HTTPRoute,
+    ReferenceGrant
+);
 
 impl From<EndpointSlice> for Object {
     fn from(o: EndpointSlice) -> Self {
@@ -124,6 +189,11 @@ impl Object {
             Self::EndpointSlice(_) => Kind::EndpointSlice,
             Self::Secret(_) => Kind::Secret,
             Self::ConfigMap(_) => Kind::ConfigMap,
+            Self::Namespace(_) => Kind::Namespace,
+            Self::GatewayClass(_) => Kind::GatewayClass,
+            Self::Gateway(_) => Kind::Gateway,
+            Self::HTTPRoute(_) => Kind::HTTPRoute,
+            Self::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 
@@ -152,6 +222,11 @@ impl Object {
             Self::EndpointSlice(o) => Self::EndpointSlice(copy(&o)),
             Self::Secret(o) => Self::Secret(copy(&o)),
             Self::ConfigMap(o) => Self::ConfigMap(copy(&o)),
+            Self::Namespace(o) => Self::Namespace(copy(&o)),
+            Self::GatewayClass(o) => Self::GatewayClass(copy(&o)),
+            Self::Gateway(o) => Self::Gateway(copy(&o)),
+            Self::HTTPRoute(o) => Self::HTTPRoute(copy(&o)),
+            Self::ReferenceGrant(o) => Self::ReferenceGrant(copy(&o)),
         }
     }
 
@@ -164,6 +239,11 @@ impl Object {
             Self::EndpointSlice(o) => &o.metadata,
             Self::Secret(o) => &o.metadata,
             Self::ConfigMap(o) => &o.metadata,
+            Self::Namespace(o) => &o.metadata,
+            Self::GatewayClass(o) => &o.metadata,
+            Self::Gateway(o) => &o.metadata,
+            Self::HTTPRoute(o) => &o.metadata,
+            Self::ReferenceGrant(o) => &o.metadata,
         };
         (
             meta.namespace.clone().unwrap_or_default(),
@@ -203,6 +283,16 @@ pub struct Objects {
     pub secrets: BTreeMap<Key, Arc<Secret>>,
     /// ConfigMaps.
     pub config_maps: BTreeMap<Key, Arc<ConfigMap>>,
+    /// Namespaces (namespace empty).
+    pub namespaces: BTreeMap<Key, Arc<Namespace>>,
+    /// GatewayClasses (namespace empty).
+    pub gateway_classes: BTreeMap<Key, Arc<GatewayClass>>,
+    /// Gateways.
+    pub gateways: BTreeMap<Key, Arc<Gateway>>,
+    /// HTTPRoutes.
+    pub http_routes: BTreeMap<Key, Arc<HTTPRoute>>,
+    /// ReferenceGrants.
+    pub reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
     /// The source's Problems by origin.
     pub problems: BTreeMap<String, Vec<Problem>>,
     /// EndpointSlice keys by the Service (`kubernetes.io/service-name`) they belong to.
@@ -255,6 +345,11 @@ impl Objects {
                     Object::Service(o) => put(&mut self.services, key.clone(), o),
                     Object::Secret(o) => put(&mut self.secrets, key.clone(), o),
                     Object::ConfigMap(o) => put(&mut self.config_maps, key.clone(), o),
+                    Object::Namespace(o) => put(&mut self.namespaces, key.clone(), o),
+                    Object::GatewayClass(o) => put(&mut self.gateway_classes, key.clone(), o),
+                    Object::Gateway(o) => put(&mut self.gateways, key.clone(), o),
+                    Object::HTTPRoute(o) => put(&mut self.http_routes, key.clone(), o),
+                    Object::ReferenceGrant(o) => put(&mut self.reference_grants, key.clone(), o),
                     Object::EndpointSlice(o) => {
                         let new_owner = slice_service(&o);
                         let old = self.endpoint_slices.get(&key).cloned();
@@ -282,6 +377,11 @@ impl Objects {
                     Kind::Service => self.services.remove(&key).is_some(),
                     Kind::Secret => self.secrets.remove(&key).is_some(),
                     Kind::ConfigMap => self.config_maps.remove(&key).is_some(),
+                    Kind::Namespace => self.namespaces.remove(&key).is_some(),
+                    Kind::GatewayClass => self.gateway_classes.remove(&key).is_some(),
+                    Kind::Gateway => self.gateways.remove(&key).is_some(),
+                    Kind::HTTPRoute => self.http_routes.remove(&key).is_some(),
+                    Kind::ReferenceGrant => self.reference_grants.remove(&key).is_some(),
                     Kind::EndpointSlice => {
                         let Some(old) = self.endpoint_slices.remove(&key) else {
                             return Applied::Nothing;
@@ -356,6 +456,11 @@ impl Objects {
                 .collect(),
             secrets: values(&self.secrets),
             config_maps: values(&self.config_maps),
+            namespaces: values(&self.namespaces),
+            gateway_classes: values(&self.gateway_classes),
+            gateways: values(&self.gateways),
+            http_routes: values(&self.http_routes),
+            reference_grants: values(&self.reference_grants),
             problems: self.problems.values().flatten().cloned().collect(),
         }
     }

@@ -1,6 +1,6 @@
 //! The cluster-facing duties in kube mode, started together: leader election, this
-//! instance's member Lease (its address for Ingress status), the status writer (with
-//! `--update-status`) and Events. Only the leader writes status and Events.
+//! instance's member Lease (its address for Ingress status), the status writers (Ingress
+//! and Gateway API, with `--update-status`) and Events. Only the leader writes status and Events.
 
 use std::{future::Future, net::IpAddr, sync::Arc};
 
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::{
     election::{self, ElectionConfig},
     events::{self, EventsConfig},
+    gateway_status::{self, GatewayReport},
     status::{self, AddressSource, StatusConfig},
 };
 use crate::{cli::OpsArgs, config::Snapshot, controller::IngressList};
@@ -26,12 +27,14 @@ pub struct KubeOps {
     pub own_addresses: Vec<String>,
     /// Event reporting.
     pub events: EventsConfig,
+    /// `--controller-class`: our `controllerName` in route status.
+    pub controller: String,
 }
 
 impl KubeOps {
     /// From the flags and the node addresses (`--node-address`; the
     /// `HOST_IP` fallback applies when empty).
-    pub fn from_args(args: &OpsArgs, node_addresses: &[IpAddr]) -> Self {
+    pub fn from_args(args: &OpsArgs, node_addresses: &[IpAddr], controller: &str) -> Self {
         let identity = args.pod_name.clone().unwrap_or_else(hostname);
         let election = ElectionConfig::new(
             &args.pod_namespace,
@@ -66,6 +69,7 @@ impl KubeOps {
                 window: args.event_interval,
                 ..EventsConfig::default()
             },
+            controller: controller.to_owned(),
         }
     }
 }
@@ -85,6 +89,7 @@ pub async fn run(
     client: Client,
     cfg: KubeOps,
     ingresses: watch::Receiver<Arc<IngressList>>,
+    gateways: watch::Receiver<Arc<GatewayReport>>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Receiver<bool>,
     leading: watch::Sender<bool>,
@@ -120,6 +125,14 @@ pub async fn run(
                 stopped(shutdown.clone()),
             )));
         }
+        tasks.push(Box::pin(gateway_status::run(
+            client.clone(),
+            status_cfg.clone(),
+            cfg.controller.clone(),
+            gateways,
+            leading_rx.clone(),
+            stopped(shutdown.clone()),
+        )));
         tasks.push(Box::pin(status::run(
             client,
             status_cfg,

@@ -274,6 +274,18 @@ pub struct HostRoutes {
 }
 
 impl HostRoutes {
+    /// The Ingresses whose paths these are, each once.
+    pub fn ingresses(&self) -> Vec<&ObjectRef> {
+        let mut out: Vec<&ObjectRef> = self
+            .rules
+            .iter()
+            .filter_map(|(_, _, b)| b.ingress.as_ref())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Adds a path of `host` (named in errors). The first rule for a given path and
     /// effective type wins; later ones get [`InsertError::Conflict`].
     pub fn insert(
@@ -461,6 +473,20 @@ pub enum InsertError {
 }
 
 impl RouteTable {
+    /// Every host with paths (for reports; not on the request path).
+    pub fn hosts(&self) -> impl Iterator<Item = (HostMatch, &Arc<HostRoutes>)> {
+        let exact = self
+            .exact_hosts
+            .iter()
+            .map(|(h, r)| (HostMatch::Exact(h.clone()), r));
+        let wildcard = self
+            .wildcard_hosts
+            .iter()
+            .map(|(h, r)| (HostMatch::Wildcard(h.clone()), r));
+        let any = (!self.any_host.is_empty()).then_some((HostMatch::Any, &self.any_host));
+        exact.chain(wildcard).chain(any)
+    }
+
     /// An empty table (every request gets the default backend, or 404).
     pub fn new() -> Self {
         Self::default()

@@ -6,8 +6,10 @@
 //! - Kinds we read: Ingress (v1, and the legacy `extensions/v1beta1` /
 //!   `networking.k8s.io/v1beta1` converted with a Warning), IngressClass, Service,
 //!   EndpointSlice, core v1 Endpoints (converted to EndpointSlices, since there is no
-//!   EndpointSlice controller here), Secret and ConfigMap. Other kinds (Namespace,
-//!   Deployment, ...) are ignored silently.
+//!   EndpointSlice controller here), Secret, ConfigMap, Namespace (its labels select
+//!   Gateway API routes), and the Gateway API's GatewayClass, Gateway, HTTPRoute and
+//!   ReferenceGrant (`gateway.networking.k8s.io` v1, or v1beta1 of the same shape). Other
+//!   kinds (Deployment, ...) are ignored silently.
 //! - A document that does not parse, or is not a Kubernetes object, is a Problem naming the
 //!   file and line; every other document still applies.
 //! - Change detection: an inotify event on the directory (or a 1 s poll behind it, or a
@@ -25,7 +27,7 @@ use std::{
 
 use k8s_openapi::{
     api::{
-        core::v1::{ConfigMap, Endpoints, Secret, Service},
+        core::v1::{ConfigMap, Endpoints, Namespace, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
@@ -38,9 +40,22 @@ use tracing::{debug, info, warn};
 use super::{Update, UpdateTx, dir_watch::DirWatch, manifest_dir::ManifestDir};
 use crate::config::{
     ObjectRef, Problem, Store,
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
     legacy::{self, LEGACY_INGRESS_VERSIONS},
     problem::Severity,
 };
+
+/// Kinds without a namespace.
+const CLUSTER_SCOPED: [&str; 3] = ["IngressClass", "Namespace", "GatewayClass"];
+
+/// Whether `api_version` is a Gateway API version we read `kind` in.
+fn gateway_version(api_version: &str, kind: &str) -> bool {
+    let kinds = ["GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"];
+    matches!(
+        api_version,
+        "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1"
+    ) && kinds.contains(&kind)
+}
 
 /// Why the directory could not be read at all (single files never fail the load).
 #[derive(Debug, thiserror::Error)]
@@ -259,9 +274,54 @@ impl Loader {
                     self.store.config_maps.push(c);
                 }
             }
+            ("v1", "Namespace") => {
+                if let Some(n) =
+                    self.typed::<Namespace>(path, line, "Namespace", doc, |n| &mut n.metadata)
+                {
+                    self.store.namespaces.push(n);
+                }
+            }
+            (v, k) if gateway_version(v, k) => self.add_gateway_api(path, line, k, doc),
             _ => {
                 debug!(file = %path.display(), line, %api_version, %kind, "ignoring a kind xdp-ingress does not use");
             }
+        }
+    }
+
+    /// A Gateway API object (v1, or v1beta1 of the same shape).
+    fn add_gateway_api(&mut self, path: &Path, line: usize, kind: &str, doc: Value) {
+        match kind {
+            "GatewayClass" => {
+                if let Some(o) =
+                    self.typed::<GatewayClass>(path, line, "GatewayClass", doc, |o| &mut o.metadata)
+                {
+                    self.store.gateway_classes.push(o);
+                }
+            }
+            "Gateway" => {
+                if let Some(o) =
+                    self.typed::<Gateway>(path, line, "Gateway", doc, |o| &mut o.metadata)
+                {
+                    self.store.gateways.push(o);
+                }
+            }
+            "HTTPRoute" => {
+                if let Some(o) =
+                    self.typed::<HTTPRoute>(path, line, "HTTPRoute", doc, |o| &mut o.metadata)
+                {
+                    self.store.http_routes.push(o);
+                }
+            }
+            "ReferenceGrant" => {
+                if let Some(o) =
+                    self.typed::<ReferenceGrant>(path, line, "ReferenceGrant", doc, |o| {
+                        &mut o.metadata
+                    })
+                {
+                    self.store.reference_grants.push(o);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -351,7 +411,7 @@ impl Loader {
             );
             return false;
         };
-        let ns = if kind == "IngressClass" {
+        let ns = if CLUSTER_SCOPED.contains(&kind) {
             meta.namespace = None;
             String::new()
         } else {

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
-        core::v1::{ConfigMap, Secret, Service},
+        core::v1::{ConfigMap, Namespace, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use super::{Update, UpdateTx};
 use crate::config::{
     Change,
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
     store::{Key, Kind, Object},
 };
 
@@ -124,6 +125,13 @@ pub async fn run(client: Client, cfg: KubeSourceConfig, tx: UpdateTx) {
         let by_name = watcher::Config::default().fields(&format!("metadata.name={name}"));
         w.watch::<ConfigMap>(Api::namespaced(client.clone(), ns), by_name);
     }
+    if serves_gateway_api(&client).await {
+        w.watch::<Namespace>(Api::all(client.clone()), watcher::Config::default());
+        w.watch::<GatewayClass>(Api::all(client.clone()), watcher::Config::default());
+        w.watch::<Gateway>(scoped(&client, ns), watcher::Config::default());
+        w.watch::<HTTPRoute>(scoped(&client, ns), watcher::Config::default());
+        w.watch::<ReferenceGrant>(scoped(&client, ns), watcher::Config::default());
+    }
     let mut waiting = w.count;
     drop(listed_tx);
     while waiting > 0 {
@@ -143,6 +151,35 @@ pub async fn run(client: Client, cfg: KubeSourceConfig, tx: UpdateTx) {
         return;
     }
     tx.closed().await;
+}
+
+/// Whether the API server has the Gateway API CRDs (`gateway.networking.k8s.io` v1 and
+/// the v1beta1 ReferenceGrant). Without them there is nothing to watch, and a watcher on a
+/// missing resource would retry forever and hold back the initial sync. Installing the
+/// CRDs later takes a restart to be noticed (logged here).
+async fn serves_gateway_api(client: &Client) -> bool {
+    let has = |version: &'static str, plural: &'static str| async move {
+        let gv = format!("{}/{version}", crate::config::gateway::types::GROUP);
+        match client.list_api_group_resources(&gv).await {
+            Ok(list) => list.resources.iter().any(|r| r.name == plural),
+            Err(e) => {
+                debug!(group_version = %gv, error = %e, "API group not served");
+                false
+            }
+        }
+    };
+    let found = has("v1", "gateways").await
+        && has("v1", "httproutes").await
+        && has("v1", "gatewayclasses").await
+        && has("v1beta1", "referencegrants").await;
+    if found {
+        info!("Gateway API found: watching GatewayClasses, Gateways, HTTPRoutes, ReferenceGrants");
+    } else {
+        info!(
+            "Gateway API CRDs not installed (gateway.networking.k8s.io v1 and v1beta1 ReferenceGrant); serving Ingress only. Restart after installing them."
+        );
+    }
+    found
 }
 
 /// An `Api` for a namespaced kind, in one namespace or all.
@@ -196,7 +233,12 @@ watched!(
     Service,
     EndpointSlice,
     Secret,
-    ConfigMap
+    ConfigMap,
+    Namespace,
+    GatewayClass,
+    Gateway,
+    HTTPRoute,
+    ReferenceGrant
 );
 
 /// Per kind, the parts of an object translation never reads.
@@ -218,6 +260,18 @@ impl Slim for EndpointSlice {}
 impl Slim for IngressClass {}
 impl Slim for Secret {}
 impl Slim for ConfigMap {}
+impl Slim for Namespace {
+    fn slim(&mut self) {
+        self.spec = None;
+        self.status = None;
+    }
+}
+/// Gateway API objects keep their status: the status writer keeps other controllers'
+/// route parents and the conditions' transition times.
+impl Slim for GatewayClass {}
+impl Slim for Gateway {}
+impl Slim for HTTPRoute {}
+impl Slim for ReferenceGrant {}
 
 impl Watchers<'_> {
     /// Starts one watcher; its first complete list is reported on `listed` (once).
@@ -294,6 +348,11 @@ fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
         "Service" => "Service",
         "EndpointSlice" => "EndpointSlice",
         "Secret" => "Secret",
+        "Namespace" => "Namespace",
+        "GatewayClass" => "GatewayClass",
+        "Gateway" => "Gateway",
+        "HTTPRoute" => "HTTPRoute",
+        "ReferenceGrant" => "ReferenceGrant",
         _ => "ConfigMap",
     }
 }

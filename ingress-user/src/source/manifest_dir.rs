@@ -246,6 +246,11 @@ fn written_as(kind: Kind) -> &'static str {
         Kind::EndpointSlice => "EndpointSlice",
         Kind::Secret => "Secret",
         Kind::ConfigMap => "ConfigMap",
+        Kind::Namespace => "Namespace",
+        Kind::GatewayClass => "GatewayClass",
+        Kind::Gateway => "Gateway",
+        Kind::HTTPRoute => "HTTPRoute",
+        Kind::ReferenceGrant => "ReferenceGrant",
     }
 }
 
