@@ -126,6 +126,47 @@ async fn harness_plain_ingress(mode: Mode) {
     .await;
 }
 
+/// Harness check: rows that do not hold fail, each with what was expected and what came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_wrong_rows_fail_with_expected_and_got() {
+    let manifests = format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: plain, namespace: {INFRA}}}\nspec:\n  ingressClassName: xdp\n  rules:\n  - host: plain.example\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: infra-backend-v2, port: {{number: 8080}}}}}}}}\n"
+    );
+    let w = World::start(Mode::File, 31, &manifests).await;
+    let at = || get("/x?y=z").via_ingress().host("plain.example");
+    let rows = [
+        at().to("infra-backend-v1"),
+        at().status(404),
+        at().to("infra-backend-v2").saw_path("/elsewhere"),
+        at().to("infra-backend-v2").saw_host("other.example"),
+        at().to("infra-backend-v2").saw_header("x-missing", "v"),
+        at().header("x-sent", "1")
+            .to("infra-backend-v2")
+            .saw_no_header("x-sent"),
+        at().to("infra-backend-v2").resp_header("x-nope", "v"),
+        at().redirect(302),
+        at().to("infra-backend-v2").mirrored_to("infra-backend-v3"),
+    ];
+    let run = tokio::spawn(async move { w.run("harness: wrong rows", &rows).await });
+    let err = run.await.expect_err("every row is wrong, so the run fails");
+    let panic = err.into_panic();
+    let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    for want in [
+        "9 of 9 checks failed",
+        "answered by gateway-conformance-infra/infra-backend-v2 (want gateway-conformance-infra/infra-backend-v1)",
+        "status 200 (want 404)",
+        "backend saw path \"/x?y=z\" (want \"/elsewhere\")",
+        "backend saw host \"plain.example\" (want \"other.example\")",
+        "backend saw x-missing: None (want \"v\")",
+        "backend saw x-sent: \"1\" (want none)",
+        "response header x-nope: None (want \"v\")",
+        "no Location header",
+        "no mirrored copy reached gateway-conformance-infra/infra-backend-v3",
+    ] {
+        assert!(msg.contains(want), "{want:?} in:\n{msg}");
+    }
+}
+
 /// Harness check: the echo backend reports the method, path with query, host and headers
 /// it received, and sets the response headers asked for.
 #[tokio::test]
@@ -1353,7 +1394,7 @@ async fn weight(mode: Mode) {
     // The suite first waits for one 200.
     w.run(
         "HTTPRouteWeight",
-        &[get("/").named("GET / answers 200").status(200)],
+        &[get("/").named("GET / answers 200").from_any_backend()],
     )
     .await;
     let want = [
