@@ -2,12 +2,14 @@
 //!
 //! - [`server`]: thread-per-core workers (`--http-workers`), each with its own listeners
 //!   (`--http-port`: HTTP/1.1 + h2c prior knowledge; `--https-port`: rustls with ALPN
-//!   h2/http1.1), limits, graceful shutdown. Entry point: [`serve`].
+//!   h2/http1.1), limits, graceful shutdown; Gateway API listening addresses open and close
+//!   as Snapshots change. Entry point: [`serve`].
 //! - [`h1`]: the HTTP/1.1 fast path on plain connections (bodiless keep-alive requests);
 //!   anything else goes to hyper with the bytes already read ([`rewind`]).
 //! - [`router`]: per request, load the current Snapshot (`ArcSwap`), match, redirect
 //!   plain HTTP for TLS hosts (308, `--no-ssl-redirect` turns it off), or answer with the
-//!   default backend (built in: `/healthz` 200, else 404).
+//!   default backend (built in: `/healthz` 200, else 404). Requests on a Gateway API
+//!   address follow its HTTPRoutes and their filters instead.
 //! - [`proxy`]: forwarding with one retry on another endpoint when connecting fails, and
 //!   upgrades (WebSocket) tunnelled both ways; [`balance`] picks endpoints.
 //! - [`h2c`]: HTTP/2 cleartext upstreams (Service port `appProtocol: kubernetes.io/h2c`,

@@ -107,6 +107,9 @@ impl Seed {
         fs::create_dir_all(&manifests).expect("create manifest dir");
         for entry in fs::read_dir(examples_dir()).expect("deploy/examples") {
             let path = entry.expect("entry").path();
+            if !path.is_file() {
+                continue; // gateway/: the Gateway API variant
+            }
             fs::copy(&path, manifests.join(path.file_name().expect("name"))).expect("copy");
         }
         fs::write(manifests.join("endpoints.yaml"), endpoint_slices()).expect("write slices");

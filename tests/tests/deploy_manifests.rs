@@ -34,6 +34,7 @@ use k8s_openapi::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
+use xdp_ingress::config::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 
 // ---------------------------------------------------------------------------------------------
 // The API calls the controller makes. Keep in step with ingress-user/src: the test
@@ -241,6 +242,10 @@ fn check_kind(value: &Value) -> Result<&'static str, String> {
         Ingress,
         Secret,
         EndpointSlice,
+        GatewayClass,
+        Gateway,
+        HTTPRoute,
+        ReferenceGrant,
     )
 }
 

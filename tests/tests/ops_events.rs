@@ -81,8 +81,10 @@ async fn a_bad_configmap_entry_produces_an_event_on_the_configmap() {
                 host: Some("node-1".into()),
                 ..EventsConfig::default()
             },
+            controller: "xdp-ingress.dev/controller".into(),
         },
         handle.ingresses.clone(),
+        handle.gateways.clone(),
         handle.snapshots.clone(),
         stop_rx,
         leading_tx,

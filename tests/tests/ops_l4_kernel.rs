@@ -49,6 +49,7 @@ fn render(pin: &PinDir, snapshot: Snapshot, apply_seconds: Option<f64>) -> Strin
                 snapshots,
                 ready,
                 ingresses: watch::channel(Arc::default()).1,
+                gateways: watch::channel(Arc::default()).1,
                 stats: Arc::new(ControllerStats::default()),
             };
             let ops = Ops::new(

@@ -63,6 +63,7 @@ impl Instance {
             }),
             own_addresses: vec![address.to_owned()],
             events: EventsConfig::default(),
+            controller: Options::default().controller_class,
         };
         let (leading_tx, leading) = watch::channel(false);
         let (_stop_tx, stop_rx) = watch::channel(false);
@@ -72,6 +73,7 @@ impl Instance {
                 client,
                 cfg,
                 handle.ingresses.clone(),
+                handle.gateways.clone(),
                 handle.snapshots.clone(),
                 stop_rx,
                 leading_tx,

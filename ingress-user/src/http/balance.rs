@@ -114,6 +114,28 @@ impl Balancer {
         Some(Pick { addr, load })
     }
 
+    /// The next turn of a counter keyed by `key` (the address of something a Snapshot
+    /// holds, e.g. a Gateway rule's action): 0, 1, 2, ... Shared by the workers and
+    /// restarted with each Snapshot, like the round-robin cursors.
+    pub fn turn(&self, key: usize) -> u64 {
+        let cursor = self.cursor_at(key);
+        u64::try_from(cursor.fetch_add(1, Ordering::Relaxed)).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a request is in the `percent` share (0 to 100) of requests, e.g. for
+    /// mirroring. Random, so separate shares are independent.
+    pub fn chance(&self, percent: f64) -> bool {
+        if percent >= 100.0 {
+            return true;
+        }
+        if percent.is_nan() || percent <= 0.0 {
+            return false;
+        }
+        // A 53-bit fraction in [0, 1).
+        let unit = (self.random() >> 11) as f64 / (1u64 << 53) as f64;
+        unit * 100.0 < percent
+    }
+
     /// Forgets cursors and idle endpoints' counters; called when a new Snapshot arrives.
     pub fn reset(&self) {
         self.cursors
@@ -136,7 +158,10 @@ impl Balancer {
     }
 
     fn cursor(&self, backend: &Backend) -> Arc<AtomicUsize> {
-        let key = backend.endpoints.id();
+        self.cursor_at(backend.endpoints.id())
+    }
+
+    fn cursor_at(&self, key: usize) -> Arc<AtomicUsize> {
         if let Some(c) = self
             .cursors
             .read()
@@ -251,6 +276,28 @@ mod tests {
         }
         drop(held);
         assert_eq!(lb.in_flight(busy), 0);
+    }
+
+    #[test]
+    fn turns_count_per_key_and_restart_with_a_snapshot() {
+        let lb = Balancer::new(Balance::RoundRobin);
+        assert_eq!(
+            [lb.turn(1), lb.turn(1), lb.turn(2), lb.turn(1)],
+            [0, 1, 0, 2]
+        );
+        lb.reset();
+        assert_eq!(lb.turn(1), 0);
+    }
+
+    #[test]
+    fn chance_honours_the_bounds_and_roughly_the_share() {
+        let lb = Balancer::new(Balance::RoundRobin);
+        assert!((0..100).all(|_| lb.chance(100.0)));
+        assert!((0..100).all(|_| !lb.chance(0.0)));
+        assert!((0..100).all(|_| !lb.chance(f64::NAN)));
+        // splitmix64 from a fixed seed: deterministic, so this bound cannot flake.
+        let hits = (0..10_000).filter(|_| lb.chance(25.0)).count();
+        assert!((2_000..3_000).contains(&hits), "{hits}");
     }
 
     #[test]

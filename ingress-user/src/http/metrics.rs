@@ -50,6 +50,24 @@ pub struct ServiceLabels {
     pub service: String,
 }
 
+/// Labels of mirrored requests (Gateway API RequestMirror).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    /// `namespace/name:port` of the mirror's Service.
+    pub service: Arc<String>,
+    /// `sent` (the mirror answered), `failed` (no endpoint, connect or upstream error),
+    /// `skipped_body` (the request body was too large to copy), `dropped_busy` (too many
+    /// mirrors in flight).
+    pub outcome: &'static str,
+}
+
+/// Labels of a Gateway listening address.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// The address as bound, e.g. `127.0.0.2:80`.
+    pub address: String,
+}
+
 /// The router's metrics. Cheap to update from the data path (atomics only).
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -69,6 +87,13 @@ pub struct Metrics {
     pub headers_dropped: Family<DroppedHeaderLabels, Counter>,
     /// Upstream connections closed instead of reused, by reason.
     pub upstream_discarded: Family<DiscardLabels, Counter>,
+    /// Mirrored request copies, by mirror Service and outcome.
+    pub mirrors: Family<MirrorLabels, Counter>,
+    /// Gateway listening addresses that could not be bound (retried with the next
+    /// Snapshot).
+    pub listener_bind_errors: Family<ListenerLabels, Counter>,
+    /// Gateway listening addresses open now (beside the Ingress listeners).
+    pub gateway_listeners: Gauge,
 }
 
 impl Metrics {
@@ -108,6 +133,21 @@ impl Metrics {
             "http_upstream_connections_discarded",
             "Upstream connections closed instead of reused, because they were not provably clean",
             self.upstream_discarded.clone(),
+        );
+        registry.register(
+            "http_mirror_requests",
+            "Copies of requests sent by Gateway API RequestMirror filters, by outcome",
+            self.mirrors.clone(),
+        );
+        registry.register(
+            "http_listener_bind_errors",
+            "Gateway listening addresses that could not be bound",
+            self.listener_bind_errors.clone(),
+        );
+        registry.register(
+            "http_gateway_listeners",
+            "Gateway listening addresses open beside the Ingress listeners",
+            self.gateway_listeners.clone(),
         );
         registry.register(
             "tls_handshake_errors",

@@ -13,6 +13,10 @@ pub enum Error {
     /// No rule matched and there is no default backend.
     #[error("no route for this host and path")]
     NoRoute,
+    /// A Gateway API rule chose a backendRef that cannot be used (no such Service, a
+    /// reference not permitted, no backend with a weight): the spec's 500.
+    #[error("the route's backend is invalid")]
+    InvalidBackend,
     /// The matched Service has no ready (or serving) endpoints.
     #[error("service {0} has no endpoints")]
     NoEndpoints(ServiceRef),
@@ -81,6 +85,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::InvalidBackend => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -99,6 +104,7 @@ impl Error {
     pub fn label(&self) -> &'static str {
         match self {
             Self::NoRoute => "no_route",
+            Self::InvalidBackend => "invalid_backend",
             Self::NoEndpoints(_) => "no_endpoints",
             Self::Connect { .. } => "connect_failed",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
@@ -121,7 +127,7 @@ impl Error {
     pub fn fault(&self) -> &'static str {
         match self {
             Self::NoRoute => "none",
-            Self::LocationDenied => "config",
+            Self::LocationDenied | Self::InvalidBackend => "config",
             Self::NoEndpoints(_)
             | Self::Connect { .. }
             | Self::UpstreamTimeout { .. }
@@ -160,6 +166,7 @@ impl Error {
     fn body(&self) -> &'static str {
         match self {
             Self::NoRoute => "404 not found: no route for this host and path\n",
+            Self::InvalidBackend => "500 internal server error: the route's backend is invalid\n",
             Self::NoEndpoints(_) => "503 service unavailable: the service has no endpoints\n",
             Self::Connect { .. } => "502 bad gateway: could not connect to the service\n",
             Self::Upstream { .. } => "502 bad gateway: the service failed to answer\n",
@@ -216,6 +223,7 @@ mod tests {
             || -> BoxError { Box::new(io::Error::from(io::ErrorKind::ConnectionRefused)) };
         let cases: Vec<(Error, u16, &str)> = vec![
             (Error::NoRoute, 404, "no_route"),
+            (Error::InvalidBackend, 500, "invalid_backend"),
             (Error::Forbidden, 403, "forbidden"),
             (Error::LocationDenied, 503, "location_denied"),
             (Error::NoEndpoints(svc()), 503, "no_endpoints"),

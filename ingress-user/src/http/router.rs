@@ -1,6 +1,12 @@
 //! The per-request path: read the current Snapshot, pick a route (or redirect, or the
 //! default backend), rewrite headers and forward. The Snapshot is behind an `ArcSwap`, so
 //! a new one takes effect for the next request and never touches open connections.
+//!
+//! Requests on a Gateway API listening address are routed by its HTTPRoutes
+//! ([`gateway`]); on an Ingress listener, the Gateway routes of that same address and
+//! port answer for the hosts they list, and the Ingress rules for every other host.
+
+mod gateway;
 
 use std::{
     future::Future,
@@ -35,7 +41,7 @@ use super::{
     tls::CertResolver,
     upload::{buffer, timed},
 };
-use crate::snapshot::{Snapshot, policy::Access, routes::Backend};
+use crate::snapshot::{Snapshot, gateway::ListenAddr, policy::Access, routes::Backend};
 
 /// What the router knows about the client connection a request came on.
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +52,18 @@ pub struct Conn {
     pub local: SocketAddr,
     /// Whether the connection is TLS (the HTTPS listener).
     pub tls: bool,
+    /// The listening socket that accepted it.
+    pub socket: Socket,
+}
+
+/// Which kind of listening socket accepted a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Socket {
+    /// An Ingress listener (`--http-port`, `--https-port`). A Gateway listening address
+    /// with the same address and port shares it: its hosts are routed by the Gateway.
+    Ingress,
+    /// A socket of its own for this Gateway listening address: only the Gateway routes.
+    Gateway(ListenAddr),
 }
 
 /// Router settings that are not limits.
@@ -74,6 +92,8 @@ pub struct Router {
     metrics: Arc<Metrics>,
     opts: RouterOptions,
     resolver: Option<Arc<CertResolver>>,
+    /// RequestMirror copies in flight (bounded so a slow mirror cannot pile them up).
+    mirrors: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Router {
@@ -86,6 +106,7 @@ impl Router {
             metrics,
             opts,
             resolver: None,
+            mirrors: Arc::default(),
         }
     }
 
@@ -154,9 +175,22 @@ impl Router {
                 body,
                 extra,
                 upgrade,
+                gateway,
             } => {
                 let router = Arc::clone(self);
                 let upstream = Arc::clone(upstream);
+                if let Some(gw) = gateway {
+                    return Handled::Forwarding(Box::pin(async move {
+                        let fwd = gateway::Forward {
+                            backend,
+                            parts,
+                            body,
+                            extra,
+                            upgrade,
+                        };
+                        router.forward_gateway(&upstream, fwd, *gw).await
+                    }));
+                }
                 Handled::Forwarding(Box::pin(async move {
                     // Boxed: most requests have no body, and inline the read would grow
                     // every request's future.
@@ -225,7 +259,7 @@ impl Router {
         resp
     }
 
-    fn route<B>(&self, snapshot: &Snapshot, mut req: Request<B>, conn: Conn) -> Routed
+    fn route<B>(&self, snapshot: &Snapshot, req: Request<B>, conn: Conn) -> Routed
     where
         B: HttpBody<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -240,6 +274,15 @@ impl Router {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
         let host = strip_port(host);
+        if !snapshot.gateway.ports.is_empty() || conn.socket != Socket::Ingress {
+            match gateway::select(&snapshot.gateway, conn, host) {
+                gateway::Select::Routes(routes) => {
+                    return self.route_gateway(routes, req, conn, host_value.as_ref(), host);
+                }
+                gateway::Select::NotFound => return Routed::Local(None, Err(Error::NoRoute)),
+                gateway::Select::Ingress => {}
+            }
+        }
         let path = req.uri().path();
 
         let matched = snapshot.http.route(host, path);
@@ -288,14 +331,55 @@ impl Router {
             return Routed::Local(None, Ok(builtin_default(path)));
         };
 
-        // Body limit (the route's proxy-body-size, else --max-body-bytes): refuse a
-        // declared oversize body up front; cap a streamed one.
+        // Body limit (the route's proxy-body-size, else --max-body-bytes).
         let global = self.opts.limits.max_body_bytes;
         let limit = policy.map_or(global, |p| p.body_limit(global));
+        let mut out = match self.prepare(req, conn, host_value.as_ref(), limit) {
+            Ok(out) => out,
+            Err(e) => return Routed::Local(Some(backend), Err(e)),
+        };
+        if let Some(m) = matched {
+            let p = m.backend.policy();
+            if let Some(prefix) = &p.x_forwarded_prefix
+                && let Ok(v) = HeaderValue::try_from(prefix.as_str())
+            {
+                out.parts.headers.insert(X_FORWARDED_PREFIX.clone(), v);
+            }
+            if let (Some(target), Some(re)) = (&p.rewrite_target, m.regex)
+                && p.rewrites(m.path)
+                && let Some(uri) = rewrite(re, target, &out.parts.uri)
+            {
+                out.parts.uri = uri;
+            }
+        }
+        Routed::Forward {
+            backend,
+            parts: out.parts,
+            body: out.body,
+            extra: out.extra,
+            upgrade: out.upgrade,
+            gateway: None,
+        }
+    }
+
+    /// The request taken apart for forwarding: a declared body over `limit` refused up
+    /// front (413) and a streamed one capped; the upgrade taken; hop-by-hop headers
+    /// dropped and the forwarding lines built; `Host` set to the one host routing used.
+    fn prepare<B>(
+        &self,
+        mut req: Request<B>,
+        conn: Conn,
+        host_value: Option<&HeaderValue>,
+        limit: Option<u64>,
+    ) -> Result<Prepared, Error>
+    where
+        B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
         if let (Some(limit), Some(len)) = (limit, req.body().size_hint().exact())
             && len > limit
         {
-            return Routed::Local(Some(backend), Err(Error::BodyTooLarge { limit }));
+            return Err(Error::BodyTooLarge { limit });
         }
         let upgrade = (req.version() <= Version::HTTP_11 && wants_upgrade(req.headers()))
             .then(|| hyper::upgrade::on(&mut req));
@@ -317,7 +401,7 @@ impl Router {
             &Forwarded {
                 client: conn.remote.ip(),
                 proto: if conn.tls { "https" } else { "http" },
-                host: host_value.as_ref(),
+                host: host_value,
                 port: conn.local.port(),
             },
             &self.ids,
@@ -331,36 +415,29 @@ impl Router {
                 })
                 .inc_by(underscored);
         }
-        if let Some(m) = matched {
-            let p = m.backend.policy();
-            if let Some(prefix) = &p.x_forwarded_prefix
-                && let Ok(v) = HeaderValue::try_from(prefix.as_str())
-            {
-                parts.headers.insert(X_FORWARDED_PREFIX.clone(), v);
-            }
-            if let (Some(target), Some(re)) = (&p.rewrite_target, m.regex)
-                && p.rewrites(m.path)
-                && let Some(uri) = rewrite(re, target, &parts.uri)
-            {
-                parts.uri = uri;
-            }
-        }
         // The upstream gets the one host routing used: HTTP/2 and absolute-form requests
         // may have no `Host` line, or (absolute-form) one the target overrides. Compared
         // first, as `insert` would grow a map sized for the client's headers.
-        if let Some(h) = &host_value
+        if let Some(h) = host_value
             && parts.headers.get(header::HOST) != Some(h)
         {
             parts.headers.insert(header::HOST, h.clone());
         }
-        Routed::Forward {
-            backend,
+        Ok(Prepared {
             parts,
             body,
             extra,
             upgrade,
-        }
+        })
     }
+}
+
+/// A request ready to forward (see [`Router::prepare`]).
+struct Prepared {
+    parts: Parts,
+    body: Body,
+    extra: ProxyHeaders,
+    upgrade: Option<OnUpgrade>,
 }
 
 /// Where [`Router::route`] sends a request.
@@ -374,6 +451,8 @@ enum Routed {
         body: Body,
         extra: ProxyHeaders,
         upgrade: Option<OnUpgrade>,
+        /// What a Gateway rule does besides forwarding (boxed: one pointer for Ingress).
+        gateway: Option<Box<gateway::After>>,
     },
 }
 

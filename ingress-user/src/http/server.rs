@@ -8,6 +8,12 @@
 //! upstream connection pool. A request is read, routed, forwarded and answered on one
 //! thread, with no work stealing and no cross-thread wake-up on the hot path. Workers share
 //! only the Snapshot (an `ArcSwap`), the balancer and the metrics.
+//!
+//! Gateway API listening addresses (`GatewayPlane::ports`) come and go with Snapshots
+//! ([`listeners`]): each new one gets a socket per worker (`SO_REUSEPORT`), each removed
+//! one has its sockets closed while the connections accepted on them finish. An address
+//! with the port of an Ingress listener and its address (or any address, when the
+//! Ingress listener binds all of them) shares that listener's sockets instead.
 
 use std::{
     convert::Infallible,
@@ -31,10 +37,12 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpSocket, TcpStream},
-    sync::{oneshot, watch},
+    sync::{mpsc, oneshot, watch},
 };
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
+
+mod listeners;
 
 use super::{
     body::Holding,
@@ -45,10 +53,10 @@ use super::{
     preface::PrefaceDeadline,
     proxy::Upstream,
     rewind::Rewind,
-    router::{Conn, Router, RouterOptions},
+    router::{Conn, Router, RouterOptions, Socket},
     tls::{self, CertResolver},
 };
-use crate::{cli::HttpArgs, config::Snapshot};
+use crate::{cli::HttpArgs, config::Snapshot, snapshot::gateway::ListenAddr};
 
 /// Where to listen and how to serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,9 +131,12 @@ pub struct Server {
     http_addr: SocketAddr,
     https_addr: Option<SocketAddr>,
     tls: Option<TlsAcceptor>,
+    resolver: Option<Arc<CertResolver>>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
+    /// `--bind-address`: where Gateway listeners without addresses listen.
+    bind_ip: std::net::IpAddr,
 }
 
 impl Server {
@@ -159,14 +170,16 @@ impl Server {
             initial,
             metrics,
         );
-        let tls = match https_addr {
-            Some(_) => {
-                let resolver = Arc::new(CertResolver::new(router.snapshot_cell())?);
+        let (tls, resolver) = match https_addr {
+            Some(addr) => {
+                let mut resolver = CertResolver::new(router.snapshot_cell())?;
+                resolver.share_port(addr.port());
+                let resolver = Arc::new(resolver);
                 router.set_resolver(Arc::clone(&resolver));
-                let config = tls::server_config(resolver)?;
-                Some(TlsAcceptor::from(Arc::new(config)))
+                let config = tls::server_config(Arc::clone(&resolver))?;
+                (Some(TlsAcceptor::from(Arc::new(config))), Some(resolver))
             }
-            None => None,
+            None => (None, None),
         };
         let mut https = https.map(Vec::into_iter);
         let sockets = http
@@ -182,9 +195,11 @@ impl Server {
             http_addr,
             https_addr,
             tls,
+            resolver,
             snapshots,
             builder: Arc::new(builder(&opts.limits)),
             limits: opts.limits,
+            bind_ip: opts.http.ip(),
         })
     }
 
@@ -210,15 +225,20 @@ impl Server {
         let Self {
             router,
             sockets,
+            http_addr,
+            https_addr,
             tls,
+            resolver,
             mut snapshots,
             builder,
             limits,
-            ..
+            bind_ip,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut finished = Vec::new();
+        let mut commands = Vec::new();
         for (index, sockets) in sockets.into_iter().enumerate() {
+            let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let worker = Worker {
                 index,
                 router: Arc::clone(&router),
@@ -236,33 +256,59 @@ impl Server {
                         .enable_all()
                         .build()
                     {
-                        Ok(rt) => rt.block_on(worker.run(sockets)),
+                        Ok(rt) => rt.block_on(Arc::new(worker).run(sockets, cmd_rx)),
                         Err(e) => error!(worker = index, error = %e, "HTTP worker has no runtime"),
                     }
                     drop(done_tx);
                 });
             match spawned {
-                Ok(_) => finished.push(done_rx),
+                Ok(_) => {
+                    finished.push(done_rx);
+                    commands.push(cmd_tx);
+                }
                 Err(e) => error!(worker = index, error = %e, "starting an HTTP worker failed"),
             }
         }
         info!(workers = finished.len(), "HTTP workers started");
+        let mut gateway = listeners::Listeners::new(
+            listeners::Shared {
+                bind_ip,
+                ingress: [Some(http_addr), https_addr],
+            },
+            commands,
+            resolver,
+            Arc::clone(&router),
+        );
+        gateway.sync(&router.snapshot().gateway);
+        let mut retry = tokio::time::interval(listeners::RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watching = true;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 changed = snapshots.changed(), if watching => match changed {
-                    Ok(()) => router.publish(Arc::clone(&snapshots.borrow_and_update())),
+                    Ok(()) => {
+                        // Published first: a socket opened for an address serves the
+                        // Snapshot that has it.
+                        let snapshot = Arc::clone(&snapshots.borrow_and_update());
+                        router.publish(Arc::clone(&snapshot));
+                        gateway.sync(&snapshot.gateway);
+                        gateway.prune();
+                    }
                     Err(_) => {
                         debug!("snapshot publisher gone; keeping the last snapshot");
                         watching = false;
                     }
                 },
+                _ = retry.tick(), if gateway.has_failed() => {
+                    gateway.sync(&router.snapshot().gateway);
+                }
             }
         }
         info!(grace = ?limits.shutdown_grace_period, "HTTP listeners closing; draining");
         let _ = stop_tx.send(true);
+        drop(gateway);
         for done in finished {
             let _ = done.await;
         }
@@ -302,7 +348,7 @@ fn bind_group(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListe
     Ok(group)
 }
 
-fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+pub(super) fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -333,8 +379,13 @@ struct Worker {
 }
 
 impl Worker {
-    /// Accepts and serves until told to stop, then drains for the grace period.
-    async fn run(self, sockets: Sockets) {
+    /// Accepts and serves until told to stop, then drains for the grace period. Gateway
+    /// listening sockets arrive and leave as `commands`.
+    async fn run(
+        self: Arc<Self>,
+        sockets: Sockets,
+        mut commands: mpsc::UnboundedReceiver<listeners::Command>,
+    ) {
         let index = self.index;
         let http = match TcpListener::from_std(sockets.http) {
             Ok(l) => l,
@@ -349,14 +400,18 @@ impl Worker {
         };
         let sweeper = tokio::spawn(sweep(Arc::clone(&self.upstream), self.limits.idle_timeout));
         let graceful = Drain::default();
+        // Each Gateway socket's accept loop, stopped by dropping its sender.
+        let mut gateway: std::collections::HashMap<ListenAddr, oneshot::Sender<()>> =
+            std::collections::HashMap::new();
         let mut stop = self.stop.clone();
+        let mut commanded = true;
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 accepted = http.accept() => match accepted {
                     Ok((stream, remote)) => {
-                        let conn = Conn { remote, local: local_addr(&stream, &http), tls: false };
-                        self.spawn_plain(stream, conn, &graceful);
+                        let conn = Conn { remote, local: local_addr(&stream, &http), tls: false, socket: Socket::Ingress };
+                        self.spawn_plain(stream, conn, graceful.signal());
                     }
                     Err(e) => accept_failed(&e).await,
                 },
@@ -366,15 +421,36 @@ impl Worker {
                             remote,
                             local: stream.local_addr().unwrap_or(remote),
                             tls: true,
+                            socket: Socket::Ingress,
                         };
-                        self.spawn_tls(stream, acceptor, conn, &graceful);
+                        self.spawn_tls(stream, acceptor, conn, graceful.signal());
                     }
                     Err(e) => accept_failed(&e).await,
+                },
+                command = commands.recv(), if commanded => match command {
+                    Some(listeners::Command::Open { addr, socket, tls }) => {
+                        match TcpListener::from_std(socket) {
+                            Ok(listener) => {
+                                let (closed_tx, closed_rx) = oneshot::channel();
+                                gateway.insert(addr, closed_tx);
+                                tokio::spawn(Arc::clone(&self).accept_gateway(
+                                    listener, addr, tls, closed_rx, graceful.signal(),
+                                ));
+                            }
+                            Err(e) => error!(worker = index, %addr, error = %e, "Gateway listener unusable"),
+                        }
+                    }
+                    Some(listeners::Command::Close(addr)) => {
+                        gateway.remove(&addr);
+                    }
+                    // The server is gone; its stop signal follows.
+                    None => commanded = false,
                 },
             }
         }
         drop(http);
         drop(https);
+        drop(gateway);
         sweeper.abort();
         debug!(
             worker = index,
@@ -389,13 +465,46 @@ impl Worker {
         }
     }
 
-    fn spawn_plain(&self, stream: TcpStream, conn: Conn, graceful: &Drain) {
+    /// Accepts on one Gateway listening socket until `closed` fires (its sender is
+    /// dropped); the connections it accepted are not affected by that.
+    async fn accept_gateway(
+        self: Arc<Self>,
+        listener: TcpListener,
+        addr: ListenAddr,
+        tls: Option<TlsAcceptor>,
+        mut closed: oneshot::Receiver<()>,
+        signal: Signal,
+    ) {
+        debug!(worker = self.index, %addr, tls = tls.is_some(), "Gateway listener open");
+        loop {
+            tokio::select! {
+                _ = &mut closed => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) => {
+                        let conn = Conn {
+                            remote,
+                            local: local_addr(&stream, &listener),
+                            tls: tls.is_some(),
+                            socket: Socket::Gateway(addr),
+                        };
+                        match &tls {
+                            Some(acceptor) => self.spawn_tls(stream, acceptor.clone(), conn, signal.clone()),
+                            None => self.spawn_plain(stream, conn, signal.clone()),
+                        }
+                    }
+                    Err(e) => accept_failed(&e).await,
+                },
+            }
+        }
+        debug!(worker = self.index, %addr, "Gateway listener closed");
+    }
+
+    fn spawn_plain(&self, stream: TcpStream, conn: Conn, signal: Signal) {
         let _ = stream.set_nodelay(true);
         let gauge = self.router.metrics().active_connections.clone();
         let router = Arc::clone(&self.router);
         let upstream = Arc::clone(&self.upstream);
         let builder = Arc::clone(&self.builder);
-        let signal = graceful.signal();
         let settings = self.settings();
         tokio::spawn(async move {
             gauge.inc();
@@ -414,12 +523,11 @@ impl Worker {
         }
     }
 
-    fn spawn_tls(&self, stream: TcpStream, acceptor: TlsAcceptor, conn: Conn, graceful: &Drain) {
+    fn spawn_tls(&self, stream: TcpStream, acceptor: TlsAcceptor, conn: Conn, signal: Signal) {
         let _ = stream.set_nodelay(true);
         let router = Arc::clone(&self.router);
         let upstream = Arc::clone(&self.upstream);
         let builder = Arc::clone(&self.builder);
-        let signal = graceful.signal();
         let settings = self.settings();
         let handshake_timeout = settings.header_read_timeout;
         tokio::spawn(async move {

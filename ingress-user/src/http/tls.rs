@@ -28,7 +28,10 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tracing::{debug, warn};
 
-use crate::config::{ObjectRef, Snapshot, tls::TlsCert};
+use crate::{
+    config::{ObjectRef, Snapshot, tls::TlsCert},
+    snapshot::{certs::CertSet, gateway::ListenAddr},
+};
 
 /// The name in the default certificate.
 pub const DEFAULT_CERT_NAME: &str = "ingress.local";
@@ -78,6 +81,12 @@ pub struct CertResolver {
     default: Arc<CertifiedKey>,
     /// Built keys by Secret, with the `TlsCert` they were built from (compared by pointer).
     cache: Mutex<HashMap<ObjectRef, BuiltKey>>,
+    /// Whose certificates: the Ingress ones (`None`), or those of a Gateway listening
+    /// address with a socket of its own.
+    gateway: Option<ListenAddr>,
+    /// The HTTPS port of an Ingress resolver: Gateway HTTPS listeners on that port share
+    /// its socket, so their certificates are looked up after the Ingress ones.
+    shared_port: Option<u16>,
 }
 
 impl CertResolver {
@@ -91,7 +100,29 @@ impl CertResolver {
             default: Arc::new(CertifiedKey::new(vec![cert], signing)),
             provider,
             cache: Mutex::default(),
+            gateway: None,
+            shared_port: None,
         })
+    }
+
+    /// A resolver for a Gateway listening address with a socket of its own: certificates
+    /// of its listeners ([`CertSet::get_gateway`]), then their default, then the same
+    /// generated default as `self`.
+    pub fn for_gateway(&self, addr: ListenAddr) -> Self {
+        Self {
+            snapshot: Arc::clone(&self.snapshot),
+            provider: Arc::clone(&self.provider),
+            default: Arc::clone(&self.default),
+            cache: Mutex::default(),
+            gateway: Some(addr),
+            shared_port: None,
+        }
+    }
+
+    /// Makes an Ingress resolver also serve the certificates of Gateway HTTPS listeners
+    /// on `port` (the `--https-port` socket they share), after the Ingress ones.
+    pub fn share_port(&mut self, port: u16) {
+        self.shared_port = Some(port);
     }
 
     /// The default certificate's chain (for tests and diagnostics).
@@ -136,14 +167,30 @@ impl CertResolver {
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let snapshot = self.snapshot.load();
-        let found = match hello.server_name() {
-            Some(sni) => snapshot.tls.get(sni),
+        let gateway = |port| {
+            snapshot
+                .gateway
+                .ports
+                .iter()
+                .filter(move |(a, r)| r.tls && self.gateway.map_or(a.port == port, |g| **a == g))
+                .map(|(_, r)| &*r.certs)
+        };
+        let pick = |set: &'_ CertSet, sni: Option<&str>, gateway: bool| match sni {
+            Some(sni) if gateway => set.get_gateway(sni).cloned(),
+            Some(sni) => set.get(sni).cloned(),
             None => None,
-        }
-        .or_else(|| snapshot.tls.default_cert());
+        };
+        let sni = hello.server_name();
+        let found = match (self.gateway, self.shared_port) {
+            (Some(addr), _) => gateway(addr.port)
+                .find_map(|set| pick(set, sni, true).or_else(|| set.default_cert().cloned())),
+            (None, shared) => pick(&snapshot.tls, sni, false)
+                .or_else(|| shared.and_then(|p| gateway(p).find_map(|set| pick(set, sni, true))))
+                .or_else(|| snapshot.tls.default_cert().cloned()),
+        };
         Some(
             found
-                .and_then(|cert| self.certified(cert))
+                .and_then(|cert| self.certified(&cert))
                 .unwrap_or_else(|| Arc::clone(&self.default)),
         )
     }

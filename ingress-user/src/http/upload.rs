@@ -95,8 +95,28 @@ pub async fn buffer(body: Body, limit: usize) -> Result<Body, BoxError> {
     if body.is_end_stream() {
         return Ok(body);
     }
+    Ok(match buffer_whole(body, limit).await? {
+        Buffered::Whole(bytes) => full(bytes),
+        Buffered::Streaming(body) => body,
+    })
+}
+
+/// A request body after [`buffer_whole`].
+pub enum Buffered {
+    /// All of it (at most the limit).
+    Whole(Bytes),
+    /// Longer than the limit: what was read, then the rest, streaming.
+    Streaming(Body),
+}
+
+/// As [`buffer`], but a body read whole comes back as its bytes (e.g. to copy it for a
+/// mirror).
+pub async fn buffer_whole(body: Body, limit: usize) -> Result<Buffered, BoxError> {
+    if body.is_end_stream() {
+        return Ok(Buffered::Whole(Bytes::new()));
+    }
     if body.size_hint().exact().is_some_and(|n| n > limit as u64) {
-        return Ok(body);
+        return Ok(Buffered::Streaming(body));
     }
     let mut body = body;
     let mut read = BytesMut::new();
@@ -107,14 +127,16 @@ pub async fn buffer(body: Body, limit: usize) -> Result<Body, BoxError> {
         };
         read.extend_from_slice(&data);
         if read.len() > limit && !body.is_end_stream() {
-            return Ok(Prefixed {
-                first: Some(read.freeze()),
-                rest: body,
-            }
-            .boxed());
+            return Ok(Buffered::Streaming(
+                Prefixed {
+                    first: Some(read.freeze()),
+                    rest: body,
+                }
+                .boxed(),
+            ));
         }
     }
-    Ok(full(read.freeze()))
+    Ok(Buffered::Whole(read.freeze()))
 }
 
 /// `body`, and a receiver that completes when it has been read to its end (or dropped,

@@ -46,6 +46,18 @@ impl CertSet {
         })
     }
 
+    /// The certificate for an SNI name with Gateway API hostname semantics: the exact
+    /// host, then the longest wildcard suffix in front of which are one or more labels
+    /// (`*.foo.com` for `a.b.foo.com` too).
+    pub fn get_gateway(&self, sni: &str) -> Option<&Arc<TlsCert>> {
+        let sni = super::routes::normalize_host(sni);
+        self.exact.get(sni.as_ref()).or_else(|| {
+            sni.match_indices('.')
+                .filter(|&(i, _)| i > 0 && i + 1 < sni.len())
+                .find_map(|(i, _)| self.wildcard.get(&sni[i + 1..]))
+        })
+    }
+
     /// The certificate of a `tls` entry that lists no hosts (oldest Ingress wins), for
     /// clients without SNI or hosts with no certificate of their own.
     pub fn default_cert(&self) -> Option<&Arc<TlsCert>> {
@@ -100,5 +112,44 @@ impl CertSet {
     /// Whether there is no host entry.
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(name: &str) -> Arc<TlsCert> {
+        Arc::new(TlsCert {
+            secret: ObjectRef {
+                kind: "Secret".into(),
+                namespace: Some("default".into()),
+                name: name.into(),
+            },
+            chain: Vec::new(),
+            key: PrivateKeyDer::Pkcs8(Vec::new().into()),
+        })
+    }
+
+    #[test]
+    fn gateway_lookup_takes_wildcards_of_one_or_more_labels_longest_first() {
+        let mut set = CertSet::default();
+        set.insert("foo.example.com", cert("exact")).unwrap();
+        set.insert("*.example.com", cert("wild")).unwrap();
+        set.insert("*.b.example.com", cert("wild-b")).unwrap();
+        for (sni, gateway, ingress) in [
+            ("foo.example.com", Some("exact"), Some("exact")),
+            ("FOO.example.com", Some("exact"), Some("exact")),
+            ("bar.example.com", Some("wild"), Some("wild")),
+            ("a.bar.example.com", Some("wild"), None),
+            ("a.b.example.com", Some("wild-b"), Some("wild-b")),
+            ("x.a.b.example.com", Some("wild-b"), None),
+            ("example.com", None, None),
+            ("example.", None, None),
+        ] {
+            let name = |c: Option<&Arc<TlsCert>>| c.map(|c| c.secret.name.clone());
+            assert_eq!(name(set.get_gateway(sni)).as_deref(), gateway, "{sni}");
+            assert_eq!(name(set.get(sni)).as_deref(), ingress, "{sni}");
+        }
     }
 }

@@ -6,6 +6,13 @@
 //! Ingress and a Gateway may share an address and port: there the Gateway's hosts win
 //! (see [`PortRoutes::hosts`]), and the Ingress rules for those hosts are reported as
 //! Problems by the translation.
+//!
+//! The lookups are in [`matching`] (hostnames, HTTPRouteMatch conditions, the precedence
+//! order the translation sorts by) and [`filters`] (what filters compute, weighted
+//! choice); the router (`http::gateway`) applies them.
+
+pub mod filters;
+pub mod matching;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
 
@@ -61,6 +68,12 @@ pub struct PortRoutes {
 /// matches one or more labels (`a.b.example.com`), unlike an Ingress wildcard, and an
 /// exact name wins over any wildcard, a longer wildcard over a shorter one, any wildcard
 /// over "every host" (a listener and route without hostnames).
+///
+/// A request is tried against every entry that applies to its host, most specific first
+/// ([`GatewayHosts::route`]): a rule of a less specific entry answers when no rule of a
+/// more specific one matches. So an entry holds only the rules of routes (intersected
+/// with listeners) whose hostname is exactly that entry; it need not repeat the rules of
+/// less specific hostnames.
 #[derive(Clone, Debug, Default)]
 pub struct GatewayHosts {
     /// Lowercase exact hostnames.
@@ -72,7 +85,7 @@ pub struct GatewayHosts {
 }
 
 /// The rules that apply to one hostname, in precedence order (the first that matches a
-/// request wins).
+/// request wins): sort them with [`matching::precedence_order`].
 pub type HostRules = Arc<[Arc<GatewayRule>]>;
 
 /// One `matches` entry of one HTTPRoute rule (a rule with n matches gives n entries,
@@ -111,7 +124,8 @@ pub enum PathMatch {
     /// The path starts with this, element by element (`/foo` matches `/foo` and
     /// `/foo/bar`, not `/foobar`); a trailing `/` is ignored.
     Prefix(String),
-    /// The whole path matches this regular expression (anchored at both ends).
+    /// The whole path matches this regular expression (anchored at both ends: build it
+    /// with [`matching::full_regex`]).
     Regex(Regex),
 }
 
@@ -138,7 +152,8 @@ pub struct QueryMatch {
 pub enum ValueMatch {
     /// Equal.
     Exact(String),
-    /// The whole value matches (anchored at both ends).
+    /// The whole value matches (anchored at both ends: build it with
+    /// [`matching::full_regex`]).
     Regex(Regex),
 }
 

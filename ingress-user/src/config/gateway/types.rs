@@ -17,7 +17,23 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "gateway.networking.k8s.io";
 
 macro_rules! resource {
-    ($ty:ident, $version:literal, $plural:literal, $scope:ty) => {
+    ($ty:ident, $version:literal, $plural:literal, $scope:ty $(, $status:ident)?) => {
+        /// Written with `apiVersion` and `kind`, as the API server and kubectl expect.
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeStruct as _;
+                let mut st = s.serialize_struct(stringify!($ty), 5)?;
+                st.serialize_field("apiVersion", <Self as Resource>::API_VERSION)?;
+                st.serialize_field("kind", <Self as Resource>::KIND)?;
+                st.serialize_field("metadata", &self.metadata)?;
+                st.serialize_field("spec", &self.spec)?;
+                $(if let Some(status) = &self.$status {
+                    st.serialize_field("status", status)?;
+                })?
+                st.end()
+            }
+        }
+
         impl Resource for $ty {
             const API_VERSION: &'static str = concat!("gateway.networking.k8s.io/", $version);
             const GROUP: &'static str = GROUP;
@@ -45,9 +61,21 @@ macro_rules! resource {
     };
 }
 
-resource!(GatewayClass, "v1", "gatewayclasses", ClusterResourceScope);
-resource!(Gateway, "v1", "gateways", NamespaceResourceScope);
-resource!(HTTPRoute, "v1", "httproutes", NamespaceResourceScope);
+resource!(
+    GatewayClass,
+    "v1",
+    "gatewayclasses",
+    ClusterResourceScope,
+    status
+);
+resource!(Gateway, "v1", "gateways", NamespaceResourceScope, status);
+resource!(
+    HTTPRoute,
+    "v1",
+    "httproutes",
+    NamespaceResourceScope,
+    status
+);
 resource!(
     ReferenceGrant,
     "v1beta1",
@@ -56,7 +84,7 @@ resource!(
 );
 
 /// GatewayClass: which controller serves Gateways of this class.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct GatewayClass {
     /// Standard object metadata.
     #[serde(default)]
@@ -87,7 +115,7 @@ pub struct GatewayClassStatus {
 }
 
 /// Gateway: listeners on addresses.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct Gateway {
     /// Standard object metadata.
     #[serde(default)]
@@ -235,7 +263,7 @@ pub struct ListenerStatus {
 }
 
 /// HTTPRoute.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct HTTPRoute {
     /// Standard object metadata.
     #[serde(default)]
@@ -519,7 +547,7 @@ pub struct RouteParentStatus {
 }
 
 /// ReferenceGrant: lets objects in `from` namespaces refer to objects in this one.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct ReferenceGrant {
     /// Standard object metadata.
     #[serde(default)]
