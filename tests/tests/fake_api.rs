@@ -766,6 +766,10 @@ spec:
             .kubectl(&["get", "ns", "infra", "-o", "jsonpath={.metadata.labels}"])
             .await);
         assert!(out.contains("\"gateway-conformance\":\"infra\""), "{out}");
+        assert!(
+            out.contains("\"kubernetes.io/metadata.name\":\"infra\""),
+            "every Namespace is labelled with its name: {out}"
+        );
         let out = ok(&api
             .kubectl(&[
                 "api-resources",

@@ -21,13 +21,16 @@
 //! HTTPRouteResponseHeaderModifier, HTTPRouteBackendRequestHeaderModifier,
 //! HTTPRouteRedirectHostAndStatus, HTTPRouteRedirectPath, HTTPRouteRedirectPort,
 //! HTTPRouteRedirectScheme, HTTPRouteRewriteHost, HTTPRouteRewritePath,
-//! HTTPRouteRequestMirror, HTTPRouteWeight, HTTPRouteObservedGenerationBump.
+//! HTTPRouteRequestMirror, HTTPRouteWeight, HTTPRouteObservedGenerationBump,
+//! HTTPRouteInvalidReferenceGrant, HTTPRoutePartiallyInvalidViaInvalidReferenceGrant,
+//! GatewayWithAttachedRoutes, GatewayObservedGenerationBump,
+//! GatewayClassObservedGenerationBump.
 
 use ingress_tests::{
     gateway::{
-        INFRA, Mode, Row, WEB, World, get,
+        APP, INFRA, Mode, Row, WEB, World, get,
         request::{TEST_ID, send},
-        status::{is_false, is_true},
+        status::{is_false, is_false_any, is_true},
     },
     http_support::TestBackend,
 };
@@ -80,6 +83,11 @@ conformance!(
     request_mirror,
     weight,
     observed_generation_bump,
+    invalid_reference_grant,
+    partially_invalid_via_invalid_reference_grant,
+    gateway_with_attached_routes,
+    gateway_observed_generation_bump,
+    gatewayclass_observed_generation_bump,
 );
 
 /// An HTTPRoute `INFRA/name` attached to `same-namespace` with `rules` (YAML, indented
@@ -1496,6 +1504,324 @@ async fn observed_generation_bump(mode: Mode) {
         &[get("/")
             .to("infra-backend-v2")
             .named("derived: after, / goes to v2")],
+    )
+    .await;
+}
+
+/// A ReferenceGrant `namespace/name` from (group, kind, namespace) to (group, kind, name).
+fn grant(namespace: &str, name: &str, from: (&str, &str, &str), to: (&str, &str, &str)) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  from: [{{group: \"{}\", kind: {}, namespace: {}}}]\n  to: [{{group: \"{}\", kind: {}, name: {}}}]\n",
+        from.0, from.1, from.2, to.0, to.1, to.2
+    )
+}
+
+/// HTTPRouteInvalidReferenceGrant (httproute-invalid-reference-grant.go): seven
+/// ReferenceGrants that each miss in one field do not allow the reference.
+async fn invalid_reference_grant(mode: Mode) {
+    const GW: &str = "gateway.networking.k8s.io";
+    let mut m = [
+        grant(
+            INFRA,
+            "reference-grant-wrong-namespace",
+            (GW, "HTTPRoute", INFRA),
+            ("", "Service", "web-backend"),
+        ),
+        grant(
+            WEB,
+            "reference-grant-wrong-from-group",
+            ("not-the-group-youre-looking-for", "HTTPRoute", INFRA),
+            ("", "Service", "web-backend"),
+        ),
+        grant(
+            WEB,
+            "reference-grant-wrong-from-kind",
+            (GW, "Gateway", INFRA),
+            ("", "Service", "web-backend"),
+        ),
+        grant(
+            WEB,
+            "reference-grant-wrong-from-namespace",
+            (GW, "HTTPRoute", "not-the-namespace-youre-looking-for"),
+            ("", "Service", "web-backend"),
+        ),
+        grant(
+            WEB,
+            "reference-grant-wrong-to-group",
+            (GW, "HTTPRoute", INFRA),
+            ("not-the-group-youre-looking-for", "Service", "web-backend"),
+        ),
+        grant(
+            WEB,
+            "reference-grant-wrong-to-kind",
+            (GW, "HTTPRoute", INFRA),
+            ("", "Secret", "web-backend"),
+        ),
+        grant(
+            WEB,
+            "reference-grant-wrong-to-name",
+            (GW, "HTTPRoute", INFRA),
+            ("", "Service", "not-the-service-youre-looking-for"),
+        ),
+    ]
+    .concat();
+    m.push_str(&route(
+        "reference-grant",
+        &format!("  - backendRefs: [{{name: web-backend, namespace: {WEB}, port: 8080}}]\n"),
+    ));
+    let w = World::start(mode, 32, &m).await;
+    w.route_parent(
+        INFRA,
+        "reference-grant",
+        "same-namespace",
+        &[
+            is_true("Accepted"),
+            is_false("ResolvedRefs", "RefNotPermitted"),
+        ],
+    )
+    .await;
+    w.run("HTTPRouteInvalidReferenceGrant", &[get("/").status(500)])
+        .await;
+}
+
+/// HTTPRoutePartiallyInvalidViaInvalidReferenceGrant
+/// (httproute-partially-invalid-via-invalid-reference-grant.go): the grant covers
+/// app-backend-v1 only; the rule to app-backend-v2 answers 500, its sibling works.
+async fn partially_invalid_via_invalid_reference_grant(mode: Mode) {
+    let m = format!(
+        "{}{}",
+        grant(
+            APP,
+            "invalid-reference-grant",
+            ("gateway.networking.k8s.io", "HTTPRoute", INFRA),
+            ("", "Service", "app-backend-v1")
+        ),
+        route(
+            "invalid-reference-grant",
+            &format!(
+                "  - matches: [{{path: {{type: PathPrefix, value: /v2}}}}]\n    backendRefs: [{{name: app-backend-v2, namespace: {APP}, port: 8080}}]\n  - backendRefs: [{{name: app-backend-v1, namespace: {APP}, port: 8080}}]\n"
+            )
+        )
+    );
+    let w = World::start(mode, 33, &m).await;
+    w.class_accepted().await;
+    w.gateway_programmed("same-namespace").await;
+    w.route_parent(
+        INFRA,
+        "invalid-reference-grant",
+        "same-namespace",
+        &[
+            is_true("Accepted"),
+            is_false("ResolvedRefs", "RefNotPermitted"),
+        ],
+    )
+    .await;
+    w.run(
+        "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant",
+        &[
+            get("/v2").status(500),
+            get("/").to_in(APP, "app-backend-v1"),
+        ],
+    )
+    .await;
+}
+
+/// GatewayWithAttachedRoutes (gateway-with-attached-routes.go): attachedRoutes per
+/// listener, also on a listener whose certificate does not resolve. The Gateways select
+/// their namespace by the `kubernetes.io/metadata.name` label every Namespace carries.
+async fn gateway_with_attached_routes(mode: Mode) {
+    let by_name = format!(
+        "{{namespaces: {{from: Selector, selector: {{matchLabels: {{kubernetes.io/metadata.name: {INFRA}}}}}}}, kinds: [{{kind: HTTPRoute}}]}}"
+    );
+    let gateway = |name: &str, listener: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {INFRA}}}\nspec:\n  gatewayClassName: {{CLASS}}\n  addresses: [{{type: IPAddress, value: \"{{ADDR:{name}}}\"}}]\n  listeners:\n  - {listener}\n"
+        )
+    };
+    let attached = |route: &str, gw: &str, backend: &str, section: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {route}, namespace: {INFRA}}}\nspec:\n  parentRefs: [{{kind: Gateway, name: {gw}, namespace: {INFRA}{section}}}]\n  rules:\n  - backendRefs: [{{name: {backend}, port: 8080}}]\n"
+        )
+    };
+    let http = format!("{{name: http, port: 80, protocol: HTTP, allowedRoutes: {by_name}}}");
+    let tls = format!(
+        "{{name: tls, port: 443, protocol: HTTPS, allowedRoutes: {by_name}, tls: {{mode: Terminate, certificateRefs: [{{group: \"\", kind: Secret, name: does-not-exist}}]}}}}"
+    );
+    let m = [
+        gateway("gateway-with-one-attached-route", &http),
+        attached(
+            "http-route-1",
+            "gateway-with-one-attached-route",
+            "infra-backend-v1",
+            "",
+        ),
+        gateway("gateway-with-two-attached-routes", &http),
+        attached(
+            "http-route-2",
+            "gateway-with-two-attached-routes",
+            "infra-backend-v1",
+            "",
+        ),
+        attached(
+            "http-route-3",
+            "gateway-with-two-attached-routes",
+            "infra-backend-v1",
+            "",
+        ),
+        gateway("unresolv-gw-with-one-attached-unresolv-route", &tls),
+        attached(
+            "http-route-4",
+            "unresolv-gw-with-one-attached-unresolv-route",
+            "does-not-exist",
+            ", sectionName: tls",
+        ),
+    ]
+    .concat();
+    let w = World::start(mode, 34, &m).await;
+    let resolved = [is_true("Accepted"), is_true("ResolvedRefs")];
+    w.listener_status("gateway-with-one-attached-route", "http", 1, &resolved)
+        .await;
+    w.listener_status("gateway-with-two-attached-routes", "http", 2, &resolved)
+        .await;
+    w.listener_status(
+        "unresolv-gw-with-one-attached-unresolv-route",
+        "tls",
+        1,
+        &[is_false_any("Programmed"), is_false_any("ResolvedRefs")],
+    )
+    .await;
+    w.route_parent(
+        INFRA,
+        "http-route-4",
+        "unresolv-gw-with-one-attached-unresolv-route",
+        &[is_false_any("ResolvedRefs")],
+    )
+    .await;
+    w.run(
+        "GatewayWithAttachedRoutes",
+        &[
+            get("/")
+                .via("gateway-with-one-attached-route")
+                .to("infra-backend-v1")
+                .named("derived: the attached route serves on its Gateway"),
+            get("/")
+                .via("gateway-with-two-attached-routes")
+                .to("infra-backend-v1")
+                .named("derived: the attached routes serve on their Gateway"),
+        ],
+    )
+    .await;
+}
+
+/// GatewayObservedGenerationBump (gateway-observed-generation-bump.go): a new listener
+/// bumps the Gateway's generation; its conditions follow. Derived: the new listener serves.
+async fn gateway_observed_generation_bump(mode: Mode) {
+    let gw = "gateway-observed-generation-bump";
+    let gateway = |listeners: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {gw}, namespace: {INFRA}}}\nspec:\n  gatewayClassName: {{CLASS}}\n  addresses: [{{type: IPAddress, value: \"{{ADDR:{gw}}}\"}}]\n  listeners:\n{listeners}"
+        )
+    };
+    let first =
+        "  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}\n";
+    let second = "  - {name: http-8080, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}\n";
+    let w = World::start(mode, 35, "").await;
+    w.apply("gateway", &gateway(first)).await;
+    w.apply(
+        "route",
+        &format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: {INFRA}}}\nspec:\n  parentRefs: [{{name: {gw}}}]\n  rules:\n  - backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n"
+        ),
+    )
+    .await;
+    w.gateway_programmed(gw).await;
+    w.apply("gateway", &gateway(&format!("{first}{second}")))
+        .await;
+    if let Some(api) = &w.api {
+        let obj = api
+            .object("gateway.networking.k8s.io/v1", "Gateway", INFRA, gw)
+            .expect("Gateway stored");
+        assert_eq!(
+            obj["metadata"]["generation"], 2,
+            "a new listener bumps: {obj}"
+        );
+    }
+    w.gateway_programmed(gw).await;
+    for listener in ["http", "http-8080"] {
+        w.listener_status(
+            gw,
+            listener,
+            1,
+            &[is_true("Accepted"), is_true("Programmed")],
+        )
+        .await;
+    }
+    let on_8080 = std::net::SocketAddr::from((w.gateway_ip(gw), 8080));
+    let answered = wait_for_answer(on_8080).await;
+    w.run(
+        "GatewayObservedGenerationBump",
+        &[get("/")
+            .via(gw)
+            .to("infra-backend-v1")
+            .named("derived: port 80 still serves")],
+    )
+    .await;
+    assert_eq!(
+        answered.as_deref(),
+        Ok("gateway-conformance-infra/infra-backend-v1"),
+        "derived: the added listener on port 8080 serves the route"
+    );
+}
+
+/// Polls `GET /` on `addr` until a backend answers (up to 15 s): its name, or the last
+/// failure.
+async fn wait_for_answer(addr: std::net::SocketAddr) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let last = match send(addr, "GET", &addr.ip().to_string(), "/", &[]).await {
+            Ok(got) => match got.backend() {
+                Some(b) => return Ok(b.to_owned()),
+                None => format!("status {} from no backend", got.status),
+            },
+            Err(e) => e,
+        };
+        if std::time::Instant::now() > deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// GatewayClassObservedGenerationBump (gatewayclass-observed-generation-bump.go): a spec
+/// change of the class bumps its generation and Accepted follows.
+async fn gatewayclass_observed_generation_bump(mode: Mode) {
+    let w = World::start(mode, 36, "").await;
+    w.class_accepted().await;
+    w.apply(
+        "class",
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: \"{CLASS}\"}\nspec: {controllerName: xdp-ingress.dev/controller, description: \"the class, described\"}\n",
+    )
+    .await;
+    if let Some(api) = &w.api {
+        let obj = api
+            .object(
+                "gateway.networking.k8s.io/v1",
+                "GatewayClass",
+                "",
+                "xdp-conformance",
+            )
+            .expect("GatewayClass stored");
+        assert_eq!(
+            obj["metadata"]["generation"], 2,
+            "a spec change bumps: {obj}"
+        );
+    }
+    w.class_accepted().await;
+    w.run(
+        "GatewayClassObservedGenerationBump",
+        &[get("/")
+            .status(404)
+            .named("derived: the class's Gateway still serves (no routes: 404)")],
     )
     .await;
 }

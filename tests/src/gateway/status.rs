@@ -42,6 +42,15 @@ pub const fn is_false(kind: &'static str, reason: &'static str) -> Cond {
     }
 }
 
+/// `type` is `False` (any reason).
+pub const fn is_false_any(kind: &'static str) -> Cond {
+    Cond {
+        kind,
+        status: "False",
+        reason: None,
+    }
+}
+
 /// Checks `cond` in a `conditions` array; `generation` is what `observedGeneration` must be.
 fn check_cond(conditions: Option<&Value>, cond: Cond, generation: i64) -> Result<(), String> {
     let found = conditions

@@ -74,13 +74,24 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 struct Addresses {
     mode: Mode,
     slot: u8,
-    names: Vec<String>,
+    /// Gateway names in address order: the base Gateways, then those the manifests name
+    /// in `{ADDR:name}` placeholders, in order of appearance.
+    names: Mutex<Vec<String>>,
 }
 
 impl Addresses {
-    /// The base Gateways, then those `manifests` name in `{ADDR:name}` placeholders.
-    fn new(mode: Mode, slot: u8, manifests: &str) -> Self {
-        let mut names: Vec<String> = BASE_GATEWAYS.iter().map(|(n, _)| (*n).into()).collect();
+    fn new(mode: Mode, slot: u8) -> Self {
+        let names = BASE_GATEWAYS.iter().map(|(n, _)| (*n).into()).collect();
+        Self {
+            mode,
+            slot,
+            names: Mutex::new(names),
+        }
+    }
+
+    /// Gives the Gateways named in `manifests`' placeholders an address.
+    fn register(&self, manifests: &str) {
+        let mut names = self.names.lock().expect("names lock");
         let mut rest = manifests;
         while let Some(at) = rest.find("{ADDR:") {
             let tail = &rest[at + 6..];
@@ -90,12 +101,13 @@ impl Addresses {
             }
             rest = &tail[end..];
         }
-        Self { mode, slot, names }
     }
 
     fn ip(&self, name: &str) -> Ipv4Addr {
         let i = self
             .names
+            .lock()
+            .expect("names lock")
             .iter()
             .position(|g| g == name)
             .unwrap_or_else(|| panic!("no Gateway {name} in this test"));
@@ -107,10 +119,13 @@ impl Addresses {
         )
     }
 
+    /// `manifests` with its placeholders filled in (new Gateways get an address).
     fn expand(&self, manifests: &str) -> String {
+        self.register(manifests);
         let mut out = manifests.replace("{CLASS}", CLASS);
-        for name in &self.names {
-            out = out.replace(&format!("{{ADDR:{name}}}"), &self.ip(name).to_string());
+        let names = self.names.lock().expect("names lock").clone();
+        for name in names {
+            out = out.replace(&format!("{{ADDR:{name}}}"), &self.ip(&name).to_string());
         }
         out
     }
@@ -148,7 +163,7 @@ impl World {
             let key = format!("{ns}/{name}");
             backends.insert(key.clone(), TestBackend::start(&key).await);
         }
-        let addresses = Addresses::new(mode, slot, manifests);
+        let addresses = Addresses::new(mode, slot);
         let dir = std::env::temp_dir().join(format!(
             "xit-gateway-{}-{}",
             std::process::id(),
