@@ -24,7 +24,7 @@
 //! HTTPRouteRequestMirror, HTTPRouteWeight, HTTPRouteObservedGenerationBump,
 //! HTTPRouteInvalidReferenceGrant, HTTPRoutePartiallyInvalidViaInvalidReferenceGrant,
 //! GatewayWithAttachedRoutes, GatewayObservedGenerationBump,
-//! GatewayClassObservedGenerationBump.
+//! GatewayClassObservedGenerationBump, HTTPRouteHTTPSListener.
 
 use ingress_tests::{
     gateway::{
@@ -88,6 +88,7 @@ conformance!(
     gateway_with_attached_routes,
     gateway_observed_generation_bump,
     gatewayclass_observed_generation_bump,
+    https_listener,
 );
 
 /// An HTTPRoute `INFRA/name` attached to `same-namespace` with `rules` (YAML, indented
@@ -1822,6 +1823,40 @@ async fn gatewayclass_observed_generation_bump(mode: Mode) {
         &[get("/")
             .status(404)
             .named("derived: the class's Gateway still serves (no routes: 404)")],
+    )
+    .await;
+}
+
+/// HTTPRouteHTTPSListener (httproute-https-listener.go): the base Gateway
+/// `same-namespace-with-https-listener` (two HTTPS listeners on 443, one for
+/// second-example.org, both with the base certificate; declared here, not in every
+/// test's base) and two routes.
+async fn https_listener(mode: Mode) {
+    let gw = "same-namespace-with-https-listener";
+    let tls = format!(
+        "{{certificateRefs: [{{group: \"\", kind: Secret, name: tls-validity-checks-certificate, namespace: {INFRA}}}]}}"
+    );
+    let m = format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {gw}, namespace: {INFRA}}}\nspec:\n  gatewayClassName: {{CLASS}}\n  addresses: [{{type: IPAddress, value: \"{{ADDR:{gw}}}\"}}]\n  listeners:\n  - {{name: https, port: 443, protocol: HTTPS, allowedRoutes: {{namespaces: {{from: Same}}}}, tls: {tls}}}\n  - {{name: https-with-hostname, port: 443, hostname: second-example.org, protocol: HTTPS, allowedRoutes: {{namespaces: {{from: Same}}}}, tls: {tls}}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: httproute-https-test, namespace: {INFRA}}}\nspec:\n  parentRefs: [{{name: {gw}}}]\n  hostnames: [example.org]\n  rules:\n  - backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: httproute-https-test-no-hostname, namespace: {INFRA}}}\nspec:\n  parentRefs: [{{name: {gw}, sectionName: https-with-hostname}}]\n  rules:\n  - backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n"
+    );
+    let w = World::start(mode, 37, &m).await;
+    w.routes_accepted(
+        gw,
+        &[
+            (INFRA, "httproute-https-test"),
+            (INFRA, "httproute-https-test-no-hostname"),
+        ],
+    )
+    .await;
+    let at = |sni: &str, host: &str| get("/").via(gw).https(sni).host(host);
+    w.run(
+        "HTTPRouteHTTPSListener",
+        &[
+            at("example.org", "example.org").to("infra-backend-v1"),
+            at("unknown-example.org", "second-example.org").status(404),
+            at("second-example.org", "second-example.org").to("infra-backend-v1"),
+            at("unknown-example.org", "unknown-example.org").status(404),
+        ],
     )
     .await;
 }

@@ -16,7 +16,7 @@ use hyper::{HeaderMap, Request, header};
 use hyper_util::rt::TokioIo;
 
 use super::{INFRA, World};
-use crate::http_support::SeenRequest;
+use crate::http_support::{SeenRequest, TestCa, tls_connect, tls_connector};
 
 /// How long one row may keep failing before it counts as failed (the configuration is
 /// eventually consistent, as in the conformance suite).
@@ -68,6 +68,8 @@ pub struct Row {
     resp_absent: Vec<String>,
     location: Option<Location>,
     mirrored_to: Vec<(String, String)>,
+    /// HTTPS to port 443 with this SNI.
+    sni: Option<String>,
 }
 
 /// A `GET` of `path` (with its query) on the Gateway `same-namespace`, expecting 200.
@@ -96,6 +98,7 @@ pub fn request(method: &str, path: &str) -> Row {
         resp_absent: Vec::new(),
         location: None,
         mirrored_to: Vec::new(),
+        sni: None,
     }
 }
 
@@ -118,6 +121,13 @@ impl Row {
     #[must_use]
     pub fn via_ingress(mut self) -> Self {
         self.target = Target::Ingress;
+        self
+    }
+
+    /// Sends over TLS to port 443 with SNI `sni`, trusting the world's CA.
+    #[must_use]
+    pub fn https(mut self, sni: &str) -> Self {
+        self.sni = Some(sni.into());
         self
     }
 
@@ -267,6 +277,9 @@ impl Row {
             return l.clone();
         }
         let mut s = format!("{} ", self.method);
+        if let Some(sni) = &self.sni {
+            let _ = write!(s, "(TLS, SNI {sni}) ");
+        }
         if let Some(h) = &self.host {
             let _ = write!(s, "{h}");
         }
@@ -320,10 +333,50 @@ pub async fn send(
     path: &str,
     headers: &[(String, String)],
 ) -> Result<Got, String> {
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(addr)
+    let connect = async {
+        tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
+            .map_err(|e| format!("connect {addr}: {e}"))
+    };
+    let stream = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .unwrap_or_else(|_| Err(format!("connect {addr}: nothing within 5 s")))?;
+    exchange(stream, addr, method, host, path, headers).await
+}
+
+/// As [`send`], over TLS with SNI `sni`, trusting `ca`.
+///
+/// # Errors
+/// As [`send`], and if the TLS handshake fails.
+pub async fn send_tls(
+    addr: SocketAddr,
+    sni: &str,
+    ca: &TestCa,
+    request: (&str, &str, &str),
+    headers: &[(String, String)],
+) -> Result<Got, String> {
+    let (method, host, path) = request;
+    let connector = tls_connector(&ca.cert, &[b"http/1.1"]);
+    let handshake = tls_connect(&connector, addr, sni);
+    let stream = tokio::time::timeout(Duration::from_secs(5), handshake)
+        .await
+        .map_err(|_| format!("TLS to {addr} (SNI {sni}): nothing within 5 s"))?
+        .map_err(|e| format!("TLS to {addr} (SNI {sni}): {e}"))?;
+    exchange(stream, addr, method, host, path, headers).await
+}
+
+async fn exchange<S>(
+    stream: S,
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<Got, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let exchange = async {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
@@ -376,27 +429,28 @@ impl World {
     /// # Panics
     /// If a row fails, or a Gateway never listens.
     pub async fn run(&self, test: &str, rows: &[Row]) {
-        let mut gateways: Vec<&str> = rows
+        let port = |r: &Row| if r.sni.is_some() { 443 } else { 80 };
+        let mut gateways: Vec<(&str, u16)> = rows
             .iter()
             .filter_map(|r| match &r.target {
-                Target::Gateway(g) => Some(g.as_str()),
+                Target::Gateway(g) => Some((g.as_str(), port(r))),
                 Target::Ingress => None,
             })
             .collect();
         gateways.sort_unstable();
         gateways.dedup();
         let mut silent = BTreeMap::new();
-        for g in gateways {
-            if let Err(why) = self.wait_listening(g).await {
-                silent.insert(g.to_owned(), why);
+        for (g, p) in gateways {
+            if let Err(why) = self.wait_listening(g, p).await {
+                silent.insert((g.to_owned(), p), why);
             }
         }
         let mut outcomes = Vec::new();
         for row in rows {
             let outcome = match &row.target {
-                Target::Gateway(g) if silent.contains_key(g) => Outcome {
+                Target::Gateway(g) if silent.contains_key(&(g.clone(), port(row))) => Outcome {
                     label: row.label(),
-                    failure: Some(silent[g].clone()),
+                    failure: Some(silent[&(g.clone(), port(row))].clone()),
                 },
                 _ => self.run_row(row).await,
             };
@@ -444,9 +498,11 @@ impl World {
     }
 
     fn row_addr(&self, row: &Row) -> SocketAddr {
-        match &row.target {
-            Target::Gateway(g) => self.gateway_addr(g),
-            Target::Ingress => self.proc.http,
+        match (&row.target, &row.sni) {
+            (Target::Gateway(g), None) => self.gateway_addr(g),
+            (Target::Gateway(g), Some(_)) => SocketAddr::from((self.gateway_ip(g), 443)),
+            (Target::Ingress, None) => self.proc.http,
+            (Target::Ingress, Some(_)) => self.proc.https,
         }
     }
 
@@ -471,7 +527,14 @@ impl World {
                 .collect();
             headers.push(("x-echo-set-header".into(), sets.join(",")));
         }
-        let got = send(self.row_addr(row), &row.method, &host, &row.path, &headers).await?;
+        let addr = self.row_addr(row);
+        let got = match &row.sni {
+            None => send(addr, &row.method, &host, &row.path, &headers).await?,
+            Some(sni) => {
+                let request = (row.method.as_str(), host.as_str(), row.path.as_str());
+                send_tls(addr, sni, &self.ca, request, &headers).await?
+            }
+        };
         let mut wrong = Vec::new();
         if got.status != row.status {
             wrong.push(format!("status {} (want {})", got.status, row.status));

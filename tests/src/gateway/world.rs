@@ -17,7 +17,7 @@ use std::{
 use super::{APP, CLASS, CONTROLLER, INFRA, WEB};
 use crate::{
     fake_api::FakeApi,
-    http_support::TestBackend,
+    http_support::{TestBackend, TestCa},
     process::{IngressProcess, Source},
 };
 
@@ -142,6 +142,9 @@ pub struct World {
     pub proc: IngressProcess,
     /// The fake API server (kube mode).
     pub api: Option<FakeApi>,
+    /// The CA that signed the base Secret `INFRA/tls-validity-checks-certificate`
+    /// (for example.org, second-example.org, unknown-example.org), trusted by HTTPS rows.
+    pub ca: TestCa,
     dir: PathBuf,
     applied: AtomicU32,
     /// Failed expectations not reported yet (status checks record theirs here, and the
@@ -171,9 +174,16 @@ impl World {
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("manifests")).expect("create manifest dir");
+        let ca = TestCa::new();
+        let mut secret = ca.secret(
+            "tls-validity-checks-certificate",
+            &["example.org", "second-example.org", "unknown-example.org"],
+        );
+        secret.metadata.namespace = Some(INFRA.to_owned());
         let objects = format!(
-            "{}{}",
+            "{}---\n{}{}",
             base_yaml(&addresses, &backends),
+            serde_yaml::to_string(&secret).expect("Secret as YAML"),
             addresses.expand(manifests)
         );
         let manifests_dir = dir.join("manifests");
@@ -202,6 +212,7 @@ impl World {
             backends,
             proc,
             api,
+            ca,
             dir,
             applied: AtomicU32::new(0),
             failures: Mutex::new(Vec::new()),
@@ -256,12 +267,12 @@ impl World {
             .unwrap_or_else(|| panic!("no backend {namespace}/{name}"))
     }
 
-    /// Waits until the Gateway `name` accepts connections on port 80.
+    /// Waits until the Gateway `name` accepts connections on `port`.
     ///
     /// # Errors
     /// If it does not within [`LISTEN_WITHIN`].
-    pub async fn wait_listening(&self, name: &str) -> Result<(), String> {
-        let addr = self.gateway_addr(name);
+    pub async fn wait_listening(&self, name: &str, port: u16) -> Result<(), String> {
+        let addr = SocketAddr::from((self.gateway_ip(name), port));
         let deadline = Instant::now() + LISTEN_WITHIN;
         loop {
             let connect = tokio::net::TcpStream::connect(addr);
