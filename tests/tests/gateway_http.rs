@@ -24,7 +24,10 @@
 //! HTTPRouteRequestMirror, HTTPRouteWeight, HTTPRouteObservedGenerationBump,
 //! HTTPRouteInvalidReferenceGrant, HTTPRoutePartiallyInvalidViaInvalidReferenceGrant,
 //! GatewayWithAttachedRoutes, GatewayObservedGenerationBump,
-//! GatewayClassObservedGenerationBump, HTTPRouteHTTPSListener.
+//! GatewayClassObservedGenerationBump, HTTPRouteHTTPSListener,
+//! HTTPRouteRequestMultipleMirrors, GatewaySecretReferenceGrantSpecific,
+//! GatewaySecretReferenceGrantAllInNamespace, GatewaySecretMissingReferenceGrant,
+//! GatewaySecretInvalidReferenceGrant.
 
 use ingress_tests::{
     gateway::{
@@ -89,6 +92,8 @@ conformance!(
     gateway_observed_generation_bump,
     gatewayclass_observed_generation_bump,
     https_listener,
+    request_multiple_mirrors,
+    gateway_secret_reference_grant,
 );
 
 /// An HTTPRoute `INFRA/name` attached to `same-namespace` with `rules` (YAML, indented
@@ -1859,4 +1864,131 @@ async fn https_listener(mode: Mode) {
         ],
     )
     .await;
+}
+
+/// HTTPRouteRequestMultipleMirrors (httproute-request-multiple-mirrors.go; extended).
+async fn request_multiple_mirrors(mode: Mode) {
+    let mirror = |to: &str| {
+        format!(
+            "{{type: RequestMirror, requestMirror: {{backendRef: {{name: {to}, namespace: {INFRA}, port: 8080}}}}}}"
+        )
+    };
+    let (v2, v3) = (mirror("infra-backend-v2"), mirror("infra-backend-v3"));
+    let rules = [
+        prefix_rule(
+            "/multi-mirror",
+            &format!("[{v2}, {v3}]"),
+            "infra-backend-v1",
+        ),
+        prefix_rule(
+            "/multi-mirror-and-modify-request-headers",
+            &format!("[{MODIFY_HEADERS}, {v2}, {v3}]"),
+            "infra-backend-v1",
+        ),
+    ]
+    .concat();
+    let w = World::start(mode, 38, &route("request-multiple-mirrors", &rules)).await;
+    w.class_accepted().await;
+    w.gateway_programmed("same-namespace").await;
+    w.route_parent(
+        INFRA,
+        "request-multiple-mirrors",
+        "same-namespace",
+        &[is_true("Accepted")],
+    )
+    .await;
+    w.run(
+        "HTTPRouteRequestMultipleMirrors",
+        &[
+            get("/multi-mirror")
+                .to("infra-backend-v1")
+                .mirrored_to("infra-backend-v2")
+                .mirrored_to("infra-backend-v3"),
+            get("/multi-mirror-and-modify-request-headers")
+                .header("X-Header-Remove", "remove-val")
+                .header("X-Header-Add-Append", "append-val-1")
+                .to("infra-backend-v1")
+                .saw_header("X-Header-Add", "header-val-1")
+                .saw_header("X-Header-Add-Append", "append-val-1,header-val-2")
+                .saw_header("X-Header-Set", "set-overwrites-values")
+                .saw_no_header("X-Header-Remove")
+                .mirrored_to("infra-backend-v2")
+                .mirrored_to("infra-backend-v3"),
+        ],
+    )
+    .await;
+}
+
+/// GatewaySecretReferenceGrantSpecific, GatewaySecretReferenceGrantAllInNamespace,
+/// GatewaySecretMissingReferenceGrant and GatewaySecretInvalidReferenceGrant
+/// (gateway-secret-*.go): an HTTPS listener's certificate in another namespace resolves
+/// only with a ReferenceGrant for Gateways of this namespace to that Secret (or all
+/// Secrets); the invalid grant here names another Secret. Derived: a granted listener
+/// completes a TLS handshake with that certificate.
+async fn gateway_secret_reference_grant(mode: Mode) {
+    let gateway = |name: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {INFRA}}}\nspec:\n  gatewayClassName: {{CLASS}}\n  addresses: [{{type: IPAddress, value: \"{{ADDR:{name}}}\"}}]\n  listeners:\n  - {{name: https, port: 443, protocol: HTTPS, allowedRoutes: {{namespaces: {{from: All}}}}, tls: {{certificateRefs: [{{group: \"\", kind: Secret, name: certificate, namespace: {WEB}}}]}}}}\n"
+        )
+    };
+    let grant_to = |name: &str, to: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: {name}, namespace: {WEB}}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: {INFRA}}}]\n  to: [{{group: \"\", kind: Secret{to}}}]\n"
+        )
+    };
+    let granted = [
+        is_true("Accepted"),
+        is_true("Programmed"),
+        is_true("ResolvedRefs"),
+    ];
+    let refused = [
+        is_false("ResolvedRefs", "RefNotPermitted"),
+        is_false("Programmed", "Invalid"),
+    ];
+    // Grants are per namespace (every Gateway of INFRA), so each case has a world.
+    for (slot, test, grant, want) in [
+        (
+            39,
+            "GatewaySecretReferenceGrantSpecific",
+            grant_to("reference-grant-specific", ", name: certificate"),
+            true,
+        ),
+        (
+            40,
+            "GatewaySecretReferenceGrantAllInNamespace",
+            grant_to("reference-grant-all-in-namespace", ""),
+            true,
+        ),
+        (
+            41,
+            "GatewaySecretMissingReferenceGrant",
+            String::new(),
+            false,
+        ),
+        (
+            42,
+            "GatewaySecretInvalidReferenceGrant",
+            grant_to("reference-grant-wrong-name", ", name: not-the-certificate"),
+            false,
+        ),
+    ] {
+        let gw = "gateway-secret";
+        let w = World::start(mode, slot, &format!("{}{grant}", gateway(gw))).await;
+        if want {
+            w.listener_status(gw, "https", 0, &granted).await;
+            w.run(
+                test,
+                &[get("/")
+                    .via(gw)
+                    .https("example.org")
+                    .host("example.org")
+                    .status(404)
+                    .named("derived: TLS with the granted certificate, no route (404)")],
+            )
+            .await;
+        } else {
+            w.listener_status(gw, "https", 0, &refused).await;
+            w.run(test, &[]).await;
+        }
+    }
 }

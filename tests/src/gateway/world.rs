@@ -142,8 +142,9 @@ pub struct World {
     pub proc: IngressProcess,
     /// The fake API server (kube mode).
     pub api: Option<FakeApi>,
-    /// The CA that signed the base Secret `INFRA/tls-validity-checks-certificate`
-    /// (for example.org, second-example.org, unknown-example.org), trusted by HTTPS rows.
+    /// The CA that signed the base Secrets `INFRA/tls-validity-checks-certificate` (for
+    /// example.org, second-example.org, unknown-example.org) and `WEB/certificate` (for
+    /// example.org), trusted by HTTPS rows.
     pub ca: TestCa,
     dir: PathBuf,
     applied: AtomicU32,
@@ -180,10 +181,13 @@ impl World {
             &["example.org", "second-example.org", "unknown-example.org"],
         );
         secret.metadata.namespace = Some(INFRA.to_owned());
+        let mut web_secret = ca.secret("certificate", &["example.org"]);
+        web_secret.metadata.namespace = Some(WEB.to_owned());
         let objects = format!(
-            "{}---\n{}{}",
+            "{}---\n{}---\n{}{}",
             base_yaml(&addresses, &backends),
             serde_yaml::to_string(&secret).expect("Secret as YAML"),
+            serde_yaml::to_string(&web_secret).expect("Secret as YAML"),
             addresses.expand(manifests)
         );
         let manifests_dir = dir.join("manifests");
