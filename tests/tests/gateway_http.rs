@@ -27,7 +27,8 @@
 //! GatewayClassObservedGenerationBump, HTTPRouteHTTPSListener,
 //! HTTPRouteRequestMultipleMirrors, GatewaySecretReferenceGrantSpecific,
 //! GatewaySecretReferenceGrantAllInNamespace, GatewaySecretMissingReferenceGrant,
-//! GatewaySecretInvalidReferenceGrant.
+//! GatewaySecretInvalidReferenceGrant, HTTPRouteRedirectPortAndScheme,
+//! GatewayInvalidRouteKind, HTTPRouteDisallowedKind.
 
 use ingress_tests::{
     gateway::{
@@ -94,6 +95,9 @@ conformance!(
     https_listener,
     request_multiple_mirrors,
     gateway_secret_reference_grant,
+    redirect_port_and_scheme,
+    gateway_invalid_route_kind,
+    disallowed_kind,
 );
 
 /// An HTTPRoute `INFRA/name` attached to `same-namespace` with `rules` (YAML, indented
@@ -1991,4 +1995,187 @@ async fn gateway_secret_reference_grant(mode: Mode) {
             w.run(test, &[]).await;
         }
     }
+}
+
+/// A Gateway `INFRA/name` on its own address with `listeners` (YAML list entries).
+fn gateway(name: &str, listeners: &[String]) -> String {
+    let mut y = format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {INFRA}}}\nspec:\n  gatewayClassName: {{CLASS}}\n  addresses: [{{type: IPAddress, value: \"{{ADDR:{name}}}\"}}]\n  listeners:\n"
+    );
+    for l in listeners {
+        y.push_str(&format!("  - {l}\n"));
+    }
+    y
+}
+
+/// HTTPRouteRedirectPortAndScheme (httproute-redirect-port-and-scheme.go; extended): the
+/// redirect's port follows the scheme and the listener's port when unset. A missing
+/// expected port accepts none or the scheme's own.
+async fn redirect_port_and_scheme(mode: Mode) {
+    let tls = format!(
+        "{{certificateRefs: [{{group: \"\", kind: Secret, name: tls-validity-checks-certificate, namespace: {INFRA}}}]}}"
+    );
+    let rules = |gw: &str, name: &str, rules: &[(&str, &str)]| {
+        let rules: String = rules
+            .iter()
+            .map(|(prefix, fields)| {
+                prefix_rule(
+                    prefix,
+                    &redirect(&format!("hostname: example.org{fields}")),
+                    "",
+                )
+            })
+            .collect();
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {INFRA}}}\nspec:\n  parentRefs: [{{name: {gw}}}]\n  rules:\n{rules}"
+        )
+    };
+    let on8080 = "same-namespace-with-http-listener-on-8080";
+    let on443 = "same-namespace-with-https-listener";
+    let m = [
+        gateway(
+            on8080,
+            &["{name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}".into()],
+        ),
+        gateway(
+            on443,
+            &[format!("{{name: https, port: 443, protocol: HTTPS, allowedRoutes: {{namespaces: {{from: Same}}}}, tls: {tls}}}")],
+        ),
+        rules(
+            "same-namespace",
+            "http-route-for-listener-on-port-80",
+            &[
+                ("/scheme-nil-and-port-nil", ""),
+                ("/scheme-nil-and-port-80", ", port: 80"),
+                ("/scheme-nil-and-port-8080", ", port: 8080"),
+                ("/scheme-https-and-port-nil", ", scheme: https"),
+                ("/scheme-https-and-port-443", ", scheme: https, port: 443"),
+                ("/scheme-https-and-port-8443", ", scheme: https, port: 8443"),
+            ],
+        ),
+        rules(
+            on8080,
+            "http-route-for-listener-on-port-8080",
+            &[
+                ("/scheme-nil-and-port-nil", ""),
+                ("/scheme-nil-and-port-80", ", port: 80"),
+                ("/scheme-https-and-port-nil", ", scheme: https"),
+            ],
+        ),
+        rules(
+            on443,
+            "http-route-for-listener-on-port-443",
+            &[
+                ("/scheme-nil-and-port-nil", ""),
+                ("/scheme-nil-and-port-443", ", port: 443"),
+                ("/scheme-nil-and-port-8443", ", port: 8443"),
+                ("/scheme-http-and-port-nil", ", scheme: http"),
+                ("/scheme-http-and-port-80", ", scheme: http, port: 80"),
+                ("/scheme-http-and-port-8080", ", scheme: http, port: 8080"),
+            ],
+        ),
+    ]
+    .concat();
+    let w = World::start(mode, 43, &m).await;
+    w.routes_accepted(
+        "same-namespace",
+        &[(INFRA, "http-route-for-listener-on-port-80")],
+    )
+    .await;
+    w.routes_accepted(on8080, &[(INFRA, "http-route-for-listener-on-port-8080")])
+        .await;
+    w.routes_accepted(on443, &[(INFRA, "http-route-for-listener-on-port-443")])
+        .await;
+    let at80 = |path: &str| get(path).redirect(302).location_host("example.org");
+    let at8080 = |path: &str| at80(path).via(on8080).port(8080);
+    let at443 = |path: &str| {
+        get(path)
+            .via(on443)
+            .https("example.org")
+            .host("example.org")
+            .redirect(302)
+            .location_host("example.org")
+    };
+    w.run(
+        "HTTPRouteRedirectPortAndScheme",
+        &[
+            at80("/scheme-nil-and-port-nil").location_scheme("http"),
+            at80("/scheme-nil-and-port-80").location_scheme("http"),
+            at80("/scheme-nil-and-port-8080")
+                .location_scheme("http")
+                .location_port("8080"),
+            at80("/scheme-https-and-port-nil").location_scheme("https"),
+            at80("/scheme-https-and-port-443").location_scheme("https"),
+            at80("/scheme-https-and-port-8443")
+                .location_scheme("https")
+                .location_port("8443"),
+            at8080("/scheme-nil-and-port-nil")
+                .location_scheme("http")
+                .location_port("8080"),
+            at8080("/scheme-nil-and-port-80").location_scheme("http"),
+            at8080("/scheme-https-and-port-nil").location_scheme("https"),
+            at443("/scheme-nil-and-port-nil").location_scheme("https"),
+            at443("/scheme-nil-and-port-443").location_scheme("https"),
+            at443("/scheme-nil-and-port-8443")
+                .location_scheme("https")
+                .location_port("8443"),
+            at443("/scheme-http-and-port-nil").location_scheme("http"),
+            at443("/scheme-http-and-port-80").location_scheme("http"),
+            at443("/scheme-http-and-port-8080")
+                .location_scheme("http")
+                .location_port("8080"),
+        ],
+    )
+    .await;
+}
+
+/// GatewayInvalidRouteKind (gateway-invalid-route-kind.go): a listener that allows only an
+/// unknown route kind has no supportedKinds and ResolvedRefs False with InvalidRouteKinds;
+/// with HTTPRoute beside it, HTTPRoute is supported. Status only (kube mode).
+async fn gateway_invalid_route_kind(mode: Mode) {
+    let m = [
+        gateway(
+            "gateway-only-invalid-route-kind",
+            &["{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}, kinds: [{kind: InvalidRoute}]}}".into()],
+        ),
+        gateway(
+            "gateway-supported-and-invalid-route-kind",
+            &["{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}, kinds: [{kind: InvalidRoute}, {kind: HTTPRoute}]}}".into()],
+        ),
+    ]
+    .concat();
+    let w = World::start(mode, 44, &m).await;
+    let invalid = [is_false("ResolvedRefs", "InvalidRouteKinds")];
+    w.listener_status_kinds("gateway-only-invalid-route-kind", "http", 0, &[], &invalid)
+        .await;
+    w.listener_status_kinds(
+        "gateway-supported-and-invalid-route-kind",
+        "http",
+        0,
+        &["HTTPRoute"],
+        &invalid,
+    )
+    .await;
+    w.run("GatewayInvalidRouteKind", &[]).await;
+}
+
+/// HTTPRouteDisallowedKind (httproute-disallowed-kind.go): a listener for TLSRoutes only
+/// does not accept an HTTPRoute (NotAllowedByListeners).
+async fn disallowed_kind(mode: Mode) {
+    let m = format!(
+        "{}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: disallowed-kind, namespace: {INFRA}}}\nspec:\n  parentRefs: [{{name: tlsroutes-only, namespace: {INFRA}}}]\n  rules:\n  - backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n",
+        gateway(
+            "tlsroutes-only",
+            &["{name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: Same}, kinds: [{kind: TLSRoute}]}}".into()],
+        )
+    );
+    let w = World::start(mode, 45, &m).await;
+    w.route_parent(
+        INFRA,
+        "disallowed-kind",
+        "tlsroutes-only",
+        &[is_false("Accepted", "NotAllowedByListeners")],
+    )
+    .await;
+    w.run("HTTPRouteDisallowedKind", &[]).await;
 }

@@ -37,7 +37,8 @@ enum Target {
 }
 
 /// The `Location` a redirect must carry; `None` fields default as in the conformance
-/// suite: the request's host, no port, `http`, the request's path.
+/// suite: the request's host, `http`, the request's path, and no port or the scheme's
+/// own (80 for http, 443 for https).
 #[derive(Clone, Debug, Default)]
 struct Location {
     scheme: Option<String>,
@@ -70,6 +71,8 @@ pub struct Row {
     mirrored_to: Vec<(String, String)>,
     /// HTTPS to port 443 with this SNI.
     sni: Option<String>,
+    /// The Gateway port (default 80, or 443 for HTTPS).
+    port: Option<u16>,
 }
 
 /// A `GET` of `path` (with its query) on the Gateway `same-namespace`, expecting 200.
@@ -99,6 +102,7 @@ pub fn request(method: &str, path: &str) -> Row {
         location: None,
         mirrored_to: Vec::new(),
         sni: None,
+        port: None,
     }
 }
 
@@ -129,6 +133,19 @@ impl Row {
     pub fn https(mut self, sni: &str) -> Self {
         self.sni = Some(sni.into());
         self
+    }
+
+    /// Sends to this port of the Gateway (default 80, or 443 for HTTPS).
+    #[must_use]
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// The port a Gateway row goes to.
+    fn gateway_port(&self) -> u16 {
+        self.port
+            .unwrap_or(if self.sni.is_some() { 443 } else { 80 })
     }
 
     /// The `Host` header (default: the Gateway's address).
@@ -429,7 +446,7 @@ impl World {
     /// # Panics
     /// If a row fails, or a Gateway never listens.
     pub async fn run(&self, test: &str, rows: &[Row]) {
-        let port = |r: &Row| if r.sni.is_some() { 443 } else { 80 };
+        let port = Row::gateway_port;
         let mut gateways: Vec<(&str, u16)> = rows
             .iter()
             .filter_map(|r| match &r.target {
@@ -499,8 +516,7 @@ impl World {
 
     fn row_addr(&self, row: &Row) -> SocketAddr {
         match (&row.target, &row.sni) {
-            (Target::Gateway(g), None) => self.gateway_addr(g),
-            (Target::Gateway(g), Some(_)) => SocketAddr::from((self.gateway_ip(g), 443)),
+            (Target::Gateway(g), _) => SocketAddr::from((self.gateway_ip(g), row.gateway_port())),
             (Target::Ingress, None) => self.proc.http,
             (Target::Ingress, Some(_)) => self.proc.https,
         }
@@ -691,10 +707,18 @@ fn check_location(want: &Location, host: &str, path: &str, got: &Got, wrong: &mu
         _ => (authority, ""),
     };
     let req_path = path.split('?').next().unwrap_or("");
+    let want_scheme = want.scheme.as_deref().unwrap_or("http");
+    let default_port = if scheme == "https" { "443" } else { "80" };
+    let want_port = match want.port.as_deref() {
+        Some(p) => p,
+        // No port, or the scheme's own, is right.
+        None if have_port == default_port => default_port,
+        None => "",
+    };
     let checks = [
-        ("scheme", scheme, want.scheme.as_deref().unwrap_or("http")),
+        ("scheme", scheme, want_scheme),
         ("host", have_host, want.host.as_deref().unwrap_or(host)),
-        ("port", have_port, want.port.as_deref().unwrap_or("")),
+        ("port", have_port, want_port),
         ("path", have_path, want.path.as_deref().unwrap_or(req_path)),
     ];
     for (what, have, want) in checks {

@@ -242,13 +242,26 @@ impl World {
         .await;
     }
 
-    /// The listener `listener` of the Gateway `INFRA/gateway` has `attached` routes and
-    /// the conditions `conds`.
+    /// The listener `listener` of the Gateway `INFRA/gateway` has `attached` routes,
+    /// `supportedKinds` of exactly HTTPRoute, and the conditions `conds`.
     pub async fn listener_status(
         &self,
         gateway: &str,
         listener: &str,
         attached: i64,
+        conds: &[Cond],
+    ) {
+        self.listener_status_kinds(gateway, listener, attached, &["HTTPRoute"], conds)
+            .await;
+    }
+
+    /// As [`listener_status`](Self::listener_status), with `supportedKinds` exactly `kinds`.
+    pub async fn listener_status_kinds(
+        &self,
+        gateway: &str,
+        listener: &str,
+        attached: i64,
+        kinds: &[&str],
         conds: &[Cond],
     ) {
         self.wait_object(
@@ -272,13 +285,20 @@ impl World {
                 if have != attached {
                     return Err(format!("attachedRoutes {have} (want {attached})"));
                 }
-                let kinds = l.get("supportedKinds").cloned().unwrap_or(Value::Null);
-                let http = kinds.as_array().is_some_and(|ks| {
-                    ks.iter()
-                        .any(|k| k.get("kind").and_then(Value::as_str) == Some("HTTPRoute"))
-                });
-                if !http {
-                    return Err(format!("supportedKinds {kinds} lacks HTTPRoute"));
+                let have = l.get("supportedKinds").cloned().unwrap_or(Value::Null);
+                let mut names: Vec<&str> = have
+                    .as_array()
+                    .map(|ks| {
+                        ks.iter()
+                            .filter_map(|k| k.get("kind").and_then(Value::as_str))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                names.sort_unstable();
+                let mut want = kinds.to_vec();
+                want.sort_unstable();
+                if names != want {
+                    return Err(format!("supportedKinds {have} (want kinds {want:?})"));
                 }
                 for cond in conds {
                     check_cond(l.get("conditions"), *cond, generation(gw))?;
