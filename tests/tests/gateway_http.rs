@@ -28,7 +28,7 @@
 //! HTTPRouteRequestMultipleMirrors, GatewaySecretReferenceGrantSpecific,
 //! GatewaySecretReferenceGrantAllInNamespace, GatewaySecretMissingReferenceGrant,
 //! GatewaySecretInvalidReferenceGrant, HTTPRouteRedirectPortAndScheme,
-//! GatewayInvalidRouteKind, HTTPRouteDisallowedKind.
+//! GatewayInvalidRouteKind, HTTPRouteDisallowedKind, GatewayModifyListeners.
 
 use ingress_tests::{
     gateway::{
@@ -98,6 +98,7 @@ conformance!(
     redirect_port_and_scheme,
     gateway_invalid_route_kind,
     disallowed_kind,
+    gateway_modify_listeners,
 );
 
 /// An HTTPRoute `INFRA/name` attached to `same-namespace` with `rules` (YAML, indented
@@ -2178,4 +2179,101 @@ async fn disallowed_kind(mode: Mode) {
     )
     .await;
     w.run("HTTPRouteDisallowedKind", &[]).await;
+}
+
+/// GatewayModifyListeners (gateway-modify-listeners.go): a listener added to a Gateway
+/// starts serving and gets a status; a removed one stops and loses its status. The
+/// generation changes with each. Derived rows: the traffic follows.
+async fn gateway_modify_listeners(mode: Mode) {
+    let tls = format!(
+        "{{certificateRefs: [{{group: \"\", kind: Secret, name: tls-validity-checks-certificate, namespace: {INFRA}}}]}}"
+    );
+    let https = format!(
+        "{{name: https, port: 443, protocol: HTTPS, hostname: secure.test.com, allowedRoutes: {{namespaces: {{from: All}}}}, tls: {tls}}}"
+    );
+    let http = "{name: http, port: 80, protocol: HTTP, hostname: data.test.com, allowedRoutes: {namespaces: {from: All}}}".to_owned();
+    let http_any =
+        "{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}"
+            .to_owned();
+    let route_to = |name: &str, gw: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {INFRA}}}\nspec:\n  parentRefs: [{{kind: Gateway, name: {gw}, namespace: {INFRA}}}]\n  rules:\n  - backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n"
+        )
+    };
+    let (add, remove) = ("gateway-add-listener", "gateway-remove-listener");
+    let w = World::start(
+        mode,
+        46,
+        &format!(
+            "{}{}",
+            route_to("http-route-1", add),
+            route_to("http-route-2", remove)
+        ),
+    )
+    .await;
+    w.apply("add", &gateway(add, std::slice::from_ref(&https)))
+        .await;
+    w.apply(
+        "remove",
+        &gateway(remove, &[https.clone(), http_any.clone()]),
+    )
+    .await;
+    w.gateway_programmed(add).await;
+    w.gateway_programmed(remove).await;
+    w.run(
+        "GatewayModifyListeners (before)",
+        &[get("/")
+            .via(remove)
+            .https("secure.test.com")
+            .host("secure.test.com")
+            .to("infra-backend-v1")
+            .named("derived: before, the https listener of gateway-remove-listener serves")],
+    )
+    .await;
+    // Add an HTTP listener to one Gateway, remove the HTTPS listener of the other.
+    w.apply("add", &gateway(add, &[https.clone(), http])).await;
+    w.apply("remove", &gateway(remove, &[http_any])).await;
+    if let Some(api) = &w.api {
+        for gw in [add, remove] {
+            let obj = api
+                .object("gateway.networking.k8s.io/v1", "Gateway", INFRA, gw)
+                .expect("Gateway stored");
+            assert_eq!(
+                obj["metadata"]["generation"], 2,
+                "the change bumps {gw}: {obj}"
+            );
+        }
+    }
+    let resolved = [is_true("Accepted"), is_true("ResolvedRefs")];
+    w.listener_status(add, "https", 1, &resolved).await;
+    w.listener_status(add, "http", 1, &resolved).await;
+    w.listeners_are(add, &["https", "http"]).await;
+    w.gateway_programmed(add).await;
+    w.listener_status(remove, "http", 1, &resolved).await;
+    w.listeners_are(remove, &["http"]).await;
+    w.gateway_programmed(remove).await;
+    w.run(
+        "GatewayModifyListeners (after)",
+        &[
+            get("/")
+                .via(add)
+                .host("data.test.com")
+                .to("infra-backend-v1")
+                .named("derived: the added listener serves its route"),
+            get("/")
+                .via(remove)
+                .to("infra-backend-v1")
+                .named("derived: the kept listener still serves"),
+        ],
+    )
+    .await;
+    let closed = std::net::SocketAddr::from((w.gateway_ip(remove), 443));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(closed).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "derived: the removed https listener still accepts connections on {closed} after 15 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -255,6 +255,36 @@ impl World {
             .await;
     }
 
+    /// The Gateway `INFRA/gateway` reports status for exactly the listeners `names`.
+    pub async fn listeners_are(&self, gateway: &str, names: &[&str]) {
+        self.wait_object(
+            &format!("Gateway {gateway} has status for listeners {names:?} only"),
+            "Gateway",
+            INFRA,
+            gateway,
+            |gw| {
+                let mut have: Vec<&str> = gw
+                    .pointer("/status/listeners")
+                    .and_then(Value::as_array)
+                    .map(|ls| {
+                        ls.iter()
+                            .filter_map(|l| l.get("name").and_then(Value::as_str))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                have.sort_unstable();
+                let mut want = names.to_vec();
+                want.sort_unstable();
+                if have == want {
+                    Ok(())
+                } else {
+                    Err(format!("listener statuses {have:?} (want {want:?})"))
+                }
+            },
+        )
+        .await;
+    }
+
     /// As [`listener_status`](Self::listener_status), with `supportedKinds` exactly `kinds`.
     pub async fn listener_status_kinds(
         &self,

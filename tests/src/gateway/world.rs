@@ -143,7 +143,8 @@ pub struct World {
     /// The fake API server (kube mode).
     pub api: Option<FakeApi>,
     /// The CA that signed the base Secrets `INFRA/tls-validity-checks-certificate` (for
-    /// example.org, second-example.org, unknown-example.org) and `WEB/certificate` (for
+    /// example.org, second-example.org, unknown-example.org, secure.test.com) and
+    /// `WEB/certificate` (for
     /// example.org), trusted by HTTPS rows.
     pub ca: TestCa,
     dir: PathBuf,
@@ -178,7 +179,12 @@ impl World {
         let ca = TestCa::new();
         let mut secret = ca.secret(
             "tls-validity-checks-certificate",
-            &["example.org", "second-example.org", "unknown-example.org"],
+            &[
+                "example.org",
+                "second-example.org",
+                "unknown-example.org",
+                "secure.test.com",
+            ],
         );
         secret.metadata.namespace = Some(INFRA.to_owned());
         let mut web_secret = ca.secret("certificate", &["example.org"]);
