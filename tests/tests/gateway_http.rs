@@ -28,7 +28,8 @@
 //! HTTPRouteRequestMultipleMirrors, GatewaySecretReferenceGrantSpecific,
 //! GatewaySecretReferenceGrantAllInNamespace, GatewaySecretMissingReferenceGrant,
 //! GatewaySecretInvalidReferenceGrant, HTTPRouteRedirectPortAndScheme,
-//! GatewayInvalidRouteKind, HTTPRouteDisallowedKind, GatewayModifyListeners.
+//! GatewayInvalidRouteKind, HTTPRouteDisallowedKind, GatewayModifyListeners,
+//! HTTPRouteServiceTypes, HTTPRouteListenerPortMatching.
 
 use ingress_tests::{
     gateway::{
@@ -99,6 +100,8 @@ conformance!(
     gateway_invalid_route_kind,
     disallowed_kind,
     gateway_modify_listeners,
+    service_types,
+    listener_port_matching,
 );
 
 /// An HTTPRoute `INFRA/name` attached to `same-namespace` with `rules` (YAML, indented
@@ -2276,4 +2279,132 @@ async fn gateway_modify_listeners(mode: Mode) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// HTTPRouteServiceTypes (httproute-service-types.go): Services with endpoints written by
+/// hand (v1 Endpoints, EndpointSlices), headless ones, all pointing at infra-backend-v1's
+/// endpoint as the suite copies it. In kube mode the EndpointSlices that Kubernetes'
+/// mirroring controller makes from the hand-written Endpoints are written too (the fake
+/// API server runs no controllers).
+async fn service_types(mode: Mode) {
+    let names = [
+        ("manual-endpoints", false),
+        ("manual-endpointslices", false),
+        ("headless", true),
+        ("headless-manual-endpoints", true),
+        ("headless-manual-endpointslices", true),
+    ];
+    let rules: String = names
+        .iter()
+        .map(|(n, _)| {
+            format!(
+                "  - matches: [{{path: {{type: Exact, value: /{n}}}}}]\n    backendRefs: [{{name: {n}, port: 8080}}]\n"
+            )
+        })
+        .collect();
+    let w = World::start(mode, 47, &route("service-types", &rules)).await;
+    let v1 = w.backend(INFRA, "infra-backend-v1").addr;
+    let (ip, port) = (v1.ip(), v1.port());
+    let slice = |name: &str, service: &str, extra: &str| {
+        format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: {INFRA}, labels: {{kubernetes.io/service-name: {service}{extra}}}}}\naddressType: IPv4\nports: [{{name: first-port, port: {port}, protocol: TCP}}]\nendpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]\n"
+        )
+    };
+    let mut m = String::new();
+    for (name, headless) in names {
+        let cluster_ip = if headless { "  clusterIP: None\n" } else { "" };
+        let selector = if name == "headless" {
+            "  selector: {app: infra-backend-v1}\n"
+        } else {
+            ""
+        };
+        m.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {INFRA}}}\nspec:\n{cluster_ip}{selector}  ports: [{{name: first-port, protocol: TCP, port: 8080, targetPort: 3000}}]\n"
+        ));
+        if name.ends_with("manual-endpoints") {
+            m.push_str(&format!(
+                "---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: {INFRA}}}\nsubsets: [{{addresses: [{{ip: \"{ip}\"}}], ports: [{{name: first-port, port: {port}, protocol: TCP}}]}}]\n"
+            ));
+            if mode == Mode::Kube {
+                m.push_str(&slice(
+                    &format!("{name}-mirrored"),
+                    name,
+                    ", endpointslice.kubernetes.io/managed-by: endpointslicemirroring-controller.k8s.io",
+                ));
+            }
+        } else {
+            // The hand-written slices, and the one the EndpointSlice controller makes for
+            // the headless Service with a selector.
+            m.push_str(&slice(name, name, ""));
+        }
+    }
+    w.apply("service-types", &m).await;
+    w.routes_accepted("same-namespace", &[(INFRA, "service-types")])
+        .await;
+    let rows: Vec<Row> = names
+        .iter()
+        .map(|(n, _)| get(&format!("/{n}")).to("infra-backend-v1"))
+        .collect();
+    w.run("HTTPRouteServiceTypes", &rows).await;
+}
+
+/// HTTPRouteListenerPortMatching (httproute-listener-port-matching.yaml; extended
+/// ParentRefPort): routes attach by `parentRefs[].port` (and section name). The rows
+/// follow from the manifest: a route bound to a port serves every listener on it, and
+/// only those.
+async fn listener_port_matching(mode: Mode) {
+    let gw = "httproute-listener-port-matching";
+    let listener = |name: &str, port: u16, host: &str| {
+        format!(
+            "{{name: {name}, port: {port}, protocol: HTTP, hostname: {host}, allowedRoutes: {{namespaces: {{from: Same}}}}}}"
+        )
+    };
+    let bound = |name: &str, port: &str, backend: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {INFRA}}}\nspec:\n  parentRefs: [{{name: {gw}, namespace: {INFRA}, {port}}}]\n  rules:\n  - backendRefs: [{{name: {backend}, port: 8080}}]\n"
+        )
+    };
+    let m = [
+        gateway(
+            gw,
+            &[
+                listener("listener-1", 80, "foo.com"),
+                listener("listener-2", 8080, "foo.com"),
+                listener("listener-3", 8080, "bar.com"),
+                listener("listener-4", 8090, "foo.com"),
+                listener("listener-5", 8090, "bar.com"),
+            ],
+        ),
+        bound("backend-v1", "port: 80", "infra-backend-v1"),
+        bound("backend-v2", "port: 8080", "infra-backend-v2"),
+        bound(
+            "backend-v3",
+            "port: 8090, sectionName: listener-4",
+            "infra-backend-v3",
+        ),
+    ]
+    .concat();
+    let w = World::start(mode, 48, &m).await;
+    w.routes_accepted(
+        gw,
+        &[
+            (INFRA, "backend-v1"),
+            (INFRA, "backend-v2"),
+            (INFRA, "backend-v3"),
+        ],
+    )
+    .await;
+    let at = |port: u16, host: &str| get("/").via(gw).port(port).host(host);
+    w.run(
+        "HTTPRouteListenerPortMatching",
+        &[
+            at(80, "foo.com").to("infra-backend-v1"),
+            at(8080, "foo.com:8080").to("infra-backend-v2"),
+            at(8080, "bar.com:8080").to("infra-backend-v2"),
+            at(8090, "foo.com:8090").to("infra-backend-v3"),
+            at(8090, "bar.com:8090").status(404),
+            at(80, "bar.com").status(404),
+        ],
+    )
+    .await;
 }

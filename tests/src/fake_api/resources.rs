@@ -128,6 +128,16 @@ pub static RESOURCES: &[Resource] = &[
     ),
     res("", "v1", "events", "event", "Event", true, false, &["ev"]),
     res(
+        "",
+        "v1",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        true,
+        false,
+        &["ep"],
+    ),
+    res(
         "networking.k8s.io",
         "v1",
         "ingresses",

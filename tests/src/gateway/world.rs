@@ -144,8 +144,7 @@ pub struct World {
     pub api: Option<FakeApi>,
     /// The CA that signed the base Secrets `INFRA/tls-validity-checks-certificate` (for
     /// example.org, second-example.org, unknown-example.org, secure.test.com) and
-    /// `WEB/certificate` (for
-    /// example.org), trusted by HTTPS rows.
+    /// `WEB/certificate` (for example.org), trusted by HTTPS rows.
     pub ca: TestCa,
     dir: PathBuf,
     applied: AtomicU32,
