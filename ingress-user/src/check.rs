@@ -167,6 +167,100 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// The Gateway API rules, per listening address and hostname, in the order the router
+/// tries them.
+fn gateway_routes(out: &mut String, plane: &crate::snapshot::gateway::GatewayPlane) {
+    use crate::snapshot::gateway::{GatewayRule, InvalidBackend, PathMatch};
+    let describe = |r: &GatewayRule| {
+        let m = &r.matches;
+        let mut s = match &m.path {
+            PathMatch::Exact(p) => format!("Exact {p}"),
+            PathMatch::Prefix(p) => format!("PathPrefix {p}"),
+            PathMatch::Regex(re) => format!("RegularExpression {}", re.as_str()),
+        };
+        if let Some(method) = &m.method {
+            let _ = write!(s, " {method}");
+        }
+        for h in &m.headers {
+            let _ = write!(s, " header:{}", h.name);
+        }
+        for q in &m.query {
+            let _ = write!(s, " query:{}", q.name);
+        }
+        s
+    };
+    let backends = |r: &GatewayRule| {
+        let redirect = r
+            .action
+            .filters
+            .iter()
+            .any(|f| matches!(f, crate::snapshot::gateway::Filter::Redirect(_)));
+        if redirect {
+            return "(redirect)".to_owned();
+        }
+        if r.action.backends.is_empty() {
+            return "(none: 500)".to_owned();
+        }
+        r.action
+            .backends
+            .iter()
+            .map(|b| {
+                let target = match &b.target {
+                    Ok(b) => b.service.to_string(),
+                    Err(InvalidBackend::NotFound) => "(not found: 500)".to_owned(),
+                    Err(InvalidBackend::InvalidKind) => "(invalid kind: 500)".to_owned(),
+                    Err(InvalidBackend::RefNotPermitted) => "(not permitted: 500)".to_owned(),
+                };
+                format!("{target}*{}", b.weight)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut rows = Vec::new();
+    for (at, port) in &plane.ports {
+        let h = &port.hosts;
+        let entries = h
+            .exact
+            .iter()
+            .map(|(k, v)| (k.clone(), v))
+            .chain(h.wildcard.iter().map(|(k, v)| (format!("*{k}"), v)))
+            .chain(h.any.iter().map(|v| ("*".to_owned(), v)));
+        let mut any = false;
+        for (host, rules) in entries {
+            for r in rules.iter() {
+                any = true;
+                rows.push(vec![
+                    format!("{at}{}", if port.tls { " (HTTPS)" } else { "" }),
+                    host.clone(),
+                    describe(r),
+                    backends(r),
+                    format!(
+                        "{}/{} rule {}",
+                        r.route.namespace.as_deref().unwrap_or(""),
+                        r.route.name,
+                        r.rule
+                    ),
+                ]);
+            }
+        }
+        if !any {
+            rows.push(vec![
+                format!("{at}{}", if port.tls { " (HTTPS)" } else { "" }),
+                "(no routes: 404)".to_owned(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+    }
+    let _ = writeln!(out, "\nGateway API routes ({}):", rows.len());
+    table(
+        out,
+        &["ADDRESS", "HOST", "MATCH", "BACKENDS", "ROUTE"],
+        &rows,
+    );
+}
+
 /// The human-readable report: HTTP routes, default backend, TLS hosts, L4 table, Problems.
 pub fn report(snapshot: &Snapshot) -> String {
     let mut out = String::new();
@@ -210,6 +304,9 @@ pub fn report(snapshot: &Snapshot) -> String {
             );
         }
         None => out.push_str("Default backend: built-in 404\n"),
+    }
+    if !snapshot.gateway.ports.is_empty() {
+        gateway_routes(&mut out, &snapshot.gateway);
     }
     let certs = snapshot.tls.entries();
     let _ = writeln!(out, "\nTLS certificates ({}):", certs.len());

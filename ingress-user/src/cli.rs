@@ -178,6 +178,16 @@ pub struct HttpArgs {
     /// its cgroup CPU quota when it has one).
     #[arg(long, value_name = "N", default_value = "0")]
     pub http_workers: usize,
+
+    /// Access log: `off`, `stdout` (the default, as ingress-nginx) or a file path (appended
+    /// to). One line per request, written by a separate thread; when it falls behind, lines
+    /// are dropped and counted (`xdp_ingress_access_log_dropped_lines_total`), never waited for.
+    #[arg(long, value_name = "off|stdout|PATH", default_value = "stdout")]
+    pub access_log: crate::http::access_log::Target,
+
+    /// Access log line format: `json` (one object per line) or `text` (`key=value` pairs).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::http::access_log::Format::Json)]
+    pub access_log_format: crate::http::access_log::Format,
 }
 
 impl HttpArgs {
@@ -202,7 +212,8 @@ impl HttpArgs {
 pub struct L4Args {
     /// Interface the eBPF programs attach to (repeatable). Name every interface L4 traffic
     /// crosses: the one clients reach and, if different, the one facing the endpoints (their
-    /// replies are translated back there).
+    /// replies are translated back there). `auto`: the interfaces holding the
+    /// `--node-address`es, else the one of the IPv4 default route (logged at start).
     #[arg(long = "interface", value_name = "IFACE")]
     pub interfaces: Vec<String>,
 
@@ -338,6 +349,68 @@ pub enum Command {
     /// Check the configuration like `nginx -t`: print the resolved HTTP routes, the L4 table
     /// and every Problem, then exit 1 if any Problem is an error (warnings do not fail).
     Check(CheckArgs),
+    /// Show what the kernel path holds, read from the pinned maps (--bpf-pin-path; works
+    /// whether or not the controller runs): `services` (addresses, endpoints and their
+    /// Maglev share, counters), `flows` (conntrack), `counters` (global, drops by reason,
+    /// per service). Aligned text, or `--json`.
+    Inspect(InspectArgs),
+}
+
+/// Options of `xdp-ingress inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// Where the controller pinned its maps.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys/fs/bpf/xdp-ingress",
+        global = true
+    )]
+    pub bpf_pin_path: PathBuf,
+
+    /// Print JSON instead of aligned text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to show.
+    #[command(subcommand)]
+    pub what: InspectWhat,
+}
+
+/// What `inspect` shows.
+#[derive(Debug, Clone, Subcommand)]
+pub enum InspectWhat {
+    /// L4 services: protocol/port, addresses, endpoints with their Maglev share, counters.
+    Services,
+    /// Conntrack flows: client, service, endpoint, SNAT address, state, idle time.
+    Flows(FlowArgs),
+    /// Global packet counters, drops by reason, and per-service counters.
+    Counters,
+}
+
+/// Filters of `inspect flows` (all given must match).
+#[derive(Debug, Clone, Args)]
+pub struct FlowArgs {
+    /// Only flows of this service: `PORT`, `tcp/PORT` or `udp/PORT`.
+    #[arg(long, value_name = "[tcp/|udp/]PORT")]
+    pub service: Option<crate::inspect::render::ServiceMatch>,
+    /// Only flows from this client: `IP` or `IP:PORT`.
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub client: Option<crate::inspect::render::AddrMatch>,
+    /// Only flows to this endpoint: `IP` or `IP:PORT`.
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub endpoint: Option<crate::inspect::render::AddrMatch>,
+}
+
+impl FlowArgs {
+    /// The filter these flags describe.
+    pub fn filter(&self) -> crate::inspect::render::FlowFilter {
+        crate::inspect::render::FlowFilter {
+            service: self.service,
+            client: self.client,
+            endpoint: self.endpoint,
+        }
+    }
 }
 
 /// Options of `xdp-ingress check`: the same source, class and ConfigMap flags as the controller.
@@ -606,6 +679,61 @@ mod tests {
                 .to_string(),
             "a/b"
         );
+    }
+
+    #[test]
+    fn inspect_takes_its_flags_before_or_after_the_subcommand() {
+        let cli = Cli::parse_from([
+            "xdp-ingress",
+            "inspect",
+            "--bpf-pin-path",
+            "/p",
+            "flows",
+            "--service",
+            "tcp/9000",
+            "--client",
+            "10.0.0.2",
+            "--json",
+        ]);
+        let Some(Command::Inspect(args)) = cli.command else {
+            panic!("not inspect: {:?}", cli.command)
+        };
+        assert_eq!(args.bpf_pin_path, std::path::Path::new("/p"));
+        assert!(args.json);
+        let InspectWhat::Flows(flows) = args.what else {
+            panic!("not flows")
+        };
+        let f = flows.filter();
+        assert_eq!(
+            f.service.map(|s| (s.protocol, s.port)),
+            Some((Some("tcp"), 9000))
+        );
+        assert!(f.client.is_some() && f.endpoint.is_none());
+        let err =
+            Cli::try_parse_from(["xdp-ingress", "inspect", "flows", "--service", "x"]).unwrap_err();
+        assert!(err.to_string().contains("expected PORT"), "{err}");
+    }
+
+    #[test]
+    fn access_log_defaults_to_json_on_stdout() {
+        use crate::http::access_log::{Format, Target};
+        let cli = Cli::parse_from(["xdp-ingress"]);
+        assert_eq!(cli.run.http.access_log, Target::Stdout);
+        assert_eq!(cli.run.http.access_log_format, Format::Json);
+        let cli = Cli::parse_from([
+            "xdp-ingress",
+            "--access-log",
+            "/var/log/a.log",
+            "--access-log-format",
+            "text",
+        ]);
+        assert_eq!(
+            cli.run.http.access_log,
+            Target::File("/var/log/a.log".into())
+        );
+        assert_eq!(cli.run.http.access_log_format, Format::Text);
+        let cli = Cli::parse_from(["xdp-ingress", "--access-log", "off"]);
+        assert_eq!(cli.run.http.access_log, Target::Off);
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! A new Snapshot applies to the next request; open connections, upgraded tunnels and
 //! streaming responses are never cut by it.
 
+pub mod access_log;
 pub mod balance;
 pub mod body;
 pub mod client;

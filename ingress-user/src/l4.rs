@@ -7,6 +7,7 @@ pub mod bpf_link;
 pub mod bpffs;
 pub mod conntrack;
 pub mod datapath;
+pub mod interfaces;
 pub mod maglev;
 pub mod plane;
 pub mod proxy;

@@ -8,6 +8,7 @@ pub mod controller;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod inspect;
 pub mod l4;
 pub mod logging;
 pub mod ops;

@@ -15,11 +15,11 @@ use tokio::{
 use tracing::{info, warn};
 use xdp_ingress::{
     EBPF_OBJECT,
-    cli::{CheckArgs, Cli, Command, L4Args, RunArgs},
+    cli::{CheckArgs, Cli, Command, InspectArgs, L4Args, RunArgs},
     controller,
     http::{metrics::Metrics, server},
     l4::{
-        Datapath, DatapathOptions, L4Mode, addrs,
+        Datapath, DatapathOptions, L4Mode, addrs, interfaces,
         plane::{self, Kernel},
         proxy::{self, L4Proxy, Selection},
         sysctl,
@@ -37,8 +37,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     xdp_ingress::logging::init(cli.log_format);
-    if let Some(Command::Check(args)) = &cli.command {
-        return check(args);
+    match &cli.command {
+        Some(Command::Check(args)) => return check(args),
+        Some(Command::Inspect(args)) => return inspect(args),
+        None => {}
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -65,6 +67,28 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `xdp-ingress inspect`: print what the pinned maps hold.
+fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use xdp_ingress::{cli::InspectWhat, inspect};
+    let filter;
+    let what = match &args.what {
+        InspectWhat::Services => inspect::What::Services,
+        InspectWhat::Counters => inspect::What::Counters,
+        InspectWhat::Flows(f) => {
+            filter = f.filter();
+            inspect::What::Flows(&filter)
+        }
+    };
+    let out = inspect::run(&args.bpf_pin_path, what, args.json)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing the output")?;
+    Ok(())
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -73,6 +97,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (update_tx, update_rx) = source::channel();
     let options = args.source.options(args.ports);
     let handle = controller::spawn(update_rx, options.clone());
+    // Leadership, published by the election (kube mode) and exported as a gauge.
+    let (leading_tx, leading_rx) = watch::channel(false);
     if let Some(dir) = args.source.manifests.clone() {
         info!(dir = %dir.display(), "source: manifest directory");
         tokio::spawn(source::files::run(dir, update_tx));
@@ -99,6 +125,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let ingresses = handle.ingresses.clone();
         let gateways = handle.gateways.clone();
         let stop = shutdown_rx.clone();
+        let leading = leading_tx;
         info!("source: Kubernetes API");
         tokio::spawn(async move {
             match source::kube::connect().await {
@@ -111,7 +138,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                         gateways,
                         snapshots,
                         stop,
-                        watch::channel(false).0,
+                        leading,
                     ));
                     source::kube::run(client, cfg, update_tx).await;
                 }
@@ -142,6 +169,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             http: http_metrics.clone(),
             l4_proxy: Some(l4_proxy.clone()),
             kernel_maps: kernel.is_some().then(|| args.l4.bpf_pin_path.clone()),
+            leading: Some(leading_rx),
+            l4_mode: if kernel.is_some() {
+                args.l4.l4_mode.name()
+            } else {
+                L4Mode::Userspace.name()
+            },
         },
     );
     let health_addr = SocketAddr::new(args.http.bind_address, args.ports.health_port);
@@ -219,7 +252,16 @@ fn attach(args: &L4Args) -> anyhow::Result<Option<Kernel>> {
         info!("--l4-mode userspace: L4 services are served by the userspace proxy");
         return Ok(None);
     }
-    if args.interfaces.is_empty() {
+    let interfaces = interfaces::resolve(&args.interfaces, &args.node_addresses)?;
+    if args.interfaces.iter().any(|i| i == interfaces::AUTO) {
+        info!(
+            ?interfaces,
+            node_addresses = ?args.node_addresses,
+            "--interface auto: attaching to the interfaces holding the node addresses \
+             (else the default route's)"
+        );
+    }
+    if interfaces.is_empty() {
         warn!(
             mode = args.l4_mode.name(),
             "no --interface given; L4 services are served by the userspace proxy"
@@ -242,7 +284,7 @@ fn attach(args: &L4Args) -> anyhow::Result<Option<Kernel>> {
             args.bpf_pin_path.display()
         )
     })?;
-    for iface in &args.interfaces {
+    for iface in &interfaces {
         if args.enable_forwarding {
             sysctl::enable_forwarding(iface)
                 .with_context(|| format!("enabling IPv4 forwarding on {iface}"))?;
@@ -255,15 +297,15 @@ fn attach(args: &L4Args) -> anyhow::Result<Option<Kernel>> {
             );
         }
     }
-    dp.clean_stale_links(&args.interfaces, args.l4_mode)
+    dp.clean_stale_links(&interfaces, args.l4_mode)
         .context("cleaning stale pinned links")?;
-    for iface in &args.interfaces {
+    for iface in &interfaces {
         dp.attach(iface, args.l4_mode)
             .with_context(|| format!("attaching to --interface {iface}"))?;
     }
     node_local_access(&mut dp, args);
     let node_addrs = if args.node_addresses.is_empty() {
-        addrs::on_interfaces(&args.interfaces).context("reading interface addresses")?
+        addrs::on_interfaces(&interfaces).context("reading interface addresses")?
     } else {
         args.node_addresses.clone()
     };

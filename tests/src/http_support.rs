@@ -454,6 +454,7 @@ impl RunningRouter {
             // per-worker upstream pools.
             workers: 2,
             allow_underscores_in_headers: false,
+            access_log: http::access_log::Options::default(),
         };
         let server = http::Server::bind(opts, rx, Arc::clone(&metrics))
             .await

@@ -58,6 +58,7 @@ fn render(pin: &PinDir, snapshot: Snapshot, apply_seconds: Option<f64>) -> Strin
                     http: Arc::new(Metrics::default()),
                     l4_proxy: None,
                     kernel_maps: Some(pin.path().to_owned()),
+                    ..Sources::default()
                 },
             );
             // What the L4 plane does after each apply.

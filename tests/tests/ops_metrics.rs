@@ -85,6 +85,7 @@ async fn metrics_after_http_and_l4_traffic_carry_the_expected_labels_and_values(
             limits: http::Limits::default(),
             workers: 1,
             allow_underscores_in_headers: false,
+            access_log: http::access_log::Options::default(),
         },
         handle.snapshots.clone(),
         http_metrics.clone(),
@@ -113,6 +114,7 @@ async fn metrics_after_http_and_l4_traffic_carry_the_expected_labels_and_values(
             http: http_metrics,
             l4_proxy: Some(l4.clone()),
             kernel_maps: None,
+            ..Sources::default()
         },
     );
     ops.readiness.set_attached();

@@ -43,6 +43,7 @@ async fn readiness_follows_sync_attach_and_drain_while_in_flight_requests_comple
             http: metrics.clone(),
             l4_proxy: None,
             kernel_maps: None,
+            ..Sources::default()
         },
     );
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -86,6 +87,7 @@ async fn readiness_follows_sync_attach_and_drain_while_in_flight_requests_comple
             limits: http::Limits::default(),
             workers: 1,
             allow_underscores_in_headers: false,
+            access_log: http::access_log::Options::default(),
         },
         handle.snapshots.clone(),
         metrics,

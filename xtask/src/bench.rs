@@ -56,7 +56,10 @@ pub fn run(group: &str, quick: bool) -> Result<()> {
         .join(" ");
     let dir = results_dir();
     std::fs::create_dir_all(&dir)?;
-    let bin = build::root().join("target/release/bench-net");
+    // Where cargo put it: CARGO_TARGET_DIR when set (as on machines that share a checkout).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| build::root().join("target"), PathBuf::from);
+    let bin = target.join("release/bench-net");
     for g in groups {
         println!("== bench {g}");
         let out = dir.join(format!("{g}.json"));

@@ -32,6 +32,8 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     "curl",
     "python3",
+    // The monitoring test: a real Prometheus scrapes the binary; promtool checks the rules.
+    "prometheus",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -4,7 +4,12 @@ use std::sync::Arc;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 
@@ -17,6 +22,20 @@ pub struct RequestLabels {
     pub service: Arc<String>,
     /// Response status code.
     pub status: u16,
+}
+
+/// Labels of a forwarded request's latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// `namespace/name` of the Ingress that routed it; empty for the default backend.
+    pub ingress: Arc<String>,
+    /// `namespace/name:port` of the Service.
+    pub service: Arc<String>,
+}
+
+/// The latency buckets: 1 ms to about 33 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 /// Labels of a locally answered failure.
@@ -69,10 +88,14 @@ pub struct ListenerLabels {
 }
 
 /// The router's metrics. Cheap to update from the data path (atomics only).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// Requests answered, by Ingress, Service and status.
     pub requests: Family<RequestLabels, Counter>,
+    /// Time from a forwarded request's head to its response head, by Ingress and Service.
+    pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Access log lines dropped: the writer fell behind (queue full) or writing failed.
+    pub access_log_dropped: Counter,
     /// Requests answered locally because of a failure, by cause.
     pub errors: Family<ErrorLabels, Counter>,
     /// Failed connection attempts to upstream endpoints, by Service (retries included).
@@ -96,6 +119,26 @@ pub struct Metrics {
     pub gateway_listeners: Gauge,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            access_log_dropped: Counter::default(),
+            errors: Family::default(),
+            upstream_connect_errors: Family::default(),
+            active_connections: Gauge::default(),
+            active_tunnels: Gauge::default(),
+            tls_handshake_errors: Counter::default(),
+            headers_dropped: Family::default(),
+            upstream_discarded: Family::default(),
+            mirrors: Family::default(),
+            listener_bind_errors: Family::default(),
+            gateway_listeners: Gauge::default(),
+        }
+    }
+}
+
 impl Metrics {
     /// Registers every metric under `registry` (names get the registry's prefix).
     pub fn register(&self, registry: &mut Registry) {
@@ -103,6 +146,16 @@ impl Metrics {
             "http_requests",
             "HTTP requests answered",
             self.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a forwarded request's head to the upstream's response head",
+            self.request_duration.clone(),
+        );
+        registry.register(
+            "access_log_dropped_lines",
+            "Access log lines dropped because the writer fell behind or writing failed",
+            self.access_log_dropped.clone(),
         );
         registry.register(
             "http_local_errors",

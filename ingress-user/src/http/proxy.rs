@@ -82,10 +82,15 @@ impl Upstream {
     /// Sends the request to an endpoint of `backend`. If connecting fails before any byte
     /// was sent, the request is retried once on another endpoint. `client_upgrade` is the
     /// client side of an upgrade the request asks for; on `101` both sides are tunnelled.
+    /// `tried` is set to each endpoint as it is tried (for the access log).
     ///
     /// The head is borrowed, not owned: the caller's future already holds it, and an async
     /// fn keeps an owned argument twice (as argument and as local), which made this future
     /// half a kilobyte larger for every request.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one request's whole context, passed once; `tried` is an out-parameter"
+    )]
     pub async fn forward(
         &self,
         balancer: &Balancer,
@@ -94,10 +99,12 @@ impl Upstream {
         head: Outgoing<'_>,
         body: Body,
         client_upgrade: Option<OnUpgrade>,
+        tried: &mut Option<SocketAddr>,
     ) -> Result<Response<Body>, Error> {
         let first = balancer
             .pick(backend, None)
             .ok_or_else(|| Error::NoEndpoints(backend.service.clone()))?;
+        *tried = Some(first.addr);
         // The first attempt's result is taken apart inside this block, so it is not kept
         // (a quarter of a kilobyte) in the future while a retry is awaited.
         let (failed, source, body) = {
@@ -123,6 +130,7 @@ impl Upstream {
                 source,
             });
         };
+        *tried = Some(second.addr);
         // Boxed: a retry is rare, and inline it would double the future's size.
         let retried = Box::pin(self.send(backend, second.addr, head, body));
         let (pick, exchange) = match retried.await {

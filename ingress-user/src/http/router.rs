@@ -14,6 +14,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Instant,
 };
 
 use arc_swap::ArcSwap;
@@ -30,12 +31,13 @@ use regex::Regex;
 use tracing::debug;
 
 use super::{
+    access_log::{self, AccessLog, Logged, Pending},
     balance::{Balance, Balancer},
     body::{Body, BoxError, empty, full, limited},
     headers::{Forwarded, ProxyHeaders, RequestIds, rewrite_request, wants_upgrade},
     host::request_host,
     limits::Limits,
-    metrics::{DroppedHeaderLabels, ErrorLabels, Metrics, RequestLabels},
+    metrics::{DroppedHeaderLabels, ErrorLabels, Metrics, RequestLabels, RouteLabels},
     proxy::{Outgoing, Upstream},
     rescue::Error,
     tls::CertResolver,
@@ -94,6 +96,7 @@ pub struct Router {
     resolver: Option<Arc<CertResolver>>,
     /// RequestMirror copies in flight (bounded so a slow mirror cannot pile them up).
     mirrors: Arc<std::sync::atomic::AtomicUsize>,
+    log: Option<Arc<AccessLog>>,
 }
 
 impl Router {
@@ -107,7 +110,13 @@ impl Router {
             opts,
             resolver: None,
             mirrors: Arc::default(),
+            log: None,
         }
+    }
+
+    /// Writes a line per request to `log` from now on.
+    pub fn set_access_log(&mut self, log: Arc<AccessLog>) {
+        self.log = Some(log);
     }
 
     /// The swap cell the TLS resolver reads certificates from.
@@ -165,9 +174,23 @@ impl Router {
         B::Error: Into<BoxError>,
     {
         let snapshot = self.snapshot.load();
+        let started = Instant::now();
+        // Only with an access log: the request line is copied before routing rewrites it.
+        let mut pending = self.log.as_ref().map(|_| {
+            Pending::new(
+                conn.remote,
+                req.method(),
+                req.uri(),
+                req.version(),
+                req.headers(),
+            )
+        });
         match self.route(&snapshot, req, conn) {
             Routed::Local(backend, result) => {
-                Handled::Ready(Some(self.finish(backend.as_deref(), result)))
+                if let Some(p) = pending.as_mut() {
+                    p.backend.clone_from(&backend);
+                }
+                Handled::Ready(Some(self.finish(backend.as_deref(), result, pending)))
             }
             Routed::Forward {
                 backend,
@@ -179,6 +202,10 @@ impl Router {
             } => {
                 let router = Arc::clone(self);
                 let upstream = Arc::clone(upstream);
+                if let Some(p) = pending.as_mut() {
+                    p.backend = Some(Arc::clone(&backend));
+                    p.request_id = access_log::request_id(&parts.headers, &extra);
+                }
                 if let Some(gw) = gateway {
                     return Handled::Forwarding(Box::pin(async move {
                         let fwd = gateway::Forward {
@@ -188,7 +215,9 @@ impl Router {
                             extra,
                             upgrade,
                         };
-                        router.forward_gateway(&upstream, fwd, *gw).await
+                        router
+                            .forward_gateway(&upstream, fwd, *gw, pending, started)
+                            .await
                     }));
                 }
                 Handled::Forwarding(Box::pin(async move {
@@ -202,7 +231,7 @@ impl Router {
                             Ok(body) => body,
                             Err(e) => {
                                 let e = Error::from_request_body(e);
-                                return router.finish(Some(&backend), Err(e));
+                                return router.finish(Some(&backend), Err(e), pending);
                             }
                         }
                     };
@@ -210,6 +239,8 @@ impl Router {
                         parts: &parts,
                         extra: &extra,
                     };
+                    let forwarded = Instant::now();
+                    let mut tried = None;
                     let result = upstream
                         .forward(
                             &router.balancer,
@@ -218,12 +249,31 @@ impl Router {
                             head,
                             body,
                             upgrade,
+                            &mut tried,
                         )
                         .await;
-                    router.finish(Some(&backend), result)
+                    router.observe(&backend, started);
+                    if let Some(p) = pending.as_mut() {
+                        // No endpoint tried (none to try): no upstream time either.
+                        p.upstream_time = tried.map(|_| forwarded.elapsed());
+                        p.upstream_addr = tried;
+                        p.upstream_status = result.as_ref().ok().map(|r| r.status().as_u16());
+                    }
+                    router.finish(Some(&backend), result, pending)
                 }))
             }
         }
+    }
+
+    /// Records a forwarded request's latency under its route and Service.
+    fn observe(&self, backend: &Backend, started: Instant) {
+        backend
+            .latency
+            .get(&self.metrics.request_duration, || RouteLabels {
+                ingress: Arc::clone(&backend.names.0),
+                service: Arc::clone(&backend.names.1),
+            })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// The response for `result`, counted.
@@ -231,6 +281,7 @@ impl Router {
         &self,
         backend: Option<&Backend>,
         result: Result<Response<Body>, Error>,
+        pending: Option<Box<Pending>>,
     ) -> Response<Body> {
         let resp = result.unwrap_or_else(|e| {
             debug!(error = %e, label = e.label(), "answering locally");
@@ -256,7 +307,12 @@ impl Router {
                 .inc(),
             b => self.metrics.requests.get_or_create(&labels(b)).inc(),
         };
-        resp
+        match (pending, &self.log) {
+            (Some(p), Some(log)) => {
+                resp.map(|b| Logged::new(b, status, p, Arc::clone(log)).boxed())
+            }
+            _ => resp,
+        }
     }
 
     fn route<B>(&self, snapshot: &Snapshot, req: Request<B>, conn: Conn) -> Routed

@@ -45,6 +45,7 @@ use tracing::{debug, error, info, warn};
 mod listeners;
 
 use super::{
+    access_log::{self, AccessLog},
     body::Holding,
     drain::{Drain, Signal},
     h1,
@@ -75,6 +76,8 @@ pub struct Options {
     pub workers: usize,
     /// Forward header names with `_` (dropped by default).
     pub allow_underscores_in_headers: bool,
+    /// The access log (off by default; the binary's `--access-log` defaults to stdout).
+    pub access_log: access_log::Options,
 }
 
 impl Options {
@@ -88,6 +91,10 @@ impl Options {
             limits: args.limits(),
             workers: args.http_workers,
             allow_underscores_in_headers: args.allow_underscores_in_headers,
+            access_log: access_log::Options {
+                target: args.access_log.clone(),
+                format: args.access_log_format,
+            },
         }
     }
 
@@ -116,6 +123,9 @@ pub enum Error {
     /// TLS setup failed.
     #[error(transparent)]
     Tls(#[from] tls::Error),
+    /// The access log could not be opened.
+    #[error(transparent)]
+    AccessLog(#[from] access_log::Error),
 }
 
 /// One worker's listening sockets (not yet registered with any runtime).
@@ -137,6 +147,7 @@ pub struct Server {
     limits: Limits,
     /// `--bind-address`: where Gateway listeners without addresses listen.
     bind_ip: std::net::IpAddr,
+    log_writer: Option<access_log::Writer>,
 }
 
 impl Server {
@@ -168,8 +179,16 @@ impl Server {
                 allow_underscores_in_headers: opts.allow_underscores_in_headers,
             },
             initial,
-            metrics,
+            Arc::clone(&metrics),
         );
+        let log_writer =
+            match AccessLog::start(&opts.access_log, metrics.access_log_dropped.clone())? {
+                Some((log, writer)) => {
+                    router.set_access_log(log);
+                    Some(writer)
+                }
+                None => None,
+            };
         let (tls, resolver) = match https_addr {
             Some(addr) => {
                 let mut resolver = CertResolver::new(router.snapshot_cell())?;
@@ -200,6 +219,7 @@ impl Server {
             builder: Arc::new(builder(&opts.limits)),
             limits: opts.limits,
             bind_ip: opts.http.ip(),
+            log_writer,
         })
     }
 
@@ -233,6 +253,7 @@ impl Server {
             builder,
             limits,
             bind_ip,
+            log_writer,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut finished = Vec::new();
@@ -311,6 +332,11 @@ impl Server {
         drop(gateway);
         for done in finished {
             let _ = done.await;
+        }
+        // The workers are gone with their routers; the last lines get written.
+        drop(router);
+        if let Some(writer) = log_writer {
+            writer.finish(Duration::from_secs(2)).await;
         }
     }
 }

@@ -47,6 +47,7 @@ pub const PREFIX: &str = "xdp_ingress";
 const CONNTRACK_CACHE: Duration = Duration::from_secs(10);
 
 /// Where the exported values come from.
+#[derive(Default)]
 pub struct Sources {
     /// The L7 router's counters.
     pub http: Arc<HttpMetrics>,
@@ -54,7 +55,23 @@ pub struct Sources {
     pub l4_proxy: Option<Arc<L4Proxy>>,
     /// The pin directory of the eBPF maps, if the kernel path is attached.
     pub kernel_maps: Option<PathBuf>,
+    /// Whether this instance leads (kube mode's election); `None`: no election (0).
+    pub leading: Option<watch::Receiver<bool>>,
+    /// How the L4 services are served, for the build-info metric: `xdp`, `tc`, `auto`
+    /// (the kernel path, as asked) or `userspace`.
+    pub l4_mode: &'static str,
 }
+
+/// Labels of the build-info metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    git_commit: &'static str,
+    l4_mode: &'static str,
+}
+
+/// The commit the binary was built from (`unknown` outside a git checkout).
+pub const GIT_COMMIT: &str = env!("XDP_INGRESS_GIT_COMMIT");
 
 /// Labels of a Problem gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,6 +139,7 @@ pub struct Exporter {
     conntrack: Arc<Mutex<Option<(Instant, kernel::Conntrack)>>>,
     kernel_errors: Counter,
     map_update_seconds: Histogram,
+    leading: Option<watch::Receiver<bool>>,
 }
 
 impl fmt::Debug for Exporter {
@@ -150,6 +168,22 @@ impl Exporter {
             "Unix time the last Snapshot was published",
             last_success.clone(),
         );
+        let info = Family::<BuildLabels, Gauge>::default();
+        info.get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            git_commit: GIT_COMMIT,
+            l4_mode: if sources.l4_mode.is_empty() {
+                "userspace"
+            } else {
+                sources.l4_mode
+            },
+        })
+        .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build runs and how it serves L4",
+            info,
+        );
         let kernel_errors = Counter::default();
         registry.register(
             "l4_map_read_errors",
@@ -177,6 +211,7 @@ impl Exporter {
             conntrack: Arc::default(),
             kernel_errors,
             map_update_seconds,
+            leading: sources.leading,
         }
     }
 
@@ -259,6 +294,15 @@ impl Exporter {
             "problems",
             "Problems in the current Snapshot, by kind and severity",
             problems,
+        );
+        let leader: Gauge = Gauge::default();
+        leader.set(i64::from(
+            self.leading.as_ref().is_some_and(|rx| *rx.borrow()),
+        ));
+        r.register(
+            "leader",
+            "1 while this instance holds the leader Lease (kube mode), else 0",
+            leader,
         );
     }
 }

@@ -23,7 +23,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use prometheus_client::metrics::{counter::Counter, family::Family};
+use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
 use regex::{Regex, RegexBuilder};
 
 use super::{FastMap, ObjectRef, ServiceRef, endpoints::Endpoints, policy::RoutePolicy};
@@ -43,6 +43,8 @@ pub struct Backend {
     pub names: (Arc<String>, Arc<String>),
     /// The request counter of this backend's `200` responses.
     pub ok_requests: CachedCounter,
+    /// The latency histogram of requests forwarded to this backend.
+    pub latency: CachedHistogram,
     /// How the endpoints are spoken to.
     pub protocol: Protocol,
     /// What the defining Ingress's annotations ask of requests routed here (`None`: nothing).
@@ -94,6 +96,31 @@ impl PartialEq for CachedCounter {
 
 impl Eq for CachedCounter {}
 
+/// A histogram of a metric family, found once and then kept (like [`CachedCounter`]).
+#[derive(Clone, Debug, Default)]
+pub struct CachedHistogram(OnceLock<Histogram>);
+
+impl CachedHistogram {
+    /// The histogram, looked up in `family` under `labels` the first time.
+    pub fn get<'a, L: Clone + std::hash::Hash + Eq, C: Fn() -> Histogram>(
+        &'a self,
+        family: &Family<L, Histogram, C>,
+        labels: impl FnOnce() -> L,
+    ) -> &'a Histogram {
+        self.0
+            .get_or_init(|| family.get_or_create(&labels()).clone())
+    }
+}
+
+/// Equal whatever is cached, as [`CachedCounter`].
+impl PartialEq for CachedHistogram {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CachedHistogram {}
+
 /// The protocol of a backend's endpoints, from its Service port's `appProtocol`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Protocol {
@@ -134,6 +161,7 @@ impl Backend {
             ingress,
             names,
             ok_requests: CachedCounter::default(),
+            latency: CachedHistogram::default(),
             protocol: Protocol::Http1,
             policy: None,
         }

@@ -25,6 +25,9 @@ const DIRECT: &str = "direct to backend (limit)";
 const NGINX: &str = "nginx proxy_pass";
 const SHARED: &str = "One CPU shared: xdp-ingress and nginx loaded at once, 256 connections each";
 const SHARED_CONNS: u32 = 256;
+const ACCESS_LOG: &str = "Access log off vs on (JSON lines to a file), 256 connections";
+const LOG_OFF: &str = "xdp-ingress, --access-log off";
+const LOG_ON: &str = "xdp-ingress, --access-log FILE (json)";
 
 /// Runs the group on `rig`.
 pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
@@ -56,9 +59,19 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         ],
         &[NGINX],
     );
+    r.table(
+        ACCESS_LOG,
+        &format!(
+            "wrk -t1 -c256 -d{}s --latency through the router, restarted between runs with `--access-log off` and with `--access-log FILE --access-log-format json` (a file in the bench directory), alternating round by round",
+            p.secs
+        ),
+        &cols,
+        &[LOG_OFF],
+    );
     // The router is the controller's; its L4 mode does not matter here (userspace: no eBPF
-    // program on the interfaces the peers also use).
-    rig.start_controller("userspace")?;
+    // program on the interfaces the peers also use). No access log, as the peers have none;
+    // its cost is measured on its own below.
+    rig.start_controller_with("userspace", &["--access-log", "off"])?;
     let upstream = format!("{}:{WEB_PORT}", backend_addr(1));
     let nginx_conf = peers::nginx_proxy(&rig.dir.join("nginx-http"), NODE, 8081, &upstream)?;
     let nginx = peers::start_nginx(&rig.topo.node, &nginx_conf)?;
@@ -144,10 +157,68 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         r.add(SHARED, name, "CPU µs per request", us);
         r.add(SHARED, name, "req/s", runs.iter().map(|s| s.rps).collect());
     }
+    access_log(rig, &mut r, p, &targets[1].1)?;
     rig.stop_controller()?;
     r.note("Same backend for every row: nginx on backend 1 answering `return 200` (one worker, CPU 1). The proxies run in the node namespace pinned to CPU 1 (nginx: 1 worker, upstream keepalive; HAProxy: nbthread 1, http-reuse always; xdp-ingress: the controller's router, --l4-mode userspace); wrk runs with one thread on CPU 0.");
-    r.note("Every proxy sends the backend the same request headers: X-Request-ID, X-Real-IP and X-Forwarded-For/Host/Port/Proto (nginx and HAProxy configured like ingress-nginx's template). nginx and HAProxy have no access log; the xdp-ingress router keeps per-request metrics.");
+    r.note("Every proxy sends the backend the same request headers: X-Request-ID, X-Real-IP and X-Forwarded-For/Host/Port/Proto (nginx and HAProxy configured like ingress-nginx's template). nginx and HAProxy have no access log, and the xdp-ingress router runs with --access-log off except in the access log table; it keeps per-request metrics.");
     Ok(r)
+}
+
+/// The access log table: the router restarted for each run, log off and on in turns.
+fn access_log(rig: &mut Rig, r: &mut Results, p: Params, url: &str) -> anyhow::Result<()> {
+    let file = rig.dir.join("access.log");
+    let file = file
+        .to_str()
+        .context("bench directory is UTF-8")?
+        .to_owned();
+    let configs: [(&str, Vec<&str>); 2] = [
+        (LOG_OFF, vec!["--access-log", "off"]),
+        (
+            LOG_ON,
+            vec!["--access-log", &file, "--access-log-format", "json"],
+        ),
+    ];
+    let mut runs: Vec<Vec<tools::Wrk>> = vec![Vec::new(); configs.len()];
+    for round in 0..p.samples {
+        for (i, (name, flags)) in configs.iter().enumerate() {
+            println!("http: round {} {name}", round + 1);
+            rig.start_controller_with("userspace", flags)?;
+            tools::wrk(&rig.topo.client, url, BENCH_HOST, 256, 1)?;
+            runs[i].push(tools::wrk(&rig.topo.client, url, BENCH_HOST, 256, p.secs)?);
+        }
+    }
+    let lines = std::fs::read_to_string(&file).map_or(0, |t| t.lines().count());
+    for ((name, _), runs) in configs.iter().zip(runs) {
+        r.add(
+            ACCESS_LOG,
+            name,
+            "req/s",
+            runs.iter().map(|w| w.rps).collect(),
+        );
+        r.add(
+            ACCESS_LOG,
+            name,
+            "p50 ms",
+            runs.iter().map(|w| w.p50_ms).collect(),
+        );
+        r.add(
+            ACCESS_LOG,
+            name,
+            "p99 ms",
+            runs.iter().map(|w| w.p99_ms).collect(),
+        );
+        r.add(
+            ACCESS_LOG,
+            name,
+            "errors",
+            runs.iter().map(|w| w.errors as f64).collect(),
+        );
+    }
+    r.note(format!(
+        "Access log table: {lines} lines were written to the file over its runs with the log on (warm-ups included)."
+    ));
+    let _ = std::fs::remove_file(&file);
+    Ok(())
 }
 
 /// One proxy's share of a run with both loaded at once.

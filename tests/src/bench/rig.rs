@@ -169,6 +169,11 @@ impl Rig {
     /// Starts the controller in `mode` (detaching its programs on exit, so the next
     /// configuration runs on clean interfaces) and waits until both planes serve.
     pub fn start_controller(&mut self, mode: &str) -> anyhow::Result<()> {
+        self.start_controller_with(mode, &[])
+    }
+
+    /// As [`start_controller`](Self::start_controller), with `extra` flags after the rest.
+    pub fn start_controller_with(&mut self, mode: &str, extra: &[&str]) -> anyhow::Result<()> {
         self.stop_controller()?;
         let log = fs::File::create(self.dir.join(format!("controller-{mode}.log")))?;
         let mut c = pinned(&self.topo.node, SERVER_CPU, xdp_ingress_bin());
@@ -187,6 +192,7 @@ impl Rig {
             c.args(["--interface", &i]);
         }
         c.arg("--bpf-pin-path").arg(self.pin.path());
+        c.args(extra);
         c.env("RUST_LOG", "warn");
         self.controller = Some(
             c.stdout(Stdio::null())

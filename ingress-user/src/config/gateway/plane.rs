@@ -2,22 +2,21 @@
 //! listening address, rules per hostname in the spec's precedence order.
 
 use std::{
-    cmp::Reverse,
     collections::{BTreeMap, btree_map::Entry},
     sync::Arc,
 };
 
-use super::{hostname::matches, listeners::Resolved, routes::Attached};
+use super::{listeners::Resolved, routes::Attached};
 use crate::snapshot::{
     certs::CertSet,
     gateway::{
-        GatewayHosts, GatewayPlane, GatewayRule, HostRules, ListenAddr, PathMatch, PortRoutes,
-        RequestMatch,
+        GatewayHosts, GatewayPlane, GatewayRule, HostRules, ListenAddr, PortRoutes,
+        matching::MatchPrecedence,
     },
 };
 
-/// Where a rule was written, for the tie-breaks after the match itself: route age, then
-/// rule index, then match index.
+/// Where a rule was written, for the tie-breaks after the match itself (the spec's): the
+/// route's rank by age then `{namespace}/{name}`, then rule index, then match index.
 type Origin = (usize, usize, usize);
 
 /// Builds the plane.
@@ -53,7 +52,7 @@ pub fn assemble(gateways: &[Resolved<'_>], routes: &[Attached]) -> GatewayPlane 
                     for rule in &route.rules {
                         for (mi, m) in rule.matches.iter().enumerate() {
                             bucket.push((
-                                rank(m),
+                                m.precedence(),
                                 (ri, rule.index, mi),
                                 Arc::new(GatewayRule {
                                     route: route.route.clone(),
@@ -76,29 +75,8 @@ pub fn assemble(gateways: &[Resolved<'_>], routes: &[Attached]) -> GatewayPlane 
     }
 }
 
-/// The spec's precedence of one match, lower first: an exact path; then a regular
-/// expression (implementation-specific; longer first); then a prefix, longer first; then
-/// having a method; then more header matches; then more query matches.
-fn rank(m: &RequestMatch) -> (u8, Reverse<usize>, bool, Reverse<usize>, Reverse<usize>) {
-    let (kind, len) = match &m.path {
-        PathMatch::Exact(p) => (0, p.len()),
-        PathMatch::Regex(r) => (1, r.as_str().len()),
-        PathMatch::Prefix(p) => (2, p.trim_end_matches('/').len()),
-    };
-    (
-        kind,
-        Reverse(len),
-        m.method.is_none(),
-        Reverse(m.headers.len()),
-        Reverse(m.query.len()),
-    )
-}
-
-type Ranked = (
-    (u8, Reverse<usize>, bool, Reverse<usize>, Reverse<usize>),
-    Origin,
-    Arc<GatewayRule>,
-);
+/// A rule with its sort key: the match's precedence, then where it was written.
+type Ranked = (MatchPrecedence, Origin, Arc<GatewayRule>);
 
 /// A [`PortRoutes`] being built.
 struct Port {
@@ -133,62 +111,29 @@ impl Port {
         }
     }
 
-    /// Sorts each bucket and appends the rules of every less specific bucket that also
-    /// covers its hostnames: the spec ranks by hostname first, so a request for
-    /// `a.example.com` that matches no rule of `a.example.com` may still match one of
-    /// `*.example.com`, then one of a route without hostnames.
+    /// Sorts each bucket. A bucket holds only the rules whose hostname is exactly its own:
+    /// the router tries the less specific buckets that also cover a request's host after
+    /// it ([`GatewayHosts::route`]).
     fn finish(self) -> PortRoutes {
-        fn sorted(mut v: Vec<Ranked>) -> Vec<Arc<GatewayRule>> {
+        fn sorted(mut v: Vec<Ranked>) -> HostRules {
             v.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-            v.into_iter().map(|r| r.2).collect()
+            v.into_iter().map(|r| r.2).collect::<Vec<_>>().into()
         }
-        let any = self.any.map(sorted).unwrap_or_default();
-        // Wildcards, longest suffix first.
-        let mut wild: Vec<(String, Vec<Arc<GatewayRule>>)> = self
-            .wildcard
-            .into_iter()
-            .map(|(s, v)| (s, sorted(v)))
-            .collect();
-        wild.sort_by_key(|(s, _)| Reverse(s.len()));
-        let chain = |own: Vec<Arc<GatewayRule>>, host: &str, strict_longer: bool| -> HostRules {
-            let mut all = own;
-            for (suffix, rules) in &wild {
-                let pattern = format!("*{suffix}");
-                let covers = if strict_longer {
-                    // `host` is itself a wildcard `*.x`: covered by shorter suffixes.
-                    host.len() > pattern.len() && host[1..].ends_with(suffix.as_str())
-                } else {
-                    matches(&pattern, host)
-                };
-                if covers {
-                    all.extend(rules.iter().cloned());
-                }
-            }
-            all.extend(any.iter().cloned());
-            all.into()
-        };
-        let exact = self
-            .exact
-            .into_iter()
-            .map(|(h, v)| {
-                let rules = chain(sorted(v), &h, false);
-                (h, rules)
-            })
-            .collect();
-        let wildcard = wild
-            .iter()
-            .map(|(suffix, own)| {
-                let rules = chain(own.clone(), &format!("*{suffix}"), true);
-                (suffix.clone(), rules)
-            })
-            .collect();
         PortRoutes {
             tls: self.tls,
             certs: Arc::new(self.certs),
             hosts: GatewayHosts {
-                exact,
-                wildcard,
-                any: (!any.is_empty()).then(|| any.into()),
+                exact: self
+                    .exact
+                    .into_iter()
+                    .map(|(h, v)| (h, sorted(v)))
+                    .collect(),
+                wildcard: self
+                    .wildcard
+                    .into_iter()
+                    .map(|(h, v)| (h, sorted(v)))
+                    .collect(),
+                any: self.any.map(sorted),
             },
         }
     }

@@ -26,6 +26,7 @@ use crate::{
         gateway::{
             Filter, HeaderEdits, HeaderMatch, InvalidBackend, Mirror, PathMatch, PathRewrite,
             QueryMatch, Redirect, RequestMatch, Rewrite, RuleAction, ValueMatch, WeightedBackend,
+            matching::full_regex,
         },
         problem::Severity,
         routes::{Backend, Protocol},
@@ -155,9 +156,11 @@ pub fn attach(
     attached
 }
 
-fn age(r: &HTTPRoute) -> (bool, Option<Time>, Key) {
+/// The spec's order between routes: oldest first, then `{namespace}/{name}` as a string.
+fn age(r: &HTTPRoute) -> (bool, Option<Time>, String) {
     let created = r.metadata.creation_timestamp.clone();
-    (created.is_none(), created, key(&r.metadata))
+    let (ns, name) = key(&r.metadata);
+    (created.is_none(), created, format!("{ns}/{name}"))
 }
 
 /// Attaches a route to the listeners of Gateway `gi` its parentRef selects.
@@ -492,17 +495,14 @@ impl Compiler<'_, '_> {
 
     /// A regular expression anchored at both ends (the spec matches whole values).
     fn regex(&mut self, field: &str, re: &str) -> Result<Regex, Broken> {
-        regex::RegexBuilder::new(&format!("^(?:{re})$"))
-            .size_limit(1 << 20)
-            .build()
-            .map_err(|e| {
-                self.problem(
-                    field.to_owned(),
-                    "invalid_regex",
-                    format!("invalid regular expression {re:?}: {e}"),
-                );
-                Broken
-            })
+        full_regex(re).map_err(|e| {
+            self.problem(
+                field.to_owned(),
+                "invalid_regex",
+                format!("invalid regular expression {re:?}: {e}"),
+            );
+            Broken
+        })
     }
 
     fn filters(
@@ -785,10 +785,8 @@ impl Compiler<'_, '_> {
         let group = b.group.as_deref().unwrap_or("");
         let kind = b.kind.as_deref().unwrap_or("Service");
         if !group.is_empty() || kind != "Service" {
-            let msg = format!(
-                "{field}: {group}/{kind} is not a supported backend kind (core Services are)"
-            );
-            self.unresolved("InvalidKind", msg.clone());
+            let msg = format!("{group}/{kind} is not a supported backend kind (core Services are)");
+            self.unresolved("InvalidKind", format!("{field}: {msg}"));
             self.problem(field.to_owned(), "invalid_backend_kind", msg);
             return Err(InvalidBackend::InvalidKind);
         }
@@ -805,16 +803,16 @@ impl Compiler<'_, '_> {
             )
         {
             let msg = format!(
-                "{field}: Service {ns}/{} is in another namespace and no ReferenceGrant there allows it",
+                "Service {ns}/{} is in another namespace and no ReferenceGrant there allows it",
                 b.name
             );
-            self.unresolved("RefNotPermitted", msg.clone());
+            self.unresolved("RefNotPermitted", format!("{field}: {msg}"));
             self.problem(field.to_owned(), "ref_not_permitted", msg);
             return Err(InvalidBackend::RefNotPermitted);
         }
         let Some(port) = b.port else {
-            let msg = format!("{field}: a Service backendRef needs a port");
-            self.unresolved("BackendNotFound", msg.clone());
+            let msg = "a Service backendRef needs a port".to_owned();
+            self.unresolved("BackendNotFound", format!("{field}: {msg}"));
             self.problem(field.to_owned(), "unknown_service_port", msg);
             return Err(InvalidBackend::NotFound);
         };
@@ -831,9 +829,8 @@ impl Compiler<'_, '_> {
                 ))
             }
             Err(e) => {
-                let msg = format!("{field}: {e}");
-                self.unresolved("BackendNotFound", msg.clone());
-                self.problem(field.to_owned(), e.kind(), msg);
+                self.unresolved("BackendNotFound", format!("{field}: {e}"));
+                self.problem(field.to_owned(), e.kind(), e.to_string());
                 Err(InvalidBackend::NotFound)
             }
         }

@@ -541,8 +541,9 @@ fn precedence_order() {
     assert!(matches!(rules[0].matches.path, PathMatch::Exact(_)));
 }
 
-/// A host's rules continue with those of wildcards covering it, then of routes without
-/// hostnames (the spec ranks hostnames first, then matches).
+/// Each hostname entry holds its own rules; the router falls through from a host's entry
+/// to the wildcards covering it, then to routes without hostnames (the spec ranks
+/// hostnames first, then matches).
 #[test]
 fn hostname_buckets_fall_through_to_less_specific_ones() {
     let r = |host: &str| {
@@ -563,15 +564,15 @@ fn hostname_buckets_fall_through_to_less_specific_ones() {
     let names = |rules: &[std::sync::Arc<crate::snapshot::gateway::GatewayRule>]| -> Vec<String> {
         rules.iter().map(|r| r.route.name.clone()).collect()
     };
-    assert_eq!(
-        names(&hosts.exact["a.b.example.com"]),
-        ["exact", "wilder", "wild", "none"]
-    );
-    assert_eq!(
-        names(&hosts.wildcard[".b.example.com"]),
-        ["wilder", "wild", "none"]
-    );
-    assert_eq!(names(&hosts.wildcard[".example.com"]), ["wild", "none"]);
+    assert_eq!(names(&hosts.exact["a.b.example.com"]), ["exact"]);
+    assert_eq!(names(&hosts.wildcard[".b.example.com"]), ["wilder"]);
+    assert_eq!(names(&hosts.wildcard[".example.com"]), ["wild"]);
+    let tried: Vec<Vec<String>> = hosts
+        .candidates("a.b.example.com")
+        .into_iter()
+        .map(|r| names(r))
+        .collect();
+    assert_eq!(tried, [["exact"], ["wilder"], ["wild"], ["none"]]);
     assert_eq!(names(hosts.any.as_ref().unwrap()), ["none"]);
 }
 

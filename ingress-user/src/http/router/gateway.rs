@@ -18,9 +18,12 @@
 //!   bytes); a longer body streams to the main backend only and the copy is skipped
 //!   (`outcome="skipped_body"`). At most [`MAX_MIRRORS`] copies per process are in flight.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -35,6 +38,7 @@ use hyper::{
 use tracing::debug;
 
 use super::{Conn, Routed, Router, Socket};
+use crate::http::access_log::Pending;
 use crate::{
     http::{
         body::{Body, BoxError, empty, full},
@@ -265,6 +269,8 @@ impl Router {
         upstream: &Arc<Upstream>,
         fwd: Forward,
         after: After,
+        mut pending: Option<Box<Pending>>,
+        started: Instant,
     ) -> Response<Body> {
         let Forward {
             backend,
@@ -315,12 +321,28 @@ impl Router {
                     parts: &parts,
                     extra: &extra,
                 };
+                let forwarded = Instant::now();
+                let mut tried = None;
                 let result = upstream
-                    .forward(&self.balancer, &self.metrics, &backend, head, body, upgrade)
+                    .forward(
+                        &self.balancer,
+                        &self.metrics,
+                        &backend,
+                        head,
+                        body,
+                        upgrade,
+                        &mut tried,
+                    )
                     .await;
-                self.finish(Some(&backend), result)
+                self.observe(&backend, started);
+                if let Some(p) = pending.as_mut() {
+                    p.upstream_time = tried.map(|_| forwarded.elapsed());
+                    p.upstream_addr = tried;
+                    p.upstream_status = result.as_ref().ok().map(|r| r.status().as_u16());
+                }
+                self.finish(Some(&backend), result, pending)
             }
-            Err(e) => self.finish(Some(&backend), Err(Error::from_request_body(e))),
+            Err(e) => self.finish(Some(&backend), Err(Error::from_request_body(e)), pending),
         };
         after.edit_response(&mut resp);
         resp
@@ -369,7 +391,15 @@ impl Router {
                     extra: &extra,
                 };
                 let resp = upstream
-                    .forward(&router.balancer, &router.metrics, &backend, out, body, None)
+                    .forward(
+                        &router.balancer,
+                        &router.metrics,
+                        &backend,
+                        out,
+                        body,
+                        None,
+                        &mut None,
+                    )
                     .await?;
                 // Read and drop the answer, so the connection can go back to the pool.
                 let mut body = resp.into_body();
