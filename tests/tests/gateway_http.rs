@@ -29,7 +29,7 @@
 //! GatewaySecretReferenceGrantAllInNamespace, GatewaySecretMissingReferenceGrant,
 //! GatewaySecretInvalidReferenceGrant, HTTPRouteRedirectPortAndScheme,
 //! GatewayInvalidRouteKind, HTTPRouteDisallowedKind, GatewayModifyListeners,
-//! HTTPRouteServiceTypes, HTTPRouteListenerPortMatching.
+//! HTTPRouteServiceTypes, HTTPRouteListenerPortMatching, GatewayInvalidTLSConfiguration.
 
 use ingress_tests::{
     gateway::{
@@ -102,6 +102,7 @@ conformance!(
     gateway_modify_listeners,
     service_types,
     listener_port_matching,
+    gateway_invalid_tls_configuration,
 );
 
 /// An HTTPRoute `INFRA/name` attached to `same-namespace` with `rules` (YAML, indented
@@ -2407,4 +2408,54 @@ async fn listener_port_matching(mode: Mode) {
         ],
     )
     .await;
+}
+
+/// GatewayInvalidTLSConfiguration (gateway-invalid-tls-configuration.go): a certificate
+/// reference to a missing Secret, another group, another kind, or a malformed Secret leaves
+/// the listener with ResolvedRefs False (InvalidCertificateRef). Status only (kube mode).
+async fn gateway_invalid_tls_configuration(mode: Mode) {
+    let cases = [
+        (
+            "gateway-certificate-nonexistent-secret",
+            "group: \"\", kind: Secret, name: nonexistent-certificate",
+        ),
+        (
+            "gateway-certificate-unsupported-group",
+            "group: wrong.group.company.io, kind: Secret, name: tls-validity-checks-certificate",
+        ),
+        (
+            "gateway-certificate-unsupported-kind",
+            "group: \"\", kind: WrongKind, name: tls-validity-checks-certificate",
+        ),
+        (
+            "gateway-certificate-malformed-secret",
+            "group: \"\", kind: Secret, name: malformed-certificate",
+        ),
+    ];
+    let mut m: String = cases
+        .iter()
+        .map(|(name, cert)| {
+            gateway(
+                name,
+                &[format!(
+                    "{{name: https, port: 443, protocol: HTTPS, allowedRoutes: {{namespaces: {{from: All}}}}, tls: {{certificateRefs: [{{{cert}}}]}}}}"
+                )],
+            )
+        })
+        .collect();
+    // Not PEM ("Hello world"), and the certificate and the key are the same.
+    m.push_str(&format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: malformed-certificate, namespace: {INFRA}}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: SGVsbG8gd29ybGQK, tls.key: SGVsbG8gd29ybGQK}}\n"
+    ));
+    let w = World::start(mode, 49, &m).await;
+    for (name, _) in cases {
+        w.listener_status(
+            name,
+            "https",
+            0,
+            &[is_false("ResolvedRefs", "InvalidCertificateRef")],
+        )
+        .await;
+    }
+    w.run("GatewayInvalidTLSConfiguration", &[]).await;
 }
