@@ -1,11 +1,17 @@
-//! Status expectations, read back from the fake API server after the controller (run with
-//! `--update-status`) writes them: the conformance suite's `kubernetes.*MustHave*` helpers.
-//! In file mode there is no API server to write to, so these checks pass at once (and say
-//! so); `xdp-ingress check` prints the conditions there.
+//! Status expectations: the conformance suite's `kubernetes.*MustHave*` helpers. In kube
+//! mode they read the objects back from the fake API server after the controller (run with
+//! `--update-status`) writes them; in file mode they read the "Gateway API status" section
+//! that `xdp-ingress check --manifests DIR` prints, parsed into the same shape (there is no
+//! `metadata.generation` there, nor `status.addresses`, so those are checked in kube mode
+//! only).
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    process::Command,
+    time::{Duration, Instant},
+};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{CLASS, CONTROLLER, GATEWAY_V1, INFRA, World};
 
@@ -131,13 +137,22 @@ impl World {
         name: &str,
         check: impl Fn(&Value) -> Result<(), String>,
     ) {
-        let Some(api) = &self.api else {
-            println!("{what}: status is checked in kube mode only");
-            return;
+        // `check` reads the files as they are: one look is enough in file mode.
+        let within = if self.api.is_some() {
+            STATUS_WITHIN
+        } else {
+            Duration::ZERO
         };
-        let deadline = Instant::now() + STATUS_WITHIN;
+        let deadline = Instant::now() + within;
         loop {
-            let obj = api.object(GATEWAY_V1, kind, namespace, name);
+            let obj = match &self.api {
+                Some(api) => api.object(GATEWAY_V1, kind, namespace, name),
+                None => self.check_report().remove(&(
+                    kind.to_owned(),
+                    namespace.to_owned(),
+                    name.to_owned(),
+                )),
+            };
             let result = obj
                 .as_ref()
                 .ok_or_else(|| format!("{kind} {namespace}/{name} does not exist"))
@@ -150,7 +165,7 @@ impl World {
                         .and_then(|o| o.get("status"))
                         .map_or_else(|| "none".into(), Value::to_string);
                     self.fail(format!(
-                        "status ({:?}) {what}: {why} after {STATUS_WITHIN:?}; {kind} {namespace}/{name} status: {status}",
+                        "status ({:?}) {what}: {why} (waited {within:?}); {kind} {namespace}/{name} status: {status}",
                         self.mode
                     ));
                     return;
@@ -158,6 +173,18 @@ impl World {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
+    }
+
+    /// The objects of `xdp-ingress check --manifests DIR`'s Gateway API status, by
+    /// (kind, namespace, name).
+    fn check_report(&self) -> BTreeMap<(String, String, String), Value> {
+        let out = Command::new(crate::xdp_ingress_bin())
+            .arg("check")
+            .arg("--manifests")
+            .arg(self.manifest_dir())
+            .output()
+            .expect("run xdp-ingress check");
+        parse_check_report(&String::from_utf8_lossy(&out.stdout))
     }
 
     /// The GatewayClass is Accepted.
@@ -176,6 +203,7 @@ impl World {
     /// and reports its address in `status.addresses`.
     pub async fn gateway_programmed(&self, gateway: &str) {
         let ip = self.gateway_ip(gateway).to_string();
+        let kube = self.api.is_some();
         self.wait_object(
             &format!("Gateway {gateway} accepted and programmed"),
             "Gateway",
@@ -184,6 +212,9 @@ impl World {
             |gw| {
                 for cond in [is_true("Accepted"), is_true("Programmed")] {
                     check_cond(gw.pointer("/status/conditions"), cond, generation(gw))?;
+                }
+                if !kube {
+                    return Ok(());
                 }
                 let addrs = gw
                     .pointer("/status/addresses")
@@ -337,5 +368,146 @@ impl World {
             },
         )
         .await;
+    }
+}
+
+/// Parses `check`'s "Gateway API status" section into objects shaped like their status
+/// in the API (generation 0, so observedGeneration 0):
+///
+/// ```text
+/// GatewayClass NAME            Gateway NS/NAME               HTTPRoute NS/NAME
+///   Type=Status (Reason): msg    Type=Status (Reason)          parent Gateway NS/NAME[ section S]
+///                                listener L: attachedRoutes=N supportedKinds=[A,B]
+///                                  Type=Status (Reason)            Type=Status (Reason)
+/// ```
+pub fn parse_check_report(text: &str) -> BTreeMap<(String, String, String), Value> {
+    let mut out = BTreeMap::new();
+    let Some(start) = text.find("\nGateway API status:\n") else {
+        return out;
+    };
+    let cond = |line: &str| -> Option<Value> {
+        let (kind, rest) = line.split_once('=')?;
+        let (status, rest) = rest.split_once(" (")?;
+        let (reason, message) = rest.split_once(')')?;
+        Some(json!({
+            "type": kind, "status": status, "reason": reason,
+            "message": message.trim_start_matches(": "), "observedGeneration": 0,
+        }))
+    };
+    let mut current: Option<((String, String, String), Value)> = None;
+    for line in text[start + 21..].lines() {
+        let indent = line.len() - line.trim_start().len();
+        let line = line.trim();
+        if indent == 0 {
+            if let Some((k, v)) = current.take() {
+                out.insert(k, v);
+            }
+            let Some((kind, full)) = line.split_once(' ') else {
+                break;
+            };
+            let (ns, name) = full.split_once('/').unwrap_or(("", full));
+            let obj = json!({"metadata": {"namespace": ns, "name": name, "generation": 0},
+                "status": {"conditions": [], "listeners": [], "parents": []}});
+            current = Some(((kind.to_owned(), ns.to_owned(), name.to_owned()), obj));
+            continue;
+        }
+        let Some((_, obj)) = current.as_mut() else {
+            continue;
+        };
+        let status = &mut obj["status"];
+        let push = |arr: &mut Value, v: Value| {
+            if let Some(a) = arr.as_array_mut() {
+                a.push(v);
+            }
+        };
+        if let Some(rest) = line.strip_prefix("listener ") {
+            let (name, rest) = rest.split_once(": ").unwrap_or((rest, ""));
+            let attached: i64 = rest
+                .split("attachedRoutes=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(-1);
+            let kinds: Vec<Value> = rest
+                .split("supportedKinds=[")
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+                .map(|k| {
+                    k.split(',')
+                        .filter(|k| !k.is_empty())
+                        .map(|k| json!({"group": "gateway.networking.k8s.io", "kind": k}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            push(
+                &mut status["listeners"],
+                json!({"name": name, "attachedRoutes": attached, "supportedKinds": kinds, "conditions": []}),
+            );
+        } else if let Some(rest) = line.strip_prefix("parent Gateway ") {
+            let (gw, section) = rest.split_once(" section ").unwrap_or((rest, ""));
+            let (ns, name) = gw.split_once('/').unwrap_or(("", gw));
+            let mut parent_ref = json!({"name": name, "namespace": ns});
+            if !section.is_empty() {
+                parent_ref["sectionName"] = json!(section);
+            }
+            push(
+                &mut status["parents"],
+                json!({"parentRef": parent_ref, "controllerName": CONTROLLER, "conditions": []}),
+            );
+        } else if let Some(c) = cond(line) {
+            let target = match indent {
+                2 => &mut status["conditions"],
+                _ if status["parents"].as_array().is_some_and(|p| !p.is_empty()) => {
+                    let last = status["parents"].as_array_mut().and_then(|p| p.last_mut());
+                    match last {
+                        Some(p) => &mut p["conditions"],
+                        None => continue,
+                    }
+                }
+                _ => {
+                    let last = status["listeners"]
+                        .as_array_mut()
+                        .and_then(|l| l.last_mut());
+                    match last {
+                        Some(l) => &mut l["conditions"],
+                        None => continue,
+                    }
+                }
+            };
+            push(target, c);
+        }
+    }
+    if let Some((k, v)) = current.take() {
+        out.insert(k, v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_report_parses_into_status_objects() {
+        let text = "Problems (0):\n\nGateway API status:\nGatewayClass c\n  Accepted=True (Accepted): served by xdp-ingress\nGateway infra/g\n  Accepted=True (Accepted)\n  listener l1: attachedRoutes=2 supportedKinds=[HTTPRoute]\n    ResolvedRefs=False (InvalidCertificateRef): no such Secret\nHTTPRoute infra/r\n  parent Gateway infra/g section l1\n    Accepted=False (NoMatchingListenerHostname): no hostname\n";
+        let objs = parse_check_report(text);
+        let class = &objs[&("GatewayClass".into(), String::new(), "c".into())];
+        assert_eq!(class["status"]["conditions"][0]["reason"], "Accepted");
+        assert_eq!(
+            class["status"]["conditions"][0]["message"],
+            "served by xdp-ingress"
+        );
+        let gw = &objs[&("Gateway".into(), "infra".into(), "g".into())];
+        assert_eq!(gw["status"]["conditions"][0]["type"], "Accepted");
+        let l = &gw["status"]["listeners"][0];
+        assert_eq!(l["name"], "l1");
+        assert_eq!(l["attachedRoutes"], 2);
+        assert_eq!(l["supportedKinds"][0]["kind"], "HTTPRoute");
+        assert_eq!(l["conditions"][0]["reason"], "InvalidCertificateRef");
+        let r = &objs[&("HTTPRoute".into(), "infra".into(), "r".into())];
+        let p = &r["status"]["parents"][0];
+        assert_eq!(p["parentRef"]["sectionName"], "l1");
+        assert_eq!(p["conditions"][0]["status"], "False");
+        assert_eq!(p["conditions"][0]["observedGeneration"], 0);
     }
 }

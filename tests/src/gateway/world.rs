@@ -303,6 +303,11 @@ impl World {
         self.failures.lock().expect("failures lock").push(what);
     }
 
+    /// The manifest directory of file mode (kube mode keeps its applied files elsewhere).
+    pub fn manifest_dir(&self) -> PathBuf {
+        self.dir.join("manifests")
+    }
+
     /// The last lines of the binary's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let log = self.proc.log();
