@@ -4,7 +4,7 @@
 //! Services) with one real echo backend per Service, the real binary in file mode or in kube
 //! mode (objects loaded with `kubectl apply` into the fake API server, `--update-status`),
 //! request rows with what the client and the backend must see, and status expectations read
-//! back from the fake API server.
+//! back from the fake API server (kube mode) or from `xdp-ingress check` (file mode).
 //!
 //! Every Gateway listens on its own loopback address, `127.<mode>.<slot>.<n>` (`spec.addresses`),
 //! so tests run in parallel and Gateways share port 80. Every wait has a deadline: a missing

@@ -3,7 +3,7 @@
 //! `conformance/base/manifests.yaml`) transcribed as tables and run against the real binary
 //! with echo backends, in file mode (`--manifests DIR`) and in kube mode (the fake API
 //! server, objects loaded with `kubectl apply`, status written with `--update-status` and
-//! read back).
+//! read back; in file mode the status is read from `xdp-ingress check`'s report).
 //!
 //! Each conformance test is a function named after it, run as `NAME::file` and
 //! `NAME::kube`; its rows carry the suite's requests and expectations. Rows marked
