@@ -813,3 +813,88 @@ async fn proxy_read_timeout() {
     );
     task.abort();
 }
+
+/// permanent-redirect and temporal-redirect (redirect.go): every request of the Ingress is
+/// answered with the URL as `Location`, 301 by default or `permanent-redirect-code` (308
+/// here); temporal-redirect answers 302 and wins when both are set (ingress-nginx's parser
+/// checks it first). A URL with `$` is refused (nginx variables are not expanded), so that
+/// Ingress is served normally. upstream-vhost (upstreamvhost.go): the backend receives the
+/// value as `Host`.
+#[tokio::test]
+async fn redirects_and_upstream_vhost() {
+    let (_echo, mut yaml) = echo_and_secrets(&[]).await;
+    for (name, annotations) in [
+        (
+            "permanent",
+            &[("permanent-redirect", "http://redirect-url.com")][..],
+        ),
+        (
+            "coded",
+            &[
+                ("permanent-redirect", "https://redirect-url.com/x?y=1"),
+                ("permanent-redirect-code", "308"),
+            ][..],
+        ),
+        (
+            "both",
+            &[
+                ("permanent-redirect", "https://permanent.example.com"),
+                ("temporal-redirect", "https://temporal.example.com/t"),
+            ][..],
+        ),
+        (
+            "variable",
+            &[("permanent-redirect", "https://example.com$request_uri")][..],
+        ),
+        ("vhost", &[("upstream-vhost", "upstreamvhost.bar.com")][..]),
+    ] {
+        yaml.push_str(&ingress(
+            name,
+            &format!("{name}.bar.com"),
+            annotations,
+            false,
+        ));
+    }
+    let proc = IngressProcess::start(&yaml, &[]).await;
+    for (host, path, status, location) in [
+        (
+            "permanent.bar.com",
+            "/",
+            StatusCode::MOVED_PERMANENTLY,
+            "http://redirect-url.com",
+        ),
+        (
+            "permanent.bar.com",
+            "/any/path",
+            StatusCode::MOVED_PERMANENTLY,
+            "http://redirect-url.com",
+        ),
+        (
+            "coded.bar.com",
+            "/",
+            StatusCode::PERMANENT_REDIRECT,
+            "https://redirect-url.com/x?y=1",
+        ),
+        (
+            "both.bar.com",
+            "/",
+            StatusCode::FOUND,
+            "https://temporal.example.com/t",
+        ),
+        ("variable.bar.com", "/", StatusCode::OK, ""),
+    ] {
+        let r = request([127, 0, 0, 1], proc.http, host, path).await;
+        assert_eq!(
+            (r.status, r.location.as_str()),
+            (status, location),
+            "{host}{path}"
+        );
+    }
+    let r = request([127, 0, 0, 1], proc.http, "vhost.bar.com", "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("\nhost: upstreamvhost.bar.com\n"),
+        "{}",
+        r.body
+    );
+}

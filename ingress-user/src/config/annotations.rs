@@ -171,8 +171,11 @@ const TABLE: &[(&str, Support)] = &[
     ("mirror-host", Support::Ignored("")),
     ("mirror-request-body", Support::Ignored("")),
     ("mirror-target", Support::Ignored("")),
-    ("permanent-redirect", Support::Ignored("")),
-    ("permanent-redirect-code", Support::Ignored("")),
+    ("permanent-redirect", Support::Applied(permanent_redirect)),
+    (
+        "permanent-redirect-code",
+        Support::Applied(permanent_redirect_code),
+    ),
     ("proxy-body-size", Support::Applied(proxy_body_size)),
     ("proxy-buffer-size", Support::Ignored("")),
     ("proxy-buffering", Support::Ignored("")),
@@ -202,9 +205,9 @@ const TABLE: &[(&str, Support)] = &[
         Support::Ignored("Gateway API TLSRoute (TLS passthrough by SNI)"),
     ),
     ("ssl-redirect", Support::Applied(ssl_redirect)),
-    ("temporal-redirect", Support::Ignored("")),
+    ("temporal-redirect", Support::Applied(temporal_redirect)),
     ("upstream-hash-by", Support::Ignored("")),
-    ("upstream-vhost", Support::Ignored("")),
+    ("upstream-vhost", Support::Applied(upstream_vhost)),
     ("use-regex", Support::Applied(use_regex)),
     ("whitelist-source-range", Support::Applied(allowlist)),
     ("x-forwarded-prefix", Support::Applied(x_forwarded_prefix)),
@@ -326,6 +329,71 @@ fn rewrite_target(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
         }
     }
     p.rewrite_target = Some(value.to_owned());
+    Ok(())
+}
+
+/// A redirect target: an absolute `http`/`https` URL with a host, visible ASCII only. A
+/// `$` is refused: nginx would expand it as a variable (and CVE-2023-5044 injected
+/// configuration through this annotation); here it would be sent literally.
+fn redirect_url(value: &str) -> Result<String, String> {
+    if let Some(c) = value.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "{value:?} contains {c:?}: only visible ASCII is allowed in a URL; ignored"
+        ));
+    }
+    if value.contains('$') {
+        return Err(format!(
+            "{value:?}: nginx variables ($...) are not expanded; write the URL literally; ignored"
+        ));
+    }
+    let uri: hyper::Uri = value
+        .parse()
+        .map_err(|e| format!("{value:?} is not a URL ({e}); ignored"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(value.to_owned()),
+        _ => Err(format!(
+            "{value:?}: only absolute http:// and https:// URLs are valid redirect targets; ignored"
+        )),
+    }
+}
+
+fn permanent_redirect(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.permanent_redirect = Some(redirect_url(value)?);
+    Ok(())
+}
+
+fn temporal_redirect(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.temporal_redirect = Some(redirect_url(value)?);
+    Ok(())
+}
+
+/// `permanent-redirect-code`: 300 to 308, else ingress-nginx uses 301 (so do we, and say
+/// so).
+fn permanent_redirect_code(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    match value.parse::<u16>() {
+        Ok(code @ 300..=308) => {
+            p.permanent_redirect_code = Some(code);
+            Ok(())
+        }
+        _ => Err(format!(
+            "{value:?} is not a redirect status (300 to 308); 301 is used"
+        )),
+    }
+}
+
+/// `upstream-vhost`: a `host[:port]` (visible ASCII, no `$` variables, no `/`).
+fn upstream_vhost(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    let bad = value
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '$' | '/' | '?' | '#' | '@'));
+    if value.is_empty() || bad.is_some() {
+        return Err(format!(
+            "{value:?} is not a host name (host or host:port; nginx variables are not expanded); ignored"
+        ));
+    }
+    hyper::header::HeaderValue::from_str(value)
+        .map_err(|_| format!("{value:?} is not a valid Host value; ignored"))?;
+    p.upstream_vhost = Some(value.to_owned());
     Ok(())
 }
 
@@ -520,6 +588,56 @@ mod tests {
             ),
             ("rewrite-target", "/a b", Status::Invalid, "visible ASCII"),
             ("app-root", "/app1", Status::Applied, ""),
+            (
+                "permanent-redirect",
+                "https://www.example.com/x?y=1",
+                Status::Applied,
+                "",
+            ),
+            (
+                "permanent-redirect",
+                "ftp://example.com",
+                Status::Invalid,
+                "only absolute http",
+            ),
+            (
+                "permanent-redirect",
+                "/relative",
+                Status::Invalid,
+                "only absolute http",
+            ),
+            (
+                "permanent-redirect",
+                "https://example.com/$request_uri",
+                Status::Invalid,
+                "not expanded",
+            ),
+            ("permanent-redirect-code", "308", Status::Applied, ""),
+            (
+                "permanent-redirect-code",
+                "404",
+                Status::Invalid,
+                "301 is used",
+            ),
+            (
+                "temporal-redirect",
+                "http://example.com",
+                Status::Applied,
+                "",
+            ),
+            (
+                "upstream-vhost",
+                "internal.example.com:8080",
+                Status::Applied,
+                "",
+            ),
+            ("upstream-vhost", "a b", Status::Invalid, "not a host name"),
+            (
+                "upstream-vhost",
+                "$host",
+                Status::Invalid,
+                "not a host name",
+            ),
             ("app-root", "app1", Status::Invalid, "starting with /"),
             ("x-forwarded-prefix", "/test/value", Status::Applied, ""),
             (

@@ -43,7 +43,12 @@ use super::{
     tls::CertResolver,
     upload::{buffer, timed},
 };
-use crate::snapshot::{Snapshot, gateway::ListenAddr, policy::Access, routes::Backend};
+use crate::snapshot::{
+    Snapshot,
+    gateway::ListenAddr,
+    policy::{Access, RoutePolicy},
+    routes::Backend,
+};
 
 /// What the router knows about the client connection a request came on.
 #[derive(Clone, Copy, Debug)]
@@ -358,6 +363,14 @@ impl Router {
             let location = format!("{scheme}://{authority}{root}");
             return Routed::Local(matched.map(|m| Arc::clone(m.backend)), found(&location));
         }
+        // permanent-/temporal-redirect: nginx's `return` in the location's rewrite phase,
+        // before the HTTPS redirect (rewrite_by_lua, later in that phase) and access.
+        if let Some((code, url)) = policy.and_then(RoutePolicy::fixed_redirect) {
+            return Routed::Local(
+                matched.map(|m| Arc::clone(m.backend)),
+                fixed_redirect(code, url),
+            );
+        }
         let redirects = policy.map_or(tls_host && self.opts.ssl_redirect, |p| {
             p.redirects(tls_host, self.opts.ssl_redirect)
         });
@@ -406,6 +419,11 @@ impl Router {
                 && let Some(uri) = rewrite(re, target, &out.parts.uri)
             {
                 out.parts.uri = uri;
+            }
+            if let Some(vhost) = &p.upstream_vhost
+                && let Ok(v) = HeaderValue::try_from(vhost.as_str())
+            {
+                out.parts.headers.insert(header::HOST, v);
             }
         }
         Routed::Forward {
@@ -566,6 +584,17 @@ static X_FORWARDED_PREFIX: header::HeaderName =
     header::HeaderName::from_static("x-forwarded-prefix");
 
 /// `302 Found` to `location` (`app-root`).
+/// A `permanent-redirect` / `temporal-redirect` answer: `code` to `url`, as written.
+fn fixed_redirect(code: u16, url: &str) -> Result<Response<Body>, Error> {
+    let location =
+        HeaderValue::try_from(url).map_err(|_| Error::BadRequest("unusable redirect target"))?;
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
 fn found(location: &str) -> Result<Response<Body>, Error> {
     let location = HeaderValue::try_from(location)
         .map_err(|_| Error::BadRequest("unusable redirect target"))?;

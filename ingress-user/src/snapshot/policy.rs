@@ -117,6 +117,15 @@ pub struct RoutePolicy {
     /// `proxy-send-timeout`: each blocked write of the request body, instead of
     /// `--upstream-response-timeout`.
     pub proxy_send_timeout: Option<Duration>,
+    /// `temporal-redirect`: every request of the route is answered 302 to this URL.
+    pub temporal_redirect: Option<String>,
+    /// `permanent-redirect`: every request of the route is answered with a redirect to
+    /// this URL (unless `temporal-redirect` is set too, which wins as in ingress-nginx).
+    pub permanent_redirect: Option<String>,
+    /// `permanent-redirect-code` (300 to 308; otherwise 301).
+    pub permanent_redirect_code: Option<u16>,
+    /// `upstream-vhost`: the `Host` sent upstream instead of the client's.
+    pub upstream_vhost: Option<String>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.
@@ -177,6 +186,17 @@ impl RoutePolicy {
             Some(allow) if !allow.iter().any(|c| c.contains(ip)) => Access::Forbidden,
             _ => Access::Allowed,
         }
+    }
+
+    /// The redirect every request of the route gets, as (status, URL): `temporal-redirect`
+    /// (302) first, then `permanent-redirect` (its code, default 301), the order
+    /// ingress-nginx's redirect parser checks them in.
+    pub fn fixed_redirect(&self) -> Option<(u16, &str)> {
+        if let Some(url) = &self.temporal_redirect {
+            return Some((302, url));
+        }
+        let url = self.permanent_redirect.as_deref()?;
+        Some((self.permanent_redirect_code.unwrap_or(301), url))
     }
 
     /// Whether a plain-HTTP request should be redirected to HTTPS: `tls_host` is whether

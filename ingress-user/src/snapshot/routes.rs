@@ -66,6 +66,10 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     proxy_connect_timeout: None,
     proxy_read_timeout: None,
     proxy_send_timeout: None,
+    temporal_redirect: None,
+    permanent_redirect: None,
+    permanent_redirect_code: None,
+    upstream_vhost: None,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes
