@@ -186,6 +186,27 @@ impl FakeApi {
         Ok(stored)
     }
 
+    /// An object as stored (no HTTP), if present; `namespace` is ignored for cluster-scoped
+    /// kinds.
+    ///
+    /// # Panics
+    /// If the kind is not served (a test bug).
+    pub fn object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let res = resources::by_kind(api_version, kind).expect("served kind");
+        let ns = if resources::RESOURCES[res].namespaced {
+            namespace
+        } else {
+            ""
+        };
+        self.store.get(res, ns, name).ok().map(|o| (*o).clone())
+    }
+
     /// Delete an object directly in the store (no HTTP). Returns whether it existed.
     ///
     /// # Panics
@@ -267,14 +288,22 @@ impl Drop for FakeApi {
     }
 }
 
-/// Run `kubectl --kubeconfig <path> <args>`, capturing its output.
+/// Run `kubectl --kubeconfig <path> <args>`, capturing its output. Its discovery cache is
+/// kept beside the kubeconfig: a server that reuses an earlier one's port never gets that
+/// one's cached (and possibly smaller) resource lists.
 ///
 /// # Panics
 /// If `kubectl` cannot be started.
 pub async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    let cache = kubeconfig.parent().map_or_else(
+        || PathBuf::from("kubectl-cache"),
+        |d| d.join("kubectl-cache"),
+    );
     tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
         .args(args)
         .env_remove("KUBECONFIG")
         .output()

@@ -7,7 +7,7 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -46,9 +46,11 @@ use xdp_ingress::{
 
 /// A real HTTP/1.1 backend on 127.0.0.1 that answers with its own name.
 ///
-/// - any path: `200`, headers `x-backend: NAME` and `x-request-uri: PATH?QUERY` (as
-///   received), body `NAME\n` then every request header as `name: value` lines (so tests
-///   can check what the proxy forwarded);
+/// - any path: `200`, headers `x-backend: NAME`, `x-request-uri: PATH?QUERY` (as
+///   received) and `x-request-method: METHOD`, body `NAME\n` then every request header as
+///   `name: value` lines (so tests can check what the proxy forwarded); a request header
+///   `x-echo-set-header: Name:value,Other:value` adds those response headers (as the
+///   Gateway API conformance echo server does, to test response filters);
 /// - `/stream/N/MS`: `N` chunks `chunk-i\n`, `MS` milliseconds apart;
 /// - a WebSocket upgrade: echoes every message back unchanged.
 pub struct TestBackend {
@@ -58,7 +60,36 @@ pub struct TestBackend {
     pub name: String,
     /// Requests it has received.
     pub requests: Arc<AtomicUsize>,
+    /// Every request it has received (the last [`SEEN_KEPT`] of them), in arrival order.
+    pub seen: Arc<Mutex<Vec<SeenRequest>>>,
     task: JoinHandle<()>,
+}
+
+/// How many requests a [`TestBackend`] remembers in [`TestBackend::seen`].
+pub const SEEN_KEPT: usize = 4096;
+
+/// One request as a [`TestBackend`] received it.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    /// The method.
+    pub method: String,
+    /// The path and query.
+    pub uri: String,
+    /// The headers, names lowercase, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl SeenRequest {
+    /// Every value of header `name` (case-insensitive), joined with `,`; `None` if absent.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    }
 }
 
 impl Drop for TestBackend {
@@ -81,16 +112,18 @@ impl TestBackend {
         let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let requests = Arc::new(AtomicUsize::new(0));
-        let (n, count) = (name.to_owned(), Arc::clone(&requests));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (n, count, log) = (name.to_owned(), Arc::clone(&requests), Arc::clone(&seen));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (n, count) = (n.clone(), Arc::clone(&count));
+                let (n, count, log) = (n.clone(), Arc::clone(&count), Arc::clone(&log));
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
+                    let svc = service_fn(move |req: Request<Incoming>| {
                         count.fetch_add(1, Ordering::SeqCst);
+                        record(&log, &req);
                         backend_answer(n.clone(), req)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -104,6 +137,7 @@ impl TestBackend {
             addr,
             name: name.to_owned(),
             requests,
+            seen,
             task,
         }
     }
@@ -112,6 +146,43 @@ impl TestBackend {
     pub fn request_count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
+
+    /// The requests received so far that carry header `name` with value `value`.
+    pub fn seen_with(&self, name: &str, value: &str) -> Vec<SeenRequest> {
+        self.seen
+            .lock()
+            .expect("seen lock")
+            .iter()
+            .filter(|r| r.header(name).as_deref() == Some(value))
+            .cloned()
+            .collect()
+    }
+}
+
+fn record(log: &Mutex<Vec<SeenRequest>>, req: &Request<Incoming>) {
+    let seen = SeenRequest {
+        method: req.method().to_string(),
+        uri: req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or("<binary>").to_owned(),
+                )
+            })
+            .collect(),
+    };
+    let mut log = log.lock().expect("seen lock");
+    if log.len() >= SEEN_KEPT {
+        log.remove(0);
+    }
+    log.push(seen);
 }
 
 type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -173,12 +244,20 @@ async fn backend_answer(
         body.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("<binary>")));
     }
     let uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let resp = Response::builder()
+    let mut resp = Response::builder()
         .header("x-backend", name.as_str())
         .header("x-request-uri", uri)
+        .header("x-request-method", req.method().as_str());
+    for set in req.headers().get_all("x-echo-set-header") {
+        for pair in set.to_str().unwrap_or("").split(',') {
+            if let Some((k, v)) = pair.split_once(':') {
+                resp = resp.header(k.trim(), v.trim());
+            }
+        }
+    }
+    Ok(resp
         .body(Full::new(Bytes::from(body)).boxed())
-        .expect("response");
-    Ok(resp)
+        .expect("response"))
 }
 
 /// The expected body of `/stream/N/MS`.

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod datapath;
 pub mod fake_api;
+pub mod gateway;
 pub mod gateway_support;
 pub mod http_support;
 pub mod netns;

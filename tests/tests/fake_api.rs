@@ -645,3 +645,291 @@ async fn streaming_list_watcher_syncs_from_initial_events() {
     }
     task.abort();
 }
+
+/// The Gateway API group: what kubectl and kube-rs see of it.
+mod gateway_api {
+    use kube::{
+        api::{ApiResource, DynamicObject, GroupVersionKind},
+        discovery::Discovery,
+    };
+
+    use super::*;
+
+    const OBJECTS: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: infra, labels: {gateway-conformance: infra}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: xdp}
+spec: {controllerName: xdp-ingress.dev/controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: xdp
+  addresses: [{type: IPAddress, value: 127.0.0.9}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: grant, namespace: infra}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: other}]
+  to: [{group: \"\", kind: Service}]
+";
+
+    fn api_resource(version: &str, kind: &str, plural: &str) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("gateway.networking.k8s.io", version, kind),
+            plural,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kubectl_applies_and_gets_gateway_objects_in_both_versions() {
+        let api = FakeApi::start().await;
+        let dir = api.kubeconfig_path.parent().unwrap().to_owned();
+        let file = write(&dir, "gateway.yaml", OBJECTS);
+        let out = ok(&api.kubectl(&["apply", "-f", file.to_str().unwrap()]).await);
+        for created in [
+            "gatewayclass.gateway.networking.k8s.io/xdp created",
+            "gateway.gateway.networking.k8s.io/gw created",
+            "httproute.gateway.networking.k8s.io/route created",
+            "referencegrant.gateway.networking.k8s.io/grant created",
+        ] {
+            assert!(out.contains(created), "{created:?} in {out}");
+        }
+        let out = ok(&api.kubectl(&["apply", "-f", file.to_str().unwrap()]).await);
+        assert!(
+            out.contains("gateway.gateway.networking.k8s.io/gw unchanged"),
+            "{out}"
+        );
+
+        let names = ok(&api
+            .kubectl(&[
+                "get",
+                "gatewayclasses,gateways,httproutes,referencegrants",
+                "-A",
+                "-o",
+                "name",
+            ])
+            .await);
+        let mut names: Vec<&str> = names.lines().collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "gateway.gateway.networking.k8s.io/gw",
+                "gatewayclass.gateway.networking.k8s.io/xdp",
+                "httproute.gateway.networking.k8s.io/route",
+                "referencegrant.gateway.networking.k8s.io/grant",
+            ]
+        );
+        // One object, two versions: each shown with the apiVersion asked for.
+        for (version, kind) in [
+            ("v1", "referencegrants"),
+            ("v1beta1", "referencegrants"),
+            ("v1beta1", "gateways"),
+        ] {
+            let resource = format!("{kind}.{version}.gateway.networking.k8s.io");
+            let out = ok(&api
+                .kubectl(&["get", &resource, "-n", "infra", "-o", "json"])
+                .await);
+            let list: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(
+                list["items"].as_array().unwrap().len(),
+                1,
+                "{resource}: {out}"
+            );
+            assert_eq!(
+                list["items"][0]["apiVersion"],
+                format!("gateway.networking.k8s.io/{version}"),
+                "{resource}"
+            );
+        }
+        // Short names and the cluster scope of GatewayClass.
+        let out = ok(&api
+            .kubectl(&["get", "gc", "xdp", "-o", "jsonpath={.spec.controllerName}"])
+            .await);
+        assert_eq!(out, "xdp-ingress.dev/controller");
+        let out = ok(&api
+            .kubectl(&["get", "ns", "infra", "-o", "jsonpath={.metadata.labels}"])
+            .await);
+        assert!(out.contains("\"gateway-conformance\":\"infra\""), "{out}");
+        assert!(
+            out.contains("\"kubernetes.io/metadata.name\":\"infra\""),
+            "every Namespace is labelled with its name: {out}"
+        );
+        let out = ok(&api
+            .kubectl(&[
+                "api-resources",
+                "--api-group=gateway.networking.k8s.io",
+                "-o",
+                "name",
+            ])
+            .await);
+        for r in [
+            "gatewayclasses",
+            "gateways",
+            "httproutes",
+            "referencegrants",
+        ] {
+            assert!(
+                out.contains(&format!("{r}.gateway.networking.k8s.io")),
+                "{r} in {out}"
+            );
+        }
+        ok(&api.kubectl(&["delete", "-f", file.to_str().unwrap()]).await);
+        assert!(
+            api.object(
+                "gateway.networking.k8s.io/v1",
+                "HTTPRoute",
+                "infra",
+                "route"
+            )
+            .is_none()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kube_client_discovers_both_versions() {
+        let api = FakeApi::start().await;
+        let discovery = Discovery::new(api.client().await).run().await.unwrap();
+        let group = discovery
+            .groups()
+            .find(|g| g.name() == "gateway.networking.k8s.io")
+            .expect("gateway group discovered");
+        assert_eq!(group.versions().collect::<Vec<_>>(), ["v1", "v1beta1"]);
+        assert_eq!(group.preferred_version_or_latest(), "v1");
+        let kinds: Vec<String> = group
+            .versioned_resources("v1beta1")
+            .into_iter()
+            .map(|(r, _)| r.kind)
+            .collect();
+        for kind in ["GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"] {
+            assert!(
+                kinds.iter().any(|k| k == kind),
+                "{kind} in v1beta1: {kinds:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn generation_follows_spec_and_status_patches_as_kube_rs_sends_them() {
+        let api = FakeApi::start().await;
+        let client = api.client().await;
+        let routes: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            "infra",
+            &api_resource("v1", "HTTPRoute", "httproutes"),
+        );
+        let route: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "infra"},
+            "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "a", "port": 80}]}]},
+        }))
+        .unwrap();
+        let created = routes.create(&PostParams::default(), &route).await.unwrap();
+        assert_eq!(created.metadata.generation, Some(1));
+
+        // Server-side apply of status, as a controller's Api::patch_status sends it.
+        let parents = |generation: i64| {
+            json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "status": {"parents": [{
+                    "parentRef": {"name": "gw"}, "controllerName": "xdp-ingress.dev/controller",
+                    "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "", "observedGeneration": generation,
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}]}
+            })
+        };
+        let applied = routes
+            .patch_status(
+                "r",
+                &PatchParams::apply("xdp-ingress").force(),
+                &Patch::Apply(&parents(1)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            applied.metadata.generation,
+            Some(1),
+            "status writes keep the generation"
+        );
+        assert_eq!(
+            applied.data["status"]["parents"][0]["conditions"][0]["observedGeneration"],
+            1
+        );
+
+        let meta = json!({"metadata": {"labels": {"x": "y"}}});
+        let labelled = routes
+            .patch("r", &PatchParams::default(), &Patch::Merge(&meta))
+            .await
+            .unwrap();
+        assert_eq!(
+            labelled.metadata.generation,
+            Some(1),
+            "metadata writes keep the generation"
+        );
+
+        let spec = json!({"spec": {"rules": [{"backendRefs": [{"name": "b", "port": 80}]}]}});
+        let changed = routes
+            .patch("r", &PatchParams::default(), &Patch::Merge(&spec))
+            .await
+            .unwrap();
+        assert_eq!(
+            changed.metadata.generation,
+            Some(2),
+            "spec writes bump the generation"
+        );
+        assert_eq!(
+            changed.data["status"]["parents"][0]["conditions"][0]["observedGeneration"], 1,
+            "spec writes keep the status"
+        );
+
+        let merged = routes
+            .patch_status("r", &PatchParams::default(), &Patch::Merge(&parents(2)))
+            .await
+            .unwrap();
+        assert_eq!(
+            merged.data["status"]["parents"][0]["conditions"][0]["observedGeneration"],
+            2
+        );
+        assert_eq!(merged.metadata.generation, Some(2));
+
+        // The same object through v1beta1, and a watch there sees v1beta1 objects.
+        let beta: Api<DynamicObject> = Api::namespaced_with(
+            client,
+            "infra",
+            &api_resource("v1beta1", "HTTPRoute", "httproutes"),
+        );
+        let got = beta.get("r").await.unwrap();
+        assert_eq!(
+            got.types.unwrap().api_version,
+            "gateway.networking.k8s.io/v1beta1"
+        );
+        let mut events = watcher(beta, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        let first = tokio::time::timeout(DEADLINE, events.try_next())
+            .await
+            .expect("watch event")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.name_any(), "r");
+        assert_eq!(
+            first.types.unwrap().api_version,
+            "gateway.networking.k8s.io/v1beta1"
+        );
+    }
+}

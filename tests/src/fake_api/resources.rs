@@ -23,6 +23,10 @@ pub struct Resource {
     pub generation: bool,
     /// Short names, for `kubectl get ing`.
     pub short_names: &'static [&'static str],
+    /// The version whose storage this row serves (its own version, or the storage version
+    /// of a kind served under several versions, as `gateway.networking.k8s.io` v1beta1 is).
+    /// Objects are stored once and shown with the `apiVersion` of the version asked for.
+    pub stored_as: &'static str,
 }
 
 impl Resource {
@@ -57,8 +61,37 @@ const fn res(
         status,
         generation: status,
         short_names,
+        stored_as: version,
     }
 }
+
+/// A custom resource of the Gateway API: `metadata.generation` always kept (as for every
+/// CRD), a `status` subresource if `status`, stored as v1 whatever `version` serves it.
+const fn gateway_api(
+    version: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    status: bool,
+    short_names: &'static [&'static str],
+) -> Resource {
+    Resource {
+        group: GATEWAY_GROUP,
+        version,
+        plural,
+        singular,
+        kind,
+        namespaced,
+        status,
+        generation: true,
+        short_names,
+        stored_as: "v1",
+    }
+}
+
+/// The Gateway API group.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Every served resource. The index into this table identifies a resource in the store.
 pub static RESOURCES: &[Resource] = &[
@@ -94,6 +127,16 @@ pub static RESOURCES: &[Resource] = &[
         &["cm"],
     ),
     res("", "v1", "events", "event", "Event", true, false, &["ev"]),
+    res(
+        "",
+        "v1",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        true,
+        false,
+        &["ep"],
+    ),
     res(
         "networking.k8s.io",
         "v1",
@@ -144,7 +187,95 @@ pub static RESOURCES: &[Resource] = &[
         false,
         &[],
     ),
+    gateway_api(
+        "v1",
+        "gatewayclasses",
+        "gatewayclass",
+        "GatewayClass",
+        false,
+        true,
+        &["gc"],
+    ),
+    gateway_api("v1", "gateways", "gateway", "Gateway", true, true, &["gtw"]),
+    gateway_api(
+        "v1",
+        "httproutes",
+        "httproute",
+        "HTTPRoute",
+        true,
+        true,
+        &[],
+    ),
+    gateway_api(
+        "v1",
+        "referencegrants",
+        "referencegrant",
+        "ReferenceGrant",
+        true,
+        false,
+        &["refgrant"],
+    ),
+    gateway_api(
+        "v1beta1",
+        "gatewayclasses",
+        "gatewayclass",
+        "GatewayClass",
+        false,
+        true,
+        &["gc"],
+    ),
+    gateway_api(
+        "v1beta1",
+        "gateways",
+        "gateway",
+        "Gateway",
+        true,
+        true,
+        &["gtw"],
+    ),
+    gateway_api(
+        "v1beta1",
+        "httproutes",
+        "httproute",
+        "HTTPRoute",
+        true,
+        true,
+        &[],
+    ),
+    gateway_api(
+        "v1beta1",
+        "referencegrants",
+        "referencegrant",
+        "ReferenceGrant",
+        true,
+        false,
+        &["refgrant"],
+    ),
 ];
+
+/// Index of the row whose storage the row `res` serves (itself unless it is another
+/// version of a kind stored once).
+pub fn storage(res: usize) -> usize {
+    let r = &RESOURCES[res];
+    RESOURCES
+        .iter()
+        .position(|s| s.group == r.group && s.plural == r.plural && s.version == r.stored_as)
+        .unwrap_or(res)
+}
+
+/// `obj` as the row `served` shows it: the same object under that row's `apiVersion`.
+pub fn as_served(obj: &Value, served: usize) -> Value {
+    let mut out = obj.clone();
+    if let Value::Object(map) = &mut out
+        && map.contains_key("apiVersion")
+    {
+        map.insert(
+            "apiVersion".into(),
+            Value::String(RESOURCES[served].api_version()),
+        );
+    }
+    out
+}
 
 /// Index of the resource with this group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
@@ -153,11 +284,12 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
         .position(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
-/// Index of the resource for objects of this `apiVersion` and `kind`.
+/// Index of the resource (its storage row) for objects of this `apiVersion` and `kind`.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<usize> {
     RESOURCES
         .iter()
         .position(|r| r.kind == kind && r.api_version() == api_version)
+        .map(storage)
 }
 
 /// Distinct non-core groups, in table order.
@@ -188,23 +320,39 @@ pub fn core_versions(server_address: &str) -> Value {
     })
 }
 
+/// The versions a group serves, preferred (first in the table) first.
+fn versions(group: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group) {
+        if !out.contains(&r.version) {
+            out.push(r.version);
+        }
+    }
+    out
+}
+
+/// One group as `/apis` and `/apis/<group>` describe it.
+fn group_doc(g: &str) -> Value {
+    let gvs: Vec<Value> = versions(g)
+        .into_iter()
+        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
+    json!({"name": g, "versions": gvs, "preferredVersion": gvs[0]})
+}
+
 /// `GET /apis`.
 pub fn group_list() -> Value {
-    let groups: Vec<Value> = groups()
-        .into_iter()
-        .map(|g| {
-            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
-        })
-        .collect();
+    let groups: Vec<Value> = groups().into_iter().map(group_doc).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `GET /apis/<group>` (one group's versions), if the group is served.
 pub fn group(name: &str) -> Option<Value> {
     groups().into_iter().find(|g| *g == name).map(|g| {
-        let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
-        json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        let mut doc = group_doc(g);
+        doc["kind"] = json!("APIGroup");
+        doc["apiVersion"] = json!("v1");
+        doc
     })
 }
 

@@ -36,7 +36,11 @@ pub struct Shared {
 
 /// A request's path, decoded into what it addresses.
 struct Target {
+    /// The row whose storage holds the objects.
     res: usize,
+    /// The row the path named (another version of `res`, or `res` itself): objects are
+    /// shown with its `apiVersion`.
+    served: usize,
     namespace: Option<String>,
     name: Option<String>,
     status: bool,
@@ -116,6 +120,7 @@ async fn route(
     }
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
     let store = &shared.store;
+    let shown = |obj: &Value| resources::as_served(obj, target.served);
     let watch = target.watch || query.get("watch").is_some_and(|v| v == "true" || v == "1");
     match (method, &target.name) {
         (&Method::GET, None) if watch => watch_stream(shared, &target, query),
@@ -124,17 +129,17 @@ async fn route(
             let obj = parse_body(body)?;
             Ok(json_response(
                 StatusCode::CREATED,
-                &*store.create(target.res, &ns, obj, dry_run)?,
+                &shown(&*store.create(target.res, &ns, obj, dry_run)?),
             ))
         }
         (&Method::GET, Some(name)) => Ok(json_response(
             StatusCode::OK,
-            &*store.get(target.res, &ns, name)?,
+            &shown(&*store.get(target.res, &ns, name)?),
         )),
         (&Method::PUT, Some(name)) => {
             let obj = parse_body(body)?;
             let out = store.replace(target.res, &ns, name, obj, target.status, dry_run)?;
-            Ok(json_response(StatusCode::OK, &out))
+            Ok(json_response(StatusCode::OK, &shown(&out)))
         }
         (&Method::PATCH, Some(name)) => {
             let (existing, created) = match store.get(target.res, &ns, name) {
@@ -157,15 +162,15 @@ async fn route(
             if created {
                 return Ok(json_response(
                     StatusCode::CREATED,
-                    &*store.create(target.res, &ns, patched, dry_run)?,
+                    &shown(&*store.create(target.res, &ns, patched, dry_run)?),
                 ));
             }
             let out = store.replace(target.res, &ns, name, patched, target.status, dry_run)?;
-            Ok(json_response(StatusCode::OK, &out))
+            Ok(json_response(StatusCode::OK, &shown(&out)))
         }
         (&Method::DELETE, Some(name)) if !target.status => Ok(json_response(
             StatusCode::OK,
-            &*store.delete(target.res, &ns, name, dry_run)?,
+            &shown(&*store.delete(target.res, &ns, name, dry_run)?),
         )),
         _ => Err(ApiError::new(
             405,
@@ -189,7 +194,7 @@ fn parse_target(segs: &[&str]) -> Option<Target> {
     }
     let namespaced =
         |p: &str| resources::find(group, version, p).filter(|i| RESOURCES[*i].namespaced);
-    let (res, namespace, tail) = match rest {
+    let (served, namespace, tail) = match rest {
         ["namespaces", ns, plural, tail @ ..] if namespaced(plural).is_some() => {
             (namespaced(plural)?, Some((*ns).to_owned()), tail)
         }
@@ -199,11 +204,12 @@ fn parse_target(segs: &[&str]) -> Option<Target> {
     let (name, status) = match tail {
         [] => (None, false),
         [name] => (Some((*name).to_owned()), false),
-        [name, "status"] if RESOURCES[res].status => (Some((*name).to_owned()), true),
+        [name, "status"] if RESOURCES[served].status => (Some((*name).to_owned()), true),
         _ => return None,
     };
     Some(Target {
-        res,
+        res: resources::storage(served),
+        served,
         namespace,
         name,
         status,
@@ -268,7 +274,7 @@ fn selectors(query: &Query) -> ApiResult<(Selector, Selector)> {
 }
 
 fn list(store: &ObjectStore, target: &Target, query: &Query) -> ApiResult<Response<Body>> {
-    let r = &RESOURCES[target.res];
+    let r = &RESOURCES[target.served];
     let limit: usize = query
         .get("limit")
         .and_then(|l| l.parse().ok())
@@ -282,7 +288,7 @@ fn list(store: &ObjectStore, target: &Target, query: &Query) -> ApiResult<Respon
             let items = objs
                 .iter()
                 .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
-                .map(|o| (**o).clone())
+                .map(|o| resources::as_served(o, target.served))
                 .collect();
             (rv, items)
         }
@@ -321,7 +327,7 @@ fn watch_stream(shared: &Arc<Shared>, target: &Target, query: &Query) -> ApiResu
         .watch(target.res, target.namespace.as_deref(), from);
     let w = WatchTask {
         shared: shared.clone(),
-        res: target.res,
+        served: target.served,
         namespace: target.namespace.clone(),
         labels,
         fields,
@@ -347,7 +353,8 @@ fn watch_stream(shared: &Arc<Shared>, target: &Target, query: &Query) -> ApiResu
 
 struct WatchTask {
     shared: Arc<Shared>,
-    res: usize,
+    /// The row the watch asked for (events show its `apiVersion`).
+    served: usize,
     namespace: Option<String>,
     labels: Selector,
     fields: Selector,
@@ -407,7 +414,7 @@ impl WatchTask {
     }
 
     fn bookmark(&self, rv: u64) -> Value {
-        let r = &RESOURCES[self.res];
+        let r = &RESOURCES[self.served];
         json!({"type": "BOOKMARK", "object": {
             "kind": r.kind, "apiVersion": r.api_version(),
             "metadata": {"resourceVersion": rv.to_string()},
@@ -433,7 +440,8 @@ impl WatchTask {
             ChangeKind::Deleted if before || now => "DELETED",
             _ => return true,
         };
-        self.send(&json!({"type": kind, "object": &*c.new})).await
+        let object = resources::as_served(&c.new, self.served);
+        self.send(&json!({"type": kind, "object": object})).await
     }
 
     async fn send(&self, event: &Value) -> bool {

@@ -519,6 +519,15 @@ fn normalize(r: &Resource, ns: &str, obj: &mut Value) -> ApiResult<()> {
             "metadata is not an object",
         ));
     };
+    if r.kind == "Namespace"
+        && let Some(name) = meta.get("name").and_then(Value::as_str).map(str::to_owned)
+    {
+        // As the real API server (since 1.22): every Namespace carries its name as a label.
+        let labels = meta.entry("labels").or_insert_with(|| json!({}));
+        if let Value::Object(labels) = labels {
+            labels.insert("kubernetes.io/metadata.name".into(), Value::String(name));
+        }
+    }
     match (r.namespaced, meta.get("namespace").and_then(Value::as_str)) {
         (true, Some(n)) if !n.is_empty() && n != ns => Err(ApiError::new(
             400,
