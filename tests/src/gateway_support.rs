@@ -233,6 +233,7 @@ pub fn http_port(hosts: GatewayHosts) -> Arc<PortRoutes> {
         tls: false,
         certs: Arc::default(),
         hosts,
+        listener_hosts: Vec::new(),
     })
 }
 
@@ -242,6 +243,8 @@ pub fn https_port(hosts: GatewayHosts, certs: CertSet) -> Arc<PortRoutes> {
         tls: true,
         certs: Arc::new(certs),
         hosts,
+        // No listener hostnames: every SNI and Host are the same (unnamed) listener's.
+        listener_hosts: Vec::new(),
     })
 }
 

@@ -45,7 +45,7 @@ use super::{
 };
 use crate::snapshot::{
     Snapshot,
-    gateway::ListenAddr,
+    gateway::{ListenAddr, SniListener},
     policy::{Access, RoutePolicy},
     routes::Backend,
 };
@@ -61,6 +61,8 @@ pub struct Conn {
     pub tls: bool,
     /// The listening socket that accepted it.
     pub socket: Socket,
+    /// HTTPS on a Gateway address: the listener the TLS handshake's SNI selected.
+    pub sni: SniListener,
 }
 
 /// Which kind of listening socket accepted a connection.
@@ -340,6 +342,9 @@ impl Router {
         let host = strip_port(host);
         if !snapshot.gateway.ports.is_empty() || conn.socket != Socket::Ingress {
             match gateway::select(&snapshot.gateway, conn, self.opts.bind_ip, host) {
+                gateway::Select::Routes(routes) if !routes.sni_allows(conn.sni, host) => {
+                    return Routed::Local(None, Err(Error::NoRoute));
+                }
                 gateway::Select::Routes(routes) => {
                     return self.route_gateway(routes, req, conn, host_value.as_ref(), host);
                 }

@@ -57,7 +57,11 @@ use super::{
     router::{Conn, Router, RouterOptions, Socket},
     tls::{self, CertResolver},
 };
-use crate::{cli::HttpArgs, config::Snapshot, snapshot::gateway::ListenAddr};
+use crate::{
+    cli::HttpArgs,
+    config::Snapshot,
+    snapshot::gateway::{ListenAddr, SniListener},
+};
 
 /// Where to listen and how to serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -437,7 +441,7 @@ impl Worker {
                 _ = stop.wait_for(|s| *s) => break,
                 accepted = http.accept() => match accepted {
                     Ok((stream, remote)) => {
-                        let conn = Conn { remote, local: local_addr(&stream, &http), tls: false, socket: Socket::Ingress };
+                        let conn = Conn { remote, local: local_addr(&stream, &http), tls: false, socket: Socket::Ingress, sni: SniListener::Unchecked };
                         self.spawn_plain(stream, conn, graceful.signal());
                     }
                     Err(e) => accept_failed(&e).await,
@@ -449,6 +453,7 @@ impl Worker {
                             local: stream.local_addr().unwrap_or(remote),
                             tls: true,
                             socket: Socket::Ingress,
+                            sni: SniListener::Unchecked,
                         };
                         self.spawn_tls(stream, acceptor, conn, graceful.signal());
                     }
@@ -513,6 +518,7 @@ impl Worker {
                             local: local_addr(&stream, &listener),
                             tls: tls.is_some(),
                             socket: Socket::Gateway(addr),
+                            sni: SniListener::Unchecked,
                         };
                         match &tls {
                             Some(acceptor) => self.spawn_tls(stream, acceptor.clone(), conn, signal.clone()),
@@ -573,6 +579,10 @@ impl Worker {
                 }
             };
             metrics.active_connections.inc();
+            let mut conn = conn;
+            if let Some(name) = tls.get_ref().1.server_name() {
+                conn.sni = router.sni_listener(conn, name);
+            }
             // HTTP/2 chosen by ALPN goes straight to hyper; HTTP/1.1 starts on the fast path.
             let fast = tls.get_ref().1.alpn_protocol() != Some(b"h2");
             serve_client(

@@ -62,6 +62,24 @@ pub struct PortRoutes {
     pub certs: Arc<CertSet>,
     /// The rules by request hostname.
     pub hosts: GatewayHosts,
+    /// HTTPS: the hostnames of the listeners served here (`None`: a listener without
+    /// hostname). The listener a client's SNI selects must be the one its `Host` selects
+    /// (see [`matching`]'s `PortRoutes::sni_allows`).
+    pub listener_hosts: Vec<Option<String>>,
+}
+
+/// Which listener of an HTTPS address a connection's SNI selected, decided at the
+/// handshake and kept by the connection (a fingerprint of the listener's hostname, so the
+/// connection stays `Copy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SniListener {
+    /// Not checked: plain HTTP, no SNI, or no Gateway HTTPS listener on this address.
+    #[default]
+    Unchecked,
+    /// The listener whose hostname has this fingerprint.
+    Listener(u64),
+    /// No listener here matches the SNI.
+    None,
 }
 
 /// Rules by request hostname, with Gateway API hostname semantics: `*.example.com`

@@ -28,6 +28,9 @@ pub fn assemble(gateways: &[Resolved<'_>], routes: &[Attached]) -> GatewayPlane 
         for l in g.listeners.iter().filter(|l| l.usable()) {
             for at in g.listen_addrs(l) {
                 let port = ports.entry(at).or_insert_with(|| Port::new(l.tls));
+                if !port.listener_hosts.contains(&l.hostname) {
+                    port.listener_hosts.push(l.hostname.clone());
+                }
                 for cert in &l.certs {
                     // The first listener (oldest Gateway, spec order) keeps a hostname.
                     let _ = match &l.hostname {
@@ -88,6 +91,7 @@ struct Port {
     exact: BTreeMap<String, Vec<Ranked>>,
     wildcard: BTreeMap<String, Vec<Ranked>>,
     any: Option<Vec<Ranked>>,
+    listener_hosts: Vec<Option<String>>,
 }
 
 impl Port {
@@ -98,6 +102,7 @@ impl Port {
             exact: BTreeMap::new(),
             wildcard: BTreeMap::new(),
             any: None,
+            listener_hosts: Vec::new(),
         }
     }
 
@@ -124,6 +129,7 @@ impl Port {
         }
         PortRoutes {
             tls: self.tls,
+            listener_hosts: self.listener_hosts,
             certs: Arc::new(self.certs),
             hosts: GatewayHosts {
                 exact: self

@@ -52,7 +52,7 @@ use crate::{
     snapshot::{
         gateway::{
             Filter, GatewayPlane, ListenAddr, Mirror, PathRewrite, PortRoutes, Redirect,
-            RuleAction, filters::RedirectFrom, filters::pick_weighted,
+            RuleAction, SniListener, filters::RedirectFrom, filters::pick_weighted,
         },
         routes::Backend,
     },
@@ -108,6 +108,37 @@ pub(super) fn select<'a>(
         (Some(r), _) => Select::Routes(r),
         (None, Socket::Gateway(_)) => Select::NotFound,
         (None, Socket::Ingress) => Select::Ingress,
+    }
+}
+
+impl Router {
+    /// The Gateway HTTPS listener a connection's SNI selects, on the addresses
+    /// [`select`] would try for it; `Unchecked` where no Gateway terminates TLS.
+    pub(crate) fn sni_listener(&self, conn: Conn, sni: &str) -> SniListener {
+        let snapshot = self.snapshot();
+        let plane = &snapshot.gateway;
+        if plane.ports.is_empty() {
+            return SniListener::Unchecked;
+        }
+        let port = conn.local.port();
+        let local = conn.local.ip().to_canonical();
+        let opened = match conn.socket {
+            Socket::Gateway(addr) => Some(addr),
+            Socket::Ingress => None,
+        };
+        let here = ListenAddr {
+            ip: Some(local),
+            port,
+        };
+        let bind_ip = self.opts.bind_ip;
+        let bind =
+            (bind_ip.is_unspecified() || bind_ip == local).then_some(ListenAddr { ip: None, port });
+        opened
+            .into_iter()
+            .chain([here])
+            .chain(bind)
+            .find_map(|a| plane.ports.get(&a).filter(|p| p.tls))
+            .map_or(SniListener::Unchecked, |p| p.listener_for(sni))
     }
 }
 
@@ -536,6 +567,7 @@ mod tests {
             local: local.parse::<SocketAddr>().unwrap(),
             tls: false,
             socket,
+            sni: SniListener::Unchecked,
         }
     }
 

@@ -17,7 +17,10 @@ use std::{borrow::Cow, cmp::Ordering, cmp::Reverse};
 use hyper::{HeaderMap, Method};
 use regex::{Regex, RegexBuilder};
 
-use super::{GatewayHosts, GatewayRule, HostRules, PathMatch, RequestMatch, ValueMatch};
+use super::{
+    GatewayHosts, GatewayRule, HostRules, PathMatch, PortRoutes, RequestMatch, SniListener,
+    ValueMatch,
+};
 use crate::snapshot::routes::normalize_host;
 
 /// The most memory one route regex may compile to (patterns are user input).
@@ -647,5 +650,97 @@ mod tests {
             );
         }
         assert_eq!(precedence_order(&ordered[3], &ordered[3]), Ordering::Equal);
+    }
+}
+
+impl PortRoutes {
+    /// The listener of this address that serves `name` (an SNI or a request host): the
+    /// exact hostname, else the longest wildcard matching it, else a listener without
+    /// hostname.
+    pub fn listener_for(&self, name: &str) -> SniListener {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut best: Option<(u8, usize, &Option<String>)> = None;
+        for l in &self.listener_hosts {
+            let rank = match l.as_deref() {
+                Some(h) if h == name => Some((3, h.len())),
+                Some(h) => h
+                    .strip_prefix('*')
+                    .filter(|suffix| name.len() > suffix.len() && name.ends_with(suffix))
+                    .map(|suffix| (2, suffix.len())),
+                None => Some((1, 0)),
+            };
+            if let Some((kind, len)) = rank
+                && best.is_none_or(|(k, n, _)| (kind, len) > (k, n))
+            {
+                best = Some((kind, len, l));
+            }
+        }
+        match best {
+            Some((_, _, l)) => SniListener::Listener(fingerprint(l.as_deref().unwrap_or(""))),
+            None => SniListener::None,
+        }
+    }
+
+    /// Whether a request for `host` may be served on a connection whose SNI selected
+    /// `sni`: the spec wants requests routed within the listener the handshake chose, so a
+    /// client cannot reach another listener's routes with a certificate for this one.
+    pub fn sni_allows(&self, sni: SniListener, host: &str) -> bool {
+        match sni {
+            SniListener::Unchecked => true,
+            selected => self.tls && self.listener_for(host) == selected,
+        }
+    }
+}
+
+/// A stable fingerprint of a listener hostname (FNV-1a).
+fn fingerprint(host: &str) -> u64 {
+    host.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod sni_tests {
+    use super::*;
+
+    /// HTTPRouteHTTPSListener: listeners without hostname and for second-example.org.
+    #[test]
+    fn requests_stay_within_the_listener_their_sni_selected() {
+        let port = PortRoutes {
+            tls: true,
+            listener_hosts: vec![
+                None,
+                Some("second-example.org".into()),
+                Some("*.example.com".into()),
+            ],
+            ..PortRoutes::default()
+        };
+        for (sni, host, allowed) in [
+            ("example.org", "example.org", true),
+            ("unknown-example.org", "second-example.org", false),
+            ("second-example.org", "second-example.org", true),
+            ("unknown-example.org", "unknown-example.org", true),
+            ("a.example.com", "b.example.com", true),
+            ("a.example.com", "second-example.org", false),
+            ("SECOND-example.org", "second-example.org", true),
+        ] {
+            let selected = port.listener_for(sni);
+            assert_eq!(
+                port.sni_allows(selected, host),
+                allowed,
+                "SNI {sni} Host {host}"
+            );
+        }
+        assert!(port.sni_allows(SniListener::Unchecked, "anything"));
+        let only = PortRoutes {
+            tls: true,
+            listener_hosts: vec![Some("a.com".into())],
+            ..PortRoutes::default()
+        };
+        assert_eq!(only.listener_for("b.com"), SniListener::None);
+        assert!(
+            !only.sni_allows(SniListener::None, "a.com"),
+            "an SNI no listener takes reaches none"
+        );
     }
 }
