@@ -643,6 +643,113 @@ fn tc_collection_deletes_what_stayed_expired() {
     collection_deletes_what_stayed_expired(Entry::Tc);
 }
 
+/// A SYN (as clients send it: no data) for a service with a wrong TCP checksum: XDP drops
+/// it before it opens a flow and counts it; TC cannot judge checksums (a local sender's may
+/// be partial) and forwards it. A right checksum and a SYN for no service (passed untouched)
+/// are not affected; neither is a non-SYN with a wrong checksum (the backend's TCP drops it)
+/// nor a SYN that carries data (TCP Fast Open; not judged, see `syn_checksum_ok`).
+fn bad_checksum_syn(entry: Entry) {
+    let syn = |sport: u16| Packet {
+        payload: Vec::new(),
+        ..from_client(sport, 9000, SYN)
+    };
+    with_fixture(1024, move |f| {
+        let mut bad = syn(40000).build();
+        // Ethernet 14 + IPv4 20; the TCP checksum sits at offset 16.
+        bad[14 + 20 + 16] ^= 0x5a;
+        let (action, _) = f.run(entry, &bad, f.in_if);
+        let key = flow(CLIENT, 40000, NODE, 9000, PROTO_TCP);
+        match entry {
+            Entry::Xdp => {
+                assert_eq!(action, drop_action(entry), "{entry:?}: dropped");
+                assert!(f.ct(maps::CT_FWD, &key).is_none(), "{entry:?}: no flow");
+                assert_eq!(f.ct_len(maps::CT_REV), 0, "{entry:?}: no SNAT port held");
+                assert_eq!(f.counter(Counter::DropBadChecksum), 1, "{entry:?}: counted");
+            }
+            Entry::Tc => {
+                assert_eq!(action, redirect(entry), "{entry:?}: forwarded");
+                assert_eq!(
+                    f.counter(Counter::DropBadChecksum),
+                    0,
+                    "{entry:?}: not judged"
+                );
+                f.forget(&key);
+            }
+        }
+        let mut other = Packet {
+            dport: 9999,
+            ..syn(40001)
+        }
+        .build();
+        other[14 + 20 + 16] ^= 0x5a;
+        let (action, out2) = f.run(entry, &other, f.in_if);
+        assert!(
+            action == pass(entry) && out2 == other,
+            "{entry:?}: a SYN for no service passes untouched, checksum and all"
+        );
+        let good = syn(40002).build();
+        let (action, _) = f.run(entry, &good, f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: a right checksum opens the flow"
+        );
+        let mut ack = Packet {
+            seq: 1001,
+            ack: 1,
+            ..from_client(40003, 9000, ACK)
+        }
+        .build();
+        ack[14 + 20 + 16] ^= 0x5a;
+        let (action, _) = f.run(entry, &ack, f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: non-SYNs are not judged"
+        );
+        let mut with_data = from_client(40006, 9000, SYN).build();
+        with_data[14 + 20 + 16] ^= 0x5a;
+        let (action, _) = f.run(entry, &with_data, f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: a SYN with data is not judged"
+        );
+        let v6 = Packet {
+            src_mac: CLIENT_MAC,
+            dst_mac: IN_MAC,
+            payload: Vec::new(),
+            ..Packet::tcp(CLIENT6, 40004, NODE6, 9000, SYN)
+        };
+        let (action, _) = f.run(entry, &v6.build(), f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: a right IPv6 checksum opens the flow"
+        );
+        let mut bad6 = Packet { sport: 40005, ..v6 }.build();
+        // Ethernet 14 + IPv6 40.
+        bad6[14 + 40 + 16] ^= 0x5a;
+        let (action, _) = f.run(entry, &bad6, f.in_if);
+        let want = if entry == Entry::Xdp {
+            drop_action(entry)
+        } else {
+            redirect(entry)
+        };
+        assert_eq!(action, want, "{entry:?}: a wrong IPv6 checksum");
+    });
+}
+
+#[test]
+fn xdp_drops_a_syn_with_a_bad_checksum() {
+    bad_checksum_syn(Entry::Xdp);
+}
+
+#[test]
+fn tc_forwards_a_syn_with_a_bad_checksum() {
+    bad_checksum_syn(Entry::Tc);
+}
+
 #[test]
 fn xdp_handshake_states() {
     handshake_states(Entry::Xdp);
