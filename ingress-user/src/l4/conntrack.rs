@@ -20,9 +20,6 @@ use ingress_common::{
 
 use super::{L4Error, bpf_take};
 
-/// `BPF_NOEXIST`: insert only if the key is absent.
-const BPF_NOEXIST: u64 = 1;
-
 /// Idle timeouts by flow state (see [`timeout`] for which applies when).
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
@@ -222,12 +219,14 @@ pub fn plan(ebpf: &Ebpf, t: &Timeouts) -> Result<Plan, L4Error> {
     Ok(plan)
 }
 
-/// The deleting half of a pass. Each expired flow's forward entry is taken out of the map
-/// (read and deleted in one step) and judged again on what it held at that moment: a packet
-/// may have refreshed it since [`plan`] read it -- typically a client SYN reusing the tuple of
-/// a closed flow, which reopens the entry on the same SNAT port. Such a flow is put back;
-/// deleting it would send the client's next packet down a new SNAT port the backend never
-/// saw, and the backend answers that with a RST. Otherwise its reply entry goes too.
+/// The deleting half of a pass. Each expired flow is judged again, entry by entry, on what
+/// the maps hold now: a packet may have refreshed it since [`plan`] read it -- typically a
+/// client SYN reusing the tuple of a closed flow, which reopens the entry on the same SNAT
+/// port. Deleting such a flow would send the client's next packet down a new SNAT port the
+/// backend never saw, and the backend answers that with a RST. So a flow that looks alive is
+/// left alone; one that still looks expired is taken out (read and deleted in one step),
+/// judged on what it held at that moment, and put back at once if a packet came in between.
+/// Otherwise its reply entry goes too.
 pub fn sweep(ebpf: &mut Ebpf, plan: &Plan, t: &Timeouts) -> Result<GcReport, L4Error> {
     let fwd_fd = hash_fd(ebpf, maps::CT_FWD)?;
     let now = monotonic_ns();
@@ -236,34 +235,38 @@ pub fn sweep(ebpf: &mut Ebpf, plan: &Plan, t: &Timeouts) -> Result<GcReport, L4E
         ..GcReport::default()
     };
     let mut dead_rev: Vec<FlowKey> = Vec::with_capacity(plan.expired.len());
-    let mut revived: Vec<(FlowKey, CtEntry)> = Vec::new();
-    for x in &plan.expired {
-        let Some(fwd) = bpf_take::take::<FlowKey, CtEntry>(fwd_fd, &x.key)
-            .map_err(|e| L4Error::Io("take a conntrack entry", e))?
-        else {
-            continue;
-        };
-        let rev = lookup(ebpf, &fwd.peer)?;
-        if flow_expired(x.key.proto, &fwd, rev.as_ref(), now, t) {
-            report.expired += 1;
-            dead_rev.push(fwd.peer);
-            if fwd.peer != x.fwd.peer {
-                dead_rev.push(x.fwd.peer);
-            }
-        } else {
-            revived.push((x.key, fwd));
-        }
-    }
     {
-        let mut fwd: BpfHashMap<&mut MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
-            ebpf.map_mut(maps::CT_FWD)
-                .ok_or(L4Error::MissingMap(maps::CT_FWD))?,
-        )
-        .map_err(L4Error::map("open conntrack"))?;
-        for (k, e) in &revived {
-            // A packet that found no entry in the moment it was out created a new flow
-            // (EEXIST): that one stands, and the old reply entry is an orphan for later.
-            if fwd.insert(k, e, BPF_NOEXIST).is_ok() {
+        let open = |name: &'static str| -> Result<BpfHashMap<&MapData, FlowKey, CtEntry>, L4Error> {
+            BpfHashMap::try_from(ebpf.map(name).ok_or(L4Error::MissingMap(name))?)
+                .map_err(L4Error::map("open conntrack"))
+        };
+        let (fwd_map, rev_map) = (open(maps::CT_FWD)?, open(maps::CT_REV)?);
+        for x in &plan.expired {
+            let Ok(now_fwd) = fwd_map.get(&x.key, 0) else {
+                continue;
+            };
+            let now_rev = rev_map.get(&now_fwd.peer, 0).ok();
+            if !flow_expired(x.key.proto, &now_fwd, now_rev.as_ref(), now, t) {
+                report.revived += 1;
+                continue;
+            }
+            let Some(fwd) = bpf_take::take::<FlowKey, CtEntry>(fwd_fd, &x.key)
+                .map_err(|e| L4Error::Io("take a conntrack entry", e))?
+            else {
+                continue;
+            };
+            let rev = rev_map.get(&fwd.peer, 0).ok();
+            if flow_expired(x.key.proto, &fwd, rev.as_ref(), now, t) {
+                report.expired += 1;
+                dead_rev.push(fwd.peer);
+                if fwd.peer != x.fwd.peer {
+                    dead_rev.push(x.fwd.peer);
+                }
+            } else if bpf_take::put_back(fwd_fd, &x.key, &fwd)
+                .map_err(|e| L4Error::Io("put back a conntrack entry", e))?
+            {
+                // (If a packet that found no entry in that moment opened a new flow, that one
+                // stands, and the old reply entry is an orphan for a later pass.)
                 report.revived += 1;
             }
         }
@@ -283,16 +286,6 @@ pub fn sweep(ebpf: &mut Ebpf, plan: &Plan, t: &Timeouts) -> Result<GcReport, L4E
     }
     report.flows = plan.flows - report.expired;
     Ok(report)
-}
-
-/// The reply entry under `key`, if any.
-fn lookup(ebpf: &Ebpf, key: &FlowKey) -> Result<Option<CtEntry>, L4Error> {
-    let rev: BpfHashMap<&MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
-        ebpf.map(maps::CT_REV)
-            .ok_or(L4Error::MissingMap(maps::CT_REV))?,
-    )
-    .map_err(L4Error::map("open conntrack"))?;
-    Ok(rev.get(key, 0).ok())
 }
 
 /// The file descriptor of hash map `name`, for the raw syscalls aya lacks.
