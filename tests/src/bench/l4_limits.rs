@@ -149,7 +149,7 @@ pub fn run(p: Params) -> anyhow::Result<Results> {
     );
     r.note(format!("SNAT: a closed TCP flow keeps its port for `--tcp-close-timeout` (10 s) plus up to one conntrack pass (5 s), an unanswered SYN for `--tcp-syn-timeout` (10 s) plus a pass. So one endpoint sustains about {ports} ÷ 12.5 s ≈ {:.0} new connections per second per node address with the default range; a faster client fills the range and meets the first drop at the occupancy shown. Each endpoint has its own range, so the rate scales with endpoints.", ports / 12.5));
     r.note(format!("SNAT probing draws {} independent random ports per new flow (`snat::PROBES`), so a drop needs all of them taken: at occupancy p that happens with probability p^{}.", ingress_common::l4::snat::PROBES, ingress_common::l4::snat::PROBES));
-    r.note("Per-packet cost: the programs run in a namespace with the test suites' static neighbours (`nat_fixture`), with forwarding on, so the NAT paths do their FIB lookup and rewrite and return XDP_REDIRECT; in a real receive path the redirect itself and the driver come on top, for every configuration alike. ");
+    r.note("Per-packet cost: the programs run in a namespace with the test suites' static neighbours (`nat_fixture`), with forwarding on, so the NAT paths do their FIB lookup and rewrite and return XDP_REDIRECT; in a real receive path the redirect itself and the driver come on top, for every configuration alike.");
     r.note(format!("The new-flow samples start from an empty conntrack; a sample's {} flows take at most {:.0} % of the SNAT range, where the first probe almost always finds a free port.", p.runs, 100.0 * f64::from(p.runs) / ports));
     Ok(r)
 }
