@@ -63,11 +63,14 @@ pub enum Counter {
     /// UDP replies whose source the cgroup recvmsg/getpeername hooks turned back from the
     /// endpoint into the service address.
     SockReverse = 26,
+    /// A SYN for a service with a wrong TCP checksum, dropped before it opened a flow (XDP
+    /// only: there frames carry the sender's full checksum).
+    DropBadChecksum = 27,
 }
 
 impl Counter {
     /// Number of counters, i.e. the `max_entries` of the stats array.
-    pub const COUNT: u32 = 27;
+    pub const COUNT: u32 = 28;
 
     /// `max_entries` of the pinned counter array: room for counters added later without a
     /// new map name (userspace reads only the first [`Counter::COUNT`]).
@@ -102,6 +105,7 @@ impl Counter {
         Counter::FragmentUntracked,
         Counter::SockTranslated,
         Counter::SockReverse,
+        Counter::DropBadChecksum,
     ];
 
     /// A stable snake_case name, used for log fields and metric labels.
@@ -134,6 +138,7 @@ impl Counter {
             Counter::FragmentUntracked => "fragment_untracked",
             Counter::SockTranslated => "sock_translated",
             Counter::SockReverse => "sock_reverse",
+            Counter::DropBadChecksum => "drop_bad_checksum",
         }
     }
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{
         BPF_ANY, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST,
         bpf_fib_lookup as FibParams,
     },
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
+    helpers::{bpf_csum_diff, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
 };
 use ingress_common::{
     csum,
@@ -282,7 +282,13 @@ fn process_l4<C: NatCtx>(ctx: &mut C, h: &Headers, hook: Hook, bytes: u64) -> Ve
         if tcp.flags & TCP_RST != 0 {
             return Verdict::PASS;
         }
-        match new_flow(&key, now, bytes) {
+        // Only XDP can judge a TCP checksum: there the frame carries the sender's full
+        // checksum, where TC may see a local sender's partial one (CHECKSUM_PARTIAL).
+        let check_syn =
+            hook == Hook::Xdp && proto == PROTO_TCP && tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        match new_flow(&key, now, bytes, || {
+            !check_syn || syn_checksum_ok(ctx, h, &key)
+        }) {
             Ok(e) => e,
             Err(v) => return v,
         }
@@ -295,6 +301,58 @@ fn process_l4<C: NatCtx>(ctx: &mut C, h: &Headers, hook: Hook, bytes: u64) -> Ve
         record_first_fragment(h, &key, entry);
     }
     forward(ctx, h, &key, entry, hook, ttl, ip_proto)
+}
+
+/// Whether a SYN's TCP checksum is right: the pseudo-header plus the segment, summed by
+/// `bpf_csum_diff` over the TCP header (a constant size per data offset, which the verifier
+/// can bound). A SYN that carries data (TCP Fast Open) or does not end where its header does
+/// is not judged (true): summing a variable-length payload would cost a bounded loop.
+#[inline(always)]
+fn syn_checksum_ok<C: NatCtx>(ctx: &C, h: &Headers, key: &FlowKey) -> bool {
+    let Some(doff) = ctx.ptr_at::<u8>(h.l4_off + 12) else {
+        return true;
+    };
+    // SAFETY: bounds-checked by `ptr_at`.
+    let hdr_len = usize::from(unsafe { *doff } >> 4) * 4;
+    if h.end < h.l4_off || h.end - h.l4_off != hdr_len {
+        return true;
+    }
+    let sum = match hdr_len {
+        20 => segment_sum::<C, 20>(ctx, h.l4_off),
+        24 => segment_sum::<C, 24>(ctx, h.l4_off),
+        28 => segment_sum::<C, 28>(ctx, h.l4_off),
+        32 => segment_sum::<C, 32>(ctx, h.l4_off),
+        36 => segment_sum::<C, 36>(ctx, h.l4_off),
+        40 => segment_sum::<C, 40>(ctx, h.l4_off),
+        44 => segment_sum::<C, 44>(ctx, h.l4_off),
+        48 => segment_sum::<C, 48>(ctx, h.l4_off),
+        52 => segment_sum::<C, 52>(ctx, h.l4_off),
+        56 => segment_sum::<C, 56>(ctx, h.l4_off),
+        60 => segment_sum::<C, 60>(ctx, h.l4_off),
+        _ => None,
+    };
+    let Some(sum) = sum else {
+        return true;
+    };
+    let pseudo = csum::pseudo_header(
+        &key.src,
+        &key.dst,
+        key.family == FAMILY_V6,
+        PROTO_TCP,
+        hdr_len as u32,
+    );
+    csum::segment_ok(sum, pseudo)
+}
+
+/// `bpf_csum_diff` over the `N` bytes at `off` (`N` a multiple of 4), or `None` if they are
+/// not all in the frame.
+#[inline(always)]
+fn segment_sum<C: NatCtx, const N: usize>(ctx: &C, off: usize) -> Option<u32> {
+    let p = ctx.ptr_at::<[u8; N]>(off)?;
+    // SAFETY: `p` points at N bytes inside the frame (checked by `ptr_at`); the helper only
+    // reads them.
+    let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, N as u32, 0) };
+    u32::try_from(r).ok()
 }
 
 /// Records the translation of a first fragment for the later fragments of its datagram,
@@ -467,8 +525,17 @@ extern "C" fn probe_snat_port(_index: u64, ctx: *mut c_void) -> i64 {
 ///
 /// SNAT ports: up to [`snat::PROBES`] independent random ports per attempt, so a
 /// retransmitted SYN whose first attempt found no port tries other ones.
+///
+/// `syn_valid` runs once the packet is known to be for a service with endpoints: a SYN with
+/// a wrong checksum is dropped there, before it holds a SNAT port (the kernel's TCP would
+/// drop it too; a flood of them must not fill the range).
 #[inline(always)]
-fn new_flow(key: &FlowKey, now: u64, bytes: u64) -> Result<*const CtEntry, Verdict> {
+fn new_flow(
+    key: &FlowKey,
+    now: u64,
+    bytes: u64,
+    syn_valid: impl FnOnce() -> bool,
+) -> Result<*const CtEntry, Verdict> {
     let skey = ServiceKey {
         addr: key.dst,
         port: key.dport,
@@ -482,6 +549,10 @@ fn new_flow(key: &FlowKey, now: u64, bytes: u64) -> Result<*const CtEntry, Verdi
     if svc.endpoints == 0 {
         stats::count(Counter::NoEndpoints, bytes);
         return Err(Verdict::PASS);
+    }
+    if !syn_valid() {
+        stats::count(Counter::DropBadChecksum, bytes);
+        return Err(Verdict::DROP);
     }
     let Some(cfg) = XI_NAT_CONFIG_V1.get(0) else {
         return Err(Verdict::PASS);

@@ -4,6 +4,7 @@
 pub mod addrs;
 pub mod bpf_batch;
 pub mod bpf_link;
+pub mod bpf_take;
 pub mod bpffs;
 pub mod conntrack;
 pub mod datapath;

@@ -5,11 +5,13 @@
 pub mod churn;
 pub mod http;
 pub mod l4;
+pub mod l4_limits;
 pub mod peers;
 pub mod propagation;
 pub mod results;
 pub mod rig;
 pub mod scale;
+pub mod test_run;
 pub mod tools;
 
 pub use results::Results;

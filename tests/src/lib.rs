@@ -7,6 +7,14 @@ pub mod fake_api;
 pub mod gateway;
 pub mod gateway_support;
 pub mod http_support;
+// The shared fixture names this crate as its suites do.
+extern crate self as ingress_tests;
+
+/// The NAT fixture of the packet suites (the real programs in a namespace with static
+/// neighbours, run through BPF_PROG_TEST_RUN), shared with `bench l4-limits`. The suites
+/// include the same file as a module of their own, so they can add methods to `Fixture`.
+#[path = "../tests/support/nat_fixture.rs"]
+pub mod nat_fixture;
 pub mod netns;
 pub mod packet;
 pub mod process;

@@ -1036,7 +1036,8 @@ impl Fuzzer<'_> {
         let drops = d.n(Counter::DropCtFull)
             + d.n(Counter::DropSnatExhausted)
             + d.n(Counter::DropNoRoute)
-            + d.n(Counter::DropNotReady);
+            + d.n(Counter::DropNotReady)
+            + d.n(Counter::DropBadChecksum);
         assert!(
             drops <= 1 && (drops == 0 || action == drop_action(entry)),
             "drop counters without a drop{}",

@@ -24,7 +24,10 @@ use ingress_tests::packet::{ACK, L4, Packet, RST, SYN};
 use nat_fixture::*;
 use xdp_ingress::{
     config::{L4Protocol, L4Service, Snapshot},
-    l4::DatapathOptions,
+    l4::{
+        DatapathOptions,
+        conntrack::{self, Timeouts},
+    },
 };
 
 /// Builds the namespace, then runs `body` with a [`Fixture`] on a thread inside it, serving
@@ -517,6 +520,234 @@ fn handshake_states(entry: Entry) {
             "{entry:?}: one flow throughout"
         );
     });
+}
+
+/// A conntrack pass reads, then deletes. A client SYN that reuses the tuple of a closed flow
+/// in between (a client port coming round again, common with `tcp_tw_reuse`) reopens the entry
+/// on the same SNAT port; the pass must keep it. Before `conntrack::sweep` took each entry and
+/// judged it again, the pass deleted it: the client's ACK then opened a new flow on another
+/// SNAT port, which the backend had never seen and answered with a RST ("Connection reset by
+/// peer" in `cargo xtask bench l4`).
+fn collection_keeps_a_flow_reopened_during_the_pass(entry: Entry) {
+    with_fixture(1024, move |f| {
+        let key = flow(CLIENT, 40000, NODE, 9000, PROTO_TCP);
+        let (action, _) = f.run(entry, &from_client(40000, 9000, SYN).build(), f.in_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: SYN");
+        let snat = f.snat_port(40000);
+        let (action, _) = f.run(entry, &from_client(40000, 9000, RST | ACK).build(), f.in_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: RST");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+
+        let t = Timeouts::default();
+        let plan = conntrack::plan(f.kernel.datapath.ebpf_mut(), &t).expect("read conntrack");
+        assert_eq!(
+            plan.expired.len(),
+            1,
+            "{entry:?}: the closed flow is expired when the pass reads it"
+        );
+
+        let (action, _) = f.run(entry, &from_client(40000, 9000, SYN).build(), f.in_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: SYN reusing the tuple");
+
+        let report = conntrack::sweep(f.kernel.datapath.ebpf_mut(), &plan, &t)
+            .expect("delete expired flows");
+        assert_eq!(
+            (report.expired, report.revived),
+            (0, 1),
+            "{entry:?}: the reopened flow is kept"
+        );
+        let (fwd, rev) = f.ct_pair(&key);
+        assert_eq!(
+            fwd.state,
+            ct::EMBRYONIC,
+            "{entry:?}: forward entry reopened"
+        );
+        assert_eq!(
+            rev.state,
+            ct::REPLY | ct::EMBRYONIC,
+            "{entry:?}: reply entry reopened"
+        );
+        assert_eq!(u16::from_be(fwd.sport), snat, "{entry:?}: same SNAT port");
+
+        // The backend answers the SYN it saw; the client's ACK follows the same SNAT port.
+        let synack = Packet {
+            src_mac: BACKEND_MAC,
+            dst_mac: OUT_MAC,
+            seq: 7000,
+            ack: 1001,
+            ..Packet::tcp(BACKEND, 6379, NODE, snat, SYN | ACK)
+        };
+        let (action, _) = f.run(entry, &synack.build(), f.out_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: SYN-ACK");
+        let ack = Packet {
+            seq: 1001,
+            ack: 7001,
+            ..from_client(40000, 9000, ACK)
+        };
+        let (action, out) = f.run(entry, &ack.build(), f.in_if);
+        assert_eq!(action, redirect(entry), "{entry:?}: handshake ACK");
+        let sport = u16::from_be_bytes([out[34], out[35]]);
+        assert_eq!(
+            sport, snat,
+            "{entry:?}: the ACK leaves from the SNAT port of the SYN"
+        );
+        assert_eq!(
+            f.counter(Counter::NewFlow),
+            1,
+            "{entry:?}: one flow throughout"
+        );
+        let (fwd, _) = f.ct_pair(&key);
+        assert_eq!(fwd.state, 0, "{entry:?}: established");
+    });
+}
+
+#[test]
+fn xdp_collection_keeps_a_flow_reopened_during_the_pass() {
+    collection_keeps_a_flow_reopened_during_the_pass(Entry::Xdp);
+}
+
+#[test]
+fn tc_collection_keeps_a_flow_reopened_during_the_pass() {
+    collection_keeps_a_flow_reopened_during_the_pass(Entry::Tc);
+}
+
+/// A pass still deletes what stayed expired, and the orphans it read.
+fn collection_deletes_what_stayed_expired(entry: Entry) {
+    with_fixture(1024, move |f| {
+        for port in [40000, 40001] {
+            let (action, _) = f.run(entry, &from_client(port, 9000, SYN).build(), f.in_if);
+            assert_eq!(action, redirect(entry), "{entry:?}: SYN {port}");
+            f.run(entry, &from_client(port, 9000, RST | ACK).build(), f.in_if);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let t = Timeouts::default();
+        let report =
+            conntrack::collect(f.kernel.datapath.ebpf_mut(), &t).expect("collect conntrack");
+        assert_eq!(
+            (report.expired, report.revived, report.flows),
+            (2, 0, 0),
+            "{entry:?}"
+        );
+        assert_eq!(f.ct_len(maps::CT_FWD), 0, "{entry:?}: forward entries gone");
+        assert_eq!(f.ct_len(maps::CT_REV), 0, "{entry:?}: reply entries gone");
+    });
+}
+
+#[test]
+fn xdp_collection_deletes_what_stayed_expired() {
+    collection_deletes_what_stayed_expired(Entry::Xdp);
+}
+
+#[test]
+fn tc_collection_deletes_what_stayed_expired() {
+    collection_deletes_what_stayed_expired(Entry::Tc);
+}
+
+/// A SYN (as clients send it: no data) for a service with a wrong TCP checksum: XDP drops
+/// it before it opens a flow and counts it; TC cannot judge checksums (a local sender's may
+/// be partial) and forwards it. A right checksum and a SYN for no service (passed untouched)
+/// are not affected; neither is a non-SYN with a wrong checksum (the backend's TCP drops it)
+/// nor a SYN that carries data (TCP Fast Open; not judged, see `syn_checksum_ok`).
+fn bad_checksum_syn(entry: Entry) {
+    let syn = |sport: u16| Packet {
+        payload: Vec::new(),
+        ..from_client(sport, 9000, SYN)
+    };
+    with_fixture(1024, move |f| {
+        let mut bad = syn(40000).build();
+        // Ethernet 14 + IPv4 20; the TCP checksum sits at offset 16.
+        bad[14 + 20 + 16] ^= 0x5a;
+        let (action, _) = f.run(entry, &bad, f.in_if);
+        let key = flow(CLIENT, 40000, NODE, 9000, PROTO_TCP);
+        match entry {
+            Entry::Xdp => {
+                assert_eq!(action, drop_action(entry), "{entry:?}: dropped");
+                assert!(f.ct(maps::CT_FWD, &key).is_none(), "{entry:?}: no flow");
+                assert_eq!(f.ct_len(maps::CT_REV), 0, "{entry:?}: no SNAT port held");
+                assert_eq!(f.counter(Counter::DropBadChecksum), 1, "{entry:?}: counted");
+            }
+            Entry::Tc => {
+                assert_eq!(action, redirect(entry), "{entry:?}: forwarded");
+                assert_eq!(
+                    f.counter(Counter::DropBadChecksum),
+                    0,
+                    "{entry:?}: not judged"
+                );
+                f.forget(&key);
+            }
+        }
+        let mut other = Packet {
+            dport: 9999,
+            ..syn(40001)
+        }
+        .build();
+        other[14 + 20 + 16] ^= 0x5a;
+        let (action, out2) = f.run(entry, &other, f.in_if);
+        assert!(
+            action == pass(entry) && out2 == other,
+            "{entry:?}: a SYN for no service passes untouched, checksum and all"
+        );
+        let good = syn(40002).build();
+        let (action, _) = f.run(entry, &good, f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: a right checksum opens the flow"
+        );
+        let mut ack = Packet {
+            seq: 1001,
+            ack: 1,
+            ..from_client(40003, 9000, ACK)
+        }
+        .build();
+        ack[14 + 20 + 16] ^= 0x5a;
+        let (action, _) = f.run(entry, &ack, f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: non-SYNs are not judged"
+        );
+        let mut with_data = from_client(40006, 9000, SYN).build();
+        with_data[14 + 20 + 16] ^= 0x5a;
+        let (action, _) = f.run(entry, &with_data, f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: a SYN with data is not judged"
+        );
+        let v6 = Packet {
+            src_mac: CLIENT_MAC,
+            dst_mac: IN_MAC,
+            payload: Vec::new(),
+            ..Packet::tcp(CLIENT6, 40004, NODE6, 9000, SYN)
+        };
+        let (action, _) = f.run(entry, &v6.build(), f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: a right IPv6 checksum opens the flow"
+        );
+        let mut bad6 = Packet { sport: 40005, ..v6 }.build();
+        // Ethernet 14 + IPv6 40.
+        bad6[14 + 40 + 16] ^= 0x5a;
+        let (action, _) = f.run(entry, &bad6, f.in_if);
+        let want = if entry == Entry::Xdp {
+            drop_action(entry)
+        } else {
+            redirect(entry)
+        };
+        assert_eq!(action, want, "{entry:?}: a wrong IPv6 checksum");
+    });
+}
+
+#[test]
+fn xdp_drops_a_syn_with_a_bad_checksum() {
+    bad_checksum_syn(Entry::Xdp);
+}
+
+#[test]
+fn tc_forwards_a_syn_with_a_bad_checksum() {
+    bad_checksum_syn(Entry::Tc);
 }
 
 #[test]

@@ -23,7 +23,7 @@ enum Task {
     /// root): l4, http, churn, scale or all. Writes bench/results/ and BENCHMARKS.md.
     Bench {
         /// Which group (`report` only regenerates BENCHMARKS.md from the stored samples).
-        #[arg(default_value = "all", value_parser = ["l4", "http", "churn", "scale", "all", "report"])]
+        #[arg(default_value = "all", value_parser = ["l4", "l4-limits", "http", "churn", "scale", "all", "report"])]
         group: String,
         /// Fewer requests per sample (still 5 samples), for trying the harness.
         #[arg(long)]

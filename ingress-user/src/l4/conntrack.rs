@@ -1,9 +1,11 @@
 //! Conntrack housekeeping: the kernel creates and refreshes entries, userspace expires them
 //! (the maps are plain hashes, so nothing is ever evicted behind a live flow's back) and
-//! reports how full the table is.
+//! reports how full the table is. A pass reads, then deletes; whatever a packet refreshed in
+//! between is kept ([`sweep`]).
 
 use std::{
     collections::{HashMap, HashSet},
+    os::fd::{AsFd as _, AsRawFd as _, RawFd},
     time::Duration,
 };
 
@@ -16,7 +18,7 @@ use ingress_common::{
     maps,
 };
 
-use super::L4Error;
+use super::{L4Error, bpf_take};
 
 /// Idle timeouts by flow state (see [`timeout`] for which applies when).
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +67,8 @@ pub struct GcReport {
     pub expired: usize,
     /// Reply entries without a forward entry, removed.
     pub orphans: usize,
+    /// Flows read as expired but refreshed by a packet before they were deleted, kept.
+    pub revived: usize,
     /// Capacity of each direction's table.
     pub capacity: u32,
 }
@@ -119,8 +123,55 @@ pub fn expired(proto: u8, state: u8, last_seen_ns: u64, now_ns: u64, t: &Timeout
     idle > timeout(proto, state, t)
 }
 
-/// Expires idle flows (both directions together) and orphaned reply entries.
+/// A flow a collection pass read as expired: its key and both entries as they were.
+#[derive(Clone, Copy, Debug)]
+pub struct Expired {
+    /// The forward (client-side) key.
+    pub key: FlowKey,
+    /// The forward entry as read.
+    pub fwd: CtEntry,
+    /// The reply entry as read, if it was there.
+    pub rev: Option<CtEntry>,
+}
+
+/// What the reading half of a pass found ([`plan`]); [`sweep`] acts on it.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Flows expired when read.
+    pub expired: Vec<Expired>,
+    /// Reply entries without a forward entry, idle past the closed-flow timeout.
+    pub orphans: Vec<FlowKey>,
+    /// Forward entries read.
+    pub flows: usize,
+    /// Capacity of each direction's table.
+    pub capacity: u32,
+}
+
+/// Whether a flow is expired at `now`, from its forward entry and its reply entry (if any):
+/// the two entries' state bits merged, the later of their last activity.
+pub fn flow_expired(
+    proto: u8,
+    fwd: &CtEntry,
+    rev: Option<&CtEntry>,
+    now_ns: u64,
+    t: &Timeouts,
+) -> bool {
+    let last = rev.map_or(fwd.last_seen_ns, |r| r.last_seen_ns.max(fwd.last_seen_ns));
+    let state = rev.map_or(fwd.state, |r| r.state | fwd.state);
+    expired(proto, state, last, now_ns, t)
+}
+
+/// Expires idle flows (both directions together) and orphaned reply entries: [`plan`], then
+/// [`sweep`].
 pub fn collect(ebpf: &mut Ebpf, t: &Timeouts) -> Result<GcReport, L4Error> {
+    let plan = plan(ebpf, t)?;
+    sweep(ebpf, &plan, t)
+}
+
+/// The reading half of a pass: walks both tables and lists the expired flows and orphans.
+/// Nothing is deleted; the datapath keeps running meanwhile (a walk of a large table takes
+/// a while), so [`sweep`] checks each flow again.
+pub fn plan(ebpf: &Ebpf, t: &Timeouts) -> Result<Plan, L4Error> {
     let now = monotonic_ns();
     let (fwd_entries, capacity) = {
         let map = ebpf
@@ -135,48 +186,89 @@ pub fn collect(ebpf: &mut Ebpf, t: &Timeouts) -> Result<GcReport, L4Error> {
         };
         (entries, capacity)
     };
-    let mut report = GcReport {
+    let mut plan = Plan {
+        flows: fwd_entries.len(),
         capacity,
-        ..GcReport::default()
+        ..Plan::default()
     };
-    let mut dead_fwd = Vec::new();
-    let mut dead_rev = Vec::new();
-    {
-        let rev: BpfHashMap<&MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
-            ebpf.map(maps::CT_REV)
-                .ok_or(L4Error::MissingMap(maps::CT_REV))?,
-        )
-        .map_err(L4Error::map("open conntrack"))?;
-        for (k, e) in &fwd_entries {
-            let peer = rev.get(&e.peer, 0).ok();
-            let last = peer.map_or(e.last_seen_ns, |p| p.last_seen_ns.max(e.last_seen_ns));
-            let state = peer.map_or(e.state, |p| p.state | e.state);
-            if expired(k.proto, state, last, now, t) {
-                dead_fwd.push(*k);
-                dead_rev.push(e.peer);
-            }
-        }
-        // Reply entries whose forward entry is gone (a race between two CPUs creating the
-        // same flow, or an interrupted cleanup) expire on the closed-flow timeout. Not
-        // sooner: a flow being created right now has its reply entry before its forward one.
-        let fwd_keys: std::collections::HashSet<FlowKey> =
-            fwd_entries.iter().map(|(k, _)| *k).collect();
-        for (k, e) in rev.iter().filter_map(Result::ok) {
-            let idle = Duration::from_nanos(now.saturating_sub(e.last_seen_ns));
-            if !fwd_keys.contains(&e.peer) && idle > t.tcp_closed {
-                dead_rev.push(k);
-                report.orphans += 1;
-            }
+    let rev: BpfHashMap<&MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
+        ebpf.map(maps::CT_REV)
+            .ok_or(L4Error::MissingMap(maps::CT_REV))?,
+    )
+    .map_err(L4Error::map("open conntrack"))?;
+    for (k, e) in &fwd_entries {
+        let peer = rev.get(&e.peer, 0).ok();
+        if flow_expired(k.proto, e, peer.as_ref(), now, t) {
+            plan.expired.push(Expired {
+                key: *k,
+                fwd: *e,
+                rev: peer,
+            });
         }
     }
+    // Reply entries whose forward entry is gone (a race between two CPUs creating the same
+    // flow, or an interrupted cleanup) expire on the closed-flow timeout. Not sooner: a flow
+    // being created right now has its reply entry before its forward one.
+    let fwd_keys: HashSet<FlowKey> = fwd_entries.iter().map(|(k, _)| *k).collect();
+    for (k, e) in rev.iter().filter_map(Result::ok) {
+        let idle = Duration::from_nanos(now.saturating_sub(e.last_seen_ns));
+        if !fwd_keys.contains(&e.peer) && idle > t.tcp_closed {
+            plan.orphans.push(k);
+        }
+    }
+    Ok(plan)
+}
+
+/// The deleting half of a pass. Each expired flow is judged again, entry by entry, on what
+/// the maps hold now: a packet may have refreshed it since [`plan`] read it -- typically a
+/// client SYN reusing the tuple of a closed flow, which reopens the entry on the same SNAT
+/// port. Deleting such a flow would send the client's next packet down a new SNAT port the
+/// backend never saw, and the backend answers that with a RST. So a flow that looks alive is
+/// left alone; one that still looks expired is taken out (read and deleted in one step),
+/// judged on what it held at that moment, and put back at once if a packet came in between.
+/// Otherwise its reply entry goes too.
+pub fn sweep(ebpf: &mut Ebpf, plan: &Plan, t: &Timeouts) -> Result<GcReport, L4Error> {
+    let fwd_fd = hash_fd(ebpf, maps::CT_FWD)?;
+    let now = monotonic_ns();
+    let mut report = GcReport {
+        capacity: plan.capacity,
+        ..GcReport::default()
+    };
+    let mut dead_rev: Vec<FlowKey> = Vec::with_capacity(plan.expired.len());
     {
-        let mut fwd: BpfHashMap<&mut MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
-            ebpf.map_mut(maps::CT_FWD)
-                .ok_or(L4Error::MissingMap(maps::CT_FWD))?,
-        )
-        .map_err(L4Error::map("open conntrack"))?;
-        for k in &dead_fwd {
-            let _ = fwd.remove(k);
+        let open = |name: &'static str| -> Result<BpfHashMap<&MapData, FlowKey, CtEntry>, L4Error> {
+            BpfHashMap::try_from(ebpf.map(name).ok_or(L4Error::MissingMap(name))?)
+                .map_err(L4Error::map("open conntrack"))
+        };
+        let (fwd_map, rev_map) = (open(maps::CT_FWD)?, open(maps::CT_REV)?);
+        for x in &plan.expired {
+            let Ok(now_fwd) = fwd_map.get(&x.key, 0) else {
+                continue;
+            };
+            let now_rev = rev_map.get(&now_fwd.peer, 0).ok();
+            if !flow_expired(x.key.proto, &now_fwd, now_rev.as_ref(), now, t) {
+                report.revived += 1;
+                continue;
+            }
+            let Some(fwd) = bpf_take::take::<FlowKey, CtEntry>(fwd_fd, &x.key)
+                .map_err(|e| L4Error::Io("take a conntrack entry", e))?
+            else {
+                continue;
+            };
+            let rev = rev_map.get(&fwd.peer, 0).ok();
+            if flow_expired(x.key.proto, &fwd, rev.as_ref(), now, t) {
+                report.expired += 1;
+                dead_rev.push(fwd.peer);
+                if fwd.peer != x.fwd.peer {
+                    dead_rev.push(x.fwd.peer);
+                }
+            } else if bpf_take::put_back(fwd_fd, &x.key, &fwd)
+                .map_err(|e| L4Error::Io("put back a conntrack entry", e))?
+            {
+                // (If a packet that found no entry in that moment opened a new flow, that one
+                // stands, and the old reply entry is an orphan for a later pass.)
+                report.revived += 1;
+            }
         }
     }
     let mut rev: BpfHashMap<&mut MapData, FlowKey, CtEntry> = BpfHashMap::try_from(
@@ -187,9 +279,21 @@ pub fn collect(ebpf: &mut Ebpf, t: &Timeouts) -> Result<GcReport, L4Error> {
     for k in &dead_rev {
         let _ = rev.remove(k);
     }
-    report.expired = dead_fwd.len();
-    report.flows = fwd_entries.len() - dead_fwd.len();
+    for k in &plan.orphans {
+        if rev.remove(k).is_ok() {
+            report.orphans += 1;
+        }
+    }
+    report.flows = plan.flows - report.expired;
     Ok(report)
+}
+
+/// The file descriptor of hash map `name`, for the raw syscalls aya lacks.
+fn hash_fd(ebpf: &Ebpf, name: &'static str) -> Result<RawFd, L4Error> {
+    match ebpf.map(name).ok_or(L4Error::MissingMap(name))? {
+        aya::maps::Map::HashMap(d) => Ok(d.fd().as_fd().as_raw_fd()),
+        _ => Err(L4Error::MissingMap(name)),
+    }
 }
 
 /// Deletes the UDP flows (both directions) of the services in `live` whose endpoint is not
@@ -347,6 +451,62 @@ mod tests {
         ];
         for (name, proto, state, last, want) in cases {
             assert_eq!(expired(proto, state, last, now, &t), want, "{name}");
+        }
+    }
+
+    /// A flow is judged on both entries: merged state bits, the later activity. Rows name
+    /// what the sweep sees when it takes an entry a packet touched after the read.
+    #[test]
+    fn flow_expiry_merges_both_entries() {
+        let t = Timeouts::default();
+        let s = 1_000_000_000u64;
+        let now = 10_000 * s;
+        let entry = |state: u8, last: u64| CtEntry {
+            state,
+            last_seen_ns: last,
+            ..CtEntry::default()
+        };
+        let closed = ct::FIN_FWD | ct::FIN_REV;
+        let cases = [
+            (
+                "closed, both idle 11 s",
+                entry(closed, now - 11 * s),
+                Some(entry(ct::REPLY | closed, now - 11 * s)),
+                true,
+            ),
+            (
+                "closed, reopened by a SYN just now",
+                entry(ct::EMBRYONIC, now),
+                Some(entry(ct::REPLY | ct::EMBRYONIC, now)),
+                false,
+            ),
+            (
+                "RST on the reply side only",
+                entry(0, now - s),
+                Some(entry(ct::REPLY | ct::RST, now - s)),
+                true,
+            ),
+            (
+                "FIN each side, one per entry",
+                entry(ct::FIN_FWD, now - 11 * s),
+                Some(entry(ct::REPLY | ct::FIN_REV, now - 11 * s)),
+                true,
+            ),
+            (
+                "reply active, forward idle",
+                entry(closed, now - 11 * s),
+                Some(entry(ct::REPLY | closed, now - s)),
+                false,
+            ),
+            (
+                "reply entry gone: forward alone",
+                entry(ct::EMBRYONIC, now - 11 * s),
+                None,
+                true,
+            ),
+        ];
+        for (name, fwd, rev, want) in cases {
+            assert_eq!(flow_expired(6, &fwd, rev.as_ref(), now, &t), want, "{name}");
         }
     }
 

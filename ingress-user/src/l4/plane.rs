@@ -140,6 +140,7 @@ fn collect(k: &mut Kernel) {
             flows = r.flows,
             expired = r.expired,
             orphans = r.orphans,
+            revived = r.revived,
             fullness = r.fullness(),
             "conntrack collected"
         ),

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use crate::{
     bench::{
         Results, peers,
-        rig::{BENCH_HOST, Rig, WEB_PORT},
+        rig::{BENCH_HOST, Rig, SNAT_PORTS, WEB_PORT},
         tools,
     },
     topology::{NODE, backend_addr},
@@ -71,7 +71,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
     // The router is the controller's; its L4 mode does not matter here (userspace: no eBPF
     // program on the interfaces the peers also use). No access log, as the peers have none;
     // its cost is measured on its own below.
-    rig.start_controller_with("userspace", &["--access-log", "off"])?;
+    rig.start_controller_with("userspace", Some(SNAT_PORTS), &["--access-log", "off"])?;
     let upstream = format!("{}:{WEB_PORT}", backend_addr(1));
     let nginx_conf = peers::nginx_proxy(&rig.dir.join("nginx-http"), NODE, 8081, &upstream)?;
     let nginx = peers::start_nginx(&rig.topo.node, &nginx_conf)?;
@@ -182,7 +182,7 @@ fn access_log(rig: &mut Rig, r: &mut Results, p: Params, url: &str) -> anyhow::R
     for round in 0..p.samples {
         for (i, (name, flags)) in configs.iter().enumerate() {
             println!("http: round {} {name}", round + 1);
-            rig.start_controller_with("userspace", flags)?;
+            rig.start_controller_with("userspace", Some(SNAT_PORTS), flags)?;
             tools::wrk(&rig.topo.client, url, BENCH_HOST, 256, 1)?;
             runs[i].push(tools::wrk(&rig.topo.client, url, BENCH_HOST, 256, p.secs)?);
         }

@@ -88,8 +88,9 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
     ];
     // Rounds: each round brings every configuration up in turn and takes one sample of
     // each quantity, so drifting background load spreads over all configurations alike.
-    // Kernel NAT goes last, in rounds of its own: the kernel conntrack state it leaves in
-    // the node namespace made a later xdp-ingress sample see connection resets.
+    // Kernel NAT goes last, in rounds of its own, which keeps the xdp-ingress rounds as
+    // they were. (The resets once blamed on the kernel conntrack state it leaves behind were
+    // xdp-ingress's own conntrack pass deleting reopened flows; see `conntrack::sweep`.)
     let mut samples: Vec<[Vec<f64>; 4]> = configs.iter().map(|_| Default::default()).collect();
     let is_nat = |c: &Config| matches!(c, Config::Nftables);
     let order = (0..p.samples)
@@ -174,7 +175,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         r.add(IPERF4, name, "Gbit/s", i4);
     }
     r.note("One topology for every configuration: client ⇄ node ⇄ backends over veth pairs in network namespaces, with NIC-like offloads (TX checksum offload off on the client and backends, GRO on), which native XDP on veth needs. TX checksum offload off also disables TSO on the senders, for every configuration alike.");
-    r.note("Samples are taken in rounds: each round starts every configuration in turn (controller, nginx or HAProxy) and takes one sample of each quantity, so background load that drifts during the run is shared by all configurations. Kernel NAT is measured last, in rounds of its own, because the conntrack state it leaves in the node namespace made later xdp-ingress samples see connection resets (not investigated further).");
+    r.note("Samples are taken in rounds: each round starts every configuration in turn (controller, nginx or HAProxy) and takes one sample of each quantity, so background load that drifts during the run is shared by all configurations. Kernel NAT is measured last, in rounds of its own.");
     r.note("Pinning: load generators on CPU 0; redis-server, iperf3 -s, the proxies and xdp-ingress on CPU 1 (nginx and HAProxy with one worker/thread). Kernel forwarding (direct routing, XDP, TC) runs in softirq on the CPU that sends the packet, so the in-kernel paths also borrow the load generator's CPU: the machine has 2 cores shared by everything.");
     r.note("Native XDP on veth turns TSO off on the peer and generic redirect drops GSO packets above the MTU, so bulk throughput (iperf3) is pessimistic for XDP on veth; packet and connection rates are the fair comparison. On a real NIC the XDP path does not lose TSO on the egress device.");
     r.note(format!("xdp-ingress runs with --snat-port-range {} (default 20000-32767): a new-connection sample opens thousands of flows whose closed conntrack entries live about 10 s, and no local process on the node connects to the L4 backends, so the wider range is safe here.", crate::bench::rig::SNAT_PORTS));

@@ -167,13 +167,20 @@ impl Rig {
     }
 
     /// Starts the controller in `mode` (detaching its programs on exit, so the next
-    /// configuration runs on clean interfaces) and waits until both planes serve.
+    /// configuration runs on clean interfaces) with [`SNAT_PORTS`], and waits until both
+    /// planes serve.
     pub fn start_controller(&mut self, mode: &str) -> anyhow::Result<()> {
-        self.start_controller_with(mode, &[])
+        self.start_controller_with(mode, Some(SNAT_PORTS), &[])
     }
 
-    /// As [`start_controller`](Self::start_controller), with `extra` flags after the rest.
-    pub fn start_controller_with(&mut self, mode: &str, extra: &[&str]) -> anyhow::Result<()> {
+    /// [`Rig::start_controller`] with `--snat-port-range snat_ports` (the binary's default
+    /// range for `None`) and `extra` flags after the rest.
+    pub fn start_controller_with(
+        &mut self,
+        mode: &str,
+        snat_ports: Option<&str>,
+        extra: &[&str],
+    ) -> anyhow::Result<()> {
         self.stop_controller()?;
         let log = fs::File::create(self.dir.join(format!("controller-{mode}.log")))?;
         let mut c = pinned(&self.topo.node, SERVER_CPU, xdp_ingress_bin());
@@ -187,7 +194,10 @@ impl Rig {
                 "--shutdown-grace-period",
                 "2",
             ])
-            .args(["--stats-interval", "0", "--snat-port-range", SNAT_PORTS]);
+            .args(["--stats-interval", "0"]);
+        if let Some(range) = snat_ports {
+            c.args(["--snat-port-range", range]);
+        }
         for i in self.topo.node_interfaces() {
             c.args(["--interface", &i]);
         }

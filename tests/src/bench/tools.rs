@@ -65,28 +65,42 @@ pub fn parse_redis_csv(text: &str) -> anyhow::Result<f64> {
 }
 
 /// iperf3 receive throughput in Gbit/s over `secs` with `streams` parallel streams.
+///
+/// `iperf3 -s` serves one test at a time and refuses a client with "the server is busy
+/// running a test" while it is still winding down the previous one (or a bare connect from
+/// a readiness probe): that answer is retried for up to 10 s, it is no measurement.
 pub fn iperf(ns: &Netns, to: SocketAddr, secs: u32, streams: u32) -> anyhow::Result<f64> {
-    let mut c = pinned(ns, LOAD_CPU, "timeout");
-    c.args([
-        &(secs + 30).to_string(),
-        "iperf3",
-        "-c",
-        &to.ip().to_string(),
-        "-p",
-        &to.port().to_string(),
-    ])
-    .args(["-t", &secs.to_string(), "-P", &streams.to_string(), "-J"]);
-    let out = run(c, "iperf3 -c")?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
-    let bps = v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .with_context(|| {
-            format!(
-                "no end.sum_received in iperf3 output: {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })?;
-    Ok(bps / 1e9)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut c = pinned(ns, LOAD_CPU, "timeout");
+        c.args([
+            &(secs + 30).to_string(),
+            "iperf3",
+            "-c",
+            &to.ip().to_string(),
+            "-p",
+            &to.port().to_string(),
+        ])
+        .args(["-t", &secs.to_string(), "-P", &streams.to_string(), "-J"]);
+        let out = c.output().context("run iperf3 -c")?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+        if v["error"].as_str().is_some_and(|e| e.contains("busy"))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            continue;
+        }
+        let bps = v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .with_context(|| {
+                format!(
+                    "iperf3 -c ({}): no end.sum_received in its output: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            })?;
+        return Ok(bps / 1e9);
+    }
 }
 
 /// One wrk run.

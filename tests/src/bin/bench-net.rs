@@ -3,13 +3,13 @@
 //! (network namespaces, eBPF) and the release build of xdp-ingress beside it.
 
 use anyhow::{Context as _, bail};
-use ingress_tests::bench::{churn, http, l4, propagation, rig::Rig, scale};
+use ingress_tests::bench::{churn, http, l4, l4_limits, propagation, rig::Rig, scale};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let group = args
         .first()
-        .context("usage: bench-net l4|http|churn|scale --out FILE [--quick]")?;
+        .context("usage: bench-net l4|l4-limits|http|churn|scale --out FILE [--quick]")?;
     let out = args
         .iter()
         .skip_while(|a| *a != "--out")
@@ -49,6 +49,12 @@ fn main() -> anyhow::Result<()> {
                 },
             )?
         }
+        "l4-limits" => l4_limits::run(l4_limits::Params {
+            samples,
+            runs: if quick { 500 } else { 2000 },
+            repeat: if quick { 100_000 } else { 1_000_000 },
+            e2e_samples: if quick { 2 } else { 5 },
+        })?,
         "scale" => scale::run(scale::Params {
             samples,
             propagation: propagation::Params {
@@ -56,7 +62,7 @@ fn main() -> anyhow::Result<()> {
                 churn_secs: if quick { 10 } else { 60 },
             },
         })?,
-        other => bail!("unknown group {other:?} (l4, http, churn, scale)"),
+        other => bail!("unknown group {other:?} (l4, l4-limits, http, churn, scale)"),
     };
     results.write(std::path::Path::new(out))?;
     println!("bench-net {group}: wrote {out}");

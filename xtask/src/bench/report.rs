@@ -503,6 +503,10 @@ pub fn write_all(dir: &Path) -> Result<()> {
             "l4",
             "L4: redis and iperf3 through the kernel path and the peers",
         ),
+        (
+            "l4-limits",
+            "L4 limits: SNAT exhaustion and the XDP program's cost per packet",
+        ),
         ("http", "HTTP: the router against nginx and HAProxy"),
         ("churn", "Churn: 1,000 configuration changes under load"),
         ("scale", "Scale"),
