@@ -3,6 +3,7 @@
 //! Markdown tables, SVG charts and BENCHMARKS.md. Nothing here asserts a timing.
 
 pub mod churn;
+pub mod handshakes;
 pub mod http;
 pub mod l4;
 pub mod peers;
@@ -10,6 +11,7 @@ pub mod propagation;
 pub mod results;
 pub mod rig;
 pub mod scale;
+pub mod tls;
 pub mod tools;
 
 pub use results::Results;

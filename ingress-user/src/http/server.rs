@@ -163,8 +163,8 @@ impl Server {
             Some(_) => {
                 let resolver = Arc::new(CertResolver::new(router.snapshot_cell())?);
                 router.set_resolver(Arc::clone(&resolver));
-                let config = tls::server_config(resolver)?;
-                Some(TlsAcceptor::from(Arc::new(config)))
+                let resumption = tls::Resumption::new(tls::SESSION_CACHE_SIZE)?;
+                Some(tls::acceptor(resolver, &resumption)?)
             }
             None => None,
         };
@@ -437,6 +437,14 @@ impl Worker {
                     return;
                 }
             };
+            let kind = match tls.get_ref().1.handshake_kind() {
+                Some(rustls::HandshakeKind::Resumed) => "resumed",
+                _ => "full",
+            };
+            metrics
+                .tls_handshakes
+                .get_or_create(&super::metrics::HandshakeLabels { kind })
+                .inc();
             metrics.active_connections.inc();
             // HTTP/2 chosen by ALPN goes straight to hyper; HTTP/1.1 starts on the fast path.
             let fast = tls.get_ref().1.alpn_protocol() != Some(b"h2");

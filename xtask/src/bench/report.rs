@@ -273,6 +273,28 @@ fn targets(find: &dyn Fn(&str) -> Option<Value>) -> Vec<Target> {
             met: p99.map(|(a, b)| a <= b),
         });
     }
+    let tls = find("tls");
+    for (table, col, min) in [
+        ("Full handshakes, RSA-2048", "handshakes/s", 1.2),
+        ("Full handshakes, ECDSA P-256", "handshakes/s", 1.2),
+        (
+            "Resumed handshakes (TLS 1.3 tickets), RSA-2048",
+            "handshakes/s",
+            1.2,
+        ),
+        ("HTTPS keep-alive, 64 connections", "req/s", 1.2),
+        ("HTTP/2 over TLS, 16 connections x 10 streams", "req/s", 1.5),
+    ] {
+        let get = |row: &str| tls.as_ref().and_then(|g| median(g, table, row, col));
+        let v = get("xdp-ingress").zip(get("nginx")).map(|(a, b)| a / b);
+        out.push(Target {
+            issue: "#20",
+            what: format!("{table}: xdp-ingress {col} ≥ {min}× nginx"),
+            value: v,
+            shown: v.map_or("not measured".into(), |x| format!("{x:.2}×")),
+            met: v.map(|x| x >= min),
+        });
+    }
     let churn = find("churn");
     let traffic = "Traffic during the changes";
     let failed: Option<f64> = churn.as_ref().and_then(|g| {
@@ -439,12 +461,13 @@ fn machine() -> String {
             .unwrap_or_else(|_| "not installed".into())
     };
     format!(
-        "- CPU: {model}, {cpus} logical CPUs\n- Memory: {mem}\n- Kernel: `{uname}`\n- Peers and tools: {}; {}; {}; {}; {}\n",
+        "- CPU: {model}, {cpus} logical CPUs\n- Memory: {mem}\n- Kernel: `{uname}`\n- Peers and tools: {}; {}; {}; {}; {}; {}\n",
         version("nginx", "-v"),
         version("haproxy", "-v"),
         version("redis-benchmark", "--version"),
         version("iperf3", "--version"),
         version("wrk", "-v"),
+        version("h2load", "--version"),
     )
 }
 
@@ -504,6 +527,10 @@ pub fn write_all(dir: &Path) -> Result<()> {
             "L4: redis and iperf3 through the kernel path and the peers",
         ),
         ("http", "HTTP: the router against nginx and HAProxy"),
+        (
+            "tls",
+            "TLS: handshakes, resumption, keep-alive and HTTP/2 against nginx and HAProxy",
+        ),
         ("churn", "Churn: 1,000 configuration changes under load"),
         ("scale", "Scale"),
     ];
