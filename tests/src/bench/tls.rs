@@ -39,11 +39,20 @@ const NGINX: &str = "nginx";
 const HANDSHAKE_CONNS: u32 = 16;
 const KEEPALIVE_CONNS: u32 = 64;
 
-/// One proxy under test: its process (for CPU time) and where it serves each certificate.
+/// One proxy under test: the process doing its work (for CPU time) and where it serves
+/// each certificate.
 struct Target {
     name: &'static str,
+    pid: u32,
     rsa: SocketAddr,
     ecdsa: SocketAddr,
+}
+
+/// `f`'s result and the CPU seconds process `pid` spent while it ran.
+fn with_cpu<T>(pid: u32, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, f64)> {
+    let before = cpu_secs(pid)?;
+    let out = f()?;
+    Ok((out, cpu_secs(pid)? - before))
 }
 
 /// A handshake workload: which certificate, whether clients resume.
@@ -101,6 +110,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
     let mut r = Results::new("tls");
     let hs_cols = [
         ("handshakes/s", true),
+        ("CPU µs per handshake", false),
         ("resumed %", true),
         ("errors", false),
     ];
@@ -142,7 +152,11 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
             "h2load -t1 -c16 -m10 -D{} https://{RSA_HOST}/ (ALPN h2, RSA-2048 certificate)",
             p.secs
         ),
-        &[("req/s", true), ("errors", false)],
+        &[
+            ("req/s", true),
+            ("CPU µs per request", false),
+            ("errors", false),
+        ],
         &[NGINX],
     );
     for w in WORKLOADS {
@@ -184,21 +198,24 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         ],
         &upstream,
     )?;
-    let _haproxy = peers::start_haproxy(&rig.topo.node, &haproxy_conf)?;
+    let haproxy = peers::start_haproxy(&rig.topo.node, &haproxy_conf)?;
     let at = |port| SocketAddr::new(IpAddr::V4(NODE), port);
     let targets = [
         Target {
             name: "xdp-ingress",
+            pid: rig.controller_pid().context("the controller is running")?,
             rsa: at(443),
             ecdsa: at(443),
         },
         Target {
             name: NGINX,
+            pid: nginx_worker(nginx.0.id())?,
             rsa: at(8443),
             ecdsa: at(8444),
         },
         Target {
             name: "HAProxy",
+            pid: haproxy.0.id(),
             rsa: at(8445),
             ecdsa: at(8446),
         },
@@ -216,7 +233,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
     }
 
     for w in WORKLOADS {
-        let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
+        let mut runs: Vec<Vec<(Run, f64)>> = targets.iter().map(|_| Vec::new()).collect();
         for t in &targets {
             println!("tls: warm-up {} {}", t.name, w.table);
             handshakes::run(&rig.topo.client, w.params(w.addr(t), HANDSHAKE_CONNS, 1.0))?;
@@ -226,10 +243,21 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
             for (i, t) in targets.iter().enumerate() {
                 println!("tls: round {} {} {}", round + 1, t.name, w.table);
                 let params = w.params(w.addr(t), HANDSHAKE_CONNS, f64::from(p.secs));
-                runs[i].push(handshakes::run(&rig.topo.client, params)?);
+                runs[i].push(with_cpu(t.pid, || {
+                    handshakes::run(&rig.topo.client, params)
+                })?);
             }
         }
         for (t, runs) in targets.iter().zip(runs) {
+            r.add(
+                w.table,
+                t.name,
+                "CPU µs per handshake",
+                runs.iter()
+                    .map(|(h, cpu)| cpu * 1e6 / h.done.max(1) as f64)
+                    .collect(),
+            );
+            let runs: Vec<Run> = runs.into_iter().map(|(h, _)| h).collect();
             r.add(
                 w.table,
                 t.name,
@@ -253,8 +281,8 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         }
     }
 
-    let mut ka: Vec<Vec<tools::Wrk>> = targets.iter().map(|_| Vec::new()).collect();
-    let mut h2: Vec<Vec<tools::H2load>> = targets.iter().map(|_| Vec::new()).collect();
+    let mut ka: Vec<Vec<(tools::Wrk, f64)>> = targets.iter().map(|_| Vec::new()).collect();
+    let mut h2: Vec<Vec<(tools::H2load, f64)>> = targets.iter().map(|_| Vec::new()).collect();
     let url = |t: &Target| format!("https://{}/", t.rsa);
     for t in &targets {
         println!("tls: warm-up {} keep-alive and h2", t.name);
@@ -271,24 +299,41 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
     for round in 0..p.samples {
         for (i, t) in targets.iter().enumerate() {
             println!("tls: round {} {} keep-alive and h2", round + 1, t.name);
-            ka[i].push(tools::wrk(
-                &rig.topo.client,
-                &url(t),
-                RSA_HOST,
-                KEEPALIVE_CONNS,
-                p.secs,
-            )?);
-            h2[i].push(tools::h2load(
-                &rig.topo.client,
-                &format!("https://{RSA_HOST}/"),
-                t.rsa,
-                16,
-                10,
-                p.secs,
-            )?);
+            ka[i].push(with_cpu(t.pid, || {
+                tools::wrk(&rig.topo.client, &url(t), RSA_HOST, KEEPALIVE_CONNS, p.secs)
+            })?);
+            h2[i].push(with_cpu(t.pid, || {
+                tools::h2load(
+                    &rig.topo.client,
+                    &format!("https://{RSA_HOST}/"),
+                    t.rsa,
+                    16,
+                    10,
+                    p.secs,
+                )
+            })?);
         }
     }
     for ((t, ka), h2) in targets.iter().zip(ka).zip(h2) {
+        let per_request = |cpu: f64, requests: f64| cpu * 1e6 / requests.max(1.0);
+        r.add(
+            &ka_table,
+            t.name,
+            "CPU µs per request",
+            ka.iter()
+                .map(|(w, cpu)| per_request(*cpu, w.requests as f64))
+                .collect(),
+        );
+        r.add(
+            h2_table,
+            t.name,
+            "CPU µs per request",
+            h2.iter()
+                .map(|(w, cpu)| per_request(*cpu, w.rps * f64::from(p.secs)))
+                .collect(),
+        );
+        let ka: Vec<tools::Wrk> = ka.into_iter().map(|(w, _)| w).collect();
+        let h2: Vec<tools::H2load> = h2.into_iter().map(|(w, _)| w).collect();
         r.add(
             &ka_table,
             t.name,
@@ -327,9 +372,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         );
     }
 
-    let ours = rig.controller_pid().context("the controller is running")?;
-    let worker = nginx_worker(nginx.0.id())?;
-    let shared = [(&targets[0], ours), (&targets[1], worker)];
+    let shared = [(&targets[0], targets[0].pid), (&targets[1], targets[1].pid)];
     for w in WORKLOADS {
         let mut samples: Vec<Vec<Shared>> = vec![Vec::new(); shared.len()];
         for round in 0..p.samples {
@@ -357,6 +400,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
     }
     rig.stop_controller()?;
     r.note("Same backend for every row: nginx on backend 1 answering `return 200` (one worker, CPU 1). The proxies terminate TLS in the node namespace pinned to CPU 1 with the same certificates (RSA-2048 and ECDSA P-256 leaves from one CA): nginx 1 worker (OpenSSL; `ssl_session_cache shared:SSL:10m`, tickets on, `http2`), HAProxy nbthread 1 (OpenSSL; its default 20000-entry session cache, tickets on, `alpn h2,http/1.1`), xdp-ingress the controller's router (rustls with aws-lc-rs; stateless tickets shared by all workers, a 20000-entry session cache). Load generators run on CPU 0.");
+    r.note("CPU µs per handshake or request: the proxy's user+system CPU time over the sample (from /proc/PID/stat; nginx: its worker) divided by what it completed. It does not depend on how much CPU the loaded machine left the proxy, so it is the steadier comparison when the load generator or other work limits the rate.");
     r.note("xdp-ingress picks the certificate by SNI (rsa.bench.test, ecdsa.bench.test; wrk sends the IP address as SNI, so keep-alive rows get the Ingress's host-less default, the RSA one); nginx and HAProxy serve one certificate per port.");
     Ok(r)
 }
