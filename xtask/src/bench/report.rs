@@ -274,26 +274,63 @@ fn targets(find: &dyn Fn(&str) -> Option<Value>) -> Vec<Target> {
         });
     }
     let tls = find("tls");
-    for (table, col, min) in [
-        ("Full handshakes, RSA-2048", "handshakes/s", 1.2),
-        ("Full handshakes, ECDSA P-256", "handshakes/s", 1.2),
+    for (table, col, cpu, min) in [
+        (
+            "Full handshakes, RSA-2048",
+            "handshakes/s",
+            "CPU µs per handshake",
+            1.2,
+        ),
+        (
+            "Full handshakes, ECDSA P-256",
+            "handshakes/s",
+            "CPU µs per handshake",
+            1.2,
+        ),
         (
             "Resumed handshakes (TLS 1.3 tickets), RSA-2048",
             "handshakes/s",
+            "CPU µs per handshake",
             1.2,
         ),
-        ("HTTPS keep-alive, 64 connections", "req/s", 1.2),
-        ("HTTP/2 over TLS, 16 connections x 10 streams", "req/s", 1.5),
+        (
+            "HTTPS keep-alive, 64 connections",
+            "req/s",
+            "CPU µs per request",
+            1.2,
+        ),
+        (
+            "HTTP/2 over TLS, 16 connections x 10 streams",
+            "req/s",
+            "CPU µs per request",
+            1.5,
+        ),
     ] {
-        let get = |row: &str| tls.as_ref().and_then(|g| median(g, table, row, col));
-        let v = get("xdp-ingress").zip(get("nginx")).map(|(a, b)| a / b);
-        out.push(Target {
-            issue: "#20",
-            what: format!("{table}: xdp-ingress {col} ≥ {min}× nginx"),
-            value: v,
-            shown: v.map_or("not measured".into(), |x| format!("{x:.2}×")),
-            met: v.map(|x| x >= min),
-        });
+        let get = |row: &str, col: &str| tls.as_ref().and_then(|g| median(g, table, row, col));
+        // The rate, and the work done per CPU second (nginx's CPU per unit over ours): the
+        // second does not depend on how much CPU a loaded machine leaves each proxy.
+        for (what, v) in [
+            (
+                format!("{table}: xdp-ingress {col} ≥ {min}× nginx"),
+                get("xdp-ingress", col)
+                    .zip(get("nginx", col))
+                    .map(|(a, b)| a / b),
+            ),
+            (
+                format!("{table}: xdp-ingress work per CPU second ≥ {min}× nginx ({cpu})"),
+                get("nginx", cpu)
+                    .zip(get("xdp-ingress", cpu))
+                    .map(|(a, b)| a / b),
+            ),
+        ] {
+            out.push(Target {
+                issue: "#20",
+                what,
+                value: v,
+                shown: v.map_or("not measured".into(), |x| format!("{x:.2}×")),
+                met: v.map(|x| x >= min),
+            });
+        }
     }
     let churn = find("churn");
     let traffic = "Traffic during the changes";
