@@ -3,6 +3,7 @@
 //! Markdown tables, SVG charts and BENCHMARKS.md. Nothing here asserts a timing.
 
 pub mod churn;
+pub mod handshakes;
 pub mod http;
 pub mod l4;
 pub mod l4_limits;
@@ -12,6 +13,7 @@ pub mod results;
 pub mod rig;
 pub mod scale;
 pub mod test_run;
+pub mod tls;
 pub mod tools;
 
 pub use results::Results;

@@ -386,13 +386,25 @@ impl TestCa {
         }
     }
 
-    /// A `kubernetes.io/tls` Secret `default/NAME` for `hosts`, signed by this CA.
+    /// A `kubernetes.io/tls` Secret `default/NAME` for `hosts`, signed by this CA, with an
+    /// ECDSA P-256 key.
     pub fn secret(&self, name: &str, hosts: &[&str]) -> Secret {
+        self.secret_with(name, hosts, &rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    /// As [`secret`](Self::secret), with a key of algorithm `alg` (e.g.
+    /// `rcgen::PKCS_RSA_SHA256` for RSA-2048).
+    pub fn secret_with(
+        &self,
+        name: &str,
+        hosts: &[&str],
+        alg: &'static rcgen::SignatureAlgorithm,
+    ) -> Secret {
         let params = rcgen::CertificateParams::new(
             hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>(),
         )
         .expect("leaf params");
-        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let key = rcgen::KeyPair::generate_for(alg).expect("leaf key");
         let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
         let mut data = BTreeMap::new();
         data.insert("tls.crt".to_owned(), ByteString(cert.pem().into_bytes()));
@@ -571,7 +583,7 @@ pub fn tls_connector(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnect
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).expect("CA into root store");
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("TLS versions")

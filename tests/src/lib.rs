@@ -27,8 +27,12 @@ pub mod topology;
 ///
 /// Cargo only exposes `CARGO_BIN_EXE_*` to the package that owns the binary, so suites in
 /// this crate find it from their own location. `cargo xtask test` builds it first.
+/// `XDP_INGRESS_BIN` overrides it (e.g. to benchmark an older build side by side).
 pub fn xdp_ingress_bin() -> std::path::PathBuf {
-    target_bin("xdp-ingress", "cargo build -p ingress-user")
+    match std::env::var_os("XDP_INGRESS_BIN") {
+        Some(bin) => bin.into(),
+        None => target_bin("xdp-ingress", "cargo build -p ingress-user"),
+    }
 }
 
 /// Path of a binary built into `target/<profile>/` beside the running test executable.

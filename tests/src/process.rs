@@ -49,8 +49,8 @@ pub enum Source<'a> {
 impl IngressProcess {
     /// Writes `manifests` (multi-document YAML) into a fresh directory and starts the binary
     /// on it with `--l4-mode userspace --bind-address 127.0.0.1 --http-workers 1` (one
-    /// worker: one upstream pool, so connection reuse is deterministic), free ports, and
-    /// `args` after those. Waits until `/readyz` answers 200; fails the test with the log if
+    /// worker: one upstream pool, so connection reuse is deterministic; unless `args` sets
+    /// `--http-workers`), free ports, and `args` after those. Waits until `/readyz` answers 200; fails the test with the log if
     /// the binary exits first (after retrying with other ports if one was taken meanwhile).
     pub async fn start(manifests: &str, args: &[&str]) -> Self {
         let mut attempt = 0;
@@ -122,7 +122,11 @@ impl IngressProcess {
         }
         let child = command
             .args(["--l4-mode", "userspace", "--bind-address", "127.0.0.1"])
-            .args(["--http-workers", "1"])
+            .args(if args.contains(&"--http-workers") {
+                &[][..]
+            } else {
+                &["--http-workers", "1"][..]
+            })
             .args(["--http-port", &http.port().to_string()])
             .args(["--https-port", &https.port().to_string()])
             .args(["--health-port", &health.port().to_string()])

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [l4|l4-limits|http|churn|scale|all]`: builds in release, runs each group through
+//! `cargo xtask bench [l4|l4-limits|http|tls|churn|scale|all]`: builds in release, runs each group through
 //! the `bench-net` binary of the tests crate (network namespaces, real peers), keeps the raw
 //! samples as JSON under `bench/results/`, and regenerates the Markdown tables, SVG charts
 //! and BENCHMARKS.md from them. Never part of `cargo xtask test`; nothing is asserted.
@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{build, setup};
 
 /// Every group, in report order.
-pub const GROUPS: [&str; 5] = ["l4", "l4-limits", "http", "churn", "scale"];
+pub const GROUPS: [&str; 6] = ["l4", "l4-limits", "http", "tls", "churn", "scale"];
 
 /// Where the samples, tables and charts go.
 pub fn results_dir() -> PathBuf {
@@ -30,7 +30,9 @@ pub fn run(group: &str, quick: bool) -> Result<()> {
         }
         "all" => GROUPS.to_vec(),
         g if GROUPS.contains(&g) => vec![g],
-        other => bail!("unknown bench group {other:?}: l4, l4-limits, http, churn, scale or all"),
+        other => {
+            bail!("unknown bench group {other:?}: l4, l4-limits, http, tls, churn, scale or all")
+        }
     };
     setup::run()?;
     build::exec(build::cargo().args([

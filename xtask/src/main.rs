@@ -20,10 +20,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Benchmarks side by side with the peers on the netns topology (release build, as
-    /// root): l4, http, churn, scale or all. Writes bench/results/ and BENCHMARKS.md.
+    /// root): l4, http, tls, churn, scale or all. Writes bench/results/ and BENCHMARKS.md.
     Bench {
         /// Which group (`report` only regenerates BENCHMARKS.md from the stored samples).
-        #[arg(default_value = "all", value_parser = ["l4", "l4-limits", "http", "churn", "scale", "all", "report"])]
+        #[arg(default_value = "all", value_parser = ["l4", "l4-limits", "http", "tls", "churn", "scale", "all", "report"])]
         group: String,
         /// Fewer requests per sample (still 5 samples), for trying the harness.
         #[arg(long)]

@@ -28,6 +28,7 @@ const PACKAGES: &[&str] = &[
     "haproxy",
     "nftables",
     "wrk",
+    "nghttp2-client",
     "socat",
     "tcpdump",
     "curl",

@@ -62,6 +62,14 @@ pub struct DiscardLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a completed TLS handshake.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `full` (certificate and signature sent) or `resumed` (from a ticket or the session
+    /// cache: no signature, no certificate).
+    pub kind: &'static str,
+}
+
 /// Labels naming a Service.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
@@ -106,6 +114,9 @@ pub struct Metrics {
     pub active_tunnels: Gauge,
     /// TLS handshakes that failed.
     pub tls_handshake_errors: Counter,
+    /// TLS handshakes completed, full or resumed (the resumption rate shows whether
+    /// clients come back with tickets).
+    pub tls_handshakes: Family<HandshakeLabels, Counter>,
     /// Request header lines dropped, by reason.
     pub headers_dropped: Family<DroppedHeaderLabels, Counter>,
     /// Upstream connections closed instead of reused, by reason.
@@ -135,6 +146,7 @@ impl Default for Metrics {
             mirrors: Family::default(),
             listener_bind_errors: Family::default(),
             gateway_listeners: Gauge::default(),
+            tls_handshakes: Family::default(),
         }
     }
 }
@@ -207,6 +219,11 @@ impl Metrics {
             "TLS handshakes that failed",
             self.tls_handshake_errors.clone(),
         );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed, by kind (full or resumed)",
+            self.tls_handshakes.clone(),
+        );
     }
 }
 
@@ -232,6 +249,9 @@ mod tests {
                 fault: "none",
             })
             .inc();
+        m.tls_handshakes
+            .get_or_create(&HandshakeLabels { kind: "resumed" })
+            .inc();
         let mut registry = Registry::with_prefix("xdp_ingress");
         m.register(&mut registry);
         let mut text = String::new();
@@ -242,6 +262,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"xdp_ingress_http_local_errors_total{kind="no_route",fault="none"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"xdp_ingress_tls_handshakes_total{kind="resumed"} 1"#),
             "{text}"
         );
     }

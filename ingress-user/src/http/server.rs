@@ -146,6 +146,7 @@ pub struct Server {
     https_addr: Option<SocketAddr>,
     tls: Option<TlsAcceptor>,
     resolver: Option<Arc<CertResolver>>,
+    resumption: tls::Resumption,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
@@ -194,14 +195,16 @@ impl Server {
                 }
                 None => None,
             };
+        // One resumption state for every HTTPS socket (Ingress and Gateway) and worker.
+        let resumption = tls::Resumption::new(tls::SESSION_CACHE_SIZE)?;
         let (tls, resolver) = match https_addr {
             Some(addr) => {
                 let mut resolver = CertResolver::new(router.snapshot_cell())?;
                 resolver.share_port(addr.port());
                 let resolver = Arc::new(resolver);
                 router.set_resolver(Arc::clone(&resolver));
-                let config = tls::server_config(Arc::clone(&resolver))?;
-                (Some(TlsAcceptor::from(Arc::new(config))), Some(resolver))
+                let acceptor = tls::acceptor(Arc::clone(&resolver) as _, &resumption)?;
+                (Some(acceptor), Some(resolver))
             }
             None => (None, None),
         };
@@ -220,6 +223,7 @@ impl Server {
             https_addr,
             tls,
             resolver,
+            resumption,
             snapshots,
             builder: Arc::new(builder(&opts.limits)),
             limits: opts.limits,
@@ -254,6 +258,7 @@ impl Server {
             https_addr,
             tls,
             resolver,
+            resumption,
             mut snapshots,
             builder,
             limits,
@@ -303,6 +308,7 @@ impl Server {
             },
             commands,
             resolver,
+            resumption,
             Arc::clone(&router),
         );
         gateway.sync(&router.snapshot().gateway);
@@ -578,6 +584,14 @@ impl Worker {
                     return;
                 }
             };
+            let kind = match tls.get_ref().1.handshake_kind() {
+                Some(rustls::HandshakeKind::Resumed) => "resumed",
+                _ => "full",
+            };
+            metrics
+                .tls_handshakes
+                .get_or_create(&super::metrics::HandshakeLabels { kind })
+                .inc();
             metrics.active_connections.inc();
             let mut conn = conn;
             if let Some(name) = tls.get_ref().1.server_name() {

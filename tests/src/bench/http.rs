@@ -271,7 +271,7 @@ fn at_once(rig: &Rig, proxies: &[(&str, &str, u32)], secs: u32) -> anyhow::Resul
 }
 
 /// User plus system CPU seconds of process `pid` so far (all its threads).
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the parenthesised command name, which may itself contain spaces.
@@ -293,7 +293,7 @@ fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// The worker of the one-worker nginx whose master is `master`.
-fn nginx_worker(master: u32) -> anyhow::Result<u32> {
+pub(crate) fn nginx_worker(master: u32) -> anyhow::Result<u32> {
     let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))?;
     children
         .split_whitespace()

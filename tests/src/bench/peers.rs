@@ -1,5 +1,6 @@
-//! The peers, configured as a user would for the same job: nginx (stream, `proxy_pass`, and
-//! the static backends) and HAProxy (tcp and http mode), each with one worker pinned to the
+//! The peers, configured as a user would for the same job: nginx (stream, `proxy_pass` with
+//! and without TLS, and the static backends) and HAProxy (tcp, http and TLS-terminating http
+//! mode), each with one worker pinned to the
 //! server CPU, run in the foreground from a config in a scratch directory; and kernel NAT
 //! (nftables DNAT + masquerade, kube-proxy's mechanism) for the L4 path.
 
@@ -77,13 +78,37 @@ pub fn nginx_proxy(
     port: u16,
     upstream: &str,
 ) -> anyhow::Result<PathBuf> {
-    let text = format!(
-        r#"{}http {{
-{}map $http_x_request_id $req_id {{ default $http_x_request_id; "" $request_id; }}
-upstream backend {{ server {upstream}; keepalive 320; }}
-server {{
- listen {listen}:{port};
- location / {{
+    let server = format!(
+        "server {{\n listen {listen}:{port};\n{}}}\n",
+        nginx_location()
+    );
+    nginx_proxy_servers(dir, upstream, "", &server)
+}
+
+/// [`nginx_proxy`] terminating TLS: one server per `(port, cert.pem, key.pem)`, HTTP/2 by
+/// ALPN, and resumption as ingress-nginx sets it up (a 10 MB shared session cache, session
+/// tickets on, TLS 1.2 and 1.3).
+pub fn nginx_tls_proxy(
+    dir: &Path,
+    listen: Ipv4Addr,
+    certs: &[(u16, PathBuf, PathBuf)],
+    upstream: &str,
+) -> anyhow::Result<PathBuf> {
+    let http = "ssl_protocols TLSv1.2 TLSv1.3;\nssl_session_cache shared:SSL:10m;\nssl_session_timeout 10m;\nssl_session_tickets on;\n";
+    let mut servers = String::new();
+    for (port, cert, key) in certs {
+        servers.push_str(&format!(
+            "server {{\n listen {listen}:{port} ssl http2;\n ssl_certificate {};\n ssl_certificate_key {};\n{}}}\n",
+            cert.display(),
+            key.display(),
+            nginx_location()
+        ));
+    }
+    nginx_proxy_servers(dir, upstream, http, &servers)
+}
+
+fn nginx_location() -> &'static str {
+    r#" location / {
   proxy_pass http://backend;
   proxy_http_version 1.1;
   proxy_set_header Connection "";
@@ -94,9 +119,21 @@ server {{
   proxy_set_header X-Forwarded-Host $host;
   proxy_set_header X-Forwarded-Port $server_port;
   proxy_set_header X-Forwarded-Proto $scheme;
- }}
-}}
-}}
+ }
+"#
+}
+
+fn nginx_proxy_servers(
+    dir: &Path,
+    upstream: &str,
+    http: &str,
+    servers: &str,
+) -> anyhow::Result<PathBuf> {
+    let text = format!(
+        r#"{}http {{
+{}{http}map $http_x_request_id $req_id {{ default $http_x_request_id; "" $request_id; }}
+upstream backend {{ server {upstream}; keepalive 320; }}
+{servers}}}
 "#,
         nginx_common(dir),
         http_common(dir)
@@ -171,6 +208,43 @@ frontend f
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request set-header X-Forwarded-Port %[dst_port]
   http-request set-header X-Forwarded-Proto http
+  default_backend b
+backend b
+  server s {upstream}
+"#,
+        haproxy_common("http")
+    );
+    write_conf(dir, "haproxy.cfg", &text)
+}
+
+/// [`haproxy_http`] terminating TLS: one `bind ... ssl crt` per `(port, cert+key.pem)`,
+/// ALPN h2 and http/1.1; session cache (20000 entries) and tickets at their defaults (on).
+pub fn haproxy_tls(
+    dir: &Path,
+    listen: Ipv4Addr,
+    certs: &[(u16, PathBuf)],
+    upstream: &str,
+) -> anyhow::Result<PathBuf> {
+    let binds: String = certs
+        .iter()
+        .map(|(port, pem)| {
+            format!(
+                "  bind {listen}:{port} ssl crt {} alpn h2,http/1.1\n",
+                pem.display()
+            )
+        })
+        .collect();
+    let text = format!(
+        r#"{}  option http-keep-alive
+  http-reuse always
+frontend f
+{binds}  option forwardfor
+  unique-id-format %{{+X}}o%ci%cp%fi%fp%Ts%rt%pid
+  unique-id-header X-Request-ID
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header X-Forwarded-Proto https
   default_backend b
 backend b
   server s {upstream}

@@ -1,5 +1,5 @@
 //! The load generators, pinned to the load CPU in the client namespace, and their output
-//! parsers: redis-benchmark (`--csv`), iperf3 (`-J`) and wrk (`--latency`).
+//! parsers: redis-benchmark (`--csv`), iperf3 (`-J`), wrk (`--latency`) and h2load.
 
 use std::{net::SocketAddr, process::Output};
 
@@ -188,6 +188,70 @@ pub fn parse_wrk(text: &str) -> anyhow::Result<Wrk> {
     })
 }
 
+/// One h2load run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct H2load {
+    /// Requests per second.
+    pub rps: f64,
+    /// Failed, errored and timed-out requests plus non-2xx answers.
+    pub errors: u64,
+}
+
+/// h2load over TLS (ALPN h2) with one thread, `conns` connections of `streams` concurrent
+/// streams each, for `secs`, to `url` (its host is the SNI and `:authority`) at `to`.
+pub fn h2load(
+    ns: &Netns,
+    url: &str,
+    to: SocketAddr,
+    conns: u32,
+    streams: u32,
+    secs: u32,
+) -> anyhow::Result<H2load> {
+    let mut c = pinned(ns, LOAD_CPU, "timeout");
+    c.args([&(secs + 30).to_string(), "h2load", "-t1"])
+        .args([
+            format!("-c{conns}"),
+            format!("-m{streams}"),
+            format!("-D{secs}"),
+        ])
+        .arg(format!("--connect-to={to}"))
+        .arg(url);
+    let out = run(c, "h2load (apt-get install nghttp2-client)")?;
+    parse_h2load(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses h2load's summary (`finished in 3.00s, 41333.33 req/s, ...`, `requests: ...`,
+/// `status codes: ...`).
+pub fn parse_h2load(text: &str) -> anyhow::Result<H2load> {
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in "))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|f| f.strip_suffix(" req/s"))
+        .and_then(|f| f.trim().parse().ok())
+        .with_context(|| format!("no req/s in h2load output:\n{text}"))?;
+    // "N failed, N errored, N timeout" and "N 3xx, N 4xx, N 5xx"
+    let count = |line: &str, words: &[&str]| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line))
+            .map(|l| {
+                l.split(',')
+                    .filter_map(|p| {
+                        let mut w = p.split_whitespace();
+                        let n = w.next()?.parse::<u64>().ok()?;
+                        words.contains(&w.next()?).then_some(n)
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    Ok(H2load {
+        rps,
+        errors: count("requests:", &["failed", "errored", "timeout"])
+            + count("status codes:", &["3xx", "4xx", "5xx"]),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +265,14 @@ mod tests {
         assert_eq!(w.p99_ms, 1.5);
         assert_eq!(w.requests, 30000);
         assert_eq!(w.errors, 10);
+    }
+
+    #[test]
+    fn h2load_summary_with_failures_and_non_2xx_is_parsed() {
+        let text = "starting benchmark...\nfinished in 3.00s, 41333.33 req/s, 1.42MB/s\nrequests: 124000 total, 124160 started, 124000 done, 123990 succeeded, 10 failed, 2 errored, 1 timeout\nstatus codes: 123990 2xx, 0 3xx, 4 4xx, 0 5xx\n";
+        let h = parse_h2load(text).expect("parse");
+        assert_eq!(h.rps, 41333.33);
+        assert_eq!(h.errors, 17);
     }
 
     #[test]

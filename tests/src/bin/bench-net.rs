@@ -1,15 +1,15 @@
 //! `bench-net GROUP --out FILE [--quick]`: one benchmark group of `cargo xtask bench`
-//! (l4, http, churn, scale), written as JSON samples for xtask to report. Needs root
+//! (l4, http, tls, churn, scale), written as JSON samples for xtask to report. Needs root
 //! (network namespaces, eBPF) and the release build of xdp-ingress beside it.
 
 use anyhow::{Context as _, bail};
-use ingress_tests::bench::{churn, http, l4, l4_limits, propagation, rig::Rig, scale};
+use ingress_tests::bench::{churn, http, l4, l4_limits, propagation, rig::Rig, scale, tls};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let group = args
         .first()
-        .context("usage: bench-net l4|l4-limits|http|churn|scale --out FILE [--quick]")?;
+        .context("usage: bench-net l4|l4-limits|http|tls|churn|scale --out FILE [--quick]")?;
     let out = args
         .iter()
         .skip_while(|a| *a != "--out")
@@ -40,6 +40,16 @@ fn main() -> anyhow::Result<()> {
                 },
             )?
         }
+        "tls" => {
+            let mut rig = Rig::new()?;
+            tls::run(
+                &mut rig,
+                tls::Params {
+                    samples,
+                    secs: if quick { 1 } else { 3 },
+                },
+            )?
+        }
         "churn" => {
             let mut rig = Rig::new()?;
             churn::run(
@@ -62,7 +72,7 @@ fn main() -> anyhow::Result<()> {
                 churn_secs: if quick { 10 } else { 60 },
             },
         })?,
-        other => bail!("unknown group {other:?} (l4, l4-limits, http, churn, scale)"),
+        other => bail!("unknown group {other:?} (l4, l4-limits, http, tls, churn, scale)"),
     };
     results.write(std::path::Path::new(out))?;
     println!("bench-net {group}: wrote {out}");

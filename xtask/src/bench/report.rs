@@ -273,6 +273,65 @@ fn targets(find: &dyn Fn(&str) -> Option<Value>) -> Vec<Target> {
             met: p99.map(|(a, b)| a <= b),
         });
     }
+    let tls = find("tls");
+    for (table, col, cpu, min) in [
+        (
+            "Full handshakes, RSA-2048",
+            "handshakes/s",
+            "CPU µs per handshake",
+            1.2,
+        ),
+        (
+            "Full handshakes, ECDSA P-256",
+            "handshakes/s",
+            "CPU µs per handshake",
+            1.2,
+        ),
+        (
+            "Resumed handshakes (TLS 1.3 tickets), RSA-2048",
+            "handshakes/s",
+            "CPU µs per handshake",
+            1.2,
+        ),
+        (
+            "HTTPS keep-alive, 64 connections",
+            "req/s",
+            "CPU µs per request",
+            1.2,
+        ),
+        (
+            "HTTP/2 over TLS, 16 connections x 10 streams",
+            "req/s",
+            "CPU µs per request",
+            1.5,
+        ),
+    ] {
+        let get = |row: &str, col: &str| tls.as_ref().and_then(|g| median(g, table, row, col));
+        // The rate, and the work done per CPU second (nginx's CPU per unit over ours): the
+        // second does not depend on how much CPU a loaded machine leaves each proxy.
+        for (what, v) in [
+            (
+                format!("{table}: xdp-ingress {col} ≥ {min}× nginx"),
+                get("xdp-ingress", col)
+                    .zip(get("nginx", col))
+                    .map(|(a, b)| a / b),
+            ),
+            (
+                format!("{table}: xdp-ingress work per CPU second ≥ {min}× nginx ({cpu})"),
+                get("nginx", cpu)
+                    .zip(get("xdp-ingress", cpu))
+                    .map(|(a, b)| a / b),
+            ),
+        ] {
+            out.push(Target {
+                issue: "#20",
+                what,
+                value: v,
+                shown: v.map_or("not measured".into(), |x| format!("{x:.2}×")),
+                met: v.map(|x| x >= min),
+            });
+        }
+    }
     let churn = find("churn");
     let traffic = "Traffic during the changes";
     let failed: Option<f64> = churn.as_ref().and_then(|g| {
@@ -439,12 +498,13 @@ fn machine() -> String {
             .unwrap_or_else(|_| "not installed".into())
     };
     format!(
-        "- CPU: {model}, {cpus} logical CPUs\n- Memory: {mem}\n- Kernel: `{uname}`\n- Peers and tools: {}; {}; {}; {}; {}\n",
+        "- CPU: {model}, {cpus} logical CPUs\n- Memory: {mem}\n- Kernel: `{uname}`\n- Peers and tools: {}; {}; {}; {}; {}; {}\n",
         version("nginx", "-v"),
         version("haproxy", "-v"),
         version("redis-benchmark", "--version"),
         version("iperf3", "--version"),
         version("wrk", "-v"),
+        version("h2load", "--version"),
     )
 }
 
@@ -508,6 +568,10 @@ pub fn write_all(dir: &Path) -> Result<()> {
             "L4 limits: SNAT exhaustion and the XDP program's cost per packet",
         ),
         ("http", "HTTP: the router against nginx and HAProxy"),
+        (
+            "tls",
+            "TLS: handshakes, resumption, keep-alive and HTTP/2 against nginx and HAProxy",
+        ),
         ("churn", "Churn: 1,000 configuration changes under load"),
         ("scale", "Scale"),
     ];

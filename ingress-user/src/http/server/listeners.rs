@@ -85,6 +85,8 @@ pub(super) struct Listeners {
     failed: BTreeSet<ListenAddr>,
     /// The resolver Gateway resolvers share a default certificate with.
     base: Option<Arc<CertResolver>>,
+    /// The process's session resumption state, shared with the Ingress HTTPS socket.
+    resumption: tls::Resumption,
     router: Arc<Router>,
 }
 
@@ -95,6 +97,7 @@ impl Listeners {
         shared: Shared,
         workers: Vec<UnboundedSender<Command>>,
         base: Option<Arc<CertResolver>>,
+        resumption: tls::Resumption,
         router: Arc<Router>,
     ) -> Self {
         Self {
@@ -103,6 +106,7 @@ impl Listeners {
             open: BTreeMap::new(),
             failed: BTreeSet::new(),
             base,
+            resumption,
             router,
         }
     }
@@ -217,8 +221,8 @@ impl Listeners {
             }
         };
         let resolver = Arc::new(base.for_gateway(addr));
-        let config = tls::server_config(Arc::clone(&resolver))?;
-        Ok((TlsAcceptor::from(Arc::new(config)), resolver))
+        let acceptor = tls::acceptor(Arc::clone(&resolver) as _, &self.resumption)?;
+        Ok((acceptor, resolver))
     }
 }
 
