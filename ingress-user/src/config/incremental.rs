@@ -11,6 +11,10 @@
 //!   and `--default-backend-service` are recomputed.
 //! - **Secret**: the TLS merge (parsed certificates are cached per Secret object).
 //! - **ConfigMap**: the L4 table. **IngressClass**: which Ingresses are served, so all.
+//! - **Gateway API objects and Namespaces**: the whole Gateway API translation
+//!   ([`gateway::translate`]; Gateways and routes are few), and, when it shares the Ingress
+//!   sockets, the check for Ingress hosts it shadows. While any GatewayClass exists,
+//!   Service and Secret changes redo it too (backendRefs and certificateRefs).
 //!
 //! [`build_objects`](super::build_objects) stays the reference; the property test at the
 //! bottom applies random change sequences and compares after every step.

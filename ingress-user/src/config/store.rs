@@ -107,20 +107,6 @@ pub enum Kind {
     ReferenceGrant,
 }
 
-impl Kind {
-    /// Whether objects of this kind feed the Gateway API translation only.
-    pub fn is_gateway_api(self) -> bool {
-        matches!(
-            self,
-            Self::Namespace
-                | Self::GatewayClass
-                | Self::Gateway
-                | Self::HTTPRoute
-                | Self::ReferenceGrant
-        )
-    }
-}
-
 /// `(namespace, name)`; the namespace is empty for cluster-scoped kinds.
 pub type Key = (String, String);
 
