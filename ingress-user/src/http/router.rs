@@ -245,38 +245,50 @@ impl Router {
                             }
                         }
                     };
-                    let head = Outgoing {
-                        parts: &parts,
-                        extra: &extra,
+                    let out = Outbound {
+                        head: Outgoing {
+                            parts: &parts,
+                            extra: &extra,
+                        },
+                        body,
+                        upgrade,
                     };
-                    let forwarded = Instant::now();
-                    let mut tried = None;
-                    let result = upstream
-                        .forward(
-                            &router.balancer,
-                            &router.metrics,
-                            &backend,
-                            head,
-                            body,
-                            upgrade,
-                            &mut tried,
-                        )
-                        .await;
-                    router.observe(&backend, started);
-                    if let Some(p) = pending.as_mut() {
-                        // No endpoint tried (none to try): no upstream time either.
-                        p.upstream_time = tried.map(|_| forwarded.elapsed());
-                        p.upstream_addr = tried;
-                        p.upstream_status = result.as_ref().ok().map(|r| r.status().as_u16());
-                    }
-                    router.finish(Some(&backend), result, pending)
+                    router
+                        .send(&upstream, &backend, out, pending, started)
+                        .await
                 }))
             }
         }
     }
 
-    /// Records a forwarded request's latency under its route and Service.
-    fn observe(&self, backend: &Backend, started: Instant) {
+    /// Forwards a routed request (its body read as far as it will be) to `backend`, records
+    /// its latency and what the access log needs, and answers.
+    async fn send(
+        &self,
+        upstream: &Upstream,
+        backend: &Backend,
+        out: Outbound<'_>,
+        mut pending: Option<Box<Pending>>,
+        started: Instant,
+    ) -> Response<Body> {
+        let Outbound {
+            head,
+            body,
+            upgrade,
+        } = out;
+        let forwarded = Instant::now();
+        let mut tried = None;
+        let result = upstream
+            .forward(
+                &self.balancer,
+                &self.metrics,
+                backend,
+                head,
+                body,
+                upgrade,
+                &mut tried,
+            )
+            .await;
         backend
             .latency
             .get(&self.metrics.request_duration, || RouteLabels {
@@ -284,6 +296,13 @@ impl Router {
                 service: Arc::clone(&backend.names.1),
             })
             .observe(started.elapsed().as_secs_f64());
+        if let Some(p) = pending.as_mut() {
+            // No endpoint tried (none to try): no upstream time either.
+            p.upstream_time = tried.map(|_| forwarded.elapsed());
+            p.upstream_addr = tried;
+            p.upstream_status = result.as_ref().ok().map(|r| r.status().as_u16());
+        }
+        self.finish(Some(backend), result, pending)
     }
 
     /// The response for `result`, counted.
@@ -519,6 +538,13 @@ struct Prepared {
     parts: Parts,
     body: Body,
     extra: ProxyHeaders,
+    upgrade: Option<OnUpgrade>,
+}
+
+/// A routed request as it goes upstream: the head, the body, the client's upgrade.
+struct Outbound<'a> {
+    head: Outgoing<'a>,
+    body: Body,
     upgrade: Option<OnUpgrade>,
 }
 

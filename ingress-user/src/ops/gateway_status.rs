@@ -9,7 +9,7 @@
 //!   (`--publish-status-address`, `--publish-service`, else the instances' node addresses).
 //! - Nothing is written when the status is already right, so a resync costs reads only.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::status::{StatusConfig, resolve};
+use super::status::{StatusConfig, resolve, while_leading};
 use crate::config::gateway::{
     Gateway, GatewayClass, HTTPRoute,
     status::{Cond, Statuses},
@@ -172,45 +172,35 @@ pub async fn run(
     client: Client,
     cfg: StatusConfig,
     controller: String,
-    mut reports: watch::Receiver<Arc<GatewayReport>>,
-    mut leading: watch::Receiver<bool>,
+    reports: watch::Receiver<Arc<GatewayReport>>,
+    leading: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(cfg.resync.max(Duration::from_millis(100)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            r = leading.changed() => if r.is_err() { return },
-            r = reports.changed() => if r.is_err() { return },
-            _ = tick.tick() => {}
-        }
-        if !*leading.borrow_and_update() {
-            continue;
-        }
-        let report = reports.borrow_and_update().clone();
-        if report.classes.is_empty() {
-            continue;
-        }
-        let published = if report
-            .statuses
-            .gateways
-            .iter()
-            .any(|g| g.addresses.is_empty())
-        {
-            match resolve(client.clone(), &cfg).await {
-                Ok(a) => a,
-                Err(e) => {
+    let resync = cfg.resync;
+    while_leading(reports, leading, resync, shutdown, |report| {
+        let (client, cfg, controller) = (&client, &cfg, &controller);
+        async move {
+            if report.classes.is_empty() {
+                return;
+            }
+            // Gateways without addresses report the ones Ingress status publishes.
+            let published = if report
+                .statuses
+                .gateways
+                .iter()
+                .any(|g| g.addresses.is_empty())
+            {
+                resolve(client.clone(), cfg).await.unwrap_or_else(|e| {
                     warn!(error = %e, "resolving Gateway status addresses");
                     Vec::new()
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        sync(&client, &report, &controller, &published).await;
-    }
+                })
+            } else {
+                Vec::new()
+            };
+            sync(client, &report, controller, &published).await;
+        }
+    })
+    .await;
 }
 
 async fn sync(client: &Client, report: &GatewayReport, controller: &str, published: &[String]) {

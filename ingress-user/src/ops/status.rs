@@ -273,35 +273,55 @@ pub fn decide(served: bool, current: &[String], ours: &[String]) -> Option<Actio
 pub async fn run(
     client: Client,
     cfg: StatusConfig,
-    mut ingresses: watch::Receiver<Arc<IngressList>>,
-    mut leading: watch::Receiver<bool>,
+    ingresses: watch::Receiver<Arc<IngressList>>,
+    leading: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let resync = cfg.resync;
+    while_leading(ingresses, leading, resync, shutdown, |list| {
+        let (client, cfg) = (&client, &cfg);
+        async move {
+            if list.is_empty() {
+                return;
+            }
+            match resolve(client.clone(), cfg).await {
+                Ok(ours) => sync_all(client, &list, &ours).await,
+                Err(e) => warn!(error = %e, "resolving status addresses"),
+            }
+        }
+    })
+    .await;
+}
+
+/// The status writers' loop: on a new `input`, a change of leadership and every `resync`,
+/// and only while `leading`, hands the latest input to `write`. Ends at `shutdown`, or
+/// when the input or leadership sender is gone.
+pub async fn while_leading<T, F, Fut>(
+    mut input: watch::Receiver<T>,
+    mut leading: watch::Receiver<bool>,
+    resync: Duration,
+    shutdown: impl Future<Output = ()>,
+    mut write: F,
+) where
+    T: Clone,
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = ()>,
+{
     tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(cfg.resync.max(Duration::from_millis(100)));
+    let mut tick = tokio::time::interval(resync.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
             r = leading.changed() => if r.is_err() { return },
-            r = ingresses.changed() => if r.is_err() { return },
+            r = input.changed() => if r.is_err() { return },
             _ = tick.tick() => {}
         }
         if !*leading.borrow_and_update() {
             continue;
         }
-        let list = ingresses.borrow_and_update().clone();
-        if list.is_empty() {
-            continue;
-        }
-        let ours = match resolve(client.clone(), &cfg).await {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(error = %e, "resolving status addresses");
-                continue;
-            }
-        };
-        sync_all(&client, &list, &ours).await;
+        let latest = input.borrow_and_update().clone();
+        write(latest).await;
     }
 }
 

@@ -38,7 +38,7 @@ use hyper::{
 };
 use tracing::debug;
 
-use super::{Conn, Routed, Router, Socket};
+use super::{Conn, Outbound, Routed, Router, Socket};
 use crate::http::access_log::Pending;
 use crate::{
     http::{
@@ -324,7 +324,7 @@ impl Router {
         upstream: &Arc<Upstream>,
         fwd: Forward,
         after: After,
-        mut pending: Option<Box<Pending>>,
+        pending: Option<Box<Pending>>,
         started: Instant,
     ) -> Response<Body> {
         let Forward {
@@ -372,30 +372,15 @@ impl Router {
         };
         let mut resp = match read {
             Ok(body) => {
-                let head = Outgoing {
-                    parts: &parts,
-                    extra: &extra,
+                let out = Outbound {
+                    head: Outgoing {
+                        parts: &parts,
+                        extra: &extra,
+                    },
+                    body,
+                    upgrade,
                 };
-                let forwarded = Instant::now();
-                let mut tried = None;
-                let result = upstream
-                    .forward(
-                        &self.balancer,
-                        &self.metrics,
-                        &backend,
-                        head,
-                        body,
-                        upgrade,
-                        &mut tried,
-                    )
-                    .await;
-                self.observe(&backend, started);
-                if let Some(p) = pending.as_mut() {
-                    p.upstream_time = tried.map(|_| forwarded.elapsed());
-                    p.upstream_addr = tried;
-                    p.upstream_status = result.as_ref().ok().map(|r| r.status().as_u16());
-                }
-                self.finish(Some(&backend), result, pending)
+                self.send(upstream, &backend, out, pending, started).await
             }
             Err(e) => self.finish(Some(&backend), Err(Error::from_request_body(e)), pending),
         };
