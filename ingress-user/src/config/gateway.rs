@@ -104,18 +104,11 @@ pub fn shadowed(table: &RouteTable, plane: &GatewayPlane, opts: &Options) -> Vec
 
 /// Whether a Gateway serves requests for an Ingress host.
 fn covers(hosts: &GatewayHosts, host: &HostMatch) -> bool {
-    if hosts.any.is_some() {
-        return true;
-    }
     match host {
-        HostMatch::Any => false,
-        HostMatch::Exact(h) => {
-            hosts.exact.contains_key(h)
-                || hosts
-                    .wildcard
-                    .keys()
-                    .any(|s| hostname::matches(&format!("*{s}"), h))
-        }
+        HostMatch::Any => hosts.any.is_some(),
+        // The router's own lookup: exact, wildcards, then every host.
+        HostMatch::Exact(h) => hosts.lookup(h).is_some(),
+        HostMatch::Wildcard(_) if hosts.any.is_some() => true,
         HostMatch::Wildcard(s) => {
             let suffix = format!(".{s}");
             hosts.wildcard.keys().any(|w| suffix.ends_with(w.as_str()))

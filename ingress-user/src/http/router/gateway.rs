@@ -87,6 +87,17 @@ pub(super) fn select<'a>(
     host: &str,
 ) -> Select<'a> {
     let lists_host = |r: &&'a Arc<PortRoutes>| r.hosts.lookup(host).is_some();
+    let found = candidates(conn, bind_ip).find_map(|a| plane.ports.get(&a).filter(lists_host));
+    match (found, conn.socket) {
+        (Some(r), _) => Select::Routes(r),
+        (None, Socket::Gateway(_)) => Select::NotFound,
+        (None, Socket::Ingress) => Select::Ingress,
+    }
+}
+
+/// The listening addresses whose routes may answer on `conn`, in the order [`select`]
+/// tries them.
+fn candidates(conn: Conn, bind_ip: IpAddr) -> impl Iterator<Item = ListenAddr> {
     let port = conn.local.port();
     let local = conn.local.ip().to_canonical();
     let opened = match conn.socket {
@@ -99,16 +110,7 @@ pub(super) fn select<'a>(
     };
     let bind =
         (bind_ip.is_unspecified() || bind_ip == local).then_some(ListenAddr { ip: None, port });
-    let found = opened
-        .into_iter()
-        .chain([here])
-        .chain(bind)
-        .find_map(|a| plane.ports.get(&a).filter(lists_host));
-    match (found, conn.socket) {
-        (Some(r), _) => Select::Routes(r),
-        (None, Socket::Gateway(_)) => Select::NotFound,
-        (None, Socket::Ingress) => Select::Ingress,
-    }
+    opened.into_iter().chain([here]).chain(bind)
 }
 
 impl Router {
@@ -120,23 +122,7 @@ impl Router {
         if plane.ports.is_empty() {
             return SniListener::Unchecked;
         }
-        let port = conn.local.port();
-        let local = conn.local.ip().to_canonical();
-        let opened = match conn.socket {
-            Socket::Gateway(addr) => Some(addr),
-            Socket::Ingress => None,
-        };
-        let here = ListenAddr {
-            ip: Some(local),
-            port,
-        };
-        let bind_ip = self.opts.bind_ip;
-        let bind =
-            (bind_ip.is_unspecified() || bind_ip == local).then_some(ListenAddr { ip: None, port });
-        opened
-            .into_iter()
-            .chain([here])
-            .chain(bind)
+        candidates(conn, self.opts.bind_ip)
             .find_map(|a| plane.ports.get(&a).filter(|p| p.tls))
             .map_or(SniListener::Unchecked, |p| p.listener_for(sni))
     }
