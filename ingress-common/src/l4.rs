@@ -99,15 +99,34 @@ pub mod ct {
     /// TCP handshake not complete yet (set on both entries of a new TCP flow).
     pub const EMBRYONIC: u8 = 16;
     /// Reply entry of an embryonic flow: the backend's SYN-ACK was seen, and
-    /// [`super::CtEntry::handshake_ack`] holds the acknowledgment number that completes the
+    /// [`super::CtEntry::ack`] holds the acknowledgment number that completes the
     /// handshake.
     pub const SYNACK_SEEN: u8 = 32;
+    /// An established flow saw a RST whose sequence number was not within [`RST_WINDOW`] of
+    /// what the other side last acknowledged: possibly blind (spoofed). Set on both entries.
+    /// The flow is kept as closing (`--tcp-close-timeout`), so a blind RST cannot release a
+    /// live flow's state and SNAT port; any later packet other than a RST clears it.
+    pub const RST_UNVERIFIED: u8 = 64;
 
-    /// Whether a flow with these merged (forward | reply) bits is closed: a RST, or a FIN
-    /// from both sides.
+    /// How far past the last acknowledgment number seen from the other side a RST's sequence
+    /// number may be and still be believed. The endpoint itself accepts only an exact match
+    /// (RFC 5961 §3.2); a genuine RST sent with unacknowledged data in flight is a little
+    /// ahead. A blind attacker who knows the 4-tuple hits this window once in 65,536 tries.
+    pub const RST_WINDOW: u32 = 1 << 16;
+
+    /// Whether a RST with sequence number `seq` is believable, given the last acknowledgment
+    /// number `last_ack` seen in the other direction (0: none recorded, e.g. an entry from
+    /// before acknowledgments were recorded: believed, as before).
+    #[inline(always)]
+    pub const fn rst_in_window(seq: u32, last_ack: u32) -> bool {
+        last_ack == 0 || seq.wrapping_sub(last_ack) < RST_WINDOW
+    }
+
+    /// Whether a flow with these merged (forward | reply) bits is closed or closing: a RST
+    /// (believed or not), or a FIN from both sides.
     #[inline(always)]
     pub const fn closed(state: u8) -> bool {
-        state & RST != 0 || state & (FIN_FWD | FIN_REV) == FIN_FWD | FIN_REV
+        state & (RST | RST_UNVERIFIED) != 0 || state & (FIN_FWD | FIN_REV) == FIN_FWD | FIN_REV
     }
 }
 
@@ -155,10 +174,14 @@ pub struct CtEntry {
     pub dport: u16,
     /// Key of the other direction's entry (to expire both together).
     pub peer: FlowKey,
-    /// Reply entries of embryonic TCP flows: the backend's SYN-ACK sequence number plus one
-    /// (host byte order), i.e. what the client's handshake ACK must acknowledge. Zero
-    /// otherwise. (This was tail padding: entries written before it existed hold zero.)
-    pub handshake_ack: u32,
+    /// TCP acknowledgment bookkeeping, host byte order; zero when none is recorded. (This
+    /// was tail padding: entries written before it existed hold zero.)
+    /// - Reply entry of an embryonic flow: the backend's SYN-ACK sequence number plus one,
+    ///   i.e. what the client's handshake ACK must acknowledge.
+    /// - Entries of an established flow: the last acknowledgment number sent in this
+    ///   entry's direction, against which a RST from the other side is judged
+    ///   ([`ct::rst_in_window`]).
+    pub ack: u32,
 }
 
 /// Key of a fragmented datagram as it arrives (before NAT): what its non-first fragments
@@ -360,11 +383,11 @@ mod tests {
 
     #[test]
     fn conntrack_entry_layout_is_unchanged_by_the_handshake_field() {
-        // `handshake_ack` took the place of 4 bytes of tail padding: same size and offsets,
-        // so the pinned XI_CT_*_V1 maps stay valid across the upgrade.
+        // `ack` (first `handshake_ack`) took the place of 4 bytes of tail padding: same size
+        // and offsets, so the pinned XI_CT_*_V1 maps stay valid across the upgrade.
         assert_eq!(size_of::<CtEntry>(), 96);
         assert_eq!(core::mem::offset_of!(CtEntry, peer), 52);
-        assert_eq!(core::mem::offset_of!(CtEntry, handshake_ack), 92);
+        assert_eq!(core::mem::offset_of!(CtEntry, ack), 92);
     }
 
     #[test]
@@ -377,9 +400,28 @@ mod tests {
             ("FIN both ways", ct::FIN_FWD | ct::FIN_REV, true),
             ("RST", ct::RST, true),
             ("RST while embryonic", ct::RST | ct::EMBRYONIC, true),
+            ("unverified RST (closing)", ct::RST_UNVERIFIED, true),
         ];
         for (name, state, want) in cases {
             assert_eq!(ct::closed(state), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn rst_window() {
+        let w = ct::RST_WINDOW;
+        let cases: [(&str, u32, u32, bool); 8] = [
+            ("exact match (RFC 5961)", 5000, 5000, true),
+            ("a little ahead: data in flight", 5000 + 1460, 5000, true),
+            ("last byte of the window", 5000 + w - 1, 5000, true),
+            ("just past the window", 5000 + w, 5000, false),
+            ("behind the acknowledgment", 4999, 5000, false),
+            ("far away: blind", 0x8000_0000, 5000, false),
+            ("window across the wrap", 3, u32::MAX - 10, true),
+            ("nothing recorded: believed", 0xdead_beef, 0, true),
+        ];
+        for (name, seq, last_ack, want) in cases {
+            assert_eq!(ct::rst_in_window(seq, last_ack), want, "{name}");
         }
     }
 

@@ -383,8 +383,9 @@ fn record_first_fragment(h: &Headers, key: &FlowKey, entry: &CtEntry) {
     }
 }
 
-/// A client packet of a known flow: refreshes the entry, records FIN/RST, completes the
-/// handshake (the ACK of the backend's SYN-ACK, checked by number), and reopens a closed
+/// A client packet of a known flow: refreshes the entry, records FIN/RST (a RST judged by
+/// its sequence number, see [`record_rst`]) and the client's acknowledgment number, completes
+/// the handshake (the ACK of the backend's SYN-ACK, checked by number), and reopens a closed
 /// entry whose tuple a new SYN reuses.
 ///
 /// # Safety
@@ -395,16 +396,20 @@ unsafe fn touch_forward(e: *mut CtEntry, now: u64, tcp: &Tcp, proto: u8) {
     unsafe {
         (*e).last_seen_ns = now;
         let state = (*e).state;
-        if tcp.flags & TCP_RST != 0 {
-            (*e).state |= ct::RST;
-        }
         if tcp.flags & TCP_FIN != 0 {
             (*e).state |= ct::FIN_FWD;
         }
         if proto != PROTO_TCP {
             return;
         }
-        let flags = tcp.flags & (TCP_SYN | TCP_ACK | TCP_RST);
+        if tcp.flags & TCP_RST != 0 {
+            record_rst(e, XI_CT_REV_V1.get_ptr_mut(&(*e).peer), tcp.seq);
+            return;
+        }
+        if state & ct::RST_UNVERIFIED != 0 {
+            clear_unverified_rst(e, XI_CT_REV_V1.get_ptr_mut(&(*e).peer));
+        }
+        let flags = tcp.flags & (TCP_SYN | TCP_ACK);
         if flags == TCP_SYN {
             // A SYN on a closed entry (RST, or FIN both ways): a new connection reusing the
             // tuple. It starts over as embryonic, on the same endpoint and SNAT port.
@@ -413,8 +418,9 @@ unsafe fn touch_forward(e: *mut CtEntry, now: u64, tcp: &Tcp, proto: u8) {
             };
             if ct::closed(state | (*r).state) {
                 (*e).state = ct::EMBRYONIC;
+                (*e).ack = 0;
                 (*r).state = ct::REPLY | ct::EMBRYONIC;
-                (*r).handshake_ack = 0;
+                (*r).ack = 0;
                 (*r).last_seen_ns = now;
             }
         } else if flags == TCP_ACK && state & ct::EMBRYONIC != 0 {
@@ -422,11 +428,54 @@ unsafe fn touch_forward(e: *mut CtEntry, now: u64, tcp: &Tcp, proto: u8) {
             let Some(r) = XI_CT_REV_V1.get_ptr_mut(&(*e).peer) else {
                 return;
             };
-            if (*r).state & ct::SYNACK_SEEN != 0 && (*r).handshake_ack == tcp.ack {
+            if (*r).state & ct::SYNACK_SEEN != 0 && (*r).ack == tcp.ack {
                 (*r).state &= !(ct::EMBRYONIC | ct::SYNACK_SEEN);
-                (*r).handshake_ack = 0;
+                (*r).ack = 0;
                 (*e).state &= !ct::EMBRYONIC;
+                (*e).ack = tcp.ack;
             }
+        } else if flags & TCP_ACK != 0 && state & ct::EMBRYONIC == 0 {
+            (*e).ack = tcp.ack;
+        }
+    }
+}
+
+/// Records a RST seen on entry `e`, whose other direction's entry is `peer`. While the flow
+/// is embryonic, or when nothing was acknowledged the other way yet, the RST is believed
+/// (the flow is released at the next conntrack pass). On an established flow it is believed
+/// only within [`ct::RST_WINDOW`] of the other side's last acknowledgment; otherwise both
+/// entries are marked [`ct::RST_UNVERIFIED`] and the flow is held as closing, so a blind RST
+/// cannot free a live flow's state and SNAT port. The RST is forwarded either way: the
+/// endpoint judges it exactly (RFC 5961).
+///
+/// # Safety
+/// `e` and `peer` (if any) must point at live map values.
+#[inline(always)]
+unsafe fn record_rst(e: *mut CtEntry, peer: Option<*mut CtEntry>, seq: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        match peer {
+            Some(p) if (*e).state & ct::EMBRYONIC == 0 && !ct::rst_in_window(seq, (*p).ack) => {
+                (*e).state |= ct::RST_UNVERIFIED;
+                (*p).state |= ct::RST_UNVERIFIED;
+            }
+            _ => (*e).state |= ct::RST,
+        }
+    }
+}
+
+/// A packet other than a RST on a flow marked [`ct::RST_UNVERIFIED`]: the connection lives
+/// on (the RST was blind, or answered by a challenge ACK), so both entries lose the mark.
+///
+/// # Safety
+/// `e` and `peer` (if any) must point at live map values.
+#[inline(always)]
+unsafe fn clear_unverified_rst(e: *mut CtEntry, peer: Option<*mut CtEntry>) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        (*e).state &= !ct::RST_UNVERIFIED;
+        if let Some(p) = peer {
+            (*p).state &= !ct::RST_UNVERIFIED;
         }
     }
 }
@@ -435,6 +484,8 @@ unsafe fn touch_forward(e: *mut CtEntry, now: u64, tcp: &Tcp, proto: u8) {
 /// it alive (a backend retransmitting SYN-ACKs to a client that never answers must not hold
 /// the SNAT port); its SYN-ACK is recorded for the client's ACK to match, and a plain ACK
 /// (the backend considers the connection open: a flow picked up mid-stream) establishes it.
+/// Once established, its acknowledgment number is recorded and a RST is judged as the
+/// client's are ([`record_rst`]).
 ///
 /// # Safety
 /// `e` must point at a live map value.
@@ -443,24 +494,34 @@ unsafe fn touch_reply(e: *mut CtEntry, now: u64, tcp: &Tcp) {
     // SAFETY: guaranteed by the caller; the peer pointer comes from a map lookup.
     unsafe {
         let state = (*e).state;
-        if tcp.flags & TCP_RST != 0 {
-            (*e).state |= ct::RST;
-        }
         if tcp.flags & TCP_FIN != 0 {
             (*e).state |= ct::FIN_REV;
         }
-        if state & ct::EMBRYONIC == 0 {
-            (*e).last_seen_ns = now;
+        if tcp.flags & TCP_RST != 0 {
+            record_rst(e, XI_CT_FWD_V1.get_ptr_mut(&(*e).peer), tcp.seq);
+            if state & ct::EMBRYONIC == 0 {
+                (*e).last_seen_ns = now;
+            }
             return;
         }
-        match tcp.flags & (TCP_SYN | TCP_ACK | TCP_RST) {
+        if state & ct::EMBRYONIC == 0 {
+            (*e).last_seen_ns = now;
+            if state & ct::RST_UNVERIFIED != 0 {
+                clear_unverified_rst(e, XI_CT_FWD_V1.get_ptr_mut(&(*e).peer));
+            }
+            if tcp.flags & TCP_ACK != 0 {
+                (*e).ack = tcp.ack;
+            }
+            return;
+        }
+        match tcp.flags & (TCP_SYN | TCP_ACK) {
             f if f == TCP_SYN | TCP_ACK => {
                 (*e).state |= ct::SYNACK_SEEN;
-                (*e).handshake_ack = tcp.seq.wrapping_add(1);
+                (*e).ack = tcp.seq.wrapping_add(1);
             }
             TCP_ACK => {
                 (*e).state &= !(ct::EMBRYONIC | ct::SYNACK_SEEN);
-                (*e).handshake_ack = 0;
+                (*e).ack = tcp.ack;
                 (*e).last_seen_ns = now;
                 if let Some(f) = XI_CT_FWD_V1.get_ptr_mut(&(*e).peer) {
                     (*f).state &= !ct::EMBRYONIC;
@@ -619,7 +680,7 @@ fn new_flow(
         sport: key.dport,
         dport: key.sport,
         peer: *key,
-        handshake_ack: 0,
+        ack: 0,
     };
     // DNAT-only keeps the client's port: one insert, no choice. Otherwise random probes.
     let mut claimed = false;
@@ -675,7 +736,7 @@ fn new_flow(
         sport: s.rev_key.dport,
         dport: backend.port,
         peer: s.rev_key,
-        handshake_ack: 0,
+        ack: 0,
     };
     if XI_CT_FWD_V1
         .insert(key, &s.fwd, u64::from(BPF_ANY))

@@ -457,10 +457,7 @@ fn handshake_states(entry: Entry) {
             ct::REPLY | ct::EMBRYONIC | ct::SYNACK_SEEN,
             "{entry:?}: SYN-ACK recorded"
         );
-        assert_eq!(
-            rev2.handshake_ack, 5001,
-            "{entry:?}: the ACK that completes it"
-        );
+        assert_eq!(rev2.ack, 5001, "{entry:?}: the ACK that completes it");
         assert_eq!(fwd2.state, ct::EMBRYONIC, "{entry:?}: still embryonic");
         assert_eq!(
             rev2.last_seen_ns, rev.last_seen_ns,
@@ -494,7 +491,7 @@ fn handshake_states(entry: Entry) {
         let (fwd3, rev3) = f.ct_pair(&key);
         assert_eq!(fwd3.state, 0, "{entry:?}: established (forward)");
         assert_eq!(rev3.state, ct::REPLY, "{entry:?}: established (reply)");
-        assert_eq!(rev3.handshake_ack, 0);
+        assert_eq!(rev3.ack, 0);
 
         let (action, _) = f.run(entry, &from_client(40000, 9000, RST | ACK).build(), f.in_if);
         assert_eq!(action, redirect(entry), "{entry:?}: RST is forwarded");
@@ -758,6 +755,109 @@ fn xdp_handshake_states() {
 #[test]
 fn tc_handshake_states() {
     handshake_states(Entry::Tc);
+}
+
+/// RST sequence validation on an established flow (the endpoint judges exactly, RFC 5961;
+/// conntrack only refuses to let a blind RST free the flow): a RST far from what the other
+/// side last acknowledged marks both entries unverified and keeps them; the next ordinary
+/// packet clears the mark; a RST at the acknowledged sequence number is believed.
+fn rst_sequence_validation(entry: Entry) {
+    with_fixture(1024, move |f| {
+        let key = flow(CLIENT, 40000, NODE, 9000, PROTO_TCP);
+        f.run(entry, &from_client(40000, 9000, SYN).build(), f.in_if);
+        let snat = f.snat_port(40000);
+        let from_backend = |flags, seq, ack| {
+            Packet {
+                src_mac: BACKEND_MAC,
+                dst_mac: OUT_MAC,
+                seq,
+                ack,
+                ..Packet::tcp(BACKEND, 6379, NODE, snat, flags)
+            }
+            .build()
+        };
+        let client = |flags, seq, ack| {
+            Packet {
+                seq,
+                ack,
+                ..from_client(40000, 9000, flags)
+            }
+            .build()
+        };
+        f.run(entry, &from_backend(SYN | ACK, 5000, 1001), f.out_if);
+        f.run(entry, &client(ACK, 1001, 5001), f.in_if);
+        // The backend acknowledges 100 bytes from the client.
+        f.run(entry, &from_backend(ACK, 5001, 1101), f.out_if);
+        let (fwd, rev) = f.ct_pair(&key);
+        assert_eq!(
+            (fwd.state, rev.state),
+            (0, ct::REPLY),
+            "{entry:?}: established"
+        );
+        assert_eq!(
+            (fwd.ack, rev.ack),
+            (5001, 1101),
+            "{entry:?}: acknowledgments recorded"
+        );
+
+        let blind = ct::RST_WINDOW.wrapping_mul(7).wrapping_add(1101);
+        let (action, _) = f.run(entry, &client(RST, blind, 0), f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: a blind RST is still forwarded"
+        );
+        let (fwd, rev) = f.ct_pair(&key);
+        assert_eq!(
+            (fwd.state, rev.state),
+            (ct::RST_UNVERIFIED, ct::REPLY | ct::RST_UNVERIFIED),
+            "{entry:?}: a blind RST leaves the flow closing, not released"
+        );
+
+        f.run(entry, &from_backend(ACK, 5001, 1101), f.out_if);
+        let (fwd, rev) = f.ct_pair(&key);
+        assert_eq!(
+            (fwd.state, rev.state),
+            (0, ct::REPLY),
+            "{entry:?}: traffic after it clears the mark on both entries"
+        );
+
+        let (action, _) = f.run(
+            entry,
+            &from_backend(RST, 5001 + ct::RST_WINDOW, 0),
+            f.out_if,
+        );
+        assert_eq!(action, redirect(entry), "{entry:?}: backend RST forwarded");
+        assert_eq!(
+            f.ct_pair(&key).1.state,
+            ct::REPLY | ct::RST_UNVERIFIED,
+            "{entry:?}: a backend RST past the window of the client's acknowledgment"
+        );
+        f.run(entry, &client(ACK, 1101, 5001), f.in_if);
+
+        f.run(entry, &client(RST | ACK, 1101 + 1460, 5001), f.in_if);
+        let (fwd, rev) = f.ct_pair(&key);
+        assert_eq!(
+            (fwd.state, rev.state),
+            (ct::RST, ct::REPLY),
+            "{entry:?}: a RST within the window is believed"
+        );
+        assert_eq!(
+            f.counter(Counter::NewFlow),
+            1,
+            "{entry:?}: one flow throughout"
+        );
+    });
+}
+
+#[test]
+fn xdp_rst_sequence_validation() {
+    rst_sequence_validation(Entry::Xdp);
+}
+
+#[test]
+fn tc_rst_sequence_validation() {
+    rst_sequence_validation(Entry::Tc);
 }
 
 /// SNAT ports are random: two clients of a one-endpoint service get different ports, both

@@ -99,8 +99,8 @@ pub fn monotonic_ns() -> u64 {
 /// | flow | timeout |
 /// |---|---|
 /// | UDP | `udp` |
-/// | TCP with a RST seen (either side, any state) | zero: gone at the next pass |
-/// | TCP with FIN seen from both sides | `tcp_closed` |
+/// | TCP with a believed RST (either side, any state) | zero: gone at the next pass |
+/// | TCP with FIN seen from both sides, or an unverified RST | `tcp_closed` |
 /// | TCP embryonic (handshake not complete) | `tcp_syn` |
 /// | TCP established | `tcp_established` |
 pub fn timeout(proto: u8, state: u8, t: &Timeouts) -> Duration {
@@ -358,7 +358,7 @@ mod tests {
     /// The timeout chosen per protocol and merged state bits, one row per state.
     #[test]
     fn timeout_per_state() {
-        use ct::{EMBRYONIC as EMB, FIN_FWD, FIN_REV, REPLY, RST, SYNACK_SEEN};
+        use ct::{EMBRYONIC as EMB, FIN_FWD, FIN_REV, REPLY, RST, RST_UNVERIFIED, SYNACK_SEEN};
         let t = Timeouts {
             tcp_syn: Duration::from_secs(7),
             tcp_established: Duration::from_secs(3600),
@@ -366,7 +366,7 @@ mod tests {
             udp: Duration::from_secs(30),
         };
         let s = Duration::from_secs;
-        let cases: [(&str, u8, u8, Duration); 14] = [
+        let cases: [(&str, u8, u8, Duration); 16] = [
             ("udp", PROTO_UDP, 0, s(30)),
             ("udp ignores TCP bits", PROTO_UDP, RST | EMB, s(30)),
             ("tcp established", PROTO_TCP, 0, s(3600)),
@@ -401,6 +401,13 @@ mod tests {
                 s(11),
             ),
             ("tcp embryonic, one FIN", PROTO_TCP, EMB | FIN_FWD, s(7)),
+            ("tcp unverified RST", PROTO_TCP, RST_UNVERIFIED, s(11)),
+            (
+                "tcp unverified then believed RST",
+                PROTO_TCP,
+                RST_UNVERIFIED | RST,
+                Duration::ZERO,
+            ),
         ];
         for (name, proto, state, want) in cases {
             assert_eq!(timeout(proto, state, &t), want, "{name}");
@@ -448,6 +455,20 @@ mod tests {
             ),
             ("embryonic past 10 s", 6, ct::EMBRYONIC, now - 11 * s, true),
             ("embryonic, 9 s", 6, ct::EMBRYONIC, now - 9 * s, false),
+            (
+                "unverified RST is held as closing",
+                6,
+                ct::RST_UNVERIFIED,
+                now - 5 * s,
+                false,
+            ),
+            (
+                "unverified RST past the close timeout",
+                6,
+                ct::RST_UNVERIFIED,
+                now - 11 * s,
+                true,
+            ),
         ];
         for (name, proto, state, last, want) in cases {
             assert_eq!(expired(proto, state, last, now, &t), want, "{name}");
