@@ -98,3 +98,92 @@ pub fn set_cookie(
     let line = aff.set_cookie(&value, &s.path, s.https, s.user_agent.as_deref(), now);
     HeaderValue::try_from(line).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{http::balance::Balance, snapshot::affinity::Mode};
+
+    fn eps() -> Vec<SocketAddr> {
+        (1..=3)
+            .map(|i| SocketAddr::from(([10, 0, 0, i], 8080)))
+            .collect()
+    }
+
+    fn session() -> Session {
+        Session {
+            cookie: None,
+            path: "/".into(),
+            https: false,
+            user_agent: None,
+        }
+    }
+
+    /// The cookie value of a `Set-Cookie` line.
+    fn value(line: &HeaderValue) -> String {
+        let line = line.to_str().unwrap();
+        line.split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+    }
+
+    #[test]
+    fn a_cookie_is_set_for_new_sessions_and_moved_only_on_failure_when_asked() {
+        let (a, b) = (eps()[0], eps()[1]);
+        let balancer = Balancer::new(Balance::RoundRobin);
+        let balanced = Affinity {
+            enabled: true,
+            ..Affinity::default()
+        };
+        let key_for_a = (0..)
+            .map(|k: u64| format!("{k:016x}"))
+            .find(|v| balanced.lookup(v, &eps()) == Some(a))
+            .unwrap();
+        // (case, mode, change-on-failure, plan, endpoint that answered, cookie names it?)
+        for (case, mode, change, plan, tried, want) in [
+            ("sticky held", Mode::Balanced, false, (Some(a), None), a, false),
+            ("sticky failed over", Mode::Balanced, false, (Some(a), None), b, false),
+            ("sticky failed over, change", Mode::Balanced, true, (Some(a), None), b, true),
+            ("persistent failed over, change", Mode::Persistent, true, (Some(a), None), b, true),
+            ("new balanced session", Mode::Balanced, false, (Some(a), Some(key_for_a.clone())), a, true),
+            ("new balanced session, retried", Mode::Balanced, false, (Some(a), Some(key_for_a.clone())), b, true),
+            ("new persistent session", Mode::Persistent, false, (None, None), b, true),
+        ] {
+            let aff = Affinity {
+                mode,
+                change_on_failure: change,
+                ..balanced.clone()
+            };
+            let plan = Plan {
+                target: plan.0,
+                new_value: plan.1,
+            };
+            let got = set_cookie(&aff, &session(), &plan, tried, &eps(), &balancer);
+            assert_eq!(got.is_some(), want, "{case}");
+            if let Some(line) = got {
+                assert_eq!(aff.lookup(&value(&line), &eps()), Some(tried), "{case}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_valid_cookie_holds_and_an_unknown_one_starts_a_session() {
+        let balancer = Balancer::new(Balance::RoundRobin);
+        let aff = Affinity {
+            enabled: true,
+            mode: Mode::Persistent,
+            ..Affinity::default()
+        };
+        let mut s = session();
+        let fresh = plan(&aff, &s, &eps(), &balancer);
+        assert_eq!(fresh.target, None, "persistent: the balancer picks");
+        let line = set_cookie(&aff, &s, &fresh, eps()[2], &eps(), &balancer).unwrap();
+        s.cookie = Some(value(&line));
+        assert_eq!(plan(&aff, &s, &eps(), &balancer).target, Some(eps()[2]));
+        assert_eq!(plan(&aff, &s, &eps()[..2], &balancer).target, None, "its endpoint left");
+        let balanced = Affinity {
+            mode: Mode::Balanced,
+            ..aff
+        };
+        let fresh = plan(&balanced, &session(), &eps(), &balancer);
+        assert!(fresh.target.is_some() && fresh.new_value.is_some());
+    }
+}
