@@ -16,7 +16,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use ingress_tests::{
-    http_support::{TestBackend, service_yaml},
+    http_support::{TestBackend, TestCa, service_yaml, tls_connect, tls_connector, tls_get},
     process::{IngressProcess, Source},
 };
 use tokio::net::TcpStream;
@@ -265,6 +265,109 @@ async fn a_client_whose_backend_left_is_moved_and_others_stay() {
         assert!(["b0", "b2"].contains(&r.backend.as_str()), "{forged}: {r:?}");
         assert_eq!(r.set_cookie.len(), 1, "{forged}: {r:?}");
     }
+}
+
+/// `session-cookie-change-on-failure` (sticky.lua: a new upstream is picked, and the cookie
+/// set, when the last attempt failed and the annotation is true). The sticky backend stops
+/// (connections refused): the request is retried on another backend either way; only with
+/// the annotation does the cookie move there. `--idle-timeout 1`: the stopped backend's
+/// pooled connection (whose task outlives its listener) is not reused after a second.
+#[tokio::test]
+async fn change_on_failure_moves_the_cookie_to_the_backend_that_answered() {
+    let mut b = three_backends().await;
+    let mut yaml = service_yaml("echo", &addrs(&[&b[0], &b[1], &b[2]]));
+    let base = [("affinity", "cookie"), ("affinity-mode", "persistent")];
+    yaml.push_str(&ingress("keep", "keep.foo.com", "/", "echo", &base));
+    let change = [
+        ("affinity", "cookie"),
+        ("affinity-mode", "persistent"),
+        ("session-cookie-change-on-failure", "true"),
+    ];
+    yaml.push_str(&ingress("change", "change.foo.com", "/", "echo", &change));
+    let proc = IngressProcess::start(&yaml, &["--idle-timeout", "1"]).await;
+    // A cookie naming b2 (persistent: new sessions go round the backends).
+    let mut on_b2 = None;
+    for _ in 0..6 {
+        let r = get(proc.http, "keep.foo.com", "/", &[]).await;
+        if r.backend == "b2" {
+            on_b2 = cookie_value(&r.set_cookie[0], "INGRESSCOOKIE").map(str::to_owned);
+            break;
+        }
+    }
+    let cookie = format!("INGRESSCOOKIE={}", on_b2.expect("a session on b2"));
+    for host in ["keep.foo.com", "change.foo.com"] {
+        assert_eq!(get(proc.http, host, "/", &[("cookie", &cookie)]).await.backend, "b2");
+    }
+    drop(b.pop()); // b2 stops listening
+    let stopped = Instant::now();
+    let r = loop {
+        // Idle for longer than --idle-timeout, so the pooled connection to b2 is dropped.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let r = get(proc.http, "keep.foo.com", "/", &[("cookie", &cookie)]).await;
+        if r.backend != "b2" {
+            break r;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "b2's pooled connection is still used\n{}",
+            proc.log()
+        );
+    };
+    assert_eq!(r.status, StatusCode::OK, "retried on another backend\n{}", proc.log());
+    assert!(r.set_cookie.is_empty(), "without the annotation the cookie stays: {:?}", r.set_cookie);
+    let r = get(proc.http, "change.foo.com", "/", &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_ne!(r.backend, "b2");
+    assert_eq!(r.set_cookie.len(), 1, "the cookie moves: {r:?}");
+    let moved = format!(
+        "INGRESSCOOKIE={}",
+        cookie_value(&r.set_cookie[0], "INGRESSCOOKIE").unwrap()
+    );
+    for _ in 0..5 {
+        let again = get(proc.http, "change.foo.com", "/", &[("cookie", &moved)]).await;
+        assert_eq!(again.backend, r.backend, "the moved cookie holds");
+        assert!(again.set_cookie.is_empty());
+    }
+}
+
+/// affinity.go "should set secure in cookie with provided false annotation on https":
+/// over HTTPS the cookie is `Secure` whatever `session-cookie-secure` says.
+#[tokio::test]
+async fn the_cookie_is_secure_over_https() {
+    let b = TestBackend::start("b0").await;
+    let mut yaml = service_yaml("echo", &[b.addr]);
+    let ca = TestCa::new();
+    yaml.push_str("---\n");
+    yaml.push_str(&serde_yaml::to_string(&ca.secret("tls-foo", &["foo.com"])).unwrap());
+    let mut ing = ingress(
+        "tls",
+        "foo.com",
+        "/",
+        "echo",
+        &[
+            ("affinity", "cookie"),
+            ("session-cookie-name", "SERVERID"),
+            ("session-cookie-secure", "false"),
+        ],
+    );
+    ing = ing.replace(
+        "spec:\n",
+        "spec:\n  tls:\n  - hosts: [\"foo.com\"]\n    secretName: tls-foo\n",
+    );
+    yaml.push_str(&ing);
+    let proc = IngressProcess::start(&yaml, &[]).await;
+    let stream = tls_connect(&tls_connector(&ca.cert, &[b"http/1.1"]), proc.https, "foo.com")
+        .await
+        .expect("TLS handshake");
+    let (_, answer) = tls_get(stream, "foo.com", "/").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", proc.log());
+    let line = answer
+        .headers
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(line.starts_with("SERVERID="), "{line:?}");
+    assert!(line.contains("; Secure"), "{line:?}");
 }
 
 /// `ngx.cookie_time` of `unix`, to the minute (`Mon, 02-Jan-06 15:04`), as affinity.go
