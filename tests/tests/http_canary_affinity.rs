@@ -60,7 +60,9 @@ struct Reply {
 
 /// `GET PATH` with `Host: HOST` and `headers`, on a fresh connection to `addr`.
 async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let stream = TcpStream::connect(addr).await.expect("connect to xdp-ingress");
+    let stream = TcpStream::connect(addr)
+        .await
+        .expect("connect to xdp-ingress");
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("handshake");
@@ -156,7 +158,13 @@ async fn a_session_cookie_holds_a_client_to_one_backend() {
     let sticky = [("affinity", "cookie"), ("session-cookie-name", "SERVERID")];
     yaml.push_str(&ingress("sticky", "sticky.foo.com", "/", "echo", &sticky));
     let persistent = [("affinity", "cookie"), ("affinity-mode", "persistent")];
-    yaml.push_str(&ingress("pers", "persistent.foo.com", "/", "echo", &persistent));
+    yaml.push_str(&ingress(
+        "pers",
+        "persistent.foo.com",
+        "/",
+        "echo",
+        &persistent,
+    ));
     let proc = IngressProcess::start(&yaml, &[]).await;
     for (host, name) in [
         ("sticky.foo.com", "SERVERID"),
@@ -174,8 +182,15 @@ async fn a_session_cookie_holds_a_client_to_one_backend() {
             let cookie = format!("{name}={value}");
             for i in 0..20 {
                 let again = get(proc.http, host, "/", &[("cookie", &cookie)]).await;
-                assert_eq!(again.backend, r.backend, "{host}: request {i} with {cookie}");
-                assert!(again.set_cookie.is_empty(), "{host}: {:?}", again.set_cookie);
+                assert_eq!(
+                    again.backend, r.backend,
+                    "{host}: request {i} with {cookie}"
+                );
+                assert!(
+                    again.set_cookie.is_empty(),
+                    "{host}: {:?}",
+                    again.set_cookie
+                );
             }
         }
         // 12 new sessions over 3 backends: all on one has probability 3^-11 (balanced) or
@@ -196,7 +211,13 @@ async fn a_client_whose_backend_left_is_moved_and_others_stay() {
         let mut yaml = service_yaml("echo", &addrs(eps));
         let p = [("affinity", "cookie"), ("affinity-mode", "persistent")];
         yaml.push_str(&ingress("pers", "persistent.foo.com", "/", "echo", &p));
-        yaml.push_str(&ingress("bal", "balanced.foo.com", "/", "echo", &[("affinity", "cookie")]));
+        yaml.push_str(&ingress(
+            "bal",
+            "balanced.foo.com",
+            "/",
+            "echo",
+            &[("affinity", "cookie")],
+        ));
         yaml
     };
     let dir = Manifests::new("affinity-repick", &objects(&[&b[0], &b[1], &b[2]]));
@@ -217,7 +238,11 @@ async fn a_client_whose_backend_left_is_moved_and_others_stay() {
                 break;
             }
         }
-        assert_eq!(seen.len(), 3, "{host}: 60 new sessions reach all 3 backends");
+        assert_eq!(
+            seen.len(),
+            3,
+            "{host}: 60 new sessions reach all 3 backends"
+        );
     }
     // b1 leaves.
     dir.write(&objects(&[&b[0], &b[2]]));
@@ -238,7 +263,11 @@ async fn a_client_whose_backend_left_is_moved_and_others_stay() {
         if backend == "b1" {
             assert_ne!(r.backend, "b1");
             if *host == "persistent.foo.com" {
-                assert_eq!(r.set_cookie.len(), 1, "{host}: a new cookie for the new backend");
+                assert_eq!(
+                    r.set_cookie.len(),
+                    1,
+                    "{host}: a new cookie for the new backend"
+                );
                 let v = cookie_value(&r.set_cookie[0], "INGRESSCOOKIE").unwrap();
                 let new = format!("INGRESSCOOKIE={v}");
                 assert_ne!(&new, cookie);
@@ -248,21 +277,34 @@ async fn a_client_whose_backend_left_is_moved_and_others_stay() {
                     assert!(again.set_cookie.is_empty());
                 }
             } else {
-                assert!(r.set_cookie.is_empty(), "{host}: the session key stays valid");
+                assert!(
+                    r.set_cookie.is_empty(),
+                    "{host}: the session key stays valid"
+                );
                 for _ in 0..5 {
                     let again = get(proc.http, host, "/", &[("cookie", cookie)]).await;
                     assert_eq!(again.backend, r.backend, "{host}: still held");
                 }
             }
         } else {
-            assert_eq!(&r.backend, backend, "{host}: a client whose backend remains keeps it");
+            assert_eq!(
+                &r.backend, backend,
+                "{host}: a client whose backend remains keeps it"
+            );
             assert!(r.set_cookie.is_empty(), "{host}: {:?}", r.set_cookie);
         }
     }
     // A forged cookie reaches a real backend (and is replaced), never anything else.
-    for forged in ["INGRESSCOOKIE=0000000000000000", "INGRESSCOOKIE=127.0.0.1:1", "INGRESSCOOKIE="] {
+    for forged in [
+        "INGRESSCOOKIE=0000000000000000",
+        "INGRESSCOOKIE=127.0.0.1:1",
+        "INGRESSCOOKIE=",
+    ] {
         let r = get(proc.http, "persistent.foo.com", "/", &[("cookie", forged)]).await;
-        assert!(["b0", "b2"].contains(&r.backend.as_str()), "{forged}: {r:?}");
+        assert!(
+            ["b0", "b2"].contains(&r.backend.as_str()),
+            "{forged}: {r:?}"
+        );
         assert_eq!(r.set_cookie.len(), 1, "{forged}: {r:?}");
     }
 }
@@ -296,7 +338,12 @@ async fn change_on_failure_moves_the_cookie_to_the_backend_that_answered() {
     }
     let cookie = format!("INGRESSCOOKIE={}", on_b2.expect("a session on b2"));
     for host in ["keep.foo.com", "change.foo.com"] {
-        assert_eq!(get(proc.http, host, "/", &[("cookie", &cookie)]).await.backend, "b2");
+        assert_eq!(
+            get(proc.http, host, "/", &[("cookie", &cookie)])
+                .await
+                .backend,
+            "b2"
+        );
     }
     drop(b.pop()); // b2 stops listening
     let stopped = Instant::now();
@@ -313,8 +360,17 @@ async fn change_on_failure_moves_the_cookie_to_the_backend_that_answered() {
             proc.log()
         );
     };
-    assert_eq!(r.status, StatusCode::OK, "retried on another backend\n{}", proc.log());
-    assert!(r.set_cookie.is_empty(), "without the annotation the cookie stays: {:?}", r.set_cookie);
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "retried on another backend\n{}",
+        proc.log()
+    );
+    assert!(
+        r.set_cookie.is_empty(),
+        "without the annotation the cookie stays: {:?}",
+        r.set_cookie
+    );
     let r = get(proc.http, "change.foo.com", "/", &[("cookie", &cookie)]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_ne!(r.backend, "b2");
@@ -356,9 +412,13 @@ async fn the_cookie_is_secure_over_https() {
     );
     yaml.push_str(&ing);
     let proc = IngressProcess::start(&yaml, &[]).await;
-    let stream = tls_connect(&tls_connector(&ca.cert, &[b"http/1.1"]), proc.https, "foo.com")
-        .await
-        .expect("TLS handshake");
+    let stream = tls_connect(
+        &tls_connector(&ca.cert, &[b"http/1.1"]),
+        proc.https,
+        "foo.com",
+    )
+    .await
+    .expect("TLS handshake");
     let (_, answer) = tls_get(stream, "foo.com", "/").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", proc.log());
     let line = answer
@@ -521,7 +581,13 @@ async fn the_cookie_has_ingress_nginx_attributes() {
     let mut yaml = service_yaml("echo", &[b.addr]);
     for (i, (_, annotations, rule_path, ..)) in rows.iter().enumerate() {
         let host = format!("c{i}.affinity.foo.com");
-        yaml.push_str(&ingress(&format!("c{i}"), &host, rule_path, "echo", annotations));
+        yaml.push_str(&ingress(
+            &format!("c{i}"),
+            &host,
+            rule_path,
+            "echo",
+            annotations,
+        ));
     }
     // "should set cookie with expires".
     let expires = [
@@ -530,9 +596,21 @@ async fn the_cookie_has_ingress_nginx_attributes() {
         ("session-cookie-expires", "172800"),
         ("session-cookie-max-age", "259200"),
     ];
-    yaml.push_str(&ingress("exp", "expires.affinity.foo.com", "/", "echo", &expires));
+    yaml.push_str(&ingress(
+        "exp",
+        "expires.affinity.foo.com",
+        "/",
+        "echo",
+        &expires,
+    ));
     // "should not set affinity across all server locations when using separate ingresses".
-    yaml.push_str(&ingress("sep1", "separate.foo.com", "/foo/bar", "echo", &[("affinity", "cookie")]));
+    yaml.push_str(&ingress(
+        "sep1",
+        "separate.foo.com",
+        "/foo/bar",
+        "echo",
+        &[("affinity", "cookie")],
+    ));
     yaml.push_str(&ingress("sep2", "separate.foo.com", "/foo", "echo", &[]));
     let proc = IngressProcess::start(&yaml, &[]).await;
     for (i, (case, _, _, path, headers, want, not)) in rows.iter().enumerate() {
@@ -553,7 +631,10 @@ async fn the_cookie_has_ingress_nginx_attributes() {
             }
         }
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let r = get(proc.http, "expires.affinity.foo.com", "/", &[]).await;
     let line = r.set_cookie.first().cloned().unwrap_or_default();
     assert!(line.contains("; Max-Age=259200"), "{line:?}");
@@ -563,10 +644,16 @@ async fn the_cookie_has_ingress_nginx_attributes() {
         .any(|t| line.contains(&format!("Expires={}", cookie_minute(t + 172_800))));
     assert!(ok, "{line:?} expires in 48 h");
     let r = get(proc.http, "separate.foo.com", "/foo", &[]).await;
-    assert!(r.set_cookie.is_empty(), "/foo has no affinity: {:?}", r.set_cookie);
+    assert!(
+        r.set_cookie.is_empty(),
+        "/foo has no affinity: {:?}",
+        r.set_cookie
+    );
     let r = get(proc.http, "separate.foo.com", "/foo/bar", &[]).await;
     assert!(
-        r.set_cookie.first().is_some_and(|l| l.contains("Path=/foo/bar")),
+        r.set_cookie
+            .first()
+            .is_some_and(|l| l.contains("Path=/foo/bar")),
         "{:?}",
         r.set_cookie
     );
@@ -584,7 +671,8 @@ type CanaryRow = (
 /// same host and path to `canary`, requests with the header and cookie values it sends.
 #[tokio::test]
 async fn canary_by_header_cookie_and_weight() {
-    const BY_HEADER: &[(&str, &str)] = &[("canary", "true"), ("canary-by-header", "CanaryByHeader")];
+    const BY_HEADER: &[(&str, &str)] =
+        &[("canary", "true"), ("canary-by-header", "CanaryByHeader")];
     const BY_VALUE: &[(&str, &str)] = &[
         ("canary", "true"),
         ("canary-by-header", "CanaryByHeader"),
@@ -601,7 +689,8 @@ async fn canary_by_header_cookie_and_weight() {
         ("canary-by-header", "CanaryByHeader"),
         ("canary-by-header-pattern", "^Do(Canary|It)$"),
     ];
-    const BY_COOKIE: &[(&str, &str)] = &[("canary", "true"), ("canary-by-cookie", "Canary-By-Cookie")];
+    const BY_COOKIE: &[(&str, &str)] =
+        &[("canary", "true"), ("canary-by-cookie", "Canary-By-Cookie")];
     const WEIGHT_0: &[(&str, &str)] = &[("canary", "true"), ("canary-weight", "0")];
     const WEIGHT_100: &[(&str, &str)] = &[("canary", "true"), ("canary-weight", "100")];
     const HEADER_AND_WEIGHT_100: &[(&str, &str)] = &[
@@ -616,29 +705,102 @@ async fn canary_by_header_cookie_and_weight() {
         ("permanent-redirect", "https://example.com/"),
     ];
     let rows: &[CanaryRow] = &[
-        ("header always", BY_HEADER, &[("CanaryByHeader", "always")], "canary"),
-        ("header never", BY_HEADER, &[("CanaryByHeader", "never")], "main"),
-        ("header anything else", BY_HEADER, &[("CanaryByHeader", "badheadervalue")], "main"),
+        (
+            "header always",
+            BY_HEADER,
+            &[("CanaryByHeader", "always")],
+            "canary",
+        ),
+        (
+            "header never",
+            BY_HEADER,
+            &[("CanaryByHeader", "never")],
+            "main",
+        ),
+        (
+            "header anything else",
+            BY_HEADER,
+            &[("CanaryByHeader", "badheadervalue")],
+            "main",
+        ),
         ("no header", BY_HEADER, &[], "main"),
-        ("header value", BY_VALUE, &[("CanaryByHeader", "DoCanary")], "canary"),
-        ("header value: always is another value", BY_VALUE, &[("CanaryByHeader", "always")], "main"),
-        ("header value: never", BY_VALUE, &[("CanaryByHeader", "never")], "main"),
-        ("header value: other", BY_VALUE, &[("CanaryByHeader", "otherheadervalue")], "main"),
+        (
+            "header value",
+            BY_VALUE,
+            &[("CanaryByHeader", "DoCanary")],
+            "canary",
+        ),
+        (
+            "header value: always is another value",
+            BY_VALUE,
+            &[("CanaryByHeader", "always")],
+            "main",
+        ),
+        (
+            "header value: never",
+            BY_VALUE,
+            &[("CanaryByHeader", "never")],
+            "main",
+        ),
+        (
+            "header value: other",
+            BY_VALUE,
+            &[("CanaryByHeader", "otherheadervalue")],
+            "main",
+        ),
         (
             "header value does not match and cookie always",
             BY_VALUE_AND_COOKIE,
-            &[("CanaryByHeader", "otherheadervalue"), ("cookie", "CanaryByCookie=always")],
+            &[
+                ("CanaryByHeader", "otherheadervalue"),
+                ("cookie", "CanaryByCookie=always"),
+            ],
             "canary",
         ),
-        ("header pattern matches", BY_PATTERN, &[("CanaryByHeader", "DoIt")], "canary"),
-        ("header pattern does not match", BY_PATTERN, &[("CanaryByHeader", "Dont")], "main"),
-        ("cookie always", BY_COOKIE, &[("cookie", "Canary-By-Cookie=always")], "canary"),
-        ("cookie never", BY_COOKIE, &[("cookie", "Canary-By-Cookie=never")], "main"),
-        ("cookie anything else", BY_COOKIE, &[("cookie", "Canary-By-Cookie=badcookievalue")], "main"),
+        (
+            "header pattern matches",
+            BY_PATTERN,
+            &[("CanaryByHeader", "DoIt")],
+            "canary",
+        ),
+        (
+            "header pattern does not match",
+            BY_PATTERN,
+            &[("CanaryByHeader", "Dont")],
+            "main",
+        ),
+        (
+            "cookie always",
+            BY_COOKIE,
+            &[("cookie", "Canary-By-Cookie=always")],
+            "canary",
+        ),
+        (
+            "cookie never",
+            BY_COOKIE,
+            &[("cookie", "Canary-By-Cookie=never")],
+            "main",
+        ),
+        (
+            "cookie anything else",
+            BY_COOKIE,
+            &[("cookie", "Canary-By-Cookie=badcookievalue")],
+            "main",
+        ),
         ("weight 0", WEIGHT_0, &[], "main"),
         ("weight 100", WEIGHT_100, &[], "canary"),
-        ("header never beats weight 100", HEADER_AND_WEIGHT_100, &[("CanaryByHeader", "never")], "main"),
-        ("a canary's own redirect is ignored", WITH_REDIRECT, &[], "canary"),
+        (
+            "header never beats weight 100",
+            HEADER_AND_WEIGHT_100,
+            &[("CanaryByHeader", "never")],
+            "main",
+        ),
+        (
+            "a canary's own redirect is ignored",
+            WITH_REDIRECT,
+            &[],
+            "canary",
+        ),
     ];
     let main = TestBackend::start("main").await;
     let canary = TestBackend::start("canary").await;
@@ -647,11 +809,23 @@ async fn canary_by_header_cookie_and_weight() {
     for (i, (_, annotations, ..)) in rows.iter().enumerate() {
         let host = format!("h{i}.canary.foo");
         yaml.push_str(&ingress(&format!("main{i}"), &host, "/", "main", &[]));
-        yaml.push_str(&ingress(&format!("main{i}-canary"), &host, "/", "canary", annotations));
+        yaml.push_str(&ingress(
+            &format!("main{i}-canary"),
+            &host,
+            "/",
+            "canary",
+            annotations,
+        ));
     }
     // "should return 404 status for requests to the canary if no matching ingress is
     // found".
-    yaml.push_str(&ingress("alone-canary", "alone.canary.foo", "/", "canary", BY_HEADER));
+    yaml.push_str(&ingress(
+        "alone-canary",
+        "alone.canary.foo",
+        "/",
+        "canary",
+        BY_HEADER,
+    ));
     let proc = IngressProcess::start(&yaml, &[]).await;
     for (i, (case, _, headers, want)) in rows.iter().enumerate() {
         let host = format!("h{i}.canary.foo");
@@ -661,8 +835,18 @@ async fn canary_by_header_cookie_and_weight() {
             assert_eq!(r.backend, *want, "{case}");
         }
     }
-    let r = get(proc.http, "alone.canary.foo", "/", &[("CanaryByHeader", "always")]).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND, "a canary without a main Ingress is not served");
+    let r = get(
+        proc.http,
+        "alone.canary.foo",
+        "/",
+        &[("CanaryByHeader", "always")],
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "a canary without a main Ingress is not served"
+    );
 }
 
 /// `canary-weight: 30` sends about 30 % of requests to the canary. Tolerance: over 400
@@ -689,7 +873,11 @@ async fn canary_weight_splits_requests() {
         "total.canary.foo",
         "/",
         "canary",
-        &[("canary", "true"), ("canary-weight", "3"), ("canary-weight-total", "1000")],
+        &[
+            ("canary", "true"),
+            ("canary-weight", "3"),
+            ("canary-weight-total", "1000"),
+        ],
     ));
     let proc = IngressProcess::start(&yaml, &[]).await;
     let mut to_canary = 0;
@@ -698,7 +886,10 @@ async fn canary_weight_splits_requests() {
         assert_eq!(r.status, StatusCode::OK);
         to_canary += usize::from(r.backend == "canary");
     }
-    assert!((80..=160).contains(&to_canary), "{to_canary} of 400 to the canary at weight 30");
+    assert!(
+        (80..=160).contains(&to_canary),
+        "{to_canary} of 400 to the canary at weight 30"
+    );
     // 0.3 %: mean 1.2 of 400; more than 12 would be ten times the weight.
     let mut few = 0;
     for _ in 0..400 {

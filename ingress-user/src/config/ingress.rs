@@ -147,7 +147,10 @@ pub fn translate(
     let mut hosts: Vec<(HostMatch, Vec<PathRoute>)> = Vec::new();
     let mut default_backend = None;
     let mut tls = Vec::new();
-    let canary = tr.policy.as_ref().is_some_and(|p| p.canary_rules().is_some());
+    let canary = tr
+        .policy
+        .as_ref()
+        .is_some_and(|p| p.canary_rules().is_some());
     if let Some(spec) = &ing.spec {
         if canary && spec.default_backend.is_some() {
             let message = "ignored: a canary Ingress's defaultBackend is not used (only its paths become alternatives of main Ingresses' paths)".to_owned();
@@ -460,7 +463,10 @@ fn attach_canary(
     let rules = p.backend.policy().canary_rules()?.clone();
     let warn = |kind, message| Problem {
         object: object.clone(),
-        field: Some(format!("spec.rules[{}].http.paths[{}].path", p.rule, p.index)),
+        field: Some(format!(
+            "spec.rules[{}].http.paths[{}].path",
+            p.rule, p.index
+        )),
         kind,
         message,
         severity: Severity::Warning,

@@ -839,13 +839,19 @@ fn canary_ingresses_merge_into_the_main_route() {
     let rows: Vec<Row> = vec![
         (
             "a canary becomes the alternative of the main path",
-            vec![main(1), annotated("can", 2, ("h", "/x", "Prefix", "svc-b"), CANARY)],
+            vec![
+                main(1),
+                annotated("can", 2, ("h", "/x", "Prefix", "svc-b"), CANARY),
+            ],
             ("/x", Some("svc-a"), Some("svc-b")),
             vec![],
         ),
         (
             "an older canary attaches too",
-            vec![main(2), annotated("can", 1, ("h", "/x", "Prefix", "svc-b"), CANARY)],
+            vec![
+                main(2),
+                annotated("can", 1, ("h", "/x", "Prefix", "svc-b"), CANARY),
+            ],
             ("/x/y", Some("svc-a"), Some("svc-b")),
             vec![],
         ),
@@ -853,14 +859,22 @@ fn canary_ingresses_merge_into_the_main_route() {
             "ImplementationSpecific matches a Prefix main",
             vec![
                 main(1),
-                annotated("can", 2, ("h", "/x/", "ImplementationSpecific", "svc-b"), CANARY),
+                annotated(
+                    "can",
+                    2,
+                    ("h", "/x/", "ImplementationSpecific", "svc-b"),
+                    CANARY,
+                ),
             ],
             ("/x", Some("svc-a"), Some("svc-b")),
             vec![],
         ),
         (
             "an Exact canary has no Prefix main",
-            vec![main(1), annotated("can", 2, ("h", "/x", "Exact", "svc-b"), CANARY)],
+            vec![
+                main(1),
+                annotated("can", 2, ("h", "/x", "Exact", "svc-b"), CANARY),
+            ],
             ("/x", Some("svc-a"), None),
             vec![("canary_without_main", "can")],
         ),
@@ -882,7 +896,10 @@ fn canary_ingresses_merge_into_the_main_route() {
         ),
         (
             "a canary of the main Service is ignored",
-            vec![main(1), annotated("can", 2, ("h", "/x", "Prefix", "svc-a"), CANARY)],
+            vec![
+                main(1),
+                annotated("can", 2, ("h", "/x", "Prefix", "svc-a"), CANARY),
+            ],
             ("/x", Some("svc-a"), None),
             vec![("canary_conflict", "can")],
         ),
@@ -920,7 +937,10 @@ fn canary_ingresses_merge_into_the_main_route() {
         let got: Vec<(&str, &str)> = kinds(&snap).iter().map(|k| (k.0, k.1)).collect();
         assert_eq!(got, want_problems, "{case}");
         if let Some(c) = canary {
-            assert_eq!(c.rules.header.as_ref().map(|h| h.as_str()), Some("x-canary"));
+            assert_eq!(
+                c.rules.header.as_ref().map(hyper::http::HeaderName::as_str),
+                Some("x-canary")
+            );
             let owner = &c.backend.ingress.as_ref().unwrap().name;
             assert!(owner.starts_with("can"), "{case}: {owner}");
         }
@@ -967,7 +987,10 @@ fn a_canary_takes_the_main_policy_and_its_own_affinity() {
     assert_eq!(p.ssl_redirect, None, "the canary's ssl-redirect is ignored");
     assert_eq!(c.rules.weight, 10);
     assert!(snap.http.default_backend().is_none());
-    assert_eq!(kinds(&snap), [("canary_default_backend", "can", Some("spec.defaultBackend"))]);
+    assert_eq!(
+        kinds(&snap),
+        [("canary_default_backend", "can", Some("spec.defaultBackend"))]
+    );
     let verdicts = annotation_verdicts(&Objects::from_store(&s), &opts());
     let ignored: Vec<_> = verdicts
         .iter()

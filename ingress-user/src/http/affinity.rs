@@ -122,7 +122,13 @@ mod tests {
     /// The cookie value of a `Set-Cookie` line.
     fn value(line: &HeaderValue) -> String {
         let line = line.to_str().unwrap();
-        line.split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+        line.split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned()
     }
 
     #[test]
@@ -139,13 +145,62 @@ mod tests {
             .unwrap();
         // (case, mode, change-on-failure, plan, endpoint that answered, cookie names it?)
         for (case, mode, change, plan, tried, want) in [
-            ("sticky held", Mode::Balanced, false, (Some(a), None), a, false),
-            ("sticky failed over", Mode::Balanced, false, (Some(a), None), b, false),
-            ("sticky failed over, change", Mode::Balanced, true, (Some(a), None), b, true),
-            ("persistent failed over, change", Mode::Persistent, true, (Some(a), None), b, true),
-            ("new balanced session", Mode::Balanced, false, (Some(a), Some(key_for_a.clone())), a, true),
-            ("new balanced session, retried", Mode::Balanced, false, (Some(a), Some(key_for_a.clone())), b, true),
-            ("new persistent session", Mode::Persistent, false, (None, None), b, true),
+            (
+                "sticky held",
+                Mode::Balanced,
+                false,
+                (Some(a), None),
+                a,
+                false,
+            ),
+            (
+                "sticky failed over",
+                Mode::Balanced,
+                false,
+                (Some(a), None),
+                b,
+                false,
+            ),
+            (
+                "sticky failed over, change",
+                Mode::Balanced,
+                true,
+                (Some(a), None),
+                b,
+                true,
+            ),
+            (
+                "persistent failed over, change",
+                Mode::Persistent,
+                true,
+                (Some(a), None),
+                b,
+                true,
+            ),
+            (
+                "new balanced session",
+                Mode::Balanced,
+                false,
+                (Some(a), Some(key_for_a.clone())),
+                a,
+                true,
+            ),
+            (
+                "new balanced session, retried",
+                Mode::Balanced,
+                false,
+                (Some(a), Some(key_for_a.clone())),
+                b,
+                true,
+            ),
+            (
+                "new persistent session",
+                Mode::Persistent,
+                false,
+                (None, None),
+                b,
+                true,
+            ),
         ] {
             let aff = Affinity {
                 mode,
@@ -178,7 +233,11 @@ mod tests {
         let line = set_cookie(&aff, &s, &fresh, eps()[2], &eps(), &balancer).unwrap();
         s.cookie = Some(value(&line));
         assert_eq!(plan(&aff, &s, &eps(), &balancer).target, Some(eps()[2]));
-        assert_eq!(plan(&aff, &s, &eps()[..2], &balancer).target, None, "its endpoint left");
+        assert_eq!(
+            plan(&aff, &s, &eps()[..2], &balancer).target,
+            None,
+            "its endpoint left"
+        );
         let balanced = Affinity {
             mode: Mode::Balanced,
             ..aff

@@ -202,7 +202,11 @@ impl Affinity {
     ) -> String {
         let mut out = format!("{}={value}", self.name);
         if let Some(expires) = self.expires {
-            let _ = write!(out, "; Expires={}", cookie_time(now.saturating_add(expires)));
+            let _ = write!(
+                out,
+                "; Expires={}",
+                cookie_time(now.saturating_add(expires))
+            );
         }
         if let Some(max_age) = self.max_age {
             let _ = write!(out, "; Max-Age={max_age}");
@@ -304,7 +308,13 @@ mod tests {
         let chrome_new = "Mozilla/5.0 Chrome/120.0.0.0 Safari/537.36";
         // (settings, route path, https, user agent, Set-Cookie)
         for (aff, path, https, ua, want) in [
-            (base.clone(), "/", false, None, "SERVERID=v; Path=/; HttpOnly"),
+            (
+                base.clone(),
+                "/",
+                false,
+                None,
+                "SERVERID=v; Path=/; HttpOnly",
+            ),
             (
                 base.clone(),
                 "/something",
@@ -312,7 +322,13 @@ mod tests {
                 None,
                 "SERVERID=v; Path=/something; HttpOnly",
             ),
-            (base.clone(), "/", true, None, "SERVERID=v; Path=/; Secure; HttpOnly"),
+            (
+                base.clone(),
+                "/",
+                true,
+                None,
+                "SERVERID=v; Path=/; Secure; HttpOnly",
+            ),
             (
                 Affinity {
                     secure: true,
@@ -386,16 +402,31 @@ mod tests {
     #[test]
     fn same_site_none_incompatible_clients() {
         for (ua, ok) in [
-            ("Mozilla/5.0 (Windows NT 10.0) Chrome/66.0 Safari/537.36", false),
-            ("Mozilla/5.0 (Windows NT 10.0) Chrome/67.0 Safari/537.36", false),
-            ("Mozilla/5.0 (Windows NT 10.0) Chrome/80.0 Safari/537.36", true),
-            ("Mozilla/5.0 (iPhone; CPU iPhone OS 12_0 like Mac OS X)", false),
+            (
+                "Mozilla/5.0 (Windows NT 10.0) Chrome/66.0 Safari/537.36",
+                false,
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0) Chrome/67.0 Safari/537.36",
+                false,
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0) Chrome/80.0 Safari/537.36",
+                true,
+            ),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 12_0 like Mac OS X)",
+                false,
+            ),
             ("Mozilla/5.0 (iPad; CPU OS 12_1 like Mac OS X)", false),
             (
                 "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_6) AppleWebKit/605.1.15 Version/13.0 Safari/605.1.15",
                 false,
             ),
-            ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15) Safari/605", true),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15) Safari/605",
+                true,
+            ),
             ("curl/8.0", true),
         ] {
             assert_eq!(same_site_none_compatible(ua), ok, "{ua}");
@@ -421,7 +452,10 @@ mod tests {
         for bad in ["", "zz", "0123456789abcdef", "10.0.0.2:8080", &value[..15]] {
             assert_eq!(aff.lookup(bad, &all), None, "{bad:?}");
         }
-        assert_eq!(aff.value_for(all[2], &all, []), Some(format_value(address_hash(all[2]))));
+        assert_eq!(
+            aff.value_for(all[2], &all, []),
+            Some(format_value(address_hash(all[2])))
+        );
     }
 
     #[test]
@@ -453,10 +487,15 @@ mod tests {
         }
         // Tolerance: an even spread is 1000 per endpoint and 750 moves; bounds far wider
         // than the spread of 3000 fixed keys, so this cannot flake.
-        assert!(per_endpoint.iter().all(|n| (700..1300).contains(n)), "{per_endpoint:?}");
+        assert!(
+            per_endpoint.iter().all(|n| (700..1300).contains(n)),
+            "{per_endpoint:?}"
+        );
         assert!((450..1050).contains(&moved_on_growth), "{moved_on_growth}");
         // A retry target gets a key that maps to it.
-        let v = aff.value_for(three[2], &three, keys.iter().copied()).unwrap();
+        let v = aff
+            .value_for(three[2], &three, keys.iter().copied())
+            .unwrap();
         assert_eq!(aff.lookup(&v, &three), Some(three[2]));
         assert_eq!(aff.value_for(three[2], &three, []), None);
     }

@@ -187,31 +187,121 @@ mod tests {
             // by header, no value
             (rules(h, None, None, None, 0), Some("always"), None, 0, true),
             (rules(h, None, None, None, 0), Some("never"), None, 0, false),
-            (rules(h, None, None, None, 0), Some("badheadervalue"), None, 0, false),
+            (
+                rules(h, None, None, None, 0),
+                Some("badheadervalue"),
+                None,
+                0,
+                false,
+            ),
             (rules(h, None, None, None, 0), None, None, 0, false),
             // by header with value: always/never are just other values
-            (rules(h, Some("DoCanary"), None, None, 0), Some("DoCanary"), None, 0, true),
-            (rules(h, Some("DoCanary"), None, None, 0), Some("always"), None, 0, false),
-            (rules(h, Some("DoCanary"), None, None, 0), Some("never"), None, 0, false),
-            (rules(h, Some("DoCanary"), None, None, 0), Some("other"), None, 0, false),
+            (
+                rules(h, Some("DoCanary"), None, None, 0),
+                Some("DoCanary"),
+                None,
+                0,
+                true,
+            ),
+            (
+                rules(h, Some("DoCanary"), None, None, 0),
+                Some("always"),
+                None,
+                0,
+                false,
+            ),
+            (
+                rules(h, Some("DoCanary"), None, None, 0),
+                Some("never"),
+                None,
+                0,
+                false,
+            ),
+            (
+                rules(h, Some("DoCanary"), None, None, 0),
+                Some("other"),
+                None,
+                0,
+                false,
+            ),
             // by header with value and cookie
-            (rules(h, Some("DoCanary"), None, c, 0), Some("other"), Some("always"), 0, true),
+            (
+                rules(h, Some("DoCanary"), None, c, 0),
+                Some("other"),
+                Some("always"),
+                0,
+                true,
+            ),
             // header never beats cookie always
-            (rules(h, None, None, c, 0), Some("never"), Some("always"), 0, false),
+            (
+                rules(h, None, None, c, 0),
+                Some("never"),
+                Some("always"),
+                0,
+                false,
+            ),
             // header always beats cookie never
-            (rules(h, None, None, c, 0), Some("always"), Some("never"), 0, true),
+            (
+                rules(h, None, None, c, 0),
+                Some("always"),
+                Some("never"),
+                0,
+                true,
+            ),
             // by pattern (unanchored); ignored when a value is set
-            (rules(h, None, Some("^Do(Canary|It)$"), None, 0), Some("DoIt"), None, 0, true),
-            (rules(h, None, Some("^Do(Canary|It)$"), None, 0), Some("Dont"), None, 0, false),
-            (rules(h, None, Some("anary"), None, 0), Some("DoCanary"), None, 0, true),
-            (rules(h, None, Some("^x"), None, 0), Some("always"), None, 0, false),
-            (rules(h, Some("v"), Some(".*"), None, 0), Some("w"), None, 0, false),
+            (
+                rules(h, None, Some("^Do(Canary|It)$"), None, 0),
+                Some("DoIt"),
+                None,
+                0,
+                true,
+            ),
+            (
+                rules(h, None, Some("^Do(Canary|It)$"), None, 0),
+                Some("Dont"),
+                None,
+                0,
+                false,
+            ),
+            (
+                rules(h, None, Some("anary"), None, 0),
+                Some("DoCanary"),
+                None,
+                0,
+                true,
+            ),
+            (
+                rules(h, None, Some("^x"), None, 0),
+                Some("always"),
+                None,
+                0,
+                false,
+            ),
+            (
+                rules(h, Some("v"), Some(".*"), None, 0),
+                Some("w"),
+                None,
+                0,
+                false,
+            ),
             // by cookie
             (rules(None, None, None, c, 0), None, Some("always"), 0, true),
             (rules(None, None, None, c, 0), None, Some("never"), 0, false),
-            (rules(None, None, None, c, 0), None, Some("badcookievalue"), 0, false),
+            (
+                rules(None, None, None, c, 0),
+                None,
+                Some("badcookievalue"),
+                0,
+                false,
+            ),
             // cookie never beats weight 100
-            (rules(None, None, None, c, 100), None, Some("never"), 0, false),
+            (
+                rules(None, None, None, c, 100),
+                None,
+                Some("never"),
+                0,
+                false,
+            ),
             // by weight: draw in 0..100 below the weight
             (rules(None, None, None, None, 0), None, None, 0, false),
             (rules(None, None, None, None, 100), None, None, 99, true),
@@ -221,7 +311,10 @@ mod tests {
             (rules(h, None, None, c, 100), Some("x"), Some("y"), 50, true),
         ] {
             let got = r.decide(header.map(str::as_bytes), cookie, |_| draw);
-            assert_eq!(got, want, "{r:?} header {header:?} cookie {cookie:?} draw {draw}");
+            assert_eq!(
+                got, want,
+                "{r:?} header {header:?} cookie {cookie:?} draw {draw}"
+            );
         }
     }
 

@@ -23,8 +23,7 @@ pub(super) fn applies_to_canary(name: &str) -> bool {
 }
 
 /// Why another annotation of a canary Ingress is ignored.
-pub(super) const IGNORED_ON_CANARY: &str =
-    "ignored on a canary Ingress: the main Ingress's annotations apply to its canary, as in ingress-nginx";
+pub(super) const IGNORED_ON_CANARY: &str = "ignored on a canary Ingress: the main Ingress's annotations apply to its canary, as in ingress-nginx";
 
 fn rules(p: &mut RoutePolicy) -> &mut CanaryRules {
     Arc::make_mut(p.canary.get_or_insert_with(Arc::default))

@@ -136,7 +136,10 @@ const ANNOTATIONS: [(&str, &str); 23] = [
     ("nginx.ingress.kubernetes.io/canary", "true"),
     ("nginx.ingress.kubernetes.io/canary-by-header", "X-Canary"),
     ("nginx.ingress.kubernetes.io/canary-weight", "30"),
-    ("nginx.ingress.kubernetes.io/canary-by-header-pattern", "(bad"),
+    (
+        "nginx.ingress.kubernetes.io/canary-by-header-pattern",
+        "(bad",
+    ),
     ("other.prefix/ssl-redirect", "false"),
 ];
 
