@@ -897,3 +897,81 @@ async fn canary_weight_splits_requests() {
     }
     assert!(few <= 12, "{few} of 400 at weight 3 of 1000");
 }
+
+/// `xdp-ingress check`: the canary rides on the main route, a canary's own non-canary
+/// annotations are reported ignored, and a bad `canary-by-header-pattern` is an invalid
+/// annotation whose Problem names the Ingress and the annotation (exit code 1); a canary
+/// path without a main Ingress is a Warning.
+#[tokio::test]
+async fn check_reports_canaries_and_their_annotations() {
+    let mut yaml = service_yaml("main", &[]);
+    yaml.push_str(&service_yaml("canary", &[]));
+    yaml.push_str(&ingress("main", "c.foo", "/", "main", &[]));
+    yaml.push_str(&ingress(
+        "main-canary",
+        "c.foo",
+        "/",
+        "canary",
+        &[
+            ("canary", "true"),
+            ("canary-by-header", "CanaryByHeader"),
+            ("canary-by-header-pattern", "(unclosed"),
+            ("ssl-redirect", "false"),
+        ],
+    ));
+    yaml.push_str(&ingress(
+        "alone-canary",
+        "alone.foo",
+        "/",
+        "canary",
+        &[("canary", "true")],
+    ));
+    let dir = Manifests::new("canary-check", &yaml);
+    let out = tokio::process::Command::new(ingress_tests::xdp_ingress_bin())
+        .arg("check")
+        .arg("--manifests")
+        .arg(&dir.0)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("xdp-ingress runs");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an invalid annotation is an error:\n{text}"
+    );
+    let line = |what: &[&str]| {
+        text.lines()
+            .find(|l| what.iter().all(|w| l.contains(w)))
+            .unwrap_or_else(|| panic!("no line with {what:?}:\n{text}"))
+            .to_owned()
+    };
+    line(&[
+        "c.foo",
+        "default/main:80 (canary: default/canary:80)",
+        "default/main",
+    ]);
+    assert!(
+        line(&["default/main-canary", " ssl-redirect "]).contains("ignored"),
+        "{text}"
+    );
+    assert!(
+        line(&["default/main-canary", " canary-by-header "]).contains("applied"),
+        "{text}"
+    );
+    assert!(
+        line(&["default/main-canary", " canary-by-header-pattern "]).contains("invalid"),
+        "{text}"
+    );
+    line(&[
+        "Ingress default/main-canary",
+        &format!("metadata.annotations[\"{PREFIX}/canary-by-header-pattern\"]"),
+        "not a usable regex",
+    ]);
+    line(&["canary_without_main", "Ingress default/alone-canary"]);
+    assert!(
+        text.contains("HTTP routes (1):"),
+        "c.foo / only: a canary alone routes nothing:\n{text}"
+    );
+}

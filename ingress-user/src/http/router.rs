@@ -452,6 +452,7 @@ impl Router {
                 .rules
                 .decide_for(req.headers(), |n| self.balancer.draw(n))
         {
+            debug!(service = %canary.backend.service, "routed to the canary");
             backend = Arc::clone(&canary.backend);
         }
         let session = matched.and_then(|m| {
