@@ -327,30 +327,30 @@ async fn change_on_failure_moves_the_cookie_to_the_backend_that_answered() {
     ];
     yaml.push_str(&ingress("change", "change.foo.com", "/", "echo", &change));
     let proc = IngressProcess::start(&yaml, &["--idle-timeout", "1"]).await;
-    // A cookie naming b2 (persistent: new sessions go round the backends).
-    let mut on_b2 = None;
-    for _ in 0..6 {
-        let r = get(proc.http, "keep.foo.com", "/", &[]).await;
-        if r.backend == "b2" {
-            on_b2 = cookie_value(&r.set_cookie[0], "INGRESSCOOKIE").map(str::to_owned);
-            break;
+    // Per host, a cookie naming b2 (persistent: new sessions go round the backends; each
+    // Ingress's cookies are its own).
+    let mut on_b2 = Vec::new();
+    for host in ["keep.foo.com", "change.foo.com"] {
+        for _ in 0..6 {
+            let r = get(proc.http, host, "/", &[]).await;
+            if r.backend == "b2" {
+                let v = cookie_value(&r.set_cookie[0], "INGRESSCOOKIE").unwrap();
+                on_b2.push(format!("INGRESSCOOKIE={v}"));
+                break;
+            }
         }
     }
-    let cookie = format!("INGRESSCOOKIE={}", on_b2.expect("a session on b2"));
-    for host in ["keep.foo.com", "change.foo.com"] {
-        assert_eq!(
-            get(proc.http, host, "/", &[("cookie", &cookie)])
-                .await
-                .backend,
-            "b2"
-        );
+    let [keep, change] = <[String; 2]>::try_from(on_b2).expect("a session on b2 per host");
+    for (host, cookie) in [("keep.foo.com", &keep), ("change.foo.com", &change)] {
+        let r = get(proc.http, host, "/", &[("cookie", cookie)]).await;
+        assert_eq!(r.backend, "b2", "{host}");
     }
     drop(b.pop()); // b2 stops listening
     let stopped = Instant::now();
     let r = loop {
         // Idle for longer than --idle-timeout, so the pooled connection to b2 is dropped.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let r = get(proc.http, "keep.foo.com", "/", &[("cookie", &cookie)]).await;
+        let r = get(proc.http, "keep.foo.com", "/", &[("cookie", &keep)]).await;
         if r.backend != "b2" {
             break r;
         }
@@ -371,7 +371,7 @@ async fn change_on_failure_moves_the_cookie_to_the_backend_that_answered() {
         "without the annotation the cookie stays: {:?}",
         r.set_cookie
     );
-    let r = get(proc.http, "change.foo.com", "/", &[("cookie", &cookie)]).await;
+    let r = get(proc.http, "change.foo.com", "/", &[("cookie", &change)]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_ne!(r.backend, "b2");
     assert_eq!(r.set_cookie.len(), 1, "the cookie moves: {r:?}");
@@ -974,4 +974,74 @@ async fn check_reports_canaries_and_their_annotations() {
         text.contains("HTTP routes (1):"),
         "c.foo / only: a canary alone routes nothing:\n{text}"
     );
+}
+
+/// `affinity-canary-behavior` (annotations.md, "Session Affinity"): with `sticky` (the
+/// default) a client served by the canary stays on it, one served by the main Ingress stays
+/// there, whatever the weight draws; with `legacy` the canary sets no cookie of its own.
+#[tokio::test]
+async fn sessions_stay_on_the_canary_or_the_main_backend() {
+    let main = TestBackend::start("main").await;
+    let canary = TestBackend::start("canary").await;
+    let mut yaml = service_yaml("main", &[main.addr]);
+    yaml.push_str(&service_yaml("canary", &[canary.addr]));
+    for (host, behavior) in [
+        ("sticky.canary.foo", "sticky"),
+        ("legacy.canary.foo", "legacy"),
+    ] {
+        yaml.push_str(&ingress(
+            behavior,
+            host,
+            "/",
+            "main",
+            &[("affinity", "cookie")],
+        ));
+        yaml.push_str(&ingress(
+            &format!("{behavior}-canary"),
+            host,
+            "/",
+            "canary",
+            &[
+                ("canary", "true"),
+                ("canary-weight", "50"),
+                ("affinity", "cookie"),
+                ("affinity-canary-behavior", behavior),
+            ],
+        ));
+    }
+    let proc = IngressProcess::start(&yaml, &[]).await;
+    // sticky: 16 new clients (all on one side has probability 2^-15), each held 10 times.
+    let mut sides = BTreeSet::new();
+    for _ in 0..16 {
+        let first = get(proc.http, "sticky.canary.foo", "/", &[]).await;
+        assert_eq!(first.set_cookie.len(), 1, "{first:?}");
+        let v = cookie_value(&first.set_cookie[0], "INGRESSCOOKIE").unwrap();
+        let cookie = format!("INGRESSCOOKIE={v}");
+        sides.insert(first.backend.clone());
+        for _ in 0..10 {
+            let r = get(proc.http, "sticky.canary.foo", "/", &[("cookie", &cookie)]).await;
+            assert_eq!(
+                r.backend, first.backend,
+                "{cookie} stays on {}",
+                first.backend
+            );
+        }
+    }
+    assert_eq!(sides.len(), 2, "weight 50 reaches both: {sides:?}");
+    // legacy: the canary never sets a cookie; the main's holds a client on the main.
+    let mut main_cookie = None;
+    for _ in 0..40 {
+        let r = get(proc.http, "legacy.canary.foo", "/", &[]).await;
+        if r.backend == "canary" {
+            assert!(r.set_cookie.is_empty(), "{r:?}");
+        } else if main_cookie.is_none() {
+            let v = cookie_value(&r.set_cookie[0], "INGRESSCOOKIE").unwrap();
+            main_cookie = Some(format!("INGRESSCOOKIE={v}"));
+        }
+    }
+    let cookie = main_cookie.expect("weight 50: some of 40 requests reach the main backend");
+    for _ in 0..10 {
+        let r = get(proc.http, "legacy.canary.foo", "/", &[("cookie", &cookie)]).await;
+        assert_eq!(r.backend, "main");
+    }
 }

@@ -109,7 +109,7 @@ const TABLE: &[(&str, Support)] = &[
     ("affinity", Support::Applied(session::affinity)),
     (
         "affinity-canary-behavior",
-        Support::Ignored("a canary's sessions are not kept on the canary (legacy behaviour)"),
+        Support::Applied(session::canary_behavior),
     ),
     ("affinity-mode", Support::Applied(session::affinity_mode)),
     ("allowlist-source-range", Support::Applied(allowlist)),
@@ -706,6 +706,13 @@ mod tests {
             ("affinity", "cookie", Status::Applied, ""),
             ("affinity", "ip", Status::Invalid, "only \"cookie\""),
             ("affinity-mode", "persistent", Status::Applied, ""),
+            ("affinity-canary-behavior", "legacy", Status::Applied, ""),
+            (
+                "affinity-canary-behavior",
+                "old",
+                Status::Invalid,
+                "sticky is used",
+            ),
             (
                 "affinity-mode",
                 "sticky",

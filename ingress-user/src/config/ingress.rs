@@ -139,7 +139,7 @@ pub fn translate(
         backends: HashMap::new(),
         problems: Vec::new(),
         services: Vec::new(),
-        policy: parsed.policy,
+        policy: parsed.policy.map(|p| tag_sessions(p, &object)),
     };
     for f in parsed.findings {
         tr.problem(f.field, f.kind, f.message, f.severity);
@@ -220,6 +220,22 @@ pub fn translate(
             s
         },
     }
+}
+
+/// Marks an Ingress's affinity sessions as its own (see
+/// [`Affinity::tag`](crate::snapshot::affinity::Affinity::tag)).
+fn tag_sessions(mut policy: Arc<RoutePolicy>, object: &ObjectRef) -> Arc<RoutePolicy> {
+    if policy.affinity.is_some() {
+        let name = format!(
+            "{}/{}",
+            object.namespace.as_deref().unwrap_or(""),
+            object.name
+        );
+        if let Some(a) = Arc::make_mut(&mut policy).affinity.as_mut() {
+            a.tag = crate::snapshot::affinity::tag_of(&name);
+        }
+    }
+    policy
 }
 
 /// The state of one [`translate`] call.
@@ -499,7 +515,13 @@ fn attach_canary(
         ));
     }
     let mut policy = main.policy().clone();
-    policy.affinity.clone_from(&p.backend.policy().affinity);
+    // `affinity-canary-behavior: legacy`: the canary's session affinity is ignored.
+    policy.affinity = p
+        .backend
+        .policy()
+        .affinity
+        .clone()
+        .filter(|a| !a.legacy_canary);
     let backend = (*p.backend).clone().with_policy(Some(Arc::new(policy)));
     let mut with_canary = (**main).clone();
     with_canary.canary = Some(Arc::new(Canary {

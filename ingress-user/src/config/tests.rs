@@ -1000,3 +1000,45 @@ fn a_canary_takes_the_main_policy_and_its_own_affinity() {
         .collect();
     assert_eq!(ignored, [("ssl-redirect", true)]);
 }
+
+/// `affinity-canary-behavior: legacy` on a canary: its session affinity is ignored; each
+/// Ingress's sessions carry its own tag.
+#[test]
+fn a_legacy_canary_has_no_affinity_and_sessions_are_tagged_per_ingress() {
+    for (behavior, canary_affinity) in [("sticky", true), ("legacy", false)] {
+        let mut s = store();
+        s.ingresses.push(annotated(
+            "main",
+            1,
+            ("h", "/", "Prefix", "svc-a"),
+            &[("affinity", "cookie")],
+        ));
+        s.ingresses.push(annotated(
+            "can",
+            2,
+            ("h", "/", "Prefix", "svc-b"),
+            &[
+                ("canary", "true"),
+                ("affinity", "cookie"),
+                ("affinity-canary-behavior", behavior),
+            ],
+        ));
+        let snap = build(&s, &opts());
+        let m = snap.http.route("h", "/").unwrap();
+        let main = m.backend.policy().affinity().unwrap();
+        assert_eq!(main.tag, crate::snapshot::affinity::tag_of("ns/main"));
+        let canary = m
+            .backend
+            .canary
+            .as_ref()
+            .unwrap()
+            .backend
+            .policy()
+            .affinity();
+        assert_eq!(canary.is_some(), canary_affinity, "{behavior}");
+        if let Some(c) = canary {
+            assert_eq!(c.tag, crate::snapshot::affinity::tag_of("ns/can"));
+        }
+        assert!(snap.problems.is_empty(), "{behavior}: {:?}", snap.problems);
+    }
+}

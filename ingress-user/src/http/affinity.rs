@@ -140,7 +140,7 @@ mod tests {
             ..Affinity::default()
         };
         let key_for_a = (0..)
-            .map(|k: u64| format!("{k:016x}"))
+            .map(|k: u64| format!("{k:016x}00000000"))
             .find(|v| balanced.lookup(v, &eps()) == Some(a))
             .unwrap();
         // (case, mode, change-on-failure, plan, endpoint that answered, cookie names it?)

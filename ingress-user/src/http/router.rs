@@ -447,10 +447,9 @@ impl Router {
             return Routed::Local(None, Ok(builtin_default(path)));
         };
         // A canary Ingress's alternative backend, by header, cookie or weight.
-        if let Some(canary) = matched.and_then(|m| m.backend.canary.as_ref())
-            && canary
-                .rules
-                .decide_for(req.headers(), |n| self.balancer.draw(n))
+        if let Some(m) = matched
+            && let Some(canary) = &m.backend.canary
+            && canary.chooses(m.backend, req.headers(), |n| self.balancer.draw(n))
         {
             debug!(service = %canary.backend.service, "routed to the canary");
             backend = Arc::clone(&canary.backend);

@@ -87,6 +87,13 @@ pub struct Affinity {
     /// `session-cookie-change-on-failure`: when the sticky endpoint failed and another
     /// answered, the cookie moves to that one.
     pub change_on_failure: bool,
+    /// `affinity-canary-behavior: legacy` on a canary Ingress: its sessions are not kept on
+    /// the canary (the default, `sticky`, keeps them).
+    pub legacy_canary: bool,
+    /// Which Ingress's sessions these are (a hash of its namespace/name, set when it is
+    /// translated): part of every cookie value, so a main route and its canary tell their
+    /// sessions apart (ingress-nginx's `backend_key`).
+    pub tag: u32,
 }
 
 impl Default for Affinity {
@@ -103,8 +110,16 @@ impl Default for Affinity {
             conditional_samesite_none: false,
             secure: false,
             change_on_failure: false,
+            legacy_canary: false,
+            tag: 0,
         }
     }
+}
+
+/// The [`Affinity::tag`] of an Ingress `namespace/name`.
+pub fn tag_of(ingress: &str) -> u32 {
+    let h = fnv1a(ingress.as_bytes());
+    (h ^ (h >> 32)) as u32
 }
 
 /// FNV-1a, 64 bits: stable across processes and replicas (every controller replica must
@@ -136,21 +151,33 @@ fn rendezvous(key: u64, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
         .max_by_key(|a| (mix(key ^ address_hash(*a)), *a))
 }
 
-/// A cookie value: 16 lowercase hex digits.
-fn parse_value(value: &str) -> Option<u64> {
-    (value.len() == 16 && value.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u64::from_str_radix(value, 16).ok())
-        .flatten()
-}
-
-fn format_value(v: u64) -> String {
-    format!("{v:016x}")
+/// A cookie value: the session (16 hex digits) and the tag (8).
+fn parse_value(value: &str) -> Option<(u64, u32)> {
+    if value.len() != 24 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let v = u64::from_str_radix(&value[..16], 16).ok()?;
+    let tag = u32::from_str_radix(&value[16..], 16).ok()?;
+    Some((v, tag))
 }
 
 impl Affinity {
+    fn format_value(&self, v: u64) -> String {
+        format!("{v:016x}{:08x}", self.tag)
+    }
+
+    /// Whether the session cookie `value` is one of these sessions (ingress-nginx's
+    /// `is_affinitized`), whatever endpoint it names.
+    pub fn holds(&self, value: &str) -> bool {
+        parse_value(value).is_some_and(|(_, tag)| tag == self.tag)
+    }
+
     /// The endpoint the session cookie `value` names among `endpoints`, if any.
     pub fn lookup(&self, value: &str, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
-        let v = parse_value(value)?;
+        let (v, tag) = parse_value(value)?;
+        if tag != self.tag {
+            return None;
+        }
         match self.mode {
             Mode::Persistent => endpoints.iter().copied().find(|a| address_hash(*a) == v),
             Mode::Balanced => rendezvous(v, endpoints),
@@ -166,8 +193,8 @@ impl Affinity {
         balanced: Option<SocketAddr>,
     ) -> Option<(SocketAddr, String)> {
         match self.mode {
-            Mode::Persistent => balanced.map(|a| (a, format_value(address_hash(a)))),
-            Mode::Balanced => rendezvous(key, endpoints).map(|a| (a, format_value(key))),
+            Mode::Persistent => balanced.map(|a| (a, self.format_value(address_hash(a)))),
+            Mode::Balanced => rendezvous(key, endpoints).map(|a| (a, self.format_value(key))),
         }
     }
 
@@ -181,11 +208,11 @@ impl Affinity {
         keys: impl IntoIterator<Item = u64>,
     ) -> Option<String> {
         match self.mode {
-            Mode::Persistent => Some(format_value(address_hash(addr))),
+            Mode::Persistent => Some(self.format_value(address_hash(addr))),
             Mode::Balanced => keys
                 .into_iter()
                 .find(|k| rendezvous(*k, endpoints) == Some(addr))
-                .map(format_value),
+                .map(|k| self.format_value(k)),
         }
     }
 
@@ -448,13 +475,21 @@ mod tests {
         assert_eq!(aff.lookup(&value, &eps(9)), Some(all[1]));
         // Its endpoint gone: no endpoint (the router balances and sets a new cookie).
         assert_eq!(aff.lookup(&value, &[all[0], all[2]]), None);
-        // Forged or malformed values name nothing.
-        for bad in ["", "zz", "0123456789abcdef", "10.0.0.2:8080", &value[..15]] {
+        // Forged or malformed values name nothing, nor another Ingress's sessions.
+        for bad in ["", "zz", "0123456789abcdef", "10.0.0.2:8080", &value[..23]] {
             assert_eq!(aff.lookup(bad, &all), None, "{bad:?}");
+            assert!(!aff.holds(bad), "{bad:?}");
         }
+        assert!(aff.holds(&value));
+        let other = Affinity {
+            tag: tag_of("ns/other"),
+            ..aff.clone()
+        };
+        assert!(!other.holds(&value));
+        assert_eq!(other.lookup(&value, &all), None);
         assert_eq!(
             aff.value_for(all[2], &all, []),
-            Some(format_value(address_hash(all[2])))
+            Some(aff.format_value(address_hash(all[2])))
         );
     }
 

@@ -91,6 +91,29 @@ impl fmt::Display for Canary {
     }
 }
 
+impl Canary {
+    /// Whether a request to the route of `main` goes to this canary. A session cookie of
+    /// either keeps it where it is (`affinity-canary-behavior: sticky`, ingress-nginx's
+    /// `get_alternative_or_original_balancer`: main first, then the canary); otherwise the
+    /// rules decide.
+    pub fn chooses(
+        &self,
+        main: &Backend,
+        headers: &HeaderMap,
+        draw: impl FnOnce(u32) -> u32,
+    ) -> bool {
+        let held = |b: &Backend| {
+            b.policy()
+                .affinity()
+                .is_some_and(|a| request_cookie(headers, &a.name).is_some_and(|v| a.holds(v)))
+        };
+        if held(main) {
+            return false;
+        }
+        held(&self.backend) || self.rules.decide_for(headers, draw)
+    }
+}
+
 impl CanaryRules {
     /// Whether a request goes to the canary: `header` is the value of the
     /// `canary-by-header` header, `cookie` that of the `canary-by-cookie` cookie, and
@@ -314,6 +337,133 @@ mod tests {
             assert_eq!(
                 got, want,
                 "{r:?} header {header:?} cookie {cookie:?} draw {draw}"
+            );
+        }
+    }
+
+    /// `affinity-canary-behavior: sticky`: a session cookie of the main route keeps a
+    /// request there, one of the canary keeps it on the canary, before any rule.
+    #[test]
+    fn a_session_stays_on_the_backend_that_set_its_cookie() {
+        use crate::{
+            config::ServiceRef,
+            snapshot::{
+                affinity::{Affinity, tag_of},
+                policy::RoutePolicy,
+            },
+        };
+        let backend = |name: &str, affinity: Option<u32>| {
+            let policy = RoutePolicy {
+                affinity: affinity.map(|tag| {
+                    Box::new(Affinity {
+                        enabled: true,
+                        tag,
+                        ..Affinity::default()
+                    })
+                }),
+                ..RoutePolicy::default()
+            };
+            let service = ServiceRef {
+                namespace: "ns".into(),
+                name: name.into(),
+                port: 80,
+            };
+            Backend::new(service, Vec::new().into(), None).with_policy(Some(Arc::new(policy)))
+        };
+        let (main_tag, canary_tag) = (tag_of("ns/main"), tag_of("ns/canary"));
+        let cookie = |tag: u32| format!("INGRESSCOOKIE=00000000000000ff{tag:08x}");
+        let never = rules(Some("X"), None, None, None, 0);
+        let always = rules(None, None, None, None, 100);
+        // (case, main tag, canary tag, rules, cookie sent, header sent, canary?)
+        for (case, m, c, r, sent, header, want) in [
+            (
+                "no cookie: the rules",
+                Some(main_tag),
+                Some(canary_tag),
+                &always,
+                None,
+                None,
+                true,
+            ),
+            (
+                "main's session",
+                Some(main_tag),
+                Some(canary_tag),
+                &always,
+                Some(main_tag),
+                None,
+                false,
+            ),
+            (
+                "main's session beats the header",
+                Some(main_tag),
+                Some(canary_tag),
+                &always,
+                Some(main_tag),
+                Some("always"),
+                false,
+            ),
+            (
+                "canary's session",
+                Some(main_tag),
+                Some(canary_tag),
+                &never,
+                Some(canary_tag),
+                None,
+                true,
+            ),
+            (
+                "canary's session beats header never",
+                Some(main_tag),
+                Some(canary_tag),
+                &never,
+                Some(canary_tag),
+                Some("never"),
+                true,
+            ),
+            (
+                "another Ingress's session: the rules",
+                Some(main_tag),
+                Some(canary_tag),
+                &never,
+                Some(tag_of("x")),
+                None,
+                false,
+            ),
+            (
+                "legacy canary (no affinity): the rules",
+                Some(main_tag),
+                None,
+                &never,
+                Some(canary_tag),
+                None,
+                false,
+            ),
+            (
+                "main without affinity",
+                None,
+                Some(canary_tag),
+                &always,
+                Some(main_tag),
+                None,
+                true,
+            ),
+        ] {
+            let canary = Canary {
+                rules: Arc::new(r.clone()),
+                backend: Arc::new(backend("canary", c)),
+            };
+            let mut headers = HeaderMap::new();
+            if let Some(tag) = sent {
+                headers.insert("cookie", cookie(tag).parse().unwrap());
+            }
+            if let Some(h) = header {
+                headers.insert("x", h.parse().unwrap());
+            }
+            assert_eq!(
+                canary.chooses(&backend("main", m), &headers, |_| 0),
+                want,
+                "{case}"
             );
         }
     }

@@ -122,6 +122,20 @@ pub(super) fn secure(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
     Ok(())
 }
 
+/// `affinity-canary-behavior` (on a canary Ingress): `sticky` (default) or `legacy`.
+pub(super) fn canary_behavior(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    settings(p).legacy_canary = match value {
+        "sticky" => false,
+        "legacy" => true,
+        _ => {
+            return Err(format!(
+                "{value:?} is not a canary behaviour (sticky or legacy); sticky is used"
+            ));
+        }
+    };
+    Ok(())
+}
+
 pub(super) fn change_on_failure(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
     settings(p).change_on_failure = boolean(value)?;
     Ok(())

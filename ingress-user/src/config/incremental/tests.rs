@@ -105,7 +105,7 @@ const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones. Canary ones are
 /// frequent so that canaries often meet a main Ingress on the same host and path (and
 /// lose it, and meet a second canary).
-const ANNOTATIONS: [(&str, &str); 23] = [
+const ANNOTATIONS: [(&str, &str); 24] = [
     ("nginx.ingress.kubernetes.io/proxy-read-timeout", "5"),
     ("nginx.ingress.kubernetes.io/proxy-body-size", "1k"),
     ("nginx.ingress.kubernetes.io/use-regex", "true"),
@@ -131,6 +131,10 @@ const ANNOTATIONS: [(&str, &str); 23] = [
     ("nginx.ingress.kubernetes.io/affinity", "cookie"),
     ("nginx.ingress.kubernetes.io/affinity-mode", "persistent"),
     ("nginx.ingress.kubernetes.io/session-cookie-name", "S"),
+    (
+        "nginx.ingress.kubernetes.io/affinity-canary-behavior",
+        "legacy",
+    ),
     ("nginx.ingress.kubernetes.io/canary", "true"),
     ("nginx.ingress.kubernetes.io/canary", "true"),
     ("nginx.ingress.kubernetes.io/canary", "true"),
