@@ -1045,3 +1045,79 @@ async fn sessions_stay_on_the_canary_or_the_main_backend() {
         assert_eq!(r.backend, "main");
     }
 }
+
+/// canary.go "should route requests to the correct upstream if mainline ingress is created
+/// after the canary ingress" and "... if the canary ingress is modified", on the running
+/// binary: a canary alone is not served (404); once its main Ingress arrives the header
+/// routes; when the canary's header changes, the new header routes and the old one no
+/// longer does; when the main Ingress leaves, the canary is not served again.
+#[tokio::test]
+async fn canaries_follow_changes_of_their_main_ingress_and_of_themselves() {
+    let main = TestBackend::start("main").await;
+    let canary = TestBackend::start("canary").await;
+    let mut services = service_yaml("main", &[main.addr]);
+    services.push_str(&service_yaml("canary", &[canary.addr]));
+    let canary_by = |header: &str| {
+        ingress(
+            "foo-canary",
+            "foo",
+            "/",
+            "canary",
+            &[("canary", "true"), ("canary-by-header", header)],
+        )
+    };
+    let main_ing = ingress("foo", "foo", "/", "main", &[]);
+    let dir = Manifests::new(
+        "canary-changes",
+        &format!("{services}{}", canary_by("CanaryByHeader")),
+    );
+    let proc = IngressProcess::start_with(Source::Manifests(&dir.0), &[], Duration::from_secs(30))
+        .await
+        .expect("xdp-ingress starts");
+    /// Polls until `header: value` gets `want` (status, backend), for at most 10 s.
+    async fn until(proc: &IngressProcess, header: (&str, &str), want: (StatusCode, &str)) {
+        let since = Instant::now();
+        loop {
+            let r = get(proc.http, "foo", "/", &[header]).await;
+            if (r.status, r.backend.as_str()) == want {
+                return;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "{header:?}: {r:?}, want {want:?}\n{}",
+                proc.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let always = ("CanaryByHeader", "always");
+    until(&proc, always, (StatusCode::NOT_FOUND, "")).await;
+    dir.write(&format!(
+        "{services}{}{main_ing}",
+        canary_by("CanaryByHeader")
+    ));
+    until(&proc, always, (StatusCode::OK, "canary")).await;
+    let r = get(proc.http, "foo", "/", &[("CanaryByHeader", "never")]).await;
+    assert_eq!(r.backend, "main");
+    dir.write(&format!(
+        "{services}{}{main_ing}",
+        canary_by("CanaryByHeader2")
+    ));
+    until(
+        &proc,
+        ("CanaryByHeader2", "always"),
+        (StatusCode::OK, "canary"),
+    )
+    .await;
+    let r = get(proc.http, "foo", "/", &[always]).await;
+    assert_eq!(r.backend, "main", "the old header no longer routes");
+    let r = get(proc.http, "foo", "/", &[("CanaryByHeader2", "never")]).await;
+    assert_eq!(r.backend, "main");
+    dir.write(&format!("{services}{}", canary_by("CanaryByHeader2")));
+    until(
+        &proc,
+        ("CanaryByHeader2", "always"),
+        (StatusCode::NOT_FOUND, ""),
+    )
+    .await;
+}
