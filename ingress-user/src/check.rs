@@ -277,7 +277,11 @@ pub fn report(snapshot: &Snapshot) -> String {
                 } else {
                     r.path_type.to_string()
                 },
-                r.backend.service.to_string(),
+                // A canary Ingress's alternative backend rides on the main route.
+                r.backend.canary.as_ref().map_or_else(
+                    || r.backend.service.to_string(),
+                    |c| format!("{} (canary: {})", r.backend.service, c.backend.service),
+                ),
                 endpoints(&r.backend.endpoints.load()),
                 r.backend.ingress.as_ref().map_or_else(String::new, |i| {
                     format!("{}/{}", i.namespace.as_deref().unwrap_or(""), i.name)

@@ -3,6 +3,8 @@
 //! It depends on no other module of the crate, so the translation (`config`) and the planes
 //! (`http`, `l4`) both build on it without importing each other.
 
+pub mod affinity;
+pub mod canary;
 pub mod certs;
 pub mod endpoints;
 pub mod gateway;

@@ -12,6 +12,9 @@
 //!
 //! Nothing read here is ever templated into any configuration language.
 
+mod canary;
+mod session;
+
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use super::problem::Severity;
@@ -103,8 +106,12 @@ enum Support {
 /// The ingress-nginx annotations we know, sorted by name. Names ending in `-snippet` are
 /// refused whatever this table says; names not in it are ignored as unknown.
 const TABLE: &[(&str, Support)] = &[
-    ("affinity", Support::Ignored("")),
-    ("affinity-mode", Support::Ignored("")),
+    ("affinity", Support::Applied(session::affinity)),
+    (
+        "affinity-canary-behavior",
+        Support::Applied(session::canary_behavior),
+    ),
+    ("affinity-mode", Support::Applied(session::affinity_mode)),
     ("allowlist-source-range", Support::Applied(allowlist)),
     ("app-root", Support::Applied(app_root)),
     ("auth-realm", Support::Ignored("")),
@@ -121,23 +128,21 @@ const TABLE: &[(&str, Support)] = &[
             "the Service port's appProtocol: h2c, http2 or grpc selects cleartext HTTP/2",
         ),
     ),
+    ("canary", Support::Applied(canary::canary)),
+    ("canary-by-cookie", Support::Applied(canary::by_cookie)),
+    ("canary-by-header", Support::Applied(canary::by_header)),
     (
-        "canary",
-        Support::Ignored("Gateway API HTTPRoute backendRefs with weights"),
+        "canary-by-header-pattern",
+        Support::Applied(canary::by_header_pattern),
     ),
-    ("canary-by-cookie", Support::Ignored("")),
-    (
-        "canary-by-header",
-        Support::Ignored("Gateway API HTTPRoute header matches"),
-    ),
-    ("canary-by-header-pattern", Support::Ignored("")),
     (
         "canary-by-header-value",
-        Support::Ignored("Gateway API HTTPRoute header matches"),
+        Support::Applied(canary::by_header_value),
     ),
+    ("canary-weight", Support::Applied(canary::weight)),
     (
-        "canary-weight",
-        Support::Ignored("Gateway API HTTPRoute backendRefs with weights"),
+        "canary-weight-total",
+        Support::Applied(canary::weight_total),
     ),
     (
         "client-body-buffer-size",
@@ -195,11 +200,28 @@ const TABLE: &[(&str, Support)] = &[
         Support::Ignored("one more rule per host in spec.rules"),
     ),
     ("service-upstream", Support::Ignored("")),
-    ("session-cookie-expires", Support::Ignored("")),
-    ("session-cookie-max-age", Support::Ignored("")),
-    ("session-cookie-name", Support::Ignored("")),
-    ("session-cookie-path", Support::Ignored("")),
-    ("session-cookie-samesite", Support::Ignored("")),
+    (
+        "session-cookie-change-on-failure",
+        Support::Applied(session::change_on_failure),
+    ),
+    (
+        "session-cookie-conditional-samesite-none",
+        Support::Applied(session::conditional_samesite_none),
+    ),
+    ("session-cookie-domain", Support::Applied(session::domain)),
+    ("session-cookie-expires", Support::Applied(session::expires)),
+    (
+        "session-cookie-hash",
+        Support::Ignored("none needed: the cookie holds a hash of the endpoint or a session key"),
+    ),
+    ("session-cookie-max-age", Support::Applied(session::max_age)),
+    ("session-cookie-name", Support::Applied(session::name)),
+    ("session-cookie-path", Support::Applied(session::path)),
+    (
+        "session-cookie-samesite",
+        Support::Applied(session::samesite),
+    ),
+    ("session-cookie-secure", Support::Applied(session::secure)),
     (
         "ssl-passthrough",
         Support::Ignored("Gateway API TLSRoute (TLS passthrough by SNI)"),
@@ -226,6 +248,10 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
             .map(str::to_owned)
     };
     let has = |name: &str| annotations.contains_key(&format!("{prefix}/{name}"));
+    // A canary Ingress takes only the canary and affinity annotations.
+    let is_canary = annotations
+        .get(&format!("{prefix}/canary"))
+        .is_some_and(|v| boolean(v.trim()) == Ok(true));
     for (key, value) in annotations {
         let Some(name) = ours(key) else { continue };
         let field = format!("metadata.annotations[{key:?}]");
@@ -237,6 +263,8 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
                 severity: Severity::Warning,
             });
             (Status::Refused, SNIPPET_REASON.to_owned())
+        } else if is_canary && !canary::applies_to_canary(&name) {
+            (Status::Ignored, canary::IGNORED_ON_CANARY.to_owned())
         } else if name == "whitelist-source-range" && has("allowlist-source-range") {
             let note = "overridden by allowlist-source-range".to_owned();
             (Status::Ignored, note)
@@ -273,6 +301,8 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
         };
         out.verdicts.push(Verdict { name, status, note });
     }
+    session::finish(&mut policy);
+    canary::finish(&mut policy);
     out.policy = (!policy.is_default()).then(|| Arc::new(policy));
     out
 }
@@ -673,7 +703,128 @@ mod tests {
                 Status::Invalid,
                 "not a size",
             ),
-            ("affinity", "cookie", Status::Ignored, "not supported"),
+            ("affinity", "cookie", Status::Applied, ""),
+            ("affinity", "ip", Status::Invalid, "only \"cookie\""),
+            ("affinity-mode", "persistent", Status::Applied, ""),
+            ("affinity-canary-behavior", "legacy", Status::Applied, ""),
+            (
+                "affinity-canary-behavior",
+                "old",
+                Status::Invalid,
+                "sticky is used",
+            ),
+            (
+                "affinity-mode",
+                "sticky",
+                Status::Invalid,
+                "balanced is used",
+            ),
+            ("session-cookie-name", "SERVERID", Status::Applied, ""),
+            (
+                "session-cookie-name",
+                "a b",
+                Status::Invalid,
+                "not a cookie name",
+            ),
+            (
+                "session-cookie-name",
+                "a=b",
+                Status::Invalid,
+                "not a cookie name",
+            ),
+            ("session-cookie-path", "/foo/bar", Status::Applied, ""),
+            (
+                "session-cookie-path",
+                "foo",
+                Status::Invalid,
+                "starting with /",
+            ),
+            (
+                "session-cookie-path",
+                "/a;b",
+                Status::Invalid,
+                "cannot hold",
+            ),
+            ("session-cookie-domain", "example.com", Status::Applied, ""),
+            ("session-cookie-max-age", "259200", Status::Applied, ""),
+            (
+                "session-cookie-max-age",
+                "1h",
+                Status::Invalid,
+                "whole number",
+            ),
+            ("session-cookie-expires", "172800", Status::Applied, ""),
+            (
+                "session-cookie-expires",
+                "-1",
+                Status::Invalid,
+                "whole number",
+            ),
+            ("session-cookie-samesite", "lax", Status::Applied, ""),
+            (
+                "session-cookie-samesite",
+                "Sometimes",
+                Status::Invalid,
+                "None, Lax or Strict",
+            ),
+            ("session-cookie-secure", "true", Status::Applied, ""),
+            (
+                "session-cookie-conditional-samesite-none",
+                "x",
+                Status::Invalid,
+                "boolean",
+            ),
+            (
+                "session-cookie-change-on-failure",
+                "true",
+                Status::Applied,
+                "",
+            ),
+            (
+                "session-cookie-hash",
+                "sha1",
+                Status::Ignored,
+                "not supported",
+            ),
+            ("canary", "true", Status::Applied, ""),
+            ("canary", "yes", Status::Invalid, "not a boolean"),
+            ("canary-by-header", "CanaryByHeader", Status::Applied, ""),
+            (
+                "canary-by-header",
+                "Canary Header",
+                Status::Invalid,
+                "not a header name",
+            ),
+            ("canary-by-header-value", "DoCanary", Status::Applied, ""),
+            (
+                "canary-by-header-pattern",
+                "^Do(Canary|It)$",
+                Status::Applied,
+                "",
+            ),
+            (
+                "canary-by-header-pattern",
+                "(unclosed",
+                Status::Invalid,
+                "not a usable regex",
+            ),
+            (
+                "canary-by-header-pattern",
+                "a{1000}{1000}",
+                Status::Invalid,
+                "not a usable regex",
+            ),
+            ("canary-by-cookie", "Canary-By-Cookie", Status::Applied, ""),
+            (
+                "canary-by-cookie",
+                "a;b",
+                Status::Invalid,
+                "not a cookie name",
+            ),
+            ("canary-weight", "30", Status::Applied, ""),
+            ("canary-weight", "-1", Status::Invalid, "whole number"),
+            ("canary-weight-total", "1000", Status::Applied, ""),
+            ("canary-weight-total", "10", Status::Invalid, "below 100"),
             ("ssl-redirekt", "true", Status::Ignored, "typo"),
         ] {
             let parsed = parse_one(&[(&key(name), value)]);

@@ -342,7 +342,9 @@ impl Engine {
                 Some((&t.object, paths.1.as_slice()))
             });
         let (routes, conflicts) = ingress::merge_host(host, claims);
-        if routes.is_empty() {
+        // Not `routes.is_empty()`: a canary's paths claim a host without routing it, and
+        // must be there when its main Ingress arrives.
+        if self.claims.get(host).is_some_and(Vec::is_empty) {
             self.claims.remove(host);
         }
         self.table.set_host(host, routes);

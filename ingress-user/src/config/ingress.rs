@@ -27,6 +27,7 @@ use super::{
 };
 use crate::snapshot::{
     Endpoints,
+    canary::Canary,
     policy::RoutePolicy,
     routes::{Backend, HostMatch, HostRoutes, InsertError, PathType, Protocol, TlsHosts},
 };
@@ -138,7 +139,7 @@ pub fn translate(
         backends: HashMap::new(),
         problems: Vec::new(),
         services: Vec::new(),
-        policy: parsed.policy,
+        policy: parsed.policy.map(|p| tag_sessions(p, &object)),
     };
     for f in parsed.findings {
         tr.problem(f.field, f.kind, f.message, f.severity);
@@ -146,8 +147,20 @@ pub fn translate(
     let mut hosts: Vec<(HostMatch, Vec<PathRoute>)> = Vec::new();
     let mut default_backend = None;
     let mut tls = Vec::new();
+    let canary = tr
+        .policy
+        .as_ref()
+        .is_some_and(|p| p.canary_rules().is_some());
     if let Some(spec) = &ing.spec {
-        if let Some(db) = &spec.default_backend {
+        if canary && spec.default_backend.is_some() {
+            let message = "ignored: a canary Ingress's defaultBackend is not used (only its paths become alternatives of main Ingresses' paths)".to_owned();
+            tr.problem(
+                "spec.defaultBackend".to_owned(),
+                "canary_default_backend",
+                message,
+                Severity::Warning,
+            );
+        } else if let Some(db) = &spec.default_backend {
             // Without the annotations' policy: it may serve requests of any host, which
             // the Ingress's annotations (written for its own paths) are not about.
             default_backend = tr.backend(db, "spec.defaultBackend").map(|b| {
@@ -207,6 +220,22 @@ pub fn translate(
             s
         },
     }
+}
+
+/// Marks an Ingress's affinity sessions as its own (see
+/// [`Affinity::tag`](crate::snapshot::affinity::Affinity::tag)).
+fn tag_sessions(mut policy: Arc<RoutePolicy>, object: &ObjectRef) -> Arc<RoutePolicy> {
+    if policy.affinity.is_some() {
+        let name = format!(
+            "{}/{}",
+            object.namespace.as_deref().unwrap_or(""),
+            object.name
+        );
+        if let Some(a) = Arc::make_mut(&mut policy).affinity.as_mut() {
+            a.tag = crate::snapshot::affinity::tag_of(&name);
+        }
+    }
+    policy
 }
 
 /// The state of one [`translate`] call.
@@ -371,6 +400,9 @@ impl Translation<'_, '_> {
 /// Merges the paths that served Ingresses (oldest first) give one host: the first Ingress
 /// (and within it the first rule) to claim a path keeps it; later ones get a Problem.
 ///
+/// A canary Ingress's paths (`canary: "true"`) claim nothing: each becomes the alternative
+/// backend of the main route with the same path and type (see [`attach_canary`]).
+///
 /// If any claimed path's Ingress has `use-regex` or rewrites it (`rewrite-target`), every
 /// path of the host, whichever Ingress claims it, becomes a regex, as in ingress-nginx; a
 /// path that is not a valid regex then gets a Problem and matches nothing.
@@ -383,8 +415,13 @@ pub fn merge_host<'a>(
     // Who owns each inserted rule, by insertion index; whether the host is regex.
     let mut owners: Vec<(&ObjectRef, &PathRoute)> = Vec::new();
     let mut regex = false;
+    let mut canaries = Vec::new();
     for (object, paths) in claims {
         for p in paths {
+            if p.backend.policy().canary_rules().is_some() {
+                canaries.push((object, p));
+                continue;
+            }
             regex |= p.backend.policy().wants_regex(&p.path);
             let Err(e) = routes.insert(host, &p.path, p.path_type, p.backend.clone()) else {
                 owners.push((object, p));
@@ -421,7 +458,78 @@ pub fn merge_host<'a>(
             });
         }
     }
+    for (object, p) in canaries {
+        problems.extend(attach_canary(&mut routes, host, object, p));
+    }
     (routes, problems)
+}
+
+/// Makes a canary Ingress's path the alternative backend of the main route with the same
+/// path and type, as ingress-nginx's `mergeAlternativeBackends` does. The canary backend
+/// takes the main route's policy, except its own session affinity (annotations.md:
+/// a canary's other annotations are ignored). A Warning when there is no such route (the
+/// path is not served), when it already has a canary (ingress-nginx allows one per rule),
+/// or when the main route already goes to the same Service.
+fn attach_canary(
+    routes: &mut HostRoutes,
+    host: &HostMatch,
+    object: &ObjectRef,
+    p: &PathRoute,
+) -> Option<Problem> {
+    let rules = p.backend.policy().canary_rules()?.clone();
+    let warn = |kind, message| Problem {
+        object: object.clone(),
+        field: Some(format!(
+            "spec.rules[{}].http.paths[{}].path",
+            p.rule, p.index
+        )),
+        kind,
+        message,
+        severity: Severity::Warning,
+    };
+    let Some(main) = routes.backend_mut(&p.path, p.path_type) else {
+        return Some(warn(
+            "canary_without_main",
+            format!(
+                "canary: no main Ingress routes host {host} path {} ({}); this canary path is not served",
+                p.path, p.path_type
+            ),
+        ));
+    };
+    if let Some(existing) = &main.canary {
+        return Some(warn(
+            "canary_conflict",
+            format!(
+                "host {host} path {} already has a canary ({}, from an older Ingress); one canary per path, as in ingress-nginx; this one is ignored",
+                p.path, existing.backend.service
+            ),
+        ));
+    }
+    if main.service == p.backend.service {
+        return Some(warn(
+            "canary_conflict",
+            format!(
+                "the main Ingress already routes host {host} path {} to Service {}; a canary of the same Service is ignored",
+                p.path, main.service
+            ),
+        ));
+    }
+    let mut policy = main.policy().clone();
+    // `affinity-canary-behavior: legacy`: the canary's session affinity is ignored.
+    policy.affinity = p
+        .backend
+        .policy()
+        .affinity
+        .clone()
+        .filter(|a| !a.legacy_canary);
+    let backend = (*p.backend).clone().with_policy(Some(Arc::new(policy)));
+    let mut with_canary = (**main).clone();
+    with_canary.canary = Some(Arc::new(Canary {
+        rules,
+        backend: Arc::new(backend),
+    }));
+    *main = Arc::new(with_canary);
+    None
 }
 
 /// Parsed Secrets, kept while the Secret object is the same one.

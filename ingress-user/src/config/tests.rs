@@ -801,3 +801,244 @@ fn use_regex_on_one_ingress_makes_the_whole_host_regex() {
             .all(|r| !r.regex)
     );
 }
+
+/// An Ingress for `host` `path` → `svc`, created at `created`, with annotations (names
+/// without the prefix).
+fn annotated(
+    name: &str,
+    created: i64,
+    (host, path, path_type, svc): (&str, &str, &str, &str),
+    annotations: &[(&str, &str)],
+) -> k8s_openapi::api::networking::v1::Ingress {
+    let mut b = Ing::new("ns", name)
+        .created(created)
+        .host(host)
+        .path(path, path_type, svc, "80");
+    for (k, v) in annotations {
+        b = b.annotation(&format!("nginx.ingress.kubernetes.io/{k}"), v);
+    }
+    b.build()
+}
+
+/// A canary (`canary: "true"`, by header) for `host` `path` → `svc`.
+const CANARY: &[(&str, &str)] = &[("canary", "true"), ("canary-by-header", "X-Canary")];
+
+/// How canary Ingresses merge (ingress-nginx's `mergeAlternativeBackends`): a canary path
+/// becomes the alternative backend of the main route with the same host, path and
+/// (effective) type, whichever is older; without one it is not served; one canary per path.
+#[test]
+fn canary_ingresses_merge_into_the_main_route() {
+    type Row = (
+        &'static str,
+        Vec<k8s_openapi::api::networking::v1::Ingress>,
+        // (path, main Service, canary Service) on host h; main None: not routed.
+        (&'static str, Option<&'static str>, Option<&'static str>),
+        Vec<(&'static str, &'static str)>,
+    );
+    let main = |created| annotated("main", created, ("h", "/x", "Prefix", "svc-a"), &[]);
+    let rows: Vec<Row> = vec![
+        (
+            "a canary becomes the alternative of the main path",
+            vec![
+                main(1),
+                annotated("can", 2, ("h", "/x", "Prefix", "svc-b"), CANARY),
+            ],
+            ("/x", Some("svc-a"), Some("svc-b")),
+            vec![],
+        ),
+        (
+            "an older canary attaches too",
+            vec![
+                main(2),
+                annotated("can", 1, ("h", "/x", "Prefix", "svc-b"), CANARY),
+            ],
+            ("/x/y", Some("svc-a"), Some("svc-b")),
+            vec![],
+        ),
+        (
+            "ImplementationSpecific matches a Prefix main",
+            vec![
+                main(1),
+                annotated(
+                    "can",
+                    2,
+                    ("h", "/x/", "ImplementationSpecific", "svc-b"),
+                    CANARY,
+                ),
+            ],
+            ("/x", Some("svc-a"), Some("svc-b")),
+            vec![],
+        ),
+        (
+            "an Exact canary has no Prefix main",
+            vec![
+                main(1),
+                annotated("can", 2, ("h", "/x", "Exact", "svc-b"), CANARY),
+            ],
+            ("/x", Some("svc-a"), None),
+            vec![("canary_without_main", "can")],
+        ),
+        (
+            "a canary without a main Ingress is not served",
+            vec![annotated("can", 2, ("h", "/x", "Prefix", "svc-b"), CANARY)],
+            ("/x", None, None),
+            vec![("canary_without_main", "can")],
+        ),
+        (
+            "one canary per path: the older one",
+            vec![
+                main(1),
+                annotated("can1", 2, ("h", "/x", "Prefix", "svc-b"), CANARY),
+                annotated("can2", 3, ("h", "/x", "Prefix", "svc-c"), CANARY),
+            ],
+            ("/x", Some("svc-a"), Some("svc-b")),
+            vec![("canary_conflict", "can2")],
+        ),
+        (
+            "a canary of the main Service is ignored",
+            vec![
+                main(1),
+                annotated("can", 2, ("h", "/x", "Prefix", "svc-a"), CANARY),
+            ],
+            ("/x", Some("svc-a"), None),
+            vec![("canary_conflict", "can")],
+        ),
+        (
+            "canary false is an ordinary Ingress: a conflict",
+            vec![
+                main(1),
+                annotated(
+                    "can",
+                    2,
+                    ("h", "/x", "Prefix", "svc-b"),
+                    &[("canary", "false"), ("canary-by-header", "X-Canary")],
+                ),
+            ],
+            ("/x", Some("svc-a"), None),
+            vec![("route_conflict", "can")],
+        ),
+    ];
+    for (case, ingresses, (path, want_main, want_canary), want_problems) in rows {
+        let mut s = store();
+        s.ingresses = ingresses;
+        let snap = build(&s, &opts());
+        let m = snap.http.route("h", path);
+        assert_eq!(
+            m.map(|m| m.backend.service.name.as_str()),
+            want_main,
+            "{case}"
+        );
+        let canary = m.and_then(|m| m.backend.canary.as_ref());
+        assert_eq!(
+            canary.map(|c| c.backend.service.name.as_str()),
+            want_canary,
+            "{case}"
+        );
+        let got: Vec<(&str, &str)> = kinds(&snap).iter().map(|k| (k.0, k.1)).collect();
+        assert_eq!(got, want_problems, "{case}");
+        if let Some(c) = canary {
+            assert_eq!(
+                c.rules.header.as_ref().map(hyper::http::HeaderName::as_str),
+                Some("x-canary")
+            );
+            let owner = &c.backend.ingress.as_ref().unwrap().name;
+            assert!(owner.starts_with("can"), "{case}: {owner}");
+        }
+    }
+}
+
+/// A canary's own annotations are ignored except affinity (annotations.md, "Canary"): its
+/// backend carries the main route's policy with its own session affinity; its
+/// defaultBackend is not used.
+#[test]
+fn a_canary_takes_the_main_policy_and_its_own_affinity() {
+    let mut s = store();
+    s.ingresses.push(annotated(
+        "main",
+        1,
+        ("h", "/", "Prefix", "svc-a"),
+        &[("upstream-vhost", "internal.example")],
+    ));
+    let mut canary = annotated(
+        "can",
+        2,
+        ("h", "/", "Prefix", "svc-b"),
+        &[
+            ("canary", "true"),
+            ("canary-weight", "10"),
+            ("affinity", "cookie"),
+            ("ssl-redirect", "false"),
+        ],
+    );
+    canary.spec.as_mut().unwrap().default_backend = Ing::new("ns", "x")
+        .default_backend("svc-c", "80")
+        .build()
+        .spec
+        .unwrap()
+        .default_backend;
+    s.ingresses.push(canary);
+    let snap = build(&s, &opts());
+    let m = snap.http.route("h", "/").unwrap();
+    assert!(m.backend.policy().affinity().is_none(), "the main has none");
+    let c = m.backend.canary.as_ref().unwrap();
+    let p = c.backend.policy();
+    assert_eq!(p.upstream_vhost.as_deref(), Some("internal.example"));
+    assert!(p.affinity().is_some());
+    assert_eq!(p.ssl_redirect, None, "the canary's ssl-redirect is ignored");
+    assert_eq!(c.rules.weight, 10);
+    assert!(snap.http.default_backend().is_none());
+    assert_eq!(
+        kinds(&snap),
+        [("canary_default_backend", "can", Some("spec.defaultBackend"))]
+    );
+    let verdicts = annotation_verdicts(&Objects::from_store(&s), &opts());
+    let ignored: Vec<_> = verdicts
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .filter(|v| v.status == annotations::Status::Ignored)
+        .map(|v| (v.name.as_str(), v.note.contains("canary")))
+        .collect();
+    assert_eq!(ignored, [("ssl-redirect", true)]);
+}
+
+/// `affinity-canary-behavior: legacy` on a canary: its session affinity is ignored; each
+/// Ingress's sessions carry its own tag.
+#[test]
+fn a_legacy_canary_has_no_affinity_and_sessions_are_tagged_per_ingress() {
+    for (behavior, canary_affinity) in [("sticky", true), ("legacy", false)] {
+        let mut s = store();
+        s.ingresses.push(annotated(
+            "main",
+            1,
+            ("h", "/", "Prefix", "svc-a"),
+            &[("affinity", "cookie")],
+        ));
+        s.ingresses.push(annotated(
+            "can",
+            2,
+            ("h", "/", "Prefix", "svc-b"),
+            &[
+                ("canary", "true"),
+                ("affinity", "cookie"),
+                ("affinity-canary-behavior", behavior),
+            ],
+        ));
+        let snap = build(&s, &opts());
+        let m = snap.http.route("h", "/").unwrap();
+        let main = m.backend.policy().affinity().unwrap();
+        assert_eq!(main.tag, crate::snapshot::affinity::tag_of("ns/main"));
+        let canary = m
+            .backend
+            .canary
+            .as_ref()
+            .unwrap()
+            .backend
+            .policy()
+            .affinity();
+        assert_eq!(canary.is_some(), canary_affinity, "{behavior}");
+        if let Some(c) = canary {
+            assert_eq!(c.tag, crate::snapshot::affinity::tag_of("ns/can"));
+        }
+        assert!(snap.problems.is_empty(), "{behavior}: {:?}", snap.problems);
+    }
+}

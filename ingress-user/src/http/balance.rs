@@ -114,6 +114,26 @@ impl Balancer {
         Some(Pick { addr, load })
     }
 
+    /// `addr` (a sticky session's endpoint) as a pick, counted like one.
+    pub fn pick_addr(&self, addr: SocketAddr) -> Pick {
+        let load = (self.mode == Balance::LeastLoaded).then(|| {
+            let load = self.load(addr);
+            load.fetch_add(1, Ordering::Relaxed);
+            load
+        });
+        Pick { addr, load }
+    }
+
+    /// A uniform draw in `0..n` (`0` when `n` is 0), e.g. for a canary's weight.
+    pub fn draw(&self, n: u32) -> u32 {
+        u32::try_from(self.random() % u64::from(n.max(1))).unwrap_or(0)
+    }
+
+    /// A random 64-bit value, e.g. a new session key.
+    pub fn key(&self) -> u64 {
+        self.random()
+    }
+
     /// The next turn of a counter keyed by `key` (the address of something a Snapshot
     /// holds, e.g. a Gateway rule's action): 0, 1, 2, ... Shared by the workers and
     /// restarted with each Snapshot, like the round-robin cursors.

@@ -101,9 +101,12 @@ impl Upstream {
         client_upgrade: Option<OnUpgrade>,
         tried: &mut Option<SocketAddr>,
     ) -> Result<Response<Body>, Error> {
-        let first = balancer
-            .pick(backend, None)
-            .ok_or_else(|| Error::NoEndpoints(backend.service.clone()))?;
+        let first = match head.sticky {
+            Some(addr) => balancer.pick_addr(addr),
+            None => balancer
+                .pick(backend, None)
+                .ok_or_else(|| Error::NoEndpoints(backend.service.clone()))?,
+        };
         *tried = Some(first.addr);
         // The first attempt's result is taken apart inside this block, so it is not kept
         // (a quarter of a kilobyte) in the future while a retry is awaited.
@@ -251,6 +254,9 @@ pub struct Outgoing<'a> {
     pub parts: &'a Parts,
     /// Header lines the proxy adds, encoded (see [`forwarding`](super::headers::forwarding)).
     pub extra: &'a [u8],
+    /// The endpoint a session cookie holds the request to (`affinity: cookie`), tried
+    /// first instead of the balancer's pick.
+    pub sticky: Option<SocketAddr>,
 }
 
 /// Why one attempt failed.

@@ -32,6 +32,7 @@ use tracing::debug;
 
 use super::{
     access_log::{self, AccessLog, Logged, Pending},
+    affinity::{self, Session},
     balance::{Balance, Balancer},
     body::{Body, BoxError, empty, full, limited},
     headers::{Forwarded, ProxyHeaders, RequestIds, rewrite_request, wants_upgrade},
@@ -209,6 +210,7 @@ impl Router {
                 extra,
                 upgrade,
                 gateway,
+                session,
             } => {
                 let router = Arc::clone(self);
                 let upstream = Arc::clone(upstream);
@@ -249,9 +251,11 @@ impl Router {
                         head: Outgoing {
                             parts: &parts,
                             extra: &extra,
+                            sticky: None,
                         },
                         body,
                         upgrade,
+                        session,
                     };
                     router
                         .send(&upstream, &backend, out, pending, started)
@@ -272,13 +276,22 @@ impl Router {
         started: Instant,
     ) -> Response<Body> {
         let Outbound {
-            head,
+            mut head,
             body,
             upgrade,
+            session,
         } = out;
+        // `affinity: cookie`: the endpoint the session cookie holds the request to.
+        let sticky = session.and_then(|s| {
+            let aff = backend.policy().affinity()?;
+            let endpoints = Arc::clone(&backend.endpoints.load());
+            let plan = affinity::plan(aff, &s, &endpoints, &self.balancer);
+            Some((aff, s, plan, endpoints))
+        });
+        head.sticky = sticky.as_ref().and_then(|(_, _, plan, _)| plan.target);
         let forwarded = Instant::now();
         let mut tried = None;
-        let result = upstream
+        let mut result = upstream
             .forward(
                 &self.balancer,
                 &self.metrics,
@@ -296,6 +309,13 @@ impl Router {
                 service: Arc::clone(&backend.names.1),
             })
             .observe(started.elapsed().as_secs_f64());
+        if let (Some((aff, s, plan, endpoints)), Some(addr), Ok(resp)) =
+            (&sticky, tried, result.as_mut())
+            && let Some(cookie) =
+                affinity::set_cookie(aff, s, plan, addr, endpoints, &self.balancer)
+        {
+            resp.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         if let Some(p) = pending.as_mut() {
             // No endpoint tried (none to try): no upstream time either.
             p.upstream_time = tried.map(|_| forwarded.elapsed());
@@ -420,12 +440,24 @@ impl Router {
                 return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Err(e));
             }
         }
-        let Some(backend) = matched
+        let Some(mut backend) = matched
             .map(|m| Arc::clone(m.backend))
             .or_else(|| snapshot.http.default_backend().cloned())
         else {
             return Routed::Local(None, Ok(builtin_default(path)));
         };
+        // A canary Ingress's alternative backend, by header, cookie or weight.
+        if let Some(m) = matched
+            && let Some(canary) = &m.backend.canary
+            && canary.chooses(m.backend, req.headers(), |n| self.balancer.draw(n))
+        {
+            debug!(service = %canary.backend.service, "routed to the canary");
+            backend = Arc::clone(&canary.backend);
+        }
+        let session = matched.and_then(|m| {
+            let aff = backend.policy().affinity()?;
+            Some(Box::new(Session::new(aff, req.headers(), m.path, conn.tls)))
+        });
 
         // Body limit (the route's proxy-body-size, else --max-body-bytes).
         let global = self.opts.limits.max_body_bytes;
@@ -460,6 +492,7 @@ impl Router {
             extra: out.extra,
             upgrade: out.upgrade,
             gateway: None,
+            session,
         }
     }
 
@@ -546,6 +579,7 @@ struct Outbound<'a> {
     head: Outgoing<'a>,
     body: Body,
     upgrade: Option<OnUpgrade>,
+    session: Option<Box<Session>>,
 }
 
 /// Where [`Router::route`] sends a request.
@@ -561,6 +595,8 @@ enum Routed {
         upgrade: Option<OnUpgrade>,
         /// What a Gateway rule does besides forwarding (boxed: one pointer for Ingress).
         gateway: Option<Box<gateway::After>>,
+        /// `affinity: cookie`: the request's session (boxed: one pointer without).
+        session: Option<Box<Session>>,
     },
 }
 

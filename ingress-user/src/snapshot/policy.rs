@@ -1,7 +1,9 @@
 //! What an Ingress's annotations ask of the requests its paths match: a typed value read by
 //! the router, never text passed anywhere. Parsed by `config::annotations`. Pure.
 
-use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+use std::{fmt, net::IpAddr, str::FromStr, sync::Arc, time::Duration};
+
+use super::{affinity::Affinity, canary::CanaryRules};
 
 /// An IPv4 or IPv6 network, host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`); a bare
 /// address is a `/32` or `/128`.
@@ -126,6 +128,11 @@ pub struct RoutePolicy {
     pub permanent_redirect_code: Option<u16>,
     /// `upstream-vhost`: the `Host` sent upstream instead of the client's.
     pub upstream_vhost: Option<String>,
+    /// `affinity: cookie` and its `session-cookie-*` settings.
+    pub affinity: Option<Box<Affinity>>,
+    /// `canary: "true"` and its `canary-*` rules: this Ingress's paths are alternatives
+    /// of a main Ingress's same paths (see `config::ingress::merge_host`).
+    pub canary: Option<Arc<CanaryRules>>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.
@@ -143,6 +150,16 @@ impl RoutePolicy {
     /// Whether this policy asks for nothing (the shared default).
     pub fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// The session affinity in force, if `affinity: cookie`.
+    pub fn affinity(&self) -> Option<&Affinity> {
+        self.affinity.as_deref().filter(|a| a.enabled)
+    }
+
+    /// The canary rules, if this is a canary Ingress's policy.
+    pub fn canary_rules(&self) -> Option<&Arc<CanaryRules>> {
+        self.canary.as_ref().filter(|c| c.enabled)
     }
 
     /// Whether `path` (a rule's path as written) needs ingress-nginx's rewrite: a target

@@ -26,7 +26,9 @@ use std::{
 use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
 use regex::{Regex, RegexBuilder};
 
-use super::{FastMap, ObjectRef, ServiceRef, endpoints::Endpoints, policy::RoutePolicy};
+use super::{
+    FastMap, ObjectRef, ServiceRef, canary::Canary, endpoints::Endpoints, policy::RoutePolicy,
+};
 
 /// Where a matched request goes: a Service port and its resolved endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +51,8 @@ pub struct Backend {
     pub protocol: Protocol,
     /// What the defining Ingress's annotations ask of requests routed here (`None`: nothing).
     pub policy: Option<Arc<RoutePolicy>>,
+    /// The alternative backend a canary Ingress gives this route, and when to use it.
+    pub canary: Option<Arc<Canary>>,
 }
 
 /// The policy of backends whose Ingress has no annotations we apply.
@@ -70,6 +74,8 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     permanent_redirect: None,
     permanent_redirect_code: None,
     upstream_vhost: None,
+    affinity: None,
+    canary: None,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes
@@ -168,6 +174,7 @@ impl Backend {
             latency: CachedHistogram::default(),
             protocol: Protocol::Http1,
             policy: None,
+            canary: None,
         }
     }
 
@@ -349,6 +356,19 @@ impl HostRoutes {
         map.insert(key.into(), index);
         self.rules.push((path.to_owned(), path_type, backend));
         Ok(())
+    }
+
+    /// The backend of the rule for `path` and the effective type of `path_type` (the one
+    /// [`insert`](Self::insert) would conflict with), to replace it.
+    pub fn backend_mut(&mut self, path: &str, path_type: PathType) -> Option<&mut Arc<Backend>> {
+        let path = if path.is_empty() { "/" } else { path };
+        let i = match path_type {
+            PathType::Exact => self.exact.get(path),
+            PathType::Prefix | PathType::ImplementationSpecific => {
+                self.prefix.get(prefix_key(path))
+            }
+        }?;
+        Some(&mut self.rules[*i].2)
     }
 
     /// Makes every path a case-insensitive regex anchored at the start, as ingress-nginx

@@ -28,7 +28,7 @@ struct Canonical {
 }
 
 fn canonical(s: &Snapshot) -> Canonical {
-    let backend = |b: &crate::snapshot::routes::Backend| {
+    let plain = |b: &crate::snapshot::routes::Backend| {
         format!(
             "{} {:?} {:?} {:?} {:?}",
             b.service,
@@ -37,6 +37,13 @@ fn canonical(s: &Snapshot) -> Canonical {
             b.ingress,
             b.policy
         )
+    };
+    let backend = |b: &crate::snapshot::routes::Backend| {
+        let mut line = plain(b);
+        if let Some(c) = &b.canary {
+            let _ = write!(line, " canary {:?} {}", c.rules, plain(&c.backend));
+        }
+        line
     };
     Canonical {
         routes: s
@@ -95,8 +102,10 @@ const PATHS: [&str; 6] = ["/", "/a", "/a/b", "/a/", "rel", "/(a"];
 const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
-/// ingress-nginx annotations: applied, invalid, ignored and refused ones.
-const ANNOTATIONS: [(&str, &str); 15] = [
+/// ingress-nginx annotations: applied, invalid, ignored and refused ones. Canary ones are
+/// frequent so that canaries often meet a main Ingress on the same host and path (and
+/// lose it, and meet a second canary).
+const ANNOTATIONS: [(&str, &str); 24] = [
     ("nginx.ingress.kubernetes.io/proxy-read-timeout", "5"),
     ("nginx.ingress.kubernetes.io/proxy-body-size", "1k"),
     ("nginx.ingress.kubernetes.io/use-regex", "true"),
@@ -120,6 +129,21 @@ const ANNOTATIONS: [(&str, &str); 15] = [
         "return 200;",
     ),
     ("nginx.ingress.kubernetes.io/affinity", "cookie"),
+    ("nginx.ingress.kubernetes.io/affinity-mode", "persistent"),
+    ("nginx.ingress.kubernetes.io/session-cookie-name", "S"),
+    (
+        "nginx.ingress.kubernetes.io/affinity-canary-behavior",
+        "legacy",
+    ),
+    ("nginx.ingress.kubernetes.io/canary", "true"),
+    ("nginx.ingress.kubernetes.io/canary", "true"),
+    ("nginx.ingress.kubernetes.io/canary", "true"),
+    ("nginx.ingress.kubernetes.io/canary-by-header", "X-Canary"),
+    ("nginx.ingress.kubernetes.io/canary-weight", "30"),
+    (
+        "nginx.ingress.kubernetes.io/canary-by-header-pattern",
+        "(bad",
+    ),
     ("other.prefix/ssl-redirect", "false"),
 ];
 
@@ -279,6 +303,7 @@ fn random_change_sequences_always_equal_a_full_build() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let mut compared = 0;
+    let mut with_canary = 0;
     for seed in 0..seeds {
         let mut rng = Rng(seed);
         let mut engine = Engine::new(options());
@@ -300,9 +325,12 @@ fn random_change_sequences_always_equal_a_full_build() {
                 );
             }
             compared += 1;
+            with_canary += usize::from(got.routes.iter().any(|r| r.contains(" canary ")));
         }
     }
     assert_eq!(compared, seeds * 150);
+    // The generator does reach canaries attached to main routes.
+    assert!(with_canary > 0, "no Snapshot had a canary");
 }
 
 /// The one EndpointSlice of `ns/web`, with one ready endpoint.

@@ -300,6 +300,7 @@ impl Router {
             extra: out.extra,
             upgrade: out.upgrade,
             gateway: Some(Box::new(after)),
+            session: None,
         }
     }
 
@@ -362,9 +363,11 @@ impl Router {
                     head: Outgoing {
                         parts: &parts,
                         extra: &extra,
+                        sticky: None,
                     },
                     body,
                     upgrade,
+                    session: None,
                 };
                 self.send(upstream, &backend, out, pending, started).await
             }
@@ -415,6 +418,7 @@ impl Router {
                 let out = Outgoing {
                     parts: &head,
                     extra: &extra,
+                    sticky: None,
                 };
                 let resp = upstream
                     .forward(
