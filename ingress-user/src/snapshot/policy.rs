@@ -1,7 +1,12 @@
 //! What an Ingress's annotations ask of the requests its paths match: a typed value read by
 //! the router, never text passed anywhere. Parsed by `config::annotations`. Pure.
 
-use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+use std::{fmt, net::IpAddr, str::FromStr, sync::Arc, time::Duration};
+
+use super::{
+    htpasswd::Htpasswd,
+    rate_limit::{LimitSettings, RateLimit},
+};
 
 /// An IPv4 or IPv6 network, host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`); a bare
 /// address is a `/32` or `/128`.
@@ -126,6 +131,23 @@ pub struct RoutePolicy {
     pub permanent_redirect_code: Option<u16>,
     /// `upstream-vhost`: the `Host` sent upstream instead of the client's.
     pub upstream_vhost: Option<String>,
+    /// `auth-type: basic` with a usable `auth-secret`: requests need one of its users.
+    /// (Unusable auth configuration sets `denied` instead: fail closed.)
+    pub basic_auth: Option<Arc<BasicAuth>>,
+    /// `limit-rps`, `limit-rpm`, `limit-connections`, `limit-burst-multiplier`,
+    /// `limit-whitelist` as read; the translation turns them into `rate_limit`.
+    pub limit_settings: LimitSettings,
+    /// The Ingress's limits and their per-client state (see [`super::rate_limit`]).
+    pub rate_limit: Option<Arc<RateLimit>>,
+}
+
+/// `auth-type: basic`: the users of the `auth-secret` and the realm of the challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// `auth-realm`, sent as `WWW-Authenticate: Basic realm="<realm>"`.
+    pub realm: String,
+    /// The users and their password hashes.
+    pub users: Htpasswd,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.

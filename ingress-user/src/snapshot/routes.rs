@@ -70,6 +70,9 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     permanent_redirect: None,
     permanent_redirect_code: None,
     upstream_vhost: None,
+    basic_auth: None,
+    limit_settings: super::rate_limit::LimitSettings::NONE,
+    rate_limit: None,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes
