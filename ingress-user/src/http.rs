@@ -27,6 +27,7 @@
 //! streaming responses are never cut by it.
 
 pub mod access_log;
+pub mod admission;
 pub mod balance;
 pub mod body;
 pub mod client;

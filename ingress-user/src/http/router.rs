@@ -32,6 +32,7 @@ use tracing::debug;
 
 use super::{
     access_log::{self, AccessLog, Logged, Pending},
+    admission,
     balance::{Balance, Balancer},
     body::{Body, BoxError, empty, full, limited},
     headers::{Forwarded, ProxyHeaders, RequestIds, rewrite_request, wants_upgrade},
@@ -209,6 +210,7 @@ impl Router {
                 extra,
                 upgrade,
                 gateway,
+                admission,
             } => {
                 let router = Arc::clone(self);
                 let upstream = Arc::clone(upstream);
@@ -231,6 +233,13 @@ impl Router {
                     }));
                 }
                 Handled::Forwarding(Box::pin(async move {
+                    let slot = match admission.map(|a| a.settle()) {
+                        None => None,
+                        Some(settle) => match Box::pin(settle).await {
+                            Ok(slot) => slot,
+                            Err(e) => return router.finish(Some(&backend), Err(e), pending),
+                        },
+                    };
                     // Boxed: most requests have no body, and inline the read would grow
                     // every request's future.
                     let body = if body.is_end_stream() {
@@ -253,9 +262,10 @@ impl Router {
                         body,
                         upgrade,
                     };
-                    router
+                    let resp = router
                         .send(&upstream, &backend, out, pending, started)
-                        .await
+                        .await;
+                    admission::hold(resp, slot)
                 }))
             }
         }
@@ -407,6 +417,15 @@ impl Router {
                 redirect(host, port, &req),
             );
         }
+        // Request limits: nginx's preaccess phase, after the rewrite phase (redirects) and
+        // before the access phase (source ranges, authentication).
+        let slot = match policy.and_then(|p| p.rate_limit.as_ref()) {
+            None => None,
+            Some(zone) => match admission::limit(zone, conn.remote.ip()) {
+                Ok(slot) => slot,
+                Err(e) => return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Err(e)),
+            },
+        };
         // Source ranges are checked after the redirect, as nginx's access phase comes
         // after the rewrite phase where ingress-nginx redirects.
         match policy.map_or(Access::Allowed, |p| p.access(conn.remote.ip())) {
@@ -420,6 +439,15 @@ impl Router {
                 return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Err(e));
             }
         }
+        // Then basic authentication (`satisfy all`: after allow/deny).
+        let verify = match policy.and_then(|p| p.basic_auth.as_deref()) {
+            None => None,
+            Some(auth) => match admission::authenticate(auth, req.headers()) {
+                Ok(admission::Auth::Pass) => None,
+                Ok(admission::Auth::Verify(v)) => Some(v),
+                Err(e) => return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Err(e)),
+            },
+        };
         let Some(backend) = matched
             .map(|m| Arc::clone(m.backend))
             .or_else(|| snapshot.http.default_backend().cloned())
@@ -460,6 +488,7 @@ impl Router {
             extra: out.extra,
             upgrade: out.upgrade,
             gateway: None,
+            admission: admission::Pending::new(slot, verify),
         }
     }
 
@@ -561,6 +590,9 @@ enum Routed {
         upgrade: Option<OnUpgrade>,
         /// What a Gateway rule does besides forwarding (boxed: one pointer for Ingress).
         gateway: Option<Box<gateway::After>>,
+        /// A password check still to run and a `limit-connections` slot to hold (Ingress
+        /// routes with `auth-type` or `limit-connections` only).
+        admission: Option<Box<admission::Pending>>,
     },
 }
 

@@ -300,6 +300,7 @@ impl Router {
             extra: out.extra,
             upgrade: out.upgrade,
             gateway: Some(Box::new(after)),
+            admission: None,
         }
     }
 
