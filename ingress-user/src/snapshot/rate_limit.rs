@@ -180,8 +180,7 @@ impl RateLimit {
     /// nginx's `limit_req` with every bucket of the zone: the request passes only if each
     /// passes, and only then is it accounted in each.
     fn buckets_admit(&self, ip: IpAddr, now: u64) -> bool {
-        let mut held: [Option<(MutexGuard<'_, HashMap<IpAddr, Slot>>, &Bucket, u64)>; 2] =
-            [None, None];
+        let mut held: [Option<Counted<'_>>; 2] = [None, None];
         for (i, b) in [&self.rps, &self.rpm].into_iter().enumerate() {
             let Some(b) = b else { continue };
             let shard = b.table.shard(ip);
@@ -203,6 +202,9 @@ impl RateLimit {
         true
     }
 }
+
+/// A bucket's shard, locked, with the client's excess after this request.
+type Counted<'a> = (MutexGuard<'a, HashMap<IpAddr, Slot>>, &'a Bucket, u64);
 
 /// One `limit_req` zone: `rate` in thousandths of a request per second, `burst` in
 /// thousandths of a request, as nginx keeps them.
@@ -308,7 +310,9 @@ mod tests {
     fn leaky_bucket_follows_nginx_limit_req() {
         // (rate/s, burst, (ms since start, passes?) in order): a new client starts at
         // excess 0; each request adds 1000; rate×ms/1000 drains; over burst×1000 refused.
-        let rows: &[(u64, u64, &[(u64, bool)])] = &[
+        // (rate/s, burst, steps)
+        type Row = (u64, u64, &'static [(u64, bool)]);
+        let rows: &[Row] = &[
             // rps 1, burst 0: one now, the next a second later.
             (1, 0, &[(0, true), (0, false), (999, false), (1000, true)]),
             // rps 2, burst 2 (multiplier 1): three at once, then one per 500 ms.
