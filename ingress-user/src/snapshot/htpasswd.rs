@@ -120,8 +120,9 @@ impl Htpasswd {
         (out, errors)
     }
 
-    /// Builds a user file from `(user, hash)` pairs (ingress-nginx's `auth-map`), reporting
-    /// unusable entries with the user.
+    /// Builds a user file from `(user, hash)` pairs (ingress-nginx's `auth-map`, which
+    /// writes them as `user:hash` lines: a final newline is dropped and, as in a file, the
+    /// hash ends at a `:`), reporting unusable entries with the user.
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> (Self, Vec<EntryError>) {
@@ -130,6 +131,7 @@ impl Htpasswd {
         for (user, hash) in pairs {
             let hash = hash.strip_suffix('\n').unwrap_or(hash);
             let hash = hash.strip_suffix('\r').unwrap_or(hash);
+            let hash = hash.split(':').next().unwrap_or("");
             out.push(user, hash, |e| errors.push(e));
         }
         (out, errors)
@@ -239,11 +241,6 @@ impl PasswordHash {
             _ if hash.len() == 13 => "DES-crypt",
             _ => "plain-text (write {PLAIN} before a clear password)",
         }))
-    }
-
-    /// Whether checking is slow enough to cache and to keep off the async workers.
-    pub fn is_costly(&self) -> bool {
-        matches!(self, Self::Bcrypt(_))
     }
 
     /// Checks `password` against this hash, comparing in constant time.
@@ -435,8 +432,11 @@ bob:{PLAIN}shadowed: the first line of a user wins
         let mut raw = sha1(&[b"secret", b"salt"]).to_vec();
         raw.extend_from_slice(b"salt");
         let ssha = format!("{{SSHA}}{}", STANDARD.encode(raw));
-        let (file, errors) =
-            Htpasswd::from_pairs([("u", ssha.as_str()), ("v", "{PLAIN}v\n"), ("w", "")]);
+        let (file, errors) = Htpasswd::from_pairs([
+            ("u", ssha.as_str()),
+            ("v", "{PLAIN}v:a comment\n"),
+            ("w", ""),
+        ]);
         assert_eq!(errors, vec![EntryError::Empty("w".to_owned())]);
         assert_eq!(file.len(), 3);
         assert_eq!(file.check("u", b"secret"), Check::Valid);
