@@ -1203,17 +1203,28 @@ async fn basic_auth() {
     }
 }
 
-/// The statuses of `n` requests sent one after another, as fast as possible, from `from`.
+/// `n` requests sent one after another, as fast as possible, from `from`: how many got
+/// 200 and how many 503 (or `limited`, when given).
 async fn burst(from: [u8; 4], addr: SocketAddr, host: &str, n: usize) -> (usize, usize) {
-    let (mut ok, mut limited) = (0, 0);
+    burst_limited(from, addr, host, n, StatusCode::SERVICE_UNAVAILABLE).await
+}
+
+async fn burst_limited(
+    from: [u8; 4],
+    addr: SocketAddr,
+    host: &str,
+    n: usize,
+    limited: StatusCode,
+) -> (usize, usize) {
+    let (mut ok, mut refused) = (0, 0);
     for _ in 0..n {
         match get_from(from, addr, host, "/").await.0 {
             StatusCode::OK => ok += 1,
-            StatusCode::SERVICE_UNAVAILABLE => limited += 1,
+            s if s == limited => refused += 1,
             other => panic!("{host}: unexpected {other}"),
         }
     }
-    (ok, limited)
+    (ok, refused)
 }
 
 /// limit-rpm, limit-rps, limit-burst-multiplier and limit-whitelist (ingress-nginx's
@@ -1272,6 +1283,20 @@ async fn rate_limits() {
         echo.request_count(),
         3 + 3 + 20 + ok + 20,
         "limited requests never reach the backend"
+    );
+    // ingress-nginx's `limit-req-status-code` is a flag here.
+    drop(proc);
+    let proc = IngressProcess::start(&yaml, &["--limit-req-status-code", "429"]).await;
+    assert_eq!(
+        burst_limited(
+            [127, 0, 0, 2],
+            proc.http,
+            "rpm.limit",
+            10,
+            StatusCode::TOO_MANY_REQUESTS
+        )
+        .await,
+        (3, 7)
     );
 }
 

@@ -52,15 +52,18 @@ impl Pending {
     }
 }
 
-/// `limit-rps`, `limit-rpm`, `limit-connections` for the client at `ip`: 503 when over
-/// (ingress-nginx's default `limit-req-status-code` and `limit-conn-status-code`).
+/// `limit-rps`, `limit-rpm`, `limit-connections` for the client at `ip`; over them, the
+/// status of `--limit-req-status-code` or `--limit-conn-status-code` (503 by default, as
+/// ingress-nginx).
 pub fn limit(
     zone: &std::sync::Arc<RateLimit>,
     ip: std::net::IpAddr,
+    limits: &super::limits::Limits,
 ) -> Result<Option<ConnSlot>, Error> {
     match zone.admit(ip) {
         Admit::Pass(slot) => Ok(slot),
-        Admit::Limited => Err(Error::RateLimited),
+        Admit::OverRate => Err(Error::RateLimited(limits.limit_req_status)),
+        Admit::OverConnections => Err(Error::RateLimited(limits.limit_conn_status)),
     }
 }
 

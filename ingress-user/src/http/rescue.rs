@@ -78,9 +78,10 @@ pub enum Error {
     /// The route's access annotations are unusable, so it serves nobody (fails closed).
     #[error("the route's access annotations are invalid")]
     LocationDenied,
-    /// Over the route's `limit-rps`, `limit-rpm` or `limit-connections` for this client.
+    /// Over the route's `limit-rps`, `limit-rpm` or `limit-connections` for this client;
+    /// the status of `--limit-req-status-code` or `--limit-conn-status-code`.
     #[error("client over the route's request limits")]
-    RateLimited,
+    RateLimited(StatusCode),
     /// `auth-type: basic` and no valid credentials: 401 with the realm.
     #[error("missing or wrong credentials")]
     Unauthorized {
@@ -108,7 +109,8 @@ impl Error {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::LocationDenied | Self::RateLimited => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LocationDenied => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(status) => *status,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::AuthUnusable => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -132,7 +134,7 @@ impl Error {
             Self::HeadersTooLarge => "headers_too_large",
             Self::Forbidden => "forbidden",
             Self::LocationDenied => "location_denied",
-            Self::RateLimited => "rate_limited",
+            Self::RateLimited(_) => "rate_limited",
             Self::Unauthorized { .. } => "unauthorized",
             Self::AuthUnusable => "auth_unusable",
         }
@@ -157,7 +159,7 @@ impl Error {
             | Self::BodyTooLarge { .. }
             | Self::HeadersTooLarge
             | Self::Forbidden
-            | Self::RateLimited
+            | Self::RateLimited(_)
             | Self::Unauthorized { .. } => "client",
         }
     }
@@ -201,7 +203,7 @@ impl Error {
             Self::LocationDenied => {
                 "503 service unavailable: this route's access annotations are invalid\n"
             }
-            Self::RateLimited => "503 service unavailable: too many requests from this address\n",
+            Self::RateLimited(_) => "too many requests from this address\n",
             // nginx's page says "401 Authorization Required" (ingress-nginx's e2e tests look
             // for it).
             Self::Unauthorized { .. } => "401 Authorization Required\n",
@@ -211,7 +213,12 @@ impl Error {
 
     /// The response for this failure.
     pub fn to_response(&self) -> Response<Body> {
-        let mut resp = Response::new(full(self.body()));
+        let body = match self {
+            // The status is configurable (--limit-req-status-code): the body starts with it.
+            Self::RateLimited(status) => full(format!("{} {}", status.as_u16(), self.body())),
+            _ => full(self.body()),
+        };
+        let mut resp = Response::new(body);
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -257,7 +264,16 @@ mod tests {
             (Error::InvalidBackend, 500, "invalid_backend"),
             (Error::Forbidden, 403, "forbidden"),
             (Error::LocationDenied, 503, "location_denied"),
-            (Error::RateLimited, 503, "rate_limited"),
+            (
+                Error::RateLimited(StatusCode::SERVICE_UNAVAILABLE),
+                503,
+                "rate_limited",
+            ),
+            (
+                Error::RateLimited(StatusCode::TOO_MANY_REQUESTS),
+                429,
+                "rate_limited",
+            ),
             (
                 Error::Unauthorized {
                     realm: String::new(),

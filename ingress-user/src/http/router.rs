@@ -421,7 +421,7 @@ impl Router {
         // before the access phase (source ranges, authentication).
         let slot = match policy.and_then(|p| p.rate_limit.as_ref()) {
             None => None,
-            Some(zone) => match admission::limit(zone, conn.remote.ip()) {
+            Some(zone) => match admission::limit(zone, conn.remote.ip(), &self.opts.limits) {
                 Ok(slot) => slot,
                 Err(e) => return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Err(e)),
             },

@@ -133,8 +133,10 @@ pub fn zone(owner: &ObjectRef, settings: LimitSettings) -> Arc<RateLimit> {
 pub enum Admit {
     /// Served; hold the slot (if any) until the response is sent.
     Pass(Option<ConnSlot>),
-    /// Over a limit: 503.
-    Limited,
+    /// Over `limit-rps` or `limit-rpm` (nothing was counted).
+    OverRate,
+    /// Over `limit-connections`.
+    OverConnections,
 }
 
 impl RateLimit {
@@ -150,7 +152,7 @@ impl RateLimit {
         }
         let ip = ip.to_canonical();
         if !self.buckets_admit(ip, now_ms()) {
-            return Admit::Limited;
+            return Admit::OverRate;
         }
         let Some(conns) = &self.conns else {
             return Admit::Pass(None);
@@ -158,7 +160,7 @@ impl RateLimit {
         let mut shard = conns.shard(ip);
         let full = shard.len() >= PER_SHARD;
         match shard.get_mut(&ip) {
-            Some(n) if *n >= self.settings.connections => Admit::Limited,
+            Some(n) if *n >= self.settings.connections => Admit::OverConnections,
             Some(n) => {
                 *n += 1;
                 Admit::Pass(Some(ConnSlot {
@@ -166,7 +168,7 @@ impl RateLimit {
                     ip,
                 }))
             }
-            None if full => Admit::Limited,
+            None if full => Admit::OverConnections,
             None => {
                 shard.insert(ip, 1);
                 Admit::Pass(Some(ConnSlot {
@@ -406,7 +408,7 @@ mod tests {
         let two = z.admit(ip);
         assert!(matches!(&one, Admit::Pass(Some(_))));
         assert!(matches!(&two, Admit::Pass(Some(_))));
-        assert!(matches!(z.admit(ip), Admit::Limited));
+        assert!(matches!(z.admit(ip), Admit::OverConnections));
         assert!(matches!(
             z.admit("10.0.0.2".parse().unwrap()),
             Admit::Pass(Some(_))
