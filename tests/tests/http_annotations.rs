@@ -1339,9 +1339,11 @@ async fn gated_backend() -> (
     (addr, arrivals, release, task)
 }
 
-/// limit-connections (ingress-nginx's `limit_conn`: requests in progress per client
-/// address; over it, 503, the default `limit-conn-status-code`). The backend holds the
-/// requests, so the counts do not depend on timing.
+/// limit-connections, transcribing ingress-nginx's `test/e2e/annotations/limitconnections.go`
+/// (20 concurrent slow requests with `limit-connections: 8`: 8 get 200, 12 get 503; nginx's
+/// `limit_conn` counts requests in progress per client address). The backend holds the
+/// requests until released, so the counts do not depend on timing. Another client has its
+/// own count, and `limit-whitelist` exempts a client.
 #[tokio::test]
 async fn limit_connections() {
     let (held, mut arrivals, release, task) = gated_backend().await;
@@ -1350,33 +1352,52 @@ async fn limit_connections() {
         &ingress(
             "conn",
             "conn.limit",
-            &[("limit-connections", "1"), ("limit-whitelist", "127.0.0.4")],
+            &[("limit-connections", "8"), ("limit-whitelist", "127.0.0.4")],
             false,
         )
         .replace("name: echo", "name: held"),
     );
     let proc = IngressProcess::start(&yaml, &[]).await;
-    let first = tokio::spawn(get_from([127, 0, 0, 2], proc.http, "conn.limit", "/"));
-    let other = tokio::spawn(get_from([127, 0, 0, 3], proc.http, "conn.limit", "/"));
-    let free = tokio::spawn(get_from([127, 0, 0, 4], proc.http, "conn.limit", "/"));
-    let free2 = tokio::spawn(get_from([127, 0, 0, 4], proc.http, "conn.limit", "/"));
-    for _ in 0..4 {
+    let send = |from: [u8; 4]| tokio::spawn(get_from(from, proc.http, "conn.limit", "/"));
+    let limited: Vec<_> = (0..20).map(|_| send([127, 0, 0, 2])).collect();
+    let others: Vec<_> = [[127, 0, 0, 3], [127, 0, 0, 4], [127, 0, 0, 4]]
+        .into_iter()
+        .map(send)
+        .collect();
+    // 8 + 1 + 2 requests reach the backend and are held there.
+    for _ in 0..11 {
         tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
             .await
             .expect("the held requests reach the backend");
     }
-    // 127.0.0.2 has one request in progress: its next ones are refused at once.
-    for _ in 0..3 {
-        let (status, _) = get_from([127, 0, 0, 2], proc.http, "conn.limit", "/").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // The 12 others of 127.0.0.2 are answered at once; release only then, so none of them
+    // can take a slot freed by the release.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while limited.iter().filter(|t| t.is_finished()).count() < 12 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused requests were not answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     release.send(true).expect("release");
-    for (who, t) in [
-        ("first", first),
-        ("other client", other),
-        ("whitelisted", free),
-        ("whitelisted again", free2),
-    ] {
+    let (mut ok, mut refused) = (0, 0);
+    for t in limited {
+        match t.await.expect("join").0 {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        (ok, refused),
+        (8, 12),
+        "limitconnections.go: 8 pass, 12 get 503"
+    );
+    for (who, t) in ["other client", "whitelisted", "whitelisted again"]
+        .into_iter()
+        .zip(others)
+    {
         assert_eq!(t.await.expect("join").0, StatusCode::OK, "{who}");
     }
     // Its request done, the client may send another (the slot is freed once the response
