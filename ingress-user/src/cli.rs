@@ -168,6 +168,16 @@ pub struct HttpArgs {
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_secs)]
     pub idle_timeout: Duration,
 
+    /// Status of requests over an Ingress's `limit-rps` / `limit-rpm` (ingress-nginx's
+    /// ConfigMap `limit-req-status-code`; 429 is a common choice).
+    #[arg(long, value_name = "STATUS", default_value = "503", value_parser = clap::value_parser!(u16).range(400..=599))]
+    pub limit_req_status_code: u16,
+
+    /// Status of requests over an Ingress's `limit-connections` (ingress-nginx's ConfigMap
+    /// `limit-conn-status-code`).
+    #[arg(long, value_name = "STATUS", default_value = "503", value_parser = clap::value_parser!(u16).range(400..=599))]
+    pub limit_conn_status_code: u16,
+
     /// Seconds in-flight HTTP requests get to finish on SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_secs)]
     pub shutdown_grace_period: Duration,
@@ -203,8 +213,15 @@ impl HttpArgs {
             upstream_response_timeout: self.upstream_response_timeout,
             idle_timeout: self.idle_timeout,
             shutdown_grace_period: self.shutdown_grace_period,
+            limit_req_status: status(self.limit_req_status_code),
+            limit_conn_status: status(self.limit_conn_status_code),
         }
     }
+}
+
+/// A status code clap has checked to be 400..=599.
+fn status(code: u16) -> hyper::StatusCode {
+    hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::SERVICE_UNAVAILABLE)
 }
 
 /// Where and how L4 (tcp/udp-services) traffic is forwarded.

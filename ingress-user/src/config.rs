@@ -18,6 +18,7 @@ pub use crate::snapshot::{
 
 pub mod annotations;
 pub mod backend;
+pub mod basic_auth;
 pub mod class;
 pub mod gateway;
 pub mod incremental;

@@ -28,6 +28,7 @@
 
 pub mod access_log;
 pub mod affinity;
+pub mod admission;
 pub mod balance;
 pub mod body;
 pub mod client;

@@ -8,8 +8,10 @@ pub mod canary;
 pub mod certs;
 pub mod endpoints;
 pub mod gateway;
+pub mod htpasswd;
 pub mod policy;
 pub mod problem;
+pub mod rate_limit;
 pub mod routes;
 
 use std::{fmt, net::SocketAddr, sync::Arc};

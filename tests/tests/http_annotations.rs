@@ -898,3 +898,521 @@ async fn redirects_and_upstream_vhost() {
         r.body
     );
 }
+
+/// What a request with credentials got: status, `WWW-Authenticate` (or empty), body.
+async fn get_with_auth(
+    from: [u8; 4],
+    addr: SocketAddr,
+    host: &str,
+    authorization: Option<&str>,
+) -> (StatusCode, String, String) {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("bind the client to a 127.0.0.x address");
+    let stream = socket.connect(addr).await.expect("connect to xdp-ingress");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let mut req = Request::get("/").header(header::HOST, host);
+    if let Some(a) = authorization {
+        req = req.header(header::AUTHORIZATION, a);
+    }
+    let req = req.body(Empty::<Bytes>::new()).expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(20), send.send_request(req))
+        .await
+        .expect("answer within 20 s")
+        .expect("response");
+    let status = resp.status();
+    let challenge = resp
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    conn.abort();
+    (
+        status,
+        challenge,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// `Authorization: Basic base64(user:password)`.
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+/// One htpasswd line made by the real `htpasswd` (apache2-utils, `cargo xtask setup`):
+/// `flag` is `-B` (bcrypt), `-m` (APR1-MD5) or `-s` (`{SHA}`).
+fn htpasswd(flag: &str, user: &str, password: &str) -> String {
+    let out = std::process::Command::new("htpasswd")
+        .args([
+            &format!("-nb{}", flag.trim_start_matches('-')),
+            user,
+            password,
+        ])
+        .output()
+        .expect("run htpasswd (apt-get install apache2-utils, or cargo xtask setup)");
+    assert!(out.status.success(), "htpasswd {flag}: {out:?}");
+    String::from_utf8(out.stdout)
+        .expect("htpasswd output")
+        .trim_end()
+        .to_owned()
+}
+
+/// An Opaque Secret `namespace/name` with `data`, as YAML.
+fn opaque_secret(namespace: &str, name: &str, data: &[(&str, &str)]) -> String {
+    use k8s_openapi::{ByteString, api::core::v1::Secret};
+    let secret = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    format!(
+        "---\n{}",
+        serde_yaml::to_string(&secret).expect("Secret as YAML")
+    )
+}
+
+/// (rule, annotations, Authorization, expected status).
+type AuthRow = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Option<(&'static str, &'static str)>,
+    StatusCode,
+);
+
+/// auth-type basic, auth-secret, auth-secret-type, auth-realm. The rows transcribe
+/// ingress-nginx's `test/e2e/annotations/auth.go` (no auth 200; an unknown Secret 503; no
+/// credentials 401 with "401 Authorization Required"; wrong ones 401; right ones 200; an
+/// entry `foo:` 500) and add what `internal/ingress/annotations/auth/main.go` decides (auth-map, a
+/// bad auth-secret-type or a Secret in another namespace is "location denied": 503; digest
+/// is not supported here and fails closed). The hashes are made by the real `htpasswd`.
+#[tokio::test]
+async fn basic_auth() {
+    const BASIC: (&str, &str) = ("auth-type", "basic");
+    const REALM: (&str, &str) = ("auth-realm", "test auth");
+    let rows: &[AuthRow] = &[
+        ("no authentication configured", &[], None, StatusCode::OK),
+        (
+            "an unknown Secret denies the location",
+            &[BASIC, ("auth-secret", "something"), REALM],
+            Some(("foo", "bar")),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "no Authorization header",
+            &[BASIC, ("auth-secret", "basic-auth"), REALM],
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "invalid credentials",
+            &[BASIC, ("auth-secret", "basic-auth"), REALM],
+            Some(("user", "pass")),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "a known user with a wrong password",
+            &[BASIC, ("auth-secret", "basic-auth"), REALM],
+            Some(("foo", "baz")),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "valid credentials (bcrypt)",
+            &[BASIC, ("auth-secret", "basic-auth"), REALM],
+            Some(("foo", "bar")),
+            StatusCode::OK,
+        ),
+        (
+            "valid credentials (APR1-MD5), the Secret as namespace/name",
+            &[BASIC, ("auth-secret", "default/basic-auth")],
+            Some(("apr", "one two")),
+            StatusCode::OK,
+        ),
+        (
+            "valid credentials ({SHA})",
+            &[BASIC, ("auth-secret", "basic-auth")],
+            Some(("sha", "s:3")),
+            StatusCode::OK,
+        ),
+        (
+            "an unusable entry answers 500 (auth.go: the Secret holds \"foo:\")",
+            &[BASIC, ("auth-secret", "invalid-content"), REALM],
+            Some(("foo", "bar")),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+        (
+            "auth-map: keys are users, values hashes",
+            &[
+                BASIC,
+                ("auth-secret", "map-auth"),
+                ("auth-secret-type", "auth-map"),
+            ],
+            Some(("foo", "bar")),
+            StatusCode::OK,
+        ),
+        (
+            "auth-map refuses a wrong password",
+            &[
+                BASIC,
+                ("auth-secret", "map-auth"),
+                ("auth-secret-type", "auth-map"),
+            ],
+            Some(("foo", "bar2")),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "auth-file without the key auth denies the location",
+            &[BASIC, ("auth-secret", "map-auth")],
+            Some(("foo", "bar")),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "a bad auth-secret-type denies the location",
+            &[
+                BASIC,
+                ("auth-secret", "basic-auth"),
+                ("auth-secret-type", "auth-list"),
+            ],
+            Some(("foo", "bar")),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "a Secret in another namespace denies the location",
+            &[BASIC, ("auth-secret", "other/basic-auth")],
+            Some(("foo", "bar")),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "auth-type without auth-secret denies the location",
+            &[BASIC],
+            Some(("foo", "bar")),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "digest is not supported and fails closed",
+            &[("auth-type", "digest"), ("auth-secret", "basic-auth")],
+            Some(("foo", "bar")),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "auth-secret without auth-type asks for nothing (as ingress-nginx)",
+            &[("auth-secret", "basic-auth")],
+            None,
+            StatusCode::OK,
+        ),
+    ];
+    let (echo, mut yaml) = echo_and_secrets(&[]).await;
+    let users = [
+        htpasswd("-B", "foo", "bar"),
+        htpasswd("-m", "apr", "one two"),
+        htpasswd("-s", "sha", "s:3"),
+    ]
+    .join("\n");
+    yaml.push_str(&opaque_secret("default", "basic-auth", &[("auth", &users)]));
+    yaml.push_str(&opaque_secret("other", "basic-auth", &[("auth", &users)]));
+    yaml.push_str(&opaque_secret(
+        "default",
+        "invalid-content",
+        &[("auth", "foo:")],
+    ));
+    let foo = htpasswd("-m", "foo", "bar");
+    let (_, foo_hash) = foo.split_once(':').expect("user:hash");
+    yaml.push_str(&opaque_secret("default", "map-auth", &[("foo", foo_hash)]));
+    for (i, row) in rows.iter().enumerate() {
+        yaml.push_str(&ingress(
+            &format!("a{i}"),
+            &format!("r{i}.auth"),
+            row.1,
+            false,
+        ));
+    }
+    let proc = IngressProcess::start(&yaml, &[]).await;
+    let mut forwarded = 0;
+    for (i, (rule, _, credentials, status)) in rows.iter().enumerate() {
+        let authorization = credentials.map(|(u, p)| basic(u, p));
+        let (got, challenge, body) = get_with_auth(
+            [127, 0, 0, 1],
+            proc.http,
+            &format!("r{i}.auth"),
+            authorization.as_deref(),
+        )
+        .await;
+        assert_eq!(got, *status, "{rule}: {body}\n{}", proc.log());
+        if got == StatusCode::UNAUTHORIZED {
+            assert!(
+                body.contains("401 Authorization Required"),
+                "{rule}: {body}"
+            );
+            assert!(
+                challenge.starts_with("Basic realm=\""),
+                "{rule}: {challenge}"
+            );
+        }
+        if got == StatusCode::OK {
+            forwarded += 1;
+            if let Some(a) = &authorization {
+                assert!(
+                    body.to_ascii_lowercase()
+                        .contains(&format!("authorization: {}", a.to_ascii_lowercase())),
+                    "{rule}: the Authorization header goes upstream, as nginx passes it: {body}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        echo.request_count(),
+        forwarded,
+        "refused requests never reach the backend"
+    );
+    // The realm is sent as written, nginx's `Basic realm="..."`.
+    let (_, challenge, _) = get_with_auth([127, 0, 0, 1], proc.http, "r2.auth", None).await;
+    assert_eq!(challenge, "Basic realm=\"test auth\"");
+    let (_, challenge, _) = get_with_auth([127, 0, 0, 1], proc.http, "r7.auth", None).await;
+    assert_eq!(challenge, "Basic realm=\"\"", "no auth-realm: empty");
+    // Each broken configuration is a Problem, counted by kind.
+    let metrics = proc.metrics().await;
+    for kind in [
+        "auth_secret_not_found",
+        "auth_secret_invalid_entry",
+        "auth_secret_invalid",
+        "auth_secret_cross_namespace",
+        "auth_secret_missing",
+        "annotation_unsupported",
+        "invalid_annotation",
+    ] {
+        assert_eq!(
+            metrics.sum("xdp_ingress_problems", &[("kind", kind)]),
+            1.0,
+            "{kind}"
+        );
+    }
+}
+
+/// `n` requests sent one after another, as fast as possible, from `from`: how many got
+/// 200 and how many 503 (or `limited`, when given).
+async fn burst(from: [u8; 4], addr: SocketAddr, host: &str, n: usize) -> (usize, usize) {
+    burst_limited(from, addr, host, n, StatusCode::SERVICE_UNAVAILABLE).await
+}
+
+async fn burst_limited(
+    from: [u8; 4],
+    addr: SocketAddr,
+    host: &str,
+    n: usize,
+    limited: StatusCode,
+) -> (usize, usize) {
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..n {
+        match get_from(from, addr, host, "/").await.0 {
+            StatusCode::OK => ok += 1,
+            s if s == limited => refused += 1,
+            other => panic!("{host}: unexpected {other}"),
+        }
+    }
+    (ok, refused)
+}
+
+/// limit-rpm, limit-rps, limit-burst-multiplier and limit-whitelist (ingress-nginx's
+/// `internal/ingress/annotations/ratelimit/main.go`: nginx `limit_req` per client address
+/// with `burst` = rate × multiplier and `nodelay`; rejected requests get 503, the default
+/// `limit-req-status-code`). A new client passes burst + 1 requests at once; limit-rpm 1
+/// drains one request per minute, so within this test exactly burst + 1 pass.
+#[tokio::test]
+async fn rate_limits() {
+    let (echo, mut yaml) = echo_and_secrets(&[]).await;
+    yaml.push_str(&ingress(
+        "rpm",
+        "rpm.limit",
+        &[
+            ("limit-rpm", "1"),
+            ("limit-burst-multiplier", "2"),
+            ("limit-whitelist", "10.0.0.0/8, 127.0.0.3"),
+        ],
+        false,
+    ));
+    yaml.push_str(&ingress("rps", "rps.limit", &[("limit-rps", "1")], false));
+    yaml.push_str(&ingress(
+        "bad",
+        "bad.limit",
+        &[("limit-rps", "fast")],
+        false,
+    ));
+    let proc = IngressProcess::start(&yaml, &[]).await;
+    // burst 1 × 2: three pass, the rest get 503, each client on its own.
+    assert_eq!(
+        burst([127, 0, 0, 2], proc.http, "rpm.limit", 10).await,
+        (3, 7)
+    );
+    assert_eq!(
+        burst([127, 0, 0, 4], proc.http, "rpm.limit", 5).await,
+        (3, 2)
+    );
+    // Whitelisted: never limited.
+    assert_eq!(
+        burst([127, 0, 0, 3], proc.http, "rpm.limit", 20).await,
+        (20, 0)
+    );
+    // limit-rps 1, default multiplier 5: six pass at once, then one a second; 40
+    // requests take far less than 34 s, so some are refused.
+    let (ok, limited) = burst([127, 0, 0, 2], proc.http, "rps.limit", 40).await;
+    assert!(
+        ok >= 6 && limited > 0,
+        "rps: {ok} passed, {limited} limited"
+    );
+    // An invalid value applies no limit (and a Problem says so).
+    assert_eq!(
+        burst([127, 0, 0, 2], proc.http, "bad.limit", 20).await,
+        (20, 0)
+    );
+    assert_eq!(
+        echo.request_count(),
+        3 + 3 + 20 + ok + 20,
+        "limited requests never reach the backend"
+    );
+    // ingress-nginx's `limit-req-status-code` is a flag here.
+    drop(proc);
+    let proc = IngressProcess::start(&yaml, &["--limit-req-status-code", "429"]).await;
+    assert_eq!(
+        burst_limited(
+            [127, 0, 0, 2],
+            proc.http,
+            "rpm.limit",
+            10,
+            StatusCode::TOO_MANY_REQUESTS
+        )
+        .await,
+        (3, 7)
+    );
+}
+
+/// A backend that holds every request until released: (address, arrivals, release).
+async fn gated_backend() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (arrived, mut released) = (arrived.clone(), released.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = arrived.send(());
+                let _ = released.wait_for(|r| *r).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nheld\n",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, arrivals, release, task)
+}
+
+/// limit-connections, transcribing ingress-nginx's `test/e2e/annotations/limitconnections.go`
+/// (20 concurrent slow requests with `limit-connections: 8`: 8 get 200, 12 get 503; nginx's
+/// `limit_conn` counts requests in progress per client address). The backend holds the
+/// requests until released, so the counts do not depend on timing. Another client has its
+/// own count, and `limit-whitelist` exempts a client.
+#[tokio::test]
+async fn limit_connections() {
+    let (held, mut arrivals, release, task) = gated_backend().await;
+    let mut yaml = service_yaml("held", &[held]);
+    yaml.push_str(
+        &ingress(
+            "conn",
+            "conn.limit",
+            &[("limit-connections", "8"), ("limit-whitelist", "127.0.0.4")],
+            false,
+        )
+        .replace("name: echo", "name: held"),
+    );
+    let proc = IngressProcess::start(&yaml, &[]).await;
+    let send = |from: [u8; 4]| tokio::spawn(get_from(from, proc.http, "conn.limit", "/"));
+    let limited: Vec<_> = (0..20).map(|_| send([127, 0, 0, 2])).collect();
+    let others: Vec<_> = [[127, 0, 0, 3], [127, 0, 0, 4], [127, 0, 0, 4]]
+        .into_iter()
+        .map(send)
+        .collect();
+    // 8 + 1 + 2 requests reach the backend and are held there.
+    for _ in 0..11 {
+        tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+            .await
+            .expect("the held requests reach the backend");
+    }
+    // The 12 others of 127.0.0.2 are answered at once; release only then, so none of them
+    // can take a slot freed by the release.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while limited.iter().filter(|t| t.is_finished()).count() < 12 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused requests were not answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release.send(true).expect("release");
+    let (mut ok, mut refused) = (0, 0);
+    for t in limited {
+        match t.await.expect("join").0 {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        (ok, refused),
+        (8, 12),
+        "limitconnections.go: 8 pass, 12 get 503"
+    );
+    for (who, t) in ["other client", "whitelisted", "whitelisted again"]
+        .into_iter()
+        .zip(others)
+    {
+        assert_eq!(t.await.expect("join").0, StatusCode::OK, "{who}");
+    }
+    // Its request done, the client may send another (the slot is freed once the response
+    // is sent; wait for that within a deadline).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = get_from([127, 0, 0, 2], proc.http, "conn.limit", "/").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never freed: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+}

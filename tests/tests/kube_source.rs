@@ -126,8 +126,9 @@ fn keys(store: &Store) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-/// What the source should hold per the server: every object of the watched kinds, TLS
-/// Secrets only, the two named ConfigMaps only; as (kind, ns/name, resourceVersion).
+/// What the source should hold per the server: every object of the watched kinds, TLS and
+/// Opaque (`auth-secret`) Secrets only, the two named ConfigMaps only; as (kind, ns/name,
+/// resourceVersion).
 fn expected(api: &FakeApi) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for (api_version, kind, plural) in KINDS {
@@ -141,7 +142,7 @@ fn expected(api: &FakeApi) -> Vec<(String, String, String)> {
                 m["name"].as_str().unwrap()
             );
             let wanted = match *kind {
-                "Secret" => o["type"] == "kubernetes.io/tls",
+                "Secret" => o["type"] == "kubernetes.io/tls" || o["type"] == "Opaque",
                 "ConfigMap" => {
                     key == "ingress-nginx/tcp-services" || key == "ingress-nginx/udp-services"
                 }
@@ -260,6 +261,9 @@ fn seed(api: &FakeApi) {
     let mut opaque = object("Secret", "default", "opaque");
     opaque["type"] = json!("Opaque");
     api.put(opaque);
+    let mut helm = object("Secret", "default", "helm-release");
+    helm["type"] = json!("helm.sh/release.v1");
+    api.put(helm);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,12 +279,16 @@ async fn first_publish_is_complete_and_filtered() {
     // The very first Store published is already complete.
     assert_eq!(without_labels(contents(&store)), expected(&api));
     assert_eq!(store.ingresses.len(), 7);
-    assert_eq!(store.secrets.len(), 6, "only kubernetes.io/tls Secrets");
+    assert_eq!(
+        store.secrets.len(),
+        7,
+        "only kubernetes.io/tls and Opaque Secrets"
+    );
     assert!(
         store
             .secrets
             .iter()
-            .all(|s| s.type_.as_deref() == Some("kubernetes.io/tls"))
+            .all(|s| matches!(s.type_.as_deref(), Some("kubernetes.io/tls" | "Opaque")))
     );
     let cms: Vec<_> = store
         .config_maps

@@ -17,7 +17,7 @@ mod session;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use super::problem::Severity;
+use super::{basic_auth, problem::Severity};
 use crate::snapshot::policy::{Cidr, RoutePolicy};
 
 /// ingress-nginx's default `--annotations-prefix`.
@@ -114,13 +114,13 @@ const TABLE: &[(&str, Support)] = &[
     ("affinity-mode", Support::Applied(session::affinity_mode)),
     ("allowlist-source-range", Support::Applied(allowlist)),
     ("app-root", Support::Applied(app_root)),
-    ("auth-realm", Support::Ignored("")),
-    ("auth-secret", Support::Ignored("")),
-    ("auth-secret-type", Support::Ignored("")),
+    ("auth-realm", Support::Applied(auth_realm)),
+    ("auth-secret", Support::Applied(auth_secret)),
+    ("auth-secret-type", Support::Applied(auth_secret_type)),
     ("auth-tls-secret", Support::Ignored("")),
     ("auth-tls-verify-client", Support::Ignored("")),
     ("auth-tls-verify-depth", Support::Ignored("")),
-    ("auth-type", Support::Ignored("")),
+    ("auth-type", Support::Applied(auth_type)),
     ("auth-url", Support::Ignored("")),
     (
         "backend-protocol",
@@ -164,11 +164,14 @@ const TABLE: &[(&str, Support)] = &[
     ("enable-cors", Support::Ignored("")),
     ("force-ssl-redirect", Support::Applied(force_ssl_redirect)),
     ("from-to-www-redirect", Support::Ignored("")),
-    ("limit-burst-multiplier", Support::Ignored("")),
-    ("limit-connections", Support::Ignored("")),
-    ("limit-rpm", Support::Ignored("")),
-    ("limit-rps", Support::Ignored("")),
-    ("limit-whitelist", Support::Ignored("")),
+    (
+        "limit-burst-multiplier",
+        Support::Applied(limit_burst_multiplier),
+    ),
+    ("limit-connections", Support::Applied(limit_connections)),
+    ("limit-rpm", Support::Applied(limit_rpm)),
+    ("limit-rps", Support::Applied(limit_rps)),
+    ("limit-whitelist", Support::Applied(limit_whitelist)),
     (
         "load-balance",
         Support::Ignored("the global --load-balance"),
@@ -265,6 +268,16 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
             (Status::Refused, SNIPPET_REASON.to_owned())
         } else if is_canary && !canary::applies_to_canary(&name) {
             (Status::Ignored, canary::IGNORED_ON_CANARY.to_owned())
+        } else if name == "auth-type" && value.trim() == "digest" {
+            // Not served rather than served without authentication.
+            policy.denied = true;
+            out.findings.push(Finding {
+                field,
+                kind: "annotation_unsupported",
+                message: basic_auth::DIGEST_NOTE.to_owned(),
+                severity: Severity::Error,
+            });
+            (Status::Ignored, basic_auth::DIGEST_NOTE.to_owned())
         } else if name == "whitelist-source-range" && has("allowlist-source-range") {
             let note = "overridden by allowlist-source-range".to_owned();
             (Status::Ignored, note)
@@ -537,6 +550,84 @@ fn allowlist(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
 
 fn denylist(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
     apply_cidrs(value, p, |p, c| p.deny = c)
+}
+
+/// `auth-type`: `basic` (`digest` is refused before the table); anything else fails
+/// closed.
+fn auth_type(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    basic_auth::auth_type(value).inspect_err(|_| p.denied = true)
+}
+
+/// `auth-secret`, `auth-secret-type`, `auth-realm`: checked here for the report; read with
+/// the Secret by `basic_auth::resolve`, which fails closed on a bad one.
+fn auth_secret(value: &str, _: &mut RoutePolicy) -> Result<(), String> {
+    basic_auth::secret_name(value).map(drop)
+}
+
+fn auth_secret_type(value: &str, _: &mut RoutePolicy) -> Result<(), String> {
+    basic_auth::secret_type(value).map(drop)
+}
+
+fn auth_realm(value: &str, _: &mut RoutePolicy) -> Result<(), String> {
+    basic_auth::realm(value).map(drop)
+}
+
+/// A count for `limit-*`: digits only; 0 is no limit, as in ingress-nginx.
+fn count(value: &str, what: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not a whole number of {what}; no limit is applied"
+        )),
+    }
+}
+
+fn limit_rps(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.limit_settings.rps = count(value, "requests per second")?;
+    Ok(())
+}
+
+fn limit_rpm(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.limit_settings.rpm = count(value, "requests per minute")?;
+    Ok(())
+}
+
+fn limit_connections(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.limit_settings.connections = count(value, "connections")?;
+    Ok(())
+}
+
+/// `limit-burst-multiplier`: 1 or more (the burst is the rate times it).
+fn limit_burst_multiplier(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    match count(value, "") {
+        Ok(n) if n > 0 => {
+            p.limit_settings.burst_multiplier = Some(n);
+            Ok(())
+        }
+        _ => Err(format!(
+            "{value:?} is not a whole number above 0; the default {} applies",
+            crate::snapshot::rate_limit::DEFAULT_BURST_MULTIPLIER
+        )),
+    }
+}
+
+/// `limit-whitelist`: CIDRs never limited; bad entries are dropped with a Problem (a
+/// wrong entry limits a client that was meant to be exempt, never the reverse).
+fn limit_whitelist(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    let mut bad = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.parse::<Cidr>() {
+            Ok(c) => p.limit_settings.whitelist.push(c),
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    p.limit_settings.whitelist.sort_unstable();
+    p.limit_settings.whitelist.dedup();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}; these clients are limited", bad.join("; ")))
+    }
 }
 
 #[cfg(test)]
@@ -826,6 +917,38 @@ mod tests {
             ("canary-weight-total", "1000", Status::Applied, ""),
             ("canary-weight-total", "10", Status::Invalid, "below 100"),
             ("ssl-redirekt", "true", Status::Ignored, "typo"),
+            ("auth-type", "basic", Status::Applied, ""),
+            ("auth-type", "ntlm", Status::Invalid, "503"),
+            ("auth-secret", "ns/users", Status::Applied, ""),
+            ("auth-secret", "a b", Status::Invalid, "not a Secret name"),
+            ("auth-secret-type", "auth-map", Status::Applied, ""),
+            (
+                "auth-secret-type",
+                "map",
+                Status::Invalid,
+                "auth-file or auth-map",
+            ),
+            ("auth-realm", "test auth", Status::Applied, ""),
+            ("auth-realm", "a\"b", Status::Invalid, "WWW-Authenticate"),
+            ("limit-rps", "5", Status::Applied, ""),
+            ("limit-rps", "-1", Status::Invalid, "whole number"),
+            ("limit-rpm", "300", Status::Applied, ""),
+            ("limit-connections", "2", Status::Applied, ""),
+            ("limit-connections", "1.5", Status::Invalid, "no limit"),
+            ("limit-burst-multiplier", "3", Status::Applied, ""),
+            ("limit-burst-multiplier", "0", Status::Invalid, "default 5"),
+            (
+                "limit-whitelist",
+                "127.0.0.3, 10.0.0.0/8",
+                Status::Applied,
+                "",
+            ),
+            (
+                "limit-whitelist",
+                "10.0.0.0/8, x",
+                Status::Invalid,
+                "these clients are limited",
+            ),
         ] {
             let parsed = parse_one(&[(&key(name), value)]);
             let v = &parsed.verdicts[0];
@@ -939,6 +1062,32 @@ mod tests {
         let parsed = parse(Some(&map), DEFAULT_PREFIX);
         assert_eq!(parsed.verdicts.len(), 1);
         assert_eq!(parse(None, DEFAULT_PREFIX), Parsed::default());
+    }
+
+    #[test]
+    fn digest_auth_is_ignored_but_fails_closed() {
+        let parsed = parse_one(&[(&key("auth-type"), "digest")]);
+        assert_eq!(parsed.verdicts[0].status, Status::Ignored);
+        assert!(parsed.verdicts[0].note.contains("auth-type: basic"));
+        assert_eq!(parsed.findings.len(), 1);
+        assert!(parsed.findings[0].message.contains("503"));
+        assert!(parsed.policy.unwrap().denied);
+    }
+
+    #[test]
+    fn limits_become_settings() {
+        let parsed = parse_one(&[
+            (&key("limit-rps"), "5"),
+            (&key("limit-connections"), "2"),
+            (&key("limit-burst-multiplier"), "1"),
+            (&key("limit-whitelist"), "127.0.0.3/32,127.0.0.3, ::1"),
+        ]);
+        let s = &parsed.policy.unwrap().limit_settings;
+        assert_eq!((s.rps, s.rpm, s.connections), (5, 0, 2));
+        assert_eq!(s.burst_multiplier, Some(1));
+        let shown: Vec<String> = s.whitelist.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["127.0.0.3/32", "::1/128"]);
+        assert!(parse_one(&[(&key("limit-rps"), "0")]).policy.is_none());
     }
 
     #[test]

@@ -93,6 +93,17 @@ impl<'s> Resolver<'s> {
         self.objects.service(namespace, name)
     }
 
+    /// Finds a Secret (an annotation's, e.g. `auth-secret`).
+    pub fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&'s std::sync::Arc<k8s_openapi::api::core::v1::Secret>> {
+        self.objects
+            .secrets
+            .get(&(namespace.to_owned(), name.to_owned()))
+    }
+
     /// Resolves a Service port. For UDP entries a UDP port is preferred when a number or
     /// name is shared by several protocols.
     pub fn port(

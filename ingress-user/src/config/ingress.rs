@@ -21,6 +21,7 @@ use k8s_openapi::{
 use super::{
     ObjectRef, Options, Problem, ServiceRef, annotations,
     backend::{Cells, PortSpec, ResolveError, Resolver},
+    basic_auth,
     problem::Severity,
     store::Key,
     tls::{self, CertSet, TlsCert},
@@ -29,6 +30,7 @@ use crate::snapshot::{
     Endpoints,
     canary::Canary,
     policy::RoutePolicy,
+    rate_limit,
     routes::{Backend, HostMatch, HostRoutes, InsertError, PathType, Protocol, TlsHosts},
 };
 
@@ -115,6 +117,9 @@ pub struct Translated {
     /// The Services it names, sorted (a Vec: a B-tree node per Ingress cost half a KiB):
     /// a change to one of them translates it again.
     pub services: Vec<Key>,
+    /// The Secrets its annotations read (`auth-secret`): a change to one of them
+    /// translates it again.
+    pub secrets: Vec<Key>,
 }
 
 /// Translates one Ingress (whether it is served is the caller's decision). Its annotations
@@ -127,19 +132,29 @@ pub fn translate(
 ) -> Translated {
     let object = object_ref(ing);
     let parsed = annotations::parse(ing.metadata.annotations.as_ref(), prefix);
+    let ns = ing
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let mut auth = basic_auth::resolve(
+        ing.metadata.annotations.as_ref(),
+        prefix,
+        &object,
+        &ns,
+        resolver,
+    );
+    let auth_secret = auth.secret.clone();
+    let auth_problems = std::mem::take(&mut auth.problems);
     let mut tr = Translation {
         resolver,
         cells,
         object: object.clone(),
-        ns: ing
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_owned()),
+        ns,
         backends: HashMap::new(),
-        problems: Vec::new(),
+        problems: auth_problems,
         services: Vec::new(),
-        policy: parsed.policy.map(|p| tag_sessions(p, &object)),
+        policy: complete_policy(parsed.policy, auth, &object).map(|p| tag_sessions(p, &object)),
     };
     for f in parsed.findings {
         tr.problem(f.field, f.kind, f.message, f.severity);
@@ -219,6 +234,7 @@ pub fn translate(
             s.dedup();
             s
         },
+        secrets: auth_secret.into_iter().collect(),
     }
 }
 
@@ -236,6 +252,26 @@ fn tag_sessions(mut policy: Arc<RoutePolicy>, object: &ObjectRef) -> Arc<RoutePo
         }
     }
     policy
+}
+
+/// The annotations' policy with what needs more than their values: the users of the
+/// `auth-secret` (or `denied` when unusable) and the live state of the limits.
+fn complete_policy(
+    policy: Option<Arc<RoutePolicy>>,
+    auth: basic_auth::Resolved,
+    object: &ObjectRef,
+) -> Option<Arc<RoutePolicy>> {
+    let limits = policy.as_ref().is_some_and(|p| p.limit_settings.limits());
+    if auth.auth.is_none() && !auth.denied && !limits {
+        return policy;
+    }
+    let mut p = policy.map(|p| (*p).clone()).unwrap_or_default();
+    p.basic_auth = auth.auth;
+    p.denied |= auth.denied;
+    if limits {
+        p.rate_limit = Some(rate_limit::zone(object, p.limit_settings.clone()));
+    }
+    Some(Arc::new(p))
 }
 
 /// The state of one [`translate`] call.

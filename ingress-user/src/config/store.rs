@@ -35,7 +35,7 @@ pub struct Store {
     pub services: Vec<Service>,
     /// `discovery.k8s.io/v1` EndpointSlices.
     pub endpoint_slices: Vec<EndpointSlice>,
-    /// `kubernetes.io/tls` Secrets.
+    /// `kubernetes.io/tls` Secrets, and `Opaque` ones (`auth-secret`).
     pub secrets: Vec<Secret>,
     /// ConfigMaps (the tcp/udp services ones; others are ignored).
     pub config_maps: Vec<ConfigMap>,
@@ -91,7 +91,7 @@ pub enum Kind {
     Service,
     /// `discovery.k8s.io/v1` EndpointSlice.
     EndpointSlice,
-    /// `kubernetes.io/tls` Secret.
+    /// `kubernetes.io/tls` or `Opaque` Secret.
     Secret,
     /// ConfigMap.
     ConfigMap,

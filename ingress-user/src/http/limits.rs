@@ -34,6 +34,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub shutdown_grace_period: Duration,
+    /// The status of requests over an Ingress's `limit-rps`/`limit-rpm`.
+    pub limit_req_status: hyper::StatusCode,
+    /// The status of requests over an Ingress's `limit-connections`.
+    pub limit_conn_status: hyper::StatusCode,
 }
 
 impl Default for Limits {
@@ -48,6 +52,9 @@ impl Default for Limits {
             upstream_response_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             shutdown_grace_period: Duration::from_secs(30),
+            // ingress-nginx's defaults.
+            limit_req_status: hyper::StatusCode::SERVICE_UNAVAILABLE,
+            limit_conn_status: hyper::StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

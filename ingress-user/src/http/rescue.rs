@@ -78,6 +78,19 @@ pub enum Error {
     /// The route's access annotations are unusable, so it serves nobody (fails closed).
     #[error("the route's access annotations are invalid")]
     LocationDenied,
+    /// Over the route's `limit-rps`, `limit-rpm` or `limit-connections` for this client;
+    /// the status of `--limit-req-status-code` or `--limit-conn-status-code`.
+    #[error("client over the route's request limits")]
+    RateLimited(StatusCode),
+    /// `auth-type: basic` and no valid credentials: 401 with the realm.
+    #[error("missing or wrong credentials")]
+    Unauthorized {
+        /// `auth-realm`.
+        realm: String,
+    },
+    /// The user's password hash in the `auth-secret` cannot be checked (nginx's 500).
+    #[error("the user's password hash cannot be checked")]
+    AuthUnusable,
 }
 
 impl Error {
@@ -97,6 +110,9 @@ impl Error {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::LocationDenied => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(status) => *status,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::AuthUnusable => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -118,6 +134,9 @@ impl Error {
             Self::HeadersTooLarge => "headers_too_large",
             Self::Forbidden => "forbidden",
             Self::LocationDenied => "location_denied",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::AuthUnusable => "auth_unusable",
         }
     }
 
@@ -127,7 +146,7 @@ impl Error {
     pub fn fault(&self) -> &'static str {
         match self {
             Self::NoRoute => "none",
-            Self::LocationDenied | Self::InvalidBackend => "config",
+            Self::LocationDenied | Self::InvalidBackend | Self::AuthUnusable => "config",
             Self::NoEndpoints(_)
             | Self::Connect { .. }
             | Self::UpstreamTimeout { .. }
@@ -139,7 +158,9 @@ impl Error {
             | Self::RequestTimeout
             | Self::BodyTooLarge { .. }
             | Self::HeadersTooLarge
-            | Self::Forbidden => "client",
+            | Self::Forbidden
+            | Self::RateLimited(_)
+            | Self::Unauthorized { .. } => "client",
         }
     }
 
@@ -182,17 +203,34 @@ impl Error {
             Self::LocationDenied => {
                 "503 service unavailable: this route's access annotations are invalid\n"
             }
+            Self::RateLimited(_) => "too many requests from this address\n",
+            // nginx's page says "401 Authorization Required" (ingress-nginx's e2e tests look
+            // for it).
+            Self::Unauthorized { .. } => "401 Authorization Required\n",
+            Self::AuthUnusable => "500 internal server error\n",
         }
     }
 
     /// The response for this failure.
     pub fn to_response(&self) -> Response<Body> {
-        let mut resp = Response::new(full(self.body()));
+        let body = match self {
+            // The status is configurable (--limit-req-status-code): the body starts with it.
+            Self::RateLimited(status) => full(format!("{} {}", status.as_u16(), self.body())),
+            _ => full(self.body()),
+        };
+        let mut resp = Response::new(body);
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        // nginx's challenge, the realm quoted as is (checked when the Snapshot was built).
+        if let Self::Unauthorized { realm } = self {
+            let challenge = header::HeaderValue::try_from(format!("Basic realm=\"{realm}\""))
+                .unwrap_or(header::HeaderValue::from_static("Basic realm=\"\""));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         resp
     }
 }
@@ -226,6 +264,24 @@ mod tests {
             (Error::InvalidBackend, 500, "invalid_backend"),
             (Error::Forbidden, 403, "forbidden"),
             (Error::LocationDenied, 503, "location_denied"),
+            (
+                Error::RateLimited(StatusCode::SERVICE_UNAVAILABLE),
+                503,
+                "rate_limited",
+            ),
+            (
+                Error::RateLimited(StatusCode::TOO_MANY_REQUESTS),
+                429,
+                "rate_limited",
+            ),
+            (
+                Error::Unauthorized {
+                    realm: String::new(),
+                },
+                401,
+                "unauthorized",
+            ),
+            (Error::AuthUnusable, 500, "auth_unusable"),
             (Error::NoEndpoints(svc()), 503, "no_endpoints"),
             (
                 Error::Connect {

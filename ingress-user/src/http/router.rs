@@ -33,6 +33,7 @@ use tracing::debug;
 use super::{
     access_log::{self, AccessLog, Logged, Pending},
     affinity::{self, Session},
+    admission,
     balance::{Balance, Balancer},
     body::{Body, BoxError, empty, full, limited},
     headers::{Forwarded, ProxyHeaders, RequestIds, rewrite_request, wants_upgrade},
@@ -211,6 +212,7 @@ impl Router {
                 upgrade,
                 gateway,
                 session,
+                admission,
             } => {
                 let router = Arc::clone(self);
                 let upstream = Arc::clone(upstream);
@@ -233,6 +235,13 @@ impl Router {
                     }));
                 }
                 Handled::Forwarding(Box::pin(async move {
+                    let slot = match admission.map(|a| a.settle()) {
+                        None => None,
+                        Some(settle) => match Box::pin(settle).await {
+                            Ok(slot) => slot,
+                            Err(e) => return router.finish(Some(&backend), Err(e), pending),
+                        },
+                    };
                     // Boxed: most requests have no body, and inline the read would grow
                     // every request's future.
                     let body = if body.is_end_stream() {
@@ -257,9 +266,10 @@ impl Router {
                         upgrade,
                         session,
                     };
-                    router
+                    let resp = router
                         .send(&upstream, &backend, out, pending, started)
-                        .await
+                        .await;
+                    admission::hold(resp, slot)
                 }))
             }
         }
@@ -427,6 +437,15 @@ impl Router {
                 redirect(host, port, &req),
             );
         }
+        // Request limits: nginx's preaccess phase, after the rewrite phase (redirects) and
+        // before the access phase (source ranges, authentication).
+        let slot = match policy.and_then(|p| p.rate_limit.as_ref()) {
+            None => None,
+            Some(zone) => match admission::limit(zone, conn.remote.ip(), &self.opts.limits) {
+                Ok(slot) => slot,
+                Err(e) => return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Err(e)),
+            },
+        };
         // Source ranges are checked after the redirect, as nginx's access phase comes
         // after the rewrite phase where ingress-nginx redirects.
         match policy.map_or(Access::Allowed, |p| p.access(conn.remote.ip())) {
@@ -440,6 +459,15 @@ impl Router {
                 return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Err(e));
             }
         }
+        // Then basic authentication (`satisfy all`: after allow/deny).
+        let verify = match policy.and_then(|p| p.basic_auth.as_deref()) {
+            None => None,
+            Some(auth) => match admission::authenticate(auth, req.headers()) {
+                Ok(admission::Auth::Pass) => None,
+                Ok(admission::Auth::Verify(v)) => Some(v),
+                Err(e) => return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Err(e)),
+            },
+        };
         let Some(mut backend) = matched
             .map(|m| Arc::clone(m.backend))
             .or_else(|| snapshot.http.default_backend().cloned())
@@ -493,6 +521,7 @@ impl Router {
             upgrade: out.upgrade,
             gateway: None,
             session,
+            admission: admission::Pending::new(slot, verify),
         }
     }
 
@@ -597,6 +626,9 @@ enum Routed {
         gateway: Option<Box<gateway::After>>,
         /// `affinity: cookie`: the request's session (boxed: one pointer without).
         session: Option<Box<Session>>,
+        /// A password check still to run and a `limit-connections` slot to hold (Ingress
+        /// routes with `auth-type` or `limit-connections` only).
+        admission: Option<Box<admission::Pending>>,
     },
 }
 

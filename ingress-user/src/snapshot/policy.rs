@@ -4,6 +4,10 @@
 use std::{fmt, net::IpAddr, str::FromStr, sync::Arc, time::Duration};
 
 use super::{affinity::Affinity, canary::CanaryRules};
+use super::{
+    htpasswd::Htpasswd,
+    rate_limit::{LimitSettings, RateLimit},
+};
 
 /// An IPv4 or IPv6 network, host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`); a bare
 /// address is a `/32` or `/128`.
@@ -133,6 +137,23 @@ pub struct RoutePolicy {
     /// `canary: "true"` and its `canary-*` rules: this Ingress's paths are alternatives
     /// of a main Ingress's same paths (see `config::ingress::merge_host`).
     pub canary: Option<Arc<CanaryRules>>,
+    /// `auth-type: basic` with a usable `auth-secret`: requests need one of its users.
+    /// (Unusable auth configuration sets `denied` instead: fail closed.)
+    pub basic_auth: Option<Arc<BasicAuth>>,
+    /// `limit-rps`, `limit-rpm`, `limit-connections`, `limit-burst-multiplier`,
+    /// `limit-whitelist` as read; the translation turns them into `rate_limit`.
+    pub limit_settings: LimitSettings,
+    /// The Ingress's limits and their per-client state (see [`super::rate_limit`]).
+    pub rate_limit: Option<Arc<RateLimit>>,
+}
+
+/// `auth-type: basic`: the users of the `auth-secret` and the realm of the challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// `auth-realm`, sent as `WWW-Authenticate: Basic realm="<realm>"`.
+    pub realm: String,
+    /// The users and their password hashes.
+    pub users: Htpasswd,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.

@@ -76,6 +76,9 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     upstream_vhost: None,
     affinity: None,
     canary: None,
+    basic_auth: None,
+    limit_settings: super::rate_limit::LimitSettings::NONE,
+    rate_limit: None,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes

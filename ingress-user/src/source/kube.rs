@@ -116,6 +116,13 @@ pub async fn run(client: Client, cfg: KubeSourceConfig, tx: UpdateTx) {
         scoped(&client, ns),
         watcher::Config::default().fields("type=kubernetes.io/tls"),
     );
+    // `auth-secret` Secrets (`kubectl create secret generic`). A second watcher rather
+    // than all Secrets: service-account tokens, Helm releases and the like stay unread.
+    // Each watcher deletes only what it listed, so the two never undo each other.
+    w.watch::<Secret>(
+        scoped(&client, ns),
+        watcher::Config::default().fields("type=Opaque"),
+    );
     // The same ConfigMap for both: watch it once.
     let config_maps: std::collections::BTreeSet<_> = [&cfg.tcp_configmap, &cfg.udp_configmap]
         .into_iter()

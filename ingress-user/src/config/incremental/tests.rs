@@ -105,7 +105,7 @@ const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones. Canary ones are
 /// frequent so that canaries often meet a main Ingress on the same host and path (and
 /// lose it, and meet a second canary).
-const ANNOTATIONS: [(&str, &str); 24] = [
+const ANNOTATIONS: &[(&str, &str)] = &[
     ("nginx.ingress.kubernetes.io/proxy-read-timeout", "5"),
     ("nginx.ingress.kubernetes.io/proxy-body-size", "1k"),
     ("nginx.ingress.kubernetes.io/use-regex", "true"),
@@ -145,7 +145,18 @@ const ANNOTATIONS: [(&str, &str); 24] = [
         "(bad",
     ),
     ("other.prefix/ssl-redirect", "false"),
+    ("nginx.ingress.kubernetes.io/auth-type", "digest"),
+    ("nginx.ingress.kubernetes.io/auth-secret", "b/users"),
+    ("nginx.ingress.kubernetes.io/auth-secret-type", "auth-map"),
+    ("nginx.ingress.kubernetes.io/limit-rps", "5"),
+    ("nginx.ingress.kubernetes.io/limit-connections", "x"),
+    (
+        "nginx.ingress.kubernetes.io/limit-whitelist",
+        "10.0.0.0/8, x",
+    ),
 ];
+/// Secrets that `auth-secret` names.
+const AUTH_SECRETS: [&str; 2] = ["users", "gone-users"];
 
 fn random_ingress(rng: &mut Rng, ns: &str, name: &str) -> Object {
     let mut b = IngressBuilder::new(ns, name);
@@ -174,6 +185,14 @@ fn random_ingress(rng: &mut Rng, ns: &str, name: &str) -> Object {
     for _ in 0..rng.below(3) {
         let (key, value) = rng.pick(&ANNOTATIONS);
         b = b.annotation(key, value);
+    }
+    if rng.chance(30) {
+        b = b
+            .annotation("nginx.ingress.kubernetes.io/auth-type", "basic")
+            .annotation(
+                "nginx.ingress.kubernetes.io/auth-secret",
+                rng.pick(&AUTH_SECRETS),
+            );
     }
     if rng.chance(25) {
         b = b.default_backend(rng.pick(&SERVICES), rng.pick(&PORTS));
@@ -232,7 +251,7 @@ fn random_change(rng: &mut Rng) -> Change {
     let ns = rng.pick(&NAMESPACES);
     let n = rng.below(4);
     let delete = rng.chance(20);
-    let (kind, name, object): (Kind, String, MakeObject) = match rng.below(10) {
+    let (kind, name, object): (Kind, String, MakeObject) = match rng.below(11) {
         0..=3 => (Kind::Ingress, format!("i{n}"), random_ingress),
         4 => (
             Kind::Service,
@@ -249,6 +268,20 @@ fn random_change(rng: &mut Rng) -> Change {
                 } else {
                     secret(ns, name, "kubernetes.io/tls", &[("tls.crt", "junk")]).into()
                 }
+            },
+        ),
+        10 => (
+            Kind::Secret,
+            (rng.pick(&AUTH_SECRETS)).to_owned(),
+            |rng, ns, name| {
+                // Users differ, so a stale translation shows in the compared policy.
+                let data: &[(&str, &str)] = match rng.below(4) {
+                    0 => &[("auth", "alice:{PLAIN}a\n")],
+                    1 => &[("auth", "bob:{PLAIN}b\nbroken:\n"), ("carol", "{PLAIN}c")],
+                    2 => &[("users", "alice:{PLAIN}a")],
+                    _ => &[],
+                };
+                secret(ns, name, "Opaque", data).into()
             },
         ),
         8 => (Kind::ConfigMap, "tcp".to_owned(), |rng, _, _| {

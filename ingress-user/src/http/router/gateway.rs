@@ -301,6 +301,7 @@ impl Router {
             upgrade: out.upgrade,
             gateway: Some(Box::new(after)),
             session: None,
+            admission: None,
         }
     }
 
