@@ -24,6 +24,7 @@ pub mod incremental;
 pub mod ingress;
 pub mod l4;
 pub mod legacy;
+pub mod proxy_ssl;
 pub mod slice;
 pub mod tls;
 

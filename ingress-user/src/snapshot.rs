@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod policy;
 pub mod problem;
 pub mod routes;
+pub mod upstream_tls;
 
 use std::{fmt, net::SocketAddr, sync::Arc};
 

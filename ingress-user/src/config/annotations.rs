@@ -14,8 +14,11 @@
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use super::problem::Severity;
-use crate::snapshot::policy::{Cidr, RoutePolicy};
+use super::{problem::Severity, proxy_ssl};
+use crate::snapshot::{
+    policy::{Cidr, RoutePolicy},
+    upstream_tls::BackendProtocol,
+};
 
 /// ingress-nginx's default `--annotations-prefix`.
 pub const DEFAULT_PREFIX: &str = "nginx.ingress.kubernetes.io";
@@ -115,12 +118,7 @@ const TABLE: &[(&str, Support)] = &[
     ("auth-tls-verify-depth", Support::Ignored("")),
     ("auth-type", Support::Ignored("")),
     ("auth-url", Support::Ignored("")),
-    (
-        "backend-protocol",
-        Support::Ignored(
-            "the Service port's appProtocol: h2c, http2 or grpc selects cleartext HTTP/2",
-        ),
-    ),
+    ("backend-protocol", Support::Applied(backend_protocol)),
     (
         "canary",
         Support::Ignored("Gateway API HTTPRoute backendRefs with weights"),
@@ -185,10 +183,27 @@ const TABLE: &[(&str, Support)] = &[
     ),
     ("proxy-read-timeout", Support::Applied(proxy_read_timeout)),
     ("proxy-send-timeout", Support::Applied(proxy_send_timeout)),
-    ("proxy-ssl-name", Support::Ignored("")),
-    ("proxy-ssl-secret", Support::Ignored("")),
-    ("proxy-ssl-server-name", Support::Ignored("")),
-    ("proxy-ssl-verify", Support::Ignored("")),
+    (
+        "proxy-ssl-ciphers",
+        Support::Ignored(
+            "none: OpenSSL cipher strings are not applied; rustls offers only AEAD suites with forward secrecy",
+        ),
+    ),
+    ("proxy-ssl-name", Support::Applied(proxy_ssl::name)),
+    (
+        "proxy-ssl-protocols",
+        Support::Applied(proxy_ssl::protocols),
+    ),
+    ("proxy-ssl-secret", Support::Applied(proxy_ssl::secret)),
+    (
+        "proxy-ssl-server-name",
+        Support::Applied(proxy_ssl::server_name),
+    ),
+    ("proxy-ssl-verify", Support::Applied(proxy_ssl::verify)),
+    (
+        "proxy-ssl-verify-depth",
+        Support::Applied(proxy_ssl::verify_depth),
+    ),
     ("rewrite-target", Support::Applied(rewrite_target)),
     (
         "server-alias",
@@ -273,6 +288,7 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
         };
         out.verdicts.push(Verdict { name, status, note });
     }
+    proxy_ssl::without_secret(&mut policy, prefix, &mut out);
     out.policy = (!policy.is_default()).then(|| Arc::new(policy));
     out
 }
@@ -300,6 +316,31 @@ fn force_ssl_redirect(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
 
 fn use_regex(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
     p.use_regex = boolean(value)?;
+    Ok(())
+}
+
+/// `backend-protocol` (case-insensitive, as ingress-nginx upper-cases it): HTTP, HTTPS,
+/// GRPC, GRPCS, and H2C (the GRPC path: HTTP/2 cleartext). An unusable value leaves HTTP,
+/// ingress-nginx's fallback too.
+fn backend_protocol(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.backend_protocol = match value.to_ascii_uppercase().as_str() {
+        "HTTP" => BackendProtocol::Http,
+        "HTTPS" => BackendProtocol::Https,
+        "GRPC" | "H2C" => BackendProtocol::Grpc,
+        "GRPCS" => BackendProtocol::Grpcs,
+        "AUTO_HTTP" => {
+            return Err(
+                "AUTO_HTTP (the client's scheme upstream) is not supported; HTTP is used (write HTTPS for TLS upstreams)"
+                    .to_owned(),
+            );
+        }
+        "FCGI" => return Err("FastCGI upstreams are not supported; HTTP is used".to_owned()),
+        _ => {
+            return Err(format!(
+                "{value:?} is not one of HTTP, HTTPS, GRPC, GRPCS, H2C; HTTP is used"
+            ));
+        }
+    };
     Ok(())
 }
 
@@ -646,7 +687,22 @@ mod tests {
                 Status::Invalid,
                 "header value",
             ),
-            ("backend-protocol", "GRPC", Status::Ignored, "appProtocol"),
+            ("backend-protocol", "GRPC", Status::Applied, ""),
+            ("backend-protocol", "grpcs", Status::Applied, ""),
+            ("backend-protocol", "HTTPS", Status::Applied, ""),
+            ("backend-protocol", "H2C", Status::Applied, ""),
+            ("backend-protocol", "HTTP", Status::Applied, ""),
+            (
+                "backend-protocol",
+                "AUTO_HTTP",
+                Status::Invalid,
+                "HTTP is used",
+            ),
+            ("backend-protocol", "FCGI", Status::Invalid, "FastCGI"),
+            ("backend-protocol", "SPDY", Status::Invalid, "not one of"),
+            ("proxy-ssl-secret", "ns/ca", Status::Applied, ""),
+            ("proxy-ssl-secret", "ca", Status::Invalid, "503"),
+            ("proxy-ssl-ciphers", "HIGH:!AES", Status::Ignored, "rustls"),
             ("proxy-connect-timeout", "10", Status::Applied, ""),
             ("proxy-read-timeout", "120", Status::Applied, ""),
             ("proxy-send-timeout", "1", Status::Applied, ""),

@@ -88,6 +88,18 @@ impl<'s> Resolver<'s> {
         Self { objects }
     }
 
+    /// Finds a Secret.
+    pub fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&'s k8s_openapi::api::core::v1::Secret> {
+        self.objects
+            .secrets
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|s| &**s)
+    }
+
     /// Finds a Service.
     pub fn service(&self, namespace: &str, name: &str) -> Option<&'s Service> {
         self.objects.service(namespace, name)

@@ -9,7 +9,8 @@
 //!   `tls` entries changed; the default backend always (a handful of Ingresses).
 //! - **Service**: the Ingresses that name it are translated again; its cells, the L4 table
 //!   and `--default-backend-service` are recomputed.
-//! - **Secret**: the TLS merge (parsed certificates are cached per Secret object).
+//! - **Secret**: the TLS merge (parsed certificates are cached per Secret object), and the
+//!   Ingresses whose annotations name it (`proxy-ssl-secret`) are translated again.
 //! - **ConfigMap**: the L4 table. **IngressClass**: which Ingresses are served, so all.
 //! - **Gateway API objects and Namespaces**: the whole Gateway API translation
 //!   ([`gateway::translate`]; Gateways and routes are few), and, when it shares the Ingress
@@ -61,6 +62,8 @@ pub struct Engine {
     conflicts: HashMap<HostMatch, Vec<Problem>>,
     /// The served Ingresses naming each Service.
     users: HashMap<Key, Vec<Key>>,
+    /// The served Ingresses whose annotations name each Secret.
+    secret_users: HashMap<Key, Vec<Key>>,
     table: RouteTable,
     certs: Arc<CertSet>,
     tls_problems: Vec<Problem>,
@@ -154,7 +157,10 @@ impl Engine {
                 }
                 self.dirty.l4 = true;
             }
-            Applied::Object(Kind::Secret, ..) => {
+            Applied::Object(Kind::Secret, key, _) => {
+                if let Some(users) = self.secret_users.get(&key) {
+                    self.dirty.ingresses.extend(users.iter().cloned());
+                }
                 self.dirty.tls = true;
                 self.dirty.gateway |= self.has_gateway_api();
             }
@@ -293,11 +299,16 @@ impl Engine {
         self.with_tls.remove(&t.age);
         self.with_default.remove(&t.age);
         self.ingress_problems.remove(key);
-        for service in &t.services {
-            if let Some(users) = self.users.get_mut(service) {
-                users.retain(|u| u != key);
-                if users.is_empty() {
-                    self.users.remove(service);
+        for (index, names) in [
+            (&mut self.users, &t.services),
+            (&mut self.secret_users, &t.secrets),
+        ] {
+            for name in names {
+                if let Some(users) = index.get_mut(name) {
+                    users.retain(|u| u != key);
+                    if users.is_empty() {
+                        index.remove(name);
+                    }
                 }
             }
         }
@@ -322,10 +333,15 @@ impl Engine {
             self.ingress_problems
                 .insert(key.clone(), t.problems.clone());
         }
-        for service in &t.services {
-            let users = self.users.entry(service.clone()).or_default();
-            if !users.contains(key) {
-                users.push(key.clone());
+        for (index, names) in [
+            (&mut self.users, &t.services),
+            (&mut self.secret_users, &t.secrets),
+        ] {
+            for name in names {
+                let users = index.entry(name.clone()).or_default();
+                if !users.contains(key) {
+                    users.push(key.clone());
+                }
             }
         }
     }

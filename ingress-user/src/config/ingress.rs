@@ -22,6 +22,7 @@ use super::{
     ObjectRef, Options, Problem, ServiceRef, annotations,
     backend::{Cells, PortSpec, ResolveError, Resolver},
     problem::Severity,
+    proxy_ssl,
     store::Key,
     tls::{self, CertSet, TlsCert},
 };
@@ -114,6 +115,9 @@ pub struct Translated {
     /// The Services it names, sorted (a Vec: a B-tree node per Ingress cost half a KiB):
     /// a change to one of them translates it again.
     pub services: Vec<Key>,
+    /// The Secrets its annotations name (`proxy-ssl-secret`), present or not: a change to
+    /// one of them translates it again.
+    pub secrets: Vec<Key>,
 }
 
 /// Translates one Ingress (whether it is served is the caller's decision). Its annotations
@@ -126,22 +130,27 @@ pub fn translate(
 ) -> Translated {
     let object = object_ref(ing);
     let parsed = annotations::parse(ing.metadata.annotations.as_ref(), prefix);
+    let ns = ing
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let (policy, secret, troubles) = proxy_ssl::resolve(parsed.policy, &ns, resolver, prefix);
     let mut tr = Translation {
         resolver,
         cells,
         object: object.clone(),
-        ns: ing
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_owned()),
+        ns,
         backends: HashMap::new(),
         problems: Vec::new(),
         services: Vec::new(),
-        policy: parsed.policy,
+        policy,
     };
     for f in parsed.findings {
         tr.problem(f.field, f.kind, f.message, f.severity);
+    }
+    for (field, kind, message) in troubles {
+        tr.problem(field, kind, message, Severity::Error);
     }
     let mut hosts: Vec<(HostMatch, Vec<PathRoute>)> = Vec::new();
     let mut default_backend = None;
@@ -206,6 +215,7 @@ pub fn translate(
             s.dedup();
             s
         },
+        secrets: secret.into_iter().collect(),
     }
 }
 

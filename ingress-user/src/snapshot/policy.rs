@@ -1,7 +1,9 @@
 //! What an Ingress's annotations ask of the requests its paths match: a typed value read by
 //! the router, never text passed anywhere. Parsed by `config::annotations`. Pure.
 
-use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+use std::{fmt, net::IpAddr, str::FromStr, sync::Arc, time::Duration};
+
+use super::upstream_tls::{BackendProtocol, ProxySsl, UpstreamTls};
 
 /// An IPv4 or IPv6 network, host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`); a bare
 /// address is a `/32` or `/128`.
@@ -126,6 +128,14 @@ pub struct RoutePolicy {
     pub permanent_redirect_code: Option<u16>,
     /// `upstream-vhost`: the `Host` sent upstream instead of the client's.
     pub upstream_vhost: Option<String>,
+    /// `backend-protocol`: HTTP (the Service port's `appProtocol` decides), HTTPS, GRPC
+    /// (h2c) or GRPCS (HTTP/2 over TLS).
+    pub backend_protocol: BackendProtocol,
+    /// The `proxy-ssl-*` annotations, when `proxy-ssl-secret` is set.
+    pub proxy_ssl: Option<ProxySsl>,
+    /// The TLS client of HTTPS and GRPCS upstreams, resolved from `proxy_ssl` and its
+    /// Secret by the translation (`None` until then, and for cleartext protocols).
+    pub upstream_tls: Option<Arc<UpstreamTls>>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.

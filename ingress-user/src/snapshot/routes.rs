@@ -70,6 +70,9 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     permanent_redirect: None,
     permanent_redirect_code: None,
     upstream_vhost: None,
+    backend_protocol: super::upstream_tls::BackendProtocol::Http,
+    proxy_ssl: None,
+    upstream_tls: None,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes

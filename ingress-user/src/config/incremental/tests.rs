@@ -8,7 +8,8 @@ use crate::{
     config::{
         NamespacedName, build_objects,
         fixtures::{
-            Cond, IngressBuilder, config_map, ingress_class, secret, service, slice, tls_secret,
+            CERT_PEM, Cond, IngressBuilder, KEY_PEM, config_map, ingress_class, secret, service,
+            slice, tls_secret,
         },
         store::Object,
     },
@@ -96,7 +97,13 @@ const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones.
-const ANNOTATIONS: [(&str, &str); 15] = [
+const ANNOTATIONS: [(&str, &str); 21] = [
+    ("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS"),
+    ("nginx.ingress.kubernetes.io/backend-protocol", "GRPCS"),
+    ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "a/c0"),
+    ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "b/c1"),
+    ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "a/missing"),
+    ("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on"),
     ("nginx.ingress.kubernetes.io/proxy-read-timeout", "5"),
     ("nginx.ingress.kubernetes.io/proxy-body-size", "1k"),
     ("nginx.ingress.kubernetes.io/use-regex", "true"),
@@ -219,12 +226,22 @@ fn random_change(rng: &mut Rng) -> Change {
         7 => (
             Kind::Secret,
             (rng.pick(&SECRETS)).to_owned(),
-            |rng, ns, name| {
-                if rng.chance(70) {
-                    tls_secret(ns, name).into()
-                } else {
-                    secret(ns, name, "kubernetes.io/tls", &[("tls.crt", "junk")]).into()
-                }
+            |rng, ns, name| match rng.below(10) {
+                0..=4 => tls_secret(ns, name).into(),
+                // A proxy-ssl-secret: a CA, with or without a client certificate.
+                5 | 6 => secret(ns, name, "Opaque", &[("ca.crt", CERT_PEM)]).into(),
+                7 => secret(
+                    ns,
+                    name,
+                    "kubernetes.io/tls",
+                    &[
+                        ("ca.crt", CERT_PEM),
+                        ("tls.crt", CERT_PEM),
+                        ("tls.key", KEY_PEM),
+                    ],
+                )
+                .into(),
+                _ => secret(ns, name, "kubernetes.io/tls", &[("tls.crt", "junk")]).into(),
             },
         ),
         8 => (Kind::ConfigMap, "tcp".to_owned(), |rng, _, _| {
