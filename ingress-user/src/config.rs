@@ -17,6 +17,7 @@ pub use crate::snapshot::{
 };
 
 pub mod annotations;
+pub mod auth_tls;
 pub mod backend;
 pub mod class;
 pub mod gateway;

@@ -4,6 +4,7 @@
 //! (`http`, `l4`) both build on it without importing each other.
 
 pub mod certs;
+pub mod client_auth;
 pub mod endpoints;
 pub mod gateway;
 pub mod policy;

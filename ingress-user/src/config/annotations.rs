@@ -14,7 +14,7 @@
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use super::{problem::Severity, proxy_ssl};
+use super::{auth_tls, problem::Severity, proxy_ssl};
 use crate::snapshot::{
     policy::{Cidr, RoutePolicy},
     upstream_tls::BackendProtocol,
@@ -113,9 +113,24 @@ const TABLE: &[(&str, Support)] = &[
     ("auth-realm", Support::Ignored("")),
     ("auth-secret", Support::Ignored("")),
     ("auth-secret-type", Support::Ignored("")),
-    ("auth-tls-secret", Support::Ignored("")),
-    ("auth-tls-verify-client", Support::Ignored("")),
-    ("auth-tls-verify-depth", Support::Ignored("")),
+    (
+        "auth-tls-error-page",
+        Support::Applied(auth_tls::error_page),
+    ),
+    ("auth-tls-match-cn", Support::Applied(auth_tls::match_cn)),
+    (
+        "auth-tls-pass-certificate-to-upstream",
+        Support::Applied(auth_tls::pass_certificate),
+    ),
+    ("auth-tls-secret", Support::Applied(auth_tls::secret)),
+    (
+        "auth-tls-verify-client",
+        Support::Applied(auth_tls::verify_client),
+    ),
+    (
+        "auth-tls-verify-depth",
+        Support::Applied(auth_tls::verify_depth),
+    ),
     ("auth-type", Support::Ignored("")),
     ("auth-url", Support::Ignored("")),
     ("backend-protocol", Support::Applied(backend_protocol)),
@@ -289,12 +304,13 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
         out.verdicts.push(Verdict { name, status, note });
     }
     proxy_ssl::without_secret(&mut policy, prefix, &mut out);
+    auth_tls::without_secret(&mut policy, prefix, &mut out);
     out.policy = (!policy.is_default()).then(|| Arc::new(policy));
     out
 }
 
 /// An ingress-nginx boolean (Go's `strconv.ParseBool`).
-fn boolean(value: &str) -> Result<bool, String> {
+pub(super) fn boolean(value: &str) -> Result<bool, String> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
@@ -376,7 +392,7 @@ fn rewrite_target(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
 /// A redirect target: an absolute `http`/`https` URL with a host, visible ASCII only. A
 /// `$` is refused: nginx would expand it as a variable (and CVE-2023-5044 injected
 /// configuration through this annotation); here it would be sent literally.
-fn redirect_url(value: &str) -> Result<String, String> {
+pub(super) fn redirect_url(value: &str) -> Result<String, String> {
     if let Some(c) = value.chars().find(|c| !c.is_ascii_graphic()) {
         return Err(format!(
             "{value:?} contains {c:?}: only visible ASCII is allowed in a URL; ignored"
@@ -701,6 +717,8 @@ mod tests {
             ("backend-protocol", "FCGI", Status::Invalid, "FastCGI"),
             ("backend-protocol", "SPDY", Status::Invalid, "not one of"),
             ("proxy-ssl-secret", "ns/ca", Status::Applied, ""),
+            ("auth-tls-secret", "ns/ca", Status::Applied, ""),
+            ("auth-tls-secret", "ca", Status::Invalid, "503"),
             ("proxy-ssl-secret", "ca", Status::Invalid, "503"),
             ("proxy-ssl-ciphers", "HIGH:!AES", Status::Ignored, "rustls"),
             ("proxy-connect-timeout", "10", Status::Applied, ""),

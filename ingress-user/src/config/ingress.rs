@@ -19,7 +19,7 @@ use k8s_openapi::{
 };
 
 use super::{
-    ObjectRef, Options, Problem, ServiceRef, annotations,
+    ObjectRef, Options, Problem, ServiceRef, annotations, auth_tls,
     backend::{Cells, PortSpec, ResolveError, Resolver},
     problem::Severity,
     proxy_ssl,
@@ -135,7 +135,9 @@ pub fn translate(
         .namespace
         .clone()
         .unwrap_or_else(|| "default".to_owned());
-    let (policy, secret, troubles) = proxy_ssl::resolve(parsed.policy, &ns, resolver, prefix);
+    let (policy, secret, mut troubles) = proxy_ssl::resolve(parsed.policy, &ns, resolver, prefix);
+    let (policy, ca_secret, more) = auth_tls::resolve(policy, &ns, resolver, prefix);
+    troubles.extend(more);
     let mut tr = Translation {
         resolver,
         cells,
@@ -215,7 +217,12 @@ pub fn translate(
             s.dedup();
             s
         },
-        secrets: secret.into_iter().collect(),
+        secrets: {
+            let mut s: Vec<Key> = secret.into_iter().chain(ca_secret).collect();
+            s.sort_unstable();
+            s.dedup();
+            s
+        },
     }
 }
 

@@ -250,21 +250,24 @@ struct Material {
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 }
 
+/// The bytes of `key` in a Secret (`stringData` first, as the API server merges it).
+pub(super) fn secret_key(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|s| s.as_bytes().to_vec())
+        .or_else(|| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|b| b.0.clone())
+        })
+}
+
 fn read_secret(secret: &Secret, ns: &str, name: &str, field: &str) -> Result<Material, Trouble> {
-    let get = |k: &str| -> Option<Vec<u8>> {
-        secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .map(|s| s.as_bytes().to_vec())
-            .or_else(|| {
-                secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|b| b.0.clone())
-            })
-    };
+    let get = |k: &str| secret_key(secret, k);
     let bad = |message: String| (field.to_owned(), "proxy_ssl_secret", message);
     let ca = get("ca.crt").ok_or_else(|| bad(format!("Secret {ns}/{name} has no key ca.crt")))?;
     let cas = tls::parse_chain(&ca).map_err(|e| bad(format!("Secret {ns}/{name}: ca.crt: {e}")))?;

@@ -34,6 +34,7 @@ use super::{
     access_log::{self, AccessLog, Logged, Pending},
     balance::{Balance, Balancer},
     body::{Body, BoxError, empty, full, limited},
+    client_auth,
     headers::{Forwarded, ProxyHeaders, RequestIds, rewrite_request, wants_upgrade},
     host::request_host,
     limits::Limits,
@@ -407,6 +408,12 @@ impl Router {
                 redirect(host, port, &req),
             );
         }
+        // auth-tls: the host's client certificate (nginx checks it before any phase).
+        let pass_cert = match client_auth::check_request(snapshot, host, conn.tls, req.extensions())
+        {
+            Ok(pass) => pass,
+            Err(resp) => return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Ok(resp)),
+        };
         // Source ranges are checked after the redirect, as nginx's access phase comes
         // after the rewrite phase where ingress-nginx redirects.
         match policy.map_or(Access::Allowed, |p| p.access(conn.remote.ip())) {
@@ -434,6 +441,7 @@ impl Router {
             Ok(out) => out,
             Err(e) => return Routed::Local(Some(backend), Err(e)),
         };
+        pass_cert.apply(&mut out.parts.headers);
         if let Some(m) = matched {
             let p = m.backend.policy();
             if let Some(prefix) = &p.x_forwarded_prefix

@@ -3,7 +3,10 @@
 
 use std::{fmt, net::IpAddr, str::FromStr, sync::Arc, time::Duration};
 
-use super::upstream_tls::{BackendProtocol, ProxySsl, UpstreamTls};
+use super::{
+    client_auth::{AuthTls, ClientAuth},
+    upstream_tls::{BackendProtocol, ProxySsl, UpstreamTls},
+};
 
 /// An IPv4 or IPv6 network, host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`); a bare
 /// address is a `/32` or `/128`.
@@ -136,6 +139,11 @@ pub struct RoutePolicy {
     /// The TLS client of HTTPS and GRPCS upstreams, resolved from `proxy_ssl` and its
     /// Secret by the translation (`None` until then, and for cleartext protocols).
     pub upstream_tls: Option<Arc<UpstreamTls>>,
+    /// The `auth-tls-*` annotations, when `auth-tls-secret` is set.
+    pub auth_tls: Option<AuthTls>,
+    /// The client certificate requirement of this Ingress's hosts, resolved from
+    /// `auth_tls` and its Secret by the translation.
+    pub client_auth: Option<Arc<ClientAuth>>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.

@@ -97,7 +97,13 @@ const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones.
-const ANNOTATIONS: [(&str, &str); 21] = [
+const ANNOTATIONS: [(&str, &str); 24] = [
+    ("nginx.ingress.kubernetes.io/auth-tls-secret", "a/c1"),
+    ("nginx.ingress.kubernetes.io/auth-tls-secret", "b/missing"),
+    (
+        "nginx.ingress.kubernetes.io/auth-tls-verify-client",
+        "optional",
+    ),
     ("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS"),
     ("nginx.ingress.kubernetes.io/backend-protocol", "GRPCS"),
     ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "a/c0"),
