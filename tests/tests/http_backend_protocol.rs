@@ -377,6 +377,14 @@ async fn https_backends_are_not_verified_get_no_sni_and_are_pooled_by_default() 
     );
 }
 
+/// (host, annotations besides backend-protocol, status, SNI the backend saw).
+type VerifyRow = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    u16,
+    &'static str,
+);
+
 #[tokio::test]
 async fn proxy_ssl_verify_checks_the_upstream_certificate_against_the_secrets_ca() {
     let ca = Ca::new("backend CA");
@@ -389,7 +397,7 @@ async fn proxy_ssl_verify_checks_the_upstream_certificate_against_the_secrets_ca
     yaml.push_str(&secret_yaml("right-ca", &[("ca.crt", &ca.pem)]));
     yaml.push_str(&secret_yaml("wrong-ca", &[("ca.crt", &other.pem)]));
     // (host, annotations besides backend-protocol: HTTPS, status, SNI the backend saw)
-    let rows: &[(&str, &[(&str, &str)], u16, &str)] = &[
+    let rows: &[VerifyRow] = &[
         // proxyssl.go "proxy-ssl-verify to on, ... proxy-ssl-server-name to on".
         (
             "right-ca.test",
@@ -573,7 +581,9 @@ async fn grpc_and_grpcs_backends_carry_calls_and_their_status_in_trailers() {
         assert_eq!(status, 200, "{host}\n{}", proc.log());
         assert_eq!(message.as_deref(), Some(&b"hello world"[..]), "{host}");
         assert_eq!(
-            trailers.get("grpc-status").map(|v| v.as_bytes()),
+            trailers
+                .get("grpc-status")
+                .map(hyper::header::HeaderValue::as_bytes),
             Some(&b"0"[..]),
             "{host}"
         );

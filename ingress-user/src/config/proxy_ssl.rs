@@ -523,7 +523,10 @@ mod tests {
         annotations::parse(Some(&map), DEFAULT_PREFIX)
     }
 
-    fn objects(secrets: &[(&str, &str, &[(&str, &str)])]) -> Objects {
+    /// (namespace, name, data) of a Secret.
+    type SecretSpec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+    fn objects(secrets: &[SecretSpec<'_>]) -> Objects {
         let mut o = Objects::default();
         for (ns, name, data) in secrets {
             o.secrets.insert(

@@ -308,7 +308,7 @@ pub fn check_request(
     host: &str,
     tls: bool,
     extensions: &hyper::http::Extensions,
-) -> Result<PassCert, Response<Body>> {
+) -> Result<PassCert, Box<Response<Body>>> {
     let Some(auth) = snapshot.http.client_auth(host) else {
         return Ok(PassCert::default());
     };
@@ -316,7 +316,7 @@ pub fn check_request(
     let refuse = |status: StatusCode, text: &'static str| {
         let mut resp = Response::new(full(text));
         *resp.status_mut() = status;
-        resp
+        Box::new(resp)
     };
     let to_error_page = |text| match auth.settings.error_page.as_deref() {
         Some(url) => {
@@ -325,7 +325,7 @@ pub fn check_request(
             if let Ok(v) = HeaderValue::try_from(url) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
-            resp
+            Box::new(resp)
         }
         None => refuse(StatusCode::BAD_REQUEST, text),
     };

@@ -412,7 +412,7 @@ impl Router {
         let pass_cert = match client_auth::check_request(snapshot, host, conn.tls, req.extensions())
         {
             Ok(pass) => pass,
-            Err(resp) => return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Ok(resp)),
+            Err(resp) => return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Ok(*resp)),
         };
         // Source ranges are checked after the redirect, as nginx's access phase comes
         // after the rewrite phase where ingress-nginx redirects.

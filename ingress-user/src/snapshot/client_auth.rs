@@ -212,6 +212,17 @@ mod tests {
         }
     }
 
+    /// (mode, pass, match-cn, request host, tls, the connection's SNI and cert, decision)
+    type Row<'a> = (
+        VerifyClient,
+        bool,
+        Option<&'a str>,
+        &'a str,
+        bool,
+        Option<(&'a str, &'a PeerCert)>,
+        Decision,
+    );
+
     #[test]
     fn decisions_follow_nginx_ssl_verify_client() {
         use Decision as D;
@@ -228,15 +239,7 @@ mod tests {
         };
         let missing = PeerCert::Missing;
         // (mode, pass, match-cn, request host, tls, the connection's SNI and cert, decision)
-        let rows: Vec<(
-            V,
-            bool,
-            Option<&str>,
-            &str,
-            bool,
-            Option<(&str, &PeerCert)>,
-            D,
-        )> = vec![
+        let rows: Vec<Row<'_>> = vec![
             (
                 V::On,
                 false,
