@@ -145,7 +145,7 @@ pub(super) fn without_secret(policy: &mut RoutePolicy, prefix: &str, out: &mut P
     let note =
         "ignored: auth-tls-* annotations apply only with auth-tls-secret (as in ingress-nginx)";
     for v in &mut out.verdicts {
-        if v.name.starts_with("auth-tls-") {
+        if v.name.starts_with("auth-tls-") && v.name != "auth-tls-secret" {
             v.status = Status::Ignored;
             v.note = note.to_owned();
             let field = format!("metadata.annotations[\"{prefix}/{}\"]", v.name);

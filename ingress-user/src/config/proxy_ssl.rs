@@ -156,7 +156,9 @@ pub(super) fn without_secret(policy: &mut RoutePolicy, prefix: &str, out: &mut P
     let note =
         "ignored: proxy-ssl-* annotations apply only with proxy-ssl-secret (as in ingress-nginx)";
     for v in &mut out.verdicts {
-        if v.name.starts_with("proxy-ssl-") && v.name != "proxy-ssl-ciphers" {
+        if v.name.starts_with("proxy-ssl-")
+            && !matches!(v.name.as_str(), "proxy-ssl-ciphers" | "proxy-ssl-secret")
+        {
             v.status = Status::Ignored;
             v.note = note.to_owned();
             let field = format!("metadata.annotations[\"{prefix}/{}\"]", v.name);
@@ -613,6 +615,19 @@ mod tests {
             );
             assert!(p.findings[0].field.ends_with(&format!("/{name}\"]")));
         }
+    }
+
+    #[test]
+    fn an_invalid_secret_keeps_its_own_problem_and_denies() {
+        let p = parse(&[("proxy-ssl-secret", "nope"), ("proxy-ssl-verify", "on")]);
+        let secret = p
+            .verdicts
+            .iter()
+            .find(|v| v.name == "proxy-ssl-secret")
+            .unwrap();
+        assert_eq!(secret.status, Status::Invalid);
+        assert!(p.policy.unwrap().denied);
+        assert_eq!(p.findings.len(), 2, "{:?}", p.findings);
     }
 
     #[test]

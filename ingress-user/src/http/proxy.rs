@@ -186,6 +186,13 @@ impl Upstream {
             tls,
             service: &backend.service,
         });
+        if tls.is_none() && policy.backend_protocol.is_tls() {
+            // Never cleartext where TLS was asked for.
+            return Err(Attempt::Failed(Error::Upstream {
+                addr,
+                source: "backend-protocol asks for TLS but the Ingress has no TLS client".into(),
+            }));
+        }
         let h2 = policy.backend_protocol.is_h2()
             || (policy.backend_protocol == BackendProtocol::Http
                 && backend.protocol == Protocol::H2c);
