@@ -411,3 +411,47 @@ fn a_change_costs_what_depends_on_it() {
     let (_, work) = engine.snapshot();
     assert_eq!(work, Work::default());
 }
+
+/// A Secret named by annotations (`proxy-ssl-secret`, `auth-tls-secret`) re-translates
+/// the Ingresses naming it, and only those; its arrival lifts the denial.
+#[test]
+fn a_secret_change_retranslates_the_ingresses_naming_it() {
+    let mut engine = Engine::new(Options::default());
+    engine.apply(Change::Apply(
+        service("ns", "web", &[("http", 80, "8080")]).into(),
+    ));
+    for (i, (name, value)) in [
+        ("proxy-ssl-secret", "ns/ca"),
+        ("auth-tls-secret", "ns/ca"),
+        ("ssl-redirect", "false"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ing = IngressBuilder::new("ns", &format!("i{i}"))
+            .class(Some("xdp"))
+            .host(&format!("h{i}.com"))
+            .path("/", "Prefix", "web", "80")
+            .annotation(&format!("nginx.ingress.kubernetes.io/{name}"), value)
+            .build();
+        engine.apply(Change::Apply(ing.into()));
+    }
+    let (before, _) = engine.snapshot();
+    let denied =
+        |s: &Snapshot, host: &str| s.http.route(host, "/").unwrap().backend.policy().denied;
+    assert!(denied(&before, "h0.com") && denied(&before, "h1.com"));
+    engine.apply(Change::Apply(
+        secret("ns", "ca", "Opaque", &[("ca.crt", CERT_PEM)]).into(),
+    ));
+    let (after, work) = engine.snapshot();
+    assert_eq!(
+        work,
+        Work {
+            ingresses: 2,
+            hosts: 2
+        }
+    );
+    assert!(!denied(&after, "h0.com") && !denied(&after, "h1.com"));
+    assert!(after.http.client_auth("h1.com").is_some());
+    assert!(after.http.client_auth("h0.com").is_none());
+}
