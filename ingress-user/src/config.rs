@@ -17,6 +17,7 @@ pub use crate::snapshot::{
 };
 
 pub mod annotations;
+pub mod auth_tls;
 pub mod backend;
 pub mod basic_auth;
 pub mod class;
@@ -25,6 +26,7 @@ pub mod incremental;
 pub mod ingress;
 pub mod l4;
 pub mod legacy;
+pub mod proxy_ssl;
 pub mod slice;
 pub mod tls;
 

@@ -32,6 +32,7 @@ pub mod admission;
 pub mod balance;
 pub mod body;
 pub mod client;
+pub mod client_auth;
 pub mod drain;
 pub mod h1;
 pub mod h2c;

@@ -6,6 +6,7 @@
 pub mod affinity;
 pub mod canary;
 pub mod certs;
+pub mod client_auth;
 pub mod endpoints;
 pub mod gateway;
 pub mod htpasswd;
@@ -13,6 +14,7 @@ pub mod policy;
 pub mod problem;
 pub mod rate_limit;
 pub mod routes;
+pub mod upstream_tls;
 
 use std::{fmt, net::SocketAddr, sync::Arc};
 

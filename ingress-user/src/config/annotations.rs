@@ -17,8 +17,11 @@ mod session;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use super::{basic_auth, problem::Severity};
-use crate::snapshot::policy::{Cidr, RoutePolicy};
+use super::{auth_tls, basic_auth, problem::Severity, proxy_ssl};
+use crate::snapshot::{
+    policy::{Cidr, RoutePolicy},
+    upstream_tls::BackendProtocol,
+};
 
 /// ingress-nginx's default `--annotations-prefix`.
 pub const DEFAULT_PREFIX: &str = "nginx.ingress.kubernetes.io";
@@ -117,17 +120,27 @@ const TABLE: &[(&str, Support)] = &[
     ("auth-realm", Support::Applied(auth_realm)),
     ("auth-secret", Support::Applied(auth_secret)),
     ("auth-secret-type", Support::Applied(auth_secret_type)),
-    ("auth-tls-secret", Support::Ignored("")),
-    ("auth-tls-verify-client", Support::Ignored("")),
-    ("auth-tls-verify-depth", Support::Ignored("")),
+    (
+        "auth-tls-error-page",
+        Support::Applied(auth_tls::error_page),
+    ),
+    ("auth-tls-match-cn", Support::Applied(auth_tls::match_cn)),
+    (
+        "auth-tls-pass-certificate-to-upstream",
+        Support::Applied(auth_tls::pass_certificate),
+    ),
+    ("auth-tls-secret", Support::Applied(auth_tls::secret)),
+    (
+        "auth-tls-verify-client",
+        Support::Applied(auth_tls::verify_client),
+    ),
+    (
+        "auth-tls-verify-depth",
+        Support::Applied(auth_tls::verify_depth),
+    ),
     ("auth-type", Support::Applied(auth_type)),
     ("auth-url", Support::Ignored("")),
-    (
-        "backend-protocol",
-        Support::Ignored(
-            "the Service port's appProtocol: h2c, http2 or grpc selects cleartext HTTP/2",
-        ),
-    ),
+    ("backend-protocol", Support::Applied(backend_protocol)),
     ("canary", Support::Applied(canary::canary)),
     ("canary-by-cookie", Support::Applied(canary::by_cookie)),
     ("canary-by-header", Support::Applied(canary::by_header)),
@@ -193,10 +206,27 @@ const TABLE: &[(&str, Support)] = &[
     ),
     ("proxy-read-timeout", Support::Applied(proxy_read_timeout)),
     ("proxy-send-timeout", Support::Applied(proxy_send_timeout)),
-    ("proxy-ssl-name", Support::Ignored("")),
-    ("proxy-ssl-secret", Support::Ignored("")),
-    ("proxy-ssl-server-name", Support::Ignored("")),
-    ("proxy-ssl-verify", Support::Ignored("")),
+    (
+        "proxy-ssl-ciphers",
+        Support::Ignored(
+            "none: OpenSSL cipher strings are not applied; rustls offers only AEAD suites with forward secrecy",
+        ),
+    ),
+    ("proxy-ssl-name", Support::Applied(proxy_ssl::name)),
+    (
+        "proxy-ssl-protocols",
+        Support::Applied(proxy_ssl::protocols),
+    ),
+    ("proxy-ssl-secret", Support::Applied(proxy_ssl::secret)),
+    (
+        "proxy-ssl-server-name",
+        Support::Applied(proxy_ssl::server_name),
+    ),
+    ("proxy-ssl-verify", Support::Applied(proxy_ssl::verify)),
+    (
+        "proxy-ssl-verify-depth",
+        Support::Applied(proxy_ssl::verify_depth),
+    ),
     ("rewrite-target", Support::Applied(rewrite_target)),
     (
         "server-alias",
@@ -316,12 +346,14 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
     }
     session::finish(&mut policy);
     canary::finish(&mut policy);
+    proxy_ssl::without_secret(&mut policy, prefix, &mut out);
+    auth_tls::without_secret(&mut policy, prefix, &mut out);
     out.policy = (!policy.is_default()).then(|| Arc::new(policy));
     out
 }
 
 /// An ingress-nginx boolean (Go's `strconv.ParseBool`).
-fn boolean(value: &str) -> Result<bool, String> {
+pub(super) fn boolean(value: &str) -> Result<bool, String> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
@@ -343,6 +375,31 @@ fn force_ssl_redirect(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
 
 fn use_regex(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
     p.use_regex = boolean(value)?;
+    Ok(())
+}
+
+/// `backend-protocol` (case-insensitive, as ingress-nginx upper-cases it): HTTP, HTTPS,
+/// GRPC, GRPCS, and H2C (the GRPC path: HTTP/2 cleartext). An unusable value leaves HTTP,
+/// ingress-nginx's fallback too.
+fn backend_protocol(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.backend_protocol = match value.to_ascii_uppercase().as_str() {
+        "HTTP" => BackendProtocol::Http,
+        "HTTPS" => BackendProtocol::Https,
+        "GRPC" | "H2C" => BackendProtocol::Grpc,
+        "GRPCS" => BackendProtocol::Grpcs,
+        "AUTO_HTTP" => {
+            return Err(
+                "AUTO_HTTP (the client's scheme upstream) is not supported; HTTP is used (write HTTPS for TLS upstreams)"
+                    .to_owned(),
+            );
+        }
+        "FCGI" => return Err("FastCGI upstreams are not supported; HTTP is used".to_owned()),
+        _ => {
+            return Err(format!(
+                "{value:?} is not one of HTTP, HTTPS, GRPC, GRPCS, H2C; HTTP is used"
+            ));
+        }
+    };
     Ok(())
 }
 
@@ -378,7 +435,7 @@ fn rewrite_target(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
 /// A redirect target: an absolute `http`/`https` URL with a host, visible ASCII only. A
 /// `$` is refused: nginx would expand it as a variable (and CVE-2023-5044 injected
 /// configuration through this annotation); here it would be sent literally.
-fn redirect_url(value: &str) -> Result<String, String> {
+pub(super) fn redirect_url(value: &str) -> Result<String, String> {
     if let Some(c) = value.chars().find(|c| !c.is_ascii_graphic()) {
         return Err(format!(
             "{value:?} contains {c:?}: only visible ASCII is allowed in a URL; ignored"
@@ -767,7 +824,24 @@ mod tests {
                 Status::Invalid,
                 "header value",
             ),
-            ("backend-protocol", "GRPC", Status::Ignored, "appProtocol"),
+            ("backend-protocol", "GRPC", Status::Applied, ""),
+            ("backend-protocol", "grpcs", Status::Applied, ""),
+            ("backend-protocol", "HTTPS", Status::Applied, ""),
+            ("backend-protocol", "H2C", Status::Applied, ""),
+            ("backend-protocol", "HTTP", Status::Applied, ""),
+            (
+                "backend-protocol",
+                "AUTO_HTTP",
+                Status::Invalid,
+                "HTTP is used",
+            ),
+            ("backend-protocol", "FCGI", Status::Invalid, "FastCGI"),
+            ("backend-protocol", "SPDY", Status::Invalid, "not one of"),
+            ("proxy-ssl-secret", "ns/ca", Status::Applied, ""),
+            ("auth-tls-secret", "ns/ca", Status::Applied, ""),
+            ("auth-tls-secret", "ca", Status::Invalid, "503"),
+            ("proxy-ssl-secret", "ca", Status::Invalid, "503"),
+            ("proxy-ssl-ciphers", "HIGH:!AES", Status::Ignored, "rustls"),
             ("proxy-connect-timeout", "10", Status::Applied, ""),
             ("proxy-read-timeout", "120", Status::Applied, ""),
             ("proxy-send-timeout", "1", Status::Applied, ""),

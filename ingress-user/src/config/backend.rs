@@ -88,21 +88,23 @@ impl<'s> Resolver<'s> {
         Self { objects }
     }
 
+    /// Finds a Secret.
+    pub fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&'s k8s_openapi::api::core::v1::Secret> {
+        self.objects
+            .secrets
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|s| &**s)
+    }
+
     /// Finds a Service.
     pub fn service(&self, namespace: &str, name: &str) -> Option<&'s Service> {
         self.objects.service(namespace, name)
     }
 
-    /// Finds a Secret (an annotation's, e.g. `auth-secret`).
-    pub fn secret(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Option<&'s std::sync::Arc<k8s_openapi::api::core::v1::Secret>> {
-        self.objects
-            .secrets
-            .get(&(namespace.to_owned(), name.to_owned()))
-    }
 
     /// Resolves a Service port. For UDP entries a UDP port is preferred when a number or
     /// name is shared by several protocols.

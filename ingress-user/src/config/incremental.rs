@@ -9,8 +9,8 @@
 //!   `tls` entries changed; the default backend always (a handful of Ingresses).
 //! - **Service**: the Ingresses that name it are translated again; its cells, the L4 table
 //!   and `--default-backend-service` are recomputed.
-//! - **Secret**: the TLS merge (parsed certificates are cached per Secret object), and
-//!   the Ingresses whose annotations read it (`auth-secret`) are translated again.
+//! - **Secret**: the TLS merge (parsed certificates are cached per Secret object), and the
+//!   Ingresses whose annotations name it (`proxy-ssl-secret`) are translated again.
 //! - **ConfigMap**: the L4 table. **IngressClass**: which Ingresses are served, so all.
 //! - **Gateway API objects and Namespaces**: the whole Gateway API translation
 //!   ([`gateway::translate`]; Gateways and routes are few), and, when it shares the Ingress
@@ -62,7 +62,7 @@ pub struct Engine {
     conflicts: HashMap<HostMatch, Vec<Problem>>,
     /// The served Ingresses naming each Service.
     users: HashMap<Key, Vec<Key>>,
-    /// The served Ingresses whose annotations read each Secret.
+    /// The served Ingresses whose annotations name each Secret.
     secret_users: HashMap<Key, Vec<Key>>,
     table: RouteTable,
     certs: Arc<CertSet>,

@@ -19,10 +19,11 @@ use k8s_openapi::{
 };
 
 use super::{
-    ObjectRef, Options, Problem, ServiceRef, annotations,
+    ObjectRef, Options, Problem, ServiceRef, annotations, auth_tls,
     backend::{Cells, PortSpec, ResolveError, Resolver},
     basic_auth,
     problem::Severity,
+    proxy_ssl,
     store::Key,
     tls::{self, CertSet, TlsCert},
 };
@@ -117,8 +118,8 @@ pub struct Translated {
     /// The Services it names, sorted (a Vec: a B-tree node per Ingress cost half a KiB):
     /// a change to one of them translates it again.
     pub services: Vec<Key>,
-    /// The Secrets its annotations read (`auth-secret`): a change to one of them
-    /// translates it again.
+    /// The Secrets its annotations name (`auth-secret`, `proxy-ssl-secret`,
+    /// `auth-tls-secret`), present or not: a change to one of them translates it again.
     pub secrets: Vec<Key>,
 }
 
@@ -146,6 +147,10 @@ pub fn translate(
     );
     let auth_secret = auth.secret.clone();
     let auth_problems = std::mem::take(&mut auth.problems);
+    let policy = complete_policy(parsed.policy, auth, &object).map(|p| tag_sessions(p, &object));
+    let (policy, secret, mut troubles) = proxy_ssl::resolve(policy, &ns, resolver, prefix);
+    let (policy, ca_secret, more) = auth_tls::resolve(policy, &ns, resolver, prefix);
+    troubles.extend(more);
     let mut tr = Translation {
         resolver,
         cells,
@@ -154,10 +159,13 @@ pub fn translate(
         backends: HashMap::new(),
         problems: auth_problems,
         services: Vec::new(),
-        policy: complete_policy(parsed.policy, auth, &object).map(|p| tag_sessions(p, &object)),
+        policy,
     };
     for f in parsed.findings {
         tr.problem(f.field, f.kind, f.message, f.severity);
+    }
+    for (field, kind, message) in troubles {
+        tr.problem(field, kind, message, Severity::Error);
     }
     let mut hosts: Vec<(HostMatch, Vec<PathRoute>)> = Vec::new();
     let mut default_backend = None;
@@ -234,7 +242,12 @@ pub fn translate(
             s.dedup();
             s
         },
-        secrets: auth_secret.into_iter().collect(),
+        secrets: {
+            let mut s: Vec<Key> = auth_secret.into_iter().chain(secret).chain(ca_secret).collect();
+            s.sort_unstable();
+            s.dedup();
+            s
+        },
     }
 }
 

@@ -16,6 +16,7 @@ pub mod body;
 pub mod chunked;
 pub mod codec;
 pub mod pool;
+pub mod stream;
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -23,6 +24,7 @@ use bytes::BytesMut;
 use futures::FutureExt as _;
 use http_body_util::BodyExt as _;
 use hyper::{HeaderMap, Method, Response, StatusCode, Version, body::Body as _};
+use rustls_pki_types::ServerName;
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 use tracing::debug;
 
@@ -30,8 +32,10 @@ pub use self::{
     body::{BodyError, ResponseBody},
     codec::{Framing, HeadError, RequestFraming},
     pool::{Conn, Discards, Pool},
+    stream::Stream,
 };
 use super::body::{Body, BoxError};
+use crate::snapshot::{ServiceRef, upstream_tls::UpstreamTls};
 
 /// Coalescing limit for the request head and small body frames (one write).
 const WRITE_COALESCE: usize = 16 * 1024;
@@ -54,6 +58,42 @@ pub struct RequestHead<'a> {
     /// This request's timeouts (a route's `proxy-*-timeout` annotations); `None`: the
     /// client's.
     pub timeouts: Option<Timeouts>,
+    /// TLS to the upstream (`backend-protocol: HTTPS`); `None`: cleartext.
+    pub tls: Option<TlsTarget<'a>>,
+}
+
+/// The TLS client of a request and the Service it goes to (whose DNS name is verified
+/// when `proxy-ssl-name` gives none).
+#[derive(Clone, Copy, Debug)]
+pub struct TlsTarget<'a> {
+    /// The client config, made when the Snapshot was.
+    pub tls: &'a UpstreamTls,
+    /// The Service.
+    pub service: &'a ServiceRef,
+}
+
+impl TlsTarget<'_> {
+    /// The name verified, and sent as SNI when `proxy-ssl-server-name` is on:
+    /// `proxy-ssl-name`, else `<service>.<namespace>.svc`.
+    pub fn server_name(&self) -> io::Result<ServerName<'static>> {
+        let name = self
+            .tls
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}.svc", self.service.name, self.service.namespace));
+        ServerName::try_from(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    }
+
+    /// Runs the TLS handshake over `tcp`.
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = self.server_name()?;
+        tokio_rustls::TlsConnector::from(Arc::clone(&self.tls.config))
+            .connect(name, tcp)
+            .await
+    }
 }
 
 /// How long one exchange may wait on the upstream.
@@ -84,6 +124,10 @@ pub enum Error {
     /// The TCP connection could not be opened (refused, unreachable, timed out).
     #[error("connecting failed: {0}")]
     Connect(#[source] io::Error),
+    /// The TLS handshake with the upstream failed (certificate refused, no common
+    /// version, client certificate refused, ...).
+    #[error("TLS handshake with the upstream failed: {0}")]
+    Handshake(#[source] io::Error),
     /// Writing the request failed.
     #[error("writing the request failed: {0}")]
     Write(#[source] io::Error),
@@ -176,17 +220,18 @@ impl Client {
         let replayable = framing == RequestFraming::Empty && req.method.is_idempotent();
         let t = req.timeouts.unwrap_or(self.defaults);
 
-        let reused = self.pool.checkout(addr, !replayable);
+        let tls_id = req.tls.map_or(0, |t| t.tls.id);
+        let reused = self.pool.checkout(addr, tls_id, !replayable);
         let fresh = reused.is_none();
         let conn = match reused {
             Some(conn) => conn,
             // Boxed here and below: connecting, resending and writing a body are the
             // uncommon paths, and inline they would make every request's future larger.
-            None => match Box::pin(self.connect(addr, t.connect)).await {
+            None => match Box::pin(self.connect(addr, t.connect, req.tls)).await {
                 Ok(conn) => conn,
-                Err(e) => {
+                Err(error) => {
                     return Err(Failure {
-                        error: Error::Connect(e),
+                        error,
                         body: Some(body),
                     });
                 }
@@ -206,10 +251,10 @@ impl Client {
         // The reused connection had been closed: send again on a new one. The body was
         // empty, so an empty one stands in for it if this endpoint now refuses and the
         // request moves to another.
-        let conn = Box::pin(self.connect(addr, t.connect))
+        let conn = Box::pin(self.connect(addr, t.connect, req.tls))
             .await
-            .map_err(|e| Failure {
-                error: Error::Connect(e),
+            .map_err(|error| Failure {
+                error,
                 body: Some(super::body::empty()),
             })?;
         Box::pin(self.exchange(conn, &head, framing, None, req.method, t))
@@ -217,15 +262,35 @@ impl Client {
             .map_err(Sent::into_failure)
     }
 
-    async fn connect(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    /// Opens a connection, and with `tls` runs the handshake; both within `timeout`.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<TlsTarget<'_>>,
+    ) -> Result<Conn, Error> {
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+        let deadline = tokio::time::Instant::now() + timeout;
+        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
+            .map_err(|_| Error::Connect(timed_out()))?
+            .map_err(Error::Connect)?;
+        tcp.set_nodelay(true).map_err(Error::Connect)?;
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(target) => {
+                let tls = tokio::time::timeout_at(deadline, target.handshake(tcp))
+                    .await
+                    .map_err(|_| Error::Handshake(timed_out()))?
+                    .map_err(Error::Handshake)?;
+                Stream::Tls(Box::new(tls))
+            }
+        };
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(body::READ_CHUNK),
             addr,
+            tls: tls.map_or(0, |t| t.tls.id),
         })
     }
 
@@ -240,11 +305,13 @@ impl Client {
         t: Timeouts,
     ) -> Result<Exchange, Sent> {
         match body {
-            None => conn
-                .stream
-                .write_all(head)
-                .await
-                .map_err(|e| Sent::Nothing(Error::Write(e)))?,
+            // Flushed: TLS may hold back what the socket did not take at once.
+            None => async {
+                conn.stream.write_all(head).await?;
+                conn.stream.flush().await
+            }
+            .await
+            .map_err(|e| Sent::Nothing(Error::Write(e)))?,
             Some(body) => {
                 let written =
                     Box::pin(write_body(&mut conn.stream, head, body, framing, t.send)).await;
@@ -385,7 +452,7 @@ async fn read_head(conn: &mut Conn, method: &Method) -> Result<codec::Head, Sent
 /// `timeout` (an upstream not reading) fails the request; a client that sends nothing is
 /// the body's own timeout.
 async fn write_body(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     head: &[u8],
     mut body: Body,
     framing: RequestFraming,
@@ -447,13 +514,19 @@ async fn write_body(
 
 /// The upstream socket with each write bounded in time.
 struct Bounded<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     timeout: Duration,
 }
 
 impl Bounded<'_> {
+    /// Writes and flushes `bytes` (a no-op on TCP; TLS may hold back what the socket did
+    /// not take at once).
     async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        match tokio::time::timeout(self.timeout, self.stream.write_all(bytes)).await {
+        let written = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.timeout, written).await {
             Ok(written) => written.map_err(Error::Write),
             Err(_elapsed) => Err(Error::Timeout(self.timeout)),
         }

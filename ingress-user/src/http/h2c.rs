@@ -4,6 +4,9 @@
 //!
 //! One multiplexed connection per endpoint per worker, made by hyper's HTTP/2 client and
 //! shared by every request of that worker until it closes.
+//!
+//! The same over TLS (ALPN `h2`) for `backend-protocol: GRPCS`: connections are kept per
+//! endpoint and TLS client, as the HTTP/1.1 pool does.
 
 use std::{io, net::SocketAddr, sync::Mutex, time::Duration};
 
@@ -17,7 +20,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::{FastMap, body::Body};
+use super::{
+    FastMap,
+    body::Body,
+    client::{Error as ConnectError, TlsTarget},
+};
 
 /// A request head that cannot be expressed in HTTP/2.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +34,8 @@ pub struct RequestError(String);
 /// The worker's h2c connections, by endpoint.
 #[derive(Debug)]
 pub struct H2c {
-    conns: Mutex<FastMap<SocketAddr, SendRequest<Body>>>,
+    /// By endpoint and TLS client id (0: cleartext).
+    conns: Mutex<FastMap<(SocketAddr, u64), SendRequest<Body>>>,
     connect_timeout: Duration,
     keep_alive: Duration,
 }
@@ -43,47 +51,88 @@ impl H2c {
         }
     }
 
-    /// A connection to `addr` ready for one more request: the shared one, or a new one if
-    /// there is none or it has closed. Fails only when connecting fails, before anything
-    /// of the request is sent, so the caller may try another endpoint.
-    pub async fn ready(&self, addr: SocketAddr) -> io::Result<SendRequest<Body>> {
-        let mut sender = self.sender(addr).await?;
+    /// A connection to `addr` (over TLS with `tls`) ready for one more request: the shared
+    /// one, or a new one if there is none or it has closed. Fails only when connecting
+    /// fails, before anything of the request is sent, so the caller may try another
+    /// endpoint.
+    pub async fn ready(
+        &self,
+        addr: SocketAddr,
+        tls: Option<TlsTarget<'_>>,
+    ) -> Result<SendRequest<Body>, ConnectError> {
+        let key = (addr, tls.map_or(0, |t| t.tls.id));
+        let mut sender = self.sender(key, tls).await?;
         if sender.ready().await.is_err() {
             // Closed since it was shared: one new connection.
-            self.lock().remove(&addr);
-            sender = self.sender(addr).await?;
-            sender.ready().await.map_err(io::Error::other)?;
+            self.lock().remove(&key);
+            sender = self.sender(key, tls).await?;
+            sender
+                .ready()
+                .await
+                .map_err(|e| ConnectError::Connect(io::Error::other(e)))?;
         }
         Ok(sender)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<SocketAddr, SendRequest<Body>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<(SocketAddr, u64), SendRequest<Body>>> {
         self.conns
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn sender(&self, addr: SocketAddr) -> io::Result<SendRequest<Body>> {
-        if let Some(sender) = self.lock().get(&addr).filter(|s| !s.is_closed()) {
+    async fn sender(
+        &self,
+        key: (SocketAddr, u64),
+        tls: Option<TlsTarget<'_>>,
+    ) -> Result<SendRequest<Body>, ConnectError> {
+        if let Some(sender) = self.lock().get(&key).filter(|s| !s.is_closed()) {
             return Ok(sender.clone());
         }
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+        let addr = key.0;
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(|_| ConnectError::Connect(timed_out()))?
+            .map_err(ConnectError::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             .keep_alive_interval(self.keep_alive)
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(io::Error::other)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%addr, error = %e, "h2c upstream connection ended");
+            .keep_alive_while_idle(true);
+        let failed = |e| ConnectError::Connect(io::Error::other(e));
+        let sender = match tls {
+            None => {
+                let (sender, conn) = builder
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(failed)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(%addr, error = %e, "h2c upstream connection ended");
+                    }
+                });
+                sender
             }
-        });
-        self.lock().insert(addr, sender.clone());
+            Some(target) => {
+                let stream = tokio::time::timeout_at(deadline, target.handshake(stream))
+                    .await
+                    .map_err(|_| ConnectError::Handshake(timed_out()))?
+                    .map_err(ConnectError::Handshake)?;
+                let (sender, conn) = builder
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(failed)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(%addr, error = %e, "h2 upstream connection ended");
+                    }
+                });
+                sender
+            }
+        };
+        self.lock().insert(key, sender.clone());
         Ok(sender)
     }
 }

@@ -108,6 +108,8 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     /// Failed connection attempts to upstream endpoints, by Service (retries included).
     pub upstream_connect_errors: Family<ServiceLabels, Counter>,
+    /// Failed TLS handshakes with upstreams (`backend-protocol: HTTPS | GRPCS`).
+    pub upstream_tls_handshake_errors: Family<ServiceLabels, Counter>,
     /// Client connections currently open (HTTP and HTTPS listeners).
     pub active_connections: Gauge,
     /// Upgraded connections (WebSockets) currently tunnelled.
@@ -138,6 +140,7 @@ impl Default for Metrics {
             access_log_dropped: Counter::default(),
             errors: Family::default(),
             upstream_connect_errors: Family::default(),
+            upstream_tls_handshake_errors: Family::default(),
             active_connections: Gauge::default(),
             active_tunnels: Gauge::default(),
             tls_handshake_errors: Counter::default(),
@@ -178,6 +181,11 @@ impl Metrics {
             "http_upstream_connect_errors",
             "Failed connection attempts to upstream endpoints",
             self.upstream_connect_errors.clone(),
+        );
+        registry.register(
+            "http_upstream_tls_handshake_errors",
+            "Failed TLS handshakes with upstream endpoints (backend-protocol HTTPS or GRPCS)",
+            self.upstream_tls_handshake_errors.clone(),
         );
         registry.register(
             "http_active_connections",

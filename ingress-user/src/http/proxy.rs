@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use super::{
     balance::{Balancer, Pick},
     body::{Body, BoxError, Holding, empty},
-    client::{self, Client, Conn, Discards, Exchange, RequestHead},
+    client::{self, Client, Conn, Discards, Exchange, RequestHead, TlsTarget},
     h2c::{self, H2c},
     headers::strip_hop_by_hop,
     limits::Limits,
@@ -22,7 +22,10 @@ use super::{
     rescue::Error,
     upload,
 };
-use crate::snapshot::routes::{Backend, Protocol};
+use crate::snapshot::{
+    routes::{Backend, Protocol},
+    upstream_tls::BackendProtocol,
+};
 
 /// One worker's way to upstreams: its connection pool, its h2c connections and the
 /// response timeout.
@@ -31,6 +34,11 @@ pub struct Upstream {
     client: Client,
     h2c: H2c,
     defaults: client::Timeouts,
+    /// Failed upstream TLS handshakes, by Service.
+    handshake_errors: prometheus_client::metrics::family::Family<
+        ServiceLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
 }
 
 impl Upstream {
@@ -60,6 +68,7 @@ impl Upstream {
                 read: limits.upstream_response_timeout,
                 send: limits.upstream_response_timeout,
             },
+            handshake_errors: metrics.upstream_tls_handshake_errors.clone(),
         }
     }
 
@@ -173,10 +182,27 @@ impl Upstream {
         body: Body,
     ) -> Result<Reply, Attempt> {
         let timeouts = self.timeouts(backend);
-        if backend.protocol == Protocol::H2c {
+        let policy = backend.policy();
+        // `backend-protocol`: its TLS client was made with the Snapshot (none when its
+        // Secret is unusable, and then the route is denied before getting here).
+        let tls = policy.upstream_tls.as_deref().map(|tls| TlsTarget {
+            tls,
+            service: &backend.service,
+        });
+        if tls.is_none() && policy.backend_protocol.is_tls() {
+            // Never cleartext where TLS was asked for.
+            return Err(Attempt::Failed(Error::Upstream {
+                addr,
+                source: "backend-protocol asks for TLS but the Ingress has no TLS client".into(),
+            }));
+        }
+        let h2 = policy.backend_protocol.is_h2()
+            || (policy.backend_protocol == BackendProtocol::Http
+                && backend.protocol == Protocol::H2c);
+        if h2 {
             // Boxed: rare next to HTTP/1.1, and inline it would grow every request's future.
             let read = timeouts.map_or(self.defaults.read, |t| t.read);
-            return Box::pin(self.send_h2c(addr, out, body, read)).await;
+            return Box::pin(self.send_h2c(backend, addr, out, body, read, tls)).await;
         }
         let head = RequestHead {
             method: &out.parts.method,
@@ -184,6 +210,7 @@ impl Upstream {
             headers: &out.parts.headers,
             extra: out.extra,
             timeouts,
+            tls,
         };
         // The response timeout runs inside the client, from the moment the request is sent.
         match self.client.send(addr, head, body).await {
@@ -192,6 +219,13 @@ impl Upstream {
                 error: client::Error::Connect(e),
                 body,
             }) => Err(Attempt::Connect(Box::new(e), body)),
+            Err(client::Failure {
+                error: e @ client::Error::Handshake(_),
+                body,
+            }) => {
+                self.handshake_failed(backend, addr, &e);
+                Err(Attempt::Connect(Box::new(e), body))
+            }
             Err(client::Failure { error, .. }) => Err(Attempt::Failed(match error {
                 client::Error::Body(e) => Error::from_request_body(e),
                 client::Error::Timeout(timeout) => Error::UpstreamTimeout { addr, timeout },
@@ -203,23 +237,47 @@ impl Upstream {
         }
     }
 
+    /// Counts and logs an upstream TLS handshake that failed (the request then goes to
+    /// another endpoint as after a failed connect, and is answered 502 if none takes it).
+    fn handshake_failed(&self, backend: &Backend, addr: SocketAddr, e: &client::Error) {
+        warn!(%addr, service = %backend.service, error = %e, "upstream TLS handshake failed");
+        self.handshake_errors
+            .get_or_create(&ServiceLabels {
+                service: backend.service.to_string(),
+            })
+            .inc();
+    }
+
     async fn send_h2c(
         &self,
+        backend: &Backend,
         addr: SocketAddr,
         out: Outgoing<'_>,
         body: Body,
         timeout: Duration,
+        tls: Option<TlsTarget<'_>>,
     ) -> Result<Reply, Attempt> {
         let failed = |source: BoxError| Attempt::Failed(Error::Upstream { addr, source });
-        let mut sender = match self.h2c.ready(addr).await {
+        let mut sender = match self.h2c.ready(addr, tls).await {
             Ok(sender) => sender,
-            Err(e) => return Err(Attempt::Connect(Box::new(e), Some(body))),
+            Err(e) => {
+                if matches!(e, client::Error::Handshake(_)) {
+                    self.handshake_failed(backend, addr, &e);
+                }
+                return Err(Attempt::Connect(Box::new(e), Some(body)));
+            }
         };
         // The body streams beside the exchange: the response timeout starts once it ends
         // (a long client stream, gRPC's above all, is not the upstream being slow).
         let (body, sent) = upload::watch_end(body);
-        let req =
+        let mut req =
             h2c::request(out.parts, out.extra, addr, body).map_err(|e| failed(Box::new(e)))?;
+        if tls.is_some() {
+            // `:scheme https` over TLS.
+            let mut uri = req.uri().clone().into_parts();
+            uri.scheme = Some(hyper::http::uri::Scheme::HTTPS);
+            *req.uri_mut() = hyper::Uri::from_parts(uri).map_err(|e| failed(Box::new(e)))?;
+        }
         let expired = async {
             let _ = sent.await;
             tokio::time::sleep(timeout).await;

@@ -36,6 +36,7 @@ use super::{
     admission,
     balance::{Balance, Balancer},
     body::{Body, BoxError, empty, full, limited},
+    client_auth,
     headers::{Forwarded, ProxyHeaders, RequestIds, rewrite_request, wants_upgrade},
     host::request_host,
     limits::Limits,
@@ -437,6 +438,12 @@ impl Router {
                 redirect(host, port, &req),
             );
         }
+        // auth-tls: the host's client certificate (nginx checks it before any phase).
+        let pass_cert = match client_auth::check_request(snapshot, host, conn.tls, req.extensions())
+        {
+            Ok(pass) => pass,
+            Err(resp) => return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Ok(*resp)),
+        };
         // Request limits: nginx's preaccess phase, after the rewrite phase (redirects) and
         // before the access phase (source ranges, authentication).
         let slot = match policy.and_then(|p| p.rate_limit.as_ref()) {
@@ -494,6 +501,7 @@ impl Router {
             Ok(out) => out,
             Err(e) => return Routed::Local(Some(backend), Err(e)),
         };
+        pass_cert.apply(&mut out.parts.headers);
         if let Some(m) = matched {
             let p = m.backend.policy();
             if let Some(prefix) = &p.x_forwarded_prefix

@@ -40,6 +40,9 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
 };
 use tokio_rustls::TlsAcceptor;
+
+use super::client_auth::ClientAuthTls;
+use crate::snapshot::client_auth::ConnCert;
 use tracing::{debug, error, info, warn};
 
 mod listeners;
@@ -266,6 +269,7 @@ impl Server {
             log_writer,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let client_auth = Arc::new(ClientAuthTls::new(router.snapshot_cell()));
         let mut finished = Vec::new();
         let mut commands = Vec::new();
         for (index, sockets) in sockets.into_iter().enumerate() {
@@ -275,6 +279,7 @@ impl Server {
                 router: Arc::clone(&router),
                 upstream: Arc::new(Upstream::new(&limits, router.metrics())),
                 tls: tls.clone(),
+                client_auth: Arc::clone(&client_auth),
                 builder: Arc::clone(&builder),
                 limits: limits.clone(),
                 stop: stop_rx.clone(),
@@ -410,6 +415,8 @@ struct Worker {
     router: Arc<Router>,
     upstream: Arc<Upstream>,
     tls: Option<TlsAcceptor>,
+    /// Asks for client certificates on the hosts that require them (`auth-tls-*`).
+    client_auth: Arc<ClientAuthTls>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
     stop: watch::Receiver<bool>,
@@ -548,7 +555,7 @@ impl Worker {
         tokio::spawn(async move {
             gauge.inc();
             serve_client(
-                stream, conn, router, upstream, &builder, settings, signal, true,
+                stream, conn, None, router, upstream, &builder, settings, signal, true,
             )
             .await;
             gauge.dec();
@@ -569,10 +576,19 @@ impl Worker {
         let builder = Arc::clone(&self.builder);
         let settings = self.settings();
         let handshake_timeout = settings.header_read_timeout;
+        let client_auth = Arc::clone(&self.client_auth);
         tokio::spawn(async move {
             let metrics = Arc::clone(router.metrics());
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
+            // Client certificates are an Ingress matter: only its listener asks for them.
+            let accepted = async {
+                if conn.socket == Socket::Ingress {
+                    client_auth.accept(&acceptor, stream).await
+                } else {
+                    acceptor.accept(stream).await.map(|tls| (tls, None))
+                }
+            };
+            let (tls, cert) = match tokio::time::timeout(handshake_timeout, accepted).await {
+                Ok(Ok(accepted)) => accepted,
                 Ok(Err(e)) => {
                     debug!(remote = %conn.remote, error = %e, "TLS handshake failed");
                     metrics.tls_handshake_errors.inc();
@@ -597,10 +613,11 @@ impl Worker {
             if let Some(name) = tls.get_ref().1.server_name() {
                 conn.sni = router.sni_listener(conn, name);
             }
-            // HTTP/2 chosen by ALPN goes straight to hyper; HTTP/1.1 starts on the fast path.
-            let fast = tls.get_ref().1.alpn_protocol() != Some(b"h2");
+            // HTTP/2 chosen by ALPN goes straight to hyper; HTTP/1.1 starts on the fast path,
+            // unless a client certificate travels with each request (hyper's extensions).
+            let fast = tls.get_ref().1.alpn_protocol() != Some(b"h2") && cert.is_none();
             serve_client(
-                tls, conn, router, upstream, &builder, settings, signal, fast,
+                tls, conn, cert, router, upstream, &builder, settings, signal, fast,
             )
             .await;
             metrics.active_connections.dec();
@@ -668,6 +685,7 @@ async fn accept_failed(e: &io::Error) {
 async fn serve_client<I>(
     io: I,
     conn: Conn,
+    cert: Option<Arc<ConnCert>>,
     router: Arc<Router>,
     upstream: Arc<Upstream>,
     builder: &auto::Builder<TokioExecutor>,
@@ -680,13 +698,13 @@ async fn serve_client<I>(
     let timeout = settings.header_read_timeout;
     if !fast {
         let io = PrefaceDeadline::new(io, timeout);
-        return serve_connection(io, conn, router, upstream, builder, signal).await;
+        return serve_connection(io, conn, cert, router, upstream, builder, signal).await;
     }
     if let h1::Ended::Handoff(io, buf) =
         h1::serve(io, conn, &router, &upstream, settings, &signal).await
     {
         let io = PrefaceDeadline::new(Rewind::new(buf.freeze(), io), timeout);
-        serve_connection(io, conn, router, upstream, builder, signal).await;
+        serve_connection(io, conn, cert, router, upstream, builder, signal).await;
     }
 }
 
@@ -697,6 +715,7 @@ async fn serve_client<I>(
 async fn serve_connection<I>(
     io: I,
     conn: Conn,
+    cert: Option<Arc<ConnCert>>,
     router: Arc<Router>,
     upstream: Arc<Upstream>,
     builder: &auto::Builder<TokioExecutor>,
@@ -708,8 +727,12 @@ async fn serve_connection<I>(
     let activity = Arc::new(Activity::default());
     let svc = {
         let activity = Arc::clone(&activity);
-        service_fn(move |req: Request<Incoming>| {
+        service_fn(move |mut req: Request<Incoming>| {
             let open = activity.open();
+            // The connection's client certificate, checked after its handshake.
+            if let Some(cert) = &cert {
+                req.extensions_mut().insert(Arc::clone(cert));
+            }
             let handled = router.handle(req, conn, &upstream);
             // The request counts as open until its response body is done or dropped.
             async move { Ok::<_, Infallible>(handled.await.map(|b| Holding::new(b, open).boxed())) }

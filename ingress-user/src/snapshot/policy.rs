@@ -5,8 +5,10 @@ use std::{fmt, net::IpAddr, str::FromStr, sync::Arc, time::Duration};
 
 use super::{affinity::Affinity, canary::CanaryRules};
 use super::{
+    client_auth::{AuthTls, ClientAuth},
     htpasswd::Htpasswd,
     rate_limit::{LimitSettings, RateLimit},
+    upstream_tls::{BackendProtocol, ProxySsl, UpstreamTls},
 };
 
 /// An IPv4 or IPv6 network, host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`); a bare
@@ -132,6 +134,19 @@ pub struct RoutePolicy {
     pub permanent_redirect_code: Option<u16>,
     /// `upstream-vhost`: the `Host` sent upstream instead of the client's.
     pub upstream_vhost: Option<String>,
+    /// `backend-protocol`: HTTP (the Service port's `appProtocol` decides), HTTPS, GRPC
+    /// (h2c) or GRPCS (HTTP/2 over TLS).
+    pub backend_protocol: BackendProtocol,
+    /// The `proxy-ssl-*` annotations, when `proxy-ssl-secret` is set.
+    pub proxy_ssl: Option<ProxySsl>,
+    /// The TLS client of HTTPS and GRPCS upstreams, resolved from `proxy_ssl` and its
+    /// Secret by the translation (`None` until then, and for cleartext protocols).
+    pub upstream_tls: Option<Arc<UpstreamTls>>,
+    /// The `auth-tls-*` annotations, when `auth-tls-secret` is set.
+    pub auth_tls: Option<AuthTls>,
+    /// The client certificate requirement of this Ingress's hosts, resolved from
+    /// `auth_tls` and its Secret by the translation.
+    pub client_auth: Option<Arc<ClientAuth>>,
     /// `affinity: cookie` and its `session-cookie-*` settings.
     pub affinity: Option<Box<Affinity>>,
     /// `canary: "true"` and its `canary-*` rules: this Ingress's paths are alternatives

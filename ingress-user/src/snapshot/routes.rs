@@ -27,7 +27,8 @@ use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Hi
 use regex::{Regex, RegexBuilder};
 
 use super::{
-    FastMap, ObjectRef, ServiceRef, canary::Canary, endpoints::Endpoints, policy::RoutePolicy,
+    FastMap, ObjectRef, ServiceRef, canary::Canary, client_auth::ClientAuth,
+    endpoints::Endpoints, policy::RoutePolicy,
 };
 
 /// Where a matched request goes: a Service port and its resolved endpoints.
@@ -79,6 +80,11 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     basic_auth: None,
     limit_settings: super::rate_limit::LimitSettings::NONE,
     rate_limit: None,
+    backend_protocol: super::upstream_tls::BackendProtocol::Http,
+    proxy_ssl: None,
+    upstream_tls: None,
+    auth_tls: None,
+    client_auth: None,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes
@@ -313,9 +319,17 @@ pub struct HostRoutes {
     /// tried in order (longest path first, then reverse lexical, as ingress-nginx sorts its
     /// locations), the first match wins; `exact` and `prefix` are then unused.
     regexes: Option<Vec<(Regex, usize)>>,
+    /// The client certificate requirement of the host (`auth-tls-*`): that of the first
+    /// path whose Ingress has one (host-wide, as nginx's `ssl_verify_client`).
+    client_auth: Option<Arc<ClientAuth>>,
 }
 
 impl HostRoutes {
+    /// The host's client certificate requirement, if any.
+    pub fn client_auth(&self) -> Option<&Arc<ClientAuth>> {
+        self.client_auth.as_ref()
+    }
+
     /// The Ingresses whose paths these are, each once.
     pub fn ingresses(&self) -> Vec<&ObjectRef> {
         let mut out: Vec<&ObjectRef> = self
@@ -357,6 +371,9 @@ impl HostRoutes {
             });
         }
         map.insert(key.into(), index);
+        if self.client_auth.is_none() {
+            self.client_auth.clone_from(&backend.policy().client_auth);
+        }
         self.rules.push((path.to_owned(), path_type, backend));
         Ok(())
     }
@@ -634,6 +651,19 @@ impl RouteTable {
             path: rule_path,
             regex,
         })
+    }
+
+    /// The client certificate requirement for requests and TLS connections naming
+    /// `host` (any case, port allowed): that of the host entry requests for it are routed
+    /// by first (exact, else wildcard, else any host).
+    pub fn client_auth(&self, host: &str) -> Option<&Arc<ClientAuth>> {
+        let host = normalize_host(host);
+        let routes = self
+            .exact_hosts
+            .get(host.as_ref())
+            .or_else(|| wildcard_suffix(&host).and_then(|s| self.wildcard_hosts.get(s)))
+            .unwrap_or(&self.any_host);
+        routes.client_auth()
     }
 
     /// The Ingress `defaultBackend` (oldest Ingress wins), else `--default-backend-service`;

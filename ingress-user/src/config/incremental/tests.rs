@@ -8,7 +8,8 @@ use crate::{
     config::{
         NamespacedName, build_objects,
         fixtures::{
-            Cond, IngressBuilder, config_map, ingress_class, secret, service, slice, tls_secret,
+            CERT_PEM, Cond, IngressBuilder, KEY_PEM, config_map, ingress_class, secret, service,
+            slice, tls_secret,
         },
         store::Object,
     },
@@ -106,6 +107,18 @@ const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// frequent so that canaries often meet a main Ingress on the same host and path (and
 /// lose it, and meet a second canary).
 const ANNOTATIONS: &[(&str, &str)] = &[
+    ("nginx.ingress.kubernetes.io/auth-tls-secret", "a/c1"),
+    ("nginx.ingress.kubernetes.io/auth-tls-secret", "b/missing"),
+    (
+        "nginx.ingress.kubernetes.io/auth-tls-verify-client",
+        "optional",
+    ),
+    ("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS"),
+    ("nginx.ingress.kubernetes.io/backend-protocol", "GRPCS"),
+    ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "a/c0"),
+    ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "b/c1"),
+    ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "a/missing"),
+    ("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on"),
     ("nginx.ingress.kubernetes.io/proxy-read-timeout", "5"),
     ("nginx.ingress.kubernetes.io/proxy-body-size", "1k"),
     ("nginx.ingress.kubernetes.io/use-regex", "true"),
@@ -262,12 +275,22 @@ fn random_change(rng: &mut Rng) -> Change {
         7 => (
             Kind::Secret,
             (rng.pick(&SECRETS)).to_owned(),
-            |rng, ns, name| {
-                if rng.chance(70) {
-                    tls_secret(ns, name).into()
-                } else {
-                    secret(ns, name, "kubernetes.io/tls", &[("tls.crt", "junk")]).into()
-                }
+            |rng, ns, name| match rng.below(10) {
+                0..=4 => tls_secret(ns, name).into(),
+                // A proxy-ssl-secret: a CA, with or without a client certificate.
+                5 | 6 => secret(ns, name, "Opaque", &[("ca.crt", CERT_PEM)]).into(),
+                7 => secret(
+                    ns,
+                    name,
+                    "kubernetes.io/tls",
+                    &[
+                        ("ca.crt", CERT_PEM),
+                        ("tls.crt", CERT_PEM),
+                        ("tls.key", KEY_PEM),
+                    ],
+                )
+                .into(),
+                _ => secret(ns, name, "kubernetes.io/tls", &[("tls.crt", "junk")]).into(),
             },
         ),
         10 => (
@@ -448,4 +471,48 @@ fn a_change_costs_what_depends_on_it() {
     );
     let (_, work) = engine.snapshot();
     assert_eq!(work, Work::default());
+}
+
+/// A Secret named by annotations (`proxy-ssl-secret`, `auth-tls-secret`) re-translates
+/// the Ingresses naming it, and only those; its arrival lifts the denial.
+#[test]
+fn a_secret_change_retranslates_the_ingresses_naming_it() {
+    let mut engine = Engine::new(Options::default());
+    engine.apply(Change::Apply(
+        service("ns", "web", &[("http", 80, "8080")]).into(),
+    ));
+    for (i, (name, value)) in [
+        ("proxy-ssl-secret", "ns/ca"),
+        ("auth-tls-secret", "ns/ca"),
+        ("ssl-redirect", "false"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ing = IngressBuilder::new("ns", &format!("i{i}"))
+            .class(Some("xdp"))
+            .host(&format!("h{i}.com"))
+            .path("/", "Prefix", "web", "80")
+            .annotation(&format!("nginx.ingress.kubernetes.io/{name}"), value)
+            .build();
+        engine.apply(Change::Apply(ing.into()));
+    }
+    let (before, _) = engine.snapshot();
+    let denied =
+        |s: &Snapshot, host: &str| s.http.route(host, "/").unwrap().backend.policy().denied;
+    assert!(denied(&before, "h0.com") && denied(&before, "h1.com"));
+    engine.apply(Change::Apply(
+        secret("ns", "ca", "Opaque", &[("ca.crt", CERT_PEM)]).into(),
+    ));
+    let (after, work) = engine.snapshot();
+    assert_eq!(
+        work,
+        Work {
+            ingresses: 2,
+            hosts: 2
+        }
+    );
+    assert!(!denied(&after, "h0.com") && !denied(&after, "h1.com"));
+    assert!(after.http.client_auth("h1.com").is_some());
+    assert!(after.http.client_auth("h0.com").is_none());
 }

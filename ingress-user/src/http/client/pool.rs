@@ -18,9 +18,9 @@ use std::{
 
 use bytes::BytesMut;
 use prometheus_client::metrics::counter::Counter;
-use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::stream::Stream;
 use crate::http::FastMap;
 
 /// Most idle connections kept per endpoint (nginx's `keepalive` is per worker too).
@@ -29,12 +29,15 @@ pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// An open connection to an upstream endpoint, with its read buffer.
 #[derive(Debug)]
 pub struct Conn {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket, or TLS over it.
+    pub stream: Stream,
     /// Bytes read and not consumed yet.
     pub buf: BytesMut,
     /// The endpoint.
     pub addr: SocketAddr,
+    /// The TLS client it was made with ([`UpstreamTls::id`](crate::snapshot::upstream_tls::UpstreamTls)),
+    /// 0 for cleartext: it is only reused by requests asking for the same.
+    pub tls: u64,
 }
 
 #[derive(Debug)]
@@ -63,7 +66,7 @@ enum Dirty {
 /// The idle connections of one worker.
 #[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<FastMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<FastMap<(SocketAddr, u64), Vec<Idle>>>,
     timeout: Duration,
     discards: Discards,
 }
@@ -83,10 +86,10 @@ impl Pool {
     /// met on the way are closed and counted. With `thorough`, each is asked of the kernel
     /// (one system call), for a request that could not be sent again should the upstream
     /// have closed it a moment ago; otherwise the reactor's readiness decides.
-    pub fn checkout(&self, addr: SocketAddr, thorough: bool) -> Option<Conn> {
+    pub fn checkout(&self, addr: SocketAddr, tls: u64, thorough: bool) -> Option<Conn> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&(addr, tls))?;
         while let Some(entry) = list.pop() {
             if now.saturating_duration_since(entry.since) >= self.timeout {
                 // The newest is too old, so all are.
@@ -122,7 +125,7 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let list = idle.entry(conn.addr).or_default();
+        let list = idle.entry((conn.addr, conn.tls)).or_default();
         if list.len() < MAX_IDLE_PER_ENDPOINT {
             list.push(Idle {
                 conn,
@@ -169,7 +172,7 @@ fn peek_dirty(conn: &Conn) -> Option<Dirty> {
     // one byte we own. MSG_PEEK leaves any byte in the socket; MSG_DONTWAIT never blocks.
     let n = unsafe {
         libc::recv(
-            conn.stream.as_raw_fd(),
+            conn.stream.tcp().as_raw_fd(),
             (&raw mut byte).cast(),
             1,
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
@@ -188,7 +191,7 @@ fn peek_dirty(conn: &Conn) -> Option<Dirty> {
 /// socket, which is the usual case: the read that ended the last response drained it.
 fn dirty(conn: &Conn) -> Option<Dirty> {
     let mut probe = [0u8; 1];
-    match conn.stream.try_read(&mut probe) {
+    match conn.stream.tcp().try_read(&mut probe) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
         Ok(0) | Err(_) => Some(Dirty::Closed),
         Ok(_) => Some(Dirty::Unsolicited),
@@ -197,17 +200,18 @@ fn dirty(conn: &Conn) -> Option<Dirty> {
 
 #[cfg(test)]
 mod tests {
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 
     async fn conn(listener: &TcpListener) -> Conn {
         let addr = listener.local_addr().unwrap();
-        let stream = TcpStream::connect(addr).await.unwrap();
+        let stream = Stream::Plain(TcpStream::connect(addr).await.unwrap());
         Conn {
             stream,
             buf: BytesMut::new(),
             addr,
+            tls: 0,
         }
     }
 
@@ -219,13 +223,29 @@ mod tests {
         );
         let pool = Pool::new(Duration::from_secs(60), Discards::default());
         let (first, second) = (conn(&a).await, conn(&a).await);
-        let second_port = second.stream.local_addr().unwrap().port();
+        let second_port = second.stream.tcp().local_addr().unwrap().port();
         pool.checkin(first);
         pool.checkin(second);
-        assert!(pool.checkout(b.local_addr().unwrap(), false).is_none());
-        let got = pool.checkout(a.local_addr().unwrap(), false).unwrap();
-        assert_eq!(got.stream.local_addr().unwrap().port(), second_port);
+        assert!(pool.checkout(b.local_addr().unwrap(), 0, false).is_none());
+        let got = pool.checkout(a.local_addr().unwrap(), 0, false).unwrap();
+        assert_eq!(got.stream.tcp().local_addr().unwrap().port(), second_port);
         assert_eq!(pool.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn connections_are_only_reused_with_the_tls_client_they_were_made_with() {
+        let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = a.local_addr().unwrap();
+        let pool = Pool::new(Duration::from_secs(60), Discards::default());
+        let mut tls = conn(&a).await;
+        tls.tls = 7;
+        pool.checkin(tls);
+        assert!(pool.checkout(addr, 0, false).is_none(), "not for cleartext");
+        assert!(
+            pool.checkout(addr, 8, false).is_none(),
+            "not for another client"
+        );
+        assert_eq!(pool.checkout(addr, 7, false).map(|c| c.tls), Some(7));
     }
 
     #[tokio::test]
@@ -233,7 +253,7 @@ mod tests {
         let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let pool = Pool::new(Duration::ZERO, Discards::default());
         pool.checkin(conn(&a).await);
-        assert!(pool.checkout(a.local_addr().unwrap(), false).is_none());
+        assert!(pool.checkout(a.local_addr().unwrap(), 0, false).is_none());
         pool.checkin(conn(&a).await);
         assert_eq!(pool.sweep(), 1);
         assert!(pool.is_empty());
@@ -266,9 +286,9 @@ mod tests {
             .unwrap();
         settle().await;
         let got = pool
-            .checkout(addr, false)
+            .checkout(addr, 0, false)
             .expect("the clean connection is still handed out");
-        assert_eq!(got.stream.local_addr().unwrap().port(), clean_port);
+        assert_eq!(got.stream.tcp().local_addr().unwrap().port(), clean_port);
         assert_eq!(discards.unsolicited_bytes.get(), 1);
         assert_eq!(discards.closed.get(), 1);
         assert!(pool.is_empty());
@@ -290,11 +310,14 @@ mod tests {
         dirty_peer.write_all(b"x").await.unwrap();
         // No waiting for the reactor: over loopback the byte is queued by the time the
         // write returns, and the peek asks the kernel.
-        let got = pool.checkout(addr, true).expect("the clean connection");
+        let got = pool.checkout(addr, 0, true).expect("the clean connection");
         assert_eq!(discards.unsolicited_bytes.get() + discards.closed.get(), 1);
         assert!(pool.is_empty());
         pool.checkin(got);
-        assert!(pool.checkout(addr, true).is_some(), "peeking took nothing");
+        assert!(
+            pool.checkout(addr, 0, true).is_some(),
+            "peeking took nothing"
+        );
     }
 
     #[tokio::test]
