@@ -243,7 +243,7 @@ mod tests {
     use k8s_openapi::ByteString;
 
     use super::*;
-    use crate::config::store::Objects;
+    use crate::{config::store::Objects, snapshot::htpasswd::Check};
 
     const PREFIX: &str = "nginx.ingress.kubernetes.io";
 
@@ -397,6 +397,21 @@ mod tests {
             let got: Vec<_> = r.problems.iter().map(|p| p.kind).collect();
             assert_eq!(got, kinds, "{pairs:?}");
         }
+        let map: BTreeMap<String, String> = [("auth-type", "basic"), ("auth-secret", "file")]
+            .iter()
+            .map(|(k, v)| (format!("{PREFIX}/{k}"), (*v).to_owned()))
+            .collect();
+        let r = resolve(
+            Some(&map),
+            PREFIX,
+            &ingress(),
+            "default",
+            Resolver::new(&objects),
+        );
+        assert_eq!(r.secret, Some(("default".to_owned(), "file".to_owned())));
+        let users = &r.auth.unwrap().users;
+        assert_eq!(users.check("foo", b"bar"), Check::Valid);
+        assert_eq!(users.check("foo", b"baz"), Check::Invalid);
     }
 
     #[test]

@@ -40,9 +40,6 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
 };
 use tokio_rustls::TlsAcceptor;
-
-use super::client_auth::ClientAuthTls;
-use crate::snapshot::client_auth::ConnCert;
 use tracing::{debug, error, info, warn};
 
 mod listeners;
@@ -50,6 +47,7 @@ mod listeners;
 use super::{
     access_log::{self, AccessLog},
     body::Holding,
+    client_auth::ClientAuthTls,
     drain::{Drain, Signal},
     h1,
     limits::{Limits, MIN_HTTP1_BUF},
@@ -63,7 +61,10 @@ use super::{
 use crate::{
     cli::HttpArgs,
     config::Snapshot,
-    snapshot::gateway::{ListenAddr, SniListener},
+    snapshot::{
+        client_auth::ConnCert,
+        gateway::{ListenAddr, SniListener},
+    },
 };
 
 /// Where to listen and how to serve.
