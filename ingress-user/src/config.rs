@@ -105,6 +105,8 @@ pub struct Options {
     pub health_port: u16,
     /// `--annotations-prefix`: the ingress-nginx annotations read are `<prefix>/<name>`.
     pub annotations_prefix: String,
+    /// `--global-allowed-response-headers`: what `custom-headers` may set.
+    pub allowed_response_headers: Vec<hyper::header::HeaderName>,
 }
 
 impl Default for Options {
@@ -121,6 +123,7 @@ impl Default for Options {
             https_port: 443,
             health_port: 10254,
             annotations_prefix: annotations::DEFAULT_PREFIX.to_owned(),
+            allowed_response_headers: Vec::new(),
         }
     }
 }
@@ -145,7 +148,7 @@ pub fn build_objects(objects: &Objects, opts: &Options) -> Snapshot {
         .ingresses
         .values()
         .filter(|i| classes.serves(i))
-        .map(|i| ingress::translate(i, resolver, &mut cells, &opts.annotations_prefix))
+        .map(|i| ingress::translate(i, resolver, &mut cells, opts))
         .collect();
     served.sort_by(|a, b| a.age.cmp(&b.age));
 

@@ -12,6 +12,9 @@
 //!
 //! Nothing read here is ever templated into any configuration language.
 
+mod cors;
+pub mod custom_headers;
+
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use super::problem::Severity;
@@ -143,20 +146,29 @@ const TABLE: &[(&str, Support)] = &[
         "client-body-buffer-size",
         Support::Ignored("the global --client-body-buffer-size"),
     ),
-    ("cors-allow-credentials", Support::Ignored("")),
-    ("cors-allow-headers", Support::Ignored("")),
-    ("cors-allow-methods", Support::Ignored("")),
-    ("cors-allow-origin", Support::Ignored("")),
-    ("cors-expose-headers", Support::Ignored("")),
-    ("cors-max-age", Support::Ignored("")),
-    ("custom-headers", Support::Ignored("")),
+    (
+        "cors-allow-credentials",
+        Support::Applied(cors::allow_credentials),
+    ),
+    ("cors-allow-headers", Support::Applied(cors::allow_headers)),
+    ("cors-allow-methods", Support::Applied(cors::allow_methods)),
+    ("cors-allow-origin", Support::Applied(cors::allow_origin)),
+    (
+        "cors-expose-headers",
+        Support::Applied(cors::expose_headers),
+    ),
+    ("cors-max-age", Support::Applied(cors::max_age)),
+    (
+        "custom-headers",
+        Support::Applied(custom_headers::parse_ref),
+    ),
     ("custom-http-errors", Support::Ignored("")),
     (
         "default-backend",
         Support::Ignored("the Ingress spec.defaultBackend"),
     ),
     ("denylist-source-range", Support::Applied(denylist)),
-    ("enable-cors", Support::Ignored("")),
+    ("enable-cors", Support::Applied(cors::enable)),
     ("force-ssl-redirect", Support::Applied(force_ssl_redirect)),
     ("from-to-www-redirect", Support::Ignored("")),
     ("limit-burst-multiplier", Support::Ignored("")),
@@ -273,6 +285,7 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
         };
         out.verdicts.push(Verdict { name, status, note });
     }
+    cors::finish(&mut policy);
     out.policy = (!policy.is_default()).then(|| Arc::new(policy));
     out
 }

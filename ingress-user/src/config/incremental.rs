@@ -10,7 +10,8 @@
 //! - **Service**: the Ingresses that name it are translated again; its cells, the L4 table
 //!   and `--default-backend-service` are recomputed.
 //! - **Secret**: the TLS merge (parsed certificates are cached per Secret object).
-//! - **ConfigMap**: the L4 table. **IngressClass**: which Ingresses are served, so all.
+//! - **ConfigMap**: the L4 table, and the Ingresses whose `custom-headers` name it are
+//!   translated again. **IngressClass**: which Ingresses are served, so all.
 //! - **Gateway API objects and Namespaces**: the whole Gateway API translation
 //!   ([`gateway::translate`]; Gateways and routes are few), and, when it shares the Ingress
 //!   sockets, the check for Ingress hosts it shadows. While any GatewayClass exists,
@@ -61,6 +62,8 @@ pub struct Engine {
     conflicts: HashMap<HostMatch, Vec<Problem>>,
     /// The served Ingresses naming each Service.
     users: HashMap<Key, Vec<Key>>,
+    /// The served Ingresses reading each ConfigMap (`custom-headers`).
+    config_map_users: HashMap<Key, Vec<Key>>,
     table: RouteTable,
     certs: Arc<CertSet>,
     tls_problems: Vec<Problem>,
@@ -158,7 +161,12 @@ impl Engine {
                 self.dirty.tls = true;
                 self.dirty.gateway |= self.has_gateway_api();
             }
-            Applied::Object(Kind::ConfigMap, ..) => self.dirty.l4 = true,
+            Applied::Object(Kind::ConfigMap, key, _) => {
+                if let Some(users) = self.config_map_users.get(&key) {
+                    self.dirty.ingresses.extend(users.iter().cloned());
+                }
+                self.dirty.l4 = true;
+            }
         }
         self.dirty.any = true;
         true
@@ -261,12 +269,7 @@ impl Engine {
             .get(key)
             .filter(|i| classes.serves(i))
             .map(|i| {
-                ingress::translate(
-                    i,
-                    Resolver::new(&self.objects),
-                    &mut self.cells,
-                    &self.opts.annotations_prefix,
-                )
+                ingress::translate(i, Resolver::new(&self.objects), &mut self.cells, &self.opts)
             });
         let tls_changed = match (&old, &new) {
             (Some(o), Some(n)) => o.tls != n.tls || o.age != n.age,
@@ -293,11 +296,16 @@ impl Engine {
         self.with_tls.remove(&t.age);
         self.with_default.remove(&t.age);
         self.ingress_problems.remove(key);
-        for service in &t.services {
-            if let Some(users) = self.users.get_mut(service) {
-                users.retain(|u| u != key);
-                if users.is_empty() {
-                    self.users.remove(service);
+        for (index, keys) in [
+            (&mut self.users, &t.services),
+            (&mut self.config_map_users, &t.config_maps),
+        ] {
+            for used in keys {
+                if let Some(users) = index.get_mut(used) {
+                    users.retain(|u| u != key);
+                    if users.is_empty() {
+                        index.remove(used);
+                    }
                 }
             }
         }
@@ -322,10 +330,15 @@ impl Engine {
             self.ingress_problems
                 .insert(key.clone(), t.problems.clone());
         }
-        for service in &t.services {
-            let users = self.users.entry(service.clone()).or_default();
-            if !users.contains(key) {
-                users.push(key.clone());
+        for (index, keys) in [
+            (&mut self.users, &t.services),
+            (&mut self.config_map_users, &t.config_maps),
+        ] {
+            for used in keys {
+                let users = index.entry(used.clone()).or_default();
+                if !users.contains(key) {
+                    users.push(key.clone());
+                }
             }
         }
     }

@@ -114,27 +114,32 @@ pub struct Translated {
     /// The Services it names, sorted (a Vec: a B-tree node per Ingress cost half a KiB):
     /// a change to one of them translates it again.
     pub services: Vec<Key>,
+    /// The ConfigMaps it reads (`custom-headers`): a change to one translates it again.
+    pub config_maps: Vec<Key>,
 }
 
 /// Translates one Ingress (whether it is served is the caller's decision). Its annotations
-/// under `prefix` (`--annotations-prefix`) become the policy of all its backends.
+/// under `--annotations-prefix` become the policy of all its backends.
 pub fn translate(
     ing: &Ingress,
     resolver: Resolver<'_>,
     cells: &mut Cells,
-    prefix: &str,
+    opts: &Options,
 ) -> Translated {
     let object = object_ref(ing);
-    let parsed = annotations::parse(ing.metadata.annotations.as_ref(), prefix);
+    let prefix = opts.annotations_prefix.as_str();
+    let mut parsed = annotations::parse(ing.metadata.annotations.as_ref(), prefix);
+    let ns = ing
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let config_maps = resolve_custom_headers(&mut parsed, &ns, resolver, opts);
     let mut tr = Translation {
         resolver,
         cells,
         object: object.clone(),
-        ns: ing
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_owned()),
+        ns,
         backends: HashMap::new(),
         problems: Vec::new(),
         services: Vec::new(),
@@ -206,7 +211,61 @@ pub fn translate(
             s.dedup();
             s
         },
+        config_maps,
     }
+}
+
+/// Reads the `custom-headers` ConfigMap into the policy's response headers; when it is
+/// missing, in another namespace or refused, the Ingress's paths answer 503 (ingress-nginx's
+/// "location denied") and a Problem on the annotation says why. Returns the ConfigMap it
+/// names, which the engine watches.
+fn resolve_custom_headers(
+    parsed: &mut annotations::Parsed,
+    ns: &str,
+    resolver: Resolver<'_>,
+    opts: &Options,
+) -> Vec<Key> {
+    let Some(policy) = parsed.policy.as_mut() else {
+        return Vec::new();
+    };
+    let Some((cm_ns, name)) = policy.custom_headers.clone() else {
+        return Vec::new();
+    };
+    let cm_ns = cm_ns.unwrap_or_else(|| ns.to_owned());
+    let read = if cm_ns == ns {
+        resolver
+            .config_map(&cm_ns, &name)
+            .ok_or_else(|| format!("ConfigMap {cm_ns}/{name} not found"))
+            .and_then(|cm| {
+                let empty = BTreeMap::new();
+                annotations::custom_headers::headers_from_data(
+                    cm.data.as_ref().unwrap_or(&empty),
+                    &opts.allowed_response_headers,
+                )
+                .map_err(|e| format!("ConfigMap {cm_ns}/{name}: {e}"))
+            })
+    } else {
+        Err(format!(
+            "ConfigMap {cm_ns}/{name} is in another namespace; only the Ingress's own ({ns}) is read"
+        ))
+    };
+    let policy = Arc::make_mut(policy);
+    match read {
+        Ok(headers) => policy.response_headers = headers,
+        Err(why) => {
+            policy.denied = true;
+            parsed.findings.push(annotations::Finding {
+                field: format!(
+                    "metadata.annotations[\"{}/custom-headers\"]",
+                    opts.annotations_prefix
+                ),
+                kind: "invalid_annotation",
+                message: format!("{why}; every request to this Ingress's paths gets 503"),
+                severity: Severity::Error,
+            });
+        }
+    }
+    vec![(cm_ns, name)]
 }
 
 /// The state of one [`translate`] call.

@@ -801,3 +801,52 @@ fn use_regex_on_one_ingress_makes_the_whole_host_regex() {
             .all(|r| !r.regex)
     );
 }
+
+/// custom-headers (customheaders.go): the ConfigMap's data become the route's response
+/// headers when every name is allowed by --global-allowed-response-headers; a missing
+/// ConfigMap (customheaders.go "invalid secret": 503), one in another namespace, or a
+/// refused header deny the location and name the annotation.
+#[test]
+fn custom_headers_read_the_config_map_or_deny() {
+    let field = r#"metadata.annotations["nginx.ingress.kubernetes.io/custom-headers"]"#;
+    for (reference, data, served, problem) in [
+        ("hdr", &[("My-Custom-Header", "42")][..], true, ""),
+        ("ns/hdr", &[("My-Custom-Header", "$remote_addr")], true, ""),
+        ("missing", &[], false, "ConfigMap ns/missing not found"),
+        ("other/hdr", &[], false, "another namespace"),
+        ("hdr", &[("X-Secret", "1")], false, "not allowed"),
+    ] {
+        let mut s = store();
+        s.config_maps.push(config_map("ns", "hdr", data));
+        s.config_maps
+            .push(config_map("other", "hdr", &[("My-Custom-Header", "1")]));
+        s.ingresses.push(
+            Ing::new("ns", "i")
+                .host("a.com")
+                .path("/", "Prefix", "svc-a", "80")
+                .annotation("nginx.ingress.kubernetes.io/custom-headers", reference)
+                .build(),
+        );
+        let o = Options {
+            allowed_response_headers: vec!["my-custom-header".parse().unwrap()],
+            ..opts()
+        };
+        let snap = build(&s, &o);
+        let policy = snap.http.route("a.com", "/").unwrap().backend.policy();
+        assert_eq!(policy.denied, !served, "{reference} {data:?}");
+        if served {
+            assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+            let got: Vec<(&str, &str)> = policy
+                .response_headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+                .collect();
+            assert_eq!(got, vec![("my-custom-header", data[0].1)]);
+        } else {
+            let p = &snap.problems[0];
+            assert_eq!(p.field.as_deref(), Some(field));
+            assert!(p.message.contains(problem), "{}", p.message);
+            assert!(p.message.contains("503"), "{}", p.message);
+        }
+    }
+}

@@ -34,6 +34,7 @@ use super::{
     access_log::{self, AccessLog, Logged, Pending},
     balance::{Balance, Balancer},
     body::{Body, BoxError, empty, full, limited},
+    cors::{CorsReply, ResponseEdits},
     headers::{Forwarded, ProxyHeaders, RequestIds, rewrite_request, wants_upgrade},
     host::request_host,
     limits::Limits,
@@ -195,12 +196,21 @@ impl Router {
                 req.headers(),
             )
         });
+        // Kept for `enable-cors`, which answers admitted origins whatever responds.
+        let origin = req.headers().get(header::ORIGIN).cloned();
         match self.route(&snapshot, req, conn) {
             Routed::Local(backend, result) => {
                 if let Some(p) = pending.as_mut() {
                     p.backend.clone_from(&backend);
                 }
-                Handled::Ready(Some(self.finish(backend.as_deref(), result, pending)))
+                let mut resp = self.finish(backend.as_deref(), result, pending);
+                if let Some(edits) = backend
+                    .as_deref()
+                    .and_then(|b| ResponseEdits::of(b.policy.as_ref(), origin.as_ref()))
+                {
+                    edits.apply(resp.headers_mut());
+                }
+                Handled::Ready(Some(resp))
             }
             Routed::Forward {
                 backend,
@@ -230,6 +240,7 @@ impl Router {
                             .await
                     }));
                 }
+                let edits = ResponseEdits::of(backend.policy.as_ref(), origin.as_ref());
                 Handled::Forwarding(Box::pin(async move {
                     // Boxed: most requests have no body, and inline the read would grow
                     // every request's future.
@@ -241,7 +252,11 @@ impl Router {
                             Ok(body) => body,
                             Err(e) => {
                                 let e = Error::from_request_body(e);
-                                return router.finish(Some(&backend), Err(e), pending);
+                                let mut resp = router.finish(Some(&backend), Err(e), pending);
+                                if let Some(edits) = &edits {
+                                    edits.apply(resp.headers_mut());
+                                }
+                                return resp;
                             }
                         }
                     };
@@ -253,9 +268,13 @@ impl Router {
                         body,
                         upgrade,
                     };
-                    router
+                    let mut resp = router
                         .send(&upstream, &backend, out, pending, started)
-                        .await
+                        .await;
+                    if let Some(edits) = &edits {
+                        edits.apply(resp.headers_mut());
+                    }
+                    resp
                 }))
             }
         }
@@ -397,6 +416,14 @@ impl Router {
                 matched.map(|m| Arc::clone(m.backend)),
                 fixed_redirect(code, url),
             );
+        }
+        // An admitted CORS preflight: answered by nginx's `return 204` in the rewrite
+        // phase, so before the HTTPS redirect and the access checks.
+        if let Some(resp) = policy
+            .and_then(|p| CorsReply::of(p, req.headers().get(header::ORIGIN)))
+            .and_then(|c| c.preflight(req.method()))
+        {
+            return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Ok(resp));
         }
         let redirects = policy.map_or(tls_host && self.opts.ssl_redirect, |p| {
             p.redirects(tls_host, self.opts.ssl_redirect)

@@ -1,7 +1,11 @@
 //! What an Ingress's annotations ask of the requests its paths match: a typed value read by
 //! the router, never text passed anywhere. Parsed by `config::annotations`. Pure.
 
-use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+pub mod cors;
+
+use std::{fmt, net::IpAddr, str::FromStr, sync::Arc, time::Duration};
+
+use hyper::header::{HeaderName, HeaderValue};
 
 /// An IPv4 or IPv6 network, host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`); a bare
 /// address is a `/32` or `/128`.
@@ -126,6 +130,13 @@ pub struct RoutePolicy {
     pub permanent_redirect_code: Option<u16>,
     /// `upstream-vhost`: the `Host` sent upstream instead of the client's.
     pub upstream_vhost: Option<String>,
+    /// `enable-cors` and `cors-*` (present only when enabled).
+    pub cors: Option<Arc<cors::Cors>>,
+    /// `custom-headers`: the ConfigMap named, as (namespace if given, name); its data
+    /// become [`Self::response_headers`] when the Ingress is translated.
+    pub custom_headers: Option<(Option<String>, String)>,
+    /// The `custom-headers` ConfigMap's data: set on every response of the route.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.

@@ -70,6 +70,9 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     permanent_redirect: None,
     permanent_redirect_code: None,
     upstream_vhost: None,
+    cors: None,
+    custom_headers: None,
+    response_headers: Vec::new(),
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes

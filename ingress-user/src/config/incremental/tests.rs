@@ -96,7 +96,10 @@ const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones.
-const ANNOTATIONS: [(&str, &str); 15] = [
+const ANNOTATIONS: [(&str, &str); 18] = [
+    ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+    ("nginx.ingress.kubernetes.io/custom-headers", "hdr"),
+    ("nginx.ingress.kubernetes.io/custom-headers", "a/hdr"),
     ("nginx.ingress.kubernetes.io/proxy-read-timeout", "5"),
     ("nginx.ingress.kubernetes.io/proxy-body-size", "1k"),
     ("nginx.ingress.kubernetes.io/use-regex", "true"),
@@ -208,7 +211,16 @@ fn random_change(rng: &mut Rng) -> Change {
     let ns = rng.pick(&NAMESPACES);
     let n = rng.below(4);
     let delete = rng.chance(20);
+    let custom_headers = rng.chance(50);
     let (kind, name, object): (Kind, String, MakeObject) = match rng.below(10) {
+        8 if custom_headers => (Kind::ConfigMap, "hdr".to_owned(), |rng, ns, name| {
+            let data: &[(&str, &str)] = match rng.below(3) {
+                0 => &[("X-A", "1")],
+                1 => &[("X-A", "2"), ("X-Not-Allowed", "3")],
+                _ => &[],
+            };
+            config_map(ns, name, data).into()
+        }),
         0..=3 => (Kind::Ingress, format!("i{n}"), random_ingress),
         4 => (
             Kind::Service,
@@ -246,7 +258,7 @@ fn random_change(rng: &mut Rng) -> Change {
     };
     let ns = match kind {
         Kind::IngressClass => "",
-        Kind::ConfigMap => "ingress",
+        Kind::ConfigMap if !custom_headers => "ingress",
         _ => ns,
     };
     if delete {
@@ -266,6 +278,7 @@ fn options() -> Options {
             namespace: "a".into(),
             name: "web".into(),
         }),
+        allowed_response_headers: vec![hyper::header::HeaderName::from_static("x-a")],
         ..Options::default()
     }
 }
