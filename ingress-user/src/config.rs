@@ -16,6 +16,7 @@ pub use crate::snapshot::{
     problem::{self, ObjectRef, Problem},
 };
 
+pub mod alias;
 pub mod annotations;
 pub mod backend;
 pub mod class;
@@ -169,6 +170,9 @@ pub fn build_objects(objects: &Objects, opts: &Options) -> Snapshot {
         table.set_host(host, routes);
         problems.extend(conflicts);
     }
+    let (aliases, alias_problems) = alias::merge(&served, &table, &opts.annotations_prefix);
+    table.set_aliases(aliases);
+    problems.extend(alias_problems);
     let tls = ingress::merge_tls(
         &served,
         &objects.secrets,

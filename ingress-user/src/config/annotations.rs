@@ -14,6 +14,7 @@
 
 mod cors;
 pub mod custom_headers;
+mod server_alias;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
@@ -202,10 +203,7 @@ const TABLE: &[(&str, Support)] = &[
     ("proxy-ssl-server-name", Support::Ignored("")),
     ("proxy-ssl-verify", Support::Ignored("")),
     ("rewrite-target", Support::Applied(rewrite_target)),
-    (
-        "server-alias",
-        Support::Ignored("one more rule per host in spec.rules"),
-    ),
+    ("server-alias", Support::Applied(server_alias::parse)),
     ("service-upstream", Support::Ignored("")),
     ("session-cookie-expires", Support::Ignored("")),
     ("session-cookie-max-age", Support::Ignored("")),

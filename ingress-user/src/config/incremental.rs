@@ -5,7 +5,7 @@
 //! - **EndpointSlice**: the endpoint cells of its Service (one atomic store each; HTTP
 //!   Backends share them, so no route is rebuilt) and the L4 table.
 //! - **Ingress**: that Ingress is translated again, and only the hosts it claimed before
-//!   or claims now are merged again (oldest first). TLS is merged again only when its
+//!   or claims now are merged again (oldest first); then the `server-alias`es (few). TLS is merged again only when its
 //!   `tls` entries changed; the default backend always (a handful of Ingresses).
 //! - **Service**: the Ingresses that name it are translated again; its cells, the L4 table
 //!   and `--default-backend-service` are recomputed.
@@ -55,6 +55,9 @@ pub struct Engine {
     with_tls: BTreeSet<Age>,
     /// Served Ingresses with a `defaultBackend`, oldest first.
     with_default: BTreeSet<Age>,
+    /// Served Ingresses with `server-alias`, oldest first.
+    with_alias: BTreeSet<Age>,
+    alias_problems: Vec<Problem>,
     /// The Ingresses claiming paths of each host, oldest first (sorted Vecs: most hosts
     /// have one claimant, and a B-tree node would cost a KiB each).
     claims: HashMap<HostMatch, Vec<Age>>,
@@ -212,6 +215,9 @@ impl Engine {
             work.hosts += 1;
             self.merge_host(host);
         }
+        if !ingresses.is_empty() || !hosts.is_empty() {
+            self.merge_aliases();
+        }
         if redo_tls {
             self.merge_tls();
         }
@@ -295,6 +301,7 @@ impl Engine {
         }
         self.with_tls.remove(&t.age);
         self.with_default.remove(&t.age);
+        self.with_alias.remove(&t.age);
         self.ingress_problems.remove(key);
         for (index, keys) in [
             (&mut self.users, &t.services),
@@ -325,6 +332,9 @@ impl Engine {
         }
         if t.default_backend.is_some() {
             self.with_default.insert(t.age.clone());
+        }
+        if !t.aliases.is_empty() {
+            self.with_alias.insert(t.age.clone());
         }
         if !t.problems.is_empty() {
             self.ingress_problems
@@ -366,6 +376,17 @@ impl Engine {
         }
     }
 
+    fn merge_aliases(&mut self) {
+        let ingresses = self
+            .with_alias
+            .iter()
+            .filter_map(|a| self.served.get(&a.key));
+        let (aliases, problems) =
+            super::alias::merge(ingresses, &self.table, &self.opts.annotations_prefix);
+        self.table.set_aliases(aliases);
+        self.alias_problems = problems;
+    }
+
     fn merge_tls(&mut self) {
         let ingresses = self.with_tls.iter().filter_map(|a| self.served.get(&a.key));
         let merged = ingress::merge_tls(ingresses, &self.objects.secrets, &mut self.secrets);
@@ -402,6 +423,7 @@ impl Engine {
             .flatten()
             .chain(&self.tls_problems)
             .chain(&self.default_problems)
+            .chain(&self.alias_problems)
             .chain(&self.l4_problems)
             .chain(&self.gateway_problems)
             .chain(&self.shadowed)

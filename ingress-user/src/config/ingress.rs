@@ -116,6 +116,10 @@ pub struct Translated {
     pub services: Vec<Key>,
     /// The ConfigMaps it reads (`custom-headers`): a change to one translates it again.
     pub config_maps: Vec<Key>,
+    /// `server-alias` host names.
+    pub aliases: Vec<String>,
+    /// The host they answer for: its first rule host with paths (none without aliases).
+    pub alias_target: Option<HostMatch>,
 }
 
 /// Translates one Ingress (whether it is served is the caller's decision). Its annotations
@@ -135,6 +139,7 @@ pub fn translate(
         .clone()
         .unwrap_or_else(|| "default".to_owned());
     let config_maps = resolve_custom_headers(&mut parsed, &ns, resolver, opts);
+    let aliases = take_aliases(&mut parsed);
     let mut tr = Translation {
         resolver,
         cells,
@@ -198,6 +203,12 @@ pub fn translate(
             });
         }
     }
+    let alias_target = hosts
+        .iter()
+        .map(|(h, _)| h)
+        .find(|h| **h != HostMatch::Any)
+        .filter(|_| !aliases.is_empty())
+        .cloned();
     Translated {
         object,
         age: Age::of(ing),
@@ -212,7 +223,24 @@ pub fn translate(
             s
         },
         config_maps,
+        alias_target,
+        aliases,
     }
+}
+
+/// Moves `server-alias` out of the policy (it is routing, merged across Ingresses).
+fn take_aliases(parsed: &mut annotations::Parsed) -> Vec<String> {
+    let Some(policy) = parsed.policy.as_mut() else {
+        return Vec::new();
+    };
+    if policy.server_alias.is_empty() {
+        return Vec::new();
+    }
+    let aliases = std::mem::take(&mut Arc::make_mut(policy).server_alias);
+    if policy.is_default() {
+        parsed.policy = None;
+    }
+    aliases
 }
 
 /// Reads the `custom-headers` ConfigMap into the policy's response headers; when it is

@@ -850,3 +850,110 @@ fn custom_headers_read_the_config_map_or_deny() {
         }
     }
 }
+
+/// server-alias (alias.go, and ingress-nginx's rule that an alias never takes over a host
+/// an Ingress defines): (Ingresses as (name, host, path, service, alias), requests as
+/// (host, path, routed to), Problems on the alias).
+#[test]
+fn server_alias_answers_for_its_host_unless_another_ingress_defines_it() {
+    type Ing4 = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+    let cases: &[(&[Ing4], &[(&str, &str, Option<&str>)], usize)] = &[
+        (
+            &[("foo", "foo", "/", "svc-a", "")],
+            &[("foo", "/", Some("svc-a")), ("bar", "/", None)],
+            0,
+        ),
+        (
+            &[("foo", "foo", "/", "svc-a", "bar")],
+            &[
+                ("foo", "/", Some("svc-a")),
+                ("bar", "/", Some("svc-a")),
+                ("BAR:80", "/x", Some("svc-a")),
+            ],
+            0,
+        ),
+        (
+            // Two Ingresses on one host, one alias: the alias gets every path of the host.
+            &[
+                ("app-a", "foo", "/app-a", "svc-a", ""),
+                ("app-b", "foo", "/app-b", "svc-b", "bar"),
+            ],
+            &[
+                ("bar", "/app-a", Some("svc-a")),
+                ("bar", "/app-b", Some("svc-b")),
+            ],
+            0,
+        ),
+        (
+            // The alias names a host another Ingress defines: ignored, even from the
+            // older Ingress.
+            &[
+                ("old", "foo", "/", "svc-a", "bar"),
+                ("new", "bar", "/", "svc-b", ""),
+            ],
+            &[("bar", "/", Some("svc-b")), ("foo", "/", Some("svc-a"))],
+            1,
+        ),
+        (
+            // One alias for two hosts: the older Ingress keeps it.
+            &[
+                ("old", "foo", "/", "svc-a", "bar"),
+                ("new", "baz", "/", "svc-b", "bar, qux"),
+            ],
+            &[("bar", "/", Some("svc-a")), ("qux", "/", Some("svc-b"))],
+            1,
+        ),
+        (
+            // An exact alias is tried before wildcard hosts, as nginx's server names.
+            &[
+                ("wild", "*.example.com", "/", "svc-a", ""),
+                ("foo", "foo", "/", "svc-b", "bar.example.com"),
+            ],
+            &[
+                ("bar.example.com", "/", Some("svc-b")),
+                ("x.example.com", "/", Some("svc-a")),
+            ],
+            0,
+        ),
+    ];
+    for (i, (ingresses, requests, problems)) in cases.iter().enumerate() {
+        let mut s = store();
+        for (n, (name, host, path, svc, alias)) in ingresses.iter().enumerate() {
+            let mut b = Ing::new("ns", name)
+                .created(i64::try_from(n).unwrap())
+                .host(host)
+                .path(path, "Prefix", svc, "80");
+            if !alias.is_empty() {
+                b = b.annotation("nginx.ingress.kubernetes.io/server-alias", alias);
+            }
+            s.ingresses.push(b.build());
+        }
+        let snap = build(&s, &opts());
+        for (host, path, want) in *requests {
+            let got = snap
+                .http
+                .route(host, path)
+                .map(|m| m.backend.service.name.clone());
+            assert_eq!(got.as_deref(), *want, "case {i}: {host}{path}");
+        }
+        assert_eq!(
+            snap.problems.len(),
+            *problems,
+            "case {i}: {:?}",
+            snap.problems
+        );
+        for p in &snap.problems {
+            assert_eq!(p.kind, "alias_conflict");
+            assert_eq!(
+                p.field.as_deref(),
+                Some(r#"metadata.annotations["nginx.ingress.kubernetes.io/server-alias"]"#)
+            );
+        }
+    }
+}

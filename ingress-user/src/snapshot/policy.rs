@@ -137,6 +137,9 @@ pub struct RoutePolicy {
     pub custom_headers: Option<(Option<String>, String)>,
     /// The `custom-headers` ConfigMap's data: set on every response of the route.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `server-alias`: more host names for the Ingress's first host. Moved out of the
+    /// policy when the Ingress is translated (routing, not per-request policy).
+    pub server_alias: Vec<String>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.

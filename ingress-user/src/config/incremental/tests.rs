@@ -20,6 +20,7 @@ use crate::{
 struct Canonical {
     routes: Vec<String>,
     default_backend: Option<String>,
+    aliases: Vec<(String, crate::snapshot::routes::HostMatch)>,
     tls_hosts: TlsHosts,
     certs: Vec<(String, String)>,
     default_cert: Option<String>,
@@ -50,6 +51,7 @@ fn canonical(s: &Snapshot) -> Canonical {
             })
             .collect(),
         default_backend: s.http.default_backend().map(|b| backend(b)),
+        aliases: s.http.aliases(),
         tls_hosts: s.http.tls_hosts().clone(),
         certs: s
             .tls
@@ -96,7 +98,9 @@ const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones.
-const ANNOTATIONS: [(&str, &str); 18] = [
+const ANNOTATIONS: [(&str, &str); 20] = [
+    ("nginx.ingress.kubernetes.io/server-alias", "y.com, z.com"),
+    ("nginx.ingress.kubernetes.io/server-alias", "b.x.com"),
     ("nginx.ingress.kubernetes.io/enable-cors", "true"),
     ("nginx.ingress.kubernetes.io/custom-headers", "hdr"),
     ("nginx.ingress.kubernetes.io/custom-headers", "a/hdr"),

@@ -1,0 +1,125 @@
+//! ingress-nginx annotations that change where a request goes, end to end (the real binary
+//! in file mode, echo backends): server-alias, transcribed from
+//! `test/e2e/annotations/alias.go`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::{Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use ingress_tests::{
+    http_support::{TestBackend, service_yaml},
+    process::IngressProcess,
+};
+use tokio::net::TcpStream;
+
+const PREFIX: &str = "nginx.ingress.kubernetes.io";
+
+/// An Ingress `default/NAME`: `host` `path` (Prefix) → Service `service` port 80, with
+/// `annotations` (names without the prefix).
+fn ingress(
+    name: &str,
+    host: &str,
+    path: &str,
+    service: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    let mut y = format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n"
+    );
+    if !annotations.is_empty() {
+        y.push_str("  annotations:\n");
+        for (k, v) in annotations {
+            y.push_str(&format!("    {PREFIX}/{k}: {v:?}\n"));
+        }
+    }
+    y.push_str(&format!(
+        "spec:\n  ingressClassName: xdp\n  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n      - path: {path:?}\n        pathType: Prefix\n        backend:\n          service:\n            name: {service}\n            port:\n              number: 80\n"
+    ));
+    y
+}
+
+/// `GET PATH` with `Host: HOST`: (status, body; the echo backend's body starts with its
+/// name).
+async fn get(addr: SocketAddr, host: &str, path: &str) -> (StatusCode, String) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(header::HOST, host)
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("answer within 10 s")
+        .expect("response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    conn.abort();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// alias.go: without the annotation `bar` is 404; with `server-alias: bar` both hosts are
+/// served (the backend sees the client's `Host`); an alias on one of two Ingresses of a
+/// host serves the other's path too. Beyond it, ingress-nginx's rule: an alias naming a
+/// host another Ingress defines is ignored, whichever is older.
+#[tokio::test]
+async fn server_alias_serves_the_hosts_paths() {
+    let echo = TestBackend::start("echo").await;
+    let other = TestBackend::start("other").await;
+    let mut yaml = service_yaml("echo", &[echo.addr]);
+    yaml.push_str(&service_yaml("other", &[other.addr]));
+    yaml.push_str(&ingress("plain", "foo", "/", "echo", &[]));
+    yaml.push_str(&ingress(
+        "aliased",
+        "foo2",
+        "/",
+        "echo",
+        &[("server-alias", "bar2")],
+    ));
+    yaml.push_str(&ingress("app-a", "foo3", "/app-a", "echo", &[]));
+    yaml.push_str(&ingress(
+        "app-b",
+        "foo3",
+        "/app-b",
+        "echo",
+        &[("server-alias", "bar3")],
+    ));
+    yaml.push_str(&ingress(
+        "greedy",
+        "foo4",
+        "/",
+        "echo",
+        &[("server-alias", "taken4")],
+    ));
+    yaml.push_str(&ingress("owner", "taken4", "/", "other", &[]));
+    let proc = IngressProcess::start(&yaml, &[]).await;
+
+    for (host, path, status, backend) in [
+        // "should return status code 200 for host 'foo' and 404 for 'bar'"
+        ("foo", "/", StatusCode::OK, "echo"),
+        ("bar", "/", StatusCode::NOT_FOUND, ""),
+        // "should return status code 200 for host 'foo' and 'bar'"
+        ("foo2", "/", StatusCode::OK, "echo"),
+        ("bar2", "/", StatusCode::OK, "echo"),
+        // "... two ingresses, different path with one alias"
+        ("foo3", "/app-a", StatusCode::OK, "echo"),
+        ("bar3", "/app-a", StatusCode::OK, "echo"),
+        // An alias never takes over a host an Ingress defines.
+        ("taken4", "/", StatusCode::OK, "other"),
+    ] {
+        let (got, body) = get(proc.http, host, path).await;
+        assert_eq!(got, status, "{host}{path}\n{}", proc.log());
+        assert!(body.starts_with(backend), "{host}{path}: {body}");
+        if status == StatusCode::OK {
+            // The body lists the request headers the backend saw (`host=` in alias.go).
+            assert!(
+                body.to_ascii_lowercase().contains(&format!("host: {host}")),
+                "{host}: {body}"
+            );
+        }
+    }
+}
