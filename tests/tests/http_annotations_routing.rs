@@ -123,3 +123,149 @@ async fn server_alias_serves_the_hosts_paths() {
         }
     }
 }
+
+/// `GET PATH` with `Host: HOST` and `X-Request-ID: ID`: (status, body).
+async fn get_with_id(addr: SocketAddr, host: &str, path: &str, id: &str) -> (StatusCode, String) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(header::HOST, host)
+        .header("x-request-id", id)
+        .header(header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("answer within 10 s")
+        .expect("response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    conn.abort();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// default-backend and custom-http-errors. default_backend.go: a route to a Service that
+/// does not exist (no endpoints) is answered by the annotation's Service, with the
+/// client's request id and `x-code: 503`, `x-ingress-name`, `x-service-name` (the echo
+/// backend lists them; its 200 reaches the client unchanged). customhttperrors.go only
+/// checks the generated `error_page` lines; from docs/user-guide/custom-errors.md: an
+/// upstream answer with a listed status is replaced by the default backend's answer to a
+/// request carrying X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name,
+/// X-Service-Name, X-Service-Port, X-Request-ID; without the annotation, the global
+/// default backend (`--default-backend-service`) gives it; other statuses pass.
+#[tokio::test]
+async fn default_backend_and_custom_http_errors() {
+    let echo = TestBackend::start("echo").await;
+    let pages = TestBackend::start("from-annotation").await;
+    let global = TestBackend::start("global").await;
+    let mut yaml = service_yaml("echo", &[echo.addr]);
+    yaml.push_str(&service_yaml("from-annotation", &[pages.addr]));
+    yaml.push_str(&service_yaml("global", &[global.addr]));
+    yaml.push_str(&ingress(
+        "default-backend",
+        "default-backend",
+        "/",
+        "invalid",
+        &[("default-backend", "from-annotation")],
+    ));
+    yaml.push_str(&ingress(
+        "errors-global",
+        "customerrors.foo.com",
+        "/",
+        "echo",
+        &[("custom-http-errors", "404,500")],
+    ));
+    yaml.push_str(&ingress(
+        "errors-annotated",
+        "annotated.customerrors.foo.com",
+        "/",
+        "echo",
+        &[
+            ("custom-http-errors", "503"),
+            ("default-backend", "from-annotation"),
+        ],
+    ));
+    let proc = IngressProcess::start(&yaml, &["--default-backend-service", "default/global"]).await;
+
+    let (status, body) = get_with_id(
+        proc.http,
+        "default-backend",
+        "/alma/armud",
+        "something-unique",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", proc.log());
+    assert!(body.starts_with("from-annotation\n"), "{body}");
+    for line in [
+        "x-code: 503",
+        "x-ingress-name: default-backend",
+        "x-service-name: invalid",
+        "x-service-port: 80",
+        "x-namespace: default",
+        "x-request-id: something-unique",
+        "x-original-uri: /alma/armud",
+        "x-format: application/json",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} in\n{body}");
+    }
+
+    // (host, path, status, backend, x-code it saw)
+    for (host, path, status, backend, code) in [
+        (
+            "customerrors.foo.com",
+            "/status/404",
+            StatusCode::OK,
+            "global",
+            "404",
+        ),
+        (
+            "customerrors.foo.com",
+            "/status/500",
+            StatusCode::OK,
+            "global",
+            "500",
+        ),
+        (
+            "customerrors.foo.com",
+            "/status/503",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "echo",
+            "",
+        ),
+        ("customerrors.foo.com", "/", StatusCode::OK, "echo", ""),
+        (
+            "annotated.customerrors.foo.com",
+            "/status/503",
+            StatusCode::OK,
+            "from-annotation",
+            "503",
+        ),
+        (
+            "annotated.customerrors.foo.com",
+            "/status/404",
+            StatusCode::NOT_FOUND,
+            "echo",
+            "",
+        ),
+    ] {
+        let (got, body) = get_with_id(proc.http, host, path, "id-1").await;
+        assert_eq!(got, status, "{host}{path}: {body}");
+        assert!(
+            body.starts_with(&format!("{backend}\n")),
+            "{host}{path}: {body}"
+        );
+        if !code.is_empty() {
+            for line in [
+                format!("x-code: {code}"),
+                format!("x-original-uri: {path}"),
+                "x-service-name: echo".to_owned(),
+                "x-request-id: id-1".to_owned(),
+            ] {
+                assert!(body.lines().any(|l| l == line), "{line} in\n{body}");
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@
 
 mod cors;
 pub mod custom_headers;
+mod error_pages;
 mod server_alias;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
@@ -163,10 +164,13 @@ const TABLE: &[(&str, Support)] = &[
         "custom-headers",
         Support::Applied(custom_headers::parse_ref),
     ),
-    ("custom-http-errors", Support::Ignored("")),
+    (
+        "custom-http-errors",
+        Support::Applied(error_pages::custom_http_errors),
+    ),
     (
         "default-backend",
-        Support::Ignored("the Ingress spec.defaultBackend"),
+        Support::Applied(error_pages::default_backend),
     ),
     ("denylist-source-range", Support::Applied(denylist)),
     ("enable-cors", Support::Applied(cors::enable)),

@@ -140,6 +140,9 @@ pub fn translate(
         .unwrap_or_else(|| "default".to_owned());
     let config_maps = resolve_custom_headers(&mut parsed, &ns, resolver, opts);
     let aliases = take_aliases(&mut parsed);
+    let services = resolve_default_backend(&mut parsed, &ns, resolver, cells, &object, prefix)
+        .into_iter()
+        .collect();
     let mut tr = Translation {
         resolver,
         cells,
@@ -147,7 +150,7 @@ pub fn translate(
         ns,
         backends: HashMap::new(),
         problems: Vec::new(),
-        services: Vec::new(),
+        services,
         policy: parsed.policy,
     };
     for f in parsed.findings {
@@ -226,6 +229,46 @@ pub fn translate(
         alias_target,
         aliases,
     }
+}
+
+/// Resolves `default-backend` (a Service of the Ingress's namespace, its first port) into
+/// the policy. Returns the Service it names (found or not), which the engine watches.
+fn resolve_default_backend(
+    parsed: &mut annotations::Parsed,
+    ns: &str,
+    resolver: Resolver<'_>,
+    cells: &mut Cells,
+    object: &ObjectRef,
+    prefix: &str,
+) -> Option<Key> {
+    let policy = parsed.policy.as_mut()?;
+    let name = policy.default_backend_service.clone()?;
+    let service = resolver.service(ns, &name);
+    let port = service
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p.first());
+    if let (Some(service), Some(port)) = (service, port) {
+        let (sref, endpoints) = cells.get(resolver, service, port);
+        let protocol = Protocol::from_app_protocol(port.app_protocol.as_deref());
+        let backend = Backend::new(sref, endpoints, Some(object.clone())).with_protocol(protocol);
+        Arc::make_mut(policy).default_backend = Some(Arc::new(backend));
+    } else {
+        let why = if service.is_none() {
+            "not found"
+        } else {
+            "has no ports"
+        };
+        parsed.findings.push(annotations::Finding {
+            field: format!("metadata.annotations[\"{prefix}/default-backend\"]"),
+            kind: "invalid_annotation",
+            message: format!(
+                "Service {ns}/{name} {why}; the global default backend is used instead"
+            ),
+            severity: Severity::Error,
+        });
+    }
+    Some((ns.to_owned(), name))
 }
 
 /// Moves `server-alias` out of the policy (it is routing, merged across Ingresses).

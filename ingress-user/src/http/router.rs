@@ -6,6 +6,7 @@
 //! ([`gateway`]); on an Ingress listener, the Gateway routes of that same address and
 //! port answer for the hosts they list, and the Ingress rules for every other host.
 
+mod errors;
 mod gateway;
 
 use std::{
@@ -241,7 +242,23 @@ impl Router {
                     }));
                 }
                 let edits = ResponseEdits::of(backend.policy.as_ref(), origin.as_ref());
+                let pages = errors::ErrorPages::of(
+                    backend.policy.as_ref(),
+                    snapshot.http.default_backend(),
+                );
                 Handled::Forwarding(Box::pin(async move {
+                    if let Some(pages) = pages.as_deref()
+                        && pages.replaces_unserved(&backend)
+                    {
+                        let page =
+                            router.error_page(&upstream, pages, 503, &backend, &parts, &extra);
+                        let page = Box::pin(page).await;
+                        let mut resp = router.finish(Some(&backend), Ok(page), pending);
+                        if let Some(edits) = &edits {
+                            edits.apply(resp.headers_mut());
+                        }
+                        return resp;
+                    }
                     // Boxed: most requests have no body, and inline the read would grow
                     // every request's future.
                     let body = if body.is_end_stream() {
@@ -271,6 +288,15 @@ impl Router {
                     let mut resp = router
                         .send(&upstream, &backend, out, pending, started)
                         .await;
+                    if let Some(pages) = pages.as_deref()
+                        && pages.intercepts(resp.status().as_u16())
+                    {
+                        let code = resp.status().as_u16();
+                        drop(resp);
+                        let page =
+                            router.error_page(&upstream, pages, code, &backend, &parts, &extra);
+                        resp = Box::pin(page).await;
+                    }
                     if let Some(edits) = &edits {
                         edits.apply(resp.headers_mut());
                     }

@@ -140,6 +140,15 @@ pub struct RoutePolicy {
     /// `server-alias`: more host names for the Ingress's first host. Moved out of the
     /// policy when the Ingress is translated (routing, not per-request policy).
     pub server_alias: Vec<String>,
+    /// `default-backend`: the Service named (in the Ingress's namespace), resolved into
+    /// [`Self::default_backend`] when the Ingress is translated.
+    pub default_backend_service: Option<String>,
+    /// Its first port: answers instead of a route's Service that has no endpoints, and
+    /// the `custom-http-errors` pages (instead of the global default backend).
+    pub default_backend: Option<Arc<super::routes::Backend>>,
+    /// `custom-http-errors`: upstream statuses replaced by the default backend's answer
+    /// to a request describing the error (`X-Code`, ...); sorted.
+    pub custom_http_errors: Vec<u16>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.

@@ -74,6 +74,9 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     custom_headers: None,
     response_headers: Vec::new(),
     server_alias: Vec::new(),
+    default_backend_service: None,
+    default_backend: None,
+    custom_http_errors: Vec::new(),
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes

@@ -98,7 +98,10 @@ const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones.
-const ANNOTATIONS: [(&str, &str); 20] = [
+const ANNOTATIONS: [(&str, &str); 23] = [
+    ("nginx.ingress.kubernetes.io/default-backend", "api"),
+    ("nginx.ingress.kubernetes.io/default-backend", "gone"),
+    ("nginx.ingress.kubernetes.io/custom-http-errors", "404,503"),
     ("nginx.ingress.kubernetes.io/server-alias", "y.com, z.com"),
     ("nginx.ingress.kubernetes.io/server-alias", "b.x.com"),
     ("nginx.ingress.kubernetes.io/enable-cors", "true"),
