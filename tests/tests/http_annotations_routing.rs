@@ -269,3 +269,39 @@ async fn default_backend_and_custom_http_errors() {
         }
     }
 }
+
+/// service-upstream, from serviceupstream.go (which checks that the backend's address is
+/// the Service's ClusterIP): with `true` requests go to ClusterIP:port (here a backend on
+/// 127.0.0.1 standing in for kube-proxy), not to the endpoints; `false` keeps the
+/// endpoints.
+#[tokio::test]
+async fn service_upstream_uses_the_cluster_ip() {
+    let pod = TestBackend::start_on("pod", SocketAddr::from(([127, 0, 0, 2], 0))).await;
+    let cluster = TestBackend::start("cluster-ip").await;
+    let port = cluster.addr.port();
+    let mut yaml = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: svc\n  namespace: default\nspec:\n  clusterIP: 127.0.0.1\n  ports:\n  - name: http\n    port: {port}\n    targetPort: {pod_port}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-1\n  namespace: default\n  labels:\n    kubernetes.io/service-name: svc\naddressType: IPv4\nports:\n  - name: http\n    port: {pod_port}\n    protocol: TCP\nendpoints:\n  - addresses: [\"127.0.0.2\"]\n    conditions: {{ready: true}}\n",
+        pod_port = pod.addr.port()
+    );
+    for (name, value) in [("on", "true"), ("off", "false")] {
+        yaml.push_str(
+            &ingress(
+                name,
+                &format!("{name}.serviceupstream"),
+                "/",
+                "svc",
+                &[("service-upstream", value)],
+            )
+            .replace("number: 80", &format!("number: {port}")),
+        );
+    }
+    let proc = IngressProcess::start(&yaml, &[]).await;
+    for (host, backend) in [
+        ("on.serviceupstream", "cluster-ip"),
+        ("off.serviceupstream", "pod"),
+    ] {
+        let (status, body) = get(proc.http, host, "/").await;
+        assert_eq!(status, StatusCode::OK, "{host}\n{}", proc.log());
+        assert!(body.starts_with(&format!("{backend}\n")), "{host}: {body}");
+    }
+}

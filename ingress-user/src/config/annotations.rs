@@ -208,7 +208,7 @@ const TABLE: &[(&str, Support)] = &[
     ("proxy-ssl-verify", Support::Ignored("")),
     ("rewrite-target", Support::Applied(rewrite_target)),
     ("server-alias", Support::Applied(server_alias::parse)),
-    ("service-upstream", Support::Ignored("")),
+    ("service-upstream", Support::Applied(service_upstream)),
     ("session-cookie-expires", Support::Ignored("")),
     ("session-cookie-max-age", Support::Ignored("")),
     ("session-cookie-name", Support::Ignored("")),
@@ -310,6 +310,11 @@ fn ssl_redirect(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
 
 fn force_ssl_redirect(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
     p.force_ssl_redirect = boolean(value)?;
+    Ok(())
+}
+
+fn service_upstream(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.service_upstream = boolean(value)?;
     Ok(())
 }
 

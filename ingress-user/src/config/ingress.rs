@@ -465,8 +465,21 @@ impl Translation<'_, '_> {
         self.services.push((ns.clone(), svc.name.clone()));
         let (service, endpoints, protocol) = match self.resolver.port(&ns, &svc.name, &port, false)
         {
-            Ok((service, sp)) => {
-                let (service, endpoints) = self.cells.get(self.resolver, service, sp);
+            Ok((svc, sp)) => {
+                let (service, mut endpoints) = self.cells.get(self.resolver, svc, sp);
+                if self.policy.as_ref().is_some_and(|p| p.service_upstream) {
+                    match cluster_ip(svc, sp) {
+                        Some(addr) => endpoints = Endpoints::new(vec![addr]),
+                        None => {
+                            let message = format!(
+                                "service-upstream: Service {ns}/{} has no ClusterIP (headless or ExternalName); its endpoints are used",
+                                svc.metadata.name.as_deref().unwrap_or_default()
+                            );
+                            let field = format!("{field}.service.name");
+                            self.problem(field, "no_cluster_ip", message, Severity::Warning);
+                        }
+                    }
+                }
                 let protocol = Protocol::from_app_protocol(sp.app_protocol.as_deref());
                 (service, endpoints, protocol)
             }
@@ -496,6 +509,16 @@ impl Translation<'_, '_> {
         });
         Some(backend.clone())
     }
+}
+
+/// The Service's ClusterIP and port (`service-upstream`); `None` when it has none.
+fn cluster_ip(
+    service: &k8s_openapi::api::core::v1::Service,
+    port: &k8s_openapi::api::core::v1::ServicePort,
+) -> Option<std::net::SocketAddr> {
+    let ip: std::net::IpAddr = service.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()?;
+    let port = u16::try_from(port.port).ok()?;
+    Some(std::net::SocketAddr::new(ip, port))
 }
 
 /// Merges the paths that served Ingresses (oldest first) give one host: the first Ingress

@@ -957,3 +957,47 @@ fn server_alias_answers_for_its_host_unless_another_ingress_defines_it() {
         }
     }
 }
+
+/// service-upstream (serviceupstream.go: the backend's address is the Service's
+/// ClusterIP): `true` forwards to ClusterIP:port; `false` or absent to the endpoints; a
+/// Service without a ClusterIP keeps its endpoints, with a warning.
+#[test]
+fn service_upstream_forwards_to_the_cluster_ip() {
+    for (value, cluster_ip, want, warned) in [
+        (Some("true"), Some("10.96.0.10"), "10.96.0.10:80", false),
+        (Some("false"), Some("10.96.0.10"), "10.0.0.1:8080", false),
+        (None, Some("10.96.0.10"), "10.0.0.1:8080", false),
+        (Some("true"), Some("None"), "10.0.0.1:8080", true),
+        (Some("true"), None, "10.0.0.1:8080", true),
+    ] {
+        let mut s = store();
+        s.services[0].spec.as_mut().unwrap().cluster_ip = cluster_ip.map(str::to_owned);
+        let mut ing = Ing::new("ns", "i")
+            .host("a.com")
+            .path("/", "Prefix", "svc-a", "80");
+        if let Some(v) = value {
+            ing = ing.annotation("nginx.ingress.kubernetes.io/service-upstream", v);
+        }
+        s.ingresses.push(ing.build());
+        let snap = build(&s, &opts());
+        let m = snap.http.route("a.com", "/").unwrap();
+        let addrs: Vec<String> = m
+            .backend
+            .endpoints
+            .to_vec()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(addrs, vec![want.to_owned()], "{value:?} {cluster_ip:?}");
+        let kinds: Vec<&str> = snap.problems.iter().map(|p| p.kind).collect();
+        assert_eq!(
+            kinds,
+            if warned {
+                vec!["no_cluster_ip"]
+            } else {
+                vec![]
+            },
+            "{value:?} {cluster_ip:?}"
+        );
+    }
+}

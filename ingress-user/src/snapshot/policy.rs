@@ -149,6 +149,9 @@ pub struct RoutePolicy {
     /// `custom-http-errors`: upstream statuses replaced by the default backend's answer
     /// to a request describing the error (`X-Code`, ...); sorted.
     pub custom_http_errors: Vec<u16>,
+    /// `service-upstream`: forward to the Service's ClusterIP and port (kube-proxy
+    /// balances) instead of its endpoints.
+    pub service_upstream: bool,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.

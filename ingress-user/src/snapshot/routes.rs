@@ -77,6 +77,7 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     default_backend_service: None,
     default_backend: None,
     custom_http_errors: Vec::new(),
+    service_upstream: false,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes

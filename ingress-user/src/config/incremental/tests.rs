@@ -98,7 +98,8 @@ const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones.
-const ANNOTATIONS: [(&str, &str); 23] = [
+const ANNOTATIONS: [(&str, &str); 24] = [
+    ("nginx.ingress.kubernetes.io/service-upstream", "true"),
     ("nginx.ingress.kubernetes.io/default-backend", "api"),
     ("nginx.ingress.kubernetes.io/default-backend", "gone"),
     ("nginx.ingress.kubernetes.io/custom-http-errors", "404,503"),
@@ -184,6 +185,11 @@ fn random_service(rng: &mut Rng, ns: &str, name: &str) -> Object {
         ports.push(("grpc", 90, "grpc"));
     }
     let mut s = service(ns, name, &ports);
+    if rng.chance(50)
+        && let Some(spec) = s.spec.as_mut()
+    {
+        spec.cluster_ip = Some("10.96.0.1".into());
+    }
     if rng.chance(30)
         && let Some(p) = s
             .spec
