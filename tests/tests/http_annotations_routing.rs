@@ -5,6 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
@@ -303,5 +304,75 @@ async fn service_upstream_uses_the_cluster_ip() {
         let (status, body) = get(proc.http, host, "/").await;
         assert_eq!(status, StatusCode::OK, "{host}\n{}", proc.log());
         assert!(body.starts_with(&format!("{backend}\n")), "{host}: {body}");
+    }
+}
+
+/// `POST /` with `Host: HOST` and a chunked body of `n` bytes (two chunks, no length):
+/// (status, the echo backend's body).
+async fn post_chunked(addr: SocketAddr, host: &str, n: usize) -> (StatusCode, String) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let half = Bytes::from(vec![b'x'; n / 2]);
+    let chunks = futures::stream::iter([half.clone(), half])
+        .map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)));
+    let req = Request::post("/")
+        .header(header::HOST, host)
+        .body(http_body_util::StreamBody::new(chunks))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("answer within 10 s")
+        .expect("response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    conn.abort();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// client-body-buffer-size. clientbodybuffersize.go only checks the generated
+/// `client_body_buffer_size` line; here a body up to the size is read whole before it is
+/// forwarded (so it goes upstream with a Content-Length), a longer one streams (chunked),
+/// instead of `--client-body-buffer-size` (64k by default).
+#[tokio::test]
+async fn client_body_buffer_size_decides_which_bodies_are_read_whole() {
+    let echo = TestBackend::start("echo").await;
+    let mut yaml = service_yaml("echo", &[echo.addr]);
+    yaml.push_str(&ingress(
+        "small",
+        "small.buffer",
+        "/",
+        "echo",
+        &[("client-body-buffer-size", "1k")],
+    ));
+    yaml.push_str(&ingress(
+        "large",
+        "large.buffer",
+        "/",
+        "echo",
+        &[("client-body-buffer-size", "16K")],
+    ));
+    yaml.push_str(&ingress("default", "default.buffer", "/", "echo", &[]));
+    let proc = IngressProcess::start(&yaml, &["--client-body-buffer-size", "4096"]).await;
+    for (host, whole) in [
+        ("small.buffer", false),
+        ("large.buffer", true),
+        ("default.buffer", false),
+    ] {
+        let (status, body) = post_chunked(proc.http, host, 10_000).await;
+        assert_eq!(status, StatusCode::OK, "{host}\n{}", proc.log());
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(
+            lines.contains(&"content-length: 10000"),
+            whole,
+            "{host}: {body}"
+        );
+        assert_eq!(
+            lines.contains(&"transfer-encoding: chunked"),
+            !whole,
+            "{host}: {body}"
+        );
     }
 }

@@ -146,7 +146,7 @@ const TABLE: &[(&str, Support)] = &[
     ),
     (
         "client-body-buffer-size",
-        Support::Ignored("the global --client-body-buffer-size"),
+        Support::Applied(client_body_buffer_size),
     ),
     (
         "cors-allow-credentials",
@@ -437,6 +437,28 @@ fn x_forwarded_prefix(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
 /// `proxy-body-size`: nginx's size syntax, bytes with an optional `k`, `m` or `g` (any
 /// case); `0` lifts the limit.
 fn proxy_body_size(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.proxy_body_size = Some(size(value)?);
+    Ok(())
+}
+
+/// The most `client-body-buffer-size` may ask for: bodies that size are held in memory.
+const MAX_BODY_BUFFER: u64 = 1 << 20;
+
+/// `client-body-buffer-size`: nginx's size syntax, at most [`MAX_BODY_BUFFER`].
+fn client_body_buffer_size(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    let n = size(value)?;
+    let capped = n.min(MAX_BODY_BUFFER);
+    p.client_body_buffer_size = usize::try_from(capped).ok();
+    if n > MAX_BODY_BUFFER {
+        return Err(format!(
+            "{value:?} is more than 1m: bodies read whole are held in memory here (nginx writes longer ones to disk); 1m is used"
+        ));
+    }
+    Ok(())
+}
+
+/// nginx's size syntax: bytes with an optional `k`, `m` or `g` (any case).
+fn size(value: &str) -> Result<u64, String> {
     let bad = || format!("{value:?} is not a size like 8m, 512k or 1048576; ignored");
     let (digits, unit) = match value.as_bytes().last() {
         Some(b'k' | b'K') => (&value[..value.len() - 1], 1u64 << 10),
@@ -448,8 +470,7 @@ fn proxy_body_size(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
         return Err(bad());
     }
     let n: u64 = digits.parse().map_err(|_| bad())?;
-    p.proxy_body_size = Some(n.checked_mul(unit).ok_or_else(bad)?);
-    Ok(())
+    n.checked_mul(unit).ok_or_else(bad)
 }
 
 /// A `proxy-*-timeout`: whole seconds, unitless as ingress-nginx documents them.
@@ -684,6 +705,20 @@ mod tests {
                 "whole number",
             ),
             ("proxy-body-size", "8m", Status::Applied, ""),
+            ("client-body-buffer-size", "16k", Status::Applied, ""),
+            ("client-body-buffer-size", "1000", Status::Applied, ""),
+            (
+                "client-body-buffer-size",
+                "2m",
+                Status::Invalid,
+                "1m is used",
+            ),
+            (
+                "client-body-buffer-size",
+                "1x",
+                Status::Invalid,
+                "not a size",
+            ),
             ("proxy-body-size", "0", Status::Applied, ""),
             ("proxy-body-size", "1.5m", Status::Invalid, "not a size"),
             ("proxy-body-size", "m", Status::Invalid, "not a size"),

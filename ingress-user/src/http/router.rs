@@ -264,7 +264,10 @@ impl Router {
                     let body = if body.is_end_stream() {
                         body
                     } else {
-                        let size = router.opts.limits.client_body_buffer_size;
+                        let size = backend
+                            .policy()
+                            .client_body_buffer_size
+                            .unwrap_or(router.opts.limits.client_body_buffer_size);
                         match Box::pin(buffer(body, size)).await {
                             Ok(body) => body,
                             Err(e) => {

@@ -152,6 +152,11 @@ pub struct RoutePolicy {
     /// `service-upstream`: forward to the Service's ClusterIP and port (kube-proxy
     /// balances) instead of its endpoints.
     pub service_upstream: bool,
+    /// `client-body-buffer-size`: request bodies up to this many bytes are read whole
+    /// before an upstream connection is taken (longer ones stream), instead of
+    /// `--client-body-buffer-size`. nginx writes longer bodies to a temporary file;
+    /// nothing is written to disk here.
+    pub client_body_buffer_size: Option<usize>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.

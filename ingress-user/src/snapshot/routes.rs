@@ -78,6 +78,7 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     default_backend: None,
     custom_http_errors: Vec::new(),
     service_upstream: false,
+    client_body_buffer_size: None,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes
