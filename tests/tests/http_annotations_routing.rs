@@ -376,3 +376,120 @@ async fn client_body_buffer_size_decides_which_bodies_are_read_whole() {
         );
     }
 }
+
+/// `POST PATH` with `Host: HOST` and `body` (with its length): the status.
+async fn post(addr: SocketAddr, host: &str, path: &str, body: &'static str) -> StatusCode {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let req = Request::post(path)
+        .header(header::HOST, host)
+        .body(http_body_util::Full::new(Bytes::from_static(
+            body.as_bytes(),
+        )))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("answer within 10 s")
+        .expect("response");
+    let status = resp.status();
+    let _ = resp.into_body().collect().await;
+    conn.abort();
+    status
+}
+
+/// mirror-target, mirror-request-body, mirror-host. mirror.go only checks the generated
+/// `mirror` / `mirror_request_body` / `proxy_pass` lines; from the annotation reference:
+/// a copy of each request goes to the target (with the original URI where it ends with
+/// `$request_uri`), with the request body unless `mirror-request-body: off` (then with
+/// `Content-Length: 0`), with the
+/// target's host as `Host` unless `mirror-host` says otherwise; the mirror's answer is
+/// ignored. Targets are IP addresses or Services (never an nginx variable other than a
+/// final `$request_uri`).
+#[tokio::test]
+async fn mirror_sends_a_copy_of_each_request() {
+    let echo = TestBackend::start("echo").await;
+    let mirror = TestBackend::start("mirror").await;
+    let mut yaml = service_yaml("echo", &[echo.addr]);
+    yaml.push_str(&service_yaml("mirror", &[mirror.addr]));
+    let ip_target = format!("http://127.0.0.1:{}/mirror", mirror.addr.port());
+    let authority = format!("127.0.0.1:{}", mirror.addr.port());
+    yaml.push_str(&ingress(
+        "ip",
+        "ip.mirror.foo.com",
+        "/",
+        "echo",
+        &[("mirror-target", &ip_target)],
+    ));
+    yaml.push_str(&ingress(
+        "nobody",
+        "nobody.mirror.foo.com",
+        "/",
+        "echo",
+        &[
+            ("mirror-target", "http://mirror.default$request_uri"),
+            ("mirror-request-body", "off"),
+            ("mirror-host", "test.env.com"),
+        ],
+    ));
+    yaml.push_str(&ingress(
+        "refused",
+        "refused.mirror.foo.com",
+        "/",
+        "echo",
+        &[("mirror-target", "https://test.env.com/$request_uri")],
+    ));
+    let proc = IngressProcess::start(&yaml, &[]).await;
+
+    // (host, path, the copy's URI, its Host, its Content-Length)
+    for (host, path, uri, copy_host, length) in [
+        (
+            "ip.mirror.foo.com",
+            "/x?y=1",
+            "/mirror",
+            authority.as_str(),
+            Some("5"),
+        ),
+        (
+            "nobody.mirror.foo.com",
+            "/a/b?c=2",
+            "/a/b?c=2",
+            "test.env.com",
+            Some("0"),
+        ),
+    ] {
+        let status = post(proc.http, host, path, "hello").await;
+        assert_eq!(status, StatusCode::OK, "{host}\n{}", proc.log());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let copy = loop {
+            let seen = mirror.seen.lock().expect("seen").clone();
+            if let Some(r) = seen.iter().find(|r| r.uri == uri) {
+                break r.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no copy of {host}{path} reached the mirror:\n{}",
+                proc.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(copy.method, "POST", "{host}");
+        assert_eq!(copy.header("host").as_deref(), Some(copy_host), "{host}");
+        assert_eq!(copy.header("content-length").as_deref(), length, "{host}");
+    }
+    let seen_before = mirror.request_count();
+    let status = post(proc.http, "refused.mirror.foo.com", "/", "x").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an unusable mirror-target leaves the route served"
+    );
+    assert_eq!(echo.request_count(), 3);
+    assert_eq!(
+        mirror.request_count(),
+        seen_before,
+        "an https:// target gets no copies"
+    );
+}

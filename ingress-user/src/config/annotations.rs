@@ -15,6 +15,7 @@
 mod cors;
 pub mod custom_headers;
 mod error_pages;
+mod mirror;
 mod server_alias;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
@@ -185,9 +186,12 @@ const TABLE: &[(&str, Support)] = &[
         "load-balance",
         Support::Ignored("the global --load-balance"),
     ),
-    ("mirror-host", Support::Ignored("")),
-    ("mirror-request-body", Support::Ignored("")),
-    ("mirror-target", Support::Ignored("")),
+    ("mirror-host", Support::Applied(mirror::host)),
+    (
+        "mirror-request-body",
+        Support::Applied(mirror::request_body),
+    ),
+    ("mirror-target", Support::Applied(mirror::target)),
     ("permanent-redirect", Support::Applied(permanent_redirect)),
     (
         "permanent-redirect-code",

@@ -142,6 +142,14 @@ pub fn translate(
     let aliases = take_aliases(&mut parsed);
     let services = resolve_default_backend(&mut parsed, &ns, resolver, cells, &object, prefix)
         .into_iter()
+        .chain(resolve_mirror(
+            &mut parsed,
+            &ns,
+            resolver,
+            cells,
+            &object,
+            prefix,
+        ))
         .collect();
     let mut tr = Translation {
         resolver,
@@ -269,6 +277,59 @@ fn resolve_default_backend(
         });
     }
     Some((ns.to_owned(), name))
+}
+
+/// Resolves `mirror-target` into the backend its copies go to: an address, or a Service's
+/// port (by the URL's port number) and its endpoints. Returns the Service it names, if
+/// any, which the engine watches.
+fn resolve_mirror(
+    parsed: &mut annotations::Parsed,
+    ns: &str,
+    resolver: Resolver<'_>,
+    cells: &mut Cells,
+    object: &ObjectRef,
+    prefix: &str,
+) -> Option<Key> {
+    use crate::snapshot::policy::mirror::MirrorHost;
+    let policy = parsed.policy.as_mut()?;
+    let target = policy.mirror_target.clone()?;
+    let (backend, key) = match &target.host {
+        MirrorHost::Ip(ip) => {
+            let service = ServiceRef {
+                namespace: ns.to_owned(),
+                name: target.authority.clone(),
+                port: target.port,
+            };
+            let endpoints = Endpoints::new(vec![std::net::SocketAddr::new(*ip, target.port)]);
+            (
+                Ok(Backend::new(service, endpoints, Some(object.clone()))),
+                None,
+            )
+        }
+        MirrorHost::Service(svc_ns, name) => {
+            let svc_ns = svc_ns.clone().unwrap_or_else(|| ns.to_owned());
+            let port = PortSpec::Number(i32::from(target.port));
+            let backend = match resolver.port(&svc_ns, name, &port, false) {
+                Ok((service, sp)) => {
+                    let (sref, endpoints) = cells.get(resolver, service, sp);
+                    let protocol = Protocol::from_app_protocol(sp.app_protocol.as_deref());
+                    Ok(Backend::new(sref, endpoints, Some(object.clone())).with_protocol(protocol))
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            (backend, Some((svc_ns, name.clone())))
+        }
+    };
+    match backend {
+        Ok(b) => Arc::make_mut(policy).mirror_backend = Some(Arc::new(b)),
+        Err(why) => parsed.findings.push(annotations::Finding {
+            field: format!("metadata.annotations[\"{prefix}/mirror-target\"]"),
+            kind: "invalid_annotation",
+            message: format!("{why}; requests are not mirrored"),
+            severity: Severity::Error,
+        }),
+    }
+    key
 }
 
 /// Moves `server-alias` out of the policy (it is routing, merged across Ingresses).

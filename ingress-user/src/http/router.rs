@@ -8,6 +8,7 @@
 
 mod errors;
 mod gateway;
+mod mirror;
 
 use std::{
     future::Future,
@@ -261,14 +262,22 @@ impl Router {
                     }
                     // Boxed: most requests have no body, and inline the read would grow
                     // every request's future.
-                    let body = if body.is_end_stream() {
-                        body
+                    let size = backend
+                        .policy()
+                        .client_body_buffer_size
+                        .unwrap_or(router.opts.limits.client_body_buffer_size);
+                    let body = if let Some(to) = &backend.policy().mirror_backend {
+                        let policy = backend.policy();
+                        let read = router
+                            .mirror_ingress(&upstream, policy, to, &parts, &extra, body, size);
+                        Box::pin(read).await
+                    } else if body.is_end_stream() {
+                        Ok(body)
                     } else {
-                        let size = backend
-                            .policy()
-                            .client_body_buffer_size
-                            .unwrap_or(router.opts.limits.client_body_buffer_size);
-                        match Box::pin(buffer(body, size)).await {
+                        Box::pin(buffer(body, size)).await
+                    };
+                    let body = {
+                        match body {
                             Ok(body) => body,
                             Err(e) => {
                                 let e = Error::from_request_body(e);

@@ -2,6 +2,7 @@
 //! the router, never text passed anywhere. Parsed by `config::annotations`. Pure.
 
 pub mod cors;
+pub mod mirror;
 
 use std::{fmt, net::IpAddr, str::FromStr, sync::Arc, time::Duration};
 
@@ -157,6 +158,15 @@ pub struct RoutePolicy {
     /// `--client-body-buffer-size`. nginx writes longer bodies to a temporary file;
     /// nothing is written to disk here.
     pub client_body_buffer_size: Option<usize>,
+    /// `mirror-target`: copies of the route's requests go here, fire and forget; resolved
+    /// into [`Self::mirror_backend`] when the Ingress is translated.
+    pub mirror_target: Option<mirror::MirrorTarget>,
+    /// `mirror-host`: the copies' `Host` (default: the target URL's).
+    pub mirror_host: Option<HeaderValue>,
+    /// `mirror-request-body: off`: copies go without the request body.
+    pub mirror_skip_body: bool,
+    /// Where the copies go: the target's address, or its Service's endpoints.
+    pub mirror_backend: Option<Arc<super::routes::Backend>>,
 }
 
 /// What [`RoutePolicy::access`] decides for a client.

@@ -79,6 +79,10 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     custom_http_errors: Vec::new(),
     service_upstream: false,
     client_body_buffer_size: None,
+    mirror_target: None,
+    mirror_host: None,
+    mirror_skip_body: false,
+    mirror_backend: None,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes

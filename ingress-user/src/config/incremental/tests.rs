@@ -98,7 +98,15 @@ const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones.
-const ANNOTATIONS: [(&str, &str); 24] = [
+const ANNOTATIONS: [(&str, &str); 26] = [
+    (
+        "nginx.ingress.kubernetes.io/mirror-target",
+        "http://api.a/m$request_uri",
+    ),
+    (
+        "nginx.ingress.kubernetes.io/mirror-target",
+        "http://10.0.0.9:81",
+    ),
     ("nginx.ingress.kubernetes.io/service-upstream", "true"),
     ("nginx.ingress.kubernetes.io/default-backend", "api"),
     ("nginx.ingress.kubernetes.io/default-backend", "gone"),
