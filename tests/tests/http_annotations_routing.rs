@@ -1,6 +1,8 @@
 //! ingress-nginx annotations that change where a request goes, end to end (the real binary
-//! in file mode, echo backends): server-alias, transcribed from
-//! `test/e2e/annotations/alias.go`.
+//! in file mode, echo backends), from `test/e2e/annotations/*.go`: server-alias
+//! (`alias.go`), default-backend and custom-http-errors (`default_backend.go`,
+//! `customhttperrors.go`), service-upstream (`serviceupstream.go`),
+//! client-body-buffer-size (`clientbodybuffersize.go`) and mirror-* (`mirror.go`).
 
 use std::{net::SocketAddr, time::Duration};
 
