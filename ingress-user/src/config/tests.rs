@@ -863,7 +863,9 @@ fn server_alias_answers_for_its_host_unless_another_ingress_defines_it() {
         &'static str,
         &'static str,
     );
-    let cases: &[(&[Ing4], &[(&str, &str, Option<&str>)], usize)] = &[
+    /// (host, path, Service routed to).
+    type Req = (&'static str, &'static str, Option<&'static str>);
+    let cases: &[(&[Ing4], &[Req], usize)] = &[
         (
             &[("foo", "foo", "/", "svc-a", "")],
             &[("foo", "/", Some("svc-a")), ("bar", "/", None)],
