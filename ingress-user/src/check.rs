@@ -107,6 +107,7 @@ async fn cluster_store(args: &CheckArgs) -> Result<Arc<Store>, CheckError> {
         watch_namespace: args.source.watch_namespace.clone(),
         tcp_configmap: cm(&args.source.tcp_services_configmap),
         udp_configmap: cm(&args.source.udp_services_configmap),
+        all_configmaps: !args.source.global_allowed_response_headers.is_empty(),
     };
     let (tx, mut rx) = source::channel();
     let source = tokio::spawn(kube_source::run(client, cfg, tx));

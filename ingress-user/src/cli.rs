@@ -495,6 +495,12 @@ pub struct SourceArgs {
     /// Ingresses written for ingress-nginx with a custom prefix migrate too.
     #[arg(long, value_name = "PREFIX", default_value = crate::config::annotations::DEFAULT_PREFIX)]
     pub annotations_prefix: String,
+
+    /// Response header names the `custom-headers` annotation may set, comma-separated
+    /// (ingress-nginx's `global-allowed-response-headers`): an Ingress whose ConfigMap
+    /// names any other gets 503 on its paths. None by default.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', value_parser = parse_header_name)]
+    pub global_allowed_response_headers: Vec<hyper::header::HeaderName>,
 }
 
 /// The controller's own ports.
@@ -528,8 +534,15 @@ impl SourceArgs {
             https_port: ports.https_port,
             health_port: ports.health_port,
             annotations_prefix: self.annotations_prefix.clone(),
+            allowed_response_headers: self.global_allowed_response_headers.clone(),
         }
     }
+}
+
+fn parse_header_name(s: &str) -> Result<hyper::header::HeaderName, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a header name"))
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

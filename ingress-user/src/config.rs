@@ -16,6 +16,7 @@ pub use crate::snapshot::{
     problem::{self, ObjectRef, Problem},
 };
 
+pub mod alias;
 pub mod annotations;
 pub mod auth_tls;
 pub mod backend;
@@ -108,6 +109,8 @@ pub struct Options {
     pub health_port: u16,
     /// `--annotations-prefix`: the ingress-nginx annotations read are `<prefix>/<name>`.
     pub annotations_prefix: String,
+    /// `--global-allowed-response-headers`: what `custom-headers` may set.
+    pub allowed_response_headers: Vec<hyper::header::HeaderName>,
 }
 
 impl Default for Options {
@@ -124,6 +127,7 @@ impl Default for Options {
             https_port: 443,
             health_port: 10254,
             annotations_prefix: annotations::DEFAULT_PREFIX.to_owned(),
+            allowed_response_headers: Vec::new(),
         }
     }
 }
@@ -148,7 +152,7 @@ pub fn build_objects(objects: &Objects, opts: &Options) -> Snapshot {
         .ingresses
         .values()
         .filter(|i| classes.serves(i))
-        .map(|i| ingress::translate(i, resolver, &mut cells, &opts.annotations_prefix))
+        .map(|i| ingress::translate(i, resolver, &mut cells, opts))
         .collect();
     served.sort_by(|a, b| a.age.cmp(&b.age));
 
@@ -169,6 +173,9 @@ pub fn build_objects(objects: &Objects, opts: &Options) -> Snapshot {
         table.set_host(host, routes);
         problems.extend(conflicts);
     }
+    let (aliases, alias_problems) = alias::merge(&served, &table, &opts.annotations_prefix);
+    table.set_aliases(aliases);
+    problems.extend(alias_problems);
     let tls = ingress::merge_tls(
         &served,
         &objects.secrets,

@@ -33,6 +33,7 @@ pub mod balance;
 pub mod body;
 pub mod client;
 pub mod client_auth;
+pub mod cors;
 pub mod drain;
 pub mod h1;
 pub mod h2c;

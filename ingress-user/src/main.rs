@@ -115,6 +115,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .udp_services_configmap
                 .as_ref()
                 .map(|n| (n.namespace.clone(), n.name.clone())),
+            all_configmaps: !args.source.global_allowed_response_headers.is_empty(),
         };
         let ops_cfg = KubeOps::from_args(
             &args.ops,

@@ -52,6 +52,7 @@ use xdp_ingress::{
 ///   `x-echo-set-header: Name:value,Other:value` adds those response headers (as the
 ///   Gateway API conformance echo server does, to test response filters);
 /// - `/stream/N/MS`: `N` chunks `chunk-i\n`, `MS` milliseconds apart;
+/// - `/status/N`: the usual answer, with status `N`;
 /// - a WebSocket upgrade: echoes every message back unchanged.
 pub struct TestBackend {
     /// Where it listens.
@@ -254,6 +255,14 @@ async fn backend_answer(
                 resp = resp.header(k.trim(), v.trim());
             }
         }
+    }
+    // `/status/N`: answers with status N (for error-page tests).
+    if let Some(code) = path
+        .strip_prefix("/status/")
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+    {
+        resp = resp.status(code);
     }
     Ok(resp
         .body(Full::new(Bytes::from(body)).boxed())

@@ -28,6 +28,7 @@ fn cfg() -> KubeSourceConfig {
         watch_namespace: None,
         tcp_configmap: Some(("ingress-nginx".into(), "tcp-services".into())),
         udp_configmap: Some(("ingress-nginx".into(), "udp-services".into())),
+        all_configmaps: false,
     }
 }
 

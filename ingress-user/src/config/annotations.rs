@@ -13,6 +13,11 @@
 //! Nothing read here is ever templated into any configuration language.
 
 mod canary;
+mod cors;
+pub mod custom_headers;
+mod error_pages;
+mod mirror;
+mod server_alias;
 mod session;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
@@ -159,22 +164,34 @@ const TABLE: &[(&str, Support)] = &[
     ),
     (
         "client-body-buffer-size",
-        Support::Ignored("the global --client-body-buffer-size"),
+        Support::Applied(client_body_buffer_size),
     ),
-    ("cors-allow-credentials", Support::Ignored("")),
-    ("cors-allow-headers", Support::Ignored("")),
-    ("cors-allow-methods", Support::Ignored("")),
-    ("cors-allow-origin", Support::Ignored("")),
-    ("cors-expose-headers", Support::Ignored("")),
-    ("cors-max-age", Support::Ignored("")),
-    ("custom-headers", Support::Ignored("")),
-    ("custom-http-errors", Support::Ignored("")),
+    (
+        "cors-allow-credentials",
+        Support::Applied(cors::allow_credentials),
+    ),
+    ("cors-allow-headers", Support::Applied(cors::allow_headers)),
+    ("cors-allow-methods", Support::Applied(cors::allow_methods)),
+    ("cors-allow-origin", Support::Applied(cors::allow_origin)),
+    (
+        "cors-expose-headers",
+        Support::Applied(cors::expose_headers),
+    ),
+    ("cors-max-age", Support::Applied(cors::max_age)),
+    (
+        "custom-headers",
+        Support::Applied(custom_headers::parse_ref),
+    ),
+    (
+        "custom-http-errors",
+        Support::Applied(error_pages::custom_http_errors),
+    ),
     (
         "default-backend",
-        Support::Ignored("the Ingress spec.defaultBackend"),
+        Support::Applied(error_pages::default_backend),
     ),
     ("denylist-source-range", Support::Applied(denylist)),
-    ("enable-cors", Support::Ignored("")),
+    ("enable-cors", Support::Applied(cors::enable)),
     ("force-ssl-redirect", Support::Applied(force_ssl_redirect)),
     ("from-to-www-redirect", Support::Ignored("")),
     (
@@ -189,9 +206,12 @@ const TABLE: &[(&str, Support)] = &[
         "load-balance",
         Support::Ignored("the global --load-balance"),
     ),
-    ("mirror-host", Support::Ignored("")),
-    ("mirror-request-body", Support::Ignored("")),
-    ("mirror-target", Support::Ignored("")),
+    ("mirror-host", Support::Applied(mirror::host)),
+    (
+        "mirror-request-body",
+        Support::Applied(mirror::request_body),
+    ),
+    ("mirror-target", Support::Applied(mirror::target)),
     ("permanent-redirect", Support::Applied(permanent_redirect)),
     (
         "permanent-redirect-code",
@@ -228,11 +248,8 @@ const TABLE: &[(&str, Support)] = &[
         Support::Applied(proxy_ssl::verify_depth),
     ),
     ("rewrite-target", Support::Applied(rewrite_target)),
-    (
-        "server-alias",
-        Support::Ignored("one more rule per host in spec.rules"),
-    ),
-    ("service-upstream", Support::Ignored("")),
+    ("server-alias", Support::Applied(server_alias::parse)),
+    ("service-upstream", Support::Applied(service_upstream)),
     (
         "session-cookie-change-on-failure",
         Support::Applied(session::change_on_failure),
@@ -348,6 +365,7 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
     canary::finish(&mut policy);
     proxy_ssl::without_secret(&mut policy, prefix, &mut out);
     auth_tls::without_secret(&mut policy, prefix, &mut out);
+    cors::finish(&mut policy);
     out.policy = (!policy.is_default()).then(|| Arc::new(policy));
     out
 }
@@ -370,6 +388,11 @@ fn ssl_redirect(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
 
 fn force_ssl_redirect(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
     p.force_ssl_redirect = boolean(value)?;
+    Ok(())
+}
+
+fn service_upstream(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.service_upstream = boolean(value)?;
     Ok(())
 }
 
@@ -517,6 +540,28 @@ fn x_forwarded_prefix(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
 /// `proxy-body-size`: nginx's size syntax, bytes with an optional `k`, `m` or `g` (any
 /// case); `0` lifts the limit.
 fn proxy_body_size(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.proxy_body_size = Some(size(value)?);
+    Ok(())
+}
+
+/// The most `client-body-buffer-size` may ask for: bodies that size are held in memory.
+const MAX_BODY_BUFFER: u64 = 1 << 20;
+
+/// `client-body-buffer-size`: nginx's size syntax, at most [`MAX_BODY_BUFFER`].
+fn client_body_buffer_size(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    let n = size(value)?;
+    let capped = n.min(MAX_BODY_BUFFER);
+    p.client_body_buffer_size = usize::try_from(capped).ok();
+    if n > MAX_BODY_BUFFER {
+        return Err(format!(
+            "{value:?} is more than 1m: bodies read whole are held in memory here (nginx writes longer ones to disk); 1m is used"
+        ));
+    }
+    Ok(())
+}
+
+/// nginx's size syntax: bytes with an optional `k`, `m` or `g` (any case).
+fn size(value: &str) -> Result<u64, String> {
     let bad = || format!("{value:?} is not a size like 8m, 512k or 1048576; ignored");
     let (digits, unit) = match value.as_bytes().last() {
         Some(b'k' | b'K') => (&value[..value.len() - 1], 1u64 << 10),
@@ -528,8 +573,7 @@ fn proxy_body_size(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
         return Err(bad());
     }
     let n: u64 = digits.parse().map_err(|_| bad())?;
-    p.proxy_body_size = Some(n.checked_mul(unit).ok_or_else(bad)?);
-    Ok(())
+    n.checked_mul(unit).ok_or_else(bad)
 }
 
 /// A `proxy-*-timeout`: whole seconds, unitless as ingress-nginx documents them.
@@ -859,6 +903,20 @@ mod tests {
                 "whole number",
             ),
             ("proxy-body-size", "8m", Status::Applied, ""),
+            ("client-body-buffer-size", "16k", Status::Applied, ""),
+            ("client-body-buffer-size", "1000", Status::Applied, ""),
+            (
+                "client-body-buffer-size",
+                "2m",
+                Status::Invalid,
+                "1m is used",
+            ),
+            (
+                "client-body-buffer-size",
+                "1x",
+                Status::Invalid,
+                "not a size",
+            ),
             ("proxy-body-size", "0", Status::Applied, ""),
             ("proxy-body-size", "1.5m", Status::Invalid, "not a size"),
             ("proxy-body-size", "m", Status::Invalid, "not a size"),

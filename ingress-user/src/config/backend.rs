@@ -11,7 +11,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::{Service, ServicePort},
+    api::core::v1::{ConfigMap, Service, ServicePort},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
@@ -105,6 +105,13 @@ impl<'s> Resolver<'s> {
         self.objects.service(namespace, name)
     }
 
+    /// A ConfigMap by namespace and name.
+    pub fn config_map(&self, namespace: &str, name: &str) -> Option<&'s ConfigMap> {
+        self.objects
+            .config_maps
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|c| &**c)
+    }
 
     /// Resolves a Service port. For UDP entries a UDP port is preferred when a number or
     /// name is shared by several protocols.

@@ -5,13 +5,15 @@
 //! - **EndpointSlice**: the endpoint cells of its Service (one atomic store each; HTTP
 //!   Backends share them, so no route is rebuilt) and the L4 table.
 //! - **Ingress**: that Ingress is translated again, and only the hosts it claimed before
-//!   or claims now are merged again (oldest first). TLS is merged again only when its
+//!   or claims now are merged again (oldest first); then the `server-alias`es (few). TLS is merged again only when its
 //!   `tls` entries changed; the default backend always (a handful of Ingresses).
 //! - **Service**: the Ingresses that name it are translated again; its cells, the L4 table
 //!   and `--default-backend-service` are recomputed.
 //! - **Secret**: the TLS merge (parsed certificates are cached per Secret object), and the
-//!   Ingresses whose annotations name it (`proxy-ssl-secret`) are translated again.
-//! - **ConfigMap**: the L4 table. **IngressClass**: which Ingresses are served, so all.
+//!   Ingresses whose annotations name it (`auth-secret`, `proxy-ssl-secret`,
+//!   `auth-tls-secret`) are translated again.
+//! - **ConfigMap**: the L4 table, and the Ingresses whose `custom-headers` name it are
+//!   translated again. **IngressClass**: which Ingresses are served, so all.
 //! - **Gateway API objects and Namespaces**: the whole Gateway API translation
 //!   ([`gateway::translate`]; Gateways and routes are few), and, when it shares the Ingress
 //!   sockets, the check for Ingress hosts it shadows. While any GatewayClass exists,
@@ -55,6 +57,9 @@ pub struct Engine {
     with_tls: BTreeSet<Age>,
     /// Served Ingresses with a `defaultBackend`, oldest first.
     with_default: BTreeSet<Age>,
+    /// Served Ingresses with `server-alias`, oldest first.
+    with_alias: BTreeSet<Age>,
+    alias_problems: Vec<Problem>,
     /// The Ingresses claiming paths of each host, oldest first (sorted Vecs: most hosts
     /// have one claimant, and a B-tree node would cost a KiB each).
     claims: HashMap<HostMatch, Vec<Age>>,
@@ -64,6 +69,8 @@ pub struct Engine {
     users: HashMap<Key, Vec<Key>>,
     /// The served Ingresses whose annotations name each Secret.
     secret_users: HashMap<Key, Vec<Key>>,
+    /// The served Ingresses reading each ConfigMap (`custom-headers`).
+    config_map_users: HashMap<Key, Vec<Key>>,
     table: RouteTable,
     certs: Arc<CertSet>,
     tls_problems: Vec<Problem>,
@@ -164,7 +171,12 @@ impl Engine {
                 self.dirty.tls = true;
                 self.dirty.gateway |= self.has_gateway_api();
             }
-            Applied::Object(Kind::ConfigMap, ..) => self.dirty.l4 = true,
+            Applied::Object(Kind::ConfigMap, key, _) => {
+                if let Some(users) = self.config_map_users.get(&key) {
+                    self.dirty.ingresses.extend(users.iter().cloned());
+                }
+                self.dirty.l4 = true;
+            }
         }
         self.dirty.any = true;
         true
@@ -209,6 +221,9 @@ impl Engine {
         for host in &hosts {
             work.hosts += 1;
             self.merge_host(host);
+        }
+        if !ingresses.is_empty() || !hosts.is_empty() {
+            self.merge_aliases();
         }
         if redo_tls {
             self.merge_tls();
@@ -267,12 +282,7 @@ impl Engine {
             .get(key)
             .filter(|i| classes.serves(i))
             .map(|i| {
-                ingress::translate(
-                    i,
-                    Resolver::new(&self.objects),
-                    &mut self.cells,
-                    &self.opts.annotations_prefix,
-                )
+                ingress::translate(i, Resolver::new(&self.objects), &mut self.cells, &self.opts)
             });
         let tls_changed = match (&old, &new) {
             (Some(o), Some(n)) => o.tls != n.tls || o.age != n.age,
@@ -298,16 +308,18 @@ impl Engine {
         }
         self.with_tls.remove(&t.age);
         self.with_default.remove(&t.age);
+        self.with_alias.remove(&t.age);
         self.ingress_problems.remove(key);
         for (index, keys) in [
             (&mut self.users, &t.services),
             (&mut self.secret_users, &t.secrets),
+            (&mut self.config_map_users, &t.config_maps),
         ] {
-            for k in keys {
-                if let Some(users) = index.get_mut(k) {
+            for used in keys {
+                if let Some(users) = index.get_mut(used) {
                     users.retain(|u| u != key);
                     if users.is_empty() {
-                        index.remove(k);
+                        index.remove(used);
                     }
                 }
             }
@@ -329,6 +341,9 @@ impl Engine {
         if t.default_backend.is_some() {
             self.with_default.insert(t.age.clone());
         }
+        if !t.aliases.is_empty() {
+            self.with_alias.insert(t.age.clone());
+        }
         if !t.problems.is_empty() {
             self.ingress_problems
                 .insert(key.clone(), t.problems.clone());
@@ -336,9 +351,10 @@ impl Engine {
         for (index, keys) in [
             (&mut self.users, &t.services),
             (&mut self.secret_users, &t.secrets),
+            (&mut self.config_map_users, &t.config_maps),
         ] {
-            for k in keys {
-                let users = index.entry(k.clone()).or_default();
+            for used in keys {
+                let users = index.entry(used.clone()).or_default();
                 if !users.contains(key) {
                     users.push(key.clone());
                 }
@@ -369,6 +385,17 @@ impl Engine {
         } else {
             self.conflicts.insert(host.clone(), conflicts);
         }
+    }
+
+    fn merge_aliases(&mut self) {
+        let ingresses = self
+            .with_alias
+            .iter()
+            .filter_map(|a| self.served.get(&a.key));
+        let (aliases, problems) =
+            super::alias::merge(ingresses, &self.table, &self.opts.annotations_prefix);
+        self.table.set_aliases(aliases);
+        self.alias_problems = problems;
     }
 
     fn merge_tls(&mut self) {
@@ -407,6 +434,7 @@ impl Engine {
             .flatten()
             .chain(&self.tls_problems)
             .chain(&self.default_problems)
+            .chain(&self.alias_problems)
             .chain(&self.l4_problems)
             .chain(&self.gateway_problems)
             .chain(&self.shadowed)

@@ -121,23 +121,43 @@ pub struct Translated {
     /// The Secrets its annotations name (`auth-secret`, `proxy-ssl-secret`,
     /// `auth-tls-secret`), present or not: a change to one of them translates it again.
     pub secrets: Vec<Key>,
+    /// The ConfigMaps it reads (`custom-headers`): a change to one translates it again.
+    pub config_maps: Vec<Key>,
+    /// `server-alias` host names.
+    pub aliases: Vec<String>,
+    /// The host they answer for: its first rule host with paths (none without aliases).
+    pub alias_target: Option<HostMatch>,
 }
 
 /// Translates one Ingress (whether it is served is the caller's decision). Its annotations
-/// under `prefix` (`--annotations-prefix`) become the policy of all its backends.
+/// under `--annotations-prefix` become the policy of all its backends.
 pub fn translate(
     ing: &Ingress,
     resolver: Resolver<'_>,
     cells: &mut Cells,
-    prefix: &str,
+    opts: &Options,
 ) -> Translated {
     let object = object_ref(ing);
-    let parsed = annotations::parse(ing.metadata.annotations.as_ref(), prefix);
+    let prefix = opts.annotations_prefix.as_str();
+    let mut parsed = annotations::parse(ing.metadata.annotations.as_ref(), prefix);
     let ns = ing
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "default".to_owned());
+    let config_maps = resolve_custom_headers(&mut parsed, &ns, resolver, opts);
+    let aliases = take_aliases(&mut parsed);
+    let services = resolve_default_backend(&mut parsed, &ns, resolver, cells, &object, prefix)
+        .into_iter()
+        .chain(resolve_mirror(
+            &mut parsed,
+            &ns,
+            resolver,
+            cells,
+            &object,
+            prefix,
+        ))
+        .collect();
     let mut auth = basic_auth::resolve(
         ing.metadata.annotations.as_ref(),
         prefix,
@@ -158,7 +178,7 @@ pub fn translate(
         ns,
         backends: HashMap::new(),
         problems: auth_problems,
-        services: Vec::new(),
+        services,
         policy,
     };
     for f in parsed.findings {
@@ -229,6 +249,12 @@ pub fn translate(
             });
         }
     }
+    let alias_target = hosts
+        .iter()
+        .map(|(h, _)| h)
+        .find(|h| **h != HostMatch::Any)
+        .filter(|_| !aliases.is_empty())
+        .cloned();
     Translated {
         object,
         age: Age::of(ing),
@@ -248,6 +274,9 @@ pub fn translate(
             s.dedup();
             s
         },
+        config_maps,
+        alias_target,
+        aliases,
     }
 }
 
@@ -285,6 +314,167 @@ fn complete_policy(
         p.rate_limit = Some(rate_limit::zone(object, p.limit_settings.clone()));
     }
     Some(Arc::new(p))
+}
+
+/// Resolves `default-backend` (a Service of the Ingress's namespace, its first port) into
+/// the policy. Returns the Service it names (found or not), which the engine watches.
+fn resolve_default_backend(
+    parsed: &mut annotations::Parsed,
+    ns: &str,
+    resolver: Resolver<'_>,
+    cells: &mut Cells,
+    object: &ObjectRef,
+    prefix: &str,
+) -> Option<Key> {
+    let policy = parsed.policy.as_mut()?;
+    let name = policy.default_backend_service.clone()?;
+    let service = resolver.service(ns, &name);
+    let port = service
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p.first());
+    if let (Some(service), Some(port)) = (service, port) {
+        let (sref, endpoints) = cells.get(resolver, service, port);
+        let protocol = Protocol::from_app_protocol(port.app_protocol.as_deref());
+        let backend = Backend::new(sref, endpoints, Some(object.clone())).with_protocol(protocol);
+        Arc::make_mut(policy).default_backend = Some(Arc::new(backend));
+    } else {
+        let why = if service.is_none() {
+            "not found"
+        } else {
+            "has no ports"
+        };
+        parsed.findings.push(annotations::Finding {
+            field: format!("metadata.annotations[\"{prefix}/default-backend\"]"),
+            kind: "invalid_annotation",
+            message: format!(
+                "Service {ns}/{name} {why}; the global default backend is used instead"
+            ),
+            severity: Severity::Error,
+        });
+    }
+    Some((ns.to_owned(), name))
+}
+
+/// Resolves `mirror-target` into the backend its copies go to: an address, or a Service's
+/// port (by the URL's port number) and its endpoints. Returns the Service it names, if
+/// any, which the engine watches.
+fn resolve_mirror(
+    parsed: &mut annotations::Parsed,
+    ns: &str,
+    resolver: Resolver<'_>,
+    cells: &mut Cells,
+    object: &ObjectRef,
+    prefix: &str,
+) -> Option<Key> {
+    use crate::snapshot::policy::mirror::MirrorHost;
+    let policy = parsed.policy.as_mut()?;
+    let target = policy.mirror_target.clone()?;
+    let (backend, key) = match &target.host {
+        MirrorHost::Ip(ip) => {
+            let service = ServiceRef {
+                namespace: ns.to_owned(),
+                name: target.authority.clone(),
+                port: target.port,
+            };
+            let endpoints = Endpoints::new(vec![std::net::SocketAddr::new(*ip, target.port)]);
+            (
+                Ok(Backend::new(service, endpoints, Some(object.clone()))),
+                None,
+            )
+        }
+        MirrorHost::Service(svc_ns, name) => {
+            let svc_ns = svc_ns.clone().unwrap_or_else(|| ns.to_owned());
+            let port = PortSpec::Number(i32::from(target.port));
+            let backend = match resolver.port(&svc_ns, name, &port, false) {
+                Ok((service, sp)) => {
+                    let (sref, endpoints) = cells.get(resolver, service, sp);
+                    let protocol = Protocol::from_app_protocol(sp.app_protocol.as_deref());
+                    Ok(Backend::new(sref, endpoints, Some(object.clone())).with_protocol(protocol))
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            (backend, Some((svc_ns, name.clone())))
+        }
+    };
+    match backend {
+        Ok(b) => Arc::make_mut(policy).mirror_backend = Some(Arc::new(b)),
+        Err(why) => parsed.findings.push(annotations::Finding {
+            field: format!("metadata.annotations[\"{prefix}/mirror-target\"]"),
+            kind: "invalid_annotation",
+            message: format!("{why}; requests are not mirrored"),
+            severity: Severity::Error,
+        }),
+    }
+    key
+}
+
+/// Moves `server-alias` out of the policy (it is routing, merged across Ingresses).
+fn take_aliases(parsed: &mut annotations::Parsed) -> Vec<String> {
+    let Some(policy) = parsed.policy.as_mut() else {
+        return Vec::new();
+    };
+    if policy.server_alias.is_empty() {
+        return Vec::new();
+    }
+    let aliases = std::mem::take(&mut Arc::make_mut(policy).server_alias);
+    if policy.is_default() {
+        parsed.policy = None;
+    }
+    aliases
+}
+
+/// Reads the `custom-headers` ConfigMap into the policy's response headers; when it is
+/// missing, in another namespace or refused, the Ingress's paths answer 503 (ingress-nginx's
+/// "location denied") and a Problem on the annotation says why. Returns the ConfigMap it
+/// names, which the engine watches.
+fn resolve_custom_headers(
+    parsed: &mut annotations::Parsed,
+    ns: &str,
+    resolver: Resolver<'_>,
+    opts: &Options,
+) -> Vec<Key> {
+    let Some(policy) = parsed.policy.as_mut() else {
+        return Vec::new();
+    };
+    let Some((cm_ns, name)) = policy.custom_headers.clone() else {
+        return Vec::new();
+    };
+    let cm_ns = cm_ns.unwrap_or_else(|| ns.to_owned());
+    let read = if cm_ns == ns {
+        resolver
+            .config_map(&cm_ns, &name)
+            .ok_or_else(|| format!("ConfigMap {cm_ns}/{name} not found"))
+            .and_then(|cm| {
+                let empty = BTreeMap::new();
+                annotations::custom_headers::headers_from_data(
+                    cm.data.as_ref().unwrap_or(&empty),
+                    &opts.allowed_response_headers,
+                )
+                .map_err(|e| format!("ConfigMap {cm_ns}/{name}: {e}"))
+            })
+    } else {
+        Err(format!(
+            "ConfigMap {cm_ns}/{name} is in another namespace; only the Ingress's own ({ns}) is read"
+        ))
+    };
+    let policy = Arc::make_mut(policy);
+    match read {
+        Ok(headers) => policy.response_headers = headers,
+        Err(why) => {
+            policy.denied = true;
+            parsed.findings.push(annotations::Finding {
+                field: format!(
+                    "metadata.annotations[\"{}/custom-headers\"]",
+                    opts.annotations_prefix
+                ),
+                kind: "invalid_annotation",
+                message: format!("{why}; every request to this Ingress's paths gets 503"),
+                severity: Severity::Error,
+            });
+        }
+    }
+    vec![(cm_ns, name)]
 }
 
 /// The state of one [`translate`] call.
@@ -413,8 +603,21 @@ impl Translation<'_, '_> {
         self.services.push((ns.clone(), svc.name.clone()));
         let (service, endpoints, protocol) = match self.resolver.port(&ns, &svc.name, &port, false)
         {
-            Ok((service, sp)) => {
-                let (service, endpoints) = self.cells.get(self.resolver, service, sp);
+            Ok((svc, sp)) => {
+                let (service, mut endpoints) = self.cells.get(self.resolver, svc, sp);
+                if self.policy.as_ref().is_some_and(|p| p.service_upstream) {
+                    match cluster_ip(svc, sp) {
+                        Some(addr) => endpoints = Endpoints::new(vec![addr]),
+                        None => {
+                            let message = format!(
+                                "service-upstream: Service {ns}/{} has no ClusterIP (headless or ExternalName); its endpoints are used",
+                                svc.metadata.name.as_deref().unwrap_or_default()
+                            );
+                            let field = format!("{field}.service.name");
+                            self.problem(field, "no_cluster_ip", message, Severity::Warning);
+                        }
+                    }
+                }
                 let protocol = Protocol::from_app_protocol(sp.app_protocol.as_deref());
                 (service, endpoints, protocol)
             }
@@ -444,6 +647,16 @@ impl Translation<'_, '_> {
         });
         Some(backend.clone())
     }
+}
+
+/// The Service's ClusterIP and port (`service-upstream`); `None` when it has none.
+fn cluster_ip(
+    service: &k8s_openapi::api::core::v1::Service,
+    port: &k8s_openapi::api::core::v1::ServicePort,
+) -> Option<std::net::SocketAddr> {
+    let ip: std::net::IpAddr = service.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()?;
+    let port = u16::try_from(port.port).ok()?;
+    Some(std::net::SocketAddr::new(ip, port))
 }
 
 /// Merges the paths that served Ingresses (oldest first) give one host: the first Ingress

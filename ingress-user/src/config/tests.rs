@@ -947,6 +947,164 @@ fn canary_ingresses_merge_into_the_main_route() {
     }
 }
 
+/// custom-headers (customheaders.go): the ConfigMap's data become the route's response
+/// headers when every name is allowed by --global-allowed-response-headers; a missing
+/// ConfigMap (customheaders.go "invalid secret": 503), one in another namespace, or a
+/// refused header deny the location and name the annotation.
+#[test]
+fn custom_headers_read_the_config_map_or_deny() {
+    let field = r#"metadata.annotations["nginx.ingress.kubernetes.io/custom-headers"]"#;
+    for (reference, data, served, problem) in [
+        ("hdr", &[("My-Custom-Header", "42")][..], true, ""),
+        ("ns/hdr", &[("My-Custom-Header", "$remote_addr")], true, ""),
+        ("missing", &[], false, "ConfigMap ns/missing not found"),
+        ("other/hdr", &[], false, "another namespace"),
+        ("hdr", &[("X-Secret", "1")], false, "not allowed"),
+    ] {
+        let mut s = store();
+        s.config_maps.push(config_map("ns", "hdr", data));
+        s.config_maps
+            .push(config_map("other", "hdr", &[("My-Custom-Header", "1")]));
+        s.ingresses.push(
+            Ing::new("ns", "i")
+                .host("a.com")
+                .path("/", "Prefix", "svc-a", "80")
+                .annotation("nginx.ingress.kubernetes.io/custom-headers", reference)
+                .build(),
+        );
+        let o = Options {
+            allowed_response_headers: vec!["my-custom-header".parse().unwrap()],
+            ..opts()
+        };
+        let snap = build(&s, &o);
+        let policy = snap.http.route("a.com", "/").unwrap().backend.policy();
+        assert_eq!(policy.denied, !served, "{reference} {data:?}");
+        if served {
+            assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+            let got: Vec<(&str, &str)> = policy
+                .response_headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+                .collect();
+            assert_eq!(got, vec![("my-custom-header", data[0].1)]);
+        } else {
+            let p = &snap.problems[0];
+            assert_eq!(p.field.as_deref(), Some(field));
+            assert!(p.message.contains(problem), "{}", p.message);
+            assert!(p.message.contains("503"), "{}", p.message);
+        }
+    }
+}
+
+/// server-alias (alias.go, and ingress-nginx's rule that an alias never takes over a host
+/// an Ingress defines): (Ingresses as (name, host, path, service, alias), requests as
+/// (host, path, routed to), Problems on the alias).
+#[test]
+fn server_alias_answers_for_its_host_unless_another_ingress_defines_it() {
+    type Ing4 = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+    /// (host, path, Service routed to).
+    type Req = (&'static str, &'static str, Option<&'static str>);
+    let cases: &[(&[Ing4], &[Req], usize)] = &[
+        (
+            &[("foo", "foo", "/", "svc-a", "")],
+            &[("foo", "/", Some("svc-a")), ("bar", "/", None)],
+            0,
+        ),
+        (
+            &[("foo", "foo", "/", "svc-a", "bar")],
+            &[
+                ("foo", "/", Some("svc-a")),
+                ("bar", "/", Some("svc-a")),
+                ("BAR:80", "/x", Some("svc-a")),
+            ],
+            0,
+        ),
+        (
+            // Two Ingresses on one host, one alias: the alias gets every path of the host.
+            &[
+                ("app-a", "foo", "/app-a", "svc-a", ""),
+                ("app-b", "foo", "/app-b", "svc-b", "bar"),
+            ],
+            &[
+                ("bar", "/app-a", Some("svc-a")),
+                ("bar", "/app-b", Some("svc-b")),
+            ],
+            0,
+        ),
+        (
+            // The alias names a host another Ingress defines: ignored, even from the
+            // older Ingress.
+            &[
+                ("old", "foo", "/", "svc-a", "bar"),
+                ("new", "bar", "/", "svc-b", ""),
+            ],
+            &[("bar", "/", Some("svc-b")), ("foo", "/", Some("svc-a"))],
+            1,
+        ),
+        (
+            // One alias for two hosts: the older Ingress keeps it.
+            &[
+                ("old", "foo", "/", "svc-a", "bar"),
+                ("new", "baz", "/", "svc-b", "bar, qux"),
+            ],
+            &[("bar", "/", Some("svc-a")), ("qux", "/", Some("svc-b"))],
+            1,
+        ),
+        (
+            // An exact alias is tried before wildcard hosts, as nginx's server names.
+            &[
+                ("wild", "*.example.com", "/", "svc-a", ""),
+                ("foo", "foo", "/", "svc-b", "bar.example.com"),
+            ],
+            &[
+                ("bar.example.com", "/", Some("svc-b")),
+                ("x.example.com", "/", Some("svc-a")),
+            ],
+            0,
+        ),
+    ];
+    for (i, (ingresses, requests, problems)) in cases.iter().enumerate() {
+        let mut s = store();
+        for (n, (name, host, path, svc, alias)) in ingresses.iter().enumerate() {
+            let mut b = Ing::new("ns", name)
+                .created(i64::try_from(n).unwrap())
+                .host(host)
+                .path(path, "Prefix", svc, "80");
+            if !alias.is_empty() {
+                b = b.annotation("nginx.ingress.kubernetes.io/server-alias", alias);
+            }
+            s.ingresses.push(b.build());
+        }
+        let snap = build(&s, &opts());
+        for (host, path, want) in *requests {
+            let got = snap
+                .http
+                .route(host, path)
+                .map(|m| m.backend.service.name.clone());
+            assert_eq!(got.as_deref(), *want, "case {i}: {host}{path}");
+        }
+        assert_eq!(
+            snap.problems.len(),
+            *problems,
+            "case {i}: {:?}",
+            snap.problems
+        );
+        for p in &snap.problems {
+            assert_eq!(p.kind, "alias_conflict");
+            assert_eq!(
+                p.field.as_deref(),
+                Some(r#"metadata.annotations["nginx.ingress.kubernetes.io/server-alias"]"#)
+            );
+        }
+    }
+}
+
 /// A canary's own annotations are ignored except affinity (annotations.md, "Canary"): its
 /// backend carries the main route's policy with its own session affinity; its
 /// defaultBackend is not used.
@@ -1040,5 +1198,49 @@ fn a_legacy_canary_has_no_affinity_and_sessions_are_tagged_per_ingress() {
             assert_eq!(c.tag, crate::snapshot::affinity::tag_of("ns/can"));
         }
         assert!(snap.problems.is_empty(), "{behavior}: {:?}", snap.problems);
+    }
+}
+
+/// service-upstream (serviceupstream.go: the backend's address is the Service's
+/// ClusterIP): `true` forwards to ClusterIP:port; `false` or absent to the endpoints; a
+/// Service without a ClusterIP keeps its endpoints, with a warning.
+#[test]
+fn service_upstream_forwards_to_the_cluster_ip() {
+    for (value, cluster_ip, want, warned) in [
+        (Some("true"), Some("10.96.0.10"), "10.96.0.10:80", false),
+        (Some("false"), Some("10.96.0.10"), "10.0.0.1:8080", false),
+        (None, Some("10.96.0.10"), "10.0.0.1:8080", false),
+        (Some("true"), Some("None"), "10.0.0.1:8080", true),
+        (Some("true"), None, "10.0.0.1:8080", true),
+    ] {
+        let mut s = store();
+        s.services[0].spec.as_mut().unwrap().cluster_ip = cluster_ip.map(str::to_owned);
+        let mut ing = Ing::new("ns", "i")
+            .host("a.com")
+            .path("/", "Prefix", "svc-a", "80");
+        if let Some(v) = value {
+            ing = ing.annotation("nginx.ingress.kubernetes.io/service-upstream", v);
+        }
+        s.ingresses.push(ing.build());
+        let snap = build(&s, &opts());
+        let m = snap.http.route("a.com", "/").unwrap();
+        let addrs: Vec<String> = m
+            .backend
+            .endpoints
+            .to_vec()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(addrs, vec![want.to_owned()], "{value:?} {cluster_ip:?}");
+        let kinds: Vec<&str> = snap.problems.iter().map(|p| p.kind).collect();
+        assert_eq!(
+            kinds,
+            if warned {
+                vec!["no_cluster_ip"]
+            } else {
+                vec![]
+            },
+            "{value:?} {cluster_ip:?}"
+        );
     }
 }

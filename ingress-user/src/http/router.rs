@@ -6,7 +6,9 @@
 //! ([`gateway`]); on an Ingress listener, the Gateway routes of that same address and
 //! port answer for the hosts they list, and the Ingress rules for every other host.
 
+mod errors;
 mod gateway;
+mod mirror;
 
 use std::{
     future::Future,
@@ -37,6 +39,7 @@ use super::{
     balance::{Balance, Balancer},
     body::{Body, BoxError, empty, full, limited},
     client_auth,
+    cors::{CorsReply, ResponseEdits},
     headers::{Forwarded, ProxyHeaders, RequestIds, rewrite_request, wants_upgrade},
     host::request_host,
     limits::Limits,
@@ -198,12 +201,21 @@ impl Router {
                 req.headers(),
             )
         });
+        // Kept for `enable-cors`, which answers admitted origins whatever responds.
+        let origin = req.headers().get(header::ORIGIN).cloned();
         match self.route(&snapshot, req, conn) {
             Routed::Local(backend, result) => {
                 if let Some(p) = pending.as_mut() {
                     p.backend.clone_from(&backend);
                 }
-                Handled::Ready(Some(self.finish(backend.as_deref(), result, pending)))
+                let mut resp = self.finish(backend.as_deref(), result, pending);
+                if let Some(edits) = backend
+                    .as_deref()
+                    .and_then(|b| ResponseEdits::of(b.policy.as_ref(), origin.as_ref()))
+                {
+                    edits.apply(resp.headers_mut());
+                }
+                Handled::Ready(Some(resp))
             }
             Routed::Forward {
                 backend,
@@ -235,6 +247,11 @@ impl Router {
                             .await
                     }));
                 }
+                let edits = ResponseEdits::of(backend.policy.as_ref(), origin.as_ref());
+                let pages = errors::ErrorPages::of(
+                    backend.policy.as_ref(),
+                    snapshot.http.default_backend(),
+                );
                 Handled::Forwarding(Box::pin(async move {
                     let slot = match admission.map(|a| a.settle()) {
                         None => None,
@@ -243,17 +260,44 @@ impl Router {
                             Err(e) => return router.finish(Some(&backend), Err(e), pending),
                         },
                     };
+                    if let Some(pages) = pages.as_deref()
+                        && pages.replaces_unserved(&backend)
+                    {
+                        let page =
+                            router.error_page(&upstream, pages, 503, &backend, &parts, &extra);
+                        let page = Box::pin(page).await;
+                        let mut resp = router.finish(Some(&backend), Ok(page), pending);
+                        if let Some(edits) = &edits {
+                            edits.apply(resp.headers_mut());
+                        }
+                        return resp;
+                    }
                     // Boxed: most requests have no body, and inline the read would grow
                     // every request's future.
-                    let body = if body.is_end_stream() {
-                        body
+                    let size = backend
+                        .policy()
+                        .client_body_buffer_size
+                        .unwrap_or(router.opts.limits.client_body_buffer_size);
+                    let body = if let Some(to) = &backend.policy().mirror_backend {
+                        let policy = backend.policy();
+                        let read = router
+                            .mirror_ingress(&upstream, policy, to, &parts, &extra, body, size);
+                        Box::pin(read).await
+                    } else if body.is_end_stream() {
+                        Ok(body)
                     } else {
-                        let size = router.opts.limits.client_body_buffer_size;
-                        match Box::pin(buffer(body, size)).await {
+                        Box::pin(buffer(body, size)).await
+                    };
+                    let body = {
+                        match body {
                             Ok(body) => body,
                             Err(e) => {
                                 let e = Error::from_request_body(e);
-                                return router.finish(Some(&backend), Err(e), pending);
+                                let mut resp = router.finish(Some(&backend), Err(e), pending);
+                                if let Some(edits) = &edits {
+                                    edits.apply(resp.headers_mut());
+                                }
+                                return resp;
                             }
                         }
                     };
@@ -267,9 +311,21 @@ impl Router {
                         upgrade,
                         session,
                     };
-                    let resp = router
+                    let mut resp = router
                         .send(&upstream, &backend, out, pending, started)
                         .await;
+                    if let Some(pages) = pages.as_deref()
+                        && pages.intercepts(resp.status().as_u16())
+                    {
+                        let code = resp.status().as_u16();
+                        drop(resp);
+                        let page =
+                            router.error_page(&upstream, pages, code, &backend, &parts, &extra);
+                        resp = Box::pin(page).await;
+                    }
+                    if let Some(edits) = &edits {
+                        edits.apply(resp.headers_mut());
+                    }
                     admission::hold(resp, slot)
                 }))
             }
@@ -428,6 +484,14 @@ impl Router {
                 matched.map(|m| Arc::clone(m.backend)),
                 fixed_redirect(code, url),
             );
+        }
+        // An admitted CORS preflight: answered by nginx's `return 204` in the rewrite
+        // phase, so before the HTTPS redirect and the access checks.
+        if let Some(resp) = policy
+            .and_then(|p| CorsReply::of(p, req.headers().get(header::ORIGIN)))
+            .and_then(|c| c.preflight(req.method()))
+        {
+            return Routed::Local(matched.map(|m| Arc::clone(m.backend)), Ok(resp));
         }
         let redirects = policy.map_or(tls_host && self.opts.ssl_redirect, |p| {
             p.redirects(tls_host, self.opts.ssl_redirect)

@@ -1,7 +1,12 @@
 //! What an Ingress's annotations ask of the requests its paths match: a typed value read by
 //! the router, never text passed anywhere. Parsed by `config::annotations`. Pure.
 
+pub mod cors;
+pub mod mirror;
+
 use std::{fmt, net::IpAddr, str::FromStr, sync::Arc, time::Duration};
+
+use hyper::header::{HeaderName, HeaderValue};
 
 use super::{affinity::Affinity, canary::CanaryRules};
 use super::{
@@ -134,6 +139,42 @@ pub struct RoutePolicy {
     pub permanent_redirect_code: Option<u16>,
     /// `upstream-vhost`: the `Host` sent upstream instead of the client's.
     pub upstream_vhost: Option<String>,
+    /// `enable-cors` and `cors-*` (present only when enabled).
+    pub cors: Option<Arc<cors::Cors>>,
+    /// `custom-headers`: the ConfigMap named, as (namespace if given, name); its data
+    /// become [`Self::response_headers`] when the Ingress is translated.
+    pub custom_headers: Option<(Option<String>, String)>,
+    /// The `custom-headers` ConfigMap's data: set on every response of the route.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `server-alias`: more host names for the Ingress's first host. Moved out of the
+    /// policy when the Ingress is translated (routing, not per-request policy).
+    pub server_alias: Vec<String>,
+    /// `default-backend`: the Service named (in the Ingress's namespace), resolved into
+    /// [`Self::default_backend`] when the Ingress is translated.
+    pub default_backend_service: Option<String>,
+    /// Its first port: answers instead of a route's Service that has no endpoints, and
+    /// the `custom-http-errors` pages (instead of the global default backend).
+    pub default_backend: Option<Arc<super::routes::Backend>>,
+    /// `custom-http-errors`: upstream statuses replaced by the default backend's answer
+    /// to a request describing the error (`X-Code`, ...); sorted.
+    pub custom_http_errors: Vec<u16>,
+    /// `service-upstream`: forward to the Service's ClusterIP and port (kube-proxy
+    /// balances) instead of its endpoints.
+    pub service_upstream: bool,
+    /// `client-body-buffer-size`: request bodies up to this many bytes are read whole
+    /// before an upstream connection is taken (longer ones stream), instead of
+    /// `--client-body-buffer-size`. nginx writes longer bodies to a temporary file;
+    /// nothing is written to disk here.
+    pub client_body_buffer_size: Option<usize>,
+    /// `mirror-target`: copies of the route's requests go here, fire and forget; resolved
+    /// into [`Self::mirror_backend`] when the Ingress is translated.
+    pub mirror_target: Option<mirror::MirrorTarget>,
+    /// `mirror-host`: the copies' `Host` (default: the target URL's).
+    pub mirror_host: Option<HeaderValue>,
+    /// `mirror-request-body: off`: copies go without the request body.
+    pub mirror_skip_body: bool,
+    /// Where the copies go: the target's address, or its Service's endpoints.
+    pub mirror_backend: Option<Arc<super::routes::Backend>>,
     /// `backend-protocol`: HTTP (the Service port's `appProtocol` decides), HTTPS, GRPC
     /// (h2c) or GRPCS (HTTP/2 over TLS).
     pub backend_protocol: BackendProtocol,

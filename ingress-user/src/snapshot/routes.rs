@@ -85,6 +85,19 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     upstream_tls: None,
     auth_tls: None,
     client_auth: None,
+    cors: None,
+    custom_headers: None,
+    response_headers: Vec::new(),
+    server_alias: Vec::new(),
+    default_backend_service: None,
+    default_backend: None,
+    custom_http_errors: Vec::new(),
+    service_upstream: false,
+    client_body_buffer_size: None,
+    mirror_target: None,
+    mirror_host: None,
+    mirror_skip_body: false,
+    mirror_backend: None,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes
@@ -522,6 +535,8 @@ pub struct RouteTable {
     default_backend: Option<Arc<Backend>>,
     tls: Arc<TlsHosts>,
     len: usize,
+    /// `server-alias`: a host with no rules of its own → the host whose paths answer it.
+    aliases: Arc<FastMap<String, HostMatch>>,
 }
 
 /// Why [`RouteTable::insert`] refused a rule.
@@ -610,6 +625,25 @@ impl RouteTable {
         }
     }
 
+    /// Replaces the `server-alias` hosts (alias → the host whose paths answer it).
+    pub fn set_aliases(&mut self, aliases: FastMap<String, HostMatch>) {
+        if aliases.is_empty() && self.aliases.is_empty() {
+            return;
+        }
+        self.aliases = Arc::new(aliases);
+    }
+
+    /// The `server-alias` hosts, sorted (for reports and tests).
+    pub fn aliases(&self) -> Vec<(String, HostMatch)> {
+        let mut v: Vec<_> = self
+            .aliases
+            .iter()
+            .map(|(a, h)| (a.clone(), h.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Sets the backend used when no rule matches (Ingress `defaultBackend`, else
     /// `--default-backend-service`).
     pub fn set_default_backend(&mut self, backend: Option<Arc<Backend>>) {
@@ -634,6 +668,15 @@ impl RouteTable {
             .exact_hosts
             .get(host.as_ref())
             .and_then(|r| Some((r, r.find(path)?)))
+            .or_else(|| {
+                // An alias is an exact server name: after exact hosts, before wildcards
+                // (nginx's server_name order).
+                if self.aliases.is_empty() {
+                    return None;
+                }
+                let routes = self.host(self.aliases.get(host.as_ref())?)?;
+                Some((routes, routes.find(path)?))
+            })
             .or_else(|| {
                 wildcard_suffix(&host)
                     .and_then(|s| self.wildcard_hosts.get(s))

@@ -43,6 +43,9 @@ pub struct KubeSourceConfig {
     pub tcp_configmap: Option<(String, String)>,
     /// The UDP services ConfigMap, as (namespace, name).
     pub udp_configmap: Option<(String, String)>,
+    /// Watch every ConfigMap of the watched namespace(s), for the `custom-headers`
+    /// annotation (only when `--global-allowed-response-headers` lets it set anything).
+    pub all_configmaps: bool,
 }
 
 /// Why the kube source could not start.
@@ -128,9 +131,15 @@ pub async fn run(client: Client, cfg: KubeSourceConfig, tx: UpdateTx) {
         .into_iter()
         .flatten()
         .collect();
-    for (ns, name) in config_maps {
+    if cfg.all_configmaps {
+        w.watch::<ConfigMap>(scoped(&client, ns), watcher::Config::default());
+    }
+    for (cm_ns, name) in config_maps {
+        if cfg.all_configmaps && ns.is_none_or(|ns| ns == cm_ns) {
+            continue; // already watched
+        }
         let by_name = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        w.watch::<ConfigMap>(Api::namespaced(client.clone(), ns), by_name);
+        w.watch::<ConfigMap>(Api::namespaced(client.clone(), cm_ns), by_name);
     }
     if serves_gateway_api(&client).await {
         w.watch::<Namespace>(Api::all(client.clone()), watcher::Config::default());

@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
         watch_namespace: None,
         tcp_configmap: Some(("ingress-nginx".into(), "tcp-services".into())),
         udp_configmap: None,
+        all_configmaps: false,
     };
     let source = tokio::spawn(run(client.clone(), cfg, tx));
     let with_controller = std::env::var_os("NO_CONTROLLER").is_none();

@@ -21,6 +21,7 @@ use crate::{
 struct Canonical {
     routes: Vec<String>,
     default_backend: Option<String>,
+    aliases: Vec<(String, crate::snapshot::routes::HostMatch)>,
     tls_hosts: TlsHosts,
     certs: Vec<(String, String)>,
     default_cert: Option<String>,
@@ -58,6 +59,7 @@ fn canonical(s: &Snapshot) -> Canonical {
             })
             .collect(),
         default_backend: s.http.default_backend().map(|b| backend(b)),
+        aliases: s.http.aliases(),
         tls_hosts: s.http.tls_hosts().clone(),
         certs: s
             .tls
@@ -119,6 +121,23 @@ const ANNOTATIONS: &[(&str, &str)] = &[
     ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "b/c1"),
     ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "a/missing"),
     ("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on"),
+    (
+        "nginx.ingress.kubernetes.io/mirror-target",
+        "http://api.a/m$request_uri",
+    ),
+    (
+        "nginx.ingress.kubernetes.io/mirror-target",
+        "http://10.0.0.9:81",
+    ),
+    ("nginx.ingress.kubernetes.io/service-upstream", "true"),
+    ("nginx.ingress.kubernetes.io/default-backend", "api"),
+    ("nginx.ingress.kubernetes.io/default-backend", "gone"),
+    ("nginx.ingress.kubernetes.io/custom-http-errors", "404,503"),
+    ("nginx.ingress.kubernetes.io/server-alias", "y.com, z.com"),
+    ("nginx.ingress.kubernetes.io/server-alias", "b.x.com"),
+    ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+    ("nginx.ingress.kubernetes.io/custom-headers", "hdr"),
+    ("nginx.ingress.kubernetes.io/custom-headers", "a/hdr"),
     ("nginx.ingress.kubernetes.io/proxy-read-timeout", "5"),
     ("nginx.ingress.kubernetes.io/proxy-body-size", "1k"),
     ("nginx.ingress.kubernetes.io/use-regex", "true"),
@@ -230,6 +249,11 @@ fn random_service(rng: &mut Rng, ns: &str, name: &str) -> Object {
         ports.push(("grpc", 90, "grpc"));
     }
     let mut s = service(ns, name, &ports);
+    if rng.chance(50)
+        && let Some(spec) = s.spec.as_mut()
+    {
+        spec.cluster_ip = Some("10.96.0.1".into());
+    }
     if rng.chance(30)
         && let Some(p) = s
             .spec
@@ -264,7 +288,16 @@ fn random_change(rng: &mut Rng) -> Change {
     let ns = rng.pick(&NAMESPACES);
     let n = rng.below(4);
     let delete = rng.chance(20);
+    let custom_headers = rng.chance(50);
     let (kind, name, object): (Kind, String, MakeObject) = match rng.below(11) {
+        8 if custom_headers => (Kind::ConfigMap, "hdr".to_owned(), |rng, ns, name| {
+            let data: &[(&str, &str)] = match rng.below(3) {
+                0 => &[("X-A", "1")],
+                1 => &[("X-A", "2"), ("X-Not-Allowed", "3")],
+                _ => &[],
+            };
+            config_map(ns, name, data).into()
+        }),
         0..=3 => (Kind::Ingress, format!("i{n}"), random_ingress),
         4 => (
             Kind::Service,
@@ -326,7 +359,7 @@ fn random_change(rng: &mut Rng) -> Change {
     };
     let ns = match kind {
         Kind::IngressClass => "",
-        Kind::ConfigMap => "ingress",
+        Kind::ConfigMap if !custom_headers => "ingress",
         _ => ns,
     };
     if delete {
@@ -346,6 +379,7 @@ fn options() -> Options {
             namespace: "a".into(),
             name: "web".into(),
         }),
+        allowed_response_headers: vec![hyper::header::HeaderName::from_static("x-a")],
         ..Options::default()
     }
 }

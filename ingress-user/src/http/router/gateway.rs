@@ -378,7 +378,7 @@ impl Router {
         resp
     }
 
-    fn count_mirror(&self, m: &Mirror, outcome: &'static str) {
+    pub(super) fn count_mirror(&self, m: &Mirror, outcome: &'static str) {
         self.metrics
             .mirrors
             .get_or_create(&MirrorLabels {
@@ -389,7 +389,7 @@ impl Router {
     }
 
     /// Sends a copy of the request to the mirror's backend from a task of its own.
-    fn mirror(
+    pub(super) fn mirror(
         self: &Arc<Self>,
         upstream: &Arc<Upstream>,
         m: &Mirror,
