@@ -41,6 +41,8 @@ fn service(protocol: L4Protocol, port: u16, endpoints: &[SocketAddr]) -> L4Servi
         endpoints: endpoints.to_vec(),
         proxy_protocol_in: false,
         proxy_protocol_out: false,
+        addrs: Vec::new(),
+        split: Vec::new(),
     }
 }
 

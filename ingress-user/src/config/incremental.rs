@@ -28,7 +28,7 @@ use super::{
     L4Service, Options, Problem, Snapshot,
     backend::{Cells, Resolver},
     class::ClassFilter,
-    gateway::{self, status::Statuses},
+    gateway::{self, l4routes::L4Plan, status::Statuses},
     ingress::{self, Age, SecretCache, Translated},
     l4,
     store::{Applied, Change, Key, Kind, Objects},
@@ -69,6 +69,8 @@ pub struct Engine {
     l4_problems: Vec<Problem>,
     gateway: Arc<GatewayPlane>,
     gateway_problems: Vec<Problem>,
+    /// TCP/UDP listeners with their routes: resolved into `l4` with the ConfigMap entries.
+    gateway_l4: Vec<L4Plan>,
     /// Ingress hosts a Gateway serves instead.
     shadowed: Vec<Problem>,
     statuses: Arc<Statuses>,
@@ -136,6 +138,8 @@ impl Engine {
                 | Kind::GatewayClass
                 | Kind::Gateway
                 | Kind::HTTPRoute
+                | Kind::TCPRoute
+                | Kind::UDPRoute
                 | Kind::ReferenceGrant,
                 ..,
             ) => self.dirty.gateway = true,
@@ -158,7 +162,11 @@ impl Engine {
                 self.dirty.tls = true;
                 self.dirty.gateway |= self.has_gateway_api();
             }
-            Applied::Object(Kind::ConfigMap, ..) => self.dirty.l4 = true,
+            Applied::Object(Kind::ConfigMap, ..) => {
+                self.dirty.l4 = true;
+                // A ConfigMap entry wins a TCP/UDP listener's port.
+                self.dirty.gateway |= self.has_gateway_api();
+            }
         }
         self.dirty.any = true;
         true
@@ -210,12 +218,6 @@ impl Engine {
         if redo_default {
             self.merge_default();
         }
-        if dirty.l4 {
-            let resolver = Resolver::new(&self.objects);
-            let mut problems = Vec::new();
-            self.l4 = l4::table(&self.objects, &self.opts, resolver, &mut problems);
-            self.l4_problems = problems;
-        }
         if dirty.gateway {
             let t = gateway::translate(
                 &self.objects,
@@ -226,6 +228,14 @@ impl Engine {
             self.gateway = Arc::new(t.plane);
             self.gateway_problems = t.problems;
             self.statuses = Arc::new(t.statuses);
+            self.gateway_l4 = t.l4;
+        }
+        if dirty.l4 || dirty.gateway {
+            let resolver = Resolver::new(&self.objects);
+            let mut problems = Vec::new();
+            self.l4 = l4::table(&self.objects, &self.opts, resolver, &mut problems);
+            l4::add_gateway(&mut self.l4, &self.gateway_l4, resolver);
+            self.l4_problems = problems;
         }
         if dirty.gateway || !hosts.is_empty() {
             self.shadowed = gateway::shadowed(&self.table, &self.gateway, &self.opts);
