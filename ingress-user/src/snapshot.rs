@@ -128,7 +128,11 @@ impl L4Service {
     /// both shares.
     pub fn shares(&self) -> Vec<(Share, f64)> {
         if self.split.is_empty() {
-            return self.endpoints.iter().map(|e| (Share::To(*e), 1.0)).collect();
+            return self
+                .endpoints
+                .iter()
+                .map(|e| (Share::To(*e), 1.0))
+                .collect();
         }
         let mut out: Vec<(Share, f64)> = self
             .endpoints

@@ -9,8 +9,8 @@
 use super::{
     L4Protocol, L4Service, NamespacedName, ObjectRef, Options, Problem,
     backend::{self, PortSpec, Resolver},
-    problem::Severity,
     gateway::l4routes::{self, L4Plan},
+    problem::Severity,
     store::Objects,
 };
 

@@ -94,7 +94,11 @@ pub fn weighted<K: AsRef<[u8]>>(
     let turn: Vec<f64> = (0..keys.len())
         .map(|i| {
             let w = weights.get(i).copied().unwrap_or(0.0);
-            if w.is_finite() && w > 0.0 { w / max } else { 0.0 }
+            if w.is_finite() && w > 0.0 {
+                w / max
+            } else {
+                0.0
+            }
         })
         .collect();
     let mut credit = vec![0.0f64; keys.len()];
@@ -245,12 +249,18 @@ mod tests {
         let size = 65537;
         for (rule, w) in rows {
             let t = weighted(&keys(w.len()), w, size).expect("table");
-            assert!(t.iter().all(|s| (*s as usize) < w.len()), "{rule}: unowned slot");
+            assert!(
+                t.iter().all(|s| (*s as usize) < w.len()),
+                "{rule}: unowned slot"
+            );
             let total: f64 = w.iter().sum();
             for (i, c) in counts(&t, w.len()).into_iter().enumerate() {
                 let want = w[i] / total;
                 let got = c as f64 / f64::from(size);
-                assert!((got - want).abs() < 0.01, "{rule}: key {i} owns {got:.4}, weight share {want:.4}");
+                assert!(
+                    (got - want).abs() < 0.01,
+                    "{rule}: key {i} owns {got:.4}, weight share {want:.4}"
+                );
                 if w[i] == 0.0 {
                     assert_eq!(c, 0, "{rule}: weight 0 owns slots");
                 }

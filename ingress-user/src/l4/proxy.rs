@@ -144,6 +144,10 @@ pub struct BindError {
 struct Target {
     service: ServiceRef,
     endpoints: Vec<SocketAddr>,
+    /// Weighted routes (Gateway API backendRefs): the round-robin order, each endpoint as
+    /// often as its share and `None` for the rejected share. Empty: plain round-robin over
+    /// `endpoints`.
+    picks: Vec<Option<SocketAddr>>,
     proxy_protocol_in: bool,
     proxy_protocol_out: bool,
 }
@@ -153,10 +157,36 @@ impl From<&L4Service> for Target {
         Self {
             service: s.service.clone(),
             endpoints: s.endpoints.clone(),
+            picks: picks(s),
             proxy_protocol_in: s.proxy_protocol_in,
             proxy_protocol_out: s.proxy_protocol_out,
         }
     }
+}
+
+/// Length of a weighted pick list: prime (a Maglev table), and fine enough that a share is
+/// exact to 0.2%.
+const PICKS: u32 = 509;
+
+/// The weighted round-robin order of a service with a split (see [`Target::picks`]): a
+/// small Maglev table, so an endpoint's turns are spread over the rotation.
+fn picks(s: &L4Service) -> Vec<Option<SocketAddr>> {
+    if s.split.is_empty() {
+        return Vec::new();
+    }
+    let shares = s.shares();
+    let keys: Vec<String> = shares.iter().map(|(sh, _)| format!("{sh:?}")).collect();
+    let weights: Vec<f64> = shares.iter().map(|(_, w)| *w).collect();
+    let Ok(table) = super::maglev::weighted(&keys, &weights, PICKS) else {
+        return Vec::new();
+    };
+    table
+        .into_iter()
+        .map(|i| match shares.get(i as usize) {
+            Some((crate::snapshot::Share::To(a), _)) => Some(*a),
+            _ => None,
+        })
+        .collect()
 }
 
 /// State one listener's tasks share.
@@ -173,6 +203,18 @@ struct Shared {
 impl Shared {
     /// The next endpoint in round-robin order, skipping `not` when another one exists.
     fn pick(&self, target: &Target, not: Option<SocketAddr>) -> Option<SocketAddr> {
+        if !target.picks.is_empty() {
+            let p = &target.picks;
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            return match p[i % p.len()] {
+                // A retry goes to the next turn that is another endpoint.
+                Some(ep) if Some(ep) == not => (1..p.len())
+                    .filter_map(|d| p[(i + d) % p.len()])
+                    .find(|e| Some(*e) != not)
+                    .or(Some(ep)),
+                other => other,
+            };
+        }
         let eps = &target.endpoints;
         if eps.is_empty() {
             return None;

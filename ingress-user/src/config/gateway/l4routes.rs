@@ -186,7 +186,11 @@ struct Route<'a> {
 
 /// Attaches every TCPRoute and UDPRoute that names a Gateway of ours, recording parent
 /// statuses, listener `attachedRoutes` and Problems; gives the listeners to serve.
-pub fn attach(objects: &Objects, gateways: &mut [Resolved<'_>], out: &mut Translated) -> Vec<L4Plan> {
+pub fn attach(
+    objects: &Objects,
+    gateways: &mut [Resolved<'_>],
+    out: &mut Translated,
+) -> Vec<L4Plan> {
     let mut routes: Vec<Route<'_>> = objects
         .tcp_routes
         .values()
@@ -211,8 +215,7 @@ pub fn attach(objects: &Objects, gateways: &mut [Resolved<'_>], out: &mut Transl
         let object = object_ref(route.kind, &rkey);
         let route_gen = generation(route.meta);
         let mut parents = Vec::new();
-        let mut planned: Option<(Vec<PlannedBackend>, Result<(), (&'static str, String)>)> =
-            None;
+        let mut planned: Option<(Vec<PlannedBackend>, Result<(), (&'static str, String)>)> = None;
         for (pi, parent) in route.spec.parent_refs.iter().enumerate() {
             let group = parent.group.as_deref().unwrap_or(types::GROUP);
             let kind = parent.kind.as_deref().unwrap_or("Gateway");
@@ -229,13 +232,14 @@ pub fn attach(objects: &Objects, gateways: &mut [Resolved<'_>], out: &mut Transl
             let (backends, resolved) = planned.get_or_insert_with(|| {
                 plan_backends(objects, route, &rkey, &object, &mut out.problems)
             });
-            let accepted = attach_parent(objects, route, &rkey, parent, gi, gateways, &served)
-                .map(|listeners| {
+            let accepted = attach_parent(objects, route, &rkey, parent, gi, gateways, &served).map(
+                |listeners| {
                     for li in listeners {
                         gateways[gi].listeners[li].attached += 1;
                         served.insert((gi, li), (object.clone(), backends.clone()));
                     }
-                });
+                },
+            );
             if let Err((_, msg)) = &accepted {
                 out.problems.push(Problem {
                     object: object.clone(),
@@ -491,9 +495,7 @@ fn service(plan: &L4Plan, resolver: Resolver<'_>) -> L4Service {
     let mut split = Vec::with_capacity(plan.backends.len());
     for b in &plan.backends {
         let found = b.target.as_ref().and_then(|(ns, name, port)| {
-            resolver
-                .port(ns, name, &PortSpec::Number(*port), udp)
-                .ok()
+            resolver.port(ns, name, &PortSpec::Number(*port), udp).ok()
         });
         let endpoints = match found {
             Some((svc, sp)) => {
@@ -531,3 +533,6 @@ fn service(plan: &L4Plan, resolver: Resolver<'_>) -> L4Service {
         split,
     }
 }
+
+#[cfg(test)]
+mod tests;
