@@ -354,3 +354,168 @@ fn weighted_split_and_route_change_in_xdp() {
 fn weighted_split_and_route_change_in_tc() {
     weighted_split_and_route_change("tc", Offloads::Default);
 }
+
+/// Kube mode through the userspace proxy: TCPRoute and Gateway from the (fake) API server,
+/// new connections split 3:1 by the route's weights, and the status `--update-status`
+/// writes on the TCPRoute (parent Accepted and ResolvedRefs, our controllerName) and on the
+/// TCP listener (attachedRoutes, supportedKinds).
+#[tokio::test]
+async fn tcp_route_in_kube_mode_through_the_userspace_proxy() {
+    use ingress_tests::{
+        fake_api::FakeApi,
+        process::{IngressProcess, Source as ProcSource},
+        servers::free_tcp_port,
+    };
+    let local = |name: &'static str| {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().expect("clone");
+                    for line in BufReader::new(conn).lines() {
+                        if line.is_err() || writeln!(w, "{name}").is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    };
+    let (one, two) = (local("one"), local("two"));
+    let listen = free_tcp_port();
+    let svc = |name: &str, port: u16| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{ports: [{{port: 7000, targetPort: {port}}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{port: {port}}}]\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\n"
+        )
+    };
+    let objects = format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: xdp}}
+spec: {{controllerName: xdp-ingress.dev/controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: xdp
+  listeners: [{{name: tcp, port: {listen}, protocol: TCP}}]
+{}{}---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: names, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - backendRefs:
+    - {{name: one, port: 7000, weight: 3}}
+    - {{name: two, port: 7000, weight: 1}}
+",
+        svc("one", one),
+        svc("two", two)
+    );
+    let api = FakeApi::start().await;
+    let file = api
+        .kubeconfig_path
+        .parent()
+        .expect("kubeconfig dir")
+        .join("gateway-l4.yaml");
+    fs::write(&file, objects).expect("write objects");
+    let out = api
+        .kubectl(&["apply", "-f", file.to_str().expect("utf-8")])
+        .await;
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let proc = IngressProcess::start_with(
+        ProcSource::Kube(&api.kubeconfig_path),
+        &["--update-status"],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|log| panic!("xdp-ingress did not become ready: {log}"));
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], listen));
+    let count = move || {
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for _ in 0..400 {
+            let name = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .ok()
+                .map(|s| {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    ask(&mut BufReader::new(s))
+                })
+                .unwrap_or_default();
+            *counts.entry(name).or_default() += 1;
+        }
+        counts
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let counts = loop {
+        let counts = tokio::task::spawn_blocking(count).await.expect("count");
+        if counts.keys().all(|k| !k.is_empty()) || Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let one_share = f64::from(counts.get("one").copied().unwrap_or(0)) / 400.0;
+    assert!(
+        (one_share - 0.75).abs() <= 0.05,
+        "3:1 split expected, got {counts:?}; log:\n{}",
+        proc.log()
+    );
+
+    // The status the leader writes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let route = api.object(
+            "gateway.networking.k8s.io/v1alpha2",
+            "TCPRoute",
+            "default",
+            "names",
+        );
+        let gw = api.object("gateway.networking.k8s.io/v1", "Gateway", "default", "gw");
+        let parent = route
+            .as_ref()
+            .map(|r| r["status"]["parents"][0].clone())
+            .unwrap_or_default();
+        let listener = gw
+            .as_ref()
+            .map(|g| g["status"]["listeners"][0].clone())
+            .unwrap_or_default();
+        let conds = |v: &serde_json::Value| -> Vec<(String, String)> {
+            v["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    (
+                        c["type"].as_str().unwrap_or_default().to_owned(),
+                        c["status"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let route_ok = parent["controllerName"] == "xdp-ingress.dev/controller"
+            && conds(&parent)
+                == [
+                    ("Accepted".to_owned(), "True".to_owned()),
+                    ("ResolvedRefs".to_owned(), "True".to_owned()),
+                ];
+        let listener_ok =
+            listener["attachedRoutes"] == 1 && listener["supportedKinds"][0]["kind"] == "TCPRoute";
+        if route_ok && listener_ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status not written: route parent {parent}, listener {listener}; log:\n{}",
+            proc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
