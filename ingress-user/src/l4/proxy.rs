@@ -15,7 +15,9 @@
 //! alike. It spreads a single client evenly (the benchmark case), where a hash of the
 //! client address would pin it to one endpoint; stickiness is not needed, since each TCP
 //! connection and each UDP session keeps its endpoint for its whole life. A failed TCP
-//! connect is retried once on the next endpoint.
+//! connect is retried once on the next endpoint. A Gateway API route's weighted backendRefs
+//! make the rotation weighted (a small Maglev table, see [`Target`]), with turns that reject
+//! for the share of an invalid backendRef.
 
 pub mod proxy_protocol;
 pub mod stats;

@@ -242,6 +242,19 @@ impl MapSync {
                         Share::Reject => Some((REJECT, *w)),
                     })
                     .collect();
+                // Endpoints of weight 0 own no slots but stay in the list: they take no
+                // new flows, and their UDP flows are not purged (only leaving does that).
+                for e in s
+                    .split
+                    .iter()
+                    .filter(|x| x.weight == 0)
+                    .flat_map(|x| &x.endpoints)
+                {
+                    let b = backend(*e);
+                    if b.family == family && !eps.iter().any(|(x, _)| *x == b) {
+                        eps.push((b, 0.0));
+                    }
+                }
                 // A family without endpoints is left out (nothing answers there), unless
                 // the service has none at all: then both families reject, and count it.
                 if real(&eps).next().is_none() && !s.endpoints.is_empty() {

@@ -2,7 +2,7 @@
 //! forwards (the eBPF NAT, or the userspace proxy), exactly like a tcp/udp-services
 //! ConfigMap entry, and the one route attached to it says to which endpoints, by weight.
 //!
-//! Rules (documented in docs/gateway-api.md):
+//! Rules (documented in the README's Gateway API section):
 //! - A ConfigMap entry and a TCP/UDP listener on the same port and protocol: the ConfigMap
 //!   wins. It is the operator's (a controller flag names it) and the older API; a Gateway
 //!   must not take over traffic that is already served. The listener gets

@@ -427,3 +427,50 @@ fn gateway_addresses_scope_the_service() {
     let want: Vec<std::net::IpAddr> = vec!["10.9.0.1".parse().unwrap(), "fd00::1".parse().unwrap()];
     assert_eq!(snap.l4[0].addrs, want);
 }
+
+/// The UDPRoute conformance tests' expectations, on the UDP listener `dns` (5300).
+#[test]
+fn udp_route_table() {
+    let dns = addrs(&["10.0.2.1:5353"]);
+    #[rustfmt::skip]
+    let rows: Vec<(&str, &str, &str, Vec<(&str, bool, &str)>, Option<Vec<L4Split>>)> = vec![
+        // UDPRouteParentRefPortAndSectionName (udproute-parentref-port-and-section-name.go)
+        ("UDPRouteParentRefPortAndSectionName: by port", "{name: gw, port: 5300}", "[{name: dns, port: 53}]",
+         vec![ACCEPTED, RESOLVED], Some(vec![L4Split { weight: 1, endpoints: dns.clone() }])),
+        ("UDPRouteParentRefPortAndSectionName: by sectionName", "{name: gw, sectionName: dns}", "[{name: dns, port: 53}]",
+         vec![ACCEPTED, RESOLVED], Some(vec![L4Split { weight: 1, endpoints: dns.clone() }])),
+        ("UDPRouteParentRefPortAndSectionName: neither (every UDP listener)", "{name: gw}", "[{name: dns, port: 53}]",
+         vec![ACCEPTED, RESOLVED], Some(vec![L4Split { weight: 1, endpoints: dns.clone() }])),
+        ("a TCP listener takes no UDPRoute", "{name: gw, sectionName: one}", "[{name: dns, port: 53}]",
+         vec![("Accepted", false, "NotAllowedByListeners"), RESOLVED], None),
+        // UDPRouteInvalidCrossNamespaceBackendRef (udproute-invalid-cross-namespace-backend-ref.go):
+        // still Accepted; ResolvedRefs False, RefNotPermitted; the share is rejected.
+        ("UDPRouteInvalidCrossNamespaceBackendRef", "{name: gw}", "[{name: far, namespace: apps, port: 7003}]",
+         vec![ACCEPTED, ("ResolvedRefs", false, "RefNotPermitted")], Some(vec![L4Split { weight: 1, endpoints: vec![] }])),
+        // UDPRouteWeightedRouting (udproute-weighted-routing.go): a backend of weight 0 gets nothing.
+        ("UDPRouteWeightedRouting: weight 0", "{name: gw}", "[{name: dns, port: 53, weight: 0}, {name: dns, port: 53, weight: 5}]",
+         vec![ACCEPTED, RESOLVED], Some(vec![L4Split { weight: 0, endpoints: dns.clone() }, L4Split { weight: 5, endpoints: dns.clone() }])),
+    ];
+    for (rule, parent, refs, want, split) in rows {
+        let yaml = format!(
+            "{BASE}{}",
+            route(
+                "UDPRoute",
+                "u",
+                &format!("  parentRefs: [{parent}]\n  rules: [{{backendRefs: {refs}}}]\n")
+            )
+        );
+        let (snap, s) = run(&yaml);
+        assert_eq!(parents(&s, "UDPRoute", "u"), [want], "{rule}");
+        let got: Vec<_> = snap
+            .l4
+            .iter()
+            .map(|l| (l.protocol, l.port, l.split.clone()))
+            .collect();
+        let want: Vec<_> = split
+            .into_iter()
+            .map(|s| (L4Protocol::Udp, 5300, s))
+            .collect();
+        assert_eq!(got, want, "{rule}");
+    }
+}
