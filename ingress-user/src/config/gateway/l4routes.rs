@@ -176,6 +176,9 @@ pub fn ports(gateways: &mut [Resolved<'_>], objects: &Objects, opts: &Options) {
     }
 }
 
+/// `Err((reason, message))` of a condition that is False.
+type Verdict = Result<(), (&'static str, String)>;
+
 /// A route of either kind, as this module reads it.
 struct Route<'a> {
     kind: &'static str,
@@ -215,7 +218,7 @@ pub fn attach(
         let object = object_ref(route.kind, &rkey);
         let route_gen = generation(route.meta);
         let mut parents = Vec::new();
-        let mut planned: Option<(Vec<PlannedBackend>, Result<(), (&'static str, String)>)> = None;
+        let mut planned: Option<(Vec<PlannedBackend>, Verdict)> = None;
         for (pi, parent) in route.spec.parent_refs.iter().enumerate() {
             let group = parent.group.as_deref().unwrap_or(types::GROUP);
             let kind = parent.kind.as_deref().unwrap_or("Gateway");
@@ -409,7 +412,7 @@ fn plan_backends(
     rkey: &Key,
     object: &ObjectRef,
     problems: &mut Vec<Problem>,
-) -> (Vec<PlannedBackend>, Result<(), (&'static str, String)>) {
+) -> (Vec<PlannedBackend>, Verdict) {
     let resolver = Resolver::new(objects);
     let mut resolved = Ok(());
     let mut out = Vec::new();

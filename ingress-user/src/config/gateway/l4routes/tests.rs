@@ -138,7 +138,7 @@ fn addrs(list: &[&str]) -> Vec<SocketAddr> {
 }
 
 /// `(type, status, reason)` of route `name`'s parents.
-fn parents(s: &Statuses, kind: &str, name: &str) -> Vec<Vec<(&'static str, bool, &'static str)>> {
+fn parents(s: &Statuses, kind: &str, name: &str) -> Vec<Vec<C>> {
     let r = s
         .routes
         .iter()
@@ -156,10 +156,7 @@ fn parents(s: &Statuses, kind: &str, name: &str) -> Vec<Vec<(&'static str, bool,
 }
 
 /// `(attachedRoutes, conditions)` of a listener of `infra/gw`.
-fn listener(
-    s: &Statuses,
-    name: &str,
-) -> (i32, Vec<(&'static str, bool, &'static str)>, Vec<String>) {
+fn listener(s: &Statuses, name: &str) -> (i32, Vec<C>, Vec<String>) {
     let l = s.gateways[0]
         .listeners
         .iter()
@@ -175,6 +172,9 @@ fn listener(
     )
 }
 
+/// `(type, status, reason)` of a condition.
+type C = (&'static str, bool, &'static str);
+
 const ACCEPTED: (&str, bool, &str) = ("Accepted", true, "Accepted");
 const RESOLVED: (&str, bool, &str) = ("ResolvedRefs", true, "ResolvedRefs");
 
@@ -183,7 +183,7 @@ const RESOLVED: (&str, bool, &str) = ("ResolvedRefs", true, "ResolvedRefs");
 #[test]
 fn attachment_table() {
     #[rustfmt::skip]
-    let rows: &[(&str, &str, Vec<(&str, bool, &str)>, &[u16])] = &[
+    let rows: &[(&str, &str, Vec<C>, &[u16])] = &[
         // TCPRouteParentRefPortAndSectionName (tcproute-parentref-port-and-section-name.go)
         ("TCPRouteParentRefPortAndSectionName: by port", "{name: gw, port: 9001}", vec![ACCEPTED, RESOLVED], &[9001]),
         ("TCPRouteParentRefPortAndSectionName: by sectionName", "{name: gw, sectionName: two}", vec![ACCEPTED, RESOLVED], &[9002]),
@@ -206,7 +206,11 @@ fn attachment_table() {
             )
         );
         let (snap, s) = run(&yaml);
-        assert_eq!(parents(&s, "TCPRoute", "r"), [want.clone()], "{rule}");
+        assert_eq!(
+            parents(&s, "TCPRoute", "r"),
+            std::slice::from_ref(want),
+            "{rule}"
+        );
         let got: Vec<u16> = snap.l4.iter().map(|l| l.port).collect();
         assert_eq!(got, *ports, "{rule}");
         for l in &snap.l4 {
@@ -228,29 +232,84 @@ fn backend_table() {
         endpoints: e.to_vec(),
     };
     #[rustfmt::skip]
-    let rows: Vec<(&str, &str, &str, (&str, bool, &str), Vec<L4Split>, Vec<&str>)> = vec![
+    type Row<'a> = (&'a str, &'a str, &'a str, C, Vec<L4Split>, Vec<&'a str>);
+    let rows: Vec<Row<'_>> = vec![
         // TCPRouteWeightedRouting (tcproute-weighted-routing.go): 70/30.
-        ("TCPRouteWeightedRouting", "[{name: v1, port: 7001, weight: 70}, {name: v2, port: 7002, weight: 30}]", "",
-         RESOLVED, vec![split(70, &v1), split(30, &v2)], vec![]),
-        ("default weight 1", "[{name: v1, port: 7001}, {name: v2, port: 7002}]", "",
-         RESOLVED, vec![split(1, &v1), split(1, &v2)], vec![]),
-        ("weight 0 keeps its endpoints out of the union", "[{name: v1, port: 7001, weight: 0}, {name: v2, port: 7002}]", "",
-         RESOLVED, vec![split(0, &v1), split(1, &v2)], vec![]),
-        ("unknown Service: its share is rejected", "[{name: v1, port: 7001}, {name: nope, port: 1}]", "",
-         ("ResolvedRefs", false, "BackendNotFound"), vec![split(1, &v1), split(1, &[])], vec!["unknown_service"]),
-        ("unknown Service port", "[{name: v1, port: 7999}]", "",
-         ("ResolvedRefs", false, "BackendNotFound"), vec![split(1, &[])], vec!["unknown_service_port"]),
-        ("no port", "[{name: v1}]", "",
-         ("ResolvedRefs", false, "BackendNotFound"), vec![split(1, &[])], vec!["unknown_service_port"]),
-        ("unsupported kind", "[{group: example.com, kind: Thing, name: v1, port: 7001}]", "",
-         ("ResolvedRefs", false, "InvalidKind"), vec![split(1, &[])], vec!["invalid_backend_kind"]),
+        (
+            "TCPRouteWeightedRouting",
+            "[{name: v1, port: 7001, weight: 70}, {name: v2, port: 7002, weight: 30}]",
+            "",
+            RESOLVED,
+            vec![split(70, &v1), split(30, &v2)],
+            vec![],
+        ),
+        (
+            "default weight 1",
+            "[{name: v1, port: 7001}, {name: v2, port: 7002}]",
+            "",
+            RESOLVED,
+            vec![split(1, &v1), split(1, &v2)],
+            vec![],
+        ),
+        (
+            "weight 0 keeps its endpoints out of the union",
+            "[{name: v1, port: 7001, weight: 0}, {name: v2, port: 7002}]",
+            "",
+            RESOLVED,
+            vec![split(0, &v1), split(1, &v2)],
+            vec![],
+        ),
+        (
+            "unknown Service: its share is rejected",
+            "[{name: v1, port: 7001}, {name: nope, port: 1}]",
+            "",
+            ("ResolvedRefs", false, "BackendNotFound"),
+            vec![split(1, &v1), split(1, &[])],
+            vec!["unknown_service"],
+        ),
+        (
+            "unknown Service port",
+            "[{name: v1, port: 7999}]",
+            "",
+            ("ResolvedRefs", false, "BackendNotFound"),
+            vec![split(1, &[])],
+            vec!["unknown_service_port"],
+        ),
+        (
+            "no port",
+            "[{name: v1}]",
+            "",
+            ("ResolvedRefs", false, "BackendNotFound"),
+            vec![split(1, &[])],
+            vec!["unknown_service_port"],
+        ),
+        (
+            "unsupported kind",
+            "[{group: example.com, kind: Thing, name: v1, port: 7001}]",
+            "",
+            ("ResolvedRefs", false, "InvalidKind"),
+            vec![split(1, &[])],
+            vec!["invalid_backend_kind"],
+        ),
         // UDPRouteInvalidCrossNamespaceBackendRef (udproute-invalid-cross-namespace-backend-ref.go),
         // here for TCP: still Accepted, ResolvedRefs False with RefNotPermitted.
-        ("cross-namespace without a ReferenceGrant", "[{name: far, namespace: apps, port: 7003}]", "",
-         ("ResolvedRefs", false, "RefNotPermitted"), vec![split(1, &[])], vec!["ref_not_permitted"]),
+        (
+            "cross-namespace without a ReferenceGrant",
+            "[{name: far, namespace: apps, port: 7003}]",
+            "",
+            ("ResolvedRefs", false, "RefNotPermitted"),
+            vec![split(1, &[])],
+            vec!["ref_not_permitted"],
+        ),
         // TCPRouteReferenceGrant (tcproute-reference-grant.go)
-        ("TCPRouteReferenceGrant", "[{name: far, namespace: apps, port: 7003}]", far_grant,
-         RESOLVED, vec![split(1, &addrs(&["10.0.3.1:7003"]))], vec![]),
+        (
+            "TCPRouteReferenceGrant",
+            "[{name: far, namespace: apps, port: 7003}]",
+            far_grant,
+            RESOLVED,
+            vec![split(1, &addrs(&["10.0.3.1:7003"]))],
+            vec![],
+        ),
     ];
     for (rule, refs, extra, resolved, want, kinds) in rows {
         let yaml = format!(
@@ -433,23 +492,75 @@ fn gateway_addresses_scope_the_service() {
 fn udp_route_table() {
     let dns = addrs(&["10.0.2.1:5353"]);
     #[rustfmt::skip]
-    let rows: Vec<(&str, &str, &str, Vec<(&str, bool, &str)>, Option<Vec<L4Split>>)> = vec![
+    type Row<'a> = (&'a str, &'a str, &'a str, Vec<C>, Option<Vec<L4Split>>);
+    let rows: Vec<Row<'_>> = vec![
         // UDPRouteParentRefPortAndSectionName (udproute-parentref-port-and-section-name.go)
-        ("UDPRouteParentRefPortAndSectionName: by port", "{name: gw, port: 5300}", "[{name: dns, port: 53}]",
-         vec![ACCEPTED, RESOLVED], Some(vec![L4Split { weight: 1, endpoints: dns.clone() }])),
-        ("UDPRouteParentRefPortAndSectionName: by sectionName", "{name: gw, sectionName: dns}", "[{name: dns, port: 53}]",
-         vec![ACCEPTED, RESOLVED], Some(vec![L4Split { weight: 1, endpoints: dns.clone() }])),
-        ("UDPRouteParentRefPortAndSectionName: neither (every UDP listener)", "{name: gw}", "[{name: dns, port: 53}]",
-         vec![ACCEPTED, RESOLVED], Some(vec![L4Split { weight: 1, endpoints: dns.clone() }])),
-        ("a TCP listener takes no UDPRoute", "{name: gw, sectionName: one}", "[{name: dns, port: 53}]",
-         vec![("Accepted", false, "NotAllowedByListeners"), RESOLVED], None),
+        (
+            "UDPRouteParentRefPortAndSectionName: by port",
+            "{name: gw, port: 5300}",
+            "[{name: dns, port: 53}]",
+            vec![ACCEPTED, RESOLVED],
+            Some(vec![L4Split {
+                weight: 1,
+                endpoints: dns.clone(),
+            }]),
+        ),
+        (
+            "UDPRouteParentRefPortAndSectionName: by sectionName",
+            "{name: gw, sectionName: dns}",
+            "[{name: dns, port: 53}]",
+            vec![ACCEPTED, RESOLVED],
+            Some(vec![L4Split {
+                weight: 1,
+                endpoints: dns.clone(),
+            }]),
+        ),
+        (
+            "UDPRouteParentRefPortAndSectionName: neither (every UDP listener)",
+            "{name: gw}",
+            "[{name: dns, port: 53}]",
+            vec![ACCEPTED, RESOLVED],
+            Some(vec![L4Split {
+                weight: 1,
+                endpoints: dns.clone(),
+            }]),
+        ),
+        (
+            "a TCP listener takes no UDPRoute",
+            "{name: gw, sectionName: one}",
+            "[{name: dns, port: 53}]",
+            vec![("Accepted", false, "NotAllowedByListeners"), RESOLVED],
+            None,
+        ),
         // UDPRouteInvalidCrossNamespaceBackendRef (udproute-invalid-cross-namespace-backend-ref.go):
         // still Accepted; ResolvedRefs False, RefNotPermitted; the share is rejected.
-        ("UDPRouteInvalidCrossNamespaceBackendRef", "{name: gw}", "[{name: far, namespace: apps, port: 7003}]",
-         vec![ACCEPTED, ("ResolvedRefs", false, "RefNotPermitted")], Some(vec![L4Split { weight: 1, endpoints: vec![] }])),
+        (
+            "UDPRouteInvalidCrossNamespaceBackendRef",
+            "{name: gw}",
+            "[{name: far, namespace: apps, port: 7003}]",
+            vec![ACCEPTED, ("ResolvedRefs", false, "RefNotPermitted")],
+            Some(vec![L4Split {
+                weight: 1,
+                endpoints: vec![],
+            }]),
+        ),
         // UDPRouteWeightedRouting (udproute-weighted-routing.go): a backend of weight 0 gets nothing.
-        ("UDPRouteWeightedRouting: weight 0", "{name: gw}", "[{name: dns, port: 53, weight: 0}, {name: dns, port: 53, weight: 5}]",
-         vec![ACCEPTED, RESOLVED], Some(vec![L4Split { weight: 0, endpoints: dns.clone() }, L4Split { weight: 5, endpoints: dns.clone() }])),
+        (
+            "UDPRouteWeightedRouting: weight 0",
+            "{name: gw}",
+            "[{name: dns, port: 53, weight: 0}, {name: dns, port: 53, weight: 5}]",
+            vec![ACCEPTED, RESOLVED],
+            Some(vec![
+                L4Split {
+                    weight: 0,
+                    endpoints: dns.clone(),
+                },
+                L4Split {
+                    weight: 5,
+                    endpoints: dns.clone(),
+                },
+            ]),
+        ),
     ];
     for (rule, parent, refs, want, split) in rows {
         let yaml = format!(
