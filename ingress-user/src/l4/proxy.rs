@@ -341,10 +341,15 @@ impl L4Proxy {
         }
         let mut listeners = self.listeners.lock().await;
 
+        // Gone, or to bind elsewhere (a Gateway's address changed): closed, then reopened.
         let removed: Vec<Key> = listeners
-            .keys()
-            .filter(|k| !wanted.contains_key(k))
-            .copied()
+            .iter()
+            .filter(|(k, l)| {
+                wanted
+                    .get(k)
+                    .is_none_or(|s| self.bind_ip(s) != l.local.ip())
+            })
+            .map(|(k, _)| *k)
             .collect();
         for key in removed {
             if let Some(l) = listeners.remove(&key) {
@@ -367,7 +372,7 @@ impl L4Proxy {
                 }
                 continue;
             }
-            match self.open(key, target).await {
+            match self.open(key, target, self.bind_ip(service)).await {
                 Ok(l) => {
                     info!(protocol = %key.0, addr = %l.local, service = %l.shared.target.load().service, endpoints = l.shared.target.load().endpoints.len(), "L4 listener open");
                     listeners.insert(key, l);
@@ -384,9 +389,15 @@ impl L4Proxy {
         report
     }
 
-    async fn open(&self, key: Key, target: Target) -> Result<Listener, BindError> {
+    /// Where a service listens: the first of its Gateway's addresses (one listener per
+    /// protocol and port here), else `--bind-address`.
+    fn bind_ip(&self, s: &L4Service) -> IpAddr {
+        s.addrs.first().copied().unwrap_or(self.opts.bind_address)
+    }
+
+    async fn open(&self, key: Key, target: Target, ip: IpAddr) -> Result<Listener, BindError> {
         let (protocol, port) = key;
-        let addr = SocketAddr::new(self.opts.bind_address, port);
+        let addr = SocketAddr::new(ip, port);
         let bind_error = |source| BindError {
             protocol,
             addr,
