@@ -350,7 +350,8 @@ fn attach_parent(
         .entry(NAMESPACE_NAME_LABEL.to_owned())
         .or_insert_with(|| rkey.0.clone());
     let allowed: Vec<usize> = candidates
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|&i| {
             let l = &g.listeners[i];
             if g.refused.is_some() || !l.takes_routes() || !l.takes(route.kind) {
@@ -372,13 +373,22 @@ fn attach_parent(
         })
         .collect();
     if allowed.is_empty() {
-        return Err((
-            "NotAllowedByListeners",
-            format!(
+        // A listener of the kind that is refused or in conflict says so.
+        let refused = candidates
+            .iter()
+            .map(|&i| &g.listeners[i])
+            .find(|l| l.takes(route.kind) && (!l.takes_routes() || g.refused.is_some()));
+        let message = match refused {
+            Some(l) => format!(
+                "listener {:?} of Gateway {}/{} is not accepted or is in conflict (see its conditions)",
+                l.spec.name, g.key.0, g.key.1
+            ),
+            None => format!(
                 "no listener of Gateway {}/{} it names allows {}s from namespace {}",
                 g.key.0, g.key.1, route.kind, rkey.0
             ),
-        ));
+        };
+        return Err(("NotAllowedByListeners", message));
     }
     let free: Vec<usize> = allowed
         .iter()

@@ -401,6 +401,15 @@ fn configmap_wins_a_port_over_a_listener() {
             ("Programmed", false, "Invalid"),
         ]
     );
+    // The route still serves the other TCP listeners; for `one` it is told why not.
+    assert_eq!(parents(&s, "TCPRoute", "r"), [vec![ACCEPTED, RESOLVED]]);
+    let one = snap
+        .problems
+        .iter()
+        .filter(|p| p.object.kind == "TCPRoute")
+        .map(|p| p.message.as_str())
+        .collect::<Vec<_>>();
+    assert!(one.is_empty(), "{one:?}");
     let ports: Vec<(u16, &str)> = snap
         .l4
         .iter()
@@ -584,4 +593,35 @@ fn udp_route_table() {
             .collect();
         assert_eq!(got, want, "{rule}");
     }
+}
+
+/// A route naming only a listener the ConfigMap took is told so.
+#[test]
+fn a_route_to_a_conflicted_listener_says_why() {
+    let cm = "\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: tcp, namespace: infra}\ndata: {\"9001\": infra/v2:7002}\n";
+    let yaml = format!(
+        "{BASE}{cm}{}",
+        tcp(
+            "r",
+            "  parentRefs: [{name: gw, sectionName: one}]\n  rules: [{backendRefs: [{name: redis, port: 6379}]}]\n"
+        )
+    );
+    let (snap, s) = run(&yaml);
+    assert_eq!(
+        parents(&s, "TCPRoute", "r"),
+        [vec![("Accepted", false, "NotAllowedByListeners"), RESOLVED]]
+    );
+    let msgs: Vec<_> = snap
+        .problems
+        .iter()
+        .filter(|p| p.object.kind == "TCPRoute")
+        .map(|p| (p.field.as_deref(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        msgs,
+        [(
+            Some("spec.parentRefs[0]"),
+            "listener \"one\" of Gateway infra/gw is not accepted or is in conflict (see its conditions)"
+        )]
+    );
 }
