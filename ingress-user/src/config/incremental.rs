@@ -10,11 +10,15 @@
 //! - **Service**: the Ingresses that name it are translated again; its cells, the L4 table
 //!   and `--default-backend-service` are recomputed.
 //! - **Secret**: the TLS merge (parsed certificates are cached per Secret object).
-//! - **ConfigMap**: the L4 table. **IngressClass**: which Ingresses are served, so all.
+//! - **ConfigMap**: the L4 table (and, while any GatewayClass exists, the Gateway API
+//!   translation: a ConfigMap entry wins a TCP/UDP listener's port). **IngressClass**:
+//!   which Ingresses are served, so all.
 //! - **Gateway API objects and Namespaces**: the whole Gateway API translation
-//!   ([`gateway::translate`]; Gateways and routes are few), and, when it shares the Ingress
-//!   sockets, the check for Ingress hosts it shadows. While any GatewayClass exists,
-//!   Service and Secret changes redo it too (backendRefs and certificateRefs).
+//!   ([`gateway::translate`]; Gateways and routes are few), the L4 table (TCPRoutes and
+//!   UDPRoutes are planned there and resolved with the ConfigMap entries, so an endpoint
+//!   change re-resolves them without translating Gateways again), and, when it shares the
+//!   Ingress sockets, the check for Ingress hosts it shadows. While any GatewayClass
+//!   exists, Service and Secret changes redo it too (backendRefs and certificateRefs).
 //!
 //! [`build_objects`](super::build_objects) stays the reference; the property test at the
 //! bottom applies random change sequences and compares after every step.

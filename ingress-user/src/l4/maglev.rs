@@ -271,15 +271,16 @@ mod tests {
     }
 
     /// Changing weights moves close to the minimal share of slots: the total variation
-    /// between the two share vectors (what must move at least), plus a little.
+    /// between the two share vectors (what must move at least), plus 0.5% of the table
+    /// (measured: 0.00 to 0.02 points above the minimum).
     #[test]
     fn weight_changes_move_close_to_the_minimal_share() {
         #[rustfmt::skip]
         let rows: &[(&[f64], &[f64], f64)] = &[
-            (&[1.0, 1.0], &[4.0, 1.0], 0.03),
-            (&[1.0, 1.0, 1.0], &[1.0, 1.0, 0.0], 0.03),
-            (&[1.0, 1.0, 1.0, 1.0], &[2.0, 1.0, 1.0, 1.0], 0.03),
-            (&[9.0, 1.0], &[1.0, 9.0], 0.03),
+            (&[1.0, 1.0], &[4.0, 1.0], 0.005),
+            (&[1.0, 1.0, 1.0], &[1.0, 1.0, 0.0], 0.005),
+            (&[1.0, 1.0, 1.0, 1.0], &[2.0, 1.0, 1.0, 1.0], 0.005),
+            (&[9.0, 1.0], &[1.0, 9.0], 0.005),
         ];
         let size = 65537;
         for (before, after, slack) in rows {
@@ -293,6 +294,7 @@ mod tests {
                 .zip(*after)
                 .map(|(x, y)| (x / tb - y / ta).max(0.0))
                 .sum();
+            eprintln!("{before:?} → {after:?}: moved {moved:.4}, minimal {minimal:.4}");
             assert!(
                 moved <= minimal + slack,
                 "{before:?} → {after:?}: moved {moved:.4}, minimal {minimal:.4}"
