@@ -291,10 +291,10 @@ fn backend_table() {
             vec![split(1, &[])],
             vec!["invalid_backend_kind"],
         ),
-        // UDPRouteInvalidCrossNamespaceBackendRef (udproute-invalid-cross-namespace-backend-ref.go),
-        // here for TCP: still Accepted, ResolvedRefs False with RefNotPermitted.
+        // TCPRouteInvalidReferenceGrant (tcproute-invalid-reference-grant.go): still Accepted,
+        // ResolvedRefs False with RefNotPermitted; the share is rejected.
         (
-            "cross-namespace without a ReferenceGrant",
+            "TCPRouteInvalidReferenceGrant",
             "[{name: far, namespace: apps, port: 7003}]",
             "",
             ("ResolvedRefs", false, "RefNotPermitted"),
