@@ -160,6 +160,8 @@ fn service(port: u16, to: u16) -> L4Service {
         endpoints: vec![SocketAddr::from(([127, 0, 0, 1], to))],
         proxy_protocol_in: false,
         proxy_protocol_out: false,
+        addrs: Vec::new(),
+        split: Vec::new(),
     }
 }
 

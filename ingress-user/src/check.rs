@@ -337,9 +337,16 @@ pub fn report(snapshot: &Snapshot) -> String {
                 (false, true) => "out",
                 (true, true) => "in,out",
             };
+            // A Gateway's TCP/UDP listener on its own addresses: port@address,...
+            let port = if s.addrs.is_empty() {
+                s.port.to_string()
+            } else {
+                let addrs: Vec<String> = s.addrs.iter().map(ToString::to_string).collect();
+                format!("{}@{}", s.port, addrs.join(","))
+            };
             vec![
                 s.protocol.to_string(),
-                s.port.to_string(),
+                port,
                 s.service.to_string(),
                 endpoints(&s.endpoints),
                 proxy.to_owned(),

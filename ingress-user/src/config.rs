@@ -188,13 +188,14 @@ pub fn build_objects(objects: &Objects, opts: &Options) -> Snapshot {
     let fallback = ingress::default_backend_service(resolver, &mut cells, opts, &mut problems);
     table.set_default_backend(default_backend.or(fallback));
 
-    let l4 = l4::table(objects, opts, resolver, &mut problems);
+    let mut l4 = l4::table(objects, opts, resolver, &mut problems);
     let gw = gateway::translate(
         objects,
         opts,
         &mut cells,
         &mut ingress::SecretCache::default(),
     );
+    l4::add_gateway(&mut l4, &gw.l4, resolver);
     problems.extend(gw.problems);
     problems.extend(gateway::shadowed(&table, &gw.plane, opts));
     Snapshot {

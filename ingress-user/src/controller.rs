@@ -191,16 +191,23 @@ fn gateway_report(engine: &Engine) -> GatewayReport {
         .iter()
         .filter_map(|g| objects.gateways.get(&g.key).cloned())
         .collect();
-    let routes = statuses
-        .routes
-        .iter()
+    let of_kind = |kind: &'static str| statuses.routes.iter().filter(move |r| r.kind == kind);
+    let routes = of_kind("HTTPRoute")
         .filter_map(|r| objects.http_routes.get(&r.key).cloned())
+        .collect();
+    let tcp_routes = of_kind("TCPRoute")
+        .filter_map(|r| objects.tcp_routes.get(&r.key).cloned())
+        .collect();
+    let udp_routes = of_kind("UDPRoute")
+        .filter_map(|r| objects.udp_routes.get(&r.key).cloned())
         .collect();
     GatewayReport {
         statuses,
         classes,
         gateways,
         routes,
+        tcp_routes,
+        udp_routes,
     }
 }
 

@@ -68,6 +68,17 @@ ports:
     )
 }
 
+/// Which form of the seed's manifests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Examples {
+    /// `deploy/examples/*.yaml`: the dashboard Ingress and the tcp-services ConfigMap.
+    Ingress,
+    /// The Gateway API way: `deploy/examples/gateway/` (an HTTPRoute for the dashboard, a
+    /// TCPRoute for redis) with the Deployments and Services of `deploy/examples/`, without
+    /// the Ingress and the ConfigMap.
+    Gateway,
+}
+
 /// How the controller gets its objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -96,6 +107,15 @@ impl Seed {
     /// Builds the topology and starts the backends and (for [`Source::Kube`]) the fake API
     /// server inside the node namespace, loaded with the examples via `kubectl create -f`.
     pub fn new(offloads: Offloads, source: Source) -> Self {
+        Self::with_examples(offloads, source, Examples::Ingress)
+    }
+
+    /// [`Seed::new`] with either form of the manifests ([`Examples::Gateway`]: file mode).
+    pub fn with_examples(offloads: Offloads, source: Source, examples: Examples) -> Self {
+        assert!(
+            examples == Examples::Ingress || source == Source::Files,
+            "the Gateway API seed runs in file mode"
+        );
         let topo = Topology::new(2, offloads);
         let dir = std::env::temp_dir().join(format!(
             "xit-seed-{}-{}",
@@ -110,7 +130,29 @@ impl Seed {
             if !path.is_file() {
                 continue; // gateway/: the Gateway API variant
             }
-            fs::copy(&path, manifests.join(path.file_name().expect("name"))).expect("copy");
+            let name = path.file_name().expect("name");
+            let text = fs::read_to_string(&path).expect("read example");
+            let text = match examples {
+                Examples::Ingress => text,
+                Examples::Gateway if name == "tcp-services.yaml" => continue,
+                // The Deployments and Services stay; the routes are the Gateway's.
+                Examples::Gateway => text
+                    .split("\n---")
+                    .filter(|doc| !doc.contains("kind: Ingress"))
+                    .collect::<Vec<_>>()
+                    .join("\n---"),
+            };
+            fs::write(manifests.join(name), text).expect("copy");
+        }
+        if examples == Examples::Gateway {
+            for entry in fs::read_dir(examples_dir().join("gateway")).expect("gateway/") {
+                let path = entry.expect("entry").path();
+                let name = format!(
+                    "gateway-{}",
+                    path.file_name().expect("name").to_string_lossy()
+                );
+                fs::copy(&path, manifests.join(name)).expect("copy");
+            }
         }
         fs::write(manifests.join("endpoints.yaml"), endpoint_slices()).expect("write slices");
 

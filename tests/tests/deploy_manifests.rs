@@ -34,7 +34,9 @@ use k8s_openapi::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
-use xdp_ingress::config::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use xdp_ingress::config::gateway::{
+    Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, UDPRoute,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The API calls the controller makes. Keep in step with ingress-user/src: the test
@@ -88,11 +90,17 @@ const NEEDED: &[Need] = &[
     ("gateway.networking.k8s.io", "httproutes", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
     ("gateway.networking.k8s.io", "referencegrants", "list", Scope::Cluster, "kube source watcher (Gateway API)"),
     ("gateway.networking.k8s.io", "referencegrants", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "tcproutes", "list", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "tcproutes", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "udproutes", "list", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "udproutes", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
     ("", "namespaces", "list", Scope::Cluster, "allowedRoutes namespace selectors"),
     ("", "namespaces", "watch", Scope::Cluster, "allowedRoutes namespace selectors"),
     ("gateway.networking.k8s.io", "gatewayclasses/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
     ("gateway.networking.k8s.io", "gateways/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
     ("gateway.networking.k8s.io", "httproutes/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
+    ("gateway.networking.k8s.io", "tcproutes/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
+    ("gateway.networking.k8s.io", "udproutes/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
     ("", "events", "create", Scope::Cluster, "Events for Problems"),
     ("", "events", "get", Scope::Cluster, "Events: aggregate a predecessor's Event"),
     ("", "events", "patch", Scope::Cluster, "Events: bump the count"),
@@ -248,6 +256,8 @@ fn check_kind(value: &Value) -> Result<&'static str, String> {
         GatewayClass,
         Gateway,
         HTTPRoute,
+        TCPRoute,
+        UDPRoute,
         ReferenceGrant,
     )
 }
@@ -723,6 +733,8 @@ fn calls_in(src: &str) -> FileCalls {
             ("GatewayClass", "gatewayclasses"),
             ("Gateway", "gateways"),
             ("HTTPRoute", "httproutes"),
+            ("TCPRoute", "tcproutes"),
+            ("UDPRoute", "udproutes"),
             ("ReferenceGrant", "referencegrants"),
         ] {
             let imported = [format!("{name},"), format!("{name}}}"), format!("<{name}>")]

@@ -809,7 +809,10 @@ spec:
             .groups()
             .find(|g| g.name() == "gateway.networking.k8s.io")
             .expect("gateway group discovered");
-        assert_eq!(group.versions().collect::<Vec<_>>(), ["v1", "v1beta1"]);
+        assert_eq!(
+            group.versions().collect::<Vec<_>>(),
+            ["v1", "v1beta1", "v1alpha2"]
+        );
         assert_eq!(group.preferred_version_or_latest(), "v1");
         let kinds: Vec<String> = group
             .versioned_resources("v1beta1")
@@ -821,6 +824,20 @@ spec:
                 kinds.iter().any(|k| k == kind),
                 "{kind} in v1beta1: {kinds:?}"
             );
+        }
+        // TCPRoute and UDPRoute: v1alpha2 (what the controller watches) and v1.
+        for version in ["v1alpha2", "v1"] {
+            let kinds: Vec<String> = group
+                .versioned_resources(version)
+                .into_iter()
+                .map(|(r, _)| r.kind)
+                .collect();
+            for kind in ["TCPRoute", "UDPRoute"] {
+                assert!(
+                    kinds.iter().any(|k| k == kind),
+                    "{kind} in {version}: {kinds:?}"
+                );
+            }
         }
     }
 

@@ -181,6 +181,8 @@ impl Rig {
                 endpoints: vec![Fam::V4.backend(backend_port), Fam::V6.backend(backend_port)],
                 proxy_protocol_in: false,
                 proxy_protocol_out: false,
+                addrs: Vec::new(),
+                split: Vec::new(),
             }],
             ..Snapshot::default()
         };

@@ -76,6 +76,8 @@ fn service(port: u16, protocol: L4Protocol, endpoints: Vec<SocketAddr>) -> L4Ser
         endpoints,
         proxy_protocol_in: false,
         proxy_protocol_out: false,
+        addrs: Vec::new(),
+        split: Vec::new(),
     }
 }
 

@@ -186,6 +186,8 @@ impl Rig {
             ],
             proxy_protocol_in: false,
             proxy_protocol_out: false,
+            addrs: Vec::new(),
+            split: Vec::new(),
         };
         kernel
             .apply(&Snapshot {

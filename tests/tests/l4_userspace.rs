@@ -41,6 +41,8 @@ fn service(protocol: L4Protocol, port: u16, endpoints: &[SocketAddr]) -> L4Servi
         endpoints: endpoints.to_vec(),
         proxy_protocol_in: false,
         proxy_protocol_out: false,
+        addrs: Vec::new(),
+        split: Vec::new(),
     }
 }
 
@@ -850,4 +852,67 @@ async fn run_follows_snapshots_and_serves_only_proxy_protocol_entries_beside_ebp
         .expect("run did not stop")
         .expect("run task");
     assert_refused(loopback(moved)).await;
+}
+
+/// A Gateway's TCP listener with `spec.addresses` binds its address, not `--bind-address`,
+/// and moves when the address changes. A weighted split with a rejected share resets that
+/// share's connections and forwards the rest.
+#[tokio::test]
+async fn gateway_addresses_and_a_rejected_share() {
+    let echo = TcpEchoServer::start().await;
+    let port = free_tcp_port();
+    let at = |ip: [u8; 4]| SocketAddr::from((ip, port));
+    let mut svc = tcp(port, &[echo.addr()]);
+    svc.addrs = vec![Ipv4Addr::new(127, 0, 0, 2).into()];
+    let p = proxy();
+    apply(&p, std::slice::from_ref(&svc)).await;
+    let stream = TcpStream::connect(at([127, 0, 0, 2]))
+        .await
+        .expect("connect");
+    assert_eq!(
+        exchange(stream, b"hi").await,
+        b"hi",
+        "the Gateway's address"
+    );
+    assert!(
+        TcpStream::connect(at([127, 0, 0, 1])).await.is_err(),
+        "not --bind-address"
+    );
+
+    svc.addrs = vec![Ipv4Addr::new(127, 0, 0, 3).into()];
+    svc.split = vec![
+        xdp_ingress::snapshot::L4Split {
+            weight: 1,
+            endpoints: vec![echo.addr()],
+        },
+        xdp_ingress::snapshot::L4Split {
+            weight: 1,
+            endpoints: Vec::new(),
+        },
+    ];
+    apply(&p, std::slice::from_ref(&svc)).await;
+    assert!(
+        TcpStream::connect(at([127, 0, 0, 2])).await.is_err(),
+        "the old address is closed"
+    );
+    let (mut ok, mut reset) = (0u32, 0u32);
+    for i in 0..200u32 {
+        let stream = TcpStream::connect(at([127, 0, 0, 3]))
+            .await
+            .expect("connect");
+        let data = pattern(16, i);
+        let (mut r, mut w) = stream.into_split();
+        let _ = w.write_all(&data).await;
+        let _ = w.shutdown().await;
+        let mut got = Vec::new();
+        match tokio::time::timeout(HANG, r.read_to_end(&mut got))
+            .await
+            .expect("reading hung")
+        {
+            Ok(_) if got == data => ok += 1,
+            _ => reset += 1,
+        }
+    }
+    // Weights 1:1 through a 509-slot rotation: 200 consecutive turns split close to half.
+    assert!((70..=130).contains(&ok), "{ok} forwarded, {reset} rejected");
 }

@@ -1046,3 +1046,78 @@ fn xdp_udp_flows_leave_a_removed_endpoint() {
 fn tc_udp_flows_leave_a_removed_endpoint() {
     udp_flows_leave_a_removed_endpoint(Entry::Tc);
 }
+
+/// Gateway API routes in the maps: a service keyed on a Gateway's own address answers
+/// there only, and a rejected share (an invalid backendRef of weight 1 beside a valid one of
+/// weight 1) hands about half the new flows to the stack untouched (which answers TCP with
+/// a RST), the other half forwarded.
+fn gateway_route_keys_and_rejected_share(entry: Entry) {
+    let backend: SocketAddr = format!("{BACKEND}:6379").parse().expect("addr");
+    let split = |endpoints: Vec<SocketAddr>, reject: bool| {
+        let mut s = service("r", 9000, L4Protocol::Tcp, 6379, &endpoints);
+        s.split = vec![xdp_ingress::snapshot::L4Split {
+            weight: 1,
+            endpoints,
+        }];
+        if reject {
+            s.split.push(xdp_ingress::snapshot::L4Split {
+                weight: 1,
+                endpoints: Vec::new(),
+            });
+        }
+        s
+    };
+    let mut elsewhere = split(vec![backend], false);
+    elsewhere.port = 9002;
+    elsewhere.addrs = vec!["10.50.0.99".parse().expect("ip")];
+    let mut here = split(vec![backend], false);
+    here.port = 9001;
+    here.addrs = vec![NODE.parse().expect("ip")];
+    let setup = Setup {
+        ct_entries: 4096,
+        snat_ports: DatapathOptions::default().snat_ports,
+        services: vec![split(vec![backend], true), here, elsewhere],
+    };
+    with_setup(setup, move |f| {
+        let (action, _) = f.run(entry, &from_client(41000, 9001, SYN).build(), f.in_if);
+        assert_eq!(
+            action,
+            redirect(entry),
+            "{entry:?}: the Gateway's own address"
+        );
+        let frame = from_client(41000, 9002, SYN).build();
+        let (action, out) = f.run(entry, &frame, f.in_if);
+        assert_eq!(
+            (action, out),
+            (pass(entry), frame),
+            "{entry:?}: another Gateway's address is not the node's"
+        );
+        let (mut forwarded, mut passed) = (0u32, 0u32);
+        for sport in 42_000..42_400 {
+            let frame = from_client(sport, 9000, SYN).build();
+            let (action, out) = f.run(entry, &frame, f.in_if);
+            if action == redirect(entry) {
+                forwarded += 1;
+            } else {
+                assert_eq!((action, out), (pass(entry), frame), "{entry:?}: rejected");
+                passed += 1;
+            }
+        }
+        // Half and half by weight; 400 flows: 0.5 ± 0.1 is 4 standard deviations.
+        let share = f64::from(passed) / 400.0;
+        assert!(
+            (share - 0.5).abs() <= 0.1,
+            "{entry:?}: {passed} rejected, {forwarded} forwarded"
+        );
+    });
+}
+
+#[test]
+fn xdp_gateway_route_keys_and_rejected_share() {
+    gateway_route_keys_and_rejected_share(Entry::Xdp);
+}
+
+#[test]
+fn tc_gateway_route_keys_and_rejected_share() {
+    gateway_route_keys_and_rejected_share(Entry::Tc);
+}

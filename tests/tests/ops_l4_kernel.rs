@@ -118,6 +118,8 @@ fn kernel_l4_metrics_name_the_service_after_real_udp_traffic() {
             endpoints: vec![backend],
             proxy_protocol_in: false,
             proxy_protocol_out: false,
+            addrs: Vec::new(),
+            split: Vec::new(),
         }],
         ..Snapshot::default()
     };
@@ -239,6 +241,8 @@ fn per_service_metrics_keep_the_address_families_apart() {
             ],
             proxy_protocol_in: false,
             proxy_protocol_out: false,
+            addrs: Vec::new(),
+            split: Vec::new(),
         }],
         ..Snapshot::default()
     };

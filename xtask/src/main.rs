@@ -55,6 +55,10 @@ enum Task {
         /// `--l4-mode` for xdp-ingress (auto, xdp, tc, userspace).
         #[arg(long, default_value = "auto")]
         l4_mode: String,
+        /// The Gateway API form of the seed (deploy/examples/gateway/: an HTTPRoute for
+        /// the dashboard, a TCPRoute for redis on :9000), with the same checks.
+        #[arg(long)]
+        gateway: bool,
     },
     /// Fuzz the hand-written parsers with libFuzzer (installs cargo-fuzz and nightly if
     /// missing): TARGET, or every target one after the other, for N seconds each. New
@@ -88,7 +92,11 @@ fn main() -> Result<()> {
             println!("{}", path.display());
         }),
         Task::Build { release } => build::workspace(release),
-        Task::Demo { once, l4_mode } => demo(once, &l4_mode),
+        Task::Demo {
+            once,
+            l4_mode,
+            gateway,
+        } => demo(once, &l4_mode, gateway),
         Task::Test { args } => test::run(&args),
         Task::Bench { group, quick } => bench::run(&group, quick),
         Task::Fuzz {
@@ -106,7 +114,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn demo(once: bool, l4_mode: &str) -> Result<()> {
+fn demo(once: bool, l4_mode: &str, gateway: bool) -> Result<()> {
     setup::run()?;
     build::exec(build::cargo().args(["build", "-p", "ingress-user"]))?;
     build::exec(build::cargo().args(["build", "-p", "ingress-tests", "--bins"]))?;
@@ -114,6 +122,9 @@ fn demo(once: bool, l4_mode: &str) -> Result<()> {
     demo.args(["--l4-mode", l4_mode]);
     if once {
         demo.arg("--once");
+    }
+    if gateway {
+        demo.arg("--gateway");
     }
     build::exec(&mut demo)
 }

@@ -1,6 +1,7 @@
 //! Gateway API translation: our GatewayClasses, their Gateways and the HTTPRoutes attached
-//! to them become the Snapshot's [`GatewayPlane`], plus the status conditions the spec
-//! asks for and Problems for what cannot be served.
+//! to them become the Snapshot's [`GatewayPlane`], TCPRoutes and UDPRoutes become L4 plans
+//! ([`l4routes`]), plus the status conditions the spec asks for and Problems for what
+//! cannot be served.
 //!
 //! Pure, like the Ingress translation. The whole Gateway API set is translated at once:
 //! Gateways and routes are few next to Ingresses and Services, and a route's meaning
@@ -8,13 +9,14 @@
 //! endpoint cells, so an endpoint change rebuilds nothing here.
 
 pub mod hostname;
+pub mod l4routes;
 mod listeners;
 mod plane;
 mod routes;
 pub mod status;
 pub mod types;
 
-pub use types::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+pub use types::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, UDPRoute};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -41,6 +43,8 @@ pub struct Translated {
     pub statuses: Statuses,
     /// What cannot be served, and why.
     pub problems: Vec<Problem>,
+    /// TCP and UDP listeners with their routes, for the L4 table.
+    pub l4: Vec<l4routes::L4Plan>,
 }
 
 /// Translates every Gateway API object of ours in `objects`.
@@ -58,6 +62,10 @@ pub fn translate(
     let mut gateways = listeners::resolve(objects, opts, &classes, secrets, &mut out.problems);
     let resolver = Resolver::new(objects);
     let routes = routes::attach(objects, resolver, cells, &mut gateways, &mut out);
+    out.l4 = l4routes::attach(objects, &mut gateways, &mut out);
+    out.statuses
+        .routes
+        .sort_by(|a, b| (&a.key, a.kind).cmp(&(&b.key, b.kind)));
     out.plane = plane::assemble(&gateways, &routes);
     out.statuses.gateways = gateways.iter().map(listeners::Resolved::state).collect();
     out

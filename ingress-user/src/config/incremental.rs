@@ -12,12 +12,16 @@
 //! - **Secret**: the TLS merge (parsed certificates are cached per Secret object), and the
 //!   Ingresses whose annotations name it (`auth-secret`, `proxy-ssl-secret`,
 //!   `auth-tls-secret`) are translated again.
-//! - **ConfigMap**: the L4 table, and the Ingresses whose `custom-headers` name it are
-//!   translated again. **IngressClass**: which Ingresses are served, so all.
+//! - **ConfigMap**: the L4 table, the Ingresses whose `custom-headers` name it are
+//!   translated again, and, while any GatewayClass exists, the Gateway API translation (a
+//!   ConfigMap entry wins a TCP/UDP listener's port). **IngressClass**: which Ingresses are
+//!   served, so all.
 //! - **Gateway API objects and Namespaces**: the whole Gateway API translation
-//!   ([`gateway::translate`]; Gateways and routes are few), and, when it shares the Ingress
-//!   sockets, the check for Ingress hosts it shadows. While any GatewayClass exists,
-//!   Service and Secret changes redo it too (backendRefs and certificateRefs).
+//!   ([`gateway::translate`]; Gateways and routes are few), the L4 table (TCPRoutes and
+//!   UDPRoutes are planned there and resolved with the ConfigMap entries, so an endpoint
+//!   change re-resolves them without translating Gateways again), and, when it shares the
+//!   Ingress sockets, the check for Ingress hosts it shadows. While any GatewayClass
+//!   exists, Service and Secret changes redo it too (backendRefs and certificateRefs).
 //!
 //! [`build_objects`](super::build_objects) stays the reference; the property test at the
 //! bottom applies random change sequences and compares after every step.
@@ -31,7 +35,7 @@ use super::{
     L4Service, Options, Problem, Snapshot,
     backend::{Cells, Resolver},
     class::ClassFilter,
-    gateway::{self, status::Statuses},
+    gateway::{self, l4routes::L4Plan, status::Statuses},
     ingress::{self, Age, SecretCache, Translated},
     l4,
     store::{Applied, Change, Key, Kind, Objects},
@@ -79,6 +83,8 @@ pub struct Engine {
     l4_problems: Vec<Problem>,
     gateway: Arc<GatewayPlane>,
     gateway_problems: Vec<Problem>,
+    /// TCP/UDP listeners with their routes: resolved into `l4` with the ConfigMap entries.
+    gateway_l4: Vec<L4Plan>,
     /// Ingress hosts a Gateway serves instead.
     shadowed: Vec<Problem>,
     statuses: Arc<Statuses>,
@@ -146,6 +152,8 @@ impl Engine {
                 | Kind::GatewayClass
                 | Kind::Gateway
                 | Kind::HTTPRoute
+                | Kind::TCPRoute
+                | Kind::UDPRoute
                 | Kind::ReferenceGrant,
                 ..,
             ) => self.dirty.gateway = true,
@@ -176,6 +184,8 @@ impl Engine {
                     self.dirty.ingresses.extend(users.iter().cloned());
                 }
                 self.dirty.l4 = true;
+                // A ConfigMap entry wins a TCP/UDP listener's port.
+                self.dirty.gateway |= self.has_gateway_api();
             }
         }
         self.dirty.any = true;
@@ -231,12 +241,6 @@ impl Engine {
         if redo_default {
             self.merge_default();
         }
-        if dirty.l4 {
-            let resolver = Resolver::new(&self.objects);
-            let mut problems = Vec::new();
-            self.l4 = l4::table(&self.objects, &self.opts, resolver, &mut problems);
-            self.l4_problems = problems;
-        }
         if dirty.gateway {
             let t = gateway::translate(
                 &self.objects,
@@ -247,6 +251,14 @@ impl Engine {
             self.gateway = Arc::new(t.plane);
             self.gateway_problems = t.problems;
             self.statuses = Arc::new(t.statuses);
+            self.gateway_l4 = t.l4;
+        }
+        if dirty.l4 || dirty.gateway {
+            let resolver = Resolver::new(&self.objects);
+            let mut problems = Vec::new();
+            self.l4 = l4::table(&self.objects, &self.opts, resolver, &mut problems);
+            l4::add_gateway(&mut self.l4, &self.gateway_l4, resolver);
+            self.l4_problems = problems;
         }
         if dirty.gateway || !hosts.is_empty() {
             self.shadowed = gateway::shadowed(&self.table, &self.gateway, &self.opts);

@@ -9,6 +9,7 @@
 use super::{
     L4Protocol, L4Service, NamespacedName, ObjectRef, Options, Problem,
     backend::{self, PortSpec, Resolver},
+    gateway::l4routes::{self, L4Plan},
     problem::Severity,
     store::Objects,
 };
@@ -163,6 +164,16 @@ pub fn table(
     l4
 }
 
+/// Adds the Gateway API TCP/UDP listeners to the ConfigMap table, keeping it sorted by
+/// (protocol, port, addresses). Conflicts were settled by the Gateway translation.
+pub fn add_gateway(l4: &mut Vec<L4Service>, plans: &[L4Plan], resolver: Resolver<'_>) {
+    if plans.is_empty() {
+        return;
+    }
+    l4.extend(l4routes::services(plans, resolver));
+    l4.sort_by(|a, b| (a.protocol, a.port, &a.addrs).cmp(&(b.protocol, b.port, &b.addrs)));
+}
+
 /// Builds the L4 services of one ConfigMap, appending Problems.
 pub fn services(
     cm_ref: &NamespacedName,
@@ -248,6 +259,8 @@ pub fn services(
             endpoints,
             proxy_protocol_in: entry.proxy_in,
             proxy_protocol_out: entry.proxy_out,
+            addrs: Vec::new(),
+            split: Vec::new(),
         });
     }
     out
@@ -317,6 +330,8 @@ mod tests {
             endpoints: addrs(&["10.0.0.1:6380", "10.0.0.2:6380"]),
             proxy_protocol_in: proxy_in,
             proxy_protocol_out: proxy_out,
+            addrs: Vec::new(),
+            split: Vec::new(),
         }
     }
 
@@ -338,6 +353,8 @@ mod tests {
                 endpoints: addrs(&["10.0.1.1:5353"]),
                 proxy_protocol_in: false,
                 proxy_protocol_out: false,
+                addrs: Vec::new(),
+                split: Vec::new(),
             }),
         ];
         for (rule, value, udp, want) in rows {

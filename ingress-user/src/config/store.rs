@@ -20,7 +20,7 @@ use k8s_openapi::api::{
 use super::{
     Problem,
     backend::SERVICE_NAME_LABEL,
-    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, UDPRoute},
     slice::Slice,
 };
 
@@ -47,6 +47,10 @@ pub struct Store {
     pub gateways: Vec<Gateway>,
     /// Gateway API HTTPRoutes.
     pub http_routes: Vec<HTTPRoute>,
+    /// Gateway API TCPRoutes.
+    pub tcp_routes: Vec<TCPRoute>,
+    /// Gateway API UDPRoutes.
+    pub udp_routes: Vec<UDPRoute>,
     /// Gateway API ReferenceGrants.
     pub reference_grants: Vec<ReferenceGrant>,
     /// Problems the source itself found (a file that does not parse, an object of an
@@ -68,6 +72,8 @@ impl Store {
         out.extend(self.gateway_classes.into_iter().map(Object::from));
         out.extend(self.gateways.into_iter().map(Object::from));
         out.extend(self.http_routes.into_iter().map(Object::from));
+        out.extend(self.tcp_routes.into_iter().map(Object::from));
+        out.extend(self.udp_routes.into_iter().map(Object::from));
         out.extend(self.reference_grants.into_iter().map(Object::from));
         let mut changes: Vec<Change> = out.into_iter().map(Change::Apply).collect();
         if !self.problems.is_empty() {
@@ -103,6 +109,10 @@ pub enum Kind {
     Gateway,
     /// Gateway API HTTPRoute.
     HTTPRoute,
+    /// Gateway API TCPRoute.
+    TCPRoute,
+    /// Gateway API UDPRoute.
+    UDPRoute,
     /// Gateway API ReferenceGrant.
     ReferenceGrant,
 }
@@ -133,6 +143,10 @@ pub enum Object {
     Gateway(Arc<Gateway>),
     /// An HTTPRoute.
     HTTPRoute(Arc<HTTPRoute>),
+    /// A TCPRoute.
+    TCPRoute(Arc<TCPRoute>),
+    /// A UDPRoute.
+    UDPRoute(Arc<UDPRoute>),
     /// A ReferenceGrant.
     ReferenceGrant(Arc<ReferenceGrant>),
 }
@@ -156,6 +170,8 @@ object_from!(
     GatewayClass,
     Gateway,
     HTTPRoute,
+    TCPRoute,
+    UDPRoute,
     ReferenceGrant
 );
 
@@ -179,6 +195,8 @@ impl Object {
             Self::GatewayClass(_) => Kind::GatewayClass,
             Self::Gateway(_) => Kind::Gateway,
             Self::HTTPRoute(_) => Kind::HTTPRoute,
+            Self::TCPRoute(_) => Kind::TCPRoute,
+            Self::UDPRoute(_) => Kind::UDPRoute,
             Self::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
@@ -212,6 +230,8 @@ impl Object {
             Self::GatewayClass(o) => Self::GatewayClass(copy(&o)),
             Self::Gateway(o) => Self::Gateway(copy(&o)),
             Self::HTTPRoute(o) => Self::HTTPRoute(copy(&o)),
+            Self::TCPRoute(o) => Self::TCPRoute(copy(&o)),
+            Self::UDPRoute(o) => Self::UDPRoute(copy(&o)),
             Self::ReferenceGrant(o) => Self::ReferenceGrant(copy(&o)),
         }
     }
@@ -229,6 +249,8 @@ impl Object {
             Self::GatewayClass(o) => &o.metadata,
             Self::Gateway(o) => &o.metadata,
             Self::HTTPRoute(o) => &o.metadata,
+            Self::TCPRoute(o) => &o.metadata,
+            Self::UDPRoute(o) => &o.metadata,
             Self::ReferenceGrant(o) => &o.metadata,
         };
         (
@@ -277,6 +299,10 @@ pub struct Objects {
     pub gateways: BTreeMap<Key, Arc<Gateway>>,
     /// HTTPRoutes.
     pub http_routes: BTreeMap<Key, Arc<HTTPRoute>>,
+    /// TCPRoutes.
+    pub tcp_routes: BTreeMap<Key, Arc<TCPRoute>>,
+    /// UDPRoutes.
+    pub udp_routes: BTreeMap<Key, Arc<UDPRoute>>,
     /// ReferenceGrants.
     pub reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
     /// The source's Problems by origin.
@@ -335,6 +361,8 @@ impl Objects {
                     Object::GatewayClass(o) => put(&mut self.gateway_classes, key.clone(), o),
                     Object::Gateway(o) => put(&mut self.gateways, key.clone(), o),
                     Object::HTTPRoute(o) => put(&mut self.http_routes, key.clone(), o),
+                    Object::TCPRoute(o) => put(&mut self.tcp_routes, key.clone(), o),
+                    Object::UDPRoute(o) => put(&mut self.udp_routes, key.clone(), o),
                     Object::ReferenceGrant(o) => put(&mut self.reference_grants, key.clone(), o),
                     Object::EndpointSlice(o) => {
                         let new_owner = slice_service(&o);
@@ -367,6 +395,8 @@ impl Objects {
                     Kind::GatewayClass => self.gateway_classes.remove(&key).is_some(),
                     Kind::Gateway => self.gateways.remove(&key).is_some(),
                     Kind::HTTPRoute => self.http_routes.remove(&key).is_some(),
+                    Kind::TCPRoute => self.tcp_routes.remove(&key).is_some(),
+                    Kind::UDPRoute => self.udp_routes.remove(&key).is_some(),
                     Kind::ReferenceGrant => self.reference_grants.remove(&key).is_some(),
                     Kind::EndpointSlice => {
                         let Some(old) = self.endpoint_slices.remove(&key) else {
@@ -446,6 +476,8 @@ impl Objects {
             gateway_classes: values(&self.gateway_classes),
             gateways: values(&self.gateways),
             http_routes: values(&self.http_routes),
+            tcp_routes: values(&self.tcp_routes),
+            udp_routes: values(&self.udp_routes),
             reference_grants: values(&self.reference_grants),
             problems: self.problems.values().flatten().cloned().collect(),
         }

@@ -15,7 +15,9 @@
 //! alike. It spreads a single client evenly (the benchmark case), where a hash of the
 //! client address would pin it to one endpoint; stickiness is not needed, since each TCP
 //! connection and each UDP session keeps its endpoint for its whole life. A failed TCP
-//! connect is retried once on the next endpoint.
+//! connect is retried once on the next endpoint. A Gateway API route's weighted backendRefs
+//! make the rotation weighted (a small Maglev table, see [`Target`]), with turns that reject
+//! for the share of an invalid backendRef.
 
 pub mod proxy_protocol;
 pub mod stats;
@@ -144,6 +146,10 @@ pub struct BindError {
 struct Target {
     service: ServiceRef,
     endpoints: Vec<SocketAddr>,
+    /// Weighted routes (Gateway API backendRefs): the round-robin order, each endpoint as
+    /// often as its share and `None` for the rejected share. Empty: plain round-robin over
+    /// `endpoints`.
+    picks: Vec<Option<SocketAddr>>,
     proxy_protocol_in: bool,
     proxy_protocol_out: bool,
 }
@@ -153,10 +159,36 @@ impl From<&L4Service> for Target {
         Self {
             service: s.service.clone(),
             endpoints: s.endpoints.clone(),
+            picks: picks(s),
             proxy_protocol_in: s.proxy_protocol_in,
             proxy_protocol_out: s.proxy_protocol_out,
         }
     }
+}
+
+/// Length of a weighted pick list: prime (a Maglev table), and fine enough that a share is
+/// exact to 0.2%.
+const PICKS: u32 = 509;
+
+/// The weighted round-robin order of a service with a split (see [`Target::picks`]): a
+/// small Maglev table, so an endpoint's turns are spread over the rotation.
+fn picks(s: &L4Service) -> Vec<Option<SocketAddr>> {
+    if s.split.is_empty() {
+        return Vec::new();
+    }
+    let shares = s.shares();
+    let keys: Vec<String> = shares.iter().map(|(sh, _)| format!("{sh:?}")).collect();
+    let weights: Vec<f64> = shares.iter().map(|(_, w)| *w).collect();
+    let Ok(table) = super::maglev::weighted(&keys, &weights, PICKS) else {
+        return Vec::new();
+    };
+    table
+        .into_iter()
+        .map(|i| match shares.get(i as usize) {
+            Some((crate::snapshot::Share::To(a), _)) => Some(*a),
+            _ => None,
+        })
+        .collect()
 }
 
 /// State one listener's tasks share.
@@ -173,6 +205,18 @@ struct Shared {
 impl Shared {
     /// The next endpoint in round-robin order, skipping `not` when another one exists.
     fn pick(&self, target: &Target, not: Option<SocketAddr>) -> Option<SocketAddr> {
+        if !target.picks.is_empty() {
+            let p = &target.picks;
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            return match p[i % p.len()] {
+                // A retry goes to the next turn that is another endpoint.
+                Some(ep) if Some(ep) == not => (1..p.len())
+                    .filter_map(|d| p[(i + d) % p.len()])
+                    .find(|e| Some(*e) != not)
+                    .or(Some(ep)),
+                other => other,
+            };
+        }
         let eps = &target.endpoints;
         if eps.is_empty() {
             return None;
@@ -297,10 +341,15 @@ impl L4Proxy {
         }
         let mut listeners = self.listeners.lock().await;
 
+        // Gone, or to bind elsewhere (a Gateway's address changed): closed, then reopened.
         let removed: Vec<Key> = listeners
-            .keys()
-            .filter(|k| !wanted.contains_key(k))
-            .copied()
+            .iter()
+            .filter(|(k, l)| {
+                wanted
+                    .get(k)
+                    .is_none_or(|s| self.bind_ip(s) != l.local.ip())
+            })
+            .map(|(k, _)| *k)
             .collect();
         for key in removed {
             if let Some(l) = listeners.remove(&key) {
@@ -323,7 +372,7 @@ impl L4Proxy {
                 }
                 continue;
             }
-            match self.open(key, target).await {
+            match self.open(key, target, self.bind_ip(service)).await {
                 Ok(l) => {
                     info!(protocol = %key.0, addr = %l.local, service = %l.shared.target.load().service, endpoints = l.shared.target.load().endpoints.len(), "L4 listener open");
                     listeners.insert(key, l);
@@ -340,9 +389,15 @@ impl L4Proxy {
         report
     }
 
-    async fn open(&self, key: Key, target: Target) -> Result<Listener, BindError> {
+    /// Where a service listens: the first of its Gateway's addresses (one listener per
+    /// protocol and port here), else `--bind-address`.
+    fn bind_ip(&self, s: &L4Service) -> IpAddr {
+        s.addrs.first().copied().unwrap_or(self.opts.bind_address)
+    }
+
+    async fn open(&self, key: Key, target: Target, ip: IpAddr) -> Result<Listener, BindError> {
         let (protocol, port) = key;
-        let addr = SocketAddr::new(self.opts.bind_address, port);
+        let addr = SocketAddr::new(ip, port);
         let bind_error = |source| BindError {
             protocol,
             addr,

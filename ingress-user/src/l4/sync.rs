@@ -20,7 +20,33 @@ use ingress_common::{
 use tracing::{debug, warn};
 
 use super::{L4Error, bpf_batch, conntrack, maglev};
-use crate::config::{L4Protocol, L4Service};
+use crate::{
+    config::{L4Protocol, L4Service},
+    snapshot::Share,
+};
+
+/// A service's Maglev table: `(protocol, external port, family, address)`, where the
+/// address is a Gateway's own (`spec.addresses`) or all zero for every node address. One
+/// table per family, so a flow only ever meets endpoints of its own family.
+type TableKey = (u8, u16, u8, [u8; 16]);
+
+/// Who owns slots of a table, by weight; the all-zero backend (family 0) is the rejected
+/// share, written as backend id 0, which the kernel hands to the stack (TCP RST, ICMP port
+/// unreachable) like a service without endpoints.
+type Weighted = Vec<(Backend, f64)>;
+
+/// The rejected share's entry in a [`Weighted`] list.
+const REJECT: Backend = Backend {
+    addr: [0; 16],
+    port: 0,
+    family: 0,
+    _pad: 0,
+};
+
+/// The real endpoints of a weighted list.
+fn real(eps: &Weighted) -> impl Iterator<Item = &Backend> {
+    eps.iter().map(|(b, _)| b).filter(|b| b.family != 0)
+}
 
 /// Sizes the maps were created with.
 #[derive(Clone, Copy, Debug)]
@@ -53,15 +79,14 @@ pub struct ApplyReport {
 /// The diffing map writer. Holds what it last wrote; rebuilt from the maps after a restart.
 pub struct MapSync {
     limits: Limits,
-    /// (protocol, external port, family) → service id: one Maglev table per family, so a
-    /// flow only ever meets endpoints of its own family.
-    service_ids: BTreeMap<(u8, u16, u8), u32>,
+    /// Table key → service id.
+    service_ids: BTreeMap<TableKey, u32>,
     services: BTreeMap<ServiceKey, ServiceValue>,
     backend_ids: HashMap<Backend, u32>,
     backend_refs: HashMap<u32, usize>,
-    /// Per service id: the endpoints and the table (of backend ids) last written; `None`
-    /// after a restart, meaning "rewrite the whole table".
-    tables: HashMap<u32, (Vec<Backend>, Vec<u32>)>,
+    /// Per service id: the weighted endpoints and the table (of backend ids) last written;
+    /// `None` after a restart, meaning "rewrite the whole table".
+    tables: HashMap<u32, (Weighted, Vec<u32>)>,
     /// Set by [`MapSync::recover`]: the endpoints a previous controller served are unknown,
     /// so the first apply checks every UDP flow against the current endpoints.
     recovered: bool,
@@ -142,8 +167,9 @@ impl MapSync {
                     .map_err(L4Error::map("open services"))?;
             for item in services.iter() {
                 let (k, v) = item.map_err(L4Error::map("read services"))?;
+                // Node addresses are told apart from Gateway addresses at the first apply.
                 sync.service_ids
-                    .insert((k.proto, u16::from_be(k.port), k.family), v.id);
+                    .insert((k.proto, u16::from_be(k.port), k.family, k.addr), v.id);
                 sync.services.insert(k, v);
             }
         }
@@ -174,8 +200,22 @@ impl MapSync {
         node_addrs: &[IpAddr],
     ) -> Result<ApplyReport, L4Error> {
         let mut report = ApplyReport::default();
-        // (proto, port, family) → sorted endpoints of that family.
-        let mut desired: BTreeMap<(u8, u16, u8), Vec<Backend>> = BTreeMap::new();
+        if self.recovered {
+            // Recovered keys carry the exact address; those of node addresses are the
+            // node-wide tables (scope zero).
+            let nodes: HashSet<[u8; 16]> = node_addrs
+                .iter()
+                .map(|a| backend(SocketAddr::new(*a, 0)).addr)
+                .collect();
+            self.service_ids = std::mem::take(&mut self.service_ids)
+                .into_iter()
+                .map(|((p, port, f, addr), id)| {
+                    let scope = if nodes.contains(&addr) { [0; 16] } else { addr };
+                    ((p, port, f, scope), id)
+                })
+                .collect();
+        }
+        let mut desired: BTreeMap<TableKey, Weighted> = BTreeMap::new();
         for s in services {
             if s.proxy_protocol_in || s.proxy_protocol_out {
                 report
@@ -183,22 +223,48 @@ impl MapSync {
                     .push(format!("{}/{:?} (PROXY protocol)", s.port, s.protocol));
                 continue;
             }
+            let shares = s.shares();
             for family in [FAMILY_V4, FAMILY_V6] {
-                let mut eps: Vec<Backend> = s
-                    .endpoints
+                let scopes: Vec<[u8; 16]> = if s.addrs.is_empty() {
+                    vec![[0; 16]]
+                } else {
+                    s.addrs
+                        .iter()
+                        .map(|a| backend(SocketAddr::new(*a, 0)))
+                        .filter(|b| b.family == family)
+                        .map(|b| b.addr)
+                        .collect()
+                };
+                let mut eps: Weighted = shares
                     .iter()
-                    .copied()
-                    .map(backend)
-                    .filter(|b| b.family == family)
+                    .filter_map(|(share, w)| match share {
+                        Share::To(a) => Some((backend(*a), *w)).filter(|(b, _)| b.family == family),
+                        Share::Reject => Some((REJECT, *w)),
+                    })
                     .collect();
+                // Endpoints of weight 0 own no slots but stay in the list: they take no
+                // new flows, and their UDP flows are not purged (only leaving does that).
+                for e in s
+                    .split
+                    .iter()
+                    .filter(|x| x.weight == 0)
+                    .flat_map(|x| &x.endpoints)
+                {
+                    let b = backend(*e);
+                    if b.family == family && !eps.iter().any(|(x, _)| *x == b) {
+                        eps.push((b, 0.0));
+                    }
+                }
                 // A family without endpoints is left out (nothing answers there), unless
                 // the service has none at all: then both families reject, and count it.
-                if eps.is_empty() && !s.endpoints.is_empty() {
+                if real(&eps).next().is_none() && !s.endpoints.is_empty() {
                     continue;
                 }
-                eps.sort_by_key(maglev_key);
-                eps.dedup();
-                desired.insert((proto(s.protocol), s.port, family), eps);
+                eps.sort_by_key(|(b, _)| maglev_key(b));
+                eps.dedup_by_key(|(b, _)| *b);
+                for scope in scopes {
+                    desired.insert((proto(s.protocol), s.port, family, scope), eps.clone());
+                }
             }
         }
 
@@ -232,12 +298,13 @@ impl MapSync {
         for (key, eps) in &desired {
             let id = self.service_ids[key];
             if key.0 == PROTO_UDP {
+                let live: HashSet<Backend> = real(eps).copied().collect();
                 let left = match self.tables.get(&id) {
-                    Some((old, _)) => old.iter().any(|b| !eps.contains(b)),
+                    Some((old, _)) => real(old).any(|b| !live.contains(b)),
                     None => self.recovered,
                 };
                 if left {
-                    udp_live.insert(id, eps.iter().copied().collect());
+                    udp_live.insert(id, live);
                 } else {
                     // An id reused by a new service this apply: its flows are its own.
                     udp_live.remove(&id);
@@ -247,7 +314,11 @@ impl MapSync {
                 continue;
             }
             let mut ids = Vec::with_capacity(eps.len());
-            for b in eps {
+            for (b, _) in eps {
+                if b.family == 0 {
+                    ids.push(0); // the rejected share
+                    continue;
+                }
                 let (bid, new) = self.acquire_backend(*b)?;
                 if new {
                     let mut arr: Array<&mut MapData, Backend> =
@@ -258,8 +329,9 @@ impl MapSync {
                 }
                 ids.push(bid);
             }
-            let keys: Vec<Vec<u8>> = eps.iter().map(maglev_key).collect();
-            let table: Vec<u32> = maglev::table(&keys, self.limits.maglev_size)?
+            let keys: Vec<Vec<u8>> = eps.iter().map(|(b, _)| maglev_key(b)).collect();
+            let weights: Vec<f64> = eps.iter().map(|(_, w)| *w).collect();
+            let table: Vec<u32> = maglev::weighted(&keys, &weights, self.limits.maglev_size)?
                 .into_iter()
                 .map(|i| ids.get(i as usize).copied().unwrap_or(0))
                 .collect();
@@ -270,7 +342,7 @@ impl MapSync {
                 .filter(|(i, v)| old.as_ref().is_none_or(|(_, t)| t.get(*i) != Some(v)))
                 .map(|(i, v)| (id * self.limits.maglev_size + i as u32, *v))
                 .unzip();
-            if !eps.is_empty() {
+            if real(eps).next().is_some() {
                 let m = map(ebpf, maps::MAGLEV)?;
                 let fd = data(m, maps::MAGLEV)?.fd().as_fd().as_raw_fd();
                 bpf_batch::update_u32_array(fd, &slots, &values)
@@ -278,26 +350,35 @@ impl MapSync {
                 report.slots_written += slots.len();
             }
             if let Some((old_eps, _)) = old {
-                released.extend(old_eps);
+                released.extend(real(&old_eps).copied());
             }
             self.tables.insert(id, (eps.clone(), table));
         }
 
-        // Service entries for every node address of the right family.
+        // Service entries: the Gateway's address, or every node address of the family.
         let mut want: BTreeMap<ServiceKey, ServiceValue> = BTreeMap::new();
-        for ((p, port, family), eps) in &desired {
-            let id = self.service_ids[&(*p, *port, *family)];
+        for (key @ (p, port, family, scope), eps) in &desired {
+            let value = ServiceValue {
+                id: self.service_ids[key],
+                flags: 0,
+                endpoints: u32::try_from(real(eps).count()).unwrap_or(u32::MAX),
+                _pad: 0,
+            };
+            if *scope != [0; 16] {
+                let k = ServiceKey {
+                    addr: *scope,
+                    port: port.to_be(),
+                    proto: *p,
+                    family: *family,
+                };
+                want.insert(k, value);
+                continue;
+            }
             let same_family = |a: &&IpAddr| a.is_ipv4() == (*family == FAMILY_V4);
             for addr in node_addrs.iter().filter(same_family) {
-                want.insert(
-                    service_key(*addr, *port, *p),
-                    ServiceValue {
-                        id,
-                        flags: 0,
-                        endpoints: u32::try_from(eps.len()).unwrap_or(u32::MAX),
-                        _pad: 0,
-                    },
-                );
+                // Node-wide tables come first (scope zero sorts first), so a Gateway's own
+                // address that is also a node address gets the Gateway's table.
+                want.entry(service_key(*addr, *port, *p)).or_insert(value);
             }
         }
         {
@@ -341,7 +422,7 @@ impl MapSync {
             .collect();
         for id in dead {
             if let Some((eps, _)) = self.tables.remove(&id) {
-                released.extend(eps);
+                released.extend(real(&eps).copied());
             }
         }
         for b in released {
@@ -400,11 +481,13 @@ impl MapSync {
         }
     }
 
-    /// Service ids of an external port (one per address family served), for stats.
+    /// Service ids of an external port (one per address family and Gateway address
+    /// served), for stats.
     pub fn service_ids(&self, protocol: L4Protocol, port: u16) -> Vec<u32> {
-        [FAMILY_V4, FAMILY_V6]
+        self.service_ids
             .iter()
-            .filter_map(|f| self.service_ids.get(&(proto(protocol), port, *f)).copied())
+            .filter(|((p, q, _, _), _)| *p == proto(protocol) && *q == port)
+            .map(|(_, id)| *id)
             .collect()
     }
 }

@@ -1,6 +1,6 @@
 //! Gateway API status: the elected leader writes the conditions the translation computed
-//! (`config::gateway::status`) on our GatewayClasses, Gateways and the HTTPRoutes that name
-//! them, with `--update-status`.
+//! (`config::gateway::status`) on our GatewayClasses, Gateways and the HTTPRoutes,
+//! TCPRoutes and UDPRoutes that name them, with `--update-status`.
 //!
 //! - A condition keeps its `lastTransitionTime` while its status stays the same.
 //! - A route's `status.parents` entries written by other controllers are kept; ours (by
@@ -26,8 +26,8 @@ use tracing::{info, warn};
 
 use super::status::{StatusConfig, resolve, while_leading};
 use crate::config::gateway::{
-    Gateway, GatewayClass, HTTPRoute,
-    status::{Cond, Statuses},
+    Gateway, GatewayClass, HTTPRoute, TCPRoute, UDPRoute,
+    status::{Cond, RouteState, Statuses},
     types::{
         GatewayAddress, GatewayClassStatus, GatewayStatus, ListenerStatus, RouteParentStatus,
         RouteStatus,
@@ -44,8 +44,30 @@ pub struct GatewayReport {
     pub classes: Vec<Arc<GatewayClass>>,
     /// Our Gateways as last seen.
     pub gateways: Vec<Arc<Gateway>>,
-    /// The routes in `statuses`, as last seen.
+    /// The HTTPRoutes in `statuses`, as last seen.
     pub routes: Vec<Arc<HTTPRoute>>,
+    /// The TCPRoutes in `statuses`, as last seen.
+    pub tcp_routes: Vec<Arc<TCPRoute>>,
+    /// The UDPRoutes in `statuses`, as last seen.
+    pub udp_routes: Vec<Arc<UDPRoute>>,
+}
+
+/// The last-seen object of a route state among `objects` of its kind.
+fn current<
+    'a,
+    T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+>(
+    objects: &'a [Arc<T>],
+    r: &RouteState,
+) -> Option<&'a T> {
+    objects
+        .iter()
+        .find(|o| {
+            let m = o.metadata();
+            m.namespace.as_deref() == Some(r.key.0.as_str())
+                && m.name.as_deref() == Some(r.key.1.as_str())
+        })
+        .map(|o| &**o)
 }
 
 /// Conditions as written: the old transition time when the status did not change.
@@ -231,15 +253,27 @@ async fn sync(client: &Client, report: &GatewayReport, controller: &str, publish
         }
     }
     for r in &s.routes {
-        let current = report.routes.iter().find(|o| {
-            o.metadata.namespace.as_deref() == Some(r.key.0.as_str())
-                && o.metadata.name.as_deref() == Some(r.key.1.as_str())
-        });
-        if let Some(next) =
-            route_status(r, current.and_then(|o| o.status.as_ref()), controller, &now)
-        {
-            let api: Api<HTTPRoute> = Api::namespaced(client.clone(), &r.key.0);
-            write(&api, r.kind, &r.key.1, &next).await;
+        let status = match r.kind {
+            "TCPRoute" => current(&report.tcp_routes, r).and_then(|o| o.status.as_ref()),
+            "UDPRoute" => current(&report.udp_routes, r).and_then(|o| o.status.as_ref()),
+            _ => current(&report.routes, r).and_then(|o| o.status.as_ref()),
+        };
+        let Some(next) = route_status(r, status, controller, &now) else {
+            continue;
+        };
+        match r.kind {
+            "TCPRoute" => {
+                let api: Api<TCPRoute> = Api::namespaced(client.clone(), &r.key.0);
+                write(&api, r.kind, &r.key.1, &next).await;
+            }
+            "UDPRoute" => {
+                let api: Api<UDPRoute> = Api::namespaced(client.clone(), &r.key.0);
+                write(&api, r.kind, &r.key.1, &next).await;
+            }
+            _ => {
+                let api: Api<HTTPRoute> = Api::namespaced(client.clone(), &r.key.0);
+                write(&api, r.kind, &r.key.1, &next).await;
+            }
         }
     }
 }

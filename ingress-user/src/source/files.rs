@@ -8,7 +8,8 @@
 //!   EndpointSlice, core v1 Endpoints (converted to EndpointSlices, since there is no
 //!   EndpointSlice controller here), Secret, ConfigMap, Namespace (its labels select
 //!   Gateway API routes), and the Gateway API's GatewayClass, Gateway, HTTPRoute and
-//!   ReferenceGrant (`gateway.networking.k8s.io` v1, or v1beta1 of the same shape). Other
+//!   ReferenceGrant (`gateway.networking.k8s.io` v1, or v1beta1 of the same shape), TCPRoute
+//!   and UDPRoute (v1, or v1alpha2). Other
 //!   kinds (Deployment, ...) are ignored silently.
 //! - A document that does not parse, or is not a Kubernetes object, is a Problem naming the
 //!   file and line; every other document still applies.
@@ -40,7 +41,7 @@ use tracing::{debug, info, warn};
 use super::{Update, UpdateTx, dir_watch::DirWatch, manifest_dir::ManifestDir};
 use crate::config::{
     ObjectRef, Problem, Store,
-    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, UDPRoute},
     legacy::{self, LEGACY_INGRESS_VERSIONS},
     problem::Severity,
 };
@@ -51,10 +52,14 @@ const CLUSTER_SCOPED: [&str; 3] = ["IngressClass", "Namespace", "GatewayClass"];
 /// Whether `api_version` is a Gateway API version we read `kind` in.
 fn gateway_version(api_version: &str, kind: &str) -> bool {
     let kinds = ["GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"];
-    matches!(
-        api_version,
-        "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1"
-    ) && kinds.contains(&kind)
+    // TCPRoute and UDPRoute: v1alpha2 until Gateway API v1.6, v1 since (the same shape).
+    let l4 = ["TCPRoute", "UDPRoute"];
+    match api_version {
+        "gateway.networking.k8s.io/v1" => kinds.contains(&kind) || l4.contains(&kind),
+        "gateway.networking.k8s.io/v1beta1" => kinds.contains(&kind),
+        "gateway.networking.k8s.io/v1alpha2" => l4.contains(&kind),
+        _ => false,
+    }
 }
 
 /// Why the directory could not be read at all (single files never fail the load).
@@ -310,6 +315,20 @@ impl Loader {
                     self.typed::<HTTPRoute>(path, line, "HTTPRoute", doc, |o| &mut o.metadata)
                 {
                     self.store.http_routes.push(o);
+                }
+            }
+            "TCPRoute" => {
+                if let Some(o) =
+                    self.typed::<TCPRoute>(path, line, "TCPRoute", doc, |o| &mut o.metadata)
+                {
+                    self.store.tcp_routes.push(o);
+                }
+            }
+            "UDPRoute" => {
+                if let Some(o) =
+                    self.typed::<UDPRoute>(path, line, "UDPRoute", doc, |o| &mut o.metadata)
+                {
+                    self.store.udp_routes.push(o);
                 }
             }
             "ReferenceGrant" => {

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use super::{Update, UpdateTx};
 use crate::config::{
     Change,
-    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, UDPRoute},
     store::{Key, Kind, Object},
 };
 
@@ -147,6 +147,10 @@ pub async fn run(client: Client, cfg: KubeSourceConfig, tx: UpdateTx) {
         w.watch::<Gateway>(scoped(&client, ns), watcher::Config::default());
         w.watch::<HTTPRoute>(scoped(&client, ns), watcher::Config::default());
         w.watch::<ReferenceGrant>(scoped(&client, ns), watcher::Config::default());
+        if serves_l4_routes(&client).await {
+            w.watch::<TCPRoute>(scoped(&client, ns), watcher::Config::default());
+            w.watch::<UDPRoute>(scoped(&client, ns), watcher::Config::default());
+        }
     }
     let mut waiting = w.count;
     drop(listed_tx);
@@ -193,6 +197,30 @@ async fn serves_gateway_api(client: &Client) -> bool {
     } else {
         info!(
             "Gateway API CRDs not installed (gateway.networking.k8s.io v1 and v1beta1 ReferenceGrant); serving Ingress only. Restart after installing them."
+        );
+    }
+    found
+}
+
+/// Whether the API server has TCPRoute and UDPRoute in `v1alpha2` (experimental channel
+/// before Gateway API v1.6, and still served beside v1 since). Watched apart from the rest:
+/// a cluster with only the standard HTTP kinds still gets its Gateways and HTTPRoutes.
+async fn serves_l4_routes(client: &Client) -> bool {
+    let gv = format!("{}/v1alpha2", crate::config::gateway::types::GROUP);
+    let found = match client.list_api_group_resources(&gv).await {
+        Ok(list) => ["tcproutes", "udproutes"]
+            .iter()
+            .all(|p| list.resources.iter().any(|r| r.name == *p)),
+        Err(e) => {
+            debug!(group_version = %gv, error = %e, "API group not served");
+            false
+        }
+    };
+    if found {
+        info!("Gateway API TCPRoute and UDPRoute found (v1alpha2): watching them");
+    } else {
+        info!(
+            "Gateway API TCPRoute/UDPRoute v1alpha2 not served; TCP and UDP listeners get no routes"
         );
     }
     found
@@ -254,6 +282,8 @@ watched!(
     GatewayClass,
     Gateway,
     HTTPRoute,
+    TCPRoute,
+    UDPRoute,
     ReferenceGrant
 );
 
@@ -287,6 +317,8 @@ impl Slim for Namespace {
 impl Slim for GatewayClass {}
 impl Slim for Gateway {}
 impl Slim for HTTPRoute {}
+impl Slim for TCPRoute {}
+impl Slim for UDPRoute {}
 impl Slim for ReferenceGrant {}
 
 impl Watchers<'_> {
@@ -368,6 +400,8 @@ fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
         "GatewayClass" => "GatewayClass",
         "Gateway" => "Gateway",
         "HTTPRoute" => "HTTPRoute",
+        "TCPRoute" => "TCPRoute",
+        "UDPRoute" => "UDPRoute",
         "ReferenceGrant" => "ReferenceGrant",
         _ => "ConfigMap",
     }

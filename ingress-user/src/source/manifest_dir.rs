@@ -250,6 +250,8 @@ fn written_as(kind: Kind) -> &'static str {
         Kind::GatewayClass => "GatewayClass",
         Kind::Gateway => "Gateway",
         Kind::HTTPRoute => "HTTPRoute",
+        Kind::TCPRoute => "TCPRoute",
+        Kind::UDPRoute => "UDPRoute",
         Kind::ReferenceGrant => "ReferenceGrant",
     }
 }

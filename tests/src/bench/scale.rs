@@ -159,6 +159,8 @@ pub fn run(p: Params) -> anyhow::Result<Results> {
                     .collect(),
                 proxy_protocol_in: false,
                 proxy_protocol_out: false,
+                addrs: Vec::new(),
+                split: Vec::new(),
             })
             .collect()
     };

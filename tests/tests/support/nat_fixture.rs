@@ -88,6 +88,8 @@ pub fn service(
         endpoints: endpoints.to_vec(),
         proxy_protocol_in: false,
         proxy_protocol_out: false,
+        addrs: Vec::new(),
+        split: Vec::new(),
     }
 }
 

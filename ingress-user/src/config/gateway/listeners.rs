@@ -19,6 +19,20 @@ use crate::{
 
 /// The route kinds an HTTP or HTTPS listener takes.
 pub const HTTP_ROUTE: &str = "HTTPRoute";
+/// The route kind a TCP listener takes.
+pub const TCP_ROUTE: &str = "TCPRoute";
+/// The route kind a UDP listener takes.
+pub const UDP_ROUTE: &str = "UDPRoute";
+
+/// The one route kind a listener of `protocol` takes; `None` for protocols we do not serve.
+fn route_kind(protocol: &str) -> Option<&'static str> {
+    match protocol {
+        "HTTP" | "HTTPS" => Some(HTTP_ROUTE),
+        "TCP" => Some(TCP_ROUTE),
+        "UDP" => Some(UDP_ROUTE),
+        _ => None,
+    }
+}
 
 /// The names of our GatewayClasses (`spec.controllerName` is `--controller-class`), with
 /// their Accepted condition recorded.
@@ -105,6 +119,16 @@ impl ResolvedListener<'_> {
     /// Whether it takes HTTPRoutes.
     pub fn takes_http_routes(&self) -> bool {
         self.kinds.iter().any(|k| k.kind == HTTP_ROUTE)
+    }
+
+    /// Whether it takes routes of `kind`.
+    pub fn takes(&self, kind: &str) -> bool {
+        self.kinds.iter().any(|k| k.kind == kind)
+    }
+
+    /// A TCP or UDP listener: the L4 plane serves it, not the HTTP router.
+    pub fn is_l4(&self) -> bool {
+        matches!(self.spec.protocol.as_str(), "TCP" | "UDP")
     }
 }
 
@@ -221,6 +245,7 @@ pub fn resolve<'a>(
         .map(|g| resolve_one(objects, g, secrets))
         .collect();
     ports(&mut out, opts);
+    super::l4routes::ports(&mut out, objects, opts);
     for g in &out {
         let object = object_ref("Gateway", &g.key);
         if let Some((_, msg)) = &g.refused {
@@ -343,29 +368,30 @@ fn resolve_listener<'a>(
             Err(e) => out.accepted = Err(("UnsupportedValue", format!("hostname: {e}"))),
         }
     }
-    match l.protocol.as_str() {
-        "HTTP" => {}
-        "HTTPS" => out.tls = true,
-        other => {
-            out.accepted = Err((
-                "UnsupportedProtocol",
-                format!("protocol {other:?} is not supported (HTTP and HTTPS are)"),
-            ));
-            return out;
-        }
-    }
-    // Kinds: HTTPRoute unless allowedRoutes.kinds narrows it (to kinds we know).
+    out.tls = l.protocol == "HTTPS";
+    let Some(route_kind) = route_kind(&l.protocol) else {
+        out.accepted = Err((
+            "UnsupportedProtocol",
+            format!(
+                "protocol {:?} is not supported (HTTP, HTTPS, TCP and UDP are)",
+                l.protocol
+            ),
+        ));
+        return out;
+    };
+    // Kinds: the protocol's route kind unless allowedRoutes.kinds narrows it (to kinds we
+    // know).
     match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
         None => out.kinds.push(RouteGroupKind {
             group: Some(super::types::GROUP.to_owned()),
-            kind: HTTP_ROUTE.to_owned(),
+            kind: route_kind.to_owned(),
         }),
         Some(kinds) => {
             let mut invalid = Vec::new();
             for k in kinds {
                 let group = k.group.as_deref().unwrap_or(super::types::GROUP);
-                if group == super::types::GROUP && k.kind == HTTP_ROUTE {
-                    if !out.takes_http_routes() {
+                if group == super::types::GROUP && k.kind == route_kind {
+                    if !out.takes(route_kind) {
                         out.kinds.push(RouteGroupKind {
                             group: Some(group.to_owned()),
                             kind: k.kind.clone(),
@@ -466,7 +492,8 @@ fn resolve_certs(
     }
 }
 
-/// Listeners of one Gateway on the same port: different protocols conflict, and so do
+/// Listeners of one Gateway on the same port: different protocols over the same transport
+/// conflict (UDP and a TCP-based protocol share a port number, not a socket), and so do
 /// equal hostnames with the same protocol. Every listener in a conflict is marked.
 fn conflicts_within(g: &mut Resolved<'_>) {
     let n = g.listeners.len();
@@ -475,6 +502,10 @@ fn conflicts_within(g: &mut Resolved<'_>) {
         for j in 0..n {
             let (a, b) = (&g.listeners[i], &g.listeners[j]);
             if i == j || a.port != b.port || a.port == 0 {
+                continue;
+            }
+            // UDP shares no socket with the TCP-based protocols.
+            if (a.spec.protocol == "UDP") != (b.spec.protocol == "UDP") {
                 continue;
             }
             if a.spec.protocol != b.spec.protocol {
@@ -526,7 +557,8 @@ fn ports(gateways: &mut [Resolved<'_>], opts: &Options) {
         let addrs = g.addrs.clone();
         let who = format!("Gateway {}/{}", g.key.0, g.key.1);
         for l in &mut g.listeners {
-            if l.accepted.is_err() || l.conflicted.is_some() {
+            // TCP and UDP listeners: see `l4routes::ports`.
+            if l.accepted.is_err() || l.conflicted.is_some() || l.is_l4() {
                 continue;
             }
             if l.port == opts.health_port {

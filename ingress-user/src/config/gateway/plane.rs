@@ -25,7 +25,7 @@ pub fn assemble(gateways: &[Resolved<'_>], routes: &[Attached]) -> GatewayPlane 
     // Every served listener opens its address, with or without routes (without, it
     // answers 404), and brings its certificates.
     for g in gateways.iter().filter(|g| g.refused.is_none()) {
-        for l in g.listeners.iter().filter(|l| l.usable()) {
+        for l in g.listeners.iter().filter(|l| l.usable() && !l.is_l4()) {
             for at in g.listen_addrs(l) {
                 let port = ports.entry(at).or_insert_with(|| Port::new(l.tls));
                 if !port.listener_hosts.contains(&l.hostname) {

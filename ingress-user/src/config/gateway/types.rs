@@ -77,6 +77,20 @@ resource!(
     status
 );
 resource!(
+    TCPRoute,
+    "v1alpha2",
+    "tcproutes",
+    NamespaceResourceScope,
+    status
+);
+resource!(
+    UDPRoute,
+    "v1alpha2",
+    "udproutes",
+    NamespaceResourceScope,
+    status
+);
+resource!(
     ReferenceGrant,
     "v1beta1",
     "referencegrants",
@@ -523,6 +537,69 @@ pub struct HttpBackendRef {
     /// Applied after the rule's filters for requests sent here.
     #[serde(default)]
     pub filters: Vec<HttpRouteFilter>,
+}
+
+/// TCPRoute: the connections to a TCP listener's port go to its backendRefs.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct TCPRoute {
+    /// Standard object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The spec.
+    #[serde(default)]
+    pub spec: L4RouteSpec,
+    /// Written by the controllers of its parents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RouteStatus>,
+}
+
+/// UDPRoute: the datagrams to a UDP listener's port go to its backendRefs.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct UDPRoute {
+    /// Standard object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The spec.
+    #[serde(default)]
+    pub spec: L4RouteSpec,
+    /// Written by the controllers of its parents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RouteStatus>,
+}
+
+/// TCPRoute and UDPRoute spec (the same shape in `v1alpha2` and `v1`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4RouteSpec {
+    /// The Gateways (and listeners) to attach to.
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    /// Rules (1 to 16 in the CRD); their backendRefs share the listener's traffic.
+    #[serde(default)]
+    pub rules: Vec<L4RouteRule>,
+}
+
+/// A TCPRoute or UDPRoute rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4RouteRule {
+    /// Optional rule name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where connections go, by weight.
+    #[serde(default)]
+    pub backend_refs: Vec<WeightedBackendRef>,
+}
+
+/// A backendRef with a weight (the L4 routes' BackendRef).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightedBackendRef {
+    /// The reference.
+    #[serde(flatten)]
+    pub target: BackendRef,
+    /// Default 1; 0 receives no new connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
 }
 
 /// A route's status (HTTPRoute and the L4 routes).

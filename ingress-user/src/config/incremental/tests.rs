@@ -281,6 +281,70 @@ fn random_slice(rng: &mut Rng, ns: &str, name: &str) -> Object {
     slice(ns, owner, name, ports, &eps).into()
 }
 
+/// A Gateway API object from JSON (the typed structs are deserialize-only).
+fn gateway_api<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("fixture deserializes")
+}
+
+/// Our GatewayClass, or one of another controller.
+fn random_gateway_class(rng: &mut Rng, _: &str, name: &str) -> Object {
+    let controller = if rng.chance(80) {
+        "xdp-ingress.dev/controller"
+    } else {
+        "someone.else/controller"
+    };
+    Object::GatewayClass(std::sync::Arc::new(gateway_api(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"controllerName": controller},
+    }))))
+}
+
+/// A Gateway with TCP and UDP listeners on ports the ConfigMap may also hold.
+fn random_gateway(rng: &mut Rng, ns: &str, name: &str) -> Object {
+    let mut listeners = vec![
+        serde_json::json!({"name": "t0", "port": 9000, "protocol": "TCP",
+        "allowedRoutes": {"namespaces": {"from": "All"}}}),
+    ];
+    if rng.chance(60) {
+        listeners.push(serde_json::json!({"name": "t1", "port": rng.pick(&[9001, 9002, 80]), "protocol": "TCP"}));
+    }
+    if rng.chance(40) {
+        listeners.push(serde_json::json!({"name": "u0", "port": 9000, "protocol": "UDP"}));
+    }
+    let addresses = if rng.chance(30) {
+        serde_json::json!([{"value": "10.9.0.1"}])
+    } else {
+        serde_json::json!([])
+    };
+    Object::Gateway(std::sync::Arc::new(gateway_api(serde_json::json!({
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": format!("2024-01-0{}T00:00:00Z", rng.below(5) + 1)},
+        "spec": {"gatewayClassName": "gx", "addresses": addresses, "listeners": listeners},
+    }))))
+}
+
+/// A TCPRoute or UDPRoute to the Gateways, with weighted (sometimes invalid) backendRefs.
+fn random_l4_route(rng: &mut Rng, ns: &str, name: &str) -> Object {
+    let parents = vec![
+        serde_json::json!({"name": "g0", "namespace": rng.pick(&NAMESPACES),
+        "sectionName": rng.pick(&["t0", "t1", "u0", "none"])}),
+    ];
+    let backends: Vec<serde_json::Value> = (0..=rng.below(3))
+        .map(|_| {
+            serde_json::json!({"name": rng.pick(&SERVICES), "port": rng.pick(&[80, 81, 99]),
+                "weight": rng.pick(&[0, 1, 3])})
+        })
+        .collect();
+    let v = serde_json::json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"parentRefs": parents, "rules": [{"backendRefs": backends}]},
+    });
+    if name.starts_with('u') {
+        Object::UDPRoute(std::sync::Arc::new(gateway_api(v)))
+    } else {
+        Object::TCPRoute(std::sync::Arc::new(gateway_api(v)))
+    }
+}
+
 /// Makes a random object of one kind, given its namespace and name.
 type MakeObject = fn(&mut Rng, &str, &str) -> Object;
 
@@ -289,7 +353,7 @@ fn random_change(rng: &mut Rng) -> Change {
     let n = rng.below(4);
     let delete = rng.chance(20);
     let custom_headers = rng.chance(50);
-    let (kind, name, object): (Kind, String, MakeObject) = match rng.below(11) {
+    let (kind, name, object): (Kind, String, MakeObject) = match rng.below(15) {
         8 if custom_headers => (Kind::ConfigMap, "hdr".to_owned(), |rng, ns, name| {
             let data: &[(&str, &str)] = match rng.below(3) {
                 0 => &[("X-A", "1")],
@@ -298,6 +362,10 @@ fn random_change(rng: &mut Rng) -> Change {
             };
             config_map(ns, name, data).into()
         }),
+        11 => (Kind::GatewayClass, "gx".to_owned(), random_gateway_class),
+        12 => (Kind::Gateway, "g0".to_owned(), random_gateway),
+        13 => (Kind::TCPRoute, format!("t{}", n % 2), random_l4_route),
+        14 => (Kind::UDPRoute, "u0".to_owned(), random_l4_route),
         0..=3 => (Kind::Ingress, format!("i{n}"), random_ingress),
         4 => (
             Kind::Service,
@@ -341,8 +409,9 @@ fn random_change(rng: &mut Rng) -> Change {
             },
         ),
         8 => (Kind::ConfigMap, "tcp".to_owned(), |rng, _, _| {
-            let data: &[(&str, &str)] = match rng.below(3) {
+            let data: &[(&str, &str)] = match rng.below(4) {
                 0 => &[("9000", "a/web:80"), ("9001", "b/api:http")],
+                3 => &[("9002", "a/web:80")],
                 1 => &[("9000", "a/db:81"), ("80", "a/web:80"), ("x", "y")],
                 _ => &[],
             };
@@ -358,7 +427,7 @@ fn random_change(rng: &mut Rng) -> Change {
         }),
     };
     let ns = match kind {
-        Kind::IngressClass => "",
+        Kind::IngressClass | Kind::GatewayClass => "",
         Kind::ConfigMap if !custom_headers => "ingress",
         _ => ns,
     };
@@ -394,6 +463,9 @@ fn random_change_sequences_always_equal_a_full_build() {
         .unwrap_or(60);
     let mut compared = 0;
     let mut with_canary = 0;
+    // Snapshots with a Gateway API TCP/UDP listener served, and with one in conflict with
+    // the ConfigMap: the generator must reach both.
+    let (mut gateway_l4, mut conflicted) = (0, 0);
     for seed in 0..seeds {
         let mut rng = Rng(seed);
         let mut engine = Engine::new(options());
@@ -407,6 +479,11 @@ fn random_change_sequences_always_equal_a_full_build() {
             }
             let (snap, _) = engine.snapshot();
             let want = build_objects(engine.objects(), &options());
+            assert_eq!(
+                **engine.statuses(),
+                crate::config::gateway_statuses(engine.objects(), &options()),
+                "seed {seed} step {step}: Gateway API statuses differ"
+            );
             let (got, want) = (canonical(&snap), canonical(&want));
             if got != want {
                 let tail = log[log.len().saturating_sub(6)..].join("\n");
@@ -416,11 +493,22 @@ fn random_change_sequences_always_equal_a_full_build() {
             }
             compared += 1;
             with_canary += usize::from(got.routes.iter().any(|r| r.contains(" canary ")));
+            gateway_l4 += usize::from(snap.l4.iter().any(|l| !l.split.is_empty()));
+            conflicted += usize::from(
+                snap.problems
+                    .iter()
+                    .any(|p| p.message.contains("which wins")),
+            );
         }
     }
     assert_eq!(compared, seeds * 150);
-    // The generator does reach canaries attached to main routes.
+    // The generator does reach canaries attached to main routes, Gateway API TCP/UDP
+    // listeners served, and ones in conflict with the ConfigMap.
     assert!(with_canary > 0, "no Snapshot had a canary");
+    assert!(
+        gateway_l4 > 0 && conflicted > 0,
+        "{gateway_l4} {conflicted}"
+    );
 }
 
 /// The one EndpointSlice of `ns/web`, with one ready endpoint.
