@@ -227,14 +227,17 @@ pub fn annotation_verdicts(
     opts: &Options,
 ) -> Vec<(ObjectRef, Vec<annotations::Verdict>)> {
     let classes = class::ClassFilter::new(objects.ingress_classes.values().map(|c| &**c), opts);
+    let resolver = Resolver::new(objects);
+    let mut cells = Cells::default();
     objects
         .ingresses
         .values()
         .filter(|i| classes.serves(i))
         .filter_map(|i| {
-            let parsed =
-                annotations::parse(i.metadata.annotations.as_ref(), &opts.annotations_prefix);
-            (!parsed.verdicts.is_empty()).then(|| (ingress::object_ref(i), parsed.verdicts))
+            let verdicts = ingress::annotations_of(i, resolver, &mut cells, opts)
+                .parsed
+                .verdicts;
+            (!verdicts.is_empty()).then(|| (ingress::object_ref(i), verdicts))
         })
         .collect()
 }

@@ -22,6 +22,8 @@
 //! - [`upload`]: request bodies: the client body timeout, and small bodies read whole
 //!   before an upstream connection is taken.
 //! - [`rescue`]: the one mapping from failure to status, body and metrics label.
+//! - [`cors`]: the response headers an Ingress's annotations set (`custom-headers`, CORS)
+//!   and CORS preflights.
 //!
 //! A new Snapshot applies to the next request; open connections, upgraded tunnels and
 //! streaming responses are never cut by it.

@@ -370,6 +370,23 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
     out
 }
 
+impl Parsed {
+    /// Records that annotation `name`, valid on its own, cannot be applied with the
+    /// objects it names (a ConfigMap, a Service): an Error Problem, and an invalid verdict.
+    pub fn invalid(&mut self, prefix: &str, name: &str, message: String) {
+        if let Some(v) = self.verdicts.iter_mut().find(|v| v.name == name) {
+            v.status = Status::Invalid;
+            v.note.clone_from(&message);
+        }
+        self.findings.push(Finding {
+            field: format!("metadata.annotations[\"{prefix}/{name}\"]"),
+            kind: "invalid_annotation",
+            message,
+            severity: Severity::Error,
+        });
+    }
+}
+
 /// An ingress-nginx boolean (Go's `strconv.ParseBool`).
 pub(super) fn boolean(value: &str) -> Result<bool, String> {
     match value {

@@ -138,26 +138,18 @@ pub fn translate(
     opts: &Options,
 ) -> Translated {
     let object = object_ref(ing);
-    let prefix = opts.annotations_prefix.as_str();
-    let mut parsed = annotations::parse(ing.metadata.annotations.as_ref(), prefix);
+    let Annotations {
+        parsed,
+        config_maps,
+        services,
+        aliases,
+    } = annotations_of(ing, resolver, cells, opts);
     let ns = ing
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "default".to_owned());
-    let config_maps = resolve_custom_headers(&mut parsed, &ns, resolver, opts);
-    let aliases = take_aliases(&mut parsed);
-    let services = resolve_default_backend(&mut parsed, &ns, resolver, cells, &object, prefix)
-        .into_iter()
-        .chain(resolve_mirror(
-            &mut parsed,
-            &ns,
-            resolver,
-            cells,
-            &object,
-            prefix,
-        ))
-        .collect();
+    let prefix = opts.annotations_prefix.as_str();
     let mut auth = basic_auth::resolve(
         ing.metadata.annotations.as_ref(),
         prefix,
@@ -316,6 +308,51 @@ fn complete_policy(
     Some(Arc::new(p))
 }
 
+/// An Ingress's annotations, parsed and resolved against the objects they name.
+pub struct Annotations {
+    /// The policy, verdicts (invalid where a named object is unusable) and findings.
+    pub parsed: annotations::Parsed,
+    /// The ConfigMaps read (`custom-headers`).
+    pub config_maps: Vec<Key>,
+    /// The Services named (`default-backend`, `mirror-target`).
+    pub services: Vec<Key>,
+    /// `server-alias` host names (moved out of the policy).
+    pub aliases: Vec<String>,
+}
+
+/// Parses an Ingress's annotations under `--annotations-prefix` and resolves the objects
+/// they name. Also what `xdp-ingress check` reports.
+pub fn annotations_of(
+    ing: &Ingress,
+    resolver: Resolver<'_>,
+    cells: &mut Cells,
+    opts: &Options,
+) -> Annotations {
+    let object = object_ref(ing);
+    let prefix = opts.annotations_prefix.as_str();
+    let mut parsed = annotations::parse(ing.metadata.annotations.as_ref(), prefix);
+    let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
+    let config_maps = resolve_custom_headers(&mut parsed, ns, resolver, opts);
+    let aliases = take_aliases(&mut parsed);
+    let services = resolve_default_backend(&mut parsed, ns, resolver, cells, &object, prefix)
+        .into_iter()
+        .chain(resolve_mirror(
+            &mut parsed,
+            ns,
+            resolver,
+            cells,
+            &object,
+            prefix,
+        ))
+        .collect();
+    Annotations {
+        parsed,
+        config_maps,
+        services,
+        aliases,
+    }
+}
+
 /// Resolves `default-backend` (a Service of the Ingress's namespace, its first port) into
 /// the policy. Returns the Service it names (found or not), which the engine watches.
 fn resolve_default_backend(
@@ -344,14 +381,9 @@ fn resolve_default_backend(
         } else {
             "has no ports"
         };
-        parsed.findings.push(annotations::Finding {
-            field: format!("metadata.annotations[\"{prefix}/default-backend\"]"),
-            kind: "invalid_annotation",
-            message: format!(
-                "Service {ns}/{name} {why}; the global default backend is used instead"
-            ),
-            severity: Severity::Error,
-        });
+        let message =
+            format!("Service {ns}/{name} {why}; the global default backend is used instead");
+        parsed.invalid(prefix, "default-backend", message);
     }
     Some((ns.to_owned(), name))
 }
@@ -399,12 +431,10 @@ fn resolve_mirror(
     };
     match backend {
         Ok(b) => Arc::make_mut(policy).mirror_backend = Some(Arc::new(b)),
-        Err(why) => parsed.findings.push(annotations::Finding {
-            field: format!("metadata.annotations[\"{prefix}/mirror-target\"]"),
-            kind: "invalid_annotation",
-            message: format!("{why}; requests are not mirrored"),
-            severity: Severity::Error,
-        }),
+        Err(why) => {
+            let message = format!("{why}; requests are not mirrored");
+            parsed.invalid(prefix, "mirror-target", message);
+        }
     }
     key
 }
@@ -463,15 +493,8 @@ fn resolve_custom_headers(
         Ok(headers) => policy.response_headers = headers,
         Err(why) => {
             policy.denied = true;
-            parsed.findings.push(annotations::Finding {
-                field: format!(
-                    "metadata.annotations[\"{}/custom-headers\"]",
-                    opts.annotations_prefix
-                ),
-                kind: "invalid_annotation",
-                message: format!("{why}; every request to this Ingress's paths gets 503"),
-                severity: Severity::Error,
-            });
+            let message = format!("{why}; every request to this Ingress's paths gets 503");
+            parsed.invalid(&opts.annotations_prefix, "custom-headers", message);
         }
     }
     vec![(cm_ns, name)]

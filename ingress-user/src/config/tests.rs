@@ -993,6 +993,14 @@ fn custom_headers_read_the_config_map_or_deny() {
             assert!(p.message.contains(problem), "{}", p.message);
             assert!(p.message.contains("503"), "{}", p.message);
         }
+        // `xdp-ingress check` says so too.
+        let verdicts = annotation_verdicts(&Objects::from_store(&s), &o);
+        let want = if served {
+            annotations::Status::Applied
+        } else {
+            annotations::Status::Invalid
+        };
+        assert_eq!(verdicts[0].1[0].status, want, "{reference} {data:?}");
     }
 }
 

@@ -5,6 +5,10 @@
 //! Requests on a Gateway API listening address are routed by its HTTPRoutes
 //! ([`gateway`]); on an Ingress listener, the Gateway routes of that same address and
 //! port answer for the hosts they list, and the Ingress rules for every other host.
+//!
+//! An Ingress's annotations hook in here: response headers (`custom-headers`, CORS:
+//! [`cors`](super::cors)), error pages from the default backend (`errors`) and request
+//! copies (`mirror`).
 
 mod errors;
 mod gateway;
@@ -272,13 +276,13 @@ impl Router {
                         }
                         return resp;
                     }
-                    // Boxed: most requests have no body, and inline the read would grow
-                    // every request's future.
                     let size = backend
                         .policy()
                         .client_body_buffer_size
                         .unwrap_or(router.opts.limits.client_body_buffer_size);
-                    let body = if let Some(to) = &backend.policy().mirror_backend {
+                    // Boxed: most requests have no body, and inline the read would grow
+                    // every request's future.
+                    let read = if let Some(to) = &backend.policy().mirror_backend {
                         let policy = backend.policy();
                         let read = router
                             .mirror_ingress(&upstream, policy, to, &parts, &extra, body, size);
@@ -288,17 +292,15 @@ impl Router {
                     } else {
                         Box::pin(buffer(body, size)).await
                     };
-                    let body = {
-                        match body {
-                            Ok(body) => body,
-                            Err(e) => {
-                                let e = Error::from_request_body(e);
-                                let mut resp = router.finish(Some(&backend), Err(e), pending);
-                                if let Some(edits) = &edits {
-                                    edits.apply(resp.headers_mut());
-                                }
-                                return resp;
+                    let body = match read {
+                        Ok(body) => body,
+                        Err(e) => {
+                            let e = Error::from_request_body(e);
+                            let mut resp = router.finish(Some(&backend), Err(e), pending);
+                            if let Some(edits) = &edits {
+                                edits.apply(resp.headers_mut());
                             }
+                            return resp;
                         }
                     };
                     let out = Outbound {

@@ -50,7 +50,7 @@ const REFUSED: &[&str] = &[
 
 /// The response headers of a `custom-headers` ConfigMap's data, or why it is refused: a
 /// name that is not a header name (letters, digits, `-` and `_`, as ingress-nginx), not in
-/// `allowed` (compared case-insensitively), or one of [`REFUSED`]; a value with control
+/// `allowed` (compared case-insensitively), or one that frames the message; a value with control
 /// characters. Pure.
 pub fn headers_from_data(
     data: &BTreeMap<String, String>,
