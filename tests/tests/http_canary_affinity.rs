@@ -111,6 +111,21 @@ fn cookie_value<'a>(set_cookie: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// Waits (at most 10 s) until `host` is routed. `/readyz` turns ready when the first
+/// Snapshot is built, and the router takes it a moment later; a Snapshot is whole, so one
+/// routed host means all of them.
+async fn serving(proc: &IngressProcess, host: &str) {
+    let since = Instant::now();
+    while get(proc.http, host, "/", &[]).await.status == StatusCode::NOT_FOUND {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{host} is not routed\n{}",
+            proc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A directory of manifests the test rewrites while the binary watches it.
 struct Manifests(PathBuf);
 
@@ -126,6 +141,22 @@ impl Manifests {
 
     fn write(&self, yaml: &str) {
         fs::write(self.0.join("objects.yaml"), yaml).expect("write manifests");
+    }
+}
+
+/// The binary watching `dir`; started again with other ports if one it picked was taken
+/// meanwhile (as [`IngressProcess::start`] does).
+async fn start_on(dir: &Manifests) -> IngressProcess {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match IngressProcess::start_with(Source::Manifests(&dir.0), &[], Duration::from_secs(30))
+            .await
+        {
+            Ok(proc) => return proc,
+            Err(log) if attempt < 3 && log.contains("Address already in use") => {}
+            Err(log) => panic!("xdp-ingress did not start:\n{log}"),
+        }
     }
 }
 
@@ -166,6 +197,7 @@ async fn a_session_cookie_holds_a_client_to_one_backend() {
         &persistent,
     ));
     let proc = IngressProcess::start(&yaml, &[]).await;
+    serving(&proc, "sticky.foo.com").await;
     for (host, name) in [
         ("sticky.foo.com", "SERVERID"),
         ("persistent.foo.com", "INGRESSCOOKIE"),
@@ -221,9 +253,8 @@ async fn a_client_whose_backend_left_is_moved_and_others_stay() {
         yaml
     };
     let dir = Manifests::new("affinity-repick", &objects(&[&b[0], &b[1], &b[2]]));
-    let proc = IngressProcess::start_with(Source::Manifests(&dir.0), &[], Duration::from_secs(30))
-        .await
-        .expect("xdp-ingress starts");
+    let proc = start_on(&dir).await;
+    serving(&proc, "persistent.foo.com").await;
     // Sessions until each host has one on every backend: (host, cookie, backend).
     let mut sessions: Vec<(&str, String, String)> = Vec::new();
     for host in ["persistent.foo.com", "balanced.foo.com"] {
@@ -327,6 +358,7 @@ async fn change_on_failure_moves_the_cookie_to_the_backend_that_answered() {
     ];
     yaml.push_str(&ingress("change", "change.foo.com", "/", "echo", &change));
     let proc = IngressProcess::start(&yaml, &["--idle-timeout", "1"]).await;
+    serving(&proc, "keep.foo.com").await;
     // Per host, a cookie naming b2 (persistent: new sessions go round the backends; each
     // Ingress's cookies are its own).
     let mut on_b2 = Vec::new();
@@ -412,6 +444,7 @@ async fn the_cookie_is_secure_over_https() {
     );
     yaml.push_str(&ing);
     let proc = IngressProcess::start(&yaml, &[]).await;
+    serving(&proc, "foo.com").await;
     let stream = tls_connect(
         &tls_connector(&ca.cert, &[b"http/1.1"]),
         proc.https,
@@ -613,6 +646,7 @@ async fn the_cookie_has_ingress_nginx_attributes() {
     ));
     yaml.push_str(&ingress("sep2", "separate.foo.com", "/foo", "echo", &[]));
     let proc = IngressProcess::start(&yaml, &[]).await;
+    serving(&proc, "c0.affinity.foo.com").await;
     for (i, (case, _, _, path, headers, want, not)) in rows.iter().enumerate() {
         let host = format!("c{i}.affinity.foo.com");
         let r = get(proc.http, &host, path, headers).await;
@@ -827,6 +861,7 @@ async fn canary_by_header_cookie_and_weight() {
         BY_HEADER,
     ));
     let proc = IngressProcess::start(&yaml, &[]).await;
+    serving(&proc, "h0.canary.foo").await;
     for (i, (case, _, headers, want)) in rows.iter().enumerate() {
         let host = format!("h{i}.canary.foo");
         for _ in 0..3 {
@@ -880,6 +915,7 @@ async fn canary_weight_splits_requests() {
         ],
     ));
     let proc = IngressProcess::start(&yaml, &[]).await;
+    serving(&proc, "weight.canary.foo").await;
     let mut to_canary = 0;
     for _ in 0..400 {
         let r = get(proc.http, "weight.canary.foo", "/", &[]).await;
@@ -1010,10 +1046,12 @@ async fn sessions_stay_on_the_canary_or_the_main_backend() {
         ));
     }
     let proc = IngressProcess::start(&yaml, &[]).await;
+    serving(&proc, "sticky.canary.foo").await;
     // sticky: 16 new clients (all on one side has probability 2^-15), each held 10 times.
     let mut sides = BTreeSet::new();
     for _ in 0..16 {
         let first = get(proc.http, "sticky.canary.foo", "/", &[]).await;
+        assert_eq!(first.status, StatusCode::OK, "{first:?}\n{}", proc.log());
         assert_eq!(first.set_cookie.len(), 1, "{first:?}");
         let v = cookie_value(&first.set_cookie[0], "INGRESSCOOKIE").unwrap();
         let cookie = format!("INGRESSCOOKIE={v}");
@@ -1071,9 +1109,7 @@ async fn canaries_follow_changes_of_their_main_ingress_and_of_themselves() {
         "canary-changes",
         &format!("{services}{}", canary_by("CanaryByHeader")),
     );
-    let proc = IngressProcess::start_with(Source::Manifests(&dir.0), &[], Duration::from_secs(30))
-        .await
-        .expect("xdp-ingress starts");
+    let proc = start_on(&dir).await;
     /// Polls until `header: value` gets `want` (status, backend), for at most 10 s.
     async fn until(proc: &IngressProcess, header: (&str, &str), want: (StatusCode, &str)) {
         let since = Instant::now();

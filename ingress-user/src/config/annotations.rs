@@ -366,6 +366,14 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Pa
     proxy_ssl::without_secret(&mut policy, prefix, &mut out);
     auth_tls::without_secret(&mut policy, prefix, &mut out);
     cors::finish(&mut policy);
+    if let Some(message) = session::regex_without_path(&policy) {
+        out.findings.push(Finding {
+            field: format!("metadata.annotations[\"{prefix}/affinity\"]"),
+            kind: "affinity_cookie_path",
+            message,
+            severity: Severity::Warning,
+        });
+    }
     out.policy = (!policy.is_default()).then(|| Arc::new(policy));
     out
 }
@@ -1191,6 +1199,40 @@ mod tests {
             let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             let got = parse_one(&pairs).policy.map(|p| (*p).clone());
             assert_eq!(got, want, "{pairs:?}");
+        }
+    }
+
+    /// affinity.go "should warn user when use-regex is true and session-cookie-path is not
+    /// set".
+    #[test]
+    fn affinity_with_regex_paths_wants_a_cookie_path() {
+        for (pairs, warned) in [
+            (vec![("affinity", "cookie"), ("use-regex", "true")], true),
+            (
+                vec![
+                    ("affinity", "cookie"),
+                    ("use-regex", "true"),
+                    ("session-cookie-path", "/foo"),
+                ],
+                false,
+            ),
+            (vec![("affinity", "cookie")], false),
+            (vec![("use-regex", "true")], false),
+        ] {
+            let pairs: Vec<(String, &str)> = pairs.iter().map(|(n, v)| (key(n), *v)).collect();
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let parsed = parse_one(&pairs);
+            let found: Vec<_> = parsed
+                .findings
+                .iter()
+                .map(|f| (f.kind, f.severity))
+                .collect();
+            let want = if warned {
+                vec![("affinity_cookie_path", Severity::Warning)]
+            } else {
+                vec![]
+            };
+            assert_eq!(found, want, "{pairs:?}");
         }
     }
 

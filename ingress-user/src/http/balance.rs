@@ -321,6 +321,18 @@ mod tests {
     }
 
     #[test]
+    fn a_sticky_pick_counts_in_flight_and_draws_stay_in_range() {
+        let lb = Balancer::new(Balance::LeastLoaded);
+        let addr = SocketAddr::from(([10, 0, 0, 1], 8001));
+        let p = lb.pick_addr(addr);
+        assert_eq!((p.addr, lb.in_flight(addr)), (addr, 1));
+        drop(p);
+        assert_eq!(lb.in_flight(addr), 0);
+        assert!((0..1000).all(|_| lb.draw(7) < 7));
+        assert_eq!(lb.draw(0), 0);
+    }
+
+    #[test]
     fn in_flight_count_follows_the_pick_guard() {
         let (lb, b) = (Balancer::new(Balance::LeastLoaded), backend(1));
         let p = lb.pick(&b, None).unwrap();

@@ -350,14 +350,15 @@ impl Router {
             upgrade,
             session,
         } = out;
-        // `affinity: cookie`: the endpoint the session cookie holds the request to.
+        // `affinity: cookie`: the endpoint the session cookie holds the request to (boxed:
+        // kept across the forwarding, and one pointer without affinity).
         let sticky = session.and_then(|s| {
             let aff = backend.policy().affinity()?;
             let endpoints = Arc::clone(&backend.endpoints.load());
             let plan = affinity::plan(aff, &s, &endpoints, &self.balancer);
-            Some((aff, s, plan, endpoints))
+            Some(Box::new((aff, s, plan, endpoints)))
         });
-        head.sticky = sticky.as_ref().and_then(|(_, _, plan, _)| plan.target);
+        head.sticky = sticky.as_ref().and_then(|held| held.2.target);
         let forwarded = Instant::now();
         let mut tried = None;
         let mut result = upstream
@@ -378,8 +379,8 @@ impl Router {
                 service: Arc::clone(&backend.names.1),
             })
             .observe(started.elapsed().as_secs_f64());
-        if let (Some((aff, s, plan, endpoints)), Some(addr), Ok(resp)) =
-            (&sticky, tried, result.as_mut())
+        if let (Some(held), Some(addr), Ok(resp)) = (&sticky, tried, result.as_mut())
+            && let (aff, s, plan, endpoints) = &**held
             && let Some(cookie) =
                 affinity::set_cookie(aff, s, plan, addr, endpoints, &self.balancer)
         {

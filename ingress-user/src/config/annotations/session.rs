@@ -141,6 +141,15 @@ pub(super) fn change_on_failure(value: &str, p: &mut RoutePolicy) -> Result<(), 
     Ok(())
 }
 
+/// With `use-regex` and no `session-cookie-path`, the cookie's `Path` would be a regex
+/// (ingress-nginx logs "session-cookie-path should be set when use-regex is true").
+pub(super) fn regex_without_path(p: &RoutePolicy) -> Option<String> {
+    let a = p.affinity()?;
+    (p.use_regex && a.path.is_none()).then(|| {
+        "use-regex is set but session-cookie-path is not: the cookie's Path is the rule's path as written, regex and all; set session-cookie-path".to_owned()
+    })
+}
+
 /// Drops the settings unless `affinity: cookie` enabled them.
 pub(super) fn finish(p: &mut RoutePolicy) {
     if p.affinity.as_ref().is_some_and(|a| !a.enabled) {
