@@ -30,6 +30,7 @@ pub mod access_log;
 pub mod balance;
 pub mod body;
 pub mod client;
+pub mod client_hello;
 pub mod drain;
 pub mod h1;
 pub mod h2c;
