@@ -38,6 +38,7 @@ pub mod headers;
 pub mod host;
 pub mod limits;
 pub mod metrics;
+pub mod passthrough;
 pub mod preface;
 pub mod proxy;
 pub mod rescue;

@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod endpoints;
 pub mod gateway;
+pub mod passthrough;
 pub mod policy;
 pub mod problem;
 pub mod routes;

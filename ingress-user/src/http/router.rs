@@ -7,6 +7,7 @@
 //! port answer for the hosts they list, and the Ingress rules for every other host.
 
 mod gateway;
+mod passthrough;
 
 use std::{
     future::Future,

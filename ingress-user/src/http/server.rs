@@ -571,6 +571,12 @@ impl Worker {
         let handshake_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
             let metrics = Arc::clone(router.metrics());
+            // Passthrough by SNI first (reads the ClientHello only where it could apply).
+            let Some(stream) =
+                super::passthrough::accept(stream, conn, &router, handshake_timeout, &signal).await
+            else {
+                return;
+            };
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {

@@ -144,6 +144,7 @@ impl Port {
                     .collect(),
                 any: self.any.map(sorted),
             },
+            passthrough: Vec::new(),
         }
     }
 }
