@@ -194,13 +194,21 @@ fn gateway_report(engine: &Engine) -> GatewayReport {
     let routes = statuses
         .routes
         .iter()
+        .filter(|r| r.kind == "HTTPRoute")
         .filter_map(|r| objects.http_routes.get(&r.key).cloned())
+        .collect();
+    let tls_routes = statuses
+        .routes
+        .iter()
+        .filter(|r| r.kind == "TLSRoute")
+        .filter_map(|r| objects.tls_routes.get(&r.key).cloned())
         .collect();
     GatewayReport {
         statuses,
         classes,
         gateways,
         routes,
+        tls_routes,
     }
 }
 

@@ -12,9 +12,10 @@ mod listeners;
 mod plane;
 mod routes;
 pub mod status;
+mod tls_routes;
 pub mod types;
 
-pub use types::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+pub use types::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -58,7 +59,8 @@ pub fn translate(
     let mut gateways = listeners::resolve(objects, opts, &classes, secrets, &mut out.problems);
     let resolver = Resolver::new(objects);
     let routes = routes::attach(objects, resolver, cells, &mut gateways, &mut out);
-    out.plane = plane::assemble(&gateways, &routes);
+    let tls_routes = tls_routes::attach(objects, resolver, cells, &mut gateways, &mut out);
+    out.plane = plane::assemble(&gateways, &routes, &tls_routes);
     out.statuses.gateways = gateways.iter().map(listeners::Resolved::state).collect();
     out
 }

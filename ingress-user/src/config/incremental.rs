@@ -136,6 +136,7 @@ impl Engine {
                 | Kind::GatewayClass
                 | Kind::Gateway
                 | Kind::HTTPRoute
+                | Kind::TLSRoute
                 | Kind::ReferenceGrant,
                 ..,
             ) => self.dirty.gateway = true,

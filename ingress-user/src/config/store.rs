@@ -20,7 +20,7 @@ use k8s_openapi::api::{
 use super::{
     Problem,
     backend::SERVICE_NAME_LABEL,
-    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute},
     slice::Slice,
 };
 
@@ -47,6 +47,8 @@ pub struct Store {
     pub gateways: Vec<Gateway>,
     /// Gateway API HTTPRoutes.
     pub http_routes: Vec<HTTPRoute>,
+    /// Gateway API TLSRoutes.
+    pub tls_routes: Vec<TLSRoute>,
     /// Gateway API ReferenceGrants.
     pub reference_grants: Vec<ReferenceGrant>,
     /// Problems the source itself found (a file that does not parse, an object of an
@@ -68,6 +70,7 @@ impl Store {
         out.extend(self.gateway_classes.into_iter().map(Object::from));
         out.extend(self.gateways.into_iter().map(Object::from));
         out.extend(self.http_routes.into_iter().map(Object::from));
+        out.extend(self.tls_routes.into_iter().map(Object::from));
         out.extend(self.reference_grants.into_iter().map(Object::from));
         let mut changes: Vec<Change> = out.into_iter().map(Change::Apply).collect();
         if !self.problems.is_empty() {
@@ -103,6 +106,8 @@ pub enum Kind {
     Gateway,
     /// Gateway API HTTPRoute.
     HTTPRoute,
+    /// Gateway API TLSRoute.
+    TLSRoute,
     /// Gateway API ReferenceGrant.
     ReferenceGrant,
 }
@@ -133,6 +138,8 @@ pub enum Object {
     Gateway(Arc<Gateway>),
     /// An HTTPRoute.
     HTTPRoute(Arc<HTTPRoute>),
+    /// A TLSRoute.
+    TLSRoute(Arc<TLSRoute>),
     /// A ReferenceGrant.
     ReferenceGrant(Arc<ReferenceGrant>),
 }
@@ -156,6 +163,7 @@ object_from!(
     GatewayClass,
     Gateway,
     HTTPRoute,
+    TLSRoute,
     ReferenceGrant
 );
 
@@ -179,6 +187,7 @@ impl Object {
             Self::GatewayClass(_) => Kind::GatewayClass,
             Self::Gateway(_) => Kind::Gateway,
             Self::HTTPRoute(_) => Kind::HTTPRoute,
+            Self::TLSRoute(_) => Kind::TLSRoute,
             Self::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
@@ -212,6 +221,7 @@ impl Object {
             Self::GatewayClass(o) => Self::GatewayClass(copy(&o)),
             Self::Gateway(o) => Self::Gateway(copy(&o)),
             Self::HTTPRoute(o) => Self::HTTPRoute(copy(&o)),
+            Self::TLSRoute(o) => Self::TLSRoute(copy(&o)),
             Self::ReferenceGrant(o) => Self::ReferenceGrant(copy(&o)),
         }
     }
@@ -229,6 +239,7 @@ impl Object {
             Self::GatewayClass(o) => &o.metadata,
             Self::Gateway(o) => &o.metadata,
             Self::HTTPRoute(o) => &o.metadata,
+            Self::TLSRoute(o) => &o.metadata,
             Self::ReferenceGrant(o) => &o.metadata,
         };
         (
@@ -277,6 +288,8 @@ pub struct Objects {
     pub gateways: BTreeMap<Key, Arc<Gateway>>,
     /// HTTPRoutes.
     pub http_routes: BTreeMap<Key, Arc<HTTPRoute>>,
+    /// TLSRoutes.
+    pub tls_routes: BTreeMap<Key, Arc<TLSRoute>>,
     /// ReferenceGrants.
     pub reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
     /// The source's Problems by origin.
@@ -335,6 +348,7 @@ impl Objects {
                     Object::GatewayClass(o) => put(&mut self.gateway_classes, key.clone(), o),
                     Object::Gateway(o) => put(&mut self.gateways, key.clone(), o),
                     Object::HTTPRoute(o) => put(&mut self.http_routes, key.clone(), o),
+                    Object::TLSRoute(o) => put(&mut self.tls_routes, key.clone(), o),
                     Object::ReferenceGrant(o) => put(&mut self.reference_grants, key.clone(), o),
                     Object::EndpointSlice(o) => {
                         let new_owner = slice_service(&o);
@@ -367,6 +381,7 @@ impl Objects {
                     Kind::GatewayClass => self.gateway_classes.remove(&key).is_some(),
                     Kind::Gateway => self.gateways.remove(&key).is_some(),
                     Kind::HTTPRoute => self.http_routes.remove(&key).is_some(),
+                    Kind::TLSRoute => self.tls_routes.remove(&key).is_some(),
                     Kind::ReferenceGrant => self.reference_grants.remove(&key).is_some(),
                     Kind::EndpointSlice => {
                         let Some(old) = self.endpoint_slices.remove(&key) else {
@@ -446,6 +461,7 @@ impl Objects {
             gateway_classes: values(&self.gateway_classes),
             gateways: values(&self.gateways),
             http_routes: values(&self.http_routes),
+            tls_routes: values(&self.tls_routes),
             reference_grants: values(&self.reference_grants),
             problems: self.problems.values().flatten().cloned().collect(),
         }

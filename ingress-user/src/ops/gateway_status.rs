@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use super::status::{StatusConfig, resolve, while_leading};
 use crate::config::gateway::{
-    Gateway, GatewayClass, HTTPRoute,
+    Gateway, GatewayClass, HTTPRoute, TLSRoute,
     status::{Cond, Statuses},
     types::{
         GatewayAddress, GatewayClassStatus, GatewayStatus, ListenerStatus, RouteParentStatus,
@@ -44,8 +44,10 @@ pub struct GatewayReport {
     pub classes: Vec<Arc<GatewayClass>>,
     /// Our Gateways as last seen.
     pub gateways: Vec<Arc<Gateway>>,
-    /// The routes in `statuses`, as last seen.
+    /// The HTTPRoutes in `statuses`, as last seen.
     pub routes: Vec<Arc<HTTPRoute>>,
+    /// The TLSRoutes in `statuses`, as last seen.
+    pub tls_routes: Vec<Arc<TLSRoute>>,
 }
 
 /// Conditions as written: the old transition time when the status did not change.
@@ -231,15 +233,25 @@ async fn sync(client: &Client, report: &GatewayReport, controller: &str, publish
         }
     }
     for r in &s.routes {
-        let current = report.routes.iter().find(|o| {
-            o.metadata.namespace.as_deref() == Some(r.key.0.as_str())
-                && o.metadata.name.as_deref() == Some(r.key.1.as_str())
-        });
-        if let Some(next) =
-            route_status(r, current.and_then(|o| o.status.as_ref()), controller, &now)
-        {
-            let api: Api<HTTPRoute> = Api::namespaced(client.clone(), &r.key.0);
-            write(&api, r.kind, &r.key.1, &next).await;
+        let named = |m: &kube::api::ObjectMeta| {
+            m.namespace.as_deref() == Some(r.key.0.as_str())
+                && m.name.as_deref() == Some(r.key.1.as_str())
+        };
+        let current = if r.kind == "TLSRoute" {
+            let found = report.tls_routes.iter().find(|o| named(&o.metadata));
+            found.and_then(|o| o.status.as_ref())
+        } else {
+            let found = report.routes.iter().find(|o| named(&o.metadata));
+            found.and_then(|o| o.status.as_ref())
+        };
+        if let Some(next) = route_status(r, current, controller, &now) {
+            if r.kind == "TLSRoute" {
+                let api: Api<TLSRoute> = Api::namespaced(client.clone(), &r.key.0);
+                write(&api, r.kind, &r.key.1, &next).await;
+            } else {
+                let api: Api<HTTPRoute> = Api::namespaced(client.clone(), &r.key.0);
+                write(&api, r.kind, &r.key.1, &next).await;
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 //!   `networking.k8s.io/v1beta1` converted with a Warning), IngressClass, Service,
 //!   EndpointSlice, core v1 Endpoints (converted to EndpointSlices, since there is no
 //!   EndpointSlice controller here), Secret, ConfigMap, Namespace (its labels select
-//!   Gateway API routes), and the Gateway API's GatewayClass, Gateway, HTTPRoute and
+//!   Gateway API routes), and the Gateway API's GatewayClass, Gateway, HTTPRoute, TLSRoute and
 //!   ReferenceGrant (`gateway.networking.k8s.io` v1, or v1beta1 of the same shape). Other
 //!   kinds (Deployment, ...) are ignored silently.
 //! - A document that does not parse, or is not a Kubernetes object, is a Problem naming the
@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use super::{Update, UpdateTx, dir_watch::DirWatch, manifest_dir::ManifestDir};
 use crate::config::{
     ObjectRef, Problem, Store,
-    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute},
     legacy::{self, LEGACY_INGRESS_VERSIONS},
     problem::Severity,
 };
@@ -51,10 +51,19 @@ const CLUSTER_SCOPED: [&str; 3] = ["IngressClass", "Namespace", "GatewayClass"];
 /// Whether `api_version` is a Gateway API version we read `kind` in.
 fn gateway_version(api_version: &str, kind: &str) -> bool {
     let kinds = ["GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"];
-    matches!(
+    let stable = matches!(
         api_version,
         "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1"
-    ) && kinds.contains(&kind)
+    ) && kinds.contains(&kind);
+    // TLSRoute: v1 since Gateway API v1.5, and the experimental versions of the same shape.
+    let tls_route = kind == "TLSRoute"
+        && matches!(
+            api_version,
+            "gateway.networking.k8s.io/v1"
+                | "gateway.networking.k8s.io/v1alpha3"
+                | "gateway.networking.k8s.io/v1alpha2"
+        );
+    stable || tls_route
 }
 
 /// Why the directory could not be read at all (single files never fail the load).
@@ -310,6 +319,13 @@ impl Loader {
                     self.typed::<HTTPRoute>(path, line, "HTTPRoute", doc, |o| &mut o.metadata)
                 {
                     self.store.http_routes.push(o);
+                }
+            }
+            "TLSRoute" => {
+                if let Some(o) =
+                    self.typed::<TLSRoute>(path, line, "TLSRoute", doc, |o| &mut o.metadata)
+                {
+                    self.store.tls_routes.push(o);
                 }
             }
             "ReferenceGrant" => {

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use super::{Update, UpdateTx};
 use crate::config::{
     Change,
-    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant},
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute},
     store::{Key, Kind, Object},
 };
 
@@ -131,6 +131,10 @@ pub async fn run(client: Client, cfg: KubeSourceConfig, tx: UpdateTx) {
         w.watch::<Gateway>(scoped(&client, ns), watcher::Config::default());
         w.watch::<HTTPRoute>(scoped(&client, ns), watcher::Config::default());
         w.watch::<ReferenceGrant>(scoped(&client, ns), watcher::Config::default());
+        if serves(&client, "v1", "tlsroutes").await {
+            info!("TLSRoute v1 found: watching TLSRoutes");
+            w.watch::<TLSRoute>(scoped(&client, ns), watcher::Config::default());
+        }
     }
     let mut waiting = w.count;
     drop(listed_tx);
@@ -180,6 +184,20 @@ async fn serves_gateway_api(client: &Client) -> bool {
         );
     }
     found
+}
+
+/// Whether the API server serves `plural` in `gateway.networking.k8s.io/<version>`.
+/// TLSRoute is read in v1 (Gateway API v1.5's standard channel): without it (or with only
+/// the experimental versions installed) TLSRoutes are not watched.
+async fn serves(client: &Client, version: &str, plural: &str) -> bool {
+    let gv = format!("{}/{version}", crate::config::gateway::types::GROUP);
+    match client.list_api_group_resources(&gv).await {
+        Ok(list) => list.resources.iter().any(|r| r.name == plural),
+        Err(e) => {
+            debug!(group_version = %gv, error = %e, "API group not served");
+            false
+        }
+    }
 }
 
 /// An `Api` for a namespaced kind, in one namespace or all.
@@ -238,6 +256,7 @@ watched!(
     GatewayClass,
     Gateway,
     HTTPRoute,
+    TLSRoute,
     ReferenceGrant
 );
 
@@ -271,6 +290,7 @@ impl Slim for Namespace {
 impl Slim for GatewayClass {}
 impl Slim for Gateway {}
 impl Slim for HTTPRoute {}
+impl Slim for TLSRoute {}
 impl Slim for ReferenceGrant {}
 
 impl Watchers<'_> {
@@ -352,6 +372,7 @@ fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
         "GatewayClass" => "GatewayClass",
         "Gateway" => "Gateway",
         "HTTPRoute" => "HTTPRoute",
+        "TLSRoute" => "TLSRoute",
         "ReferenceGrant" => "ReferenceGrant",
         _ => "ConfigMap",
     }

@@ -250,6 +250,7 @@ fn written_as(kind: Kind) -> &'static str {
         Kind::GatewayClass => "GatewayClass",
         Kind::Gateway => "Gateway",
         Kind::HTTPRoute => "HTTPRoute",
+        Kind::TLSRoute => "TLSRoute",
         Kind::ReferenceGrant => "ReferenceGrant",
     }
 }

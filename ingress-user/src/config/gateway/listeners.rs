@@ -20,6 +20,9 @@ use crate::{
 /// The route kinds an HTTP or HTTPS listener takes.
 pub const HTTP_ROUTE: &str = "HTTPRoute";
 
+/// The route kind a TLS listener (Passthrough mode) takes.
+pub const TLS_ROUTE: &str = "TLSRoute";
+
 /// The names of our GatewayClasses (`spec.controllerName` is `--controller-class`), with
 /// their Accepted condition recorded.
 pub fn our_classes(objects: &Objects, opts: &Options, statuses: &mut Statuses) -> Vec<String> {
@@ -66,8 +69,11 @@ pub struct ResolvedListener<'a> {
     pub hostname: Option<String>,
     /// The port.
     pub port: u16,
-    /// HTTPS.
+    /// HTTPS, or TLS (Passthrough).
     pub tls: bool,
+    /// TLS in Passthrough mode: connections are routed by SNI to TLSRoutes' backends
+    /// without termination.
+    pub passthrough: bool,
     /// HTTPS: the certificates of `tls.certificateRefs` that resolved.
     pub certs: Vec<Arc<TlsCert>>,
     /// Route kinds taken.
@@ -102,9 +108,9 @@ impl ResolvedListener<'_> {
         matches!(self.resolved, Err(("InvalidRouteKinds", _))) && !self.kinds.is_empty()
     }
 
-    /// Whether it takes HTTPRoutes.
-    pub fn takes_http_routes(&self) -> bool {
-        self.kinds.iter().any(|k| k.kind == HTTP_ROUTE)
+    /// Whether it takes routes of `kind`.
+    pub fn takes_kind(&self, kind: &str) -> bool {
+        self.kinds.iter().any(|k| k.kind == kind)
     }
 }
 
@@ -321,6 +327,7 @@ fn resolve_listener<'a>(
         hostname: None,
         port: 0,
         tls: false,
+        passthrough: false,
         certs: Vec::new(),
         kinds: Vec::new(),
         accepted: Ok(()),
@@ -346,26 +353,40 @@ fn resolve_listener<'a>(
     match l.protocol.as_str() {
         "HTTP" => {}
         "HTTPS" => out.tls = true,
+        "TLS" => {
+            out.tls = true;
+            out.passthrough = true;
+            if let Err(e) = passthrough_mode(l) {
+                out.accepted = Err(("UnsupportedProtocol", e));
+                return out;
+            }
+        }
         other => {
             out.accepted = Err((
                 "UnsupportedProtocol",
-                format!("protocol {other:?} is not supported (HTTP and HTTPS are)"),
+                format!("protocol {other:?} is not supported (HTTP, HTTPS and TLS are)"),
             ));
             return out;
         }
     }
-    // Kinds: HTTPRoute unless allowedRoutes.kinds narrows it (to kinds we know).
+    // Kinds: the protocol's (HTTPRoute, or TLSRoute on TLS) unless allowedRoutes.kinds
+    // narrows it (to kinds we know).
+    let native = if out.passthrough {
+        TLS_ROUTE
+    } else {
+        HTTP_ROUTE
+    };
     match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
         None => out.kinds.push(RouteGroupKind {
             group: Some(super::types::GROUP.to_owned()),
-            kind: HTTP_ROUTE.to_owned(),
+            kind: native.to_owned(),
         }),
         Some(kinds) => {
             let mut invalid = Vec::new();
             for k in kinds {
                 let group = k.group.as_deref().unwrap_or(super::types::GROUP);
-                if group == super::types::GROUP && k.kind == HTTP_ROUTE {
-                    if !out.takes_http_routes() {
+                if group == super::types::GROUP && k.kind == native {
+                    if !out.takes_kind(native) {
                         out.kinds.push(RouteGroupKind {
                             group: Some(group.to_owned()),
                             kind: k.kind.clone(),
@@ -387,10 +408,22 @@ fn resolve_listener<'a>(
             }
         }
     }
-    if out.tls {
+    if out.tls && !out.passthrough {
         resolve_certs(objects, gw, l, secrets, &mut out);
     }
     out
+}
+
+/// A TLS listener's `tls.mode`: Passthrough is served; Terminate (the spec's default,
+/// which would terminate TLS and route the plaintext by TLSRoute) is not.
+fn passthrough_mode(l: &Listener) -> Result<(), String> {
+    match l.tls.as_ref().and_then(|t| t.mode.as_deref()) {
+        Some("Passthrough") => Ok(()),
+        mode => Err(format!(
+            "tls.mode {:?} on a TLS listener is not supported: TLSRoutes are served in Passthrough mode only (set tls.mode: Passthrough, or terminate with an HTTPS listener and HTTPRoutes)",
+            mode.unwrap_or("Terminate")
+        )),
+    }
 }
 
 fn resolve_certs(
@@ -477,7 +510,10 @@ fn conflicts_within(g: &mut Resolved<'_>) {
             if i == j || a.port != b.port || a.port == 0 {
                 continue;
             }
-            if a.spec.protocol != b.spec.protocol {
+            // HTTPS and TLS listeners share a port, told apart by SNI (hostname).
+            let tls_family = |p: &str| matches!(p, "HTTPS" | "TLS");
+            let (pa, pb) = (a.spec.protocol.as_str(), b.spec.protocol.as_str());
+            if pa != pb && !(tls_family(pa) && tls_family(pb)) {
                 *mark = Some((
                     "ProtocolConflict",
                     format!(
@@ -489,7 +525,7 @@ fn conflicts_within(g: &mut Resolved<'_>) {
                 *mark = Some((
                     "HostnameConflict",
                     format!(
-                        "listener {:?} has the same port, protocol and hostname",
+                        "listener {:?} has the same port, protocol (or HTTPS and TLS) and hostname",
                         b.spec.name
                     ),
                 ));

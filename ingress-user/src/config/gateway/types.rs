@@ -76,6 +76,7 @@ resource!(
     NamespaceResourceScope,
     status
 );
+resource!(TLSRoute, "v1", "tlsroutes", NamespaceResourceScope, status);
 resource!(
     ReferenceGrant,
     "v1beta1",
@@ -523,6 +524,57 @@ pub struct HttpBackendRef {
     /// Applied after the rule's filters for requests sent here.
     #[serde(default)]
     pub filters: Vec<HttpRouteFilter>,
+}
+
+/// TLSRoute (standard channel v1 since Gateway API v1.5; v1alpha2 and v1alpha3 have the
+/// same shape and are read alike): TLS connections routed by SNI. We serve it on TLS
+/// listeners in Passthrough mode only.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct TLSRoute {
+    /// Standard object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The spec.
+    #[serde(default)]
+    pub spec: TlsRouteSpec,
+    /// Written by the controllers of its parents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RouteStatus>,
+}
+
+/// TLSRoute spec.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRouteSpec {
+    /// The Gateways (and listeners) to attach to.
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    /// SNI hostnames to match; none means all the listener allows.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// Rules: only backendRefs (a TLSRoute has no match conditions besides hostnames).
+    #[serde(default)]
+    pub rules: Vec<TlsRouteRule>,
+}
+
+/// A TLSRoute rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRouteRule {
+    /// Where matching connections go, by weight.
+    #[serde(default)]
+    pub backend_refs: Vec<WeightedRef>,
+}
+
+/// A backendRef with a weight (the L4 routes' BackendRef).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WeightedRef {
+    /// The reference.
+    #[serde(flatten)]
+    pub target: BackendRef,
+    /// Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
 }
 
 /// A route's status (HTTPRoute and the L4 routes).
