@@ -723,6 +723,7 @@ fn calls_in(src: &str) -> FileCalls {
             ("GatewayClass", "gatewayclasses"),
             ("Gateway", "gateways"),
             ("HTTPRoute", "httproutes"),
+            ("TLSRoute", "tlsroutes"),
             ("ReferenceGrant", "referencegrants"),
         ] {
             let imported = [format!("{name},"), format!("{name}}}"), format!("<{name}>")]

@@ -135,3 +135,126 @@ async fn raw_exchange_half_closed(addr: std::net::SocketAddr, bytes: &[u8]) -> (
         .is_ok();
     (String::from_utf8_lossy(&out).into_owned(), closed)
 }
+
+/// A Gateway (on `--bind-address`) with an HTTPS listener for `*.example.com` and a TLS
+/// Passthrough listener for `abc.example.com` sharing one port
+/// (GatewayHTTPSAndTLSPassthroughSamePort), and a port of Passthrough listeners only.
+fn gateway_manifests(
+    pass: &TlsBackend,
+    web: &TestBackend,
+    cert: &Secret,
+    shared: u16,
+    only: u16,
+) -> String {
+    let mut yaml = service_yaml("pass", &[pass.addr]);
+    yaml.push_str(&service_yaml("web", &[web.addr]));
+    yaml.push_str(&format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: xdp}}
+spec: {{controllerName: xdp-ingress.dev/controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: xdp
+  listeners:
+  - {{name: https-terminate, port: {shared}, protocol: HTTPS, hostname: '*.example.com', tls: {{certificateRefs: [{{name: example-tls}}]}}}}
+  - {{name: tls-passthrough, port: {shared}, protocol: TLS, hostname: abc.example.com, tls: {{mode: Passthrough}}}}
+  - {{name: tls-only, port: {only}, protocol: TLS, hostname: '*.db.test', tls: {{mode: Passthrough}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: default}}
+spec:
+  parentRefs: [{{name: gw, sectionName: https-terminate}}]
+  rules:
+  - backendRefs: [{{name: web, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {{name: pass, namespace: default}}
+spec:
+  parentRefs: [{{name: gw, sectionName: tls-passthrough}}, {{name: gw, sectionName: tls-only}}]
+  hostnames: [abc.example.com, a.db.test]
+  rules:
+  - backendRefs: [{{name: pass, port: 80}}]
+---
+"
+    ));
+    yaml.push_str(&serde_yaml::to_string(cert).expect("Secret YAML"));
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_route_passthrough_shares_a_port_with_an_https_listener() {
+    let ca = TestCa::new();
+    let pass = TlsBackend::start("pass", &ca, &["abc.example.com", "a.db.test"]).await;
+    let web = TestBackend::start("web").await;
+    let cert = ca.secret("example-tls", &["*.example.com"]);
+    let (shared, only) = (
+        ingress_tests::servers::free_tcp_port(),
+        ingress_tests::servers::free_tcp_port(),
+    );
+    let proc =
+        IngressProcess::start(&gateway_manifests(&pass, &web, &cert, shared, only), &[]).await;
+    let connector = tls_connector(&ca.cert, &[b"http/1.1"]);
+    let at = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    ingress_tests::gateway_support::wait_listening(at(shared), true).await;
+    ingress_tests::gateway_support::wait_listening(at(only), true).await;
+
+    // The exact Passthrough listener wins over the HTTPS wildcard: the backend's own
+    // certificate verifies.
+    let (_, line) = greet(&connector, at(shared), "abc.example.com")
+        .await
+        .expect("passthrough");
+    assert_eq!(line, "backend pass sni abc.example.com");
+    // Another name of the wildcard is terminated here and routed by the HTTPRoute.
+    let stream =
+        ingress_tests::http_support::tls_connect(&connector, at(shared), "other.example.com")
+            .await
+            .expect("terminated handshake");
+    let (_, answer) = tls_get(stream, "other.example.com", "/").await;
+    assert_eq!((answer.status.as_u16(), answer.backend()), (200, "web"));
+
+    // The Passthrough-only port: its route's name passes, others close.
+    let (_, line) = greet(&connector, at(only), "a.db.test")
+        .await
+        .expect("passthrough only");
+    assert_eq!(line, "backend pass sni a.db.test");
+    assert!(
+        greet(&connector, at(only), "b.db.test").await.is_err(),
+        "no route: closed"
+    );
+    let (read, closed) = raw_exchange(at(only), &hello_without_sni(), WAIT).await;
+    assert!(
+        closed && read.is_empty(),
+        "a ClientHello without SNI is closed: {read:?}"
+    );
+    let (read, closed) = raw_exchange(at(only), b"\x00\x01garbage", WAIT).await;
+    assert!(closed && read.is_empty(), "garbage is closed: {read:?}");
+    let passed = "xdp_ingress_tls_passthrough_connections_total";
+    assert_eq!(
+        wait_for(&proc, passed, &[("outcome", "no_route")], 2.0).await,
+        2.0
+    );
+    let errors = "xdp_ingress_tls_client_hello_errors_total";
+    assert_eq!(
+        wait_for(&proc, errors, &[("reason", "not_tls")], 1.0).await,
+        1.0
+    );
+    assert_eq!(pass.handshakes(), 2);
+}
+
+/// A well-formed TLS 1.2 ClientHello with no extensions, hence no SNI.
+fn hello_without_sni() -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0xc0, 0x2f, 1, 0]);
+    let mut out = vec![22, 3, 1, 0, u8::try_from(body.len() + 4).expect("short")];
+    out.extend_from_slice(&[1, 0, 0, u8::try_from(body.len()).expect("short")]);
+    out.extend_from_slice(&body);
+    out
+}

@@ -10,6 +10,7 @@ use crate::{
         fixtures::{
             Cond, IngressBuilder, config_map, ingress_class, secret, service, slice, tls_secret,
         },
+        gateway::{Gateway, GatewayClass, TLSRoute},
         store::Object,
     },
     snapshot::routes::TlsHosts,
@@ -24,6 +25,8 @@ struct Canonical {
     certs: Vec<(String, String)>,
     default_cert: Option<String>,
     l4: Vec<L4Service>,
+    /// `ssl-passthrough` hosts and Gateway Passthrough listeners with their routes.
+    passthrough: Vec<String>,
     problems: Vec<Problem>,
 }
 
@@ -59,8 +62,52 @@ fn canonical(s: &Snapshot) -> Canonical {
             .collect(),
         default_cert: s.tls.default_cert().map(|c| c.secret.to_string()),
         l4: s.l4.clone(),
+        passthrough: passthrough(s),
         problems: s.problems.clone(),
     }
+}
+
+/// Where each passed-through name goes, in order.
+fn passthrough(s: &Snapshot) -> Vec<String> {
+    let route = |r: &crate::snapshot::passthrough::PassthroughRoute| {
+        let backends: Vec<String> = r
+            .backends
+            .iter()
+            .map(|b| match &b.target {
+                Ok(t) => format!("{}*{} {:?}", t.service, b.weight, t.endpoints.to_vec()),
+                Err(e) => format!("{e:?}*{}", b.weight),
+            })
+            .collect();
+        format!("{} -> {}", r.route, backends.join(", "))
+    };
+    let mut out = Vec::new();
+    for (host, _) in s.http.hosts() {
+        if let crate::snapshot::routes::HostMatch::Exact(h) = &host
+            && let Some(r) = s.http.passthrough(h)
+        {
+            out.push(format!("ingress {h}: {}", route(r)));
+        }
+    }
+    out.sort();
+    for (at, port) in &s.gateway.ports {
+        out.push(format!(
+            "{at} tls={} https={:?}",
+            port.tls, port.listener_hosts
+        ));
+        for l in &port.passthrough {
+            let hosts = &l.routes;
+            let entries = hosts
+                .exact
+                .iter()
+                .chain(&hosts.wildcard)
+                .map(|(h, r)| (h.as_str(), r))
+                .chain(hosts.any.iter().map(|r| ("*", r)));
+            for (h, r) in entries {
+                out.push(format!("  listener {:?} {h}: {}", l.hostname, route(r)));
+            }
+        }
+    }
+    out
 }
 
 /// SplitMix64: a tiny deterministic generator, so a failing seed can be replayed.
@@ -96,7 +143,8 @@ const TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Bogus"];
 const PORTS: [&str; 5] = ["80", "http", "81", "9999", "grpc"];
 const SECRETS: [&str; 3] = ["c0", "c1", "missing"];
 /// ingress-nginx annotations: applied, invalid, ignored and refused ones.
-const ANNOTATIONS: [(&str, &str); 15] = [
+const ANNOTATIONS: [(&str, &str); 16] = [
+    ("nginx.ingress.kubernetes.io/ssl-passthrough", "true"),
     ("nginx.ingress.kubernetes.io/proxy-read-timeout", "5"),
     ("nginx.ingress.kubernetes.io/proxy-body-size", "1k"),
     ("nginx.ingress.kubernetes.io/use-regex", "true"),
@@ -208,8 +256,20 @@ fn random_change(rng: &mut Rng) -> Change {
     let ns = rng.pick(&NAMESPACES);
     let n = rng.below(4);
     let delete = rng.chance(20);
-    let (kind, name, object): (Kind, String, MakeObject) = match rng.below(10) {
+    let (kind, name, object): (Kind, String, MakeObject) = match rng.below(13) {
         0..=3 => (Kind::Ingress, format!("i{n}"), random_ingress),
+        10 => (Kind::GatewayClass, "xdp".to_owned(), |rng, _, _| {
+            let controller = if rng.chance(80) {
+                "xdp-ingress.dev/controller"
+            } else {
+                "someone.else/controller"
+            };
+            gateway_api(&format!(
+                "kind: GatewayClass\nmetadata: {{name: xdp}}\nspec: {{controllerName: {controller}}}"
+            ))
+        }),
+        11 => (Kind::Gateway, format!("g{}", n % 2), random_gateway),
+        12 => (Kind::TLSRoute, format!("t{n}"), random_tls_route),
         4 => (
             Kind::Service,
             (rng.pick(&SERVICES)).to_owned(),
@@ -245,7 +305,7 @@ fn random_change(rng: &mut Rng) -> Change {
         }),
     };
     let ns = match kind {
-        Kind::IngressClass => "",
+        Kind::IngressClass | Kind::GatewayClass => "",
         Kind::ConfigMap => "ingress",
         _ => ns,
     };
@@ -254,6 +314,73 @@ fn random_change(rng: &mut Rng) -> Change {
     } else {
         Change::Apply(object(rng, ns, &name))
     }
+}
+
+/// A Gateway API object from YAML (without `apiVersion`).
+fn gateway_api(yaml: &str) -> Object {
+    let yaml = format!("apiVersion: gateway.networking.k8s.io/v1\n{yaml}");
+    let value: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("fixture YAML");
+    match value["kind"].as_str() {
+        Some("GatewayClass") => {
+            Object::from(serde_yaml::from_value::<GatewayClass>(value).expect("GatewayClass"))
+        }
+        Some("Gateway") => Object::from(serde_yaml::from_value::<Gateway>(value).expect("Gateway")),
+        _ => Object::from(serde_yaml::from_value::<TLSRoute>(value).expect("TLSRoute")),
+    }
+}
+
+/// A Gateway with TLS Passthrough and HTTPS listeners on shared and separate ports
+/// (some conflicting, some refused).
+fn random_gateway(rng: &mut Rng, ns: &str, name: &str) -> Object {
+    const LISTENERS: [&str; 6] = [
+        "{name: p1, port: 8443, protocol: TLS, hostname: x.com, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: All}}}",
+        "{name: p2, port: 8443, protocol: TLS, hostname: '*.x.com', tls: {mode: Passthrough}}",
+        "{name: p3, port: 9443, protocol: TLS, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: All}}}",
+        "{name: h1, port: 8443, protocol: HTTPS, hostname: y.com, tls: {certificateRefs: [{name: c0}]}}",
+        "{name: t1, port: 9443, protocol: TLS}",
+        "{name: p4, port: 8443, protocol: TLS, hostname: x.com, tls: {mode: Passthrough}}",
+    ];
+    let mut listeners = String::new();
+    for _ in 0..=rng.below(3) {
+        listeners.push_str(&format!("  - {}\n", rng.pick(&LISTENERS)));
+    }
+    gateway_api(&format!(
+        "kind: Gateway\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  gatewayClassName: xdp\n  listeners:\n{listeners}"
+    ))
+}
+
+/// A TLSRoute to one or two Services (some missing, some in the other namespace).
+fn random_tls_route(rng: &mut Rng, ns: &str, name: &str) -> Object {
+    const HOSTNAMES: [&str; 4] = ["[x.com]", "['*.x.com']", "[]", "[a.x.com, z.org]"];
+    let mut parents = Vec::new();
+    for _ in 0..=rng.below(2) {
+        let section = match rng.below(3) {
+            0 => String::new(),
+            _ => format!(", sectionName: {}", rng.pick(&["p1", "p2", "p3"])),
+        };
+        parents.push(format!(
+            "{{name: {}, namespace: {}{section}}}",
+            rng.pick(&["g0", "g1"]),
+            rng.pick(&NAMESPACES)
+        ));
+    }
+    let mut refs = Vec::new();
+    for _ in 0..=rng.below(2) {
+        refs.push(format!(
+            "{{name: {}, namespace: {}, port: {}, weight: {}}}",
+            rng.pick(&SERVICES),
+            rng.pick(&NAMESPACES),
+            rng.pick(&["80", "81"]),
+            rng.below(3)
+        ));
+    }
+    gateway_api(&format!(
+        "kind: TLSRoute\nmetadata: {{name: {name}, namespace: {ns}, creationTimestamp: '2024-01-0{}T00:00:00Z'}}\nspec:\n  parentRefs: [{}]\n  hostnames: {}\n  rules:\n  - backendRefs: [{}]\n",
+        1 + rng.below(3),
+        parents.join(", "),
+        rng.pick(&HOSTNAMES),
+        refs.join(", ")
+    ))
 }
 
 fn options() -> Options {
@@ -279,6 +406,8 @@ fn random_change_sequences_always_equal_a_full_build() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let mut compared = 0;
+    // Whether the sequences reached ssl-passthrough hosts and TLSRoutes on listeners.
+    let mut passthrough_seen = (false, false);
     for seed in 0..seeds {
         let mut rng = Rng(seed);
         let mut engine = Engine::new(options());
@@ -293,6 +422,9 @@ fn random_change_sequences_always_equal_a_full_build() {
             let (snap, _) = engine.snapshot();
             let want = build_objects(engine.objects(), &options());
             let (got, want) = (canonical(&snap), canonical(&want));
+            let seen = |what: &str| got.passthrough.iter().any(|l| l.contains(what));
+            passthrough_seen.0 |= seen("ingress ");
+            passthrough_seen.1 |= seen("  listener ");
             if got != want {
                 let tail = log[log.len().saturating_sub(6)..].join("\n");
                 panic!(
@@ -303,6 +435,11 @@ fn random_change_sequences_always_equal_a_full_build() {
         }
     }
     assert_eq!(compared, seeds * 150);
+    assert_eq!(
+        passthrough_seen,
+        (true, true),
+        "the generator exercises passthrough"
+    );
 }
 
 /// The one EndpointSlice of `ns/web`, with one ready endpoint.
