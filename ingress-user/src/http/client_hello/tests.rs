@@ -100,19 +100,22 @@ fn sni_ext(names: &[(u8, &[u8])]) -> Vec<u8> {
     ext
 }
 
-fn sni(name: &str) -> Result<Option<Hello>, BadHello> {
+/// What [`parse`] answers.
+type Verdict = Result<Option<Hello>, BadHello>;
+
+fn sni(name: &str) -> Verdict {
     Ok(Some(Hello {
         sni: Some(name.to_owned()),
     }))
 }
 
-const NO_SNI: Result<Option<Hello>, BadHello> = Ok(Some(Hello { sni: None }));
+const NO_SNI: Verdict = Ok(Some(Hello { sni: None }));
 
 #[test]
 fn whole_client_hellos() {
     let two = [sni_ext(&[(0, b"a.test")]), sni_ext(&[(0, b"b.test")])].concat();
     let other_first = [vec![0, 10, 0, 2, 0, 29], sni_ext(&[(0, b"x.test")])].concat();
-    let cases: Vec<(&str, Vec<u8>, Result<Option<Hello>, BadHello>)> = vec![
+    let cases: Vec<(&str, Vec<u8>, Verdict)> = vec![
         (
             "rustls, with SNI",
             rustls_hello(Some("Site.Test")),
