@@ -6,16 +6,18 @@
 
 use std::{
     net::SocketAddr,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
 };
 
 use rustls::ServerConfig;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf},
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
@@ -101,11 +103,71 @@ pub async fn greet(
     addr: SocketAddr,
     sni: &str,
 ) -> std::io::Result<(TlsStream<TcpStream>, String)> {
-    let mut stream = crate::http_support::tls_connect(connector, addr, sni).await?;
+    let tcp = TcpStream::connect(addr).await?;
+    greet_over(connector, tcp, sni).await
+}
+
+/// As [`greet`], with every write split into `chunk` bytes, flushed one by one (as
+/// ingress-nginx's e2e test "on throttled connections" sends its ClientHello), so the
+/// ClientHello reaches the ingress in several TCP segments.
+pub async fn greet_chunked(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+    sni: &str,
+    chunk: usize,
+) -> std::io::Result<String> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (_, line) = greet_over(connector, ChunkedWrites { inner: tcp, chunk }, sni).await?;
+    Ok(line)
+}
+
+async fn greet_over<IO: AsyncRead + AsyncWrite + Unpin>(
+    connector: &TlsConnector,
+    io: IO,
+    sni: &str,
+) -> std::io::Result<(TlsStream<IO>, String)> {
+    let name = ServerName::try_from(sni.to_owned()).expect("SNI name");
+    let mut stream = connector.connect(name, io).await?;
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while stream.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
         line.push(byte[0]);
     }
     Ok((stream, String::from_utf8_lossy(&line).into_owned()))
+}
+
+/// A stream whose writes take at most `chunk` bytes each.
+struct ChunkedWrites<S> {
+    inner: S,
+    chunk: usize,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ChunkedWrites<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ChunkedWrites<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let n = buf.len().min(self.chunk);
+        Pin::new(&mut self.inner).poll_write(cx, &buf[..n])
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -12,7 +12,7 @@ use ingress_tests::{
         tls_get,
     },
     process::IngressProcess,
-    tls_backend::{TlsBackend, greet},
+    tls_backend::{TlsBackend, greet, greet_chunked},
 };
 use k8s_openapi::api::core::v1::Secret;
 use rustls_pki_types::{CertificateDer, pem::PemObject as _};
@@ -78,6 +78,12 @@ async fn ssl_passthrough_hands_the_tls_stream_to_the_backend_and_shares_the_port
     assert_eq!(&echo, b"ping\n");
     drop(stream);
     assert_eq!(pass.handshakes(), 1);
+    // ingress-nginx test/e2e/settings/ssl_passthrough.go "on throttled connections": the
+    // ClientHello written 3 bytes at a time, across TCP segments and reads.
+    let line = greet_chunked(&connector, proc.https, PASS_HOST, 3)
+        .await
+        .expect("throttled passthrough");
+    assert_eq!(line, "backend pass sni pass.test");
 
     // The same port terminates web.test with its Secret and routes HTTP.
     let stream = ingress_tests::http_support::tls_connect(&connector, proc.https, WEB_HOST)
@@ -114,8 +120,8 @@ async fn ssl_passthrough_hands_the_tls_stream_to_the_backend_and_shares_the_port
     );
     let passed = "xdp_ingress_tls_passthrough_connections_total";
     assert_eq!(
-        wait_for(&proc, passed, &[("outcome", "passed")], 1.0).await,
-        1.0
+        wait_for(&proc, passed, &[("outcome", "passed")], 2.0).await,
+        2.0
     );
     // The process still serves both after the bad ClientHellos.
     let (_, line) = greet(&connector, proc.https, PASS_HOST)
