@@ -73,6 +73,9 @@ impl BadHello {
 /// Parses the bytes a client sent so far: `Ok(None)` means a correct prefix of a
 /// ClientHello that needs more bytes (the caller stops at [`MAX_READ`] or its deadline).
 pub fn parse(buf: &[u8]) -> Result<Option<Hello>, BadHello> {
+    if let Some(body) = in_first_record(buf) {
+        return client_hello(body).map(Some);
+    }
     let mut handshake = Vec::new();
     let mut rest = buf;
     let mut first = true;
@@ -126,6 +129,28 @@ pub fn parse(buf: &[u8]) -> Result<Option<Hello>, BadHello> {
         }
         first = false;
     }
+}
+
+/// The ClientHello body when the first record holds all of it (what clients send): read
+/// in place, without reassembly. Anything else is [`parse`]'s general path, which gives
+/// the same answer for these bytes.
+fn in_first_record(buf: &[u8]) -> Option<&[u8]> {
+    let header = buf.get(..RECORD_HEADER)?;
+    if header[0] != CONTENT_HANDSHAKE || header[1] != 3 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+    if len == 0 || len > MAX_RECORD {
+        return None;
+    }
+    let record = buf.get(RECORD_HEADER..RECORD_HEADER + len)?;
+    if record.len() < 4 || record[0] != HANDSHAKE_CLIENT_HELLO {
+        return None;
+    }
+    let hello = u24(&record[1..4]);
+    (hello <= MAX_HELLO)
+        .then(|| record.get(4..4 + hello))
+        .flatten()
 }
 
 fn u24(b: &[u8]) -> usize {
