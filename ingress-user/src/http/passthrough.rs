@@ -23,7 +23,6 @@ use tracing::debug;
 
 use super::{
     client_hello::{self, BadHello, Hello},
-    drain::Signal,
     metrics::{ClientHelloErrorLabels, PassthroughLabels, ServiceLabels},
     rewind::Rewind,
     router::{Conn, Router},
@@ -55,13 +54,14 @@ impl ReadError {
 
 /// Reads the ClientHello when passthrough could apply and acts on its SNI. Returns the
 /// stream to terminate TLS on (with any bytes read replayed first), or `None` when the
-/// connection was passed through or closed.
+/// connection was passed through (until both sides closed) or closed. The caller's task
+/// holds the worker's drain signal meanwhile, so a draining worker waits for passed
+/// connections as for HTTP ones, up to the grace period.
 pub(super) async fn accept(
     mut stream: TcpStream,
     conn: Conn,
     router: &Router,
     deadline: Duration,
-    signal: &Signal,
 ) -> Option<Rewind<TcpStream>> {
     if !router.wants_client_hello(conn) {
         return Some(Rewind::new(Bytes::new(), stream));
@@ -86,7 +86,6 @@ pub(super) async fn accept(
             "no_route"
         }
         Decision::Pass(route) => {
-            let _draining_waits = signal;
             metrics.active_connections.inc();
             let outcome = splice(stream, buf.freeze(), &route, conn, router).await;
             metrics.active_connections.dec();

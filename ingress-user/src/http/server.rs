@@ -573,7 +573,7 @@ impl Worker {
             let metrics = Arc::clone(router.metrics());
             // Passthrough by SNI first (reads the ClientHello only where it could apply).
             let Some(stream) =
-                super::passthrough::accept(stream, conn, &router, handshake_timeout, &signal).await
+                super::passthrough::accept(stream, conn, &router, handshake_timeout).await
             else {
                 return;
             };
