@@ -244,6 +244,43 @@ fn gateway_routes(out: &mut String, plane: &crate::snapshot::gateway::GatewayPla
                 ]);
             }
         }
+        // TLSRoutes: connections passed through by SNI, untouched.
+        for l in &port.passthrough {
+            let h = &l.routes;
+            let entries = h
+                .exact
+                .iter()
+                .map(|(k, v)| (k.clone(), v))
+                .chain(h.wildcard.iter().map(|(k, v)| (format!("*{k}"), v)))
+                .chain(h.any.iter().map(|v| ("*".to_owned(), v)));
+            for (host, r) in entries {
+                any = true;
+                let targets = r
+                    .backends
+                    .iter()
+                    .map(|b| match &b.target {
+                        Ok(t) => format!("{}*{}", t.service, b.weight),
+                        Err(e) => format!("({e:?}: closed)*{}", b.weight),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                rows.push(vec![
+                    format!("{at} (TLS passthrough)"),
+                    host,
+                    "SNI".to_owned(),
+                    if targets.is_empty() {
+                        "(none: closed)".to_owned()
+                    } else {
+                        targets
+                    },
+                    format!(
+                        "{}/{}",
+                        r.route.namespace.as_deref().unwrap_or(""),
+                        r.route.name
+                    ),
+                ]);
+            }
+        }
         if !any {
             rows.push(vec![
                 format!("{at}{}", if port.tls { " (HTTPS)" } else { "" }),
@@ -309,6 +346,27 @@ pub fn report(snapshot: &Snapshot) -> String {
             );
         }
         None => out.push_str("Default backend: built-in 404\n"),
+    }
+    // ssl-passthrough hosts: TLS on the HTTPS port goes to their `/` backend untouched.
+    let mut passed: Vec<String> = snapshot
+        .http
+        .hosts()
+        .filter_map(|(host, _)| match host {
+            crate::snapshot::routes::HostMatch::Exact(h) => {
+                let r = snapshot.http.passthrough(&h)?;
+                let to = r.backends.first()?.target.as_ref().ok()?;
+                Some(format!("{h} -> {} ({})", to.service, r.route))
+            }
+            _ => None,
+        })
+        .collect();
+    passed.sort();
+    if !passed.is_empty() {
+        let _ = writeln!(
+            out,
+            "TLS passthrough (ssl-passthrough): {}",
+            passed.join(", ")
+        );
     }
     if !snapshot.gateway.ports.is_empty() {
         gateway_routes(&mut out, &snapshot.gateway);
@@ -471,5 +529,54 @@ Problems (1 errors, 0 warnings):
   error[unknown_service]: Ingress ns/j spec.rules[0].http.paths[0].backend.service.name: Service ns/gone not found; requests get 503
 ";
         assert_eq!(r, want);
+    }
+
+    /// ssl-passthrough hosts and TLSRoutes are listed with where their connections go.
+    #[test]
+    fn report_lists_passthrough_hosts_and_tls_routes() {
+        let yaml = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: xdp}
+spec: {controllerName: xdp-ingress.dev/controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: xdp
+  listeners:
+  - {name: tls, port: 8443, protocol: TLS, hostname: '*.db.test', tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: db, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [a.db.test]
+  rules:
+  - backendRefs: [{name: web, port: 80, weight: 2}]
+";
+        let mut loader = crate::source::files::Loader::default();
+        loader.add_file(std::path::Path::new("t.yaml"), yaml);
+        let mut s = loader.store;
+        s.services
+            .push(service("ns", "web", &[("http", 80, "8080")]));
+        s.ingresses.push(
+            IngressBuilder::new("ns", "i")
+                .host("pass.com")
+                .path("/", "Prefix", "web", "80")
+                .annotation("nginx.ingress.kubernetes.io/ssl-passthrough", "true")
+                .build(),
+        );
+        let r = report(&config::build(&s, &Options::default()));
+        assert!(
+            r.contains("TLS passthrough (ssl-passthrough): pass.com -> ns/web:80 (Ingress ns/i)\n"),
+            "{r}"
+        );
+        assert!(
+            r.contains("  *:8443 (TLS passthrough)  a.db.test  SNI    ns/web:80*2  ns/db\n"),
+            "{r}"
+        );
     }
 }

@@ -125,7 +125,8 @@ pub struct HttpArgs {
     pub load_balance: crate::http::Balance,
 
     /// Seconds a client may take to send request headers (slowloris guard; also the HTTP/1
-    /// keep-alive idle limit and the TLS handshake limit).
+    /// keep-alive idle limit, the TLS handshake limit, and the limit for the ClientHello
+    /// read for TLS passthrough).
     #[arg(long, value_name = "SECONDS", default_value = "20", value_parser = parse_secs)]
     pub client_header_timeout: Duration,
 

@@ -201,6 +201,9 @@ fn gateway_report(engine: &Engine) -> GatewayReport {
     let udp_routes = of_kind("UDPRoute")
         .filter_map(|r| objects.udp_routes.get(&r.key).cloned())
         .collect();
+    let tls_routes = of_kind("TLSRoute")
+        .filter_map(|r| objects.tls_routes.get(&r.key).cloned())
+        .collect();
     GatewayReport {
         statuses,
         classes,
@@ -208,6 +211,7 @@ fn gateway_report(engine: &Engine) -> GatewayReport {
         routes,
         tcp_routes,
         udp_routes,
+        tls_routes,
     }
 }
 

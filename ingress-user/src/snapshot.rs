@@ -10,6 +10,7 @@ pub mod client_auth;
 pub mod endpoints;
 pub mod gateway;
 pub mod htpasswd;
+pub mod passthrough;
 pub mod policy;
 pub mod problem;
 pub mod rate_limit;

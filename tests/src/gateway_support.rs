@@ -234,6 +234,7 @@ pub fn http_port(hosts: GatewayHosts) -> Arc<PortRoutes> {
         certs: Arc::default(),
         hosts,
         listener_hosts: Vec::new(),
+        passthrough: Vec::new(),
     })
 }
 
@@ -245,6 +246,7 @@ pub fn https_port(hosts: GatewayHosts, certs: CertSet) -> Arc<PortRoutes> {
         hosts,
         // No listener hostnames: every SNI and Host are the same (unnamed) listener's.
         listener_hosts: Vec::new(),
+        passthrough: Vec::new(),
     })
 }
 

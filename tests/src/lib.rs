@@ -21,6 +21,7 @@ pub mod process;
 pub mod scripted;
 pub mod seed;
 pub mod servers;
+pub mod tls_backend;
 pub mod topology;
 
 /// Path of the `xdp-ingress` binary next to this test executable (`target/<profile>/`).

@@ -88,6 +88,8 @@ const NEEDED: &[Need] = &[
     ("gateway.networking.k8s.io", "gateways", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
     ("gateway.networking.k8s.io", "httproutes", "list", Scope::Cluster, "kube source watcher (Gateway API)"),
     ("gateway.networking.k8s.io", "httproutes", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "tlsroutes", "list", Scope::Cluster, "kube source watcher (Gateway API)"),
+    ("gateway.networking.k8s.io", "tlsroutes", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
     ("gateway.networking.k8s.io", "referencegrants", "list", Scope::Cluster, "kube source watcher (Gateway API)"),
     ("gateway.networking.k8s.io", "referencegrants", "watch", Scope::Cluster, "kube source watcher (Gateway API)"),
     ("gateway.networking.k8s.io", "tcproutes", "list", Scope::Cluster, "kube source watcher (Gateway API)"),
@@ -101,6 +103,7 @@ const NEEDED: &[Need] = &[
     ("gateway.networking.k8s.io", "httproutes/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
     ("gateway.networking.k8s.io", "tcproutes/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
     ("gateway.networking.k8s.io", "udproutes/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
+    ("gateway.networking.k8s.io", "tlsroutes/status", "patch", Scope::Cluster, "--update-status (Gateway API)"),
     ("", "events", "create", Scope::Cluster, "Events for Problems"),
     ("", "events", "get", Scope::Cluster, "Events: aggregate a predecessor's Event"),
     ("", "events", "patch", Scope::Cluster, "Events: bump the count"),
@@ -735,6 +738,7 @@ fn calls_in(src: &str) -> FileCalls {
             ("HTTPRoute", "httproutes"),
             ("TCPRoute", "tcproutes"),
             ("UDPRoute", "udproutes"),
+            ("TLSRoute", "tlsroutes"),
             ("ReferenceGrant", "referencegrants"),
         ] {
             let imported = [format!("{name},"), format!("{name}}}"), format!("<{name}>")]

@@ -272,10 +272,7 @@ const TABLE: &[(&str, Support)] = &[
         Support::Applied(session::samesite),
     ),
     ("session-cookie-secure", Support::Applied(session::secure)),
-    (
-        "ssl-passthrough",
-        Support::Ignored("Gateway API TLSRoute (TLS passthrough by SNI)"),
-    ),
+    ("ssl-passthrough", Support::Applied(ssl_passthrough)),
     ("ssl-redirect", Support::Applied(ssl_redirect)),
     ("temporal-redirect", Support::Applied(temporal_redirect)),
     ("upstream-hash-by", Support::Ignored("")),
@@ -408,6 +405,12 @@ pub(super) fn boolean(value: &str) -> Result<bool, String> {
 
 fn ssl_redirect(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
     p.ssl_redirect = Some(boolean(value)?);
+    Ok(())
+}
+
+/// `ssl-passthrough`: no `--enable-ssl-passthrough` needed (see `http::passthrough`).
+fn ssl_passthrough(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
+    p.ssl_passthrough = boolean(value)?;
     Ok(())
 }
 
@@ -786,6 +789,8 @@ mod tests {
             ("ssl-redirect", "yes", Status::Invalid, "not a boolean"),
             ("force-ssl-redirect", "1", Status::Applied, ""),
             ("force-ssl-redirect", "", Status::Invalid, "not a boolean"),
+            ("ssl-passthrough", "true", Status::Applied, ""),
+            ("ssl-passthrough", "on", Status::Invalid, "not a boolean"),
             (
                 "whitelist-source-range",
                 "18.0.0.0/8, 56.0.0.0/8",

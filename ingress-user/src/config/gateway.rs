@@ -14,9 +14,10 @@ mod listeners;
 mod plane;
 mod routes;
 pub mod status;
+mod tls_routes;
 pub mod types;
 
-pub use types::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, UDPRoute};
+pub use types::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, TLSRoute, UDPRoute};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -62,11 +63,12 @@ pub fn translate(
     let mut gateways = listeners::resolve(objects, opts, &classes, secrets, &mut out.problems);
     let resolver = Resolver::new(objects);
     let routes = routes::attach(objects, resolver, cells, &mut gateways, &mut out);
+    let tls_routes = tls_routes::attach(objects, resolver, cells, &mut gateways, &mut out);
     out.l4 = l4routes::attach(objects, &mut gateways, &mut out);
     out.statuses
         .routes
         .sort_by(|a, b| (&a.key, a.kind).cmp(&(&b.key, b.kind)));
-    out.plane = plane::assemble(&gateways, &routes);
+    out.plane = plane::assemble(&gateways, &routes, &tls_routes);
     out.statuses.gateways = gateways.iter().map(listeners::Resolved::state).collect();
     out
 }

@@ -154,6 +154,7 @@ impl Engine {
                 | Kind::HTTPRoute
                 | Kind::TCPRoute
                 | Kind::UDPRoute
+                | Kind::TLSRoute
                 | Kind::ReferenceGrant,
                 ..,
             ) => self.dirty.gateway = true,

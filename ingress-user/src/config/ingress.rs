@@ -221,6 +221,9 @@ pub fn translate(
                 }
             }
         }
+        if tr.policy.as_ref().is_some_and(|p| p.ssl_passthrough) {
+            passthrough_problems(&mut tr, &hosts, prefix);
+        }
         for (ti, t) in spec.tls.iter().flatten().enumerate() {
             let secret = t.secret_name.clone().filter(|s| !s.is_empty());
             if secret.is_none() {
@@ -498,6 +501,34 @@ fn resolve_custom_headers(
         }
     }
     vec![(cm_ns, name)]
+}
+
+/// What `ssl-passthrough` cannot do for some of an Ingress's hosts: ingress-nginx
+/// compares the SNI with exact server names and passes a host to its `/` path's backend
+/// (`buildPassthroughBackends` in internal/ingress/controller/controller.go), so wildcard
+/// and host-less rules, and hosts without a `/` path, are not passed through; TLS for them
+/// is terminated as without the annotation.
+fn passthrough_problems(
+    tr: &mut Translation<'_, '_>,
+    hosts: &[(HostMatch, Vec<PathRoute>)],
+    prefix: &str,
+) {
+    let field = format!("metadata.annotations[\"{prefix}/ssl-passthrough\"]");
+    for (host, paths) in hosts {
+        let why = match host {
+            HostMatch::Exact(_) if paths.iter().any(|p| p.path == "/") => continue,
+            HostMatch::Exact(_) => "has no path /, whose backend passthrough would use",
+            HostMatch::Wildcard(_) => "is a wildcard; only exact hosts are passed through",
+            HostMatch::Any => "is every host; only exact hosts are passed through",
+        };
+        let message = format!("host {host} {why}; its TLS connections are terminated here");
+        tr.problem(
+            field.clone(),
+            "ssl_passthrough_unused",
+            message,
+            Severity::Warning,
+        );
+    }
 }
 
 /// The state of one [`translate`] call.

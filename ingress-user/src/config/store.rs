@@ -20,7 +20,7 @@ use k8s_openapi::api::{
 use super::{
     Problem,
     backend::SERVICE_NAME_LABEL,
-    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, UDPRoute},
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, TLSRoute, UDPRoute},
     slice::Slice,
 };
 
@@ -51,6 +51,8 @@ pub struct Store {
     pub tcp_routes: Vec<TCPRoute>,
     /// Gateway API UDPRoutes.
     pub udp_routes: Vec<UDPRoute>,
+    /// Gateway API TLSRoutes.
+    pub tls_routes: Vec<TLSRoute>,
     /// Gateway API ReferenceGrants.
     pub reference_grants: Vec<ReferenceGrant>,
     /// Problems the source itself found (a file that does not parse, an object of an
@@ -74,6 +76,7 @@ impl Store {
         out.extend(self.http_routes.into_iter().map(Object::from));
         out.extend(self.tcp_routes.into_iter().map(Object::from));
         out.extend(self.udp_routes.into_iter().map(Object::from));
+        out.extend(self.tls_routes.into_iter().map(Object::from));
         out.extend(self.reference_grants.into_iter().map(Object::from));
         let mut changes: Vec<Change> = out.into_iter().map(Change::Apply).collect();
         if !self.problems.is_empty() {
@@ -113,6 +116,8 @@ pub enum Kind {
     TCPRoute,
     /// Gateway API UDPRoute.
     UDPRoute,
+    /// Gateway API TLSRoute.
+    TLSRoute,
     /// Gateway API ReferenceGrant.
     ReferenceGrant,
 }
@@ -147,6 +152,8 @@ pub enum Object {
     TCPRoute(Arc<TCPRoute>),
     /// A UDPRoute.
     UDPRoute(Arc<UDPRoute>),
+    /// A TLSRoute.
+    TLSRoute(Arc<TLSRoute>),
     /// A ReferenceGrant.
     ReferenceGrant(Arc<ReferenceGrant>),
 }
@@ -172,6 +179,7 @@ object_from!(
     HTTPRoute,
     TCPRoute,
     UDPRoute,
+    TLSRoute,
     ReferenceGrant
 );
 
@@ -197,6 +205,7 @@ impl Object {
             Self::HTTPRoute(_) => Kind::HTTPRoute,
             Self::TCPRoute(_) => Kind::TCPRoute,
             Self::UDPRoute(_) => Kind::UDPRoute,
+            Self::TLSRoute(_) => Kind::TLSRoute,
             Self::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
@@ -232,6 +241,7 @@ impl Object {
             Self::HTTPRoute(o) => Self::HTTPRoute(copy(&o)),
             Self::TCPRoute(o) => Self::TCPRoute(copy(&o)),
             Self::UDPRoute(o) => Self::UDPRoute(copy(&o)),
+            Self::TLSRoute(o) => Self::TLSRoute(copy(&o)),
             Self::ReferenceGrant(o) => Self::ReferenceGrant(copy(&o)),
         }
     }
@@ -251,6 +261,7 @@ impl Object {
             Self::HTTPRoute(o) => &o.metadata,
             Self::TCPRoute(o) => &o.metadata,
             Self::UDPRoute(o) => &o.metadata,
+            Self::TLSRoute(o) => &o.metadata,
             Self::ReferenceGrant(o) => &o.metadata,
         };
         (
@@ -303,6 +314,8 @@ pub struct Objects {
     pub tcp_routes: BTreeMap<Key, Arc<TCPRoute>>,
     /// UDPRoutes.
     pub udp_routes: BTreeMap<Key, Arc<UDPRoute>>,
+    /// TLSRoutes.
+    pub tls_routes: BTreeMap<Key, Arc<TLSRoute>>,
     /// ReferenceGrants.
     pub reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
     /// The source's Problems by origin.
@@ -363,6 +376,7 @@ impl Objects {
                     Object::HTTPRoute(o) => put(&mut self.http_routes, key.clone(), o),
                     Object::TCPRoute(o) => put(&mut self.tcp_routes, key.clone(), o),
                     Object::UDPRoute(o) => put(&mut self.udp_routes, key.clone(), o),
+                    Object::TLSRoute(o) => put(&mut self.tls_routes, key.clone(), o),
                     Object::ReferenceGrant(o) => put(&mut self.reference_grants, key.clone(), o),
                     Object::EndpointSlice(o) => {
                         let new_owner = slice_service(&o);
@@ -397,6 +411,7 @@ impl Objects {
                     Kind::HTTPRoute => self.http_routes.remove(&key).is_some(),
                     Kind::TCPRoute => self.tcp_routes.remove(&key).is_some(),
                     Kind::UDPRoute => self.udp_routes.remove(&key).is_some(),
+                    Kind::TLSRoute => self.tls_routes.remove(&key).is_some(),
                     Kind::ReferenceGrant => self.reference_grants.remove(&key).is_some(),
                     Kind::EndpointSlice => {
                         let Some(old) = self.endpoint_slices.remove(&key) else {
@@ -478,6 +493,7 @@ impl Objects {
             http_routes: values(&self.http_routes),
             tcp_routes: values(&self.tcp_routes),
             udp_routes: values(&self.udp_routes),
+            tls_routes: values(&self.tls_routes),
             reference_grants: values(&self.reference_grants),
             problems: self.problems.values().flatten().cloned().collect(),
         }

@@ -1252,3 +1252,69 @@ fn service_upstream_forwards_to_the_cluster_ip() {
         );
     }
 }
+
+/// `ssl-passthrough`: a host goes to its `/` path's backend (ingress-nginx's
+/// `buildPassthroughBackends`: only the root location; exact server names only); hosts it
+/// cannot pass through get a Warning naming the annotation, and are terminated as usual.
+#[test]
+fn ssl_passthrough_takes_exact_hosts_with_a_root_path() {
+    let mut s = store();
+    s.ingresses.push(
+        Ing::new("ns", "pass")
+            .host("pass.com")
+            .path("/", "Prefix", "svc-a", "80")
+            .path("/api", "Prefix", "svc-b", "80")
+            .host("*.wild.com")
+            .path("/", "Prefix", "svc-a", "80")
+            .host("noroot.com")
+            .path("/x", "Prefix", "svc-c", "80")
+            .annotation("nginx.ingress.kubernetes.io/ssl-passthrough", "true")
+            .build(),
+    );
+    s.ingresses.push(
+        Ing::new("ns", "plain")
+            .host("plain.com")
+            .path("/", "Prefix", "svc-d", "80")
+            .build(),
+    );
+    let snap = build(&s, &opts());
+    let passed = |host: &str| {
+        snap.http.passthrough(host).map(|r| {
+            let b = r.backends[0].target.as_ref().unwrap();
+            (r.route.name.clone(), b.service.name.clone())
+        })
+    };
+    assert_eq!(passed("pass.com"), Some(("pass".into(), "svc-a".into())));
+    assert_eq!(passed("x.wild.com"), None);
+    assert_eq!(passed("noroot.com"), None);
+    assert_eq!(passed("plain.com"), None);
+    // Plain HTTP still routes every path.
+    assert_eq!(routed(&snap, "pass.com", "/api").as_deref(), Some("svc-b"));
+    let field = Some("metadata.annotations[\"nginx.ingress.kubernetes.io/ssl-passthrough\"]");
+    let problems: Vec<_> = snap
+        .problems
+        .iter()
+        .map(|p| {
+            (
+                p.kind,
+                p.field.as_deref(),
+                p.message.split(';').next().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (
+                "ssl_passthrough_unused",
+                field,
+                "host *.wild.com is a wildcard"
+            ),
+            (
+                "ssl_passthrough_unused",
+                field,
+                "host noroot.com has no path /, whose backend passthrough would use"
+            ),
+        ]
+    );
+}

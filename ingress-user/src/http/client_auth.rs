@@ -28,7 +28,6 @@ use rustls::{
     },
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
-use tokio::net::TcpStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor, server::TlsStream};
 use tracing::debug;
 
@@ -81,11 +80,14 @@ impl ClientAuthTls {
     /// Runs the TLS handshake of an Ingress listener connection: `base`'s config, or, when
     /// the SNI names a host requiring a client certificate, that config asking for one.
     /// The certificate is checked right after.
-    pub async fn accept(
+    pub async fn accept<IO>(
         &self,
         base: &TlsAcceptor,
-        stream: TcpStream,
-    ) -> io::Result<(TlsStream<TcpStream>, Option<Arc<ConnCert>>)> {
+        stream: IO,
+    ) -> io::Result<(TlsStream<IO>, Option<Arc<ConnCert>>)>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
         let sni = start
             .client_hello()

@@ -77,6 +77,22 @@ pub struct ServiceLabels {
     pub service: String,
 }
 
+/// Labels of a connection whose ClientHello could not be read (TLS passthrough).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientHelloErrorLabels {
+    /// Why: `not_tls`, `bad_record`, `not_client_hello`, `oversized`, `malformed`,
+    /// `bad_sni`, `truncated`, `too_long`, `timeout`.
+    pub reason: &'static str,
+}
+
+/// Labels of a TLS connection a Passthrough listener or `ssl-passthrough` host took.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PassthroughLabels {
+    /// `passed` (spliced to an endpoint until closed), `no_route`, `invalid_backend`,
+    /// `no_endpoints`, `connect_failed`.
+    pub outcome: &'static str,
+}
+
 /// Labels of mirrored requests (Gateway API RequestMirror).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MirrorLabels {
@@ -130,6 +146,11 @@ pub struct Metrics {
     pub listener_bind_errors: Family<ListenerLabels, Counter>,
     /// Gateway listening addresses open now (beside the Ingress listeners).
     pub gateway_listeners: Gauge,
+    /// TLS connections closed because their ClientHello was unusable (read only where
+    /// passthrough could apply), by reason.
+    pub tls_client_hello_errors: Family<ClientHelloErrorLabels, Counter>,
+    /// TLS connections taken by passthrough, by outcome.
+    pub tls_passthrough_connections: Family<PassthroughLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -150,6 +171,8 @@ impl Default for Metrics {
             listener_bind_errors: Family::default(),
             gateway_listeners: Gauge::default(),
             tls_handshakes: Family::default(),
+            tls_client_hello_errors: Family::default(),
+            tls_passthrough_connections: Family::default(),
         }
     }
 }
@@ -231,6 +254,16 @@ impl Metrics {
             "tls_handshakes",
             "TLS handshakes completed, by kind (full or resumed)",
             self.tls_handshakes.clone(),
+        );
+        registry.register(
+            "tls_client_hello_errors",
+            "TLS connections closed because their ClientHello was unusable (read only where passthrough could apply), by reason",
+            self.tls_client_hello_errors.clone(),
+        );
+        registry.register(
+            "tls_passthrough_connections",
+            "TLS connections passed through by SNI without termination, by outcome",
+            self.tls_passthrough_connections.clone(),
         );
     }
 }

@@ -13,6 +13,7 @@
 mod errors;
 mod gateway;
 mod mirror;
+mod passthrough;
 
 use std::{
     future::Future,

@@ -580,6 +580,12 @@ impl Worker {
         let client_auth = Arc::clone(&self.client_auth);
         tokio::spawn(async move {
             let metrics = Arc::clone(router.metrics());
+            // Passthrough by SNI first (reads the ClientHello only where it could apply).
+            let Some(stream) =
+                super::passthrough::accept(stream, conn, &router, handshake_timeout).await
+            else {
+                return;
+            };
             // Client certificates are an Ingress matter: only its listener asks for them.
             let accepted = async {
                 if conn.socket == Socket::Ingress {

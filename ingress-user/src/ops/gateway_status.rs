@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use super::status::{StatusConfig, resolve, while_leading};
 use crate::config::gateway::{
-    Gateway, GatewayClass, HTTPRoute, TCPRoute, UDPRoute,
+    Gateway, GatewayClass, HTTPRoute, TCPRoute, TLSRoute, UDPRoute,
     status::{Cond, RouteState, Statuses},
     types::{
         GatewayAddress, GatewayClassStatus, GatewayStatus, ListenerStatus, RouteParentStatus,
@@ -50,6 +50,8 @@ pub struct GatewayReport {
     pub tcp_routes: Vec<Arc<TCPRoute>>,
     /// The UDPRoutes in `statuses`, as last seen.
     pub udp_routes: Vec<Arc<UDPRoute>>,
+    /// The TLSRoutes in `statuses`, as last seen.
+    pub tls_routes: Vec<Arc<TLSRoute>>,
 }
 
 /// The last-seen object of a route state among `objects` of its kind.
@@ -256,6 +258,7 @@ async fn sync(client: &Client, report: &GatewayReport, controller: &str, publish
         let status = match r.kind {
             "TCPRoute" => current(&report.tcp_routes, r).and_then(|o| o.status.as_ref()),
             "UDPRoute" => current(&report.udp_routes, r).and_then(|o| o.status.as_ref()),
+            "TLSRoute" => current(&report.tls_routes, r).and_then(|o| o.status.as_ref()),
             _ => current(&report.routes, r).and_then(|o| o.status.as_ref()),
         };
         let Some(next) = route_status(r, status, controller, &now) else {
@@ -268,6 +271,10 @@ async fn sync(client: &Client, report: &GatewayReport, controller: &str, publish
             }
             "UDPRoute" => {
                 let api: Api<UDPRoute> = Api::namespaced(client.clone(), &r.key.0);
+                write(&api, r.kind, &r.key.1, &next).await;
+            }
+            "TLSRoute" => {
+                let api: Api<TLSRoute> = Api::namespaced(client.clone(), &r.key.0);
                 write(&api, r.kind, &r.key.1, &next).await;
             }
             _ => {

@@ -22,7 +22,7 @@ use hyper::{
 };
 use regex::Regex;
 
-use super::{ObjectRef, certs::CertSet, routes::Backend};
+use super::{ObjectRef, certs::CertSet, passthrough::PassthroughListener, routes::Backend};
 
 /// Every listening address of our Gateways, with what is served there.
 #[derive(Clone, Debug, Default)]
@@ -66,6 +66,9 @@ pub struct PortRoutes {
     /// hostname). The listener a client's SNI selects must be the one its `Host` selects
     /// (see [`matching`]'s `PortRoutes::sni_allows`).
     pub listener_hosts: Vec<Option<String>>,
+    /// TLS listeners in Passthrough mode on this address, with their TLSRoutes: an SNI
+    /// that selects one of them is not terminated (see `snapshot::passthrough::decide`).
+    pub passthrough: Vec<PassthroughListener>,
 }
 
 /// Which listener of an HTTPS address a connection's SNI selected, decided at the

@@ -139,6 +139,9 @@ pub struct RoutePolicy {
     pub permanent_redirect_code: Option<u16>,
     /// `upstream-vhost`: the `Host` sent upstream instead of the client's.
     pub upstream_vhost: Option<String>,
+    /// `ssl-passthrough`: TLS connections whose SNI is a host of this Ingress are passed,
+    /// not terminated, to the backend of the host's `/` path (`snapshot::passthrough`).
+    pub ssl_passthrough: bool,
     /// `enable-cors` and `cors-*` (present only when enabled).
     pub cors: Option<Arc<cors::Cors>>,
     /// `custom-headers`: the ConfigMap named, as (namespace if given, name); its data

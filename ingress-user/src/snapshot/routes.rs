@@ -28,7 +28,7 @@ use regex::{Regex, RegexBuilder};
 
 use super::{
     FastMap, ObjectRef, ServiceRef, canary::Canary, client_auth::ClientAuth,
-    endpoints::Endpoints, policy::RoutePolicy,
+    endpoints::Endpoints, passthrough::PassthroughRoute, policy::RoutePolicy,
 };
 
 /// Where a matched request goes: a Service port and its resolved endpoints.
@@ -98,6 +98,7 @@ static NO_POLICY: RoutePolicy = RoutePolicy {
     mirror_host: None,
     mirror_skip_body: false,
     mirror_backend: None,
+    ssl_passthrough: false,
 };
 
 /// A counter of the `requests` family, looked up once and then kept. The lookup hashes
@@ -432,6 +433,13 @@ impl HostRoutes {
         failed
     }
 
+    /// The backend of the path `/` (a prefix `/` before an exact one): ingress-nginx's
+    /// root location, which `ssl-passthrough` sends a host's TLS connections to.
+    pub fn root(&self) -> Option<&Arc<Backend>> {
+        let i = self.prefix.get("/").or_else(|| self.exact.get("/"))?;
+        Some(&self.rules[*i].2)
+    }
+
     /// Whether the paths are regexes.
     pub fn is_regex(&self) -> bool {
         self.regexes.is_some()
@@ -537,6 +545,10 @@ pub struct RouteTable {
     len: usize,
     /// `server-alias`: a host with no rules of its own → the host whose paths answer it.
     aliases: Arc<FastMap<String, HostMatch>>,
+    /// Exact hosts passed through by `ssl-passthrough` (derived from their `/` path in
+    /// [`Self::set_host`]), so the TLS accept path reads the ClientHello only when some
+    /// host asks for it.
+    passthrough: Arc<FastMap<String, Arc<PassthroughRoute>>>,
 }
 
 /// Why [`RouteTable::insert`] refused a rule.
@@ -617,6 +629,16 @@ impl RouteTable {
             HostMatch::Exact(h) => (&mut self.exact_hosts, h),
             HostMatch::Wildcard(s) => (&mut self.wildcard_hosts, s),
         };
+        if let HostMatch::Exact(h) = host {
+            let pass = routes.root().and_then(super::passthrough::ingress_route);
+            if pass.is_some() || self.passthrough.contains_key(h) {
+                let map = Arc::make_mut(&mut self.passthrough);
+                match pass {
+                    Some(p) => map.insert(h.clone(), p),
+                    None => map.remove(h),
+                };
+            }
+        }
         let map = Arc::make_mut(map);
         if routes.is_empty() {
             map.remove(key);
@@ -642,6 +664,17 @@ impl RouteTable {
             .collect();
         v.sort();
         v
+    }
+
+    /// The `ssl-passthrough` route of `sni` (lowercase), an exact host: ingress-nginx
+    /// compares the SNI with its server names, so wildcard hosts are never passed through.
+    pub fn passthrough(&self, sni: &str) -> Option<&Arc<PassthroughRoute>> {
+        self.passthrough.get(sni)
+    }
+
+    /// Whether some host is passed through.
+    pub fn has_passthrough(&self) -> bool {
+        !self.passthrough.is_empty()
     }
 
     /// Sets the backend used when no rule matches (Ingress `defaultBackend`, else

@@ -8,8 +8,8 @@
 //!   EndpointSlice, core v1 Endpoints (converted to EndpointSlices, since there is no
 //!   EndpointSlice controller here), Secret, ConfigMap, Namespace (its labels select
 //!   Gateway API routes), and the Gateway API's GatewayClass, Gateway, HTTPRoute and
-//!   ReferenceGrant (`gateway.networking.k8s.io` v1, or v1beta1 of the same shape), TCPRoute
-//!   and UDPRoute (v1, or v1alpha2). Other
+//!   ReferenceGrant (`gateway.networking.k8s.io` v1, or v1beta1 of the same shape), TLSRoute
+//!   (v1, v1alpha3 or v1alpha2), TCPRoute and UDPRoute (v1, or v1alpha2). Other
 //!   kinds (Deployment, ...) are ignored silently.
 //! - A document that does not parse, or is not a Kubernetes object, is a Problem naming the
 //!   file and line; every other document still applies.
@@ -41,7 +41,7 @@ use tracing::{debug, info, warn};
 use super::{Update, UpdateTx, dir_watch::DirWatch, manifest_dir::ManifestDir};
 use crate::config::{
     ObjectRef, Problem, Store,
-    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, UDPRoute},
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, TLSRoute, UDPRoute},
     legacy::{self, LEGACY_INGRESS_VERSIONS},
     problem::Severity,
 };
@@ -54,10 +54,13 @@ fn gateway_version(api_version: &str, kind: &str) -> bool {
     let kinds = ["GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"];
     // TCPRoute and UDPRoute: v1alpha2 until Gateway API v1.6, v1 since (the same shape).
     let l4 = ["TCPRoute", "UDPRoute"];
+    // TLSRoute: v1 since Gateway API v1.5, and the experimental versions of the same shape.
+    let tls = kind == "TLSRoute";
     match api_version {
-        "gateway.networking.k8s.io/v1" => kinds.contains(&kind) || l4.contains(&kind),
+        "gateway.networking.k8s.io/v1" => kinds.contains(&kind) || l4.contains(&kind) || tls,
         "gateway.networking.k8s.io/v1beta1" => kinds.contains(&kind),
-        "gateway.networking.k8s.io/v1alpha2" => l4.contains(&kind),
+        "gateway.networking.k8s.io/v1alpha3" => tls,
+        "gateway.networking.k8s.io/v1alpha2" => l4.contains(&kind) || tls,
         _ => false,
     }
 }
@@ -329,6 +332,13 @@ impl Loader {
                     self.typed::<UDPRoute>(path, line, "UDPRoute", doc, |o| &mut o.metadata)
                 {
                     self.store.udp_routes.push(o);
+                }
+            }
+            "TLSRoute" => {
+                if let Some(o) =
+                    self.typed::<TLSRoute>(path, line, "TLSRoute", doc, |o| &mut o.metadata)
+                {
+                    self.store.tls_routes.push(o);
                 }
             }
             "ReferenceGrant" => {

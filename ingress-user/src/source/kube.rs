@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use super::{Update, UpdateTx};
 use crate::config::{
     Change,
-    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, UDPRoute},
+    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, TLSRoute, UDPRoute},
     store::{Key, Kind, Object},
 };
 
@@ -147,9 +147,23 @@ pub async fn run(client: Client, cfg: KubeSourceConfig, tx: UpdateTx) {
         w.watch::<Gateway>(scoped(&client, ns), watcher::Config::default());
         w.watch::<HTTPRoute>(scoped(&client, ns), watcher::Config::default());
         w.watch::<ReferenceGrant>(scoped(&client, ns), watcher::Config::default());
-        if serves_l4_routes(&client).await {
+        // TCPRoute and UDPRoute: v1alpha2 (experimental channel before Gateway API v1.6,
+        // still served beside v1 since). Watched apart from the rest: a cluster with only
+        // the standard HTTP kinds still gets its Gateways and HTTPRoutes.
+        if serves(&client, "v1alpha2", "tcproutes").await
+            && serves(&client, "v1alpha2", "udproutes").await
+        {
+            info!("Gateway API TCPRoute and UDPRoute found (v1alpha2): watching them");
             w.watch::<TCPRoute>(scoped(&client, ns), watcher::Config::default());
             w.watch::<UDPRoute>(scoped(&client, ns), watcher::Config::default());
+        } else {
+            info!(
+                "Gateway API TCPRoute/UDPRoute v1alpha2 not served; TCP and UDP listeners get no routes"
+            );
+        }
+        if serves(&client, "v1", "tlsroutes").await {
+            info!("TLSRoute v1 found: watching TLSRoutes");
+            w.watch::<TLSRoute>(scoped(&client, ns), watcher::Config::default());
         }
     }
     let mut waiting = w.count;
@@ -202,28 +216,18 @@ async fn serves_gateway_api(client: &Client) -> bool {
     found
 }
 
-/// Whether the API server has TCPRoute and UDPRoute in `v1alpha2` (experimental channel
-/// before Gateway API v1.6, and still served beside v1 since). Watched apart from the rest:
-/// a cluster with only the standard HTTP kinds still gets its Gateways and HTTPRoutes.
-async fn serves_l4_routes(client: &Client) -> bool {
-    let gv = format!("{}/v1alpha2", crate::config::gateway::types::GROUP);
-    let found = match client.list_api_group_resources(&gv).await {
-        Ok(list) => ["tcproutes", "udproutes"]
-            .iter()
-            .all(|p| list.resources.iter().any(|r| r.name == *p)),
+/// Whether the API server serves `plural` in `gateway.networking.k8s.io/<version>`.
+/// TLSRoute is read in v1 (Gateway API v1.5's standard channel): without it (or with only
+/// the experimental versions installed) TLSRoutes are not watched.
+async fn serves(client: &Client, version: &str, plural: &str) -> bool {
+    let gv = format!("{}/{version}", crate::config::gateway::types::GROUP);
+    match client.list_api_group_resources(&gv).await {
+        Ok(list) => list.resources.iter().any(|r| r.name == plural),
         Err(e) => {
             debug!(group_version = %gv, error = %e, "API group not served");
             false
         }
-    };
-    if found {
-        info!("Gateway API TCPRoute and UDPRoute found (v1alpha2): watching them");
-    } else {
-        info!(
-            "Gateway API TCPRoute/UDPRoute v1alpha2 not served; TCP and UDP listeners get no routes"
-        );
     }
-    found
 }
 
 /// An `Api` for a namespaced kind, in one namespace or all.
@@ -284,6 +288,7 @@ watched!(
     HTTPRoute,
     TCPRoute,
     UDPRoute,
+    TLSRoute,
     ReferenceGrant
 );
 
@@ -319,6 +324,7 @@ impl Slim for Gateway {}
 impl Slim for HTTPRoute {}
 impl Slim for TCPRoute {}
 impl Slim for UDPRoute {}
+impl Slim for TLSRoute {}
 impl Slim for ReferenceGrant {}
 
 impl Watchers<'_> {
@@ -402,6 +408,7 @@ fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
         "HTTPRoute" => "HTTPRoute",
         "TCPRoute" => "TCPRoute",
         "UDPRoute" => "UDPRoute",
+        "TLSRoute" => "TLSRoute",
         "ReferenceGrant" => "ReferenceGrant",
         _ => "ConfigMap",
     }

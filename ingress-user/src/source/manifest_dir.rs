@@ -252,6 +252,7 @@ fn written_as(kind: Kind) -> &'static str {
         Kind::HTTPRoute => "HTTPRoute",
         Kind::TCPRoute => "TCPRoute",
         Kind::UDPRoute => "UDPRoute",
+        Kind::TLSRoute => "TLSRoute",
         Kind::ReferenceGrant => "ReferenceGrant",
     }
 }

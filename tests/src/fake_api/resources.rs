@@ -226,6 +226,7 @@ pub static RESOURCES: &[Resource] = &[
         true,
         &[],
     ),
+    gateway_api("v1", "tlsroutes", "tlsroute", "TLSRoute", true, true, &[]),
     gateway_api(
         "v1",
         "referencegrants",

@@ -255,9 +255,22 @@ impl World {
     /// The route `namespace/name` has our parent entry for the Gateway `INFRA/gateway`
     /// with every condition of `conds` (observedGeneration current).
     pub async fn route_parent(&self, namespace: &str, name: &str, gateway: &str, conds: &[Cond]) {
+        self.kind_route_parent("HTTPRoute", namespace, name, gateway, conds)
+            .await;
+    }
+
+    /// As [`route_parent`](Self::route_parent), for a route of `kind` (e.g. `TLSRoute`).
+    pub async fn kind_route_parent(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        gateway: &str,
+        conds: &[Cond],
+    ) {
         self.wait_object(
-            &format!("HTTPRoute {namespace}/{name} parent {gateway}: {conds:?}"),
-            "HTTPRoute",
+            &format!("{kind} {namespace}/{name} parent {gateway}: {conds:?}"),
+            kind,
             namespace,
             name,
             |route| {

@@ -30,9 +30,13 @@ fn route_kind(protocol: &str) -> Option<&'static str> {
         "HTTP" | "HTTPS" => Some(HTTP_ROUTE),
         "TCP" => Some(TCP_ROUTE),
         "UDP" => Some(UDP_ROUTE),
+        "TLS" => Some(TLS_ROUTE),
         _ => None,
     }
 }
+
+/// The route kind a TLS listener (Passthrough mode) takes.
+pub const TLS_ROUTE: &str = "TLSRoute";
 
 /// The names of our GatewayClasses (`spec.controllerName` is `--controller-class`), with
 /// their Accepted condition recorded.
@@ -80,8 +84,11 @@ pub struct ResolvedListener<'a> {
     pub hostname: Option<String>,
     /// The port.
     pub port: u16,
-    /// HTTPS.
+    /// HTTPS, or TLS (Passthrough).
     pub tls: bool,
+    /// TLS in Passthrough mode: connections are routed by SNI to TLSRoutes' backends
+    /// without termination.
+    pub passthrough: bool,
     /// HTTPS: the certificates of `tls.certificateRefs` that resolved.
     pub certs: Vec<Arc<TlsCert>>,
     /// Route kinds taken.
@@ -114,11 +121,6 @@ impl ResolvedListener<'_> {
     /// still attach.
     fn resolved_kinds_only(&self) -> bool {
         matches!(self.resolved, Err(("InvalidRouteKinds", _))) && !self.kinds.is_empty()
-    }
-
-    /// Whether it takes HTTPRoutes.
-    pub fn takes_http_routes(&self) -> bool {
-        self.kinds.iter().any(|k| k.kind == HTTP_ROUTE)
     }
 
     /// Whether it takes routes of `kind`.
@@ -346,6 +348,7 @@ fn resolve_listener<'a>(
         hostname: None,
         port: 0,
         tls: false,
+        passthrough: false,
         certs: Vec::new(),
         kinds: Vec::new(),
         accepted: Ok(()),
@@ -368,12 +371,19 @@ fn resolve_listener<'a>(
             Err(e) => out.accepted = Err(("UnsupportedValue", format!("hostname: {e}"))),
         }
     }
-    out.tls = l.protocol == "HTTPS";
+    out.tls = matches!(l.protocol.as_str(), "HTTPS" | "TLS");
+    if l.protocol == "TLS" {
+        out.passthrough = true;
+        if let Err(e) = passthrough_mode(l) {
+            out.accepted = Err(("UnsupportedProtocol", e));
+            return out;
+        }
+    }
     let Some(route_kind) = route_kind(&l.protocol) else {
         out.accepted = Err((
             "UnsupportedProtocol",
             format!(
-                "protocol {:?} is not supported (HTTP, HTTPS, TCP and UDP are)",
+                "protocol {:?} is not supported (HTTP, HTTPS, TLS, TCP and UDP are)",
                 l.protocol
             ),
         ));
@@ -413,10 +423,22 @@ fn resolve_listener<'a>(
             }
         }
     }
-    if out.tls {
+    if out.tls && !out.passthrough {
         resolve_certs(objects, gw, l, secrets, &mut out);
     }
     out
+}
+
+/// A TLS listener's `tls.mode`: Passthrough is served; Terminate (the spec's default,
+/// which would terminate TLS and route the plaintext by TLSRoute) is not.
+fn passthrough_mode(l: &Listener) -> Result<(), String> {
+    match l.tls.as_ref().and_then(|t| t.mode.as_deref()) {
+        Some("Passthrough") => Ok(()),
+        mode => Err(format!(
+            "tls.mode {:?} on a TLS listener is not supported: TLSRoutes are served in Passthrough mode only (set tls.mode: Passthrough, or terminate with an HTTPS listener and HTTPRoutes)",
+            mode.unwrap_or("Terminate")
+        )),
+    }
 }
 
 fn resolve_certs(
@@ -508,7 +530,10 @@ fn conflicts_within(g: &mut Resolved<'_>) {
             if (a.spec.protocol == "UDP") != (b.spec.protocol == "UDP") {
                 continue;
             }
-            if a.spec.protocol != b.spec.protocol {
+            // HTTPS and TLS listeners share a port, told apart by SNI (hostname).
+            let tls_family = |p: &str| matches!(p, "HTTPS" | "TLS");
+            let (pa, pb) = (a.spec.protocol.as_str(), b.spec.protocol.as_str());
+            if pa != pb && !(tls_family(pa) && tls_family(pb)) {
                 *mark = Some((
                     "ProtocolConflict",
                     format!(
@@ -520,7 +545,7 @@ fn conflicts_within(g: &mut Resolved<'_>) {
                 *mark = Some((
                     "HostnameConflict",
                     format!(
-                        "listener {:?} has the same port, protocol and hostname",
+                        "listener {:?} has the same port, protocol (or HTTPS and TLS) and hostname",
                         b.spec.name
                     ),
                 ));

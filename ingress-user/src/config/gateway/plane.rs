@@ -6,13 +6,14 @@ use std::{
     sync::Arc,
 };
 
-use super::{listeners::Resolved, routes::Attached};
+use super::{listeners::Resolved, routes::Attached, tls_routes::AttachedTls};
 use crate::snapshot::{
     certs::CertSet,
     gateway::{
         GatewayHosts, GatewayPlane, GatewayRule, HostRules, ListenAddr, PortRoutes,
         matching::MatchPrecedence,
     },
+    passthrough::{PassthroughListener, PassthroughRoute},
 };
 
 /// Where a rule was written, for the tie-breaks after the match itself (the spec's): the
@@ -20,7 +21,11 @@ use crate::snapshot::{
 type Origin = (usize, usize, usize);
 
 /// Builds the plane.
-pub fn assemble(gateways: &[Resolved<'_>], routes: &[Attached]) -> GatewayPlane {
+pub fn assemble(
+    gateways: &[Resolved<'_>],
+    routes: &[Attached],
+    tls_routes: &[AttachedTls],
+) -> GatewayPlane {
     let mut ports: BTreeMap<ListenAddr, Port> = BTreeMap::new();
     // Every served listener opens its address, with or without routes (without, it
     // answers 404), and brings its certificates.
@@ -28,6 +33,14 @@ pub fn assemble(gateways: &[Resolved<'_>], routes: &[Attached]) -> GatewayPlane 
         for l in g.listeners.iter().filter(|l| l.usable() && !l.is_l4()) {
             for at in g.listen_addrs(l) {
                 let port = ports.entry(at).or_insert_with(|| Port::new(l.tls));
+                if l.passthrough {
+                    // Its hostname is unique on the port (conflicts are refused).
+                    port.passthrough.push(PassthroughListener {
+                        hostname: l.hostname.clone(),
+                        ..PassthroughListener::default()
+                    });
+                    continue;
+                }
                 if !port.listener_hosts.contains(&l.hostname) {
                     port.listener_hosts.push(l.hostname.clone());
                 }
@@ -73,6 +86,43 @@ pub fn assemble(gateways: &[Resolved<'_>], routes: &[Attached]) -> GatewayPlane 
             }
         }
     }
+    // TLSRoutes, oldest first: the first route for a hostname of a listener keeps it.
+    for route in tls_routes {
+        let pass = Arc::new(PassthroughRoute {
+            route: route.route.clone(),
+            backends: route.backends.clone(),
+        });
+        for (gi, li, hosts) in &route.attachments {
+            let g = &gateways[*gi];
+            let l = &g.listeners[*li];
+            if !l.usable() {
+                continue;
+            }
+            for at in g.listen_addrs(l) {
+                let Some(listener) = ports
+                    .get_mut(&at)
+                    .and_then(|p| p.passthrough.iter_mut().find(|p| p.hostname == l.hostname))
+                else {
+                    continue;
+                };
+                let routes = &mut listener.routes;
+                for host in hosts {
+                    let (map, key) = match host.as_deref() {
+                        None => {
+                            routes.any.get_or_insert_with(|| Arc::clone(&pass));
+                            continue;
+                        }
+                        Some(h) => match h.strip_prefix('*') {
+                            Some(suffix) => (&mut routes.wildcard, suffix),
+                            None => (&mut routes.exact, h),
+                        },
+                    };
+                    map.entry(key.to_owned())
+                        .or_insert_with(|| Arc::clone(&pass));
+                }
+            }
+        }
+    }
     GatewayPlane {
         ports: ports
             .into_iter()
@@ -92,6 +142,7 @@ struct Port {
     wildcard: BTreeMap<String, Vec<Ranked>>,
     any: Option<Vec<Ranked>>,
     listener_hosts: Vec<Option<String>>,
+    passthrough: Vec<PassthroughListener>,
 }
 
 impl Port {
@@ -103,6 +154,7 @@ impl Port {
             wildcard: BTreeMap::new(),
             any: None,
             listener_hosts: Vec::new(),
+            passthrough: Vec::new(),
         }
     }
 
@@ -144,6 +196,7 @@ impl Port {
                     .collect(),
                 any: self.any.map(sorted),
             },
+            passthrough: self.passthrough,
         }
     }
 }

@@ -14,7 +14,7 @@ use super::{
     Key, Objects, Problem, Translated, generation, granted,
     hostname::{intersect, validate},
     key,
-    listeners::Resolved,
+    listeners::{HTTP_ROUTE, Resolved},
     object_ref, selects,
     status::{Cond, ParentState, RouteState},
     types::{self, BackendRef, HTTPRoute, HttpRouteFilter, HttpRouteMatch, PathModifier},
@@ -105,7 +105,8 @@ pub fn attach(
             });
             let accepted = attach_parent(
                 objects,
-                route,
+                HTTP_ROUTE,
+                &route.spec.hostnames,
                 &rkey,
                 parent,
                 gi,
@@ -166,10 +167,13 @@ fn age(r: &HTTPRoute) -> (bool, Option<Time>, String) {
     (created.is_none(), created, format!("{ns}/{name}"))
 }
 
-/// Attaches a route to the listeners of Gateway `gi` its parentRef selects.
-fn attach_parent(
+/// Attaches a route of `kind` with `hostnames` to the listeners of Gateway `gi` its
+/// parentRef selects.
+#[allow(clippy::too_many_arguments)] // One parentRef's whole context.
+pub(super) fn attach_parent(
     objects: &Objects,
-    route: &HTTPRoute,
+    kind: &str,
+    hostnames: &[String],
     rkey: &Key,
     parent: &types::ParentReference,
     gi: usize,
@@ -220,7 +224,7 @@ fn attach_parent(
             let l = &g.listeners[i];
             // A listener whose certificate did not resolve still takes routes (they count
             // in attachedRoutes, as GatewayWithAttachedRoutes expects); it is not served.
-            if refused || !l.takes_routes() || !l.takes_http_routes() {
+            if refused || !l.takes_routes() || !l.takes(kind) {
                 return false;
             }
             let from = l
@@ -242,17 +246,12 @@ fn attach_parent(
         return Err((
             "NotAllowedByListeners",
             format!(
-                "no listener of Gateway {}/{} it names allows HTTPRoutes from namespace {}",
+                "no listener of Gateway {}/{} it names allows {kind}s from namespace {}",
                 g.key.0, g.key.1, rkey.0
             ),
         ));
     }
-    let hostnames: Vec<String> = route
-        .spec
-        .hostnames
-        .iter()
-        .filter_map(|h| validate(h).ok())
-        .collect();
+    let hostnames: Vec<String> = hostnames.iter().filter_map(|h| validate(h).ok()).collect();
     let mut any = false;
     for i in allowed {
         let l = &mut g.listeners[i];

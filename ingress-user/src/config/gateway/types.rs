@@ -90,6 +90,7 @@ resource!(
     NamespaceResourceScope,
     status
 );
+resource!(TLSRoute, "v1", "tlsroutes", NamespaceResourceScope, status);
 resource!(
     ReferenceGrant,
     "v1beta1",
@@ -600,6 +601,46 @@ pub struct WeightedBackendRef {
     /// Default 1; 0 receives no new connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
+}
+
+/// TLSRoute (standard channel v1 since Gateway API v1.5; v1alpha2 and v1alpha3 have the
+/// same shape and are read alike): TLS connections routed by SNI. We serve it on TLS
+/// listeners in Passthrough mode only.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct TLSRoute {
+    /// Standard object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The spec.
+    #[serde(default)]
+    pub spec: TlsRouteSpec,
+    /// Written by the controllers of its parents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RouteStatus>,
+}
+
+/// TLSRoute spec.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRouteSpec {
+    /// The Gateways (and listeners) to attach to.
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    /// SNI hostnames to match; none means all the listener allows.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// Rules: only backendRefs (a TLSRoute has no match conditions besides hostnames).
+    #[serde(default)]
+    pub rules: Vec<TlsRouteRule>,
+}
+
+/// A TLSRoute rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRouteRule {
+    /// Where matching connections go, by weight.
+    #[serde(default)]
+    pub backend_refs: Vec<WeightedBackendRef>,
 }
 
 /// A route's status (HTTPRoute and the L4 routes).

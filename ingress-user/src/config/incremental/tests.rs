@@ -11,6 +11,7 @@ use crate::{
             CERT_PEM, Cond, IngressBuilder, KEY_PEM, config_map, ingress_class, secret, service,
             slice, tls_secret,
         },
+        gateway::{Gateway, GatewayClass, TLSRoute},
         store::Object,
     },
     snapshot::routes::TlsHosts,
@@ -26,6 +27,8 @@ struct Canonical {
     certs: Vec<(String, String)>,
     default_cert: Option<String>,
     l4: Vec<L4Service>,
+    /// `ssl-passthrough` hosts and Gateway Passthrough listeners with their routes.
+    passthrough: Vec<String>,
     problems: Vec<Problem>,
 }
 
@@ -69,8 +72,52 @@ fn canonical(s: &Snapshot) -> Canonical {
             .collect(),
         default_cert: s.tls.default_cert().map(|c| c.secret.to_string()),
         l4: s.l4.clone(),
+        passthrough: passthrough(s),
         problems: s.problems.clone(),
     }
+}
+
+/// Where each passed-through name goes, in order.
+fn passthrough(s: &Snapshot) -> Vec<String> {
+    let route = |r: &crate::snapshot::passthrough::PassthroughRoute| {
+        let backends: Vec<String> = r
+            .backends
+            .iter()
+            .map(|b| match &b.target {
+                Ok(t) => format!("{}*{} {:?}", t.service, b.weight, t.endpoints.to_vec()),
+                Err(e) => format!("{e:?}*{}", b.weight),
+            })
+            .collect();
+        format!("{} -> {}", r.route, backends.join(", "))
+    };
+    let mut out = Vec::new();
+    for (host, _) in s.http.hosts() {
+        if let crate::snapshot::routes::HostMatch::Exact(h) = &host
+            && let Some(r) = s.http.passthrough(h)
+        {
+            out.push(format!("ingress {h}: {}", route(r)));
+        }
+    }
+    out.sort();
+    for (at, port) in &s.gateway.ports {
+        out.push(format!(
+            "{at} tls={} https={:?}",
+            port.tls, port.listener_hosts
+        ));
+        for l in &port.passthrough {
+            let hosts = &l.routes;
+            let entries = hosts
+                .exact
+                .iter()
+                .chain(&hosts.wildcard)
+                .map(|(h, r)| (h.as_str(), r))
+                .chain(hosts.any.iter().map(|r| ("*", r)));
+            for (h, r) in entries {
+                out.push(format!("  listener {:?} {h}: {}", l.hostname, route(r)));
+            }
+        }
+    }
+    out
 }
 
 /// SplitMix64: a tiny deterministic generator, so a failing seed can be replayed.
@@ -138,6 +185,7 @@ const ANNOTATIONS: &[(&str, &str)] = &[
     ("nginx.ingress.kubernetes.io/enable-cors", "true"),
     ("nginx.ingress.kubernetes.io/custom-headers", "hdr"),
     ("nginx.ingress.kubernetes.io/custom-headers", "a/hdr"),
+    ("nginx.ingress.kubernetes.io/ssl-passthrough", "true"),
     ("nginx.ingress.kubernetes.io/proxy-read-timeout", "5"),
     ("nginx.ingress.kubernetes.io/proxy-body-size", "1k"),
     ("nginx.ingress.kubernetes.io/use-regex", "true"),
@@ -353,7 +401,7 @@ fn random_change(rng: &mut Rng) -> Change {
     let n = rng.below(4);
     let delete = rng.chance(20);
     let custom_headers = rng.chance(50);
-    let (kind, name, object): (Kind, String, MakeObject) = match rng.below(15) {
+    let (kind, name, object): (Kind, String, MakeObject) = match rng.below(18) {
         8 if custom_headers => (Kind::ConfigMap, "hdr".to_owned(), |rng, ns, name| {
             let data: &[(&str, &str)] = match rng.below(3) {
                 0 => &[("X-A", "1")],
@@ -367,6 +415,18 @@ fn random_change(rng: &mut Rng) -> Change {
         13 => (Kind::TCPRoute, format!("t{}", n % 2), random_l4_route),
         14 => (Kind::UDPRoute, "u0".to_owned(), random_l4_route),
         0..=3 => (Kind::Ingress, format!("i{n}"), random_ingress),
+        15 => (Kind::GatewayClass, "xdp".to_owned(), |rng, _, _| {
+            let controller = if rng.chance(80) {
+                "xdp-ingress.dev/controller"
+            } else {
+                "someone.else/controller"
+            };
+            gateway_yaml(&format!(
+                "kind: GatewayClass\nmetadata: {{name: xdp}}\nspec: {{controllerName: {controller}}}"
+            ))
+        }),
+        16 => (Kind::Gateway, format!("g{}", n % 2), random_tls_gateway),
+        17 => (Kind::TLSRoute, format!("t{n}"), random_tls_route),
         4 => (
             Kind::Service,
             (rng.pick(&SERVICES)).to_owned(),
@@ -438,6 +498,73 @@ fn random_change(rng: &mut Rng) -> Change {
     }
 }
 
+/// A Gateway API object from YAML (without `apiVersion`).
+fn gateway_yaml(yaml: &str) -> Object {
+    let yaml = format!("apiVersion: gateway.networking.k8s.io/v1\n{yaml}");
+    let value: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("fixture YAML");
+    match value["kind"].as_str() {
+        Some("GatewayClass") => {
+            Object::from(serde_yaml::from_value::<GatewayClass>(value).expect("GatewayClass"))
+        }
+        Some("Gateway") => Object::from(serde_yaml::from_value::<Gateway>(value).expect("Gateway")),
+        _ => Object::from(serde_yaml::from_value::<TLSRoute>(value).expect("TLSRoute")),
+    }
+}
+
+/// A Gateway with TLS Passthrough and HTTPS listeners on shared and separate ports
+/// (some conflicting, some refused).
+fn random_tls_gateway(rng: &mut Rng, ns: &str, name: &str) -> Object {
+    const LISTENERS: [&str; 6] = [
+        "{name: p1, port: 8443, protocol: TLS, hostname: x.com, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: All}}}",
+        "{name: p2, port: 8443, protocol: TLS, hostname: '*.x.com', tls: {mode: Passthrough}}",
+        "{name: p3, port: 9443, protocol: TLS, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: All}}}",
+        "{name: h1, port: 8443, protocol: HTTPS, hostname: y.com, tls: {certificateRefs: [{name: c0}]}}",
+        "{name: t1, port: 9443, protocol: TLS}",
+        "{name: p4, port: 8443, protocol: TLS, hostname: x.com, tls: {mode: Passthrough}}",
+    ];
+    let mut listeners = String::new();
+    for _ in 0..=rng.below(3) {
+        listeners.push_str(&format!("  - {}\n", rng.pick(&LISTENERS)));
+    }
+    gateway_yaml(&format!(
+        "kind: Gateway\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  gatewayClassName: xdp\n  listeners:\n{listeners}"
+    ))
+}
+
+/// A TLSRoute to one or two Services (some missing, some in the other namespace).
+fn random_tls_route(rng: &mut Rng, ns: &str, name: &str) -> Object {
+    const HOSTNAMES: [&str; 4] = ["[x.com]", "['*.x.com']", "[]", "[a.x.com, z.org]"];
+    let mut parents = Vec::new();
+    for _ in 0..=rng.below(2) {
+        let section = match rng.below(3) {
+            0 => String::new(),
+            _ => format!(", sectionName: {}", rng.pick(&["p1", "p2", "p3"])),
+        };
+        parents.push(format!(
+            "{{name: {}, namespace: {}{section}}}",
+            rng.pick(&["g0", "g1"]),
+            rng.pick(&NAMESPACES)
+        ));
+    }
+    let mut refs = Vec::new();
+    for _ in 0..=rng.below(2) {
+        refs.push(format!(
+            "{{name: {}, namespace: {}, port: {}, weight: {}}}",
+            rng.pick(&SERVICES),
+            rng.pick(&NAMESPACES),
+            rng.pick(&["80", "81"]),
+            rng.below(3)
+        ));
+    }
+    gateway_yaml(&format!(
+        "kind: TLSRoute\nmetadata: {{name: {name}, namespace: {ns}, creationTimestamp: '2024-01-0{}T00:00:00Z'}}\nspec:\n  parentRefs: [{}]\n  hostnames: {}\n  rules:\n  - backendRefs: [{}]\n",
+        1 + rng.below(3),
+        parents.join(", "),
+        rng.pick(&HOSTNAMES),
+        refs.join(", ")
+    ))
+}
+
 fn options() -> Options {
     Options {
         tcp_services: Some(NamespacedName {
@@ -466,6 +593,8 @@ fn random_change_sequences_always_equal_a_full_build() {
     // Snapshots with a Gateway API TCP/UDP listener served, and with one in conflict with
     // the ConfigMap: the generator must reach both.
     let (mut gateway_l4, mut conflicted) = (0, 0);
+    // Whether the sequences reached ssl-passthrough hosts and TLSRoutes on listeners.
+    let mut passthrough_seen = (false, false);
     for seed in 0..seeds {
         let mut rng = Rng(seed);
         let mut engine = Engine::new(options());
@@ -485,6 +614,9 @@ fn random_change_sequences_always_equal_a_full_build() {
                 "seed {seed} step {step}: Gateway API statuses differ"
             );
             let (got, want) = (canonical(&snap), canonical(&want));
+            let seen = |what: &str| got.passthrough.iter().any(|l| l.contains(what));
+            passthrough_seen.0 |= seen("ingress ");
+            passthrough_seen.1 |= seen("  listener ");
             if got != want {
                 let tail = log[log.len().saturating_sub(6)..].join("\n");
                 panic!(
@@ -508,6 +640,11 @@ fn random_change_sequences_always_equal_a_full_build() {
     assert!(
         gateway_l4 > 0 && conflicted > 0,
         "{gateway_l4} {conflicted}"
+    );
+    assert_eq!(
+        passthrough_seen,
+        (true, true),
+        "the generator exercises passthrough"
     );
 }
 

@@ -97,7 +97,7 @@ pub(super) fn select<'a>(
 
 /// The listening addresses whose routes may answer on `conn`, in the order [`select`]
 /// tries them.
-fn candidates(conn: Conn, bind_ip: IpAddr) -> impl Iterator<Item = ListenAddr> {
+pub(super) fn candidates(conn: Conn, bind_ip: IpAddr) -> impl Iterator<Item = ListenAddr> {
     let port = conn.local.port();
     let local = conn.local.ip().to_canonical();
     let opened = match conn.socket {
