@@ -29,14 +29,14 @@
 //! streaming responses are never cut by it.
 
 pub mod access_log;
-pub mod affinity;
 pub mod admission;
+pub mod affinity;
 pub mod balance;
 pub mod body;
 pub mod client;
 pub mod client_auth;
-pub mod cors;
 pub mod client_hello;
+pub mod cors;
 pub mod drain;
 pub mod h1;
 pub mod h2c;

@@ -264,7 +264,11 @@ pub fn translate(
             s
         },
         secrets: {
-            let mut s: Vec<Key> = auth_secret.into_iter().chain(secret).chain(ca_secret).collect();
+            let mut s: Vec<Key> = auth_secret
+                .into_iter()
+                .chain(secret)
+                .chain(ca_secret)
+                .collect();
             s.sort_unstable();
             s.dedup();
             s

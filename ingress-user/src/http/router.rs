@@ -39,8 +39,8 @@ use tracing::debug;
 
 use super::{
     access_log::{self, AccessLog, Logged, Pending},
-    affinity::{self, Session},
     admission,
+    affinity::{self, Session},
     balance::{Balance, Balancer},
     body::{Body, BoxError, empty, full, limited},
     client_auth,

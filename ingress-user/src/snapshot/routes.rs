@@ -27,8 +27,8 @@ use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Hi
 use regex::{Regex, RegexBuilder};
 
 use super::{
-    FastMap, ObjectRef, ServiceRef, canary::Canary, client_auth::ClientAuth,
-    endpoints::Endpoints, passthrough::PassthroughRoute, policy::RoutePolicy,
+    FastMap, ObjectRef, ServiceRef, canary::Canary, client_auth::ClientAuth, endpoints::Endpoints,
+    passthrough::PassthroughRoute, policy::RoutePolicy,
 };
 
 /// Where a matched request goes: a Service port and its resolved endpoints.
