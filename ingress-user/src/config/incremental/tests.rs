@@ -263,7 +263,7 @@ fn random_ingress(rng: &mut Rng, ns: &str, name: &str) -> Object {
         }
     }
     for _ in 0..rng.below(3) {
-        let (key, value) = rng.pick(&ANNOTATIONS);
+        let (key, value) = rng.pick(ANNOTATIONS);
         b = b.annotation(key, value);
     }
     if rng.chance(30) {
