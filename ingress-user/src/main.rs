@@ -212,6 +212,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         https = ?http.https_addr().and_then(Result::ok),
         "HTTP router listening"
     );
+    ops.readiness.track_plane(
+        "the HTTP router has not applied the configuration yet",
+        http.router().snapshot_cell(),
+    );
     let http_task = tokio::spawn(http.run(stopped(shutdown_rx.clone())));
     ops.readiness.set_attached();
 
