@@ -50,6 +50,7 @@ pub struct FakeApi {
     bookmark_interval: Duration,
     accept: Mutex<Option<JoinHandle<()>>>,
     dir: PathBuf,
+    hidden: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 static DIRS: AtomicU64 = AtomicU64::new(0);
@@ -88,6 +89,7 @@ impl FakeApi {
             bookmark_interval,
             accept: Mutex::new(None),
             dir,
+            hidden: Arc::default(),
         };
         api.serve(listener);
         api
@@ -99,6 +101,7 @@ impl FakeApi {
             address: self.addr.to_string(),
             kill_watches: self.kill_watches.subscribe(),
             bookmark_interval: self.bookmark_interval,
+            hidden: Arc::clone(&self.hidden),
         });
         let kill_conns = self.kill_conns.subscribe();
         let task = tokio::spawn(async move {
@@ -121,6 +124,16 @@ impl FakeApi {
             }
         });
         *self.accept.lock().expect("accept lock") = Some(task);
+    }
+
+    /// Stops serving `plural` in `group/version` (discovery and requests), as on a cluster
+    /// whose CRDs lack that version: e.g. `hide("gateway.networking.k8s.io/v1alpha2",
+    /// "tcproutes")` for Gateway API v1.6's standard channel, which serves TCPRoute as v1.
+    pub fn hide(&self, group_version: &str, plural: &str) {
+        self.hidden
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(format!("{group_version}/{plural}"));
     }
 
     /// The object store, for seeding objects or inspecting them without HTTP.

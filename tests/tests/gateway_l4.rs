@@ -359,9 +359,21 @@ fn weighted_split_and_route_change_in_tc() {
 /// Kube mode through the userspace proxy: TCPRoute and Gateway from the (fake) API server,
 /// new connections split 3:1 by the route's weights, and the status `--update-status`
 /// writes on the TCPRoute (parent Accepted and ResolvedRefs, our controllerName) and on the
-/// TCP listener (attachedRoutes, supportedKinds).
+/// TCP listener (attachedRoutes, supportedKinds). The API server serves TCPRoute in
+/// v1alpha2 and v1 (experimental channel, and v1.6's upgrade path).
 #[tokio::test]
 async fn tcp_route_in_kube_mode_through_the_userspace_proxy() {
+    tcp_route_in_kube_mode("v1alpha2", false).await;
+}
+
+/// The same where the API server serves TCPRoute only as v1 (Gateway API v1.6's standard
+/// channel CRDs): the route is watched, and its status written, in v1.
+#[tokio::test]
+async fn tcp_route_served_only_as_v1() {
+    tcp_route_in_kube_mode("v1", true).await;
+}
+
+async fn tcp_route_in_kube_mode(route_version: &str, only_v1: bool) {
     use ingress_tests::{
         fake_api::FakeApi,
         process::{IngressProcess, Source as ProcSource},
@@ -404,7 +416,7 @@ spec:
   gatewayClassName: xdp
   listeners: [{{name: tcp, port: {listen}, protocol: TCP}}]
 {}{}---
-apiVersion: gateway.networking.k8s.io/v1alpha2
+apiVersion: gateway.networking.k8s.io/{route_version}
 kind: TCPRoute
 metadata: {{name: names, namespace: default}}
 spec:
@@ -418,6 +430,9 @@ spec:
         svc("two", two)
     );
     let api = FakeApi::start().await;
+    if only_v1 {
+        api.hide("gateway.networking.k8s.io/v1alpha2", "tcproutes");
+    }
     let file = api
         .kubeconfig_path
         .parent()
@@ -474,7 +489,7 @@ spec:
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let route = api.object(
-            "gateway.networking.k8s.io/v1alpha2",
+            &format!("gateway.networking.k8s.io/{route_version}"),
             "TCPRoute",
             "default",
             "names",

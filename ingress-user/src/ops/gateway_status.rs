@@ -30,9 +30,10 @@ use crate::config::gateway::{
     status::{Cond, RouteState, Statuses},
     types::{
         GatewayAddress, GatewayClassStatus, GatewayStatus, ListenerStatus, RouteParentStatus,
-        RouteStatus,
+        RouteStatus, TCPRouteV1, TLSRouteV1Alpha2, UDPRouteV1,
     },
 };
+use crate::source::kube::routes_version;
 
 /// What the writer needs from the controller: the computed statuses and the objects as
 /// last seen (for transition times and other controllers' entries).
@@ -201,8 +202,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let resync = cfg.resync;
+    // The versions the kube source watches: the route kinds' newest served.
+    let versions = RouteVersions {
+        tcp: routes_version(&client, "tcproutes").await,
+        udp: routes_version(&client, "udproutes").await,
+        tls: routes_version(&client, "tlsroutes").await,
+    };
     while_leading(reports, leading, resync, shutdown, |report| {
-        let (client, cfg, controller) = (&client, &cfg, &controller);
+        let (client, cfg, controller, versions) = (&client, &cfg, &controller, &versions);
         async move {
             if report.classes.is_empty() {
                 return;
@@ -221,13 +228,26 @@ pub async fn run(
             } else {
                 Vec::new()
             };
-            sync(client, &report, controller, &published).await;
+            sync(client, &report, controller, &published, versions).await;
         }
     })
     .await;
 }
 
-async fn sync(client: &Client, report: &GatewayReport, controller: &str, published: &[String]) {
+/// The API version each route kind outside the v1 core is served in (`None`: not served).
+struct RouteVersions {
+    tcp: Option<&'static str>,
+    udp: Option<&'static str>,
+    tls: Option<&'static str>,
+}
+
+async fn sync(
+    client: &Client,
+    report: &GatewayReport,
+    controller: &str,
+    published: &[String],
+    versions: &RouteVersions,
+) {
     let now = Time(Timestamp::now());
     let s = &report.statuses;
     for c in &s.classes {
@@ -265,12 +285,24 @@ async fn sync(client: &Client, report: &GatewayReport, controller: &str, publish
             continue;
         };
         match r.kind {
+            "TCPRoute" if versions.tcp == Some("v1") => {
+                let api: Api<TCPRouteV1> = Api::namespaced(client.clone(), &r.key.0);
+                write(&api, r.kind, &r.key.1, &next).await;
+            }
             "TCPRoute" => {
                 let api: Api<TCPRoute> = Api::namespaced(client.clone(), &r.key.0);
                 write(&api, r.kind, &r.key.1, &next).await;
             }
+            "UDPRoute" if versions.udp == Some("v1") => {
+                let api: Api<UDPRouteV1> = Api::namespaced(client.clone(), &r.key.0);
+                write(&api, r.kind, &r.key.1, &next).await;
+            }
             "UDPRoute" => {
                 let api: Api<UDPRoute> = Api::namespaced(client.clone(), &r.key.0);
+                write(&api, r.kind, &r.key.1, &next).await;
+            }
+            "TLSRoute" if versions.tls == Some("v1alpha2") => {
+                let api: Api<TLSRouteV1Alpha2> = Api::namespaced(client.clone(), &r.key.0);
                 write(&api, r.kind, &r.key.1, &next).await;
             }
             "TLSRoute" => {

@@ -27,7 +27,10 @@ use tracing::{debug, info, warn};
 use super::{Update, UpdateTx};
 use crate::config::{
     Change,
-    gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, TLSRoute, UDPRoute},
+    gateway::{
+        Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, TLSRoute, UDPRoute,
+        types::{TCPRouteV1, TLSRouteV1Alpha2, UDPRouteV1},
+    },
     store::{Key, Kind, Object},
 };
 
@@ -147,23 +150,26 @@ pub async fn run(client: Client, cfg: KubeSourceConfig, tx: UpdateTx) {
         w.watch::<Gateway>(scoped(&client, ns), watcher::Config::default());
         w.watch::<HTTPRoute>(scoped(&client, ns), watcher::Config::default());
         w.watch::<ReferenceGrant>(scoped(&client, ns), watcher::Config::default());
-        // TCPRoute and UDPRoute: v1alpha2 (experimental channel before Gateway API v1.6,
-        // still served beside v1 since). Watched apart from the rest: a cluster with only
-        // the standard HTTP kinds still gets its Gateways and HTTPRoutes.
-        if serves(&client, "v1alpha2", "tcproutes").await
-            && serves(&client, "v1alpha2", "udproutes").await
-        {
-            info!("Gateway API TCPRoute and UDPRoute found (v1alpha2): watching them");
-            w.watch::<TCPRoute>(scoped(&client, ns), watcher::Config::default());
-            w.watch::<UDPRoute>(scoped(&client, ns), watcher::Config::default());
-        } else {
-            info!(
-                "Gateway API TCPRoute/UDPRoute v1alpha2 not served; TCP and UDP listeners get no routes"
-            );
+        // The route kinds outside the v1 core, each in the newest version served, and
+        // watched apart from the rest: a cluster with only the standard HTTP kinds still
+        // gets its Gateways and HTTPRoutes. TCPRoute and UDPRoute are v1 since Gateway API
+        // v1.6 (v1alpha2 before), TLSRoute v1 since v1.5 (v1alpha2 before).
+        match watched_version(&client, "tcproutes").await {
+            Some("v1") => w.watch::<TCPRouteV1>(scoped(&client, ns), watcher::Config::default()),
+            Some(_) => w.watch::<TCPRoute>(scoped(&client, ns), watcher::Config::default()),
+            None => {}
         }
-        if serves(&client, "v1", "tlsroutes").await {
-            info!("TLSRoute v1 found: watching TLSRoutes");
-            w.watch::<TLSRoute>(scoped(&client, ns), watcher::Config::default());
+        match watched_version(&client, "udproutes").await {
+            Some("v1") => w.watch::<UDPRouteV1>(scoped(&client, ns), watcher::Config::default()),
+            Some(_) => w.watch::<UDPRoute>(scoped(&client, ns), watcher::Config::default()),
+            None => {}
+        }
+        match watched_version(&client, "tlsroutes").await {
+            Some("v1") => w.watch::<TLSRoute>(scoped(&client, ns), watcher::Config::default()),
+            Some(_) => {
+                w.watch::<TLSRouteV1Alpha2>(scoped(&client, ns), watcher::Config::default());
+            }
+            None => {}
         }
     }
     let mut waiting = w.count;
@@ -214,6 +220,33 @@ async fn serves_gateway_api(client: &Client) -> bool {
         );
     }
     found
+}
+
+/// The newest version (`v1`, else `v1alpha2`) in which the API server serves the Gateway
+/// API route kind `plural`.
+pub async fn routes_version(client: &Client, plural: &str) -> Option<&'static str> {
+    for version in ["v1", "v1alpha2"] {
+        if serves(client, version, plural).await {
+            return Some(version);
+        }
+    }
+    None
+}
+
+/// [`routes_version`], logged for the watcher.
+async fn watched_version(client: &Client, plural: &str) -> Option<&'static str> {
+    let version = routes_version(client, plural).await;
+    match version {
+        Some(version) => info!(
+            resource = plural,
+            version, "Gateway API route kind served: watching it"
+        ),
+        None => info!(
+            resource = plural,
+            "Gateway API route kind not served (v1 or v1alpha2): not watched"
+        ),
+    }
+    version
 }
 
 /// Whether the API server serves `plural` in `gateway.networking.k8s.io/<version>`.
@@ -291,6 +324,22 @@ watched!(
     TLSRoute,
     ReferenceGrant
 );
+
+/// The route kinds read in another version: the same kind and object inside.
+macro_rules! watched_as {
+    ($($wrapper:ident => $t:ident),*) => {$(
+        impl Watched for $wrapper {
+            const KIND: Kind = Kind::$t;
+            fn object(self) -> Object {
+                Object::from(self.0)
+            }
+            fn slim(&mut self) {
+                Slim::slim(&mut self.0);
+            }
+        }
+    )*};
+}
+watched_as!(TCPRouteV1 => TCPRoute, UDPRouteV1 => UDPRoute, TLSRouteV1Alpha2 => TLSRoute);
 
 /// Per kind, the parts of an object translation never reads.
 trait Slim {

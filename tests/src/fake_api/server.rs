@@ -32,6 +32,17 @@ pub struct Shared {
     pub kill_watches: watch::Receiver<u64>,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
+    /// `group/version/plural` of resources not served (see `FakeApi::hide`).
+    pub hidden: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Shared {
+    fn hides(&self, group: &str, version: &str, plural: &str) -> bool {
+        self.hidden
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&format!("{group}/{version}/{plural}"))
+    }
 }
 
 /// A request's path, decoded into what it addresses.
@@ -92,7 +103,16 @@ async fn route(
         ["apis"] => Some(resources::group_list()),
         ["api", v] => resources::resource_list("", v),
         ["apis", g] => resources::group(g),
-        ["apis", g, v] => resources::resource_list(g, v),
+        ["apis", g, v] => resources::resource_list(g, v).map(|mut doc| {
+            if let Some(list) = doc["resources"].as_array_mut() {
+                list.retain(|r| {
+                    let name = r["name"].as_str().unwrap_or("");
+                    let plural = name.split('/').next().unwrap_or(name);
+                    !shared.hides(g, v, plural)
+                });
+            }
+            doc
+        }),
         ["openapi", "v3"] => Some(resources::openapi_root()),
         ["openapi", "v3", "api", v] => resources::openapi_gv("", v),
         ["openapi", "v3", "apis", g, v] => resources::openapi_gv(g, v),
@@ -109,6 +129,14 @@ async fn route(
             "the server could not find the requested resource",
         )
     })?;
+    let served = &RESOURCES[target.served];
+    if shared.hides(served.group, served.version, served.plural) {
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
+    }
     let r = &RESOURCES[target.res];
     let ns = target.namespace.clone().unwrap_or_default();
     if r.namespaced && target.name.is_some() && target.namespace.is_none() {

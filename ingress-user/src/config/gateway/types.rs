@@ -98,6 +98,49 @@ resource!(
     NamespaceResourceScope
 );
 
+/// A route kind in another API version of the same shape. A cluster's CRDs decide which
+/// versions the API server serves: TCPRoute and UDPRoute were v1alpha2 before Gateway API
+/// v1.6 and are v1 since (the standard channel may serve only v1); TLSRoute is v1 since
+/// v1.5 and v1alpha2 before. The kube source watches, and the status writer patches, the
+/// version served; the object inside is the one translation reads.
+macro_rules! other_version {
+    ($wrapper:ident, $ty:ident, $version:literal, $plural:literal) => {
+        #[doc = concat!("A [`", stringify!($ty), "`] read and written as `", $version, "`.")]
+        #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+        #[serde(transparent)]
+        pub struct $wrapper(pub $ty);
+
+        impl Resource for $wrapper {
+            const API_VERSION: &'static str = concat!("gateway.networking.k8s.io/", $version);
+            const GROUP: &'static str = GROUP;
+            const KIND: &'static str = stringify!($ty);
+            const VERSION: &'static str = $version;
+            const URL_PATH_SEGMENT: &'static str = $plural;
+            type Scope = NamespaceResourceScope;
+        }
+
+        impl k8s_openapi::ListableResource for $wrapper {
+            const LIST_KIND: &'static str = concat!(stringify!($ty), "List");
+        }
+
+        impl Metadata for $wrapper {
+            type Ty = ObjectMeta;
+
+            fn metadata(&self) -> &ObjectMeta {
+                &self.0.metadata
+            }
+
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.0.metadata
+            }
+        }
+    };
+}
+
+other_version!(TCPRouteV1, TCPRoute, "v1", "tcproutes");
+other_version!(UDPRouteV1, UDPRoute, "v1", "udproutes");
+other_version!(TLSRouteV1Alpha2, TLSRoute, "v1alpha2", "tlsroutes");
+
 /// GatewayClass: which controller serves Gateways of this class.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct GatewayClass {
