@@ -739,6 +739,10 @@ fn calls_in(src: &str) -> FileCalls {
             ("TCPRoute", "tcproutes"),
             ("UDPRoute", "udproutes"),
             ("TLSRoute", "tlsroutes"),
+            // The same kinds in their other served version (`types::other_version!`).
+            ("TCPRouteV1", "tcproutes"),
+            ("UDPRouteV1", "udproutes"),
+            ("TLSRouteV1Alpha2", "tlsroutes"),
             ("ReferenceGrant", "referencegrants"),
         ] {
             let imported = [format!("{name},"), format!("{name}}}"), format!("<{name}>")]
