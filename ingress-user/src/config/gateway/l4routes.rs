@@ -31,8 +31,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use super::{
     Key, Objects, Options, Problem, Translated, generation, granted, key,
     listeners::{Resolved, TCP_ROUTE, UDP_ROUTE},
-    object_ref, selects,
-    status::{Cond, ParentState, RouteState},
+    object_ref,
+    routes::{listener_allows, named_listeners, namespace_labels, parent_state},
+    status::RouteState,
     types::{self, L4RouteSpec, ParentReference, WeightedBackendRef},
 };
 use crate::{
@@ -67,9 +68,6 @@ pub struct PlannedBackend {
     /// `None`: the reference is invalid and its share is rejected.
     pub target: Option<(String, String, i32)>,
 }
-
-/// The label the API server puts on every Namespace, with its name as the value.
-const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// The transport and protocol of a TCP/UDP listener.
 fn protocol(p: &str) -> Option<L4Protocol> {
@@ -243,30 +241,15 @@ pub fn attach(
                     }
                 },
             );
-            if let Err((_, msg)) = &accepted {
-                out.problems.push(Problem {
-                    object: object.clone(),
-                    field: Some(format!("spec.parentRefs[{pi}]")),
-                    kind: "route_not_accepted",
-                    message: msg.clone(),
-                    severity: Severity::Error,
-                });
-            }
-            parents.push(ParentState {
-                parent_ref: parent.clone(),
-                conditions: vec![
-                    match accepted {
-                        Ok(()) => Cond::new("Accepted", true, "Accepted", "", route_gen),
-                        Err((reason, msg)) => Cond::new("Accepted", false, reason, msg, route_gen),
-                    },
-                    match resolved {
-                        Ok(()) => Cond::new("ResolvedRefs", true, "ResolvedRefs", "", route_gen),
-                        Err((reason, msg)) => {
-                            Cond::new("ResolvedRefs", false, reason, msg.clone(), route_gen)
-                        }
-                    },
-                ],
-            });
+            parents.push(parent_state(
+                parent,
+                pi,
+                accepted,
+                resolved,
+                route_gen,
+                &object,
+                &mut out.problems,
+            ));
         }
         if !parents.is_empty() {
             out.statuses.routes.push(RouteState {
@@ -316,61 +299,12 @@ fn attach_parent(
     served: &HashMap<(usize, usize), (ObjectRef, Vec<PlannedBackend>)>,
 ) -> Result<Vec<usize>, (&'static str, String)> {
     let g = &gateways[gi];
-    let candidates: Vec<usize> = g
-        .listeners
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| {
-            parent
-                .section_name
-                .as_ref()
-                .is_none_or(|s| *s == l.spec.name)
-        })
-        .filter(|(_, l)| parent.port.is_none_or(|p| p == l.spec.port))
-        .map(|(i, _)| i)
-        .collect();
-    if candidates.is_empty() {
-        let what = match (&parent.section_name, parent.port) {
-            (Some(s), Some(p)) => format!("no listener {s:?} on port {p}"),
-            (Some(s), None) => format!("no listener {s:?}"),
-            (None, Some(p)) => format!("no listener on port {p}"),
-            (None, None) => "no listeners".to_owned(),
-        };
-        return Err((
-            "NoMatchingParent",
-            format!("Gateway {}/{} has {what}", g.key.0, g.key.1),
-        ));
-    }
-    let mut ns_labels = objects
-        .namespaces
-        .get(&(String::new(), rkey.0.clone()))
-        .and_then(|n| n.metadata.labels.clone())
-        .unwrap_or_default();
-    ns_labels
-        .entry(NAMESPACE_NAME_LABEL.to_owned())
-        .or_insert_with(|| rkey.0.clone());
+    let candidates = named_listeners(g, parent)?;
+    let ns_labels = namespace_labels(objects, &rkey.0);
     let allowed: Vec<usize> = candidates
         .iter()
         .copied()
-        .filter(|&i| {
-            let l = &g.listeners[i];
-            if g.refused.is_some() || !l.takes_routes() || !l.takes(route.kind) {
-                return false;
-            }
-            let from = l
-                .spec
-                .allowed_routes
-                .as_ref()
-                .and_then(|a| a.namespaces.as_ref());
-            match from.and_then(|f| f.from.as_deref()).unwrap_or("Same") {
-                "All" => true,
-                "Same" => rkey.0 == g.key.0,
-                "Selector" => from
-                    .and_then(|f| f.selector.as_ref())
-                    .is_some_and(|s| selects(s, &ns_labels)),
-                _ => false,
-            }
-        })
+        .filter(|&i| listener_allows(g, i, route.kind, &rkey.0, &ns_labels))
         .collect();
     if allowed.is_empty() {
         // A listener of the kind that is refused or in conflict says so.

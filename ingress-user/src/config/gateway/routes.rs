@@ -1,7 +1,7 @@
 //! HTTPRoutes: attaching each to the listeners of our Gateways its parentRefs name, and
 //! compiling its rules (matches, filters, backendRefs) into the Snapshot's types.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use hyper::{
     Method,
@@ -113,30 +113,15 @@ pub fn attach(
                 gateways,
                 &mut attachments,
             );
-            if let Err((_, msg)) = &accepted {
-                out.problems.push(Problem {
-                    object: object.clone(),
-                    field: Some(format!("spec.parentRefs[{pi}]")),
-                    kind: "route_not_accepted",
-                    message: msg.clone(),
-                    severity: Severity::Error,
-                });
-            }
-            parents.push(ParentState {
-                parent_ref: parent.clone(),
-                conditions: vec![
-                    match accepted {
-                        Ok(()) => Cond::new("Accepted", true, "Accepted", "", route_gen),
-                        Err((reason, msg)) => Cond::new("Accepted", false, reason, msg, route_gen),
-                    },
-                    match resolved {
-                        Ok(()) => Cond::new("ResolvedRefs", true, "ResolvedRefs", "", route_gen),
-                        Err((reason, msg)) => {
-                            Cond::new("ResolvedRefs", false, reason, msg.clone(), route_gen)
-                        }
-                    },
-                ],
-            });
+            parents.push(parent_state(
+                parent,
+                pi,
+                accepted,
+                resolved,
+                route_gen,
+                &object,
+                &mut out.problems,
+            ));
         }
         if parents.is_empty() {
             continue;
@@ -181,66 +166,11 @@ pub(super) fn attach_parent(
     attachments: &mut Vec<(usize, usize, Vec<Option<String>>)>,
 ) -> Result<(), (&'static str, String)> {
     let g = &mut gateways[gi];
-    let gw_ns = g.key.0.clone();
-    let refused = g.refused.is_some();
-    let candidates: Vec<usize> = g
-        .listeners
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| {
-            parent
-                .section_name
-                .as_ref()
-                .is_none_or(|s| *s == l.spec.name)
-        })
-        .filter(|(_, l)| parent.port.is_none_or(|p| p == l.spec.port))
-        .map(|(i, _)| i)
-        .collect();
-    if candidates.is_empty() {
-        let what = match (&parent.section_name, parent.port) {
-            (Some(s), Some(p)) => format!("no listener {s:?} on port {p}"),
-            (Some(s), None) => format!("no listener {s:?}"),
-            (None, Some(p)) => format!("no listener on port {p}"),
-            (None, None) => "no listeners".to_owned(),
-        };
-        return Err((
-            "NoMatchingParent",
-            format!("Gateway {}/{} has {what}", g.key.0, g.key.1),
-        ));
-    }
-    // The API server labels every Namespace with its name; file mode has no API server
-    // (and may have no Namespace object), so the label is added here.
-    let mut ns_labels = objects
-        .namespaces
-        .get(&(String::new(), rkey.0.clone()))
-        .and_then(|n| n.metadata.labels.clone())
-        .unwrap_or_default();
-    ns_labels
-        .entry(NAMESPACE_NAME_LABEL.to_owned())
-        .or_insert_with(|| rkey.0.clone());
+    let candidates = named_listeners(g, parent)?;
+    let ns_labels = namespace_labels(objects, &rkey.0);
     let allowed: Vec<usize> = candidates
         .into_iter()
-        .filter(|&i| {
-            let l = &g.listeners[i];
-            // A listener whose certificate did not resolve still takes routes (they count
-            // in attachedRoutes, as GatewayWithAttachedRoutes expects); it is not served.
-            if refused || !l.takes_routes() || !l.takes(kind) {
-                return false;
-            }
-            let from = l
-                .spec
-                .allowed_routes
-                .as_ref()
-                .and_then(|a| a.namespaces.as_ref());
-            match from.and_then(|f| f.from.as_deref()).unwrap_or("Same") {
-                "All" => true,
-                "Same" => rkey.0 == gw_ns,
-                "Selector" => from
-                    .and_then(|f| f.selector.as_ref())
-                    .is_some_and(|s| selects(s, &ns_labels)),
-                _ => false,
-            }
-        })
+        .filter(|&i| listener_allows(g, i, kind, &rkey.0, &ns_labels))
         .collect();
     if allowed.is_empty() {
         return Err((
@@ -271,6 +201,124 @@ pub(super) fn attach_parent(
                 g.key.0, g.key.1
             ),
         ))
+    }
+}
+
+/// The listeners of Gateway `g` a parentRef names (by `sectionName` and `port`), or why
+/// none (`NoMatchingParent`).
+pub(super) fn named_listeners(
+    g: &Resolved<'_>,
+    parent: &types::ParentReference,
+) -> Result<Vec<usize>, (&'static str, String)> {
+    let candidates: Vec<usize> = g
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            parent
+                .section_name
+                .as_ref()
+                .is_none_or(|s| *s == l.spec.name)
+        })
+        .filter(|(_, l)| parent.port.is_none_or(|p| p == l.spec.port))
+        .map(|(i, _)| i)
+        .collect();
+    if candidates.is_empty() {
+        let what = match (&parent.section_name, parent.port) {
+            (Some(s), Some(p)) => format!("no listener {s:?} on port {p}"),
+            (Some(s), None) => format!("no listener {s:?}"),
+            (None, Some(p)) => format!("no listener on port {p}"),
+            (None, None) => "no listeners".to_owned(),
+        };
+        return Err((
+            "NoMatchingParent",
+            format!("Gateway {}/{} has {what}", g.key.0, g.key.1),
+        ));
+    }
+    Ok(candidates)
+}
+
+/// The labels of Namespace `ns`, for `allowedRoutes` selectors. The API server labels
+/// every Namespace with its name; file mode has no API server (and may have no Namespace
+/// object), so the label is added here.
+pub(super) fn namespace_labels(objects: &Objects, ns: &str) -> BTreeMap<String, String> {
+    let mut labels = objects
+        .namespaces
+        .get(&(String::new(), ns.to_owned()))
+        .and_then(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    labels
+        .entry(NAMESPACE_NAME_LABEL.to_owned())
+        .or_insert_with(|| ns.to_owned());
+    labels
+}
+
+/// Whether listener `i` of Gateway `g` lets a route of `kind` from namespace `route_ns`
+/// (labelled `ns_labels`) attach: the Gateway and the listener take routes, of that kind,
+/// and `allowedRoutes.namespaces` admits the namespace. A listener whose certificate did
+/// not resolve still takes routes (they count in attachedRoutes, as
+/// GatewayWithAttachedRoutes expects); it is not served.
+pub(super) fn listener_allows(
+    g: &Resolved<'_>,
+    i: usize,
+    kind: &str,
+    route_ns: &str,
+    ns_labels: &BTreeMap<String, String>,
+) -> bool {
+    let l = &g.listeners[i];
+    if g.refused.is_some() || !l.takes_routes() || !l.takes(kind) {
+        return false;
+    }
+    let from = l
+        .spec
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref());
+    match from.and_then(|f| f.from.as_deref()).unwrap_or("Same") {
+        "All" => true,
+        "Same" => route_ns == g.key.0,
+        "Selector" => from
+            .and_then(|f| f.selector.as_ref())
+            .is_some_and(|s| selects(s, ns_labels)),
+        _ => false,
+    }
+}
+
+/// A route's status for one parentRef: Accepted from whether it attached, ResolvedRefs
+/// from its backendRefs. A refusal is also a Problem on `spec.parentRefs[pi]`.
+#[allow(clippy::too_many_arguments)] // One parentRef's whole verdict.
+pub(super) fn parent_state(
+    parent: &types::ParentReference,
+    pi: usize,
+    accepted: Result<(), (&'static str, String)>,
+    resolved: &Result<(), (&'static str, String)>,
+    route_gen: i64,
+    object: &ObjectRef,
+    problems: &mut Vec<Problem>,
+) -> ParentState {
+    if let Err((_, msg)) = &accepted {
+        problems.push(Problem {
+            object: object.clone(),
+            field: Some(format!("spec.parentRefs[{pi}]")),
+            kind: "route_not_accepted",
+            message: msg.clone(),
+            severity: Severity::Error,
+        });
+    }
+    ParentState {
+        parent_ref: parent.clone(),
+        conditions: vec![
+            match accepted {
+                Ok(()) => Cond::new("Accepted", true, "Accepted", "", route_gen),
+                Err((reason, msg)) => Cond::new("Accepted", false, reason, msg, route_gen),
+            },
+            match resolved {
+                Ok(()) => Cond::new("ResolvedRefs", true, "ResolvedRefs", "", route_gen),
+                Err((reason, msg)) => {
+                    Cond::new("ResolvedRefs", false, reason, msg.clone(), route_gen)
+                }
+            },
+        ],
     }
 }
 

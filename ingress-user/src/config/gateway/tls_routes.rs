@@ -12,8 +12,8 @@ use super::{
     key,
     listeners::{Resolved, TLS_ROUTE},
     object_ref,
-    routes::attach_parent,
-    status::{Cond, ParentState, RouteState},
+    routes::{attach_parent, parent_state},
+    status::RouteState,
     types::{self, TLSRoute, WeightedBackendRef},
 };
 use crate::{
@@ -89,30 +89,15 @@ pub fn attach(
                 gateways,
                 &mut attachments,
             );
-            if let Err((_, msg)) = &accepted {
-                out.problems.push(Problem {
-                    object: object.clone(),
-                    field: Some(format!("spec.parentRefs[{pi}]")),
-                    kind: "route_not_accepted",
-                    message: msg.clone(),
-                    severity: Severity::Error,
-                });
-            }
-            parents.push(ParentState {
-                parent_ref: parent.clone(),
-                conditions: vec![
-                    match accepted {
-                        Ok(()) => Cond::new("Accepted", true, "Accepted", "", route_gen),
-                        Err((reason, msg)) => Cond::new("Accepted", false, reason, msg, route_gen),
-                    },
-                    match resolved {
-                        Ok(()) => Cond::new("ResolvedRefs", true, "ResolvedRefs", "", route_gen),
-                        Err((reason, msg)) => {
-                            Cond::new("ResolvedRefs", false, reason, msg.clone(), route_gen)
-                        }
-                    },
-                ],
-            });
+            parents.push(parent_state(
+                parent,
+                pi,
+                accepted,
+                resolved,
+                route_gen,
+                &object,
+                &mut out.problems,
+            ));
         }
         if parents.is_empty() {
             continue;
