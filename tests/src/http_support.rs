@@ -303,6 +303,60 @@ fn from_value<T: serde::de::DeserializeOwned>(v: serde_yaml::Value) -> T {
     serde_yaml::from_value(v).expect("fixture object")
 }
 
+/// One-rule Ingress manifests with ingress-nginx annotations, as the annotation suites
+/// write them: `default/NAME`, class `xdp`, `host` `path` → Service `service` port 80.
+#[derive(Clone, Copy, Debug)]
+pub struct AnnotatedIngress<'a> {
+    /// `metadata.name` (namespace `default`).
+    pub name: &'a str,
+    /// The rule's host.
+    pub host: &'a str,
+    /// The rule's one path.
+    pub path: &'a str,
+    /// Its `pathType`.
+    pub path_type: &'a str,
+    /// The backend Service (port 80).
+    pub service: &'a str,
+    /// Annotations, names without the `nginx.ingress.kubernetes.io/` prefix.
+    pub annotations: &'a [(&'a str, &'a str)],
+    /// A `tls` entry for the host with this Secret.
+    pub tls_secret: Option<&'a str>,
+}
+
+impl AnnotatedIngress<'_> {
+    /// The manifest.
+    pub fn yaml(&self) -> String {
+        let Self {
+            name,
+            host,
+            path,
+            path_type,
+            service,
+            annotations,
+            tls_secret,
+        } = *self;
+        let mut y = format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n"
+        );
+        if !annotations.is_empty() {
+            y.push_str("  annotations:\n");
+            for (k, v) in annotations {
+                y.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: {v:?}\n"));
+            }
+        }
+        y.push_str("spec:\n  ingressClassName: xdp\n");
+        if let Some(secret) = tls_secret {
+            y.push_str(&format!(
+                "  tls:\n  - hosts: [\"{host}\"]\n    secretName: {secret}\n"
+            ));
+        }
+        y.push_str(&format!(
+            "  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n      - path: {path:?}\n        pathType: {path_type}\n        backend:\n          service:\n            name: {service}\n            port:\n              number: 80\n"
+        ));
+        y
+    }
+}
+
 /// YAML for a Service `name` (port 80, named `http`, target 8080) and an EndpointSlice
 /// whose endpoints are `addrs` (all on the port of the first address, or 8080 if none).
 pub fn service_yaml(name: &str, addrs: &[SocketAddr]) -> String {

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use ingress_tests::{
-    http_support::{TestBackend, TestCa, service_yaml},
+    http_support::{AnnotatedIngress, TestBackend, TestCa, service_yaml},
     process::IngressProcess,
     xdp_ingress_bin,
 };
@@ -35,25 +35,17 @@ fn ingress_at(
     annotations: &[(&str, &str)],
     tls: bool,
 ) -> String {
-    let mut y = format!(
-        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n"
-    );
-    if !annotations.is_empty() {
-        y.push_str("  annotations:\n");
-        for (k, v) in annotations {
-            y.push_str(&format!("    {PREFIX}/{k}: {v:?}\n"));
-        }
+    let secret = format!("tls-{host}");
+    AnnotatedIngress {
+        name,
+        host,
+        path,
+        path_type: "ImplementationSpecific",
+        service: "echo",
+        annotations,
+        tls_secret: tls.then_some(secret.as_str()),
     }
-    y.push_str("spec:\n  ingressClassName: xdp\n");
-    if tls {
-        y.push_str(&format!(
-            "  tls:\n  - hosts: [\"{host}\"]\n    secretName: tls-{host}\n"
-        ));
-    }
-    y.push_str(&format!(
-        "  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n      - path: {path:?}\n        pathType: ImplementationSpecific\n        backend:\n          service:\n            name: echo\n            port:\n              number: 80\n"
-    ));
-    y
+    .yaml()
 }
 
 /// What one request got.

@@ -12,29 +12,24 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::{HeaderMap, Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use ingress_tests::{
-    http_support::{TestBackend, service_yaml},
+    http_support::{AnnotatedIngress, TestBackend, service_yaml},
     process::{IngressProcess, Source},
 };
 use tokio::net::TcpStream;
 
-const PREFIX: &str = "nginx.ingress.kubernetes.io";
-
 /// An Ingress `default/NAME` for `host`, path `/` → Service `echo`, with `annotations`
 /// (names without the prefix).
 fn ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
-    let mut y = format!(
-        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n"
-    );
-    if !annotations.is_empty() {
-        y.push_str("  annotations:\n");
-        for (k, v) in annotations {
-            y.push_str(&format!("    {PREFIX}/{k}: {v:?}\n"));
-        }
+    AnnotatedIngress {
+        name,
+        host,
+        path: "/",
+        path_type: "Prefix",
+        service: "echo",
+        annotations,
+        tls_secret: None,
     }
-    y.push_str(&format!(
-        "spec:\n  ingressClassName: xdp\n  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: echo\n            port:\n              number: 80\n"
-    ));
-    y
+    .yaml()
 }
 
 /// `METHOD /` with `Host: HOST` and `Origin` if given: (status, response headers).

@@ -12,12 +12,10 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use ingress_tests::{
-    http_support::{TestBackend, service_yaml},
+    http_support::{AnnotatedIngress, TestBackend, service_yaml},
     process::IngressProcess,
 };
 use tokio::net::TcpStream;
-
-const PREFIX: &str = "nginx.ingress.kubernetes.io";
 
 /// An Ingress `default/NAME`: `host` `path` (Prefix) → Service `service` port 80, with
 /// `annotations` (names without the prefix).
@@ -28,19 +26,16 @@ fn ingress(
     service: &str,
     annotations: &[(&str, &str)],
 ) -> String {
-    let mut y = format!(
-        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n"
-    );
-    if !annotations.is_empty() {
-        y.push_str("  annotations:\n");
-        for (k, v) in annotations {
-            y.push_str(&format!("    {PREFIX}/{k}: {v:?}\n"));
-        }
+    AnnotatedIngress {
+        name,
+        host,
+        path,
+        path_type: "Prefix",
+        service,
+        annotations,
+        tls_secret: None,
     }
-    y.push_str(&format!(
-        "spec:\n  ingressClassName: xdp\n  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n      - path: {path:?}\n        pathType: Prefix\n        backend:\n          service:\n            name: {service}\n            port:\n              number: 80\n"
-    ));
-    y
+    .yaml()
 }
 
 /// `GET PATH` with `Host: HOST`: (status, body; the echo backend's body starts with its

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use ingress_tests::{
-    http_support::{SeenRequest, TestBackend, TestCa, service_yaml},
+    http_support::{AnnotatedIngress, SeenRequest, TestBackend, TestCa, service_yaml},
     process::IngressProcess,
 };
 use k8s_openapi::{ByteString, api::core::v1::Secret};
@@ -32,8 +32,6 @@ use rustls::{
 use rustls_pki_types::{PrivateKeyDer, ServerName, pem::PemObject as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-
-const PREFIX: &str = "nginx.ingress.kubernetes.io";
 
 /// A client CA and the client certificates it signs.
 struct ClientCa {
@@ -182,16 +180,20 @@ fn ca_secret(name: &str, pem: &str) -> String {
 /// An Ingress `default/NAME` for `host` → `echo`, with a `tls` entry (Secret `tls`) and
 /// `annotations` (names without the prefix).
 fn ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
-    let mut y = format!(
-        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n    {PREFIX}/ssl-redirect: \"false\"\n"
-    );
-    for (k, v) in annotations {
-        y.push_str(&format!("    {PREFIX}/{k}: {v:?}\n"));
+    let annotations: Vec<(&str, &str)> = [("ssl-redirect", "false")]
+        .into_iter()
+        .chain(annotations.iter().copied())
+        .collect();
+    AnnotatedIngress {
+        name,
+        host,
+        path: "/",
+        path_type: "Prefix",
+        service: "echo",
+        annotations: &annotations,
+        tls_secret: Some("tls"),
     }
-    y.push_str(&format!(
-        "spec:\n  ingressClassName: xdp\n  tls:\n  - hosts: [\"{host}\"]\n    secretName: tls\n  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: echo\n            port:\n              number: 80\n"
-    ));
-    y
+    .yaml()
 }
 
 /// The last request the backend saw.

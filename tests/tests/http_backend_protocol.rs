@@ -29,7 +29,7 @@ use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
 use hyper::{HeaderMap, Request, Response, body::Frame, body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ingress_tests::{
-    http_support::{Answer, get, http_client, service_yaml},
+    http_support::{AnnotatedIngress, Answer, get, http_client, service_yaml},
     process::IngressProcess,
 };
 use k8s_openapi::{ByteString, api::core::v1::Secret};
@@ -38,7 +38,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use tokio::{net::TcpListener, net::TcpStream, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
 
-const PREFIX: &str = "nginx.ingress.kubernetes.io";
 const HANDSHAKE_ERRORS: &str = "xdp_ingress_http_upstream_tls_handshake_errors_total";
 
 /// A certificate authority made for one test.
@@ -103,16 +102,16 @@ fn secret_yaml(name: &str, data: &[(&str, &str)]) -> String {
 /// An Ingress `default/NAME` for `host`, path `/` → Service `service` port 80, with
 /// `annotations` (names without the prefix).
 fn ingress(name: &str, host: &str, service: &str, annotations: &[(&str, &str)]) -> String {
-    let mut y = format!(
-        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n"
-    );
-    for (k, v) in annotations {
-        y.push_str(&format!("    {PREFIX}/{k}: {v:?}\n"));
+    AnnotatedIngress {
+        name,
+        host,
+        path: "/",
+        path_type: "Prefix",
+        service,
+        annotations,
+        tls_secret: None,
     }
-    y.push_str(&format!(
-        "spec:\n  ingressClassName: xdp\n  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {service}\n            port:\n              number: 80\n"
-    ));
-    y
+    .yaml()
 }
 
 /// What a backend connection was: what its TLS handshake saw.

@@ -16,7 +16,9 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use ingress_tests::{
-    http_support::{TestBackend, TestCa, service_yaml, tls_connect, tls_connector, tls_get},
+    http_support::{
+        AnnotatedIngress, TestBackend, TestCa, service_yaml, tls_connect, tls_connector, tls_get,
+    },
     process::{IngressProcess, Source},
 };
 use tokio::net::TcpStream;
@@ -33,19 +35,16 @@ fn ingress(
     service: &str,
     annotations: &[(&str, &str)],
 ) -> String {
-    let mut y = format!(
-        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n"
-    );
-    if !annotations.is_empty() {
-        y.push_str("  annotations:\n");
-        for (k, v) in annotations {
-            y.push_str(&format!("    {PREFIX}/{k}: {v:?}\n"));
-        }
+    AnnotatedIngress {
+        name,
+        host,
+        path,
+        path_type: "ImplementationSpecific",
+        service,
+        annotations,
+        tls_secret: None,
     }
-    y.push_str(&format!(
-        "spec:\n  ingressClassName: xdp\n  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n      - path: {path:?}\n        pathType: ImplementationSpecific\n        backend:\n          service:\n            name: {service}\n            port:\n              number: 80\n"
-    ));
-    y
+    .yaml()
 }
 
 /// What one request got.
