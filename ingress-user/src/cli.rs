@@ -191,8 +191,9 @@ pub struct HttpArgs {
     pub http_workers: usize,
 
     /// Access log: `off`, `stdout` (the default, as ingress-nginx) or a file path (appended
-    /// to). One line per request, written by a separate thread; when it falls behind, lines
-    /// are dropped and counted (`xdp_ingress_access_log_dropped_lines_total`), never waited for.
+    /// to). One line per request, written by a separate thread in batches every 20 ms; when
+    /// it falls behind, lines are dropped and counted
+    /// (`xdp_ingress_access_log_dropped_lines_total`), never waited for.
     #[arg(long, value_name = "off|stdout|PATH", default_value = "stdout")]
     pub access_log: crate::http::access_log::Target,
 

@@ -17,7 +17,7 @@ use crate::{
         handshakes::{self, Run},
         http::{cpu_secs, nginx_worker},
         peers,
-        rig::{Rig, WEB_PORT, write_atomic},
+        rig::{Rig, SNAT_PORTS, WEB_PORT, write_atomic},
         tools,
     },
     http_support::TestCa,
@@ -178,7 +178,8 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
 
     let certs = Certs::write(&rig.dir.join("tls-certs"))?;
     write_atomic(&rig.manifests().join("tls.yaml"), &certs.manifests)?;
-    rig.start_controller("userspace")?;
+    // No access log, as the peers have none (`bench http` measures its cost on its own).
+    rig.start_controller_with("userspace", Some(SNAT_PORTS), &["--access-log", "off"])?;
     let upstream = format!("{}:{WEB_PORT}", backend_addr(1));
     let nginx_conf = peers::nginx_tls_proxy(
         &rig.dir.join("nginx-tls"),
@@ -403,7 +404,7 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         }
     }
     rig.stop_controller()?;
-    r.note("Same backend for every row: nginx on backend 1 answering `return 200` (one worker, CPU 1). The proxies terminate TLS in the node namespace pinned to CPU 1 with the same certificates (RSA-2048 and ECDSA P-256 leaves from one CA): nginx 1 worker (OpenSSL; `ssl_session_cache shared:SSL:10m`, tickets on, `http2`), HAProxy nbthread 1 (OpenSSL; its default 20000-entry session cache, tickets on, `alpn h2,http/1.1`), xdp-ingress the controller's router (rustls with aws-lc-rs; stateless tickets shared by all workers, a 20000-entry session cache). Load generators run on CPU 0.");
+    r.note("Same backend for every row: nginx on backend 1 answering `return 200` (one worker, CPU 1). The proxies terminate TLS in the node namespace pinned to CPU 1 with the same certificates (RSA-2048 and ECDSA P-256 leaves from one CA): nginx 1 worker (OpenSSL; `ssl_session_cache shared:SSL:10m`, tickets on, `http2`), HAProxy nbthread 1 (OpenSSL; its default 20000-entry session cache, tickets on, `alpn h2,http/1.1`), xdp-ingress the controller's router (rustls with aws-lc-rs; stateless tickets shared by all workers, a 20000-entry session cache; `--access-log off`, as neither peer logs requests). Load generators run on CPU 0.");
     r.note("CPU µs per handshake or request: the proxy's user+system CPU time over the sample (from /proc/PID/stat; nginx: its worker) divided by what it completed. It does not depend on how much CPU the loaded machine left the proxy, so it is the steadier comparison when the load generator or other work limits the rate.");
     r.note("Resumed rows: 10-20% of the connections find no ticket and do a full handshake: rustls's client keeps at most 8 TLS 1.3 tickets per server, fewer than the 16 clients that take one at once. The resumed % column shows each server's mix (a full RSA handshake in it costs the server about twice a resumed one).");
     r.note("`wrk -H 'Connection: close'` (the first measure in issue #20) does not measure full handshakes: wrk keeps its OpenSSL session across reconnects, so its connections resume. The handshake driver here offers sessions only in the resumed rows.");

@@ -545,7 +545,9 @@ pub fn write_all(dir: &Path) -> Result<()> {
     md.push_str(
         "Everything runs on this one machine: load generators, proxies, servers and the kernel's \
          forwarding share its cores, and the links are veth pairs between network namespaces, not NICs. \
-         The ratios measured side by side in one run are the point; the absolute numbers are this VM's.\n\n",
+         The ratios measured side by side in one run are the point; the absolute numbers are this VM's. \
+         xdp-ingress is the `dist` build (`cargo build --profile dist`: release with fat LTO and one \
+         codegen unit), the one `deploy/Dockerfile` ships.\n\n",
     );
     md.push_str("## Targets\n\n| issue | target | measured | |\n|---|---|---:|---|\n");
     for t in targets(&load) {

@@ -208,19 +208,28 @@ fn json_str(v: Option<&str>, out: &mut Vec<u8>) {
         return;
     };
     out.push(b'"');
-    for &b in v.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b if b < b' ' => {
-                let _ = write!(out, "\\u{b:04x}");
-            }
-            b => out.push(b),
+    // Runs of bytes that need no escape (nearly all of them) are copied whole.
+    let bytes = v.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            b if b < b' ' => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.extend_from_slice(escape);
         }
+        run = i + 1;
     }
+    out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
 }
 
@@ -286,6 +295,28 @@ mod tests {
             rfc3339(at(secs, millis), &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), want, "{secs}");
         }
+    }
+
+    #[test]
+    fn json_strings_escape_only_what_rfc_8259_requires() {
+        for (input, want) in [
+            ("", r#""""#),
+            ("plain/path?q=1", r#""plain/path?q=1""#),
+            ("\"start", r#""\"start""#),
+            ("end\\", r#""end\\""#),
+            ("a\nb\rc\td", r#""a\nb\rc\td""#),
+            ("\u{1}\u{1f}x\u{7f}", "\"\\u0001\\u001fx\u{7f}\""),
+            ("héllo ✓", r#""héllo ✓""#),
+        ] {
+            let mut out = Vec::new();
+            json_str(Some(input), &mut out);
+            let back: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{input:?}");
+            assert_eq!(back, input);
+        }
+        let mut out = Vec::new();
+        json_str(None, &mut out);
+        assert_eq!(out, b"null");
     }
 
     fn forwarded() -> Line<'static> {
