@@ -392,6 +392,15 @@ impl Parsed {
     }
 }
 
+/// A certificate chain depth (`auth-tls-verify-depth`, `proxy-ssl-verify-depth`): 1 to
+/// 100 in plain digits. Anything else is refused, and the caller uses 1 as ingress-nginx.
+pub(super) fn verify_depth(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(n @ 1..=100) if value.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!("{value:?} is not a depth from 1 to 100; 1 is used")),
+    }
+}
+
 /// An ingress-nginx boolean (Go's `strconv.ParseBool`).
 pub(super) fn boolean(value: &str) -> Result<bool, String> {
     match value {
@@ -773,6 +782,23 @@ mod tests {
 
     fn key(name: &str) -> String {
         format!("{DEFAULT_PREFIX}/{name}")
+    }
+
+    #[test]
+    fn verify_depths_are_1_to_100_in_plain_digits() {
+        for (value, want) in [
+            ("1", Some(1)),
+            ("2", Some(2)),
+            ("100", Some(100)),
+            ("0", None),
+            ("101", None),
+            ("+5", None),
+            (" 5", None),
+            ("", None),
+            ("x", None),
+        ] {
+            assert_eq!(verify_depth(value).ok(), want, "{value:?}");
+        }
     }
 
     #[test]

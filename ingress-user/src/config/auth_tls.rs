@@ -70,16 +70,9 @@ pub(super) fn verify_client(value: &str, p: &mut RoutePolicy) -> Result<(), Stri
 
 /// `auth-tls-verify-depth`: 1 to 100 (else 1).
 pub(super) fn verify_depth(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
-    match value.parse::<u32>() {
-        Ok(n @ 1..=100) if value.bytes().all(|b| b.is_ascii_digit()) => {
-            settings(p).depth = n;
-            Ok(())
-        }
-        _ => {
-            settings(p).depth = 1;
-            Err(format!("{value:?} is not a depth from 1 to 100; 1 is used"))
-        }
-    }
+    let depth = super::annotations::verify_depth(value);
+    settings(p).depth = *depth.as_ref().unwrap_or(&1);
+    depth.map(drop)
 }
 
 /// `auth-tls-pass-certificate-to-upstream`: a boolean.

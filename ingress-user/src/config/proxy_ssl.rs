@@ -85,16 +85,9 @@ pub(super) fn server_name(value: &str, p: &mut RoutePolicy) -> Result<(), String
 
 /// `proxy-ssl-verify-depth`: a whole number above 0 (0 or garbage: 1, as ingress-nginx).
 pub(super) fn verify_depth(value: &str, p: &mut RoutePolicy) -> Result<(), String> {
-    match value.parse::<u32>() {
-        Ok(n @ 1..=100) if value.bytes().all(|b| b.is_ascii_digit()) => {
-            settings(p).verify_depth = n;
-            Ok(())
-        }
-        _ => {
-            settings(p).verify_depth = 1;
-            Err(format!("{value:?} is not a depth from 1 to 100; 1 is used"))
-        }
-    }
+    let depth = super::annotations::verify_depth(value);
+    settings(p).verify_depth = *depth.as_ref().unwrap_or(&1);
+    depth.map(drop)
 }
 
 /// `proxy-ssl-name`: a DNS name (no variables), verified and sent as SNI.

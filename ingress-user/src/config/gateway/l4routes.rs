@@ -32,9 +32,9 @@ use super::{
     Key, Objects, Options, Problem, Translated, generation, granted, key,
     listeners::{Resolved, TCP_ROUTE, UDP_ROUTE},
     object_ref,
-    routes::{listener_allows, named_listeners, namespace_labels, parent_state},
+    routes::{listener_allows, named_listeners, namespace_labels, our_gateway, parent_state},
     status::RouteState,
-    types::{self, L4RouteSpec, ParentReference, WeightedBackendRef},
+    types::{L4RouteSpec, ParentReference, WeightedBackendRef},
 };
 use crate::{
     config::{
@@ -218,17 +218,8 @@ pub fn attach(
         let mut parents = Vec::new();
         let mut planned: Option<(Vec<PlannedBackend>, Verdict)> = None;
         for (pi, parent) in route.spec.parent_refs.iter().enumerate() {
-            let group = parent.group.as_deref().unwrap_or(types::GROUP);
-            let kind = parent.kind.as_deref().unwrap_or("Gateway");
-            if group != types::GROUP || kind != "Gateway" {
+            let Some(gi) = our_gateway(gateways, parent, &rkey.0) else {
                 continue;
-            }
-            let ns = parent.namespace.as_deref().unwrap_or(&rkey.0);
-            let Some(gi) = gateways
-                .iter()
-                .position(|g| g.key.0 == ns && g.key.1 == parent.name)
-            else {
-                continue; // not a Gateway of ours
             };
             let (backends, resolved) = planned.get_or_insert_with(|| {
                 plan_backends(objects, route, &rkey, &object, &mut out.problems)

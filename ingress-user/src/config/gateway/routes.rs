@@ -80,17 +80,8 @@ pub fn attach(
         let mut attachments = Vec::new();
         let mut compiled: Option<(Vec<Rule>, Verdict)> = None;
         for (pi, parent) in route.spec.parent_refs.iter().enumerate() {
-            let group = parent.group.as_deref().unwrap_or(types::GROUP);
-            let kind = parent.kind.as_deref().unwrap_or("Gateway");
-            if group != types::GROUP || kind != "Gateway" {
+            let Some(gi) = our_gateway(gateways, parent, &rkey.0) else {
                 continue;
-            }
-            let ns = parent.namespace.as_deref().unwrap_or(&rkey.0);
-            let Some(gi) = gateways
-                .iter()
-                .position(|g| g.key.0 == ns && g.key.1 == parent.name)
-            else {
-                continue; // not a Gateway of ours
             };
             let (_, resolved) = compiled.get_or_insert_with(|| {
                 compile(
@@ -202,6 +193,24 @@ pub(super) fn attach_parent(
             ),
         ))
     }
+}
+
+/// Which of our Gateways `parent` names (group and kind default to a Gateway, the
+/// namespace to the route's, `route_ns`); `None` for other kinds and other Gateways.
+pub(super) fn our_gateway(
+    gateways: &[Resolved<'_>],
+    parent: &types::ParentReference,
+    route_ns: &str,
+) -> Option<usize> {
+    let group = parent.group.as_deref().unwrap_or(types::GROUP);
+    let kind = parent.kind.as_deref().unwrap_or("Gateway");
+    if group != types::GROUP || kind != "Gateway" {
+        return None;
+    }
+    let ns = parent.namespace.as_deref().unwrap_or(route_ns);
+    gateways
+        .iter()
+        .position(|g| g.key.0 == ns && g.key.1 == parent.name)
 }
 
 /// The listeners of Gateway `g` a parentRef names (by `sectionName` and `port`), or why

@@ -12,9 +12,9 @@ use super::{
     key,
     listeners::{Resolved, TLS_ROUTE},
     object_ref,
-    routes::{attach_parent, parent_state},
+    routes::{attach_parent, our_gateway, parent_state},
     status::RouteState,
-    types::{self, TLSRoute, WeightedBackendRef},
+    types::{TLSRoute, WeightedBackendRef},
 };
 use crate::{
     config::backend::{Cells, PortSpec, Resolver},
@@ -56,17 +56,8 @@ pub fn attach(
         let mut attachments = Vec::new();
         let mut compiled: Option<(Vec<WeightedBackend>, Verdict)> = None;
         for (pi, parent) in route.spec.parent_refs.iter().enumerate() {
-            let group = parent.group.as_deref().unwrap_or(types::GROUP);
-            let kind = parent.kind.as_deref().unwrap_or("Gateway");
-            if group != types::GROUP || kind != "Gateway" {
+            let Some(gi) = our_gateway(gateways, parent, &rkey.0) else {
                 continue;
-            }
-            let ns = parent.namespace.as_deref().unwrap_or(&rkey.0);
-            let Some(gi) = gateways
-                .iter()
-                .position(|g| g.key.0 == ns && g.key.1 == parent.name)
-            else {
-                continue; // not a Gateway of ours
             };
             let (_, resolved) = compiled.get_or_insert_with(|| {
                 compile(
