@@ -31,7 +31,7 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 
 use crate::{
-    bench::rig::{LOAD_CPU, spawn_in},
+    bench::rig::{LOAD_CPU, pin, spawn_in},
     netns::Netns,
 };
 
@@ -66,7 +66,7 @@ pub struct Run {
 /// Runs the load from a thread in `ns` pinned to the load CPU.
 pub fn run(ns: &Netns, p: Params) -> anyhow::Result<Run> {
     spawn_in(ns, move || {
-        pin_thread(LOAD_CPU)?;
+        pin(0, LOAD_CPU)?;
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
@@ -74,21 +74,6 @@ pub fn run(ns: &Netns, p: Params) -> anyhow::Result<Run> {
     })
     .join()
     .map_err(|_| anyhow::anyhow!("handshake load thread panicked"))?
-}
-
-fn pin_thread(cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is an empty set; sched_setaffinity(0) pins this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-        anyhow::ensure!(
-            rc == 0,
-            "sched_setaffinity: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
 }
 
 async fn drive(p: Params) -> anyhow::Result<Run> {

@@ -67,6 +67,23 @@ pub fn spawn_in<R: Send + 'static>(
     })
 }
 
+/// Pins thread `tid` (a single-threaded process's PID; 0: the calling thread) to `cpu`.
+pub fn pin(tid: u32, cpu: usize) -> anyhow::Result<()> {
+    let pid = libc::pid_t::try_from(tid).context("thread id")?;
+    // SAFETY: a zeroed cpu_set_t is an empty set, and sched_setaffinity only reads it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set)
+    };
+    anyhow::ensure!(
+        rc == 0,
+        "sched_setaffinity({tid}, CPU {cpu}): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
 /// The topology with its servers and, at times, a controller or a peer proxy.
 pub struct Rig {
     /// Namespaces and links.
@@ -77,6 +94,8 @@ pub struct Rig {
     controller: Option<Child>,
     _redis: RedisServer,
     _servers: Vec<Daemon>,
+    /// The static nginx masters on backends 0 and 1.
+    web: [u32; 2],
 }
 
 impl Rig {
@@ -101,6 +120,7 @@ impl Rig {
             topo.backend(0, REDIS_PORT),
         );
         let mut servers = Vec::new();
+        let mut web = [0; 2];
         let iperf = pinned(&topo.backends[0], SERVER_CPU, "iperf3")
             .args([
                 "-s",
@@ -114,14 +134,16 @@ impl Rig {
             .spawn()
             .context("start iperf3 -s")?;
         servers.push(Daemon(iperf));
-        for i in 0..2 {
+        for (i, pid) in web.iter_mut().enumerate() {
             let conf = crate::bench::peers::nginx_static(
                 &dir.join(format!("web{i}")),
                 backend_addr(i),
                 WEB_PORT,
                 &format!("b{i}"),
             )?;
-            servers.push(crate::bench::peers::start_nginx(&topo.backends[i], &conf)?);
+            let server = crate::bench::peers::start_nginx(&topo.backends[i], &conf)?;
+            *pid = server.0.id();
+            servers.push(server);
         }
         let rig = Self {
             topo,
@@ -130,6 +152,7 @@ impl Rig {
             controller: None,
             _redis: redis,
             _servers: servers,
+            web,
         };
         rig.wait("iperf3 on backend 0", || {
             rig.tcp_open(
@@ -145,6 +168,11 @@ impl Rig {
         }
         rig.write_manifests(&[backend_addr(1)], &[])?;
         Ok(rig)
+    }
+
+    /// The PID of the static nginx (master) on backend `i` (0 or 1).
+    pub fn web_server(&self, i: usize) -> u32 {
+        self.web[i]
     }
 
     /// The manifest directory the controller watches.

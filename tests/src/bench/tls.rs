@@ -17,7 +17,7 @@ use crate::{
         handshakes::{self, Run},
         http::{cpu_secs, nginx_worker},
         peers,
-        rig::{Rig, SNAT_PORTS, WEB_PORT, write_atomic},
+        rig::{LOAD_CPU, Rig, SERVER_CPU, SNAT_PORTS, WEB_PORT, pin, write_atomic},
         tools,
     },
     http_support::TestCa,
@@ -37,6 +37,7 @@ const RSA_HOST: &str = "rsa.bench.test";
 const ECDSA_HOST: &str = "ecdsa.bench.test";
 const NGINX: &str = "nginx";
 const HANDSHAKE_CONNS: u32 = 16;
+/// wrk's connections (the keep-alive tables in [`STREAMS`] name the number).
 const KEEPALIVE_CONNS: u32 = 64;
 
 /// One proxy under test: the process doing its work (for CPU time) and where it serves
@@ -130,36 +131,40 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
             &[NGINX],
         );
     }
-    let ka_table = format!("HTTPS keep-alive, {KEEPALIVE_CONNS} connections");
-    r.table(
-        &ka_table,
-        &format!(
-            "wrk -t1 -c{KEEPALIVE_CONNS} -d{}s --latency https://NODE:PORT/ (RSA-2048 certificate), GET / through the proxy to the backend",
-            p.secs
-        ),
-        &[
-            ("req/s", true),
-            ("CPU µs per request", false),
-            ("p50 ms", false),
-            ("p99 ms", false),
-            ("errors", false),
-        ],
-        &[NGINX],
-    );
-    let h2_table = "HTTP/2 over TLS, 16 connections x 10 streams";
-    r.table(
-        h2_table,
-        &format!(
-            "h2load -t1 -c16 -m10 -D{} https://{RSA_HOST}/ (ALPN h2, RSA-2048 certificate)",
-            p.secs
-        ),
-        &[
-            ("req/s", true),
-            ("CPU µs per request", false),
-            ("errors", false),
-        ],
-        &[NGINX],
-    );
+    for st in STREAMS {
+        r.table(
+            st.keepalive,
+            &format!(
+                "wrk -t1 -c{KEEPALIVE_CONNS} -d{}s --latency https://NODE:PORT/ (RSA-2048 certificate), GET / through the proxy to the backend.{}",
+                p.secs, st.backend
+            ),
+            &[
+                ("req/s", true),
+                ("CPU µs per request", false),
+                ("p50 ms", false),
+                ("p99 ms", false),
+                ("errors", false),
+                ("CPU 0 busy %", false),
+                ("CPU 1 busy %", false),
+            ],
+            &[NGINX],
+        );
+        r.table(
+            st.h2,
+            &format!(
+                "h2load -t1 -c16 -m10 -D{} https://{RSA_HOST}/ (ALPN h2, RSA-2048 certificate).{}",
+                p.secs, st.backend
+            ),
+            &[
+                ("req/s", true),
+                ("CPU µs per request", false),
+                ("errors", false),
+                ("CPU 0 busy %", false),
+                ("CPU 1 busy %", false),
+            ],
+            &[NGINX],
+        );
+    }
     for w in WORKLOADS {
         r.table(
             w.shared,
@@ -286,96 +291,14 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         }
     }
 
-    let mut ka: Vec<Vec<(tools::Wrk, f64)>> = targets.iter().map(|_| Vec::new()).collect();
-    let mut h2: Vec<Vec<(tools::H2load, f64)>> = targets.iter().map(|_| Vec::new()).collect();
-    let url = |t: &Target| format!("https://{}/", t.rsa);
-    for t in &targets {
-        println!("tls: warm-up {} keep-alive and h2", t.name);
-        tools::wrk(&rig.topo.client, &url(t), RSA_HOST, KEEPALIVE_CONNS, 1)?;
-        tools::h2load(
-            &rig.topo.client,
-            &format!("https://{RSA_HOST}/"),
-            t.rsa,
-            16,
-            10,
-            1,
-        )?;
-    }
-    for round in 0..p.samples {
-        for (i, t) in targets.iter().enumerate() {
-            println!("tls: round {} {} keep-alive and h2", round + 1, t.name);
-            ka[i].push(with_cpu(t.pid, || {
-                tools::wrk(&rig.topo.client, &url(t), RSA_HOST, KEEPALIVE_CONNS, p.secs)
-            })?);
-            h2[i].push(with_cpu(t.pid, || {
-                tools::h2load(
-                    &rig.topo.client,
-                    &format!("https://{RSA_HOST}/"),
-                    t.rsa,
-                    16,
-                    10,
-                    p.secs,
-                )
-            })?);
-        }
-    }
-    for ((t, ka), h2) in targets.iter().zip(ka).zip(h2) {
-        let per_request = |cpu: f64, requests: f64| cpu * 1e6 / requests.max(1.0);
-        r.add(
-            &ka_table,
-            t.name,
-            "CPU µs per request",
-            ka.iter()
-                .map(|(w, cpu)| per_request(*cpu, w.requests as f64))
-                .collect(),
-        );
-        r.add(
-            h2_table,
-            t.name,
-            "CPU µs per request",
-            h2.iter()
-                .map(|(w, cpu)| per_request(*cpu, w.rps * f64::from(p.secs)))
-                .collect(),
-        );
-        let ka: Vec<tools::Wrk> = ka.into_iter().map(|(w, _)| w).collect();
-        let h2: Vec<tools::H2load> = h2.into_iter().map(|(w, _)| w).collect();
-        r.add(
-            &ka_table,
-            t.name,
-            "req/s",
-            ka.iter().map(|w| w.rps).collect(),
-        );
-        r.add(
-            &ka_table,
-            t.name,
-            "p50 ms",
-            ka.iter().map(|w| w.p50_ms).collect(),
-        );
-        r.add(
-            &ka_table,
-            t.name,
-            "p99 ms",
-            ka.iter().map(|w| w.p99_ms).collect(),
-        );
-        r.add(
-            &ka_table,
-            t.name,
-            "errors",
-            ka.iter().map(|w| w.errors as f64).collect(),
-        );
-        r.add(
-            h2_table,
-            t.name,
-            "req/s",
-            h2.iter().map(|w| w.rps).collect(),
-        );
-        r.add(
-            h2_table,
-            t.name,
-            "errors",
-            h2.iter().map(|w| w.errors as f64).collect(),
-        );
-    }
+    streams(rig, &mut r, &targets, p, STREAMS[0])?;
+    // The same with the backend's worker beside the load generators, so each proxy has
+    // its CPU to itself; put back afterwards for the rows that follow.
+    let backend = nginx_worker(rig.web_server(1))?;
+    pin(backend, LOAD_CPU)?;
+    let apart = streams(rig, &mut r, &targets, p, STREAMS[1]);
+    pin(backend, SERVER_CPU)?;
+    apart?;
 
     let shared = [(&targets[0], targets[0].pid), (&targets[1], targets[1].pid)];
     for w in WORKLOADS {
@@ -404,13 +327,161 @@ pub fn run(rig: &mut Rig, p: Params) -> anyhow::Result<Results> {
         }
     }
     rig.stop_controller()?;
-    r.note("Same backend for every row: nginx on backend 1 answering `return 200` (one worker, CPU 1). The proxies terminate TLS in the node namespace pinned to CPU 1 with the same certificates (RSA-2048 and ECDSA P-256 leaves from one CA): nginx 1 worker (OpenSSL; `ssl_session_cache shared:SSL:10m`, tickets on, `http2`), HAProxy nbthread 1 (OpenSSL; its default 20000-entry session cache, tickets on, `alpn h2,http/1.1`), xdp-ingress the controller's router (rustls with aws-lc-rs; stateless tickets shared by all workers, a 20000-entry session cache; `--access-log off`, as neither peer logs requests). Load generators run on CPU 0.");
+    r.note("Same backend for every row: nginx on backend 1 answering `return 200` (one worker, CPU 1; CPU 0 in the tables that say so). The proxies terminate TLS in the node namespace pinned to CPU 1 with the same certificates (RSA-2048 and ECDSA P-256 leaves from one CA): nginx 1 worker (OpenSSL; `ssl_session_cache shared:SSL:10m`, tickets on, `http2`), HAProxy nbthread 1 (OpenSSL; its default 20000-entry session cache, tickets on, `alpn h2,http/1.1`), xdp-ingress the controller's router (rustls with aws-lc-rs; stateless tickets shared by all workers, a 20000-entry session cache; `--access-log off`, as neither peer logs requests). Load generators run on CPU 0.");
     r.note("CPU µs per handshake or request: the proxy's user+system CPU time over the sample (from /proc/PID/stat; nginx: its worker) divided by what it completed. It does not depend on how much CPU the loaded machine left the proxy, so it is the steadier comparison when the load generator or other work limits the rate.");
-    r.note("Keep-alive and HTTP/2 rows: the backend runs on the proxies' CPU, so every request also pays the backend's own CPU, the same for each proxy; that dilutes the req/s ratios (a proxy twice as cheap per request is well under twice as fast). CPU µs per request compares the proxies alone. About half of a proxy's CPU per request here is the kernel's, a third the upstream send alone (it also runs the backend's receive path and wakes it; perf on the router, loopback).");
+    r.note("Keep-alive and HTTP/2 come twice, because on this 2-CPU machine no place for the backend leaves a proxy alone. On the proxy's CPU (CPU 1, as in every other table) each request also pays the backend's CPU, which dilutes the req/s ratios, and the backend preempts the proxy every few requests, which costs nginx more than the others: its CPU per request is lower with the backend away. On CPU 0 the backend shares the load generator's CPU instead: where CPU 0 busy % is near 100, the load side limited the rate and the proxy ran below saturation, where every proxy spends more CPU per request (fewer requests per wake-up). A req/s ratio measures the proxies where CPU 1 is near 100% and CPU 0 is not.");
+    r.note("About half of a proxy's CPU per proxied request is the kernel's, a third the upstream send alone: on loopback the send also runs the backend's receive path and wakes it. The rest is userspace, about a third of it the h2 crate's work per stream (perf on the router, HTTP/2).");
     r.note("Resumed rows: 10-20% of the connections find no ticket and do a full handshake: rustls's client keeps at most 8 TLS 1.3 tickets per server, fewer than the 16 clients that take one at once. The resumed % column shows each server's mix (a full RSA handshake in it costs the server about twice a resumed one).");
     r.note("`wrk -H 'Connection: close'` (the first measure in issue #20) does not measure full handshakes: wrk keeps its OpenSSL session across reconnects, so its connections resume. The handshake driver here offers sessions only in the resumed rows.");
     r.note("xdp-ingress picks the certificate by SNI (rsa.bench.test, ecdsa.bench.test; wrk sends the IP address as SNI, so keep-alive rows get the Ingress's host-less default, the RSA one); nginx and HAProxy serve one certificate per port.");
     Ok(r)
+}
+
+/// The keep-alive and HTTP/2 tables of one backend placement.
+#[derive(Clone, Copy)]
+struct Streams {
+    keepalive: &'static str,
+    h2: &'static str,
+    /// Where the backend runs, for the tables' descriptions.
+    backend: &'static str,
+    /// For progress lines.
+    label: &'static str,
+}
+
+const STREAMS: [Streams; 2] = [
+    Streams {
+        keepalive: "HTTPS keep-alive, 64 connections",
+        h2: "HTTP/2 over TLS, 16 connections x 10 streams",
+        backend: "",
+        label: "",
+    },
+    Streams {
+        keepalive: "HTTPS keep-alive, 64 connections, backend on CPU 0",
+        h2: "HTTP/2 over TLS, 16 connections x 10 streams, backend on CPU 0",
+        backend: " The backend's nginx worker runs on CPU 0 beside the load generator, so the proxy has CPU 1 to itself.",
+        label: ", backend on CPU 0",
+    },
+];
+
+/// One sample of a load tool's run: its result, the proxy's CPU seconds, and how busy
+/// CPUs 0 and 1 were (%).
+struct Sample<T> {
+    run: T,
+    cpu: f64,
+    busy: [f64; 2],
+}
+
+/// Runs `f`, measuring process `pid`'s CPU time and the machine's CPUs meanwhile.
+fn sample<T>(pid: u32, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<Sample<T>> {
+    let before = cpu_ticks()?;
+    let (run, cpu) = with_cpu(pid, f)?;
+    let after = cpu_ticks()?;
+    let busy = std::array::from_fn(|i| {
+        let total = (after[i].0 - before[i].0).max(1) as f64;
+        100.0 * (after[i].1 - before[i].1) as f64 / total
+    });
+    Ok(Sample { run, cpu, busy })
+}
+
+/// (all, busy) ticks of CPUs 0 and 1 so far, from /proc/stat (busy: all but idle and
+/// iowait).
+fn cpu_ticks() -> anyhow::Result<[(u64, u64); 2]> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let mut out = [(0, 0); 2];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let line = stat
+            .lines()
+            .find(|l| l.starts_with(&format!("cpu{i} ")))
+            .with_context(|| format!("no cpu{i} in /proc/stat"))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        let all: u64 = ticks.iter().sum();
+        *slot = (all, all - ticks[3] - ticks[4]);
+    }
+    Ok(out)
+}
+
+/// The columns of a keep-alive or HTTP/2 table after the tool's own: the proxy's CPU per
+/// request, and how busy each CPU was (a CPU near 100% is what limited the rate).
+fn add_common<T>(
+    r: &mut Results,
+    table: &str,
+    name: &str,
+    runs: &[Sample<T>],
+    requests: impl Fn(&T) -> f64,
+) {
+    r.add(
+        table,
+        name,
+        "CPU µs per request",
+        runs.iter()
+            .map(|s| s.cpu * 1e6 / requests(&s.run).max(1.0))
+            .collect(),
+    );
+    for (i, col) in ["CPU 0 busy %", "CPU 1 busy %"].into_iter().enumerate() {
+        r.add(table, name, col, runs.iter().map(|s| s.busy[i]).collect());
+    }
+}
+
+/// Keep-alive and HTTP/2 rounds over `targets`, into `s`'s tables.
+fn streams(
+    rig: &Rig,
+    r: &mut Results,
+    targets: &[Target],
+    p: Params,
+    s: Streams,
+) -> anyhow::Result<()> {
+    let mut ka: Vec<Vec<Sample<tools::Wrk>>> = targets.iter().map(|_| Vec::new()).collect();
+    let mut h2: Vec<Vec<Sample<tools::H2load>>> = targets.iter().map(|_| Vec::new()).collect();
+    let url = |t: &Target| format!("https://{}/", t.rsa);
+    let h2_url = format!("https://{RSA_HOST}/");
+    for t in targets {
+        println!("tls: warm-up {} keep-alive and h2{}", t.name, s.label);
+        tools::wrk(&rig.topo.client, &url(t), RSA_HOST, KEEPALIVE_CONNS, 1)?;
+        tools::h2load(&rig.topo.client, &h2_url, t.rsa, 16, 10, 1)?;
+    }
+    for round in 0..p.samples {
+        for (i, t) in targets.iter().enumerate() {
+            println!(
+                "tls: round {} {} keep-alive and h2{}",
+                round + 1,
+                t.name,
+                s.label
+            );
+            ka[i].push(sample(t.pid, || {
+                tools::wrk(&rig.topo.client, &url(t), RSA_HOST, KEEPALIVE_CONNS, p.secs)
+            })?);
+            h2[i].push(sample(t.pid, || {
+                tools::h2load(&rig.topo.client, &h2_url, t.rsa, 16, 10, p.secs)
+            })?);
+        }
+    }
+    for ((t, ka), h2) in targets.iter().zip(ka).zip(h2) {
+        let col = |f: fn(&tools::Wrk) -> f64| ka.iter().map(|s| f(&s.run)).collect();
+        r.add(s.keepalive, t.name, "req/s", col(|w| w.rps));
+        r.add(s.keepalive, t.name, "p50 ms", col(|w| w.p50_ms));
+        r.add(s.keepalive, t.name, "p99 ms", col(|w| w.p99_ms));
+        r.add(s.keepalive, t.name, "errors", col(|w| w.errors as f64));
+        add_common(r, s.keepalive, t.name, &ka, |w| w.requests as f64);
+        r.add(
+            s.h2,
+            t.name,
+            "req/s",
+            h2.iter().map(|s| s.run.rps).collect(),
+        );
+        r.add(
+            s.h2,
+            t.name,
+            "errors",
+            h2.iter().map(|s| s.run.errors as f64).collect(),
+        );
+        add_common(r, s.h2, t.name, &h2, |h| h.rps * f64::from(p.secs));
+    }
+    Ok(())
 }
 
 /// One proxy's share of a run with both loaded at once.

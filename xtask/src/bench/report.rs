@@ -305,6 +305,18 @@ fn targets(find: &dyn Fn(&str) -> Option<Value>) -> Vec<Target> {
             "CPU µs per request",
             1.5,
         ),
+        (
+            "HTTPS keep-alive, 64 connections, backend on CPU 0",
+            "req/s",
+            "CPU µs per request",
+            1.2,
+        ),
+        (
+            "HTTP/2 over TLS, 16 connections x 10 streams, backend on CPU 0",
+            "req/s",
+            "CPU µs per request",
+            1.5,
+        ),
     ] {
         let get = |row: &str, col: &str| tls.as_ref().and_then(|g| median(g, table, row, col));
         // The rate, and the work done per CPU second (nginx's CPU per unit over ours): the
