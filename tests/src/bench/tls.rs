@@ -344,8 +344,6 @@ struct Streams {
     h2: &'static str,
     /// Where the backend runs, for the tables' descriptions.
     backend: &'static str,
-    /// For progress lines.
-    label: &'static str,
 }
 
 const STREAMS: [Streams; 2] = [
@@ -353,13 +351,11 @@ const STREAMS: [Streams; 2] = [
         keepalive: "HTTPS keep-alive, 64 connections",
         h2: "HTTP/2 over TLS, 16 connections x 10 streams",
         backend: "",
-        label: "",
     },
     Streams {
         keepalive: "HTTPS keep-alive, 64 connections, backend on CPU 0",
         h2: "HTTP/2 over TLS, 16 connections x 10 streams, backend on CPU 0",
         backend: " The backend's nginx worker runs on CPU 0 beside the load generator, so the proxy has CPU 1 to itself.",
-        label: ", backend on CPU 0",
     },
 ];
 
@@ -414,17 +410,16 @@ fn add_common<T>(
     runs: &[Sample<T>],
     requests: impl Fn(&T) -> f64,
 ) {
-    r.add(
-        table,
-        name,
-        "CPU µs per request",
-        runs.iter()
-            .map(|s| s.cpu * 1e6 / requests(&s.run).max(1.0))
-            .collect(),
-    );
+    let per_request = column(runs, |s| s.cpu * 1e6 / requests(&s.run).max(1.0));
+    r.add(table, name, "CPU µs per request", per_request);
     for (i, col) in ["CPU 0 busy %", "CPU 1 busy %"].into_iter().enumerate() {
-        r.add(table, name, col, runs.iter().map(|s| s.busy[i]).collect());
+        r.add(table, name, col, column(runs, |s| s.busy[i]));
     }
+}
+
+/// One value per sample.
+fn column<T>(runs: &[Sample<T>], f: impl Fn(&Sample<T>) -> f64) -> Vec<f64> {
+    runs.iter().map(f).collect()
 }
 
 /// Keep-alive and HTTP/2 rounds over `targets`, into `s`'s tables.
@@ -440,17 +435,18 @@ fn streams(
     let url = |t: &Target| format!("https://{}/", t.rsa);
     let h2_url = format!("https://{RSA_HOST}/");
     for t in targets {
-        println!("tls: warm-up {} keep-alive and h2{}", t.name, s.label);
+        println!("tls: warm-up {} {} / {}", t.name, s.keepalive, s.h2);
         tools::wrk(&rig.topo.client, &url(t), RSA_HOST, KEEPALIVE_CONNS, 1)?;
         tools::h2load(&rig.topo.client, &h2_url, t.rsa, 16, 10, 1)?;
     }
     for round in 0..p.samples {
         for (i, t) in targets.iter().enumerate() {
             println!(
-                "tls: round {} {} keep-alive and h2{}",
+                "tls: round {} {} {} / {}",
                 round + 1,
                 t.name,
-                s.label
+                s.keepalive,
+                s.h2
             );
             ka[i].push(sample(t.pid, || {
                 tools::wrk(&rig.topo.client, &url(t), RSA_HOST, KEEPALIVE_CONNS, p.secs)
@@ -461,24 +457,18 @@ fn streams(
         }
     }
     for ((t, ka), h2) in targets.iter().zip(ka).zip(h2) {
-        let col = |f: fn(&tools::Wrk) -> f64| ka.iter().map(|s| f(&s.run)).collect();
-        r.add(s.keepalive, t.name, "req/s", col(|w| w.rps));
-        r.add(s.keepalive, t.name, "p50 ms", col(|w| w.p50_ms));
-        r.add(s.keepalive, t.name, "p99 ms", col(|w| w.p99_ms));
-        r.add(s.keepalive, t.name, "errors", col(|w| w.errors as f64));
-        add_common(r, s.keepalive, t.name, &ka, |w| w.requests as f64);
+        r.add(s.keepalive, t.name, "req/s", column(&ka, |w| w.run.rps));
+        r.add(s.keepalive, t.name, "p50 ms", column(&ka, |w| w.run.p50_ms));
+        r.add(s.keepalive, t.name, "p99 ms", column(&ka, |w| w.run.p99_ms));
         r.add(
-            s.h2,
-            t.name,
-            "req/s",
-            h2.iter().map(|s| s.run.rps).collect(),
-        );
-        r.add(
-            s.h2,
+            s.keepalive,
             t.name,
             "errors",
-            h2.iter().map(|s| s.run.errors as f64).collect(),
+            column(&ka, |w| w.run.errors as f64),
         );
+        add_common(r, s.keepalive, t.name, &ka, |w| w.requests as f64);
+        r.add(s.h2, t.name, "req/s", column(&h2, |h| h.run.rps));
+        r.add(s.h2, t.name, "errors", column(&h2, |h| h.run.errors as f64));
         add_common(r, s.h2, t.name, &h2, |h| h.rps * f64::from(p.secs));
     }
     Ok(())
