@@ -165,7 +165,9 @@ pub struct HttpArgs {
     pub upstream_response_timeout: Duration,
 
     /// Seconds idle upstream connections stay pooled, and HTTP/2 client connections with no
-    /// open stream stay open (then they get GOAWAY); also the HTTP/2 client ping interval.
+    /// open stream stay open (then they get GOAWAY); also the silence after which TCP
+    /// keepalive probes a client (dead after 3 unanswered, 10 s apart), and the ping
+    /// interval of h2c upstream connections.
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_secs)]
     pub idle_timeout: Duration,
 

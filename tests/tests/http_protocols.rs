@@ -215,29 +215,50 @@ async fn plain_http_to_a_tls_host_is_redirected_with_308() {
 
 #[tokio::test]
 async fn an_idle_http2_client_connection_is_closed_after_the_idle_timeout() {
+    let ca = TestCa::new();
     let b = TestBackend::start("web").await;
+    let secret = ca.secret("tls-cert", &["tls.test"]);
     let yaml = format!(
-        "{}{}",
+        "{}{}{}",
         service_yaml("web", &[b.addr]),
-        ingress_yaml("web", Some("web.test"), &[("/", "Prefix", "web")])
+        ingress_yaml("web", Some("web.test"), &[("/", "Prefix", "web")]),
+        tls_ingress("tls", &["tls.test"], "tls-cert", "web")
     );
     let limits = Limits {
         idle_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
-    let router = RunningRouter::start(snapshot(&yaml, Vec::new()), limits).await;
+    let router = RunningRouter::start(snapshot(&yaml, vec![secret]), limits).await;
+    // h2c with prior knowledge (served by hyper-util's auto builder)...
     let tcp = TcpStream::connect(router.http).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .expect("h2c handshake");
+    stream_then_idle(TokioIo::new(tcp), "http://web.test").await;
+    // ... and h2 chosen by ALPN (hyper's HTTP/2 server alone).
+    let h2 = tls_connector(&ca.cert, &[b"h2"]);
+    let tls = tls_connect(&h2, router.https, "tls.test")
+        .await
+        .expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    stream_then_idle(TokioIo::new(tls), "https://tls.test").await;
+    let health = get(&http_client(), router.http, "any.test", "/healthz").await;
+    assert_eq!(health.status, 200);
+}
+
+/// Over an HTTP/2 connection on `io`: a streamed response that lasts longer than the idle
+/// timeout is not cut (a request is open); then, with nothing open, the router says GOAWAY
+/// and the connection ends gracefully.
+async fn stream_then_idle<I>(io: TokioIo<I>, origin: &str)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .expect("HTTP/2 handshake");
     let conn = tokio::spawn(conn);
-    // A streamed response keeps the connection busy longer than the idle timeout: it is
-    // not cut, because a request is open.
-    let req = Request::get("http://web.test/stream/6/100")
+    let req = Request::get(format!("{origin}/stream/6/100"))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let resp = send.send_request(req).await.expect("h2c request");
+    let resp = send.send_request(req).await.expect("HTTP/2 request");
+    assert_eq!(resp.status(), 200, "{origin}");
     let body = resp
         .into_body()
         .collect()
@@ -245,13 +266,9 @@ async fn an_idle_http2_client_connection_is_closed_after_the_idle_timeout() {
         .expect("whole body")
         .to_bytes();
     assert_eq!(body, ingress_tests::http_support::stream_body(6).as_bytes());
-    // Then nothing: the router says GOAWAY and the client's connection ends, although the
-    // client answers every keep-alive ping.
     tokio::time::timeout(Duration::from_secs(10), conn)
         .await
-        .expect("the idle connection was closed")
+        .unwrap_or_else(|_| panic!("{origin}: the idle connection was closed"))
         .unwrap()
         .expect("closed gracefully");
-    let health = get(&http_client(), router.http, "any.test", "/healthz").await;
-    assert_eq!(health.status, 200);
 }

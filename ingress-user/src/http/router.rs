@@ -360,7 +360,8 @@ impl Router {
             Some(Box::new((aff, s, plan, endpoints)))
         });
         head.sticky = sticky.as_ref().and_then(|held| held.2.target);
-        let forwarded = Instant::now();
+        // The upstream time is the access log's alone: no clock read without it.
+        let forwarded = pending.is_some().then(Instant::now);
         let mut tried = None;
         let mut result = upstream
             .forward(
@@ -389,7 +390,7 @@ impl Router {
         }
         if let Some(p) = pending.as_mut() {
             // No endpoint tried (none to try): no upstream time either.
-            p.upstream_time = tried.map(|_| forwarded.elapsed());
+            p.upstream_time = tried.and(forwarded).map(|f| f.elapsed());
             p.upstream_addr = tried;
             p.upstream_status = result.as_ref().ok().map(|r| r.status().as_u16());
         }

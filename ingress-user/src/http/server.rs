@@ -21,6 +21,7 @@ use std::{
     io,
     net::SocketAddr,
     num::NonZeroUsize,
+    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -29,6 +30,7 @@ use std::{
 };
 
 use http_body_util::BodyExt as _;
+use hyper::server::conn::http2;
 use hyper::{Request, body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -152,7 +154,7 @@ pub struct Server {
     resolver: Option<Arc<CertResolver>>,
     resumption: tls::Resumption,
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     limits: Limits,
     /// `--bind-address`: where Gateway listeners without addresses listen.
     bind_ip: std::net::IpAddr,
@@ -168,9 +170,10 @@ impl Server {
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
         let workers = opts.worker_count();
-        let http = bind_group(opts.http, workers)?;
+        let keepalive = opts.limits.idle_timeout;
+        let http = bind_group(opts.http, workers, keepalive)?;
         let https = match opts.https {
-            Some(addr) => Some(bind_group(addr, workers)?),
+            Some(addr) => Some(bind_group(addr, workers, keepalive)?),
             None => None,
         };
         let http_addr = local(&http[0], opts.http)?;
@@ -229,7 +232,7 @@ impl Server {
             resolver,
             resumption,
             snapshots,
-            builder: Arc::new(builder(&opts.limits)),
+            builders: Arc::new(Builders::new(&opts.limits)),
             limits: opts.limits,
             bind_ip: opts.http.ip(),
             log_writer,
@@ -264,7 +267,7 @@ impl Server {
             resolver,
             resumption,
             mut snapshots,
-            builder,
+            builders,
             limits,
             bind_ip,
             log_writer,
@@ -281,7 +284,7 @@ impl Server {
                 upstream: Arc::new(Upstream::new(&limits, router.metrics())),
                 tls: tls.clone(),
                 client_auth: Arc::clone(&client_auth),
-                builder: Arc::clone(&builder),
+                builders: Arc::clone(&builders),
                 limits: limits.clone(),
                 stop: stop_rx.clone(),
             };
@@ -378,11 +381,16 @@ pub async fn serve(
 /// One listening socket per worker on `addr`. Several share the port with `SO_REUSEPORT`
 /// (a port 0 request is resolved by the first); a single one is bound without it, so a
 /// second process on the same port fails loudly instead of silently sharing it.
-fn bind_group(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, Error> {
+fn bind_group(
+    addr: SocketAddr,
+    workers: usize,
+    keepalive: Duration,
+) -> Result<Vec<std::net::TcpListener>, Error> {
     let mut group = Vec::with_capacity(workers);
     let mut at = addr;
     for _ in 0..workers.max(1) {
-        let listener = bind_one(at, workers > 1).map_err(|source| Error::Bind { addr, source })?;
+        let listener =
+            bind_one(at, workers > 1, keepalive).map_err(|source| Error::Bind { addr, source })?;
         at = listener
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;
@@ -391,7 +399,19 @@ fn bind_group(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListe
     Ok(group)
 }
 
-pub(super) fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+/// Probes after the first unanswered keepalive probe, and the time between them: a
+/// client gone without a FIN or RST is noticed `idle + 30 s` after it last sent.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: libc::c_int = 3;
+
+/// A listening socket on `addr`. Its connections inherit TCP keepalive (first probe after
+/// `keepalive` of silence): the kernel finds vanished clients, so HTTP/2 needs no pings
+/// of its own, which in hyper cost a lock and a clock read on every frame received.
+pub(super) fn bind_one(
+    addr: SocketAddr,
+    reuse_port: bool,
+    keepalive: Duration,
+) -> io::Result<std::net::TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -400,8 +420,36 @@ pub(super) fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::ne
     if reuse_port {
         socket.set_reuseport(true)?;
     }
+    socket.set_keepalive(true)?;
+    let secs = |d: Duration| libc::c_int::try_from(d.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    set_tcp_option(&socket, libc::TCP_KEEPIDLE, secs(keepalive))?;
+    set_tcp_option(&socket, libc::TCP_KEEPINTVL, secs(KEEPALIVE_INTERVAL))?;
+    set_tcp_option(&socket, libc::TCP_KEEPCNT, KEEPALIVE_PROBES)?;
     socket.bind(addr)?;
     socket.listen(1024)?.into_std()
+}
+
+/// `setsockopt(IPPROTO_TCP, option, value)`.
+fn set_tcp_option(
+    socket: &impl std::os::fd::AsRawFd,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the fd is open for the borrow, and `value` is a live c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            option,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn local(listener: &std::net::TcpListener, addr: SocketAddr) -> Result<SocketAddr, Error> {
@@ -418,7 +466,7 @@ struct Worker {
     tls: Option<TlsAcceptor>,
     /// Asks for client certificates on the hosts that require them (`auth-tls-*`).
     client_auth: Arc<ClientAuthTls>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     limits: Limits,
     stop: watch::Receiver<bool>,
 }
@@ -551,12 +599,12 @@ impl Worker {
         let gauge = self.router.metrics().active_connections.clone();
         let router = Arc::clone(&self.router);
         let upstream = Arc::clone(&self.upstream);
-        let builder = Arc::clone(&self.builder);
+        let builders = Arc::clone(&self.builders);
         let settings = self.settings();
         tokio::spawn(async move {
             gauge.inc();
             serve_client(
-                stream, conn, None, router, upstream, &builder, settings, signal, true,
+                stream, conn, None, router, upstream, &builders, settings, signal, true,
             )
             .await;
             gauge.dec();
@@ -574,7 +622,7 @@ impl Worker {
         let _ = stream.set_nodelay(true);
         let router = Arc::clone(&self.router);
         let upstream = Arc::clone(&self.upstream);
-        let builder = Arc::clone(&self.builder);
+        let builders = Arc::clone(&self.builders);
         let settings = self.settings();
         let handshake_timeout = settings.header_read_timeout;
         let client_auth = Arc::clone(&self.client_auth);
@@ -620,13 +668,20 @@ impl Worker {
             if let Some(name) = tls.get_ref().1.server_name() {
                 conn.sni = router.sni_listener(conn, name);
             }
-            // HTTP/2 chosen by ALPN goes straight to hyper; HTTP/1.1 starts on the fast path,
-            // unless a client certificate travels with each request (hyper's extensions).
-            let fast = tls.get_ref().1.alpn_protocol() != Some(b"h2") && cert.is_none();
-            serve_client(
-                tls, conn, cert, router, upstream, &builder, settings, signal, fast,
-            )
-            .await;
+            // HTTP/2 chosen by ALPN goes straight to hyper's HTTP/2 server; HTTP/1.1 starts
+            // on the fast path, unless a client certificate travels with each request
+            // (hyper's extensions).
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let io = PrefaceDeadline::new(tls, handshake_timeout);
+                let proto = Proto::H2(&builders.h2);
+                serve_connection(io, conn, cert, router, upstream, proto, signal).await;
+            } else {
+                let fast = cert.is_none();
+                serve_client(
+                    tls, conn, cert, router, upstream, &builders, settings, signal, fast,
+                )
+                .await;
+            }
             metrics.active_connections.dec();
         });
     }
@@ -646,20 +701,40 @@ async fn sweep(upstream: Arc<Upstream>, idle_timeout: Duration) {
     }
 }
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(MIN_HTTP1_BUF))
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(limits.idle_timeout)
-        .max_concurrent_streams(256);
-    b
+/// hyper's connection builders, set up once from the limits.
+struct Builders {
+    /// HTTP/1.1 (with upgrades) or HTTP/2 by the first bytes: plain connections the fast
+    /// path hands over, and HTTPS ones that did not choose h2.
+    auto: auto::Builder<TokioExecutor>,
+    /// HTTPS connections that chose h2 by ALPN: nothing to sniff, no upgrade wrapper.
+    h2: http2::Builder<TokioExecutor>,
 }
+
+impl Builders {
+    fn new(limits: &Limits) -> Self {
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(MIN_HTTP1_BUF))
+            .keep_alive(true);
+        let max_header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
+        // The same HTTP/2 settings both ways. No keep-alive pings: the listening sockets'
+        // TCP keepalive finds dead clients (see `bind_one`).
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(max_header_list)
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(max_header_list)
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+        Self { auto, h2 }
+    }
+}
+
+/// Streams one HTTP/2 client may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
 
 fn local_addr(stream: &TcpStream, listener: &TcpListener) -> SocketAddr {
     stream
@@ -695,7 +770,7 @@ async fn serve_client<I>(
     cert: Option<Arc<ConnCert>>,
     router: Arc<Router>,
     upstream: Arc<Upstream>,
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Builders,
     settings: h1::Settings,
     signal: Signal,
     fast: bool,
@@ -703,29 +778,39 @@ async fn serve_client<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = settings.header_read_timeout;
+    let proto = Proto::Auto(&builders.auto);
     if !fast {
         let io = PrefaceDeadline::new(io, timeout);
-        return serve_connection(io, conn, cert, router, upstream, builder, signal).await;
+        return serve_connection(io, conn, cert, router, upstream, proto, signal).await;
     }
     if let h1::Ended::Handoff(io, buf) =
         h1::serve(io, conn, &router, &upstream, settings, &signal).await
     {
         let io = PrefaceDeadline::new(Rewind::new(buf.freeze(), io), timeout);
-        serve_connection(io, conn, cert, router, upstream, builder, signal).await;
+        serve_connection(io, conn, cert, router, upstream, proto, signal).await;
     }
 }
 
-/// Serves one client connection with hyper (HTTP/1.1 with upgrades, or HTTP/2); when
-/// `signal` says to drain, or no request has been open for `idle_timeout`, hyper finishes
-/// in-flight requests and closes (GOAWAY for HTTP/2). HTTP/2 pings keep a quiet connection
-/// alive on their own, so without this an idle client would hold it forever.
+/// Which hyper server takes a connection.
+#[derive(Clone, Copy)]
+enum Proto<'a> {
+    /// HTTP/1.1 with upgrades, or HTTP/2 by its preface.
+    Auto(&'a auto::Builder<TokioExecutor>),
+    /// HTTP/2 only (ALPN chose it).
+    H2(&'a http2::Builder<TokioExecutor>),
+}
+
+/// Serves one client connection with hyper; when `signal` says to drain, or no request
+/// has been open for `idle_timeout`, hyper finishes in-flight requests and closes (GOAWAY
+/// for HTTP/2). hyper has no idle timeout of its own for HTTP/2, so without this an idle
+/// client (or one sending only pings) would hold the connection forever.
 async fn serve_connection<I>(
     io: I,
     conn: Conn,
     cert: Option<Arc<ConnCert>>,
     router: Arc<Router>,
     upstream: Arc<Upstream>,
-    builder: &auto::Builder<TokioExecutor>,
+    proto: Proto<'_>,
     signal: Signal,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -745,17 +830,47 @@ async fn serve_connection<I>(
             async move { Ok::<_, Infallible>(handled.await.map(|b| Holding::new(b, open).boxed())) }
         })
     };
-    let mut served = std::pin::pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
+    let io = TokioIo::new(io);
+    match proto {
+        Proto::Auto(b) => {
+            let served = b.serve_connection_with_upgrades(io, svc);
+            let shutdown = |c: Pin<&mut auto::UpgradeableConnection<'_, _, _, _>>| {
+                c.graceful_shutdown();
+            };
+            until_done(served, shutdown, &signal, &activity, idle_timeout, conn).await;
+        }
+        Proto::H2(b) => {
+            let served = b.serve_connection(io, svc);
+            let shutdown = |c: Pin<&mut http2::Connection<_, _, _>>| c.graceful_shutdown();
+            until_done(served, shutdown, &signal, &activity, idle_timeout, conn).await;
+        }
+    }
+}
+
+/// Drives `served` to its end, calling `shutdown` on it (hyper's `graceful_shutdown`) on
+/// drain or idleness.
+async fn until_done<C, E>(
+    served: C,
+    shutdown: impl Fn(Pin<&mut C>),
+    signal: &Signal,
+    activity: &Activity,
+    idle_timeout: Duration,
+    conn: Conn,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut served = std::pin::pin!(served);
     let served = tokio::select! {
         biased;
         served = served.as_mut() => served,
         () = signal.draining() => {
-            served.as_mut().graceful_shutdown();
+            shutdown(served.as_mut());
             served.await
         }
         () = activity.idle_for(idle_timeout) => {
             debug!(remote = %conn.remote, "client connection idle; closing");
-            served.as_mut().graceful_shutdown();
+            shutdown(served.as_mut());
             served.await
         }
     };
@@ -816,6 +931,47 @@ impl Activity {
                 // Busy: look again a full period from now.
                 *self.quiet() = tokio::time::Instant::now();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    /// `getsockopt(level, option)` as an int.
+    fn sockopt(socket: &impl AsRawFd, level: libc::c_int, option: libc::c_int) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the fd is open for the borrow; `value` and `len` are live and sized.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                level,
+                option,
+                std::ptr::from_mut(&mut value).cast(),
+                &raw mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt: {}", io::Error::last_os_error());
+        value
+    }
+
+    /// What replaces HTTP/2 pings: every accepted connection, whatever its protocol, has
+    /// TCP keepalive with the first probe after the idle timeout (at least a second).
+    #[tokio::test]
+    async fn accepted_connections_inherit_tcp_keepalive_from_the_listener() {
+        for (idle, first_probe) in [(Duration::from_secs(75), 75), (Duration::ZERO, 1)] {
+            let listener = bind_one(SocketAddr::from(([127, 0, 0, 1], 0)), false, idle).unwrap();
+            let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            let tcp = |option| sockopt(&accepted, libc::IPPROTO_TCP, option);
+            assert_eq!(sockopt(&accepted, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+            assert_eq!(tcp(libc::TCP_KEEPIDLE), first_probe, "idle {idle:?}");
+            assert_eq!(tcp(libc::TCP_KEEPINTVL), 10);
+            assert_eq!(tcp(libc::TCP_KEEPCNT), KEEPALIVE_PROBES);
         }
     }
 }

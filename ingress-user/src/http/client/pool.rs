@@ -13,7 +13,7 @@ use std::{
     net::SocketAddr,
     os::fd::AsRawFd as _,
     sync::{Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::BytesMut;
@@ -43,7 +43,8 @@ pub struct Conn {
 #[derive(Debug)]
 struct Idle {
     conn: Conn,
-    since: Instant,
+    /// [`coarse_now`] when it was checked in.
+    since: Duration,
 }
 
 /// Counters of connections closed instead of reused (the metric's `reason` label).
@@ -61,6 +62,22 @@ pub struct Discards {
 enum Dirty {
     Closed,
     Unsolicited,
+}
+
+/// The time on `CLOCK_MONOTONIC_COARSE`: the last timer tick, read without the TSC. Idle
+/// stamps are taken twice per request and only need to be right to a few milliseconds
+/// against timeouts of seconds.
+fn coarse_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; the clock id is a constant Linux has.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// The idle connections of one worker.
@@ -87,11 +104,11 @@ impl Pool {
     /// (one system call), for a request that could not be sent again should the upstream
     /// have closed it a moment ago; otherwise the reactor's readiness decides.
     pub fn checkout(&self, addr: SocketAddr, tls: u64, thorough: bool) -> Option<Conn> {
-        let now = Instant::now();
+        let now = coarse_now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(&(addr, tls))?;
         while let Some(entry) = list.pop() {
-            if now.saturating_duration_since(entry.since) >= self.timeout {
+            if now.saturating_sub(entry.since) >= self.timeout {
                 // The newest is too old, so all are.
                 list.clear();
                 break;
@@ -129,7 +146,7 @@ impl Pool {
         if list.len() < MAX_IDLE_PER_ENDPOINT {
             list.push(Idle {
                 conn,
-                since: Instant::now(),
+                since: coarse_now(),
             });
         }
     }
@@ -137,12 +154,12 @@ impl Pool {
     /// Closes connections idle longer than the timeout (and forgets endpoints with none),
     /// so endpoints that stopped getting traffic do not keep sockets open.
     pub fn sweep(&self) -> usize {
-        let now = Instant::now();
+        let now = coarse_now();
         let mut closed = 0;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.retain(|_, list| {
             let before = list.len();
-            list.retain(|e| now.saturating_duration_since(e.since) < self.timeout);
+            list.retain(|e| now.saturating_sub(e.since) < self.timeout);
             closed += before - list.len();
             !list.is_empty()
         });

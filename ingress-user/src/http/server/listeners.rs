@@ -173,7 +173,8 @@ impl Listeners {
                 .inc();
             failed.insert(addr);
         };
-        let group = match bind_group(at, self.workers.len()) {
+        let keepalive = self.router.limits().idle_timeout;
+        let group = match bind_group(at, self.workers.len(), keepalive) {
             Ok(group) => group,
             Err(e) => return fail(&mut self.failed, &e),
         };
@@ -236,11 +237,15 @@ impl Drop for Listeners {
 /// One socket per worker on `at`, all with `SO_REUSEPORT`: the workers share the port,
 /// a socket of an address being reopened may overlap its closing predecessor, and an
 /// address-specific socket may sit beside a wildcard one on the same port.
-fn bind_group(at: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+fn bind_group(
+    at: SocketAddr,
+    workers: usize,
+    keepalive: Duration,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
     let mut group = Vec::with_capacity(workers);
     let mut addr = at;
     for _ in 0..workers.max(1) {
-        let socket = bind_one(addr, true)?;
+        let socket = bind_one(addr, true, keepalive)?;
         addr = socket.local_addr()?;
         group.push(socket);
     }
