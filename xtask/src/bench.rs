@@ -10,7 +10,7 @@ use std::{path::PathBuf, process::Command, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{build, setup};
+use crate::{build, dist, setup};
 
 /// Every group, in report order.
 pub const GROUPS: [&str; 6] = ["l4", "l4-limits", "http", "tls", "churn", "scale"];
@@ -52,16 +52,8 @@ pub fn run(group: &str, quick: bool) -> Result<()> {
         "--example",
         "scale",
     ]))?;
-    // The router's per-request cost drops 5-10% with fat LTO; the shipped binary is built so.
-    build::exec(build::cargo().args([
-        "build",
-        "--profile",
-        "dist",
-        "-p",
-        "ingress-user",
-        "--bin",
-        "xdp-ingress",
-    ]))?;
+    // The shipped binary: fat LTO and PGO (`cargo xtask dist`).
+    let shipped = dist::run(true)?;
     let command = std::iter::once("cargo xtask".to_owned())
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
@@ -77,10 +69,7 @@ pub fn run(group: &str, quick: bool) -> Result<()> {
         let t0 = Instant::now();
         let mut c = Command::new(&bin);
         c.args([g, "--out"]).arg(&out);
-        c.env(
-            "XDP_INGRESS_BIN",
-            build::target_dir().join("dist/xdp-ingress"),
-        );
+        c.env("XDP_INGRESS_BIN", &shipped);
         if quick {
             c.arg("--quick");
         }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod build;
+mod dist;
 mod fuzz;
 mod setup;
 mod test;
@@ -44,6 +45,14 @@ enum Task {
         /// Release profile.
         #[arg(long)]
         release: bool,
+    },
+    /// The shipped binary: `--profile dist` (fat LTO), optimised with a profile of a
+    /// training load it serves on loopback (PGO; about a minute plus two builds), at
+    /// target/pgo/xdp-ingress. deploy/Dockerfile and `cargo xtask bench` build it so.
+    Dist {
+        /// Only `--profile dist`, no PGO (target/dist/xdp-ingress).
+        #[arg(long)]
+        no_pgo: bool,
     },
     /// The main job on an embedded default: the seed scenario (redis on :9000 through the
     /// kernel, the dashboard Ingress through the router, the default backend) in network
@@ -92,6 +101,7 @@ fn main() -> Result<()> {
             println!("{}", path.display());
         }),
         Task::Build { release } => build::workspace(release),
+        Task::Dist { no_pgo } => dist::run(!no_pgo).map(drop),
         Task::Demo {
             once,
             l4_mode,

@@ -33,6 +33,8 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     "curl",
     "python3",
+    // `cargo xtask dist` makes its training certificates with it.
+    "openssl",
     // Basic-auth tests: htpasswd makes the users files (bcrypt, APR1, SHA).
     "apache2-utils",
     // The monitoring test: a real Prometheus scrapes the binary; promtool checks the rules.

@@ -558,8 +558,9 @@ pub fn write_all(dir: &Path) -> Result<()> {
         "Everything runs on this one machine: load generators, proxies, servers and the kernel's \
          forwarding share its cores, and the links are veth pairs between network namespaces, not NICs. \
          The ratios measured side by side in one run are the point; the absolute numbers are this VM's. \
-         xdp-ingress is the `dist` build (`cargo build --profile dist`: release with fat LTO and one \
-         codegen unit), the one `deploy/Dockerfile` ships.\n\n",
+         xdp-ingress is the binary `deploy/Dockerfile` ships, built by `cargo xtask dist`: release with \
+         fat LTO and one codegen unit, optimised with a profile of a training load (PGO; since \
+         2026-12-07, groups measured before that ran the same build without PGO).\n\n",
     );
     md.push_str("## Targets\n\n| issue | target | measured | |\n|---|---|---:|---|\n");
     for t in targets(&load) {
