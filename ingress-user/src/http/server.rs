@@ -1,7 +1,7 @@
 //! Listeners: plain HTTP (HTTP/1.1 and h2c with prior knowledge) and HTTPS (rustls, ALPN
-//! h2/http1.1), with graceful shutdown. Plain connections start on the HTTP/1.1 fast path
-//! ([`h1`](super::h1)) and move to hyper-util's auto builder when a request needs it; TLS
-//! connections are hyper's from the start.
+//! h2/http1.1), with graceful shutdown. HTTP/1.1 connections, plain or TLS, start on the
+//! fast path ([`h1`](super::h1)) and move to hyper-util's auto builder when a request needs
+//! it; HTTPS connections that chose h2 by ALPN go to hyper's HTTP/2 server at once.
 //!
 //! Thread per core: each worker is an OS thread with a current-thread tokio runtime, its
 //! own listening sockets (`SO_REUSEPORT`, so the kernel spreads connections) and its own
@@ -30,8 +30,7 @@ use std::{
 };
 
 use http_body_util::BodyExt as _;
-use hyper::server::conn::http2;
-use hyper::{Request, body::Incoming, service::service_fn};
+use hyper::{Request, body::Incoming, server::conn::http2, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -399,10 +398,13 @@ fn bind_group(
     Ok(group)
 }
 
-/// Probes after the first unanswered keepalive probe, and the time between them: a
-/// client gone without a FIN or RST is noticed `idle + 30 s` after it last sent.
+/// Time between TCP keepalive probes once a connection has been silent for the idle
+/// timeout: a client gone without a FIN or RST is dropped `idle + 30 s` after it last sent.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the kernel resets the connection.
 const KEEPALIVE_PROBES: libc::c_int = 3;
+/// Linux refuses a longer `TCP_KEEPIDLE` (`MAX_TCP_KEEPIDLE`, about 9 hours).
+const MAX_KEEPIDLE_SECS: u64 = 32_767;
 
 /// A listening socket on `addr`. Its connections inherit TCP keepalive (first probe after
 /// `keepalive` of silence): the kernel finds vanished clients, so HTTP/2 needs no pings
@@ -421,7 +423,10 @@ pub(super) fn bind_one(
         socket.set_reuseport(true)?;
     }
     socket.set_keepalive(true)?;
-    let secs = |d: Duration| libc::c_int::try_from(d.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    let secs = |d: Duration| {
+        let secs = d.as_secs().clamp(1, MAX_KEEPIDLE_SECS);
+        libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX)
+    };
     set_tcp_option(&socket, libc::TCP_KEEPIDLE, secs(keepalive))?;
     set_tcp_option(&socket, libc::TCP_KEEPINTVL, secs(KEEPALIVE_INTERVAL))?;
     set_tcp_option(&socket, libc::TCP_KEEPCNT, KEEPALIVE_PROBES)?;
@@ -960,10 +965,16 @@ mod tests {
     }
 
     /// What replaces HTTP/2 pings: every accepted connection, whatever its protocol, has
-    /// TCP keepalive with the first probe after the idle timeout (at least a second).
+    /// TCP keepalive with the first probe after the idle timeout (at least a second, at
+    /// most what Linux accepts, so a long `--idle-timeout` cannot stop the listener binding).
     #[tokio::test]
     async fn accepted_connections_inherit_tcp_keepalive_from_the_listener() {
-        for (idle, first_probe) in [(Duration::from_secs(75), 75), (Duration::ZERO, 1)] {
+        let cases = [
+            (Duration::from_secs(75), 75),
+            (Duration::ZERO, 1),
+            (Duration::from_secs(86_400), 32_767),
+        ];
+        for (idle, first_probe) in cases {
             let listener = bind_one(SocketAddr::from(([127, 0, 0, 1], 0)), false, idle).unwrap();
             let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (accepted, _) = listener.accept().unwrap();
