@@ -96,6 +96,12 @@ pub fn run(pgo: bool) -> Result<PathBuf> {
     let mut hash = DefaultHasher::new();
     hash.write(&bytes);
     let profile = dir.join(format!("xdp-ingress-{:016x}.profdata", hash.finish()));
+    for entry in std::fs::read_dir(&dir)? {
+        let old = entry?.path();
+        if old.extension().is_some_and(|e| e == "profdata") && old != merged {
+            std::fs::remove_file(old)?;
+        }
+    }
     std::fs::rename(&merged, &profile)?;
 
     println!("dist: 4/4 optimised build");
