@@ -188,12 +188,13 @@ fn train(trainee: &Path, work: &Path, raw: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(work);
     let manifests = work.join("manifests");
     std::fs::create_dir_all(&manifests)?;
+    let [http, https, health, gateway, tcp] = free_ports()?;
     let ports = Ports {
-        http: free_port()?,
-        https: free_port()?,
-        health: free_port()?,
-        gateway: free_port()?,
-        tcp: free_port()?,
+        http,
+        https,
+        health,
+        gateway,
+        tcp,
     };
     let rsa = certificate(work, "rsa", &["-newkey", "rsa:2048"])?;
     let ecdsa = certificate(
@@ -385,9 +386,17 @@ fn stop(child: &mut Child) -> Result<()> {
     }
 }
 
-/// A port free on 127.0.0.1 a moment ago.
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `N` different ports free on 127.0.0.1 a moment ago (all held until all are picked, so
+/// the kernel cannot hand out one twice).
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let held = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&held) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 /// The status of `GET path` with `Host: host` on 127.0.0.1:`port`, if it answers.
